@@ -1,0 +1,100 @@
+"""`make bench-pipeline`: bare model throughput vs end to end through Redis/Celery/Postgres.
+
+In one run: images/s of the model in-process, then the same images as a batch through 1 and 2 CPU
+workers; prints the ratio per worker and the median queue + mirror overhead per task.
+Usage: python benchmarks/bench_pipeline.py [--images 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import harness
+
+from tests import support
+
+
+def bare(images: list[bytes]) -> float:
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.imaging import OutputOptions
+    from cvunet_matting.matting import matte_bytes
+    from cvunet_matting.model import get_session
+
+    settings = get_settings()
+    session = get_session(settings)
+    matte_bytes(images[0], OutputOptions(), session, settings.max_pixels)
+    started = time.perf_counter()
+    for data in images:
+        matte_bytes(data, OutputOptions(), session, settings.max_pixels)
+    return len(images) / (time.perf_counter() - started)
+
+
+def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, list[float]]:
+    from cvunet_matting import db, queries
+    from cvunet_matting.batches import Item, submit_batch
+    from cvunet_matting.imaging import OutputOptions
+
+    procs = [support.start_worker(f"bench{tag}{i}@%h", harness.ROOT / "logs", {}) for i in range(workers)]
+    try:
+        # Warm each worker's model first, so load time is not counted as throughput.
+        warm, images = images[:2], images[2:]
+        warm_id = submit_batch([Item(f"w{i}.jpg", d) for i, d in enumerate(warm)], OutputOptions())
+        support.wait_for(lambda: _done(warm_id), 300, "warm-up batch")
+        started = time.perf_counter()
+        batch_id = submit_batch([Item(f"{tag}-{i}.jpg", d) for i, d in enumerate(images)], OutputOptions())
+        support.wait_for(lambda: _done(batch_id), 3600, "batch", interval=0.05)
+        elapsed = time.perf_counter() - started
+        with db.transaction() as cur:
+            rows = queries.batch_tasks(cur, batch_id)
+    finally:
+        for proc in procs:
+            support.kill_group(proc)
+    return len(images) / elapsed, overheads(rows)
+
+
+def _done(batch_id: str) -> bool:
+    from cvunet_matting import db, queries
+
+    with db.transaction() as cur:
+        return queries.get_batch(cur, batch_id)["state"] == "done"
+
+
+def overheads(rows: list[dict]) -> list[float]:
+    """Per task: time in the task outside the model stages, plus the gap since the worker's previous task."""
+    by_worker: dict[str, list[dict]] = {}
+    for row in rows:
+        by_worker.setdefault(row["worker"], []).append(row)
+    result = []
+    for tasks in by_worker.values():
+        tasks.sort(key=lambda r: r["started_at"])
+        for prev, row in zip([None, *tasks], tasks, strict=False):
+            inside = (row["finished_at"] - row["started_at"]).total_seconds() - sum(row["timings"].values())
+            gap = (row["started_at"] - prev["finished_at"]).total_seconds() if prev else 0.0
+            result.append(inside + max(gap, 0.0))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=100)
+    args = parser.parse_args()
+    harness.setup()
+    n = args.images
+    # Three disjoint sets of alike photos: results of one run cannot be reused by the next.
+    images = harness.photos(3 * n + 4)
+    base = bare(images[:n])
+    print(f"bare model, in-process:        {base:6.3f} images/s")
+    for workers, start in ((1, n), (2, 2 * n + 2)):
+        rate, over = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
+        print(
+            f"end to end, {workers} CPU worker(s):  {rate:6.3f} images/s  ratio per worker "
+            f"{rate / workers / base:5.2f}  ratio total {rate / base:5.2f}  "
+            f"median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task"
+        )
+    print("(this machine has 2 cores: two CPU workers share them, so per-worker ratios fall below 1)")
+
+
+if __name__ == "__main__":
+    main()

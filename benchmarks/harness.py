@@ -1,0 +1,63 @@
+"""Isolation for benchmarks: their own Redis database, Postgres database and data folder.
+
+Import this module first: it sets the environment before cvunet_matting reads its settings.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests import support  # noqa: E402  (the same service helpers the tests use)
+
+RUN_ID = secrets.token_hex(4)
+ROOT = Path(tempfile.mkdtemp(prefix=f"cvunet-bench-{RUN_ID}-"))
+REDIS_DB = support.claim_redis_db(RUN_ID)
+PG_NAME = f"cvunet_bench_{RUN_ID}"
+
+os.environ.update(
+    {
+        "CVUNET_DATA_DIR": str(ROOT / "data"),
+        "CVUNET_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        "CVUNET_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{PG_NAME}",
+        "CVUNET_ALLOWED_ROOTS": str(ROOT / "incoming"),
+    }
+)
+
+
+def setup() -> None:
+    support.create_database(PG_NAME)
+    from cvunet_matting import db
+
+    db.upgrade()
+    atexit.register(teardown)
+
+
+def teardown() -> None:
+    from cvunet_matting import db
+
+    db.close_pool()
+    support.release_redis_db(REDIS_DB, RUN_ID)
+    support.drop_database(PG_NAME)
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def photos(count: int, height: int = 384, width: int = 512) -> list[bytes]:
+    """Distinct JPEG photos (a shifted crop of skimage's astronaut each), so no result is reused."""
+    import cv2
+    from skimage import data
+
+    base = cv2.resize(data.astronaut(), (width + count, height), interpolation=cv2.INTER_AREA)
+    out = []
+    for i in range(count):
+        ok, buf = cv2.imencode(".jpg", base[:, i : i + width, ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        out.append(buf.tobytes())
+    return out

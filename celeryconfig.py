@@ -1,0 +1,40 @@
+"""Celery settings, derived from cvunet_matting's environment configuration (see config.py)."""
+
+from kombu import Queue
+
+from cvunet_matting.config import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+broker_connection_retry_on_startup = True
+
+# Redis redelivers a task not acknowledged within the visibility timeout; it must outlast the longest
+# task, and Redis reads it in three places: the broker, the result backend and the global setting.
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+visibility_timeout = _settings.visibility_timeout
+
+# Acknowledge after the work is done, so a crashed worker's task is redelivered, never lost.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# A hard time limit kills the child: requeue it like a crash (counted, failed after max attempts).
+task_acks_on_failure_or_timeout = False
+worker_prefetch_multiplier = 1
+task_soft_time_limit = _settings.task_soft_limit
+task_time_limit = _settings.task_hard_limit
+
+task_default_queue = _settings.queue
+task_queues = (Queue(_settings.queue),)
+task_track_started = True
+task_send_sent_event = True
+worker_send_task_events = True
+result_extended = True
+result_expires = 7 * 24 * 3600
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+# Loading the model may take longer than Celery's default 4 s process-start window.
+worker_proc_alive_timeout = 60
+include = ["cvunet_matting.tasks"]

@@ -1,0 +1,73 @@
+"""`celery -A cvunet_matting requeue|reconcile`: operator commands registered through `celery.commands`.
+
+The same click commands are also `cvunet-matting requeue|reconcile`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import click
+import psycopg2
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '15m', '2h', '1d' or plain seconds -> seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text or "")
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 2h or 1d")
+    return int(match.group(1)) * UNITS[match.group(2) or "s"]
+
+
+def describe(row: dict) -> str:
+    batch = f" batch={row['batch_id']}" if row["batch_id"] else ""
+    error = f" error={row['error']!r}" if row["error"] else ""
+    return f"{row['id']} {row['state']:<8} attempts={row['attempts']} {row['filename']}{batch}{error}"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.command("requeue")
+@click.option("--failed", is_flag=True, help="Requeue tasks that ended as failed.")
+@click.option("--stuck-for", default=None, help="Requeue tasks unfinished for longer than this (e.g. 15m).")
+@click.option("--batch", "batch_id", default=None, help="Only tasks of this batch id.")
+@click.option("--dry-run", is_flag=True, help="List what would be requeued; change nothing.")
+def requeue(failed, stuck_for, batch_id, dry_run):
+    """Requeue failed or stuck matting tasks recorded in PostgreSQL."""
+    from .requeue import requeue as do_requeue
+
+    if not failed and stuck_for is None:
+        _fail("say what to requeue: --failed and/or --stuck-for DURATION")
+    stuck = parse_duration(stuck_for) if stuck_for is not None else None
+    try:
+        rows = do_requeue(failed, stuck, batch_id, dry_run)
+    except psycopg2.Error as exc:
+        _fail(f"postgres: {exc}".strip())
+    for row in rows:
+        click.echo(describe(row))
+    click.echo(f"{len(rows)} task(s) {'would be ' if dry_run else ''}requeued")
+
+
+@click.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="List what would be re-enqueued; change nothing.")
+def reconcile(dry_run):
+    """Re-enqueue tasks PostgreSQL knows as unfinished but Redis lost (e.g. after a Redis restart)."""
+    from .requeue import reconcile as do_reconcile
+
+    try:
+        found = do_reconcile(dry_run)
+    except psycopg2.Error as exc:
+        _fail(f"postgres: {exc}".strip())
+    for row in found["lost"]:
+        click.echo(describe(row))
+    verb = "would be " if dry_run else ""
+    click.echo(
+        f"{len(found['lost'])} lost task(s) {verb}re-enqueued, "
+        f"{len(found['stalled_batches'])} stalled batch(es) {verb}restarted"
+    )

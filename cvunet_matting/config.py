@@ -1,0 +1,123 @@
+"""All configuration, read from environment variables in this one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+def _path(env, name: str, default: Path) -> Path:
+    value = env.get(name)
+    return Path(value).expanduser() if value else default
+
+
+def _int(env, name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _bool(env, name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in {"1", "true", "yes", "on"}
+
+
+def _list(env, name: str, sep: str = ",") -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(sep) if part.strip())
+
+
+def _xdg(env, name: str, fallback: str) -> Path:
+    return Path(env.get(name) or Path.home() / fallback).expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service; built by `load_settings`, never mutated."""
+
+    data_dir: Path
+    model_dir: Path
+    model: str
+    device: str  # auto | cpu | cuda
+    tensorrt: bool
+    gpu_mem_limit_mb: int
+    intra_threads: int
+    inter_threads: int
+    max_pixels: int
+    max_upload_mb: int
+    redis_url: str
+    database_url: str
+    queue: str
+    task_soft_limit: int
+    task_hard_limit: int
+    visibility_timeout: int
+    batch_chunk: int
+    max_attempts: int
+    allowed_roots: tuple[Path, ...]
+    api_tokens: tuple[str, ...] = field(repr=False)
+    secret_key: str = field(repr=False)
+    log_level: str = "INFO"
+    # Fault injection for the crash tests only: input keys on which a worker kills itself.
+    crash_on_inputs: tuple[str, ...] = ()
+    metrics_port: int = 0  # worker /metrics port; 0: not served
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.data_dir / "inputs"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+
+def load_settings(env=None) -> Settings:
+    """Build settings from `env` (default: os.environ) with safe defaults."""
+    env = os.environ if env is None else env
+    data_dir = _path(env, "CVUNET_DATA_DIR", _xdg(env, "XDG_DATA_HOME", ".local/share") / "cvunet-matting")
+    cache = _xdg(env, "XDG_CACHE_HOME", ".cache") / "cvunet-matting" / "models"
+    hard_limit = _int(env, "CVUNET_TASK_HARD_LIMIT", 600)
+    roots = _list(env, "CVUNET_ALLOWED_ROOTS", os.pathsep) or (str(data_dir / "incoming"),)
+    return Settings(
+        data_dir=data_dir,
+        model_dir=_path(env, "CVUNET_MODEL_DIR", cache),
+        model=env.get("CVUNET_MODEL", "isnet-fp16"),
+        device=env.get("CVUNET_DEVICE", "auto").lower(),
+        tensorrt=_bool(env, "CVUNET_TENSORRT", False),
+        gpu_mem_limit_mb=_int(env, "CVUNET_GPU_MEM_LIMIT_MB", 8192),
+        intra_threads=_int(env, "CVUNET_INTRA_THREADS", 0),
+        inter_threads=_int(env, "CVUNET_INTER_THREADS", 1),
+        max_pixels=_int(env, "CVUNET_MAX_PIXELS", 50_000_000),
+        max_upload_mb=_int(env, "CVUNET_MAX_UPLOAD_MB", 64),
+        redis_url=env.get("CVUNET_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        database_url=env.get("CVUNET_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/cvunet_matting"),
+        queue=env.get("CVUNET_QUEUE", "matting"),
+        task_soft_limit=_int(env, "CVUNET_TASK_SOFT_LIMIT", hard_limit - 60),
+        task_hard_limit=hard_limit,
+        # Redis redelivers unacked tasks after this; it must outlast the longest task.
+        visibility_timeout=max(_int(env, "CVUNET_VISIBILITY_TIMEOUT", 3600), hard_limit * 2),
+        batch_chunk=_int(env, "CVUNET_BATCH_CHUNK", 200),
+        max_attempts=_int(env, "CVUNET_MAX_ATTEMPTS", 3),
+        allowed_roots=tuple(Path(r).expanduser().resolve() for r in roots),
+        api_tokens=_list(env, "CVUNET_API_TOKENS"),
+        secret_key=env.get("CVUNET_SECRET_KEY", ""),
+        log_level=env.get("CVUNET_LOG_LEVEL", "INFO").upper(),
+        crash_on_inputs=_list(env, "CVUNET_TEST_CRASH_ON"),
+        metrics_port=_int(env, "CVUNET_METRICS_PORT", 0),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return load_settings()

@@ -1,0 +1,34 @@
+"""Exceptions that carry a user-facing reason."""
+
+
+class MattingError(Exception):
+    """Base class: `code` is stable for scripts, the message is for people."""
+
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class InputError(MattingError):
+    """The input itself is bad (not an image, too large...): retrying cannot help."""
+
+    code = "bad_input"
+
+
+class ModelError(MattingError):
+    """The model file or its manifest is missing or inconsistent."""
+
+    code = "model"
+
+
+class DeviceError(MattingError):
+    """The requested execution provider (e.g. CUDA) is not available."""
+
+    code = "device"

@@ -1,0 +1,120 @@
+"""The only writer of batch, chunk, task and result rows in PostgreSQL."""
+
+from __future__ import annotations
+
+from psycopg2.extras import Json, execute_values
+
+# Columns an event may set on a task row; anything else in an event is ignored.
+EVENT_COLUMNS = (
+    "state",
+    "attempts",
+    "worker",
+    "error",
+    "idem_key",
+    "reused",
+    "width",
+    "height",
+    "timings",
+    "started_at",
+    "finished_at",
+)
+
+
+def create_batch(cur, batch_id, source: str, total: int, options: dict, output_dir: str, chunks: int) -> None:
+    cur.execute(
+        "INSERT INTO batches (id, source, total, options, output_dir) VALUES (%s, %s, %s, %s, %s)",
+        (batch_id, source, total, Json(options), output_dir),
+    )
+    execute_values(cur, "INSERT INTO chunks (batch_id, idx) VALUES %s", [(batch_id, i) for i in range(chunks)])
+
+
+def create_tasks(cur, rows: list[dict]) -> None:
+    """Insert pending rows: id, batch_id, chunk, position, filename, input_key, options, output_path."""
+    execute_values(
+        cur,
+        "INSERT INTO tasks (id, batch_id, chunk, position, filename, input_key, options, output_path) VALUES %s",
+        [
+            (
+                r["id"],
+                r.get("batch_id"),
+                r.get("chunk"),
+                r.get("position", 0),
+                r["filename"],
+                r["input_key"],
+                Json(r["options"]),
+                r["output_path"],
+            )
+            for r in rows
+        ],
+        page_size=1000,
+    )
+
+
+def apply_event(cur, event: dict) -> None:
+    """Apply one mirrored task event, unless a later event for the task was applied already."""
+    fields = {k: event[k] for k in EVENT_COLUMNS if k in event}
+    if "timings" in fields:
+        fields["timings"] = Json(fields["timings"])
+    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+    if "attempts" in fields:
+        sets = sets.replace("attempts = %(attempts)s", "attempts = GREATEST(attempts, %(attempts)s)")
+    cur.execute(
+        f"UPDATE tasks SET {sets}, event_at = %(at)s WHERE id = %(task_id)s AND event_at <= %(at)s",  # noqa: S608
+        {**fields, "at": event["at"], "task_id": event["task_id"]},
+    )
+    result = event.get("result")
+    if result:
+        cur.execute(
+            "INSERT INTO results (idem_key, output_path, task_id, width, height) "
+            "VALUES (%(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s) "
+            "ON CONFLICT (idem_key) DO NOTHING",
+            result,
+        )
+
+
+def reset_for_requeue(cur, task_ids: list) -> None:
+    """Back to pending before a re-publish; attempts and history of the error are kept."""
+    cur.execute(
+        "UPDATE tasks SET state = 'pending', event_at = now(), finished_at = NULL WHERE id = ANY(%s)",
+        (list(task_ids),),
+    )
+
+
+def claim_chunk(cur, batch_id) -> int | None:
+    """Mark the batch's next queued chunk dispatched and return its index (None: none left)."""
+    cur.execute(
+        "UPDATE chunks SET state = 'dispatched' WHERE (batch_id, idx) = ("
+        " SELECT batch_id, idx FROM chunks WHERE batch_id = %s AND state = 'queued'"
+        " ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING idx",
+        (batch_id,),
+    )
+    row = cur.fetchone()
+    return row["idx"] if row else None
+
+
+def complete_chunk(cur, batch_id, idx: int) -> bool:
+    """Mark a chunk done; True when it was the batch's last unfinished chunk."""
+    cur.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND idx = %s", (batch_id, idx))
+    cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s AND state <> 'done'", (batch_id,))
+    return cur.fetchone()["n"] == 0
+
+
+def claim_finalize(cur, batch_id) -> bool:
+    """Only one caller wins the right to finalize a batch."""
+    cur.execute(
+        "UPDATE batches SET state = 'finalizing' WHERE id = %s AND state = 'running' RETURNING id",
+        (batch_id,),
+    )
+    return cur.fetchone() is not None
+
+
+def finish_batch(cur, batch_id, zip_path: str, manifest_path: str) -> None:
+    cur.execute(
+        "UPDATE batches SET state = 'done', zip_path = %s, manifest_path = %s, finished_at = now() WHERE id = %s",
+        (zip_path, manifest_path, batch_id),
+    )
+
+
+def reopen_batches(cur, batch_ids: list) -> None:
+    """A requeued item reopens its finished batch so the ZIP and manifest are rebuilt."""
+    cur.execute("UPDATE batches SET state = 'running', finished_at = NULL WHERE id = ANY(%s)", (list(batch_ids),))

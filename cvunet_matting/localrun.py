@@ -1,0 +1,63 @@
+"""The serverless path: matte files and folders on this machine into a fresh output folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MattingError
+from .imaging import OutputOptions
+from .matting import matte_bytes
+from .model import MattingSession
+from .storage import create_new
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
+
+
+@dataclass
+class Job:
+    source: Path
+    relative: Path  # where the result goes inside the output folder
+
+
+@dataclass
+class Outcome:
+    job: Job
+    output: Path | None = None
+    error: str | None = None
+
+
+def collect(paths: Iterable[Path]) -> list[Job]:
+    """Files as given; folders walked recursively for image files, keeping their sub-folders."""
+    jobs = []
+    for path in paths:
+        if path.is_dir():
+            for found in sorted(p for p in path.rglob("*") if p.is_file()):
+                if found.suffix.lower() in IMAGE_SUFFIXES:
+                    jobs.append(Job(found, Path(path.name) / found.relative_to(path)))
+        else:
+            jobs.append(Job(path, Path(path.name)))
+    return jobs
+
+
+def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSession, max_pixels: int) -> Outcome:
+    try:
+        data = job.source.read_bytes()
+        result = matte_bytes(data, options, session, max_pixels)
+    except MattingError as exc:
+        return Outcome(job, error=exc.reason)
+    except OSError as exc:
+        return Outcome(job, error=f"cannot read: {exc.strerror or exc}")
+    target = (out_dir / job.relative).with_suffix(options.extension)
+    try:
+        return Outcome(job, output=create_new(target, result.data))
+    except OSError as exc:
+        return Outcome(job, error=f"cannot write {target}: {exc.strerror or exc}")
+
+
+def run_all(
+    jobs: list[Job], out_dir: Path, options: OutputOptions, session: MattingSession, max_pixels: int
+) -> Iterator[Outcome]:
+    for job in jobs:
+        yield run_one(job, out_dir, options, session, max_pixels)

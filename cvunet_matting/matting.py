@@ -1,0 +1,30 @@
+"""One image, bytes in and bytes out: decode, predict the alpha, encode. Shared by CLI and workers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .imaging import OutputOptions, decode, encode
+from .model import MattingSession
+
+
+@dataclass
+class MatteResult:
+    data: bytes
+    width: int
+    height: int
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+
+def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, max_pixels: int) -> MatteResult:
+    """Raise InputError for a bad image; the original pixels are kept, only alpha is added."""
+    timings: dict = {}
+    clock = time.perf_counter()
+    rgb = decode(data, max_pixels)
+    timings["decode"] = time.perf_counter() - clock
+    alpha = session.predict_alpha(rgb, timings)
+    clock = time.perf_counter()
+    out = encode(rgb, alpha, options)
+    timings["encode"] = time.perf_counter() - clock
+    return MatteResult(out, rgb.shape[1], rgb.shape[0], timings)

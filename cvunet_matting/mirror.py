@@ -1,0 +1,117 @@
+"""Mirror task events into PostgreSQL; while it is unreachable, keep them in a spool and replay later.
+
+A failed write never fails the task: the event goes to a JSON-lines spool file, replayed in order
+(by this process or any other) as soon as the database answers again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg2
+
+from . import db, jobs
+
+log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _write(events: list[dict]) -> None:
+    with db.transaction() as cur:
+        for event in events:
+            jobs.apply_event(cur, event)
+
+
+class Mirror:
+    def __init__(self, spool_dir: Path, write: Callable[[list[dict]], None] = _write):
+        self.spool_dir = Path(spool_dir)
+        self.write = write
+        self.own_file = self.spool_dir / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+        self._lock = threading.Lock()
+
+    def record(self, event: dict) -> None:
+        """Write `event` now if the spool is empty and the database answers, else spool it."""
+        event.setdefault("at", now_iso())
+        with self._lock:
+            if not self.pending() or self.flush():
+                try:
+                    self.write([event])
+                    return
+                except (psycopg2.Error, OSError) as exc:
+                    log.warning("postgres mirror unavailable, spooling event: %s", exc)
+            self._append(event)
+
+    def pending(self) -> list[Path]:
+        return sorted(self.spool_dir.glob("*.jsonl")) if self.spool_dir.exists() else []
+
+    def _append(self, event: dict) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            with open(self.own_file, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                # A replayer may have removed the file between open and lock: write to the new one.
+                if not self.own_file.exists() or os.fstat(fh.fileno()).st_ino != os.stat(self.own_file).st_ino:
+                    continue
+                fh.write(json.dumps(event, default=str) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                return
+
+    def flush(self) -> bool:
+        """Replay every spool file in order; True when nothing is left waiting."""
+        return all(self._replay(path) for path in self.pending())
+
+    def _replay(self, path: Path) -> bool:
+        try:
+            fh = open(path, "r+")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:  # another process replayed it meanwhile
+            return True
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            if not path.exists():
+                return True
+            events = [json.loads(line) for line in fh if line.strip()]
+            try:
+                self.write(events)
+            except (psycopg2.Error, OSError):
+                return False
+            path.unlink(missing_ok=True)
+            log.info("replayed %d spooled events from %s", len(events), path.name)
+            return True
+
+    def start_flusher(self, interval: float = 5.0) -> threading.Thread:
+        """A daemon thread that replays the spool, so events land even when no new task runs."""
+
+        def loop() -> None:
+            stop = threading.Event()
+            while not stop.wait(interval):
+                if self.pending():
+                    with self._lock:
+                        self.flush()
+
+        thread = threading.Thread(target=loop, name="mirror-flusher", daemon=True)
+        thread.start()
+        return thread
+
+
+_mirror: Mirror | None = None
+
+
+def get_mirror() -> Mirror:
+    global _mirror
+    if _mirror is None or _mirror.own_file.name != f"{socket.gethostname()}-{os.getpid()}.jsonl":
+        from .config import get_settings
+
+        _mirror = Mirror(get_settings().spool_dir)
+    return _mirror

@@ -1,0 +1,84 @@
+"""Read-only questions about batches, tasks and results, for the web, the CLI and the tasks."""
+
+from __future__ import annotations
+
+PAGE_SIZE = 25
+
+
+def find_result(cur, idem_key: str) -> dict | None:
+    cur.execute("SELECT * FROM results WHERE idem_key = %s", (idem_key,))
+    return cur.fetchone()
+
+
+def get_task(cur, task_id) -> dict | None:
+    cur.execute("SELECT * FROM tasks WHERE id = %s", (task_id,))
+    return cur.fetchone()
+
+
+def get_batch(cur, batch_id) -> dict | None:
+    cur.execute("SELECT * FROM batches WHERE id = %s", (batch_id,))
+    return cur.fetchone()
+
+
+def batch_counts(cur, batch_id) -> dict:
+    cur.execute("SELECT state, count(*) AS n FROM tasks WHERE batch_id = %s GROUP BY state", (batch_id,))
+    counts = {row["state"]: row["n"] for row in cur.fetchall()}
+    return {
+        "success": counts.get("success", 0),
+        "failure": counts.get("failure", 0),
+        "pending": sum(n for s, n in counts.items() if s not in {"success", "failure"}),
+    }
+
+
+def batch_tasks(cur, batch_id, chunk: int | None = None) -> list[dict]:
+    if chunk is None:
+        cur.execute("SELECT * FROM tasks WHERE batch_id = %s ORDER BY position", (batch_id,))
+    else:
+        cur.execute("SELECT * FROM tasks WHERE batch_id = %s AND chunk = %s ORDER BY position", (batch_id, chunk))
+    return cur.fetchall()
+
+
+def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE) -> tuple[list[dict], int]:
+    """A page of tasks, newest first, and the total count, optionally for one state."""
+    where, params = ("WHERE state = %s", [state]) if state else ("", [])
+    cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608
+    total = cur.fetchone()["n"]
+    cur.execute(
+        f"SELECT * FROM tasks {where} ORDER BY created_at DESC, position LIMIT %s OFFSET %s",  # noqa: S608
+        [*params, per_page, (max(page, 1) - 1) * per_page],
+    )
+    return cur.fetchall(), total
+
+
+def requeue_candidates(cur, failed: bool, stuck_seconds: int | None, batch_id=None) -> list[dict]:
+    """Failed tasks and/or tasks not finished after `stuck_seconds`, optionally in one batch."""
+    clauses = []
+    if failed:
+        clauses.append("state = 'failure'")
+    if stuck_seconds is not None:
+        clauses.append(
+            "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s))"
+        )
+    if not clauses:
+        return []
+    sql = f"SELECT * FROM tasks WHERE ({' OR '.join(clauses)})"  # noqa: S608 (fixed clauses, values bound)
+    if batch_id:
+        sql += " AND batch_id = %(batch)s"
+    cur.execute(sql + " ORDER BY created_at, position", {"stuck": stuck_seconds, "batch": batch_id})
+    return cur.fetchall()
+
+
+def unfinished(cur) -> list[dict]:
+    """Tasks Postgres still expects to run: the candidates for `reconcile`."""
+    # Tasks of chunks not yet dispatched are waiting in PostgreSQL by design, not lost.
+    cur.execute(
+        "SELECT t.* FROM tasks t LEFT JOIN chunks c ON c.batch_id = t.batch_id AND c.idx = t.chunk "
+        "WHERE t.state IN ('pending', 'started', 'retry') AND (c.state IS NULL OR c.state <> 'queued') "
+        "ORDER BY t.created_at, t.position"
+    )
+    return cur.fetchall()
+
+
+def open_batches(cur) -> list[dict]:
+    cur.execute("SELECT * FROM batches WHERE state <> 'done' ORDER BY created_at")
+    return cur.fetchall()

@@ -1,0 +1,43 @@
+"""The process's Redis client, and the per-task attempt counters kept in it."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from .config import get_settings
+
+_client: redis.Redis | None = None
+_pid: int | None = None
+
+ATTEMPTS_TTL = 7 * 24 * 3600
+
+
+def get_redis() -> redis.Redis:
+    """One client per process, made on first use (and again after a fork)."""
+    global _client, _pid
+    if _client is None or _pid != os.getpid():
+        _client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, health_check_interval=30)
+        _pid = os.getpid()
+    return _client
+
+
+def attempts_key(task_id: str) -> str:
+    return f"cvunet:attempts:{task_id}"
+
+
+def count_attempt(task_id: str) -> int:
+    """Count one more start of `task_id`; survives the death of the worker that ran it."""
+    client = get_redis()
+    key = attempts_key(task_id)
+    with client.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, ATTEMPTS_TTL)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+def reset_attempts(task_ids: list[str]) -> None:
+    if task_ids:
+        get_redis().delete(*[attempts_key(t) for t in task_ids])

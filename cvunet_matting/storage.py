@@ -1,0 +1,100 @@
+"""Files on the shared root: inputs by content hash, outputs written atomically, never overwritten."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write via a temp file and rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def create_new(path: Path, data: bytes) -> Path:
+    """Write `data` to `path`, or to `stem-1.ext`, `stem-2.ext`... if taken: never overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 0
+    while True:
+        try:
+            # O_EXCL reserves the name, so two writers cannot both pick it.
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+            continue
+        try:
+            return write_atomic(candidate, data)
+        except BaseException:
+            candidate.unlink(missing_ok=True)
+            raise
+
+
+def new_run_dir(parent: Path, now: datetime | None = None) -> Path:
+    """A fresh `outputs_YYYYMMDDHHMMSS` folder under `parent` (suffixed if that second is taken)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = parent / f"outputs_{stamp}", 0
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = parent / f"outputs_{stamp}-{n}"
+
+
+class Storage:
+    """The shared data root (NFS in production): `inputs/aa/<sha256>`, `outputs/...`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.inputs = self.root / "inputs"
+        self.outputs = self.root / "outputs"
+
+    def input_path(self, key: str) -> Path:
+        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a storage key: {key!r}")
+        return self.inputs / key[:2] / key
+
+    def put_input(self, data: bytes) -> str:
+        """Store upload bytes under their sha256; the same bytes twice are stored once."""
+        key = sha256_bytes(data)
+        path = self.input_path(key)
+        if not path.exists():
+            write_atomic(path, data)
+        return key
+
+    def read_input(self, key: str) -> bytes:
+        return self.input_path(key).read_bytes()
+
+    def new_run_dir(self) -> Path:
+        return new_run_dir(self.outputs)
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+    def resolve(self, relative: str) -> Path:
+        """A stored relative path back to a file, refusing anything that escapes the root."""
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"path escapes the storage root: {relative!r}")
+        return path

@@ -1,0 +1,90 @@
+"""What a worker does for one image: reuse an identical result or run the model, then store it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import psycopg2
+
+from . import db, queries
+from .config import Settings
+from .errors import InputError
+from .imaging import OutputOptions
+from .matting import matte_bytes
+from .model import MattingSession
+from .storage import Storage, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """Worth retrying: shared storage hiccups and the like."""
+
+
+def idem_key(input_key: str, model_version: str, options: OutputOptions) -> str:
+    """Same input bytes, same model, same output options: the same result."""
+    return hashlib.sha256(f"{input_key}|{model_version}|{options.key()}".encode()).hexdigest()
+
+
+def lookup_result(key: str) -> dict | None:
+    """An earlier identical result, or None (also when Postgres is down: then the model runs)."""
+    try:
+        with db.transaction() as cur:
+            return queries.find_result(cur, key)
+    except psycopg2.Error as exc:
+        log.warning("result lookup skipped, postgres unavailable: %s", exc)
+        return None
+
+
+def reuse(existing: dict, target: Path, storage: Storage) -> bool:
+    source = storage.root / existing["output_path"]
+    if not source.exists():
+        return False
+    if source.resolve() != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return True
+
+
+def maybe_crash(input_key: str, settings: Settings) -> None:
+    """Fault injection for the crash tests: die like an OOM-killed process on chosen inputs."""
+    if input_key in settings.crash_on_inputs:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def process(
+    input_key: str,
+    options: dict,
+    output_path: str,
+    *,
+    session: MattingSession,
+    storage: Storage,
+    settings: Settings,
+) -> dict:
+    """Run one image; returns the fields to mirror. Raises InputError or TransientError."""
+    opts = OutputOptions.from_dict(options)
+    key = idem_key(input_key, session.version, opts)
+    target = storage.root / output_path
+    result = {"idem_key": key, "output_path": output_path}
+    existing = lookup_result(key)
+    if existing and reuse(existing, target, storage):
+        return {**result, "reused": True, "width": existing["width"], "height": existing["height"]}
+    try:
+        data = storage.read_input(input_key)
+    except FileNotFoundError:
+        raise InputError("the stored input is missing from the shared storage", code="missing_input") from None
+    except OSError as exc:
+        raise TransientError(f"cannot read input: {exc}") from exc
+    maybe_crash(input_key, settings)
+    matted = matte_bytes(data, opts, session, settings.max_pixels)
+    try:
+        write_atomic(target, matted.data)
+    except OSError as exc:
+        raise TransientError(f"cannot write {output_path}: {exc.strerror or exc}") from exc
+    timings = {k: round(v, 4) for k, v in matted.timings.items()}
+    return {**result, "reused": False, "width": matted.width, "height": matted.height, "timings": timings}

@@ -1,0 +1,62 @@
+"""Prometheus metrics of a worker process: task outcomes, stage latencies, GPU memory and load (NVML)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+REGISTRY = CollectorRegistry()
+TASKS = Counter("cvunet_worker_tasks_total", "Images processed, by outcome", ["state"], registry=REGISTRY)
+STAGES = Histogram(
+    "cvunet_worker_stage_seconds",
+    "Time per image in each stage",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+
+
+class GpuCollector:
+    """Reads GPU memory and utilisation through NVML at scrape time; nothing when there is no GPU."""
+
+    def __init__(self):
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml = pynvml
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        count = pynvml.nvmlDeviceGetCount()
+        self.indices = [int(i) for i in visible.split(",") if i.strip().isdigit()] or list(range(count))
+
+    def collect(self):
+        used = GaugeMetricFamily("cvunet_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
+        total = GaugeMetricFamily("cvunet_gpu_memory_total_bytes", "GPU memory in all", labels=["gpu"])
+        util = GaugeMetricFamily("cvunet_gpu_utilization_ratio", "GPU busy fraction", labels=["gpu"])
+        for index in self.indices:
+            handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+            memory = self.nvml.nvmlDeviceGetMemoryInfo(handle)
+            used.add_metric([str(index)], memory.used)
+            total.add_metric([str(index)], memory.total)
+            util.add_metric([str(index)], self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+        yield from (used, total, util)
+
+
+def observe(result: dict) -> None:
+    TASKS.labels(result.get("state", "unknown")).inc()
+    for stage, seconds in (result.get("timings") or {}).items():
+        STAGES.labels(stage).observe(seconds)
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on `port` (0: don't); GPU figures only where NVML finds a GPU."""
+    if not port:
+        return
+    try:
+        REGISTRY.register(GpuCollector())
+    except Exception as exc:  # no pynvml, no driver or no GPU: CPU workers report without GPU figures
+        log.info("GPU metrics off: %s", exc)
+    start_http_server(port, addr=os.environ.get("CVUNET_METRICS_ADDR", "0.0.0.0"), registry=REGISTRY)  # noqa: S104

@@ -1,0 +1,93 @@
+"""Start one Celery worker per GPU (or N CPU workers) and supervise them until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerSpec:
+    name: str  # Celery node name, e.g. gpu0@%h
+    env: dict
+
+
+def plan(gpus: list[str], cpus: int, metrics_port: int = 0) -> list[WorkerSpec]:
+    """One worker per GPU, pinned with CUDA_VISIBLE_DEVICES; or `cpus` CPU-only workers.
+
+    With a metrics port, worker i serves /metrics on metrics_port + i.
+    """
+    if gpus:
+        specs = [WorkerSpec(f"gpu{g}@%h", {"CUDA_VISIBLE_DEVICES": g, "CVUNET_DEVICE": "cuda"}) for g in gpus]
+    else:
+        specs = [WorkerSpec(f"cpu{i}@%h", {"CUDA_VISIBLE_DEVICES": "", "CVUNET_DEVICE": "cpu"}) for i in range(cpus)]
+    for index, spec in enumerate(specs):
+        spec.env["CVUNET_METRICS_PORT"] = str(metrics_port + index if metrics_port else 0)
+    return specs
+
+
+def command(spec: WorkerSpec, queue: str, loglevel: str) -> list[str]:
+    # concurrency 1: each worker holds one model on one device; prefork keeps the model in a child
+    # process, so a crash there is seen by the parent and the task is requeued.
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "cvunet_matting",
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        spec.name,
+        "--concurrency",
+        "1",
+        "--pool",
+        "prefork",
+        "--loglevel",
+        loglevel,
+        "-E",
+    ]
+
+
+class Supervisor:
+    """Keeps the workers running; on SIGTERM/SIGINT passes the signal on (warm shutdown) and waits."""
+
+    def __init__(self, specs: list[WorkerSpec], queue: str, loglevel: str):
+        self.specs, self.queue, self.loglevel = specs, queue, loglevel
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+
+    def start(self, spec: WorkerSpec) -> None:
+        env = {**os.environ, **spec.env}
+        self.procs[spec.name] = subprocess.Popen(command(spec, self.queue, self.loglevel), env=env)
+        log.info("started worker %s (pid %d)", spec.name, self.procs[spec.name].pid)
+
+    def stop(self, signum, _frame) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        for spec in self.specs:
+            self.start(spec)
+        while True:
+            for spec in self.specs:
+                code = self.procs[spec.name].poll()
+                if code is not None and not self.stopping:
+                    log.warning("worker %s exited with %s; restarting", spec.name, code)
+                    time.sleep(1)
+                    self.start(spec)
+            if self.stopping and all(p.poll() is not None for p in self.procs.values()):
+                return 0
+            time.sleep(0.5)

