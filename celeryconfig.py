@@ -12,7 +12,15 @@ broker_connection_retry_on_startup = True
 
 # Redis redelivers a task not acknowledged within the visibility timeout; it must outlast the longest
 # task, and Redis reads it in three places: the broker, the result backend and the global setting.
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout,
+    # Sweep for abandoned (unacked, expired) messages every 10 s; kombu's default is every 100 s.
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+    # A publish to a vanished Redis must fail, not hang the web request forever.
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
 visibility_timeout = _settings.visibility_timeout
 
@@ -20,7 +28,8 @@ visibility_timeout = _settings.visibility_timeout
 task_acks_late = True
 task_reject_on_worker_lost = True
 # A hard time limit kills the child: requeue it like a crash (counted, failed after max attempts).
-task_acks_on_failure_or_timeout = False
+task_acks_on_timeout = False
+task_acks_on_failure = True
 worker_prefetch_multiplier = 1
 task_soft_time_limit = _settings.task_soft_limit
 task_time_limit = _settings.task_hard_limit

@@ -79,6 +79,20 @@ def unfinished(cur) -> list[dict]:
     return cur.fetchall()
 
 
-def open_batches(cur) -> list[dict]:
-    cur.execute("SELECT * FROM batches WHERE state <> 'done' ORDER BY created_at")
+def orphan_chunks(cur) -> list[dict]:
+    """Dispatched chunks with nothing left to run: their chord callback was lost."""
+    cur.execute(
+        "SELECT c.batch_id, c.idx FROM chunks c WHERE c.state = 'dispatched' AND NOT EXISTS ("
+        " SELECT 1 FROM tasks t WHERE t.batch_id = c.batch_id AND t.chunk = c.idx"
+        " AND t.state IN ('pending', 'started', 'retry')) ORDER BY c.batch_id, c.idx"
+    )
+    return cur.fetchall()
+
+
+def unfinalized_batches(cur) -> list[dict]:
+    """Batches whose every chunk is done but which were never finalized."""
+    cur.execute(
+        "SELECT b.* FROM batches b WHERE b.state = 'running' AND NOT EXISTS ("
+        " SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state <> 'done') ORDER BY b.created_at"
+    )
     return cur.fetchall()

@@ -60,29 +60,20 @@ def ids_in_redis() -> set[str]:
 
 
 def reconcile(dry_run: bool = False) -> dict:
-    """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chain broke."""
-    from .tasks import chunk_done
+    """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chord chain broke."""
+    from .tasks import chunk_done, finalize_batch
 
     with db.transaction() as cur:
         unfinished = queries.unfinished(cur)
-        open_batches = queries.open_batches(cur)
+        orphans = queries.orphan_chunks(cur)
+        unfinalized = queries.unfinalized_batches(cur)
     present = ids_in_redis()
     lost = [r for r in unfinished if str(r["id"]) not in present]
-    if not dry_run and lost:
-        republish(lost, lambda batch, chunk: chunk_done.si(batch, chunk))
-    stalled = [str(b["id"]) for b in open_batches if not any(str(r["batch_id"]) == str(b["id"]) for r in unfinished)]
     if not dry_run:
-        for batch_id in stalled:
-            restart_batch(batch_id)
-    return {"lost": lost, "stalled_batches": stalled}
-
-
-def restart_batch(batch_id: str) -> None:
-    """A batch with nothing running: close its dispatched chunks, dispatch or finalize what is left."""
-    from .tasks import finalize_batch
-
-    with db.transaction() as cur:
-        cur.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND state = 'dispatched'", (batch_id,))
-        cur.execute("UPDATE batches SET state = 'running' WHERE id = %s AND state = 'finalizing'", (batch_id,))
-    if not batches.dispatch_next(batch_id):
-        finalize_batch.delay(batch_id)
+        republish(lost, lambda batch, chunk: chunk_done.si(batch, chunk))
+        for chunk in orphans:
+            chunk_done.delay(str(chunk["batch_id"]), chunk["idx"])
+        for batch in unfinalized:
+            finalize_batch.delay(str(batch["id"]))
+    stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized}
+    return {"lost": lost, "stalled_batches": sorted(stalled)}

