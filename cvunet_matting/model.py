@@ -96,10 +96,11 @@ class MattingSession:
         """Alpha as uint8 at the original size; the model's own resolution is resized up."""
         m = self.manifest
         alpha = raw.reshape(raw.shape[-2:]) if m.output_kind == "alpha" else raw.reshape(raw.shape[-3:])[..., 3]
-        alpha = np.clip(alpha.astype(np.float32) / m.output_scale, 0.0, 1.0)
+        alpha = np.clip(alpha.astype(np.float32) * (255.0 / m.output_scale) + 0.5, 0.0, 255.0).astype(np.uint8)
         if alpha.shape != (height, width):
+            # Resized as uint8 at the end: a float matte of 12 MP would cost 10x more here.
             alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
-        return (alpha * 255.0 + 0.5).astype(np.uint8)
+        return alpha
 
     def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
         """HxWx3 uint8 RGB -> HxW uint8 alpha; fills `timings` (seconds) when given."""

@@ -96,3 +96,23 @@ def unfinalized_batches(cur) -> list[dict]:
         " SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state <> 'done') ORDER BY b.created_at"
     )
     return cur.fetchall()
+
+
+def lock_task(cur, task_id) -> dict | None:
+    """The task row, locked until the transaction ends (one retry at a time)."""
+    cur.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+    return cur.fetchone()
+
+
+def batch_items(cur, batch_id, offset: int = 0, limit: int = 100) -> list[dict]:
+    """One page of a batch's tasks, in submission order."""
+    cur.execute(
+        "SELECT * FROM tasks WHERE batch_id = %s ORDER BY position LIMIT %s OFFSET %s", (batch_id, limit, offset)
+    )
+    return cur.fetchall()
+
+
+def state_counts(cur) -> dict[str, int]:
+    """Tasks per state (index-only scan on tasks_state): for the /metrics scrape."""
+    cur.execute("SELECT state, count(*) AS n FROM tasks GROUP BY state")
+    return {row["state"]: row["n"] for row in cur.fetchall()}

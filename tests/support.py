@@ -134,13 +134,13 @@ def wait_for(predicate, timeout: float, message: str = "condition not met", inte
     raise AssertionError(f"{message} within {timeout}s")
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cvunet_matting.cli", *args],
-        cwd=REPO,
+        cwd=cwd or REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         timeout=timeout,
     )
 

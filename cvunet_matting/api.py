@@ -1,0 +1,317 @@
+"""The JSON API under /api/v1: submit images, batches and folders; poll status; download results."""
+
+from __future__ import annotations
+
+import hmac
+import mimetypes
+import uuid
+from io import BytesIO
+from pathlib import Path
+
+import cv2
+import numpy as np
+from flask import Blueprint, jsonify, request, send_file, url_for
+
+from . import batches, db, queries
+from .errors import InputError
+from .imaging import OutputOptions, probe, sniff_extension
+from .naming import safe_stem
+from .storage import Storage
+from .web import csrf_valid, error_json, has_browser_session, settings
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+ITEMS_LIMIT = 1000
+
+
+def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
+    """Compare against every token in constant time (no early exit that would time the match)."""
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given.encode(), token.encode())
+    return found
+
+
+@bp.before_request
+def authenticate():
+    """With CVUNET_API_TOKENS set: a bearer token, or our own page's session (CSRF header for writes)."""
+    tokens = settings().api_tokens
+    if not tokens or request.endpoint == "api.openapi":
+        return None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and given.strip() and token_matches(given.strip(), tokens):
+        return None
+    if csrf_valid(request.headers.get("X-CSRF-Token")):
+        return None
+    if request.method in {"GET", "HEAD"} and has_browser_session():
+        return None  # <img> tags on our own pages cannot send headers
+    response, status = error_json("unauthorized", "a valid 'Authorization: Bearer <token>' header is required", 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="cvunet-matting"'
+    return response, status
+
+
+def parse_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InputError(f"{value!r} is not a valid id (a UUID)", code="bad_id") from None
+
+
+def parse_options(values) -> OutputOptions:
+    """Output options from form fields or a JSON object; wrong types are a bad_option, not a crash."""
+    if values is None:
+        values = {}
+    if not hasattr(values, "get"):
+        raise InputError("options must be an object", code="bad_option")
+    fmt, color, alpha = values.get("format"), values.get("bg_color"), values.get("alpha_only", False)
+    if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, str | bool):
+        raise InputError("format and bg_color must be strings, alpha_only a boolean", code="bad_option")
+    return OutputOptions.parse(fmt, color, alpha)
+
+
+def task_row(task_id: str) -> dict:
+    with db.transaction() as cur:
+        row = queries.get_task(cur, parse_id(task_id))
+    if row is None:
+        raise InputError(f"no task {task_id}", code="not_found")
+    return row
+
+
+def has_alpha(row: dict) -> bool:
+    options = OutputOptions.from_dict(row["options"])
+    return options.alpha_only or (options.bg_color is None and options.format in {"png", "webp"})
+
+
+def iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def item_json(row: dict) -> dict:
+    tid = str(row["id"])
+    item = {
+        "task_id": tid,
+        "filename": row["filename"],
+        "state": row["state"],
+        "error": row["error"],
+        "status_url": url_for("api.task_status", task_id=tid),
+        "view_url": url_for("ui.task_view", task_id=tid),
+        "input_url": url_for("api.task_input", task_id=tid),
+    }
+    if row["state"] == "success":
+        item["result_url"] = url_for("api.task_result", task_id=tid)
+        if has_alpha(row):
+            item["alpha_url"] = url_for("api.task_alpha", task_id=tid)
+    return item
+
+
+def task_json(row: dict) -> dict:
+    return {
+        **item_json(row),
+        "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
+        "attempts": row["attempts"],
+        "width": row["width"],
+        "height": row["height"],
+        "created_at": iso(row["created_at"]),
+        "finished_at": iso(row["finished_at"]),
+    }
+
+
+def accepted(payload: dict, location: str):
+    return jsonify({**payload, "status_url": location}), 202, {"Location": location}
+
+
+def probe_uploads(files) -> tuple[list[batches.Item], list[dict]]:
+    """Read every upload, refusing bad ones from their header alone; names are never used as paths."""
+    items, refused = [], []
+    for upload in files:
+        data = upload.read()
+        if not upload.filename and not data:
+            continue  # the empty part a browser sends for an empty file picker
+        name = upload.filename or "image"
+        try:
+            probe(data, settings().max_pixels)
+            items.append(batches.Item(name, data))
+        except InputError as exc:
+            refused.append({"filename": name, "code": exc.code, "message": exc.reason})
+    return items, refused
+
+
+@bp.post("/images")
+def submit_image():
+    upload = request.files.get("file")
+    if upload is None:
+        raise InputError("send the image as the multipart form field 'file'", code="no_file")
+    options = parse_options(request.form)
+    item = batches.Item(upload.filename or "image", upload.read())
+    task_id = batches.submit_image(item, options, settings=settings())
+    return accepted(
+        {"task_id": task_id, "view_url": url_for("ui.task_view", task_id=task_id)},
+        url_for("api.task_status", task_id=task_id),
+    )
+
+
+@bp.post("/batches")
+def submit_batch():
+    options = parse_options(request.form)
+    items, refused = probe_uploads(request.files.getlist("files"))
+    if not items and not refused:
+        raise InputError("send the images as multipart form fields named 'files'", code="no_file")
+    if not items:
+        first = refused[0]
+        status = 415 if first["code"] in {"svg", "not_an_image", "unsupported_format"} else 400
+        return error_json(first["code"], f"no file was accepted: {first['message']}", status, refused=refused)
+    batch_id = batches.submit_batch(items, options, source="upload", settings=settings())
+    return accepted(
+        {
+            "batch_id": batch_id,
+            "total": len(items),
+            "refused": refused,
+            "view_url": url_for("ui.batch_view", batch_id=batch_id),
+        },
+        url_for("api.batch_status", batch_id=batch_id),
+    )
+
+
+@bp.post("/batches/folder")
+def submit_folder():
+    """Operator bulk path: a server-side folder under one of CVUNET_ALLOWED_ROOTS."""
+    body = request.get_json(silent=True)
+    folder = body.get("folder") if isinstance(body, dict) else None
+    if not isinstance(folder, str) or not folder.strip() or "\x00" in folder:
+        raise InputError('send JSON {"folder": "...", "options": {...}}', code="bad_request")
+    options = parse_options(body.get("options"))
+    cfg = settings()
+    path = Path(folder) if Path(folder).is_absolute() else cfg.allowed_roots[0] / folder
+    try:
+        items = batches.folder_items(str(path), cfg)
+    except OSError as exc:
+        raise InputError(f"folder {folder!r} cannot be read: {exc.strerror}", code="not_found") from None
+    batch_id = batches.submit_batch(items, options, source=str(path), settings=cfg)
+    return accepted(
+        {"batch_id": batch_id, "total": len(items), "view_url": url_for("ui.batch_view", batch_id=batch_id)},
+        url_for("api.batch_status", batch_id=batch_id),
+    )
+
+
+@bp.get("/tasks/<task_id>")
+def task_status(task_id: str):
+    return jsonify(task_json(task_row(task_id)))
+
+
+@bp.post("/tasks/<task_id>/retry")
+def retry(task_id: str):
+    from .retry import retry_task
+
+    row = task_row(task_id)
+    if retry_task(row["id"]) != "requeued":
+        raise InputError(f"task {task_id} is {row['state']}: only failed tasks can be retried", code="not_failed")
+    return accepted({"task_id": str(row["id"]), "state": "pending"}, url_for("api.task_status", task_id=row["id"]))
+
+
+def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int) -> dict:
+    bid = str(batch["id"])
+    payload = {
+        "batch_id": bid,
+        "state": batch["state"],
+        "total": batch["total"],
+        "done": counts["success"],
+        "failed": counts["failure"],
+        "pending": counts["pending"],
+        "created_at": iso(batch["created_at"]),
+        "finished_at": iso(batch["finished_at"]),
+        "view_url": url_for("ui.batch_view", batch_id=bid),
+        "items_offset": offset,
+        "items": [item_json(r) for r in rows],
+    }
+    if batch["state"] == "done" and batch["zip_path"]:
+        payload["zip_url"] = url_for("api.batch_zip", batch_id=bid)
+    return payload
+
+
+def load_batch(batch_id: str, offset: int = 0, limit: int = ITEMS_LIMIT) -> tuple[dict, dict, list[dict]]:
+    bid = parse_id(batch_id)
+    with db.transaction() as cur:
+        batch = queries.get_batch(cur, bid)
+        if batch is None:
+            raise InputError(f"no batch {batch_id}", code="not_found")
+        return batch, queries.batch_counts(cur, bid), queries.batch_items(cur, bid, offset, limit)
+
+
+@bp.get("/batches/<batch_id>")
+def batch_status(batch_id: str):
+    offset = max(request.args.get("offset", 0, type=int), 0)
+    limit = min(max(request.args.get("limit", ITEMS_LIMIT, type=int), 0), ITEMS_LIMIT)
+    return jsonify(batch_json(*load_batch(batch_id, offset, limit), offset))
+
+
+def stored(relative: str) -> Path:
+    """A stored file, only ever reached through Storage.resolve (which refuses escapes)."""
+    path = Storage(settings().data_dir).resolve(relative)
+    if not path.is_file():
+        raise InputError("the file is no longer in storage", code="not_found")
+    return path
+
+
+def not_ready(what: str, row: dict):
+    code = "failed" if row["state"] == "failure" else "not_ready"
+    message = f"the task failed: {row['error']}" if code == "failed" else f"the {what} is not ready yet"
+    return error_json(code, message, 404, state=row["state"])
+
+
+def download(path: Path | BytesIO, name: str, mimetype: str):
+    attachment = request.args.get("download") in {"1", "true", "yes"}
+    return send_file(path, mimetype=mimetype, as_attachment=attachment, download_name=name)
+
+
+@bp.get("/tasks/<task_id>/result")
+def task_result(task_id: str):
+    row = task_row(task_id)
+    if row["state"] != "success":
+        return not_ready("result", row)
+    path = stored(row["output_path"])
+    return download(path, path.name, OutputOptions.from_dict(row["options"]).mimetype)
+
+
+@bp.get("/tasks/<task_id>/alpha")
+def task_alpha(task_id: str):
+    """The alpha matte as a grey PNG, taken from the stored cut-out (flattened outputs have none)."""
+    row = task_row(task_id)
+    if row["state"] != "success":
+        return not_ready("alpha matte", row)
+    if not has_alpha(row):
+        raise InputError("this result was flattened on a colour: it has no alpha channel", code="not_found")
+    path = stored(row["output_path"])
+    name = f"{safe_stem(path.name)}-alpha.png"
+    if OutputOptions.from_dict(row["options"]).alpha_only:
+        return download(path, name, "image/png")
+    pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
+        raise InputError("the stored result has no alpha channel", code="not_found")
+    ok, buffer = cv2.imencode(".png", pixels[..., 3])
+    return download(BytesIO(buffer.tobytes()), name, "image/png")
+
+
+@bp.get("/tasks/<task_id>/input")
+def task_input(task_id: str):
+    row = task_row(task_id)
+    storage = Storage(settings().data_dir)
+    path = stored(storage.relative(storage.input_path(row["input_key"])))
+    with path.open("rb") as fh:
+        extension = sniff_extension(fh.read(64)) or ".bin"
+    mimetype = mimetypes.types_map.get(extension, "application/octet-stream")
+    return download(path, f"{safe_stem(row['filename'])}{extension}", mimetype)
+
+
+@bp.get("/batches/<batch_id>/zip")
+def batch_zip(batch_id: str):
+    batch, _, _ = load_batch(batch_id, limit=0)
+    if batch["state"] != "done" or not batch["zip_path"]:
+        return error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"])
+    path = stored(batch["zip_path"])
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from .openapi import document
+
+    return jsonify(document())

@@ -1,0 +1,98 @@
+"""The `cvunet-matting matte` command: files and folders, no server, nothing overwritten."""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+from tests import support
+
+
+def write_png(path, seed: int, size=(30, 40)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    assert cv2.imwrite(str(path), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return path
+
+
+def test_matte_files_and_folders_recursively(tmp_path):
+    write_png(tmp_path / "in" / "a.png", 1)
+    write_png(tmp_path / "in" / "sub" / "b.png", 2)
+    (tmp_path / "in" / "readme.txt").write_text("ignored in folders")
+    single = write_png(tmp_path / "c.png", 3)
+    done = support.run_cli("matte", str(tmp_path / "in"), str(single), "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    produced = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
+    assert produced == ["c.png", "in/a.png", "in/sub/b.png"]
+    rgba = cv2.imread(str(tmp_path / "out" / "in" / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (30, 40, 4)
+    assert "3 done, 0 failed" in done.stdout
+
+
+def test_default_output_folder_is_timestamped_and_nothing_is_overwritten(tmp_path):
+    image = write_png(tmp_path / "x.png", 4)
+    for _ in range(2):
+        done = support.run_cli("matte", str(image), "-o", str(tmp_path / "same"))
+        assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["x-1.png", "x.png"]
+    done = support.run_cli("matte", str(image), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+    assert re.fullmatch(r"outputs_\d{14}", run_dir.name) and (run_dir / "x.png").exists()
+
+
+def test_bad_files_get_a_reason_each_and_the_good_ones_finish(tmp_path):
+    good = write_png(tmp_path / "good.png", 5)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "fake.png").write_text("not an image")
+    (tmp_path / "vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"></svg>')
+    args = [str(good), *(str(tmp_path / n) for n in ("empty.jpg", "fake.png", "vector.svg"))]
+    done = support.run_cli("matte", *args, "-o", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert (tmp_path / "out" / "good.png").exists()
+    failures = [line for line in done.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failures) == 3
+    assert any("empty.jpg" in f and "empty" in f.split(":")[-1] for f in failures)
+    assert any("vector.svg" in f and "SVG" in f for f in failures)
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "suffix", "channels"),
+    [
+        (["--format", "jpg", "--bg-color", "#00ff00"], ".jpg", 3),
+        (["--alpha"], ".png", 1),
+        (["--format", "webp"], ".webp", 4),
+    ],
+)
+def test_output_options(tmp_path, args, suffix, channels):
+    image = write_png(tmp_path / "p.png", 6)
+    done = support.run_cli("matte", str(image), "-o", str(tmp_path / "o"), *args)
+    assert done.returncode == 0, done.stderr
+    out = cv2.imread(str(tmp_path / "o" / f"p{suffix}"), cv2.IMREAD_UNCHANGED)
+    assert (out.shape[2] if out.ndim == 3 else 1) == channels
+
+
+def test_bad_options_and_missing_paths_are_clear_errors(tmp_path):
+    image = write_png(tmp_path / "p.png", 7)
+    done = support.run_cli("matte", str(image), "--format", "gif")
+    assert done.returncode != 0 and "format" in done.stderr and "Traceback" not in done.stderr
+    done = support.run_cli("matte", str(tmp_path / "missing.png"))
+    assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+@pytest.mark.model
+def test_matte_a_real_photo_with_isnet(tmp_path, real_model_path):
+    from skimage import data
+
+    photo = tmp_path / "astronaut.jpg"
+    assert cv2.imwrite(str(photo), data.astronaut()[:, :, ::-1])
+    done = support.run_cli("matte", str(photo), "-o", str(tmp_path / "o"), env={"CVUNET_MODEL": "isnet-fp16"})
+    assert done.returncode == 0, done.stderr
+    rgba = cv2.imread(str(tmp_path / "o" / "astronaut.png"), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (512, 512, 4)
+    assert rgba[30:140, 170:280, 3].mean() > 220 and rgba[0:200, 380:512, 3].mean() < 40
+    assert np.abs(rgba[..., :3].astype(int) - data.astronaut()[:, :, ::-1]).mean() < 3  # original pixels kept
