@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import zipfile
 
 import numpy as np
@@ -127,3 +128,40 @@ def test_poisoned_input_fails_after_three_crashes_and_the_queue_moves_on(clean_s
     assert "died 3 times" in rows["poison.png"]["error"]
     assert rows["poison.png"]["attempts"] == 4  # three crashed starts, and the one that gave up
     assert all(rows[f"ok{i}.png"]["state"] == "success" for i in range(3))
+
+
+def test_a_large_batch_keeps_redis_small(clean_state, worker_factory):
+    worker_factory()
+    items = [Item(f"i{i}.png", png_bytes(1000 + i, (8, 8))) for i in range(400)]
+    batch_id = submit_batch(items, PNG, settings=settings(CVUNET_BATCH_CHUNK=25))
+    client, peak = support.redis(), 0
+    while batch_row(batch_id)["state"] != "done":
+        peak = max(peak, client.llen("matting"))
+        time.sleep(0.05)
+    assert [r["state"] for r in rows_of(batch_id)] == ["success"] * 400
+    assert 0 < peak <= 50  # two chunks of 25 in flight at most, never the whole batch
+
+
+def test_requeue_stuck_tasks(clean_state):
+    from cvunet_matting.requeue import requeue
+
+    task_id = submit_image(Item("stuck.png", png_bytes(3)), PNG)  # no worker: it stays pending
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET event_at = now() - interval '20 minutes' WHERE id = %s", (task_id,))
+    assert [str(r["id"]) for r in requeue(False, 30 * 60, dry_run=True)] == []
+    assert [str(r["id"]) for r in requeue(False, 15 * 60, dry_run=True)] == [task_id]
+    assert [str(r["id"]) for r in requeue(False, 15 * 60)] == [task_id]
+    assert task_row(task_id)["state"] == "pending"
+    assert support.redis().llen("matting") == 2  # the original message and the requeued one
+
+
+def test_sigterm_lets_the_worker_finish_the_image_in_hand(clean_state, worker_factory, real_model_path):
+    import signal
+
+    proc = worker_factory("cpu0@%h", CVUNET_MODEL="isnet-fp16")
+    task_id = submit_image(Item("slow.png", png_bytes(4, (256, 256))), PNG)
+    support.wait_for(lambda: task_row(task_id)["state"] == "started", 60, "task started")
+    os.kill(proc.pid, signal.SIGTERM)  # warm shutdown, as `docker stop` sends it to the main process
+    assert proc.wait(timeout=60) == 0
+    row = task_row(task_id)
+    assert row["state"] == "success" and row["attempts"] == 1
