@@ -56,7 +56,7 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
             fmt, (width, height) = (image.format or "").lower(), image.size
     except UnidentifiedImageError:
         raise InputError("the file is not an image in a known format", code="not_an_image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # Pillow's parsers raise many types on malformed headers
         raise InputError(f"the image header is unreadable: {exc}", code="truncated") from None
     if fmt == "mpo":
         fmt = "jpeg"  # multi-picture JPEG from phones: the first picture is a plain JPEG
@@ -94,10 +94,12 @@ def _to_rgb8(pixels: np.ndarray) -> np.ndarray:
 def _decode_with_pillow(data: bytes) -> np.ndarray:
     """GIF (first frame) and whatever OpenCV's build cannot read."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.seek(0)
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    except (OSError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                image.seek(0)
+                return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    except Exception as exc:  # as in probe(): any parser failure means corrupt data
         raise InputError(f"the image data is corrupt: {exc}", code="truncated") from None
 
 
