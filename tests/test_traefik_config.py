@@ -314,8 +314,10 @@ def test_production_dynamic_config_structure():
         assert auth["usersFile"] == "/etc/traefik/secrets/htpasswd"
 
     assert middlewares["body-limit"]["buffering"]["maxRequestBodyBytes"] == BODY_LIMIT
-    app_rate = middlewares[routers["app"]["middlewares"][-1]]["rateLimit"]
-    api_rate = middlewares[routers["api"]["middlewares"][-1]]["rateLimit"]
+    app_rate = middlewares["app-ratelimit"]["rateLimit"]
+    api_rate = middlewares["api-ratelimit"]["rateLimit"]
+    assert {"app-ratelimit", "retry-idempotent"} <= set(routers["app"]["middlewares"])
+    assert middlewares["retry-idempotent"]["retry"]["attempts"] >= 2
     assert api_rate["average"] < app_rate["average"]
 
 
