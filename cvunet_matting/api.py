@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import mimetypes
 import uuid
 from io import BytesIO
 from pathlib import Path
@@ -17,10 +16,18 @@ from .errors import InputError
 from .imaging import OutputOptions, probe, sniff_extension
 from .naming import safe_stem
 from .storage import Storage
-from .web import csrf_valid, error_json, has_browser_session, settings
+from .web import STATUS_BY_CODE, csrf_valid, error_json, has_browser_session, settings
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ITEMS_LIMIT = 1000
+INPUT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".gif": "image/gif",
+}
 
 
 def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
@@ -56,16 +63,25 @@ def parse_id(value: str) -> str:
         raise InputError(f"{value!r} is not a valid id (a UUID)", code="bad_id") from None
 
 
-def parse_options(values) -> OutputOptions:
-    """Output options from form fields or a JSON object; wrong types are a bad_option, not a crash."""
-    if values is None:
-        values = {}
+def parse_options(values, form: bool = True) -> OutputOptions:
+    """Output options from form fields (strings) or a JSON object (alpha_only a boolean)."""
+    values = {} if values is None else values
     if not hasattr(values, "get"):
         raise InputError("options must be an object", code="bad_option")
     fmt, color, alpha = values.get("format"), values.get("bg_color"), values.get("alpha_only", False)
-    if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, str | bool):
+    alpha_types = str if form else bool
+    if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, alpha_types | bool):
         raise InputError("format and bg_color must be strings, alpha_only a boolean", code="bad_option")
     return OutputOptions.parse(fmt, color, alpha)
+
+
+def query_int(name: str, default: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > maximum:
+        raise InputError(f"{name} must be an integer from 0 to {maximum}", code="bad_request")
+    return int(raw)
 
 
 def task_row(task_id: str) -> dict:
@@ -157,7 +173,7 @@ def submit_batch():
         raise InputError("send the images as multipart form fields named 'files'", code="no_file")
     if not items:
         first = refused[0]
-        status = 415 if first["code"] in {"svg", "not_an_image", "unsupported_format"} else 400
+        status = STATUS_BY_CODE.get(first["code"], 400)
         return error_json(first["code"], f"no file was accepted: {first['message']}", status, refused=refused)
     batch_id = batches.submit_batch(items, options, source="upload", settings=settings())
     return accepted(
@@ -178,13 +194,13 @@ def submit_folder():
     folder = body.get("folder") if isinstance(body, dict) else None
     if not isinstance(folder, str) or not folder.strip() or "\x00" in folder:
         raise InputError('send JSON {"folder": "...", "options": {...}}', code="bad_request")
-    options = parse_options(body.get("options"))
+    options = parse_options(body.get("options"), form=False)
     cfg = settings()
     path = Path(folder) if Path(folder).is_absolute() else cfg.allowed_roots[0] / folder
     try:
         items = batches.folder_items(str(path), cfg)
-    except OSError as exc:
-        raise InputError(f"folder {folder!r} cannot be read: {exc.strerror}", code="not_found") from None
+    except (OSError, ValueError) as exc:  # too long a name, unencodable characters...
+        raise InputError(f"folder {folder!r} cannot be read: {exc}", code="not_found") from None
     batch_id = batches.submit_batch(items, options, source=str(path), settings=cfg)
     return accepted(
         {"batch_id": batch_id, "total": len(items), "view_url": url_for("ui.batch_view", batch_id=batch_id)},
@@ -218,6 +234,7 @@ def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int) -> dict
         "pending": counts["pending"],
         "created_at": iso(batch["created_at"]),
         "finished_at": iso(batch["finished_at"]),
+        "error": batch.get("error"),  # e.g. the ZIP could not be written
         "view_url": url_for("ui.batch_view", batch_id=bid),
         "items_offset": offset,
         "items": [item_json(r) for r in rows],
@@ -236,10 +253,9 @@ def load_batch(batch_id: str, offset: int = 0, limit: int = ITEMS_LIMIT) -> tupl
         return batch, queries.batch_counts(cur, bid), queries.batch_items(cur, bid, offset, limit)
 
 
-@bp.get("/batches/<batch_id>")
+@bp.get("/batches/<batch_id:batch_id>")
 def batch_status(batch_id: str):
-    offset = max(request.args.get("offset", 0, type=int), 0)
-    limit = min(max(request.args.get("limit", ITEMS_LIMIT, type=int), 0), ITEMS_LIMIT)
+    offset, limit = query_int("offset", 0, 2**31 - 1), query_int("limit", ITEMS_LIMIT, ITEMS_LIMIT)
     return jsonify(batch_json(*load_batch(batch_id, offset, limit), offset))
 
 
@@ -286,7 +302,7 @@ def task_alpha(task_id: str):
     pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
         raise InputError("the stored result has no alpha channel", code="not_found")
-    ok, buffer = cv2.imencode(".png", pixels[..., 3])
+    _, buffer = cv2.imencode(".png", pixels[..., 3])  # an 8-bit grey PNG always encodes
     return download(BytesIO(buffer.tobytes()), name, "image/png")
 
 
@@ -297,15 +313,17 @@ def task_input(task_id: str):
     path = stored(storage.relative(storage.input_path(row["input_key"])))
     with path.open("rb") as fh:
         extension = sniff_extension(fh.read(64)) or ".bin"
-    mimetype = mimetypes.types_map.get(extension, "application/octet-stream")
+    mimetype = INPUT_TYPES.get(extension, "application/octet-stream")
     return download(path, f"{safe_stem(row['filename'])}{extension}", mimetype)
 
 
-@bp.get("/batches/<batch_id>/zip")
+@bp.get("/batches/<batch_id:batch_id>/zip")
 def batch_zip(batch_id: str):
     batch, _, _ = load_batch(batch_id, limit=0)
-    if batch["state"] != "done" or not batch["zip_path"]:
+    if batch["state"] != "done":
         return error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"])
+    if not batch["zip_path"]:
+        return error_json("no_zip", f"the batch has no ZIP: {batch.get('error') or 'none was written'}", 404)
     path = stored(batch["zip_path"])
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)
 

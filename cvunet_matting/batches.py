@@ -12,9 +12,10 @@ from pathlib import Path
 from celery import chord, group
 
 from . import db, jobs, queries
+from .celery_app import app
 from .config import Settings, get_settings
 from .errors import InputError
-from .imaging import OutputOptions, probe
+from .imaging import IMAGE_SUFFIXES, OutputOptions, probe
 from .naming import unique_names
 from .storage import Storage, write_atomic
 
@@ -36,8 +37,6 @@ class Item:
 
 def folder_items(folder: str, settings: Settings) -> list[Item]:
     """Image files under a server-side folder, refused unless it lies inside an allowed root."""
-    from .localrun import IMAGE_SUFFIXES
-
     path = Path(folder).expanduser().resolve()
     root = next((r for r in settings.allowed_roots if path.is_relative_to(r)), None)
     if root is None:
@@ -53,15 +52,14 @@ def folder_items(folder: str, settings: Settings) -> list[Item]:
 
 
 def _signature(row: dict):
-    from .tasks import matte_image
-
     kwargs = {
         "input_key": row["input_key"],
         "options": row["options"],
         "output_path": row["output_path"],
         "batch_id": str(row["batch_id"]) if row.get("batch_id") else None,
     }
-    return matte_image.signature(kwargs=kwargs, task_id=str(row["id"]), immutable=True)
+    # By name: the web process enqueues without importing the worker side (tasks -> model).
+    return app.signature("cvunet_matting.matte_image", kwargs=kwargs, task_id=str(row["id"]), immutable=True)
 
 
 def submit_image(item: Item, options: OutputOptions, settings: Settings | None = None) -> str:
@@ -116,9 +114,8 @@ def submit_batch(
 
 
 def publish_chunk(batch_id: str, idx: int, rows: list[dict]) -> None:
-    from .tasks import chunk_done
-
-    chord(group(_signature(r) for r in rows), chunk_done.si(batch_id, idx)).apply_async()
+    callback = app.signature("cvunet_matting.chunk_done", args=(batch_id, idx), immutable=True)
+    chord(group(_signature(r) for r in rows), callback).apply_async()
 
 
 def dispatch_next(batch_id: str) -> bool:
@@ -132,12 +129,10 @@ def dispatch_next(batch_id: str) -> bool:
 
 
 def on_chunk_done(batch_id: str, idx: int) -> None:
-    from .tasks import finalize_batch
-
     with db.transaction() as cur:
         last = jobs.complete_chunk(cur, batch_id, idx)
     if last:
-        finalize_batch.delay(batch_id)
+        app.send_task("cvunet_matting.finalize_batch", args=(batch_id,))
     else:
         dispatch_next(batch_id)
 
@@ -179,8 +174,15 @@ def finalize(batch_id: str, settings: Settings | None = None) -> dict:
         "items": [manifest_entry(r) for r in rows],
     }
     out_dir = storage.root / batch["output_dir"]
-    manifest_path = write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
-    zip_path = write_atomic(out_dir / f"{out_dir.name}.zip", build_zip(rows, manifest, storage))
+    try:
+        manifest_path = write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
+        zip_path = write_atomic(out_dir / f"{out_dir.name}.zip", build_zip(rows, manifest, storage))
+    except OSError as exc:  # e.g. a full disk: the batch ends, saying why, instead of hanging
+        with db.transaction() as cur:
+            jobs.finish_batch(
+                cur, batch_id, None, None, error=f"could not write the batch files: {exc.strerror or exc}"
+            )
+        return {"batch_id": batch_id, "finalized": False, "error": str(exc)}
     with db.transaction() as cur:
         jobs.finish_batch(cur, batch_id, storage.relative(zip_path), storage.relative(manifest_path))
     return {"batch_id": batch_id, "finalized": True, "zip": storage.relative(zip_path)}

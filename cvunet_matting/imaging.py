@@ -1,139 +1,223 @@
-"""Decoding untrusted image bytes safely, and encoding cut-outs (OpenCV; Pillow only to probe headers)."""
+"""Untrusted bytes in, RGB pixels out: probe the header, refuse bombs and broken files, then decode."""
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
+from .encoding import OutputOptions, encode, parse_color
 from .errors import InputError
 
-SUPPORTED_FORMATS = frozenset({"jpeg", "png", "webp", "bmp", "tiff", "gif"})
-MAGIC = (
-    (b"\xff\xd8\xff", ".jpg"),
-    (b"\x89PNG\r\n\x1a\n", ".png"),
-    (b"GIF87a", ".gif"),
-    (b"GIF89a", ".gif"),
-    (b"BM", ".bmp"),
-    (b"II*\x00", ".tif"),
-    (b"MM\x00*", ".tif"),
-)
-Image.MAX_IMAGE_PIXELS = None  # our own max_pixels check runs first; Pillow's would only warn
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    width: int
-    height: int
-
-
-def sniff_extension(data: bytes) -> str | None:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    return next((ext for magic, ext in MAGIC if data.startswith(magic)), None)
-
-
-def _looks_like_svg(data: bytes) -> bool:
-    head = data[:1024].lstrip().lower()
-    return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) or b"<svg" in head
-
-
-def probe(data: bytes, max_pixels: int) -> ImageInfo:
-    """Format and size from the header alone, refusing what must not be decoded."""
-    if not data:
-        raise InputError("the file is empty", code="empty")
-    if _looks_like_svg(data):
-        raise InputError("SVG images are not supported: send a raster image (PNG, JPEG, WebP...)", code="svg")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
-            fmt, (width, height) = (image.format or "").lower(), image.size
-    except UnidentifiedImageError:
-        raise InputError("the file is not an image in a known format", code="not_an_image") from None
-    except Exception as exc:  # Pillow's parsers raise many types on malformed headers
-        raise InputError(f"the image header is unreadable: {exc}", code="truncated") from None
-    if fmt == "mpo":
-        fmt = "jpeg"  # multi-picture JPEG from phones: the first picture is a plain JPEG
-    if fmt not in SUPPORTED_FORMATS:
-        raise InputError(f"{fmt.upper() or 'this'} images are not supported", code="unsupported_format")
-    if width * height > max_pixels:
-        raise InputError(
-            f"the image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,} pixels",
-            code="too_many_pixels",
-        )
-    return ImageInfo(fmt, width, height)
-
-
-def _check_complete(data: bytes, fmt: str) -> None:
-    """OpenCV fills a truncated JPEG with grey without a word: look for the end markers ourselves."""
-    tail = data.rstrip(b"\x00")[-64:]
-    if fmt == "jpeg" and b"\xff\xd9" not in tail:
-        raise InputError("the JPEG file is truncated (no end-of-image marker)", code="truncated")
-    if fmt == "png" and b"IEND" not in tail:
-        raise InputError("the PNG file is truncated (no IEND chunk)", code="truncated")
-
-
-def _to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        pixels = cv2.normalize(pixels, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    if pixels.shape[2] == 4:
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-
-
-def _decode_with_pillow(data: bytes) -> np.ndarray:
-    """GIF (first frame) and whatever OpenCV's build cannot read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                image.seek(0)
-                return np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    except Exception as exc:  # as in probe(): any parser failure means corrupt data
-        raise InputError(f"the image data is corrupt: {exc}", code="truncated") from None
-
-
-def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """Untrusted bytes -> HxWx3 uint8 RGB with EXIF orientation applied; InputError for anything bad."""
-    info = probe(data, max_pixels)
-    _check_complete(data, info.format)
-    if info.format == "gif":
-        return _decode_with_pillow(data)
-    buffer = np.frombuffer(data, np.uint8)
-    try:
-        pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        if pixels is not None and info.format == "jpeg":
-            pixels = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # applies EXIF orientation, converts CMYK
-    except cv2.error:
-        pixels = None
-    if pixels is None:
-        return _decode_with_pillow(data)
-    rgb = np.ascontiguousarray(_to_rgb8(pixels))
-    if rgb.shape[0] * rgb.shape[1] != info.width * info.height:
-        raise InputError("the decoded size does not match the header", code="truncated")
-    return rgb
-
-
-# The output side lives in encoding.py; re-exported so callers import images from one place.
-from .encoding import OutputOptions, encode, parse_color  # noqa: E402
-
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "SUPPORTED_FORMATS",
     "ImageInfo",
     "OutputOptions",
-    "SUPPORTED_FORMATS",
     "decode",
     "encode",
     "parse_color",
     "probe",
     "sniff_extension",
 ]
+
+# probe() checks our own max_pixels before any decoding; Pillow's global guard would only warn
+# (an error under our tests) or refuse with a limit that is not ours.
+Image.MAX_IMAGE_PIXELS = None
+
+_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif", "gif": ".gif"}
+SUPPORTED_FORMATS = frozenset(_EXTENSIONS)
+# File name endings taken when a folder is walked (files named explicitly are always tried).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+)
+_NAMES = ", ".join(sorted(name.upper() for name in SUPPORTED_FORMATS))
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_TEXT_BYTES = bytes(range(32, 256)) + b"\t\n\r\f\b"
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # the first marker after entropy-coded data
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says (size as displayed, after EXIF orientation)."""
+
+    format: str
+    width: int
+    height: int
+
+
+def _quiet() -> warnings.catch_warnings:
+    """Pillow warns about odd but harmless metadata: noise in logs, errors under our tests."""
+    return warnings.catch_warnings(action="ignore")
+
+
+def _sniff(data: bytes) -> str | None:
+    """Our format name from the magic bytes, never from the client's file name."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
+
+
+def sniff_extension(data: bytes) -> str | None:
+    """A file extension from the magic bytes, so stored file names never come from the client."""
+    fmt = _sniff(data)
+    return _EXTENSIONS[fmt] if fmt else None
+
+
+def _other_format(data: bytes) -> str | None:
+    """The name of an image format we do not accept (ICO, PSD, HEIC...), if it is one."""
+    if data[4:8] == b"ftyp":
+        return "HEIF/AVIF"
+    try:
+        with _quiet(), Image.open(io.BytesIO(data)) as img:
+            return img.format
+    except Exception:  # Pillow raises many exception types on bytes it does not know
+        return None
+
+
+def _unrecognised(data: bytes) -> InputError:
+    """Say what the upload is, since it is none of our formats."""
+    head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<") and (b"<svg" in head or head.startswith(b"<?xml")):
+        return InputError("SVG images are not supported: send a raster image (PNG, JPEG, WebP...)", code="svg")
+    other = _other_format(data)
+    if other:
+        return InputError(f"{other} images are not supported: send {_NAMES}", code="unsupported_format")
+    kind = "text" if not data[:1024].translate(None, _TEXT_BYTES) else "binary data of an unknown kind"
+    return InputError(f"not an image: the data looks like {kind}", code="not_an_image")
+
+
+def _jpeg_cut_short(data: bytes) -> bool:
+    """Walk the segments to EOI (an EXIF thumbnail's EOI is skipped with its segment)."""
+    pos = 2
+    while pos + 1 < len(data):
+        if data[pos] != 0xFF:
+            return False  # corrupt rather than cut: the decoders will say so
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return False
+        if marker == 0xFF or 0xD0 <= marker <= 0xD8 or marker == 0x01:  # fill byte or no length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
+            end = _SCAN_END.search(data, pos)
+            pos = end.start() if end else len(data)
+    return True
+
+
+def _png_cut_short(data: bytes) -> bool:
+    """Walk the chunks to IEND; running out of bytes first means the file was cut."""
+    pos = 8
+    while pos + 8 <= len(data):
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return False
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return True
+
+
+def _cut_short(data: bytes, fmt: str) -> bool:
+    """Truncation from the file's own structure: OpenCV 4 pads a cut JPEG with grey, silently."""
+    if fmt == "jpeg":
+        return _jpeg_cut_short(data)
+    if fmt == "png":
+        return _png_cut_short(data)
+    return fmt == "webp" and len(data) < 8 + int.from_bytes(data[4:8], "little")
+
+
+def _broken(data: bytes, fmt: str, exc: Exception) -> InputError:
+    """'truncated' when the structure or the decoder says the data stops early, else corrupt."""
+    if _cut_short(data, fmt) or isinstance(exc, EOFError) or "truncated" in str(exc).lower():
+        return InputError(f"the {fmt.upper()} file is truncated: the image data stops early", code="truncated")
+    reason = str(exc)[:80] or type(exc).__name__
+    return InputError(f"the {fmt.upper()} data is corrupt and cannot be decoded ({reason})", code="not_an_image")
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation from the header only (PNG's getexif() would decode the pixels)."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
+    try:
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a broken EXIF block must not hide a decodable image
+        return 1
+
+
+def _inspect(data: bytes, fmt: str) -> tuple[int, int, str]:
+    """(width, height, mode) from Pillow's lazy open, which parses headers but no pixels."""
+    try:
+        with _quiet(), Image.open(io.BytesIO(data), formats=[fmt.upper()]) as img:
+            (width, height), mode, turned = img.size, img.mode, _orientation(img) in _TRANSPOSED
+    except Exception as exc:  # Pillow raises many exception types on hostile headers
+        raise _broken(data, fmt, exc) from None
+    return (height, width, mode) if turned else (width, height, mode)
+
+
+def _header(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:
+    """probe(), plus the Pillow mode that decode() needs to pick a decoder."""
+    if not data:
+        raise InputError("the file is empty (0 bytes)", code="empty")
+    fmt = _sniff(data)
+    if fmt is None:
+        raise _unrecognised(data)
+    width, height, mode = _inspect(data, fmt)
+    if width < 1 or height < 1:
+        raise InputError(f"the {fmt.upper()} header says {width}x{height} pixels", code="not_an_image")
+    if width * height > max_pixels:
+        raise InputError(
+            f"the image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,}",
+            code="too_many_pixels",
+        )
+    return ImageInfo(fmt, width, height), mode
+
+
+def probe(data: bytes, max_pixels: int) -> ImageInfo:
+    """Format and size from the header alone, so that bombs are refused before any pixel is decoded."""
+    return _header(data, max_pixels)[0]
+
+
+def _decode_cv2(data: bytes) -> np.ndarray | None:
+    """OpenCV: fast, applies EXIF orientation, converts CMYK; None when it cannot read the data."""
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode_pillow(data: bytes, fmt: str) -> np.ndarray:
+    """Pillow, strict: a short file raises instead of being padded. For what OpenCV cannot read."""
+    try:
+        with _quiet(), Image.open(io.BytesIO(data), formats=[fmt.upper()]) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except Exception as exc:  # Pillow raises many exception types on hostile data
+        raise _broken(data, fmt, exc) from None
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """HxWx3 uint8 RGB (input alpha dropped); any problem with the bytes is an InputError."""
+    info, mode = _header(data, max_pixels)
+    if _cut_short(data, info.format):
+        raise InputError(
+            f"the {info.format.upper()} file is truncated: it ends before its end marker", code="truncated"
+        )
+    # OpenCV reads TIFF through libtiff's RGBA interface, which premultiplies alpha into the colour.
+    rgb = None if info.format == "tiff" and mode in _ALPHA_MODES else _decode_cv2(data)
+    if rgb is None:
+        rgb = _decode_pillow(data, info.format)
+    return np.ascontiguousarray(rgb)

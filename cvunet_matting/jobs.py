@@ -108,10 +108,11 @@ def claim_finalize(cur, batch_id) -> bool:
     return cur.fetchone() is not None
 
 
-def finish_batch(cur, batch_id, zip_path: str, manifest_path: str) -> None:
+def finish_batch(cur, batch_id, zip_path: str | None, manifest_path: str | None, error: str | None = None) -> None:
     cur.execute(
-        "UPDATE batches SET state = 'done', zip_path = %s, manifest_path = %s, finished_at = now() WHERE id = %s",
-        (zip_path, manifest_path, batch_id),
+        "UPDATE batches SET state = 'done', zip_path = %s, manifest_path = %s, error = %s, finished_at = now() "
+        "WHERE id = %s",
+        (zip_path, manifest_path, error, batch_id),
     )
 
 

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MattingError
-from .imaging import OutputOptions
+from .imaging import IMAGE_SUFFIXES, OutputOptions
 from .matting import matte_bytes
 from .model import MattingSession
 from .storage import create_new
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
 
 
 @dataclass

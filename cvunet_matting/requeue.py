@@ -13,6 +13,11 @@ from .config import get_settings
 from .redis_client import get_redis, reset_attempts
 
 
+def by_name(task: str, *args):
+    """A signature by task name: operator commands need not import the worker side."""
+    return app.signature(f"cvunet_matting.{task}", args=args, immutable=True)
+
+
 def republish(rows: list[dict], callback_for_batch) -> None:
     """Publish rows again under their own task ids; batch members as one chord per (batch, chunk)."""
     groups = defaultdict(list)
@@ -29,8 +34,6 @@ def republish(rows: list[dict], callback_for_batch) -> None:
 
 def requeue(failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: bool = False) -> list[dict]:
     """Send failed and/or stuck tasks back to the queue; each batch touched is finalized again."""
-    from .tasks import finalize_batch
-
     with db.transaction() as cur:
         rows = queries.requeue_candidates(cur, failed, stuck_seconds, batch_id)
         if dry_run or not rows:
@@ -38,7 +41,7 @@ def requeue(failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: boo
         jobs.reset_for_requeue(cur, [r["id"] for r in rows])
         jobs.reopen_batches(cur, {r["batch_id"] for r in rows if r["batch_id"]})
     reset_attempts([str(r["id"]) for r in rows])
-    republish(rows, lambda batch, _chunk: finalize_batch.si(batch))
+    republish(rows, lambda batch, _chunk: by_name("finalize_batch", batch))
     return rows
 
 
@@ -61,8 +64,6 @@ def ids_in_redis() -> set[str]:
 
 def reconcile(dry_run: bool = False) -> dict:
     """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chord chain broke."""
-    from .tasks import chunk_done, finalize_batch
-
     with db.transaction() as cur:
         unfinished = queries.unfinished(cur)
         orphans = queries.orphan_chunks(cur)
@@ -70,10 +71,10 @@ def reconcile(dry_run: bool = False) -> dict:
     present = ids_in_redis()
     lost = [r for r in unfinished if str(r["id"]) not in present]
     if not dry_run:
-        republish(lost, lambda batch, chunk: chunk_done.si(batch, chunk))
+        republish(lost, lambda batch, chunk: by_name("chunk_done", batch, chunk))
         for chunk in orphans:
-            chunk_done.delay(str(chunk["batch_id"]), chunk["idx"])
+            by_name("chunk_done", str(chunk["batch_id"]), chunk["idx"]).apply_async()
         for batch in unfinalized:
-            finalize_batch.delay(str(batch["id"]))
+            by_name("finalize_batch", str(batch["id"])).apply_async()
     stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized}
     return {"lost": lost, "stalled_batches": sorted(stalled)}

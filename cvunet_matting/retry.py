@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from . import db, jobs, queries
+from .celery_app import app
 from .redis_client import reset_attempts
 from .requeue import republish
 
 
 def retry_task(task_id) -> str:
     """Requeue a failed task under its own id: 'requeued', 'not_found' or 'not_failed'."""
-    from .tasks import finalize_batch
-
     with db.transaction() as cur:
         row = queries.lock_task(cur, task_id)  # two clicks at once requeue it once
         if row is None:
@@ -21,5 +20,8 @@ def retry_task(task_id) -> str:
         if row["batch_id"]:
             jobs.reopen_batches(cur, [row["batch_id"]])  # its ZIP and manifest are rebuilt
     reset_attempts([str(row["id"])])
-    republish([row], lambda batch, _chunk: finalize_batch.si(batch))
+    # By name: the web process never imports the tasks module (nor, through it, the model's).
+    republish(
+        [row], lambda batch, _chunk: app.signature("cvunet_matting.finalize_batch", args=(batch,), immutable=True)
+    )
     return "requeued"

@@ -18,6 +18,7 @@ import psycopg2
 import redis
 from flask import Flask, current_app, jsonify, render_template, request, session
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from .config import Settings, get_settings, load_settings
 from .errors import InputError
@@ -38,6 +39,12 @@ STATUS_BY_CODE = {
 }
 CSRF_KEY = "csrf"
 UNAVAILABLE = (kombu.exceptions.OperationalError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class BatchIdConverter(BaseConverter):
+    """Any segment but `folder`, so GET /api/v1/batches/folder is a 405, not a malformed batch id."""
+
+    regex = r"(?!folder$)[^/]+"
 
 
 def shared_secret(data_dir: Path) -> str:
@@ -166,11 +173,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         SECRET_KEY=cfg.secret_key or shared_secret(cfg.data_dir),
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
-        JSON_SORT_KEYS=False,
         READY_CACHE_SECONDS=5.0,
     )
+    # Flask's own knobs from the environment, e.g. CVUNET_FLASK_SESSION_COOKIE_SECURE=true behind TLS.
+    app.config.from_prefixed_env("CVUNET_FLASK")
     app.config.update({k: v for k, v in test_config.items() if not k.startswith("CVUNET_")})
     app.extensions["cvunet.settings"] = cfg
+    app.url_map.converters["batch_id"] = BatchIdConverter
     register_errors(app)
     app.after_request(security_headers)
     metrics.init_app(app)

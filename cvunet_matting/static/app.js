@@ -1,0 +1,231 @@
+// cvunet-matting pages: upload through the JSON API (with the page's CSRF token) and live progress.
+"use strict";
+
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  const FINAL = new Set(["success", "failure"]);
+  const ACCEPTED = /\.(jpe?g|jfif|png|webp|bmp|tiff?|gif)$/i;
+
+  function formatSize(bytes) {
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(0) + " KB";
+    return (bytes / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  async function getJSON(url, options) {
+    const response = await fetch(url, {
+      credentials: "same-origin",
+      ...options,
+      headers: { "X-CSRF-Token": csrf, Accept: "application/json", ...(options?.headers || {}) },
+    });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null; // a proxy's HTML error page, for instance
+    }
+    return { response, body };
+  }
+
+  function errorMessage(response, body) {
+    if (body?.error?.message) return body.error.message;
+    if (response.status === 413) return "The upload is too large.";
+    if (response.status === 429) return "Too many requests: wait a moment and try again.";
+    return "The server answered " + response.status + ": please try again.";
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // ---------------------------------------------------------------- upload page
+  function initUpload(form) {
+    const input = form.querySelector("#file-input");
+    const zone = form.querySelector("#dropzone");
+    const list = form.querySelector("#file-list");
+    const message = form.querySelector("#form-message");
+    const submit = form.querySelector("#submit");
+    const fill = form.querySelector("#opt-fill");
+    const color = form.querySelector("#opt-color");
+    const alpha = form.querySelector("#opt-alpha");
+    const format = form.querySelector("#opt-format");
+    const maxBytes = Number(form.dataset.maxBytes);
+    let files = [];
+
+    function syncOptions() {
+      color.disabled = !fill.checked || alpha.checked;
+      fill.disabled = alpha.checked;
+      format.disabled = alpha.checked;
+    }
+    [fill, alpha].forEach((el) => el.addEventListener("change", syncOptions));
+    syncOptions();
+
+    function problem(file) {
+      if (file.size === 0) return "empty file";
+      if (file.size > maxBytes) return "over the " + formatSize(maxBytes) + " upload limit";
+      if (/svg/i.test(file.type) || /\.svg$/i.test(file.name)) return "SVG is not supported: use PNG, JPEG or WebP";
+      if (!ACCEPTED.test(file.name) && !/^image\//.test(file.type)) return "not an image file";
+      return null;
+    }
+
+    function setFiles(chosen) {
+      files = Array.from(chosen);
+      list.replaceChildren();
+      for (const file of files) {
+        const li = document.createElement("li");
+        const name = document.createElement("span");
+        name.className = "name";
+        name.textContent = file.name;
+        const info = document.createElement("span");
+        info.className = "size";
+        const why = problem(file);
+        info.textContent = why || formatSize(file.size);
+        if (why) li.classList.add("refused");
+        li.append(name, info);
+        list.append(li);
+      }
+      message.textContent = "";
+    }
+
+    input.addEventListener("change", () => setFiles(input.files));
+    ["dragenter", "dragover"].forEach((type) =>
+      zone.addEventListener(type, (event) => {
+        event.preventDefault();
+        zone.classList.add("over");
+      })
+    );
+    ["dragleave", "drop"].forEach((type) => zone.addEventListener(type, () => zone.classList.remove("over")));
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      if (event.dataTransfer?.files?.length) setFiles(event.dataTransfer.files);
+    });
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const good = files.filter((file) => !problem(file));
+      if (!good.length) {
+        message.textContent = files.length ? "None of these files can be processed." : "Choose at least one image.";
+        return;
+      }
+      const total = good.reduce((sum, file) => sum + file.size, 0);
+      if (total > maxBytes) {
+        message.textContent = "Together these files are over the " + formatSize(maxBytes) + " limit: send fewer at once.";
+        return;
+      }
+      const data = new FormData();
+      const field = good.length === 1 ? "file" : "files";
+      good.forEach((file) => data.append(field, file, file.name));
+      if (alpha.checked) data.append("alpha_only", "true");
+      else {
+        data.append("format", format.value);
+        if (fill.checked) data.append("bg_color", color.value);
+      }
+      submit.disabled = true;
+      message.textContent = "";
+      const url = good.length === 1 ? form.dataset.imagesUrl : form.dataset.batchesUrl;
+      try {
+        const { response, body } = await getJSON(url, { method: "POST", body: data });
+        if (response.status !== 202) {
+          message.textContent = errorMessage(response, body);
+          showRefused(body?.error?.refused || []);
+          return;
+        }
+        await follow(body, good.length);
+      } catch (err) {
+        message.textContent = "Could not reach the server: " + err.message;
+      } finally {
+        submit.disabled = false;
+      }
+    });
+  }
+
+  function showRefused(refused) {
+    const ul = document.getElementById("refused");
+    ul.replaceChildren();
+    for (const item of refused) {
+      const li = document.createElement("li");
+      li.textContent = item.filename + ": " + item.message;
+      ul.append(li);
+    }
+    if (refused.length) document.getElementById("progress").hidden = false;
+  }
+
+  function link(href, text, primary) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    a.className = primary ? "btn primary" : "btn";
+    return a;
+  }
+
+  async function follow(accepted, count) {
+    const card = document.getElementById("progress");
+    const bar = document.getElementById("progress-bar");
+    const title = document.getElementById("progress-title");
+    const text = document.getElementById("progress-text");
+    const links = document.getElementById("progress-links");
+    card.hidden = false;
+    links.replaceChildren(link(accepted.view_url, accepted.batch_id ? "Open the batch" : "Open the result"));
+    showRefused(accepted.refused || []);
+    title.textContent = count === 1 ? "Removing the background…" : "Processing " + accepted.total + " images…";
+    bar.removeAttribute("value");
+    const statusUrl = accepted.batch_id ? accepted.status_url + "?limit=0" : accepted.status_url;
+    for (;;) {
+      await sleep(800);
+      const { response, body } = await getJSON(statusUrl);
+      if (!response.ok) {
+        text.textContent = errorMessage(response, body);
+        continue;
+      }
+      if (accepted.task_id) {
+        text.textContent = "Status: " + body.state;
+        if (body.state === "success") return window.location.assign(body.view_url);
+        if (body.state === "failure") {
+          title.textContent = "This image could not be processed";
+          text.textContent = body.error || "unknown reason";
+          bar.value = 0;
+          return;
+        }
+      } else {
+        bar.max = Math.max(body.total, 1);
+        bar.value = body.done + body.failed;
+        text.textContent = body.done + " done · " + body.failed + " failed · " + body.pending + " waiting · of " + body.total;
+        if (body.state === "done") {
+          title.textContent = "Finished";
+          if (body.zip_url) links.append(link(body.zip_url, "Download ZIP", true));
+          return;
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------- task and batch pages
+  async function poll(el) {
+    const url = el.dataset.pollUrl;
+    let state = el.dataset.pollState;
+    for (;;) {
+      await sleep(1200);
+      let body;
+      try {
+        ({ body } = await getJSON(url));
+      } catch (_) {
+        continue;
+      }
+      if (!body || body.error) continue;
+      if ("done" in body && "total" in body) {
+        document.getElementById("batch-progress").value = body.done + body.failed;
+        document.getElementById("count-done").textContent = body.done;
+        document.getElementById("count-failed").textContent = body.failed;
+        document.getElementById("count-pending").textContent = body.pending;
+        if (body.state === "done") return window.location.reload();
+      } else if (body.state !== state) {
+        state = body.state;
+        if (FINAL.has(state)) return window.location.reload();
+      }
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const form = document.getElementById("upload-form");
+    if (form) initUpload(form);
+    document.querySelectorAll("[data-poll-url]").forEach((el) => poll(el));
+  });
+})();

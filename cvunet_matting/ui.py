@@ -1,0 +1,126 @@
+"""The browser pages: upload, a task's result, a batch's progress, and the history with Retry."""
+
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from . import api, batches, db, queries
+from .errors import InputError
+from .imaging import SUPPORTED_FORMATS
+from .web import csrf_token, csrf_valid, settings
+
+bp = Blueprint("ui", __name__)
+STATES = ("pending", "started", "retry", "success", "failure")
+BATCH_PAGE = 60
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@bp.before_app_request
+def check_csrf():
+    """Every HTML form POST carries the session's token; the JSON API authenticates on its own."""
+    if request.method in UNSAFE_METHODS and not request.path.startswith("/api/"):
+        given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
+        if not csrf_valid(given):
+            abort(403, description="The form has expired or did not come from this site: reload the page and retry.")
+
+
+@bp.app_context_processor
+def template_globals():
+    return {"csrf_token": csrf_token, "max_upload_mb": settings().max_upload_mb}
+
+
+def uuid_or_404(value: str) -> str:
+    try:
+        return api.parse_id(value)
+    except InputError:
+        abort(404)
+
+
+@bp.get("/")
+def index():
+    cfg = settings()
+    return render_template(
+        "index.html",
+        max_pixels=cfg.max_pixels,
+        input_formats=sorted(SUPPORTED_FORMATS),
+        auth_enabled=bool(cfg.api_tokens),
+    )
+
+
+@bp.post("/")
+def upload_form():
+    """The same upload without JavaScript: one file goes to its result page, several to a batch."""
+    fill = request.form.get("fill")
+    options = api.parse_options(
+        {
+            "format": request.form.get("format"),
+            "bg_color": request.form.get("bg_color") if fill else None,
+            "alpha_only": request.form.get("alpha_only", "false"),
+        }
+    )
+    items, refused = api.probe_uploads(request.files.getlist("files"))
+    for item in refused:
+        flash(f"{item['filename']}: {item['message']}", "error")
+    if not items:
+        if not refused:
+            flash("Choose at least one image.", "error")
+        return redirect(url_for("ui.index"))
+    if len(items) == 1:
+        task_id = batches.submit_image(items[0], options, settings=settings())
+        return redirect(url_for("ui.task_view", task_id=task_id))
+    batch_id = batches.submit_batch(items, options, settings=settings())
+    return redirect(url_for("ui.batch_view", batch_id=batch_id))
+
+
+@bp.get("/tasks/<task_id>")
+def task_view(task_id: str):
+    with db.transaction() as cur:
+        row = queries.get_task(cur, uuid_or_404(task_id))
+    if row is None:
+        abort(404, description="No such task: it may have been removed.")
+    return render_template("task.html", task=api.task_json(row))
+
+
+@bp.post("/tasks/<task_id>/retry")
+def retry(task_id: str):
+    from .retry import retry_task
+
+    outcome = retry_task(uuid_or_404(task_id))
+    if outcome == "not_found":
+        abort(404, description="No such task.")
+    if outcome == "requeued":
+        flash("The task was sent back to the queue.", "info")
+    else:
+        flash("Only failed tasks can be retried.", "error")
+    target = request.form.get("next", "")
+    # Only a local path: never an open redirect to another site.
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = url_for("ui.task_view", task_id=task_id)
+    return redirect(target)
+
+
+@bp.get("/batches/<batch_id>")
+def batch_view(batch_id: str):
+    page = max(request.args.get("page", 1, type=int), 1)
+    try:
+        batch, counts, rows = api.load_batch(uuid_or_404(batch_id), (page - 1) * BATCH_PAGE, BATCH_PAGE)
+    except InputError:
+        abort(404, description="No such batch.")
+    data = api.batch_json(batch, counts, rows, (page - 1) * BATCH_PAGE)
+    pages = max(math.ceil(batch["total"] / BATCH_PAGE), 1)
+    return render_template("batch.html", batch=data, page=page, pages=pages)
+
+
+@bp.get("/history")
+def history():
+    page = max(request.args.get("page", 1, type=int), 1)
+    state = request.args.get("state") or None
+    if state not in STATES:
+        state = None
+    with db.transaction() as cur:
+        rows, total = queries.history(cur, page, state)
+    pages = max(math.ceil(total / queries.PAGE_SIZE), 1)
+    tasks = [api.task_json(r) for r in rows]
+    return render_template("history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=STATES)

@@ -1,0 +1,486 @@
+"""The web app through Flask's test client, against real Redis, PostgreSQL and Celery workers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cvunet_matting import db, queries
+from cvunet_matting.config import get_settings
+from cvunet_matting.web import create_app
+from tests import support
+
+services = pytest.mark.services
+SIZE = (48, 64)  # rows, columns
+
+
+def png_bytes(seed: int, size: tuple[int, int] = SIZE) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", pixels)
+    assert ok
+    return buf.tobytes()
+
+
+def truncated_png(seed: int = 99) -> bytes:
+    data = png_bytes(seed)
+    return data[: len(data) // 2]  # header intact: accepted at submit, refused by the worker
+
+
+@pytest.fixture
+def app(clean_state):
+    return create_app({"TESTING": True, "READY_CACHE_SECONDS": 0})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def upload(client, data: bytes, name: str = "photo.png", **form):
+    body = {"file": (io.BytesIO(data), name), **form}
+    return client.post("/api/v1/images", data=body, content_type="multipart/form-data")
+
+
+def wait_task(client, task_id: str, states=("success",), timeout: float = 60) -> dict:
+    def done():
+        body = client.get(f"/api/v1/tasks/{task_id}").get_json()
+        return body if body["state"] in states else None
+
+    return support.wait_for(done, timeout, f"task {task_id} not in {states}")
+
+
+def page_csrf(client, path: str = "/") -> str:
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def task_row(task_id: str) -> dict:
+    with db.transaction() as cur:
+        return queries.get_task(cur, task_id)
+
+
+# ------------------------------------------------------------------ end to end with a worker
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_upload_poll_download_rgba_png(client, worker_factory):
+    worker_factory()
+    original = png_bytes(1)
+    response = upload(client, original, "my cat.png")
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert response.headers["Location"] == body["status_url"] == f"/api/v1/tasks/{body['task_id']}"
+    status = wait_task(client, body["task_id"])
+    assert status["attempts"] == 1 and (status["width"], status["height"]) == (SIZE[1], SIZE[0])
+
+    result = client.get(status["result_url"] + "?download=1", buffered=True)
+    assert result.status_code == 200 and result.mimetype == "image/png"
+    assert 'attachment; filename="my cat.png"' in result.headers["Content-Disposition"]
+    pixels = decode(result.data)
+    assert pixels.shape == (*SIZE, 4)  # RGBA, same size as the upload
+
+    alpha = decode(client.get(status["alpha_url"], buffered=True).data)
+    assert alpha.shape == SIZE and np.array_equal(alpha, pixels[..., 3])
+    assert client.get(status["input_url"], buffered=True).data == original
+
+    page = client.get(status["view_url"]).get_data(as_text=True)
+    assert status["result_url"] in page and status["alpha_url"] in page and "checker" in page
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_batch_with_broken_and_refused_files_completes_with_a_zip(client, worker_factory):
+    worker_factory()
+    files = [
+        (io.BytesIO(png_bytes(2)), "a.png"),
+        (io.BytesIO(png_bytes(3)), "b.png"),
+        (io.BytesIO(truncated_png()), "broken.png"),
+        (io.BytesIO(b"just some notes"), "notes.txt"),
+    ]
+    response = client.post("/api/v1/batches", data={"files": files}, content_type="multipart/form-data")
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["total"] == 3
+    assert [(r["filename"], r["code"]) for r in body["refused"]] == [("notes.txt", "not_an_image")]
+
+    def finished():
+        status = client.get(body["status_url"]).get_json()
+        return status if status["state"] == "done" else None
+
+    status = support.wait_for(finished, 90, "batch not done")
+    assert (status["total"], status["done"], status["failed"], status["pending"]) == (3, 2, 1, 0)
+    broken = next(i for i in status["items"] if i["filename"] == "broken.png")
+    assert broken["state"] == "failure" and "truncated" in broken["error"]
+
+    archive = client.get(status["zip_url"], buffered=True)
+    assert archive.status_code == 200 and archive.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.data)) as zf:
+        assert sorted(zf.namelist()) == ["a.png", "b.png", "manifest.json"]
+        assert json.loads(zf.read("manifest.json"))["total"] == 3
+    page = client.get(status["view_url"]).get_data(as_text=True)
+    assert "Download ZIP" in page and "truncated" in page
+
+    # Repair the stored input and retry the failed item: the batch reopens and its ZIP is rebuilt.
+    key = task_row(broken["task_id"])["input_key"]
+    (get_settings().data_dir / "inputs" / key[:2] / key).write_bytes(png_bytes(40))
+    assert client.post(f"/api/v1/tasks/{broken['task_id']}/retry").status_code == 202
+    status = support.wait_for(finished, 90, "batch not done after the retry")
+    assert (status["done"], status["failed"]) == (3, 0)
+    with zipfile.ZipFile(io.BytesIO(client.get(status["zip_url"], buffered=True).data)) as zf:
+        assert sorted(zf.namelist()) == ["a.png", "b.png", "broken.png", "manifest.json"]
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_history_shows_failure_reason_and_retry_requeues_it(client, worker_factory):
+    original = png_bytes(4)
+    task_id = upload(client, original, "flaky.png").get_json()["task_id"]
+    # Damage the stored input before any worker runs: the first attempt fails for a known reason.
+    stored = get_settings().data_dir / "inputs" / task_row(task_id)["input_key"][:2] / task_row(task_id)["input_key"]
+    stored.write_bytes(original[: len(original) // 2])
+    worker_factory()
+    wait_task(client, task_id, ("failure",))
+
+    page = client.get("/history?state=failure").get_data(as_text=True)
+    assert "flaky.png" in page and "truncated" in page and f"/tasks/{task_id}/retry" in page
+
+    stored.write_bytes(original)
+    token = page_csrf(client, "/history")
+    response = client.post(f"/tasks/{task_id}/retry", data={"csrf_token": token, "next": "/history"})
+    assert response.status_code == 302 and response.headers["Location"] == "/history"
+    assert task_row(task_id)["state"] in {"pending", "started", "success"}
+    assert wait_task(client, task_id)["state"] == "success"
+    # Retrying a task that succeeded is refused, through the API too.
+    again = client.post(f"/api/v1/tasks/{task_id}/retry")
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "not_failed"
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_readyz_needs_a_worker_and_caches_the_worker_check(clean_state, worker_factory):
+    fresh = create_app({"READY_CACHE_SECONDS": 0}).test_client()
+    cached = create_app({"READY_CACHE_SECONDS": 600}).test_client()
+    assert fresh.get("/healthz").get_json() == {"status": "ok"}
+    for client in (fresh, cached):
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.get_json()["failed"] == ["workers"]
+    worker_factory()
+    response = fresh.get("/readyz")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["checks"] == {"redis": True, "postgres": True, "workers": True}
+    assert cached.get("/readyz").status_code == 503  # still the answer cached before the worker came
+
+
+# ------------------------------------------------------------------ refusals and errors
+
+
+@services
+@pytest.mark.parametrize(
+    ("name", "data", "form", "status", "code"),
+    [
+        ("empty.png", b"", {}, 400, "empty"),
+        ("notes.txt", b"hello, not an image", {}, 415, "not_an_image"),
+        ("logo.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect/></svg>', {}, 415, "svg"),
+        ("photo.png", png_bytes(5), {"format": "gif"}, 400, "bad_option"),
+        ("photo.png", png_bytes(5), {"bg_color": "not-a-colour"}, 400, "bad_option"),
+        ("photo.png", png_bytes(5), {"alpha_only": "maybe"}, 400, "bad_option"),
+    ],
+)
+def test_bad_uploads_are_refused_with_json(client, name, data, form, status, code):
+    response = upload(client, data, name, **form)
+    assert response.status_code == status
+    assert response.is_json and response.get_json()["error"]["code"] == code
+    assert response.get_json()["error"]["message"]
+
+
+@services
+def test_missing_file_and_limits(clean_state):
+    small = create_app({"CVUNET_MAX_PIXELS": 1000, "CVUNET_MAX_UPLOAD_MB": 1}).test_client()
+    missing = small.post("/api/v1/images", data={"format": "png"}, content_type="multipart/form-data")
+    assert missing.status_code == 400 and missing.get_json()["error"]["code"] == "no_file"
+    over = upload(small, png_bytes(6))  # 48 x 64 = 3072 pixels > 1000
+    assert over.status_code == 400 and over.get_json()["error"]["code"] == "too_many_pixels"
+    assert "over the limit" in over.get_json()["error"]["message"]
+    big = upload(small, b"\x89PNG\r\n\x1a\n" + bytes(1536 * 1024))
+    assert big.status_code == 413 and big.get_json()["error"]["code"] == "too_large"
+    # The same limit on the page's form is a friendly HTML page, not JSON nor a traceback.
+    page = small.post("/", data={"files": (io.BytesIO(bytes(1536 * 1024)), "big.png")})
+    assert page.status_code == 413 and page.mimetype == "text/html" and "1 MB" in page.get_data(as_text=True)
+
+
+@services
+def test_ids_are_validated_and_unknown_ones_are_404_json(client):
+    unknown = "00000000-0000-4000-8000-000000000000"
+    for path in ("/api/v1/tasks/not-a-uuid", "/api/v1/batches/12345/zip", "/api/v1/tasks/..%2F..%2Fetc/result"):
+        response = client.get(path)
+        assert response.status_code in {400, 404} and response.is_json, path
+    assert client.get("/api/v1/tasks/not-a-uuid").get_json()["error"]["code"] == "bad_id"
+    for path in (f"/api/v1/tasks/{unknown}", f"/api/v1/tasks/{unknown}/result", f"/api/v1/batches/{unknown}"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found", path
+    assert client.get("/api/v1/nowhere").get_json()["error"]["code"] == "not_found"
+    wrong_method = client.delete("/api/v1/images")
+    assert wrong_method.status_code == 405 and wrong_method.is_json and "POST" in wrong_method.headers["Allow"]
+    html = client.get("/tasks/not-a-uuid")
+    assert html.status_code == 404 and html.mimetype == "text/html"
+
+
+@services
+def test_results_are_404_json_until_ready(client):
+    body = upload(client, png_bytes(7)).get_json()  # no worker: it stays pending
+    for what in ("result", "alpha"):
+        response = client.get(f"/api/v1/tasks/{body['task_id']}/{what}")
+        assert response.status_code == 404
+        assert response.get_json()["error"] == {
+            "code": "not_ready",
+            "message": f"the {'result' if what == 'result' else 'alpha matte'} is not ready yet",
+            "state": "pending",
+        }
+    assert client.get(f"/api/v1/tasks/{body['task_id']}/input", buffered=True).data == png_bytes(7)
+    files = {"files": [(io.BytesIO(png_bytes(8)), "x.png"), (io.BytesIO(png_bytes(9)), "y.png")]}
+    batch = client.post("/api/v1/batches", data=files, content_type="multipart/form-data").get_json()
+    response = client.get(f"/api/v1/batches/{batch['batch_id']}/zip")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_ready"
+
+
+@services
+def test_folder_submission_stays_inside_the_allowed_roots(client, tmp_root):
+    root = get_settings().allowed_roots[0]
+    (root / "shoot").mkdir(parents=True, exist_ok=True)
+    (root / "shoot" / "one.png").write_bytes(png_bytes(10))
+    (root / "shoot" / "two.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    (root / "linked").mkdir(exist_ok=True)
+    secret = tmp_root / "secret.png"
+    secret.write_bytes(png_bytes(11))
+    (root / "linked" / "escape.png").unlink(missing_ok=True)
+    (root / "linked" / "escape.png").symlink_to(secret)
+
+    def post(folder, **extra):
+        return client.post("/api/v1/batches/folder", json={"folder": folder, **extra})
+
+    ok = post("shoot", options={"format": "webp"})
+    assert ok.status_code == 202 and ok.get_json()["total"] == 2
+    assert post(str(root / "shoot")).status_code == 202
+    for outside in ("/etc", "../../etc", str(root / ".." / "secret.png"), "shoot/../../"):
+        response = post(outside)
+        assert response.status_code == 403 and response.get_json()["error"]["code"] == "forbidden_path", outside
+    assert post("linked").get_json()["error"]["code"] == "empty_folder"  # the symlink leads outside
+    assert post("no-such-folder").status_code == 404
+    assert post("shoot", options={"format": "bmp"}).get_json()["error"]["code"] == "bad_option"
+    assert post("shoot", options={"alpha_only": "yes"}).status_code == 400
+    assert client.post("/api/v1/batches/folder", data="folder=/etc").status_code == 400
+
+
+@services
+def test_unexpected_errors_never_show_a_traceback(clean_state):
+    app = create_app({"TESTING": True})
+
+    def boom():
+        raise RuntimeError("secret internals")
+
+    app.add_url_rule("/api/v1/boom", "api_boom", boom)
+    app.add_url_rule("/boom", "boom", boom)
+    client = app.test_client()
+    api = client.get("/api/v1/boom")
+    assert api.status_code == 500 and api.get_json()["error"]["code"] == "internal_error"
+    page = client.get("/boom")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 500 and page.mimetype == "text/html"
+    assert "secret internals" not in text and "Traceback" not in text and "api" not in page.mimetype
+
+
+# ------------------------------------------------------------------ auth, CSRF, pages
+
+
+@services
+def test_api_tokens(clean_state):
+    client = create_app({"CVUNET_API_TOKENS": "token-a,token-b"}).test_client()
+    missing = upload(client, png_bytes(12))
+    assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for header in ("Bearer token-c", "Basic token-a", "Bearer ", "token-a"):
+        response = client.post(
+            "/api/v1/images",
+            data={"file": (io.BytesIO(png_bytes(12)), "a.png")},
+            headers={"Authorization": header},
+        )
+        assert response.status_code == 401, header
+    good = client.post(
+        "/api/v1/images",
+        data={"file": (io.BytesIO(png_bytes(12)), "a.png")},
+        headers={"Authorization": "Bearer token-b"},
+    )
+    assert good.status_code == 202
+    status_url = good.get_json()["status_url"]
+    assert client.get(status_url).status_code == 401
+    assert client.get(status_url, headers={"Authorization": "Bearer token-a"}).status_code == 200
+    assert client.get("/api/v1/openapi.json").status_code == 200  # the description stays public
+    # The upload page's fetch() sends its session's CSRF token instead of a bearer token.
+    token = page_csrf(client)
+    by_page = client.post(
+        "/api/v1/images",
+        data={"file": (io.BytesIO(png_bytes(13)), "b.png")},
+        headers={"X-CSRF-Token": token},
+    )
+    assert by_page.status_code == 202
+    forged = client.post(
+        "/api/v1/images",
+        data={"file": (io.BytesIO(png_bytes(13)), "b.png")},
+        headers={"X-CSRF-Token": token + "x"},
+    )
+    assert forged.status_code == 401
+
+
+@services
+def test_html_form_posts_need_the_csrf_token(client):
+    unknown = "00000000-0000-4000-8000-000000000000"
+    for data in ({}, {"csrf_token": "forged"}):
+        response = client.post(f"/tasks/{unknown}/retry", data=data)
+        assert response.status_code == 403 and response.mimetype == "text/html"
+        response = client.post("/", data={**data, "files": (io.BytesIO(png_bytes(14)), "a.png")})
+        assert response.status_code == 403
+    with db.transaction() as cur:
+        assert queries.history(cur)[1] == 0  # nothing was submitted
+    token = page_csrf(client)
+    assert client.post(f"/tasks/{unknown}/retry", data={"csrf_token": token}).status_code == 404
+
+
+@services
+def test_form_upload_without_javascript(client):
+    token = page_csrf(client)
+    one = client.post("/", data={"csrf_token": token, "files": (io.BytesIO(png_bytes(15)), "a.png")})
+    assert one.status_code == 302 and re.fullmatch(r"/tasks/[0-9a-f-]{36}", one.headers["Location"])
+    two = client.post(
+        "/",
+        data={
+            "csrf_token": token,
+            "fill": "1",
+            "bg_color": "#336699",
+            "format": "jpg",
+            "files": [(io.BytesIO(png_bytes(16)), "a.png"), (io.BytesIO(b"<svg></svg>"), "b.svg")],
+        },
+    )
+    # One good image and one refused: the good one runs alone, the refusal is flashed.
+    assert two.status_code == 302 and two.headers["Location"].startswith("/tasks/")
+    page = client.get(two.headers["Location"]).get_data(as_text=True)
+    assert "SVG images are not supported" in page
+    task = task_row(two.headers["Location"].rsplit("/", 1)[1])
+    assert task["options"] == {"format": "jpg", "bg_color": [0x33, 0x66, 0x99], "alpha_only": False}
+
+
+@services
+def test_pages_render_and_reference_nothing_outside(client):
+    index = client.get("/")
+    html = index.get_data(as_text=True)
+    assert index.status_code == 200 and 'id="dropzone"' in html and 'name="csrf_token"' in html
+    assert "Content-Security-Policy" in index.headers
+    for path in ("/static/style.css", "/static/app.js", "/history", "/history?state=failure&page=3"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        body = response.get_data(as_text=True)
+        assert not re.search(r"(src|href)=\"https?://|url\(\s*['\"]?https?://|fetch\(\s*['\"]https?://", body), path
+    assert "X-CSRF-Token" in client.get("/static/app.js").get_data(as_text=True)
+
+
+@services
+def test_metrics_count_requests_and_read_queue_and_states(client):
+    upload(client, png_bytes(17))  # no worker: one message waits, one task pending
+    client.get("/healthz")
+    client.get("/healthz")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'cvunet_http_requests_total{endpoint="/healthz",method="GET",status="200"} 2.0' in text
+    assert 'cvunet_http_requests_total{endpoint="/api/v1/images",method="POST",status="202"} 1.0' in text
+    assert "cvunet_http_request_seconds_bucket" in text
+    assert "cvunet_queue_length 1.0" in text
+    assert 'cvunet_tasks{state="pending"} 1.0' in text
+
+
+# ------------------------------------------------------------------ the web process itself
+
+
+def test_secret_key_is_created_once_and_shared(tmp_path):
+    first = create_app({"CVUNET_SECRET_KEY": "", "CVUNET_DATA_DIR": str(tmp_path)})
+    second = create_app({"CVUNET_SECRET_KEY": "", "CVUNET_DATA_DIR": str(tmp_path)})
+    key_file = tmp_path / "secret_key"
+    assert first.secret_key == second.secret_key == key_file.read_text().strip()
+    assert len(first.secret_key) >= 32 and key_file.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no temp file left behind
+
+
+@services
+def test_the_web_process_never_loads_the_model(clean_state):
+    script = textwrap.dedent(
+        """
+        import io, json, sys
+        from cvunet_matting.web import create_app
+        client = create_app().test_client()
+        data = open(sys.argv[1], "rb").read()
+        r = client.post("/api/v1/images", data={"file": (io.BytesIO(data), "a.png")})
+        assert r.status_code == 202, r.data
+        codes = [client.get(p).status_code for p in
+                 ("/", "/history", "/healthz", "/metrics", "/api/v1/openapi.json", r.json["status_url"])]
+        print(json.dumps({"codes": codes, "onnxruntime": "onnxruntime" in sys.modules,
+                          "model": "cvunet_matting.model" in sys.modules}))
+        """
+    )
+    image = Path(get_settings().data_dir) / "probe.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(png_bytes(18))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(image)], capture_output=True, text=True, timeout=120, cwd=support.REPO
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"codes": [200, 200, 200, 200, 200, 200], "onnxruntime": False, "model": False}
+
+
+@services
+def test_metrics_in_prometheus_multiprocess_mode(clean_state, tmp_path):
+    script = textwrap.dedent(
+        """
+        from cvunet_matting.web import create_app
+        client = create_app().test_client()
+        client.get("/healthz")
+        print(client.get("/metrics").get_data(as_text=True))
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert 'cvunet_http_requests_total{endpoint="/healthz",method="GET",status="200"} 1.0' in done.stdout
+    assert "cvunet_queue_length 0.0" in done.stdout
+    assert any(tmp_path.glob("counter_*.db"))  # the values went through the shared files
+
+
+@services
+def test_upload_names_are_never_paths(client):
+    body = upload(client, png_bytes(19), "../../../etc/evil name.png").get_json()
+    row = task_row(body["task_id"])
+    assert row["filename"] == "../../../etc/evil name.png"  # kept for display only
+    assert row["output_path"] == f"outputs/images/{body['task_id']}/evil name.png"
+    page = client.get(f"/tasks/{body['task_id']}").get_data(as_text=True)
+    assert "../../../etc/evil name.png" in page and "<script" not in page.split("</head>")[1]
+    downloaded = client.get(f"/api/v1/tasks/{body['task_id']}/input?download=1", buffered=True)
+    assert downloaded.headers["Content-Disposition"] == 'attachment; filename="evil name.png"'
+
+
+def test_flask_settings_come_from_prefixed_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVUNET_FLASK_SESSION_COOKIE_SECURE", "true")
+    assert create_app({"CVUNET_DATA_DIR": str(tmp_path)}).config["SESSION_COOKIE_SECURE"] is True
