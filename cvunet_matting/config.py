@@ -52,8 +52,8 @@ class Settings:
     inter_threads: int
     max_pixels: int
     max_upload_mb: int
-    redis_url: str
-    database_url: str
+    redis_url: str = field(repr=False)  # both may carry passwords: never in logs or reprs
+    database_url: str = field(repr=False)
     queue: str
     task_soft_limit: int
     task_hard_limit: int
@@ -102,7 +102,8 @@ def load_settings(env=None) -> Settings:
         redis_url=env.get("CVUNET_REDIS_URL", "redis://127.0.0.1:6379/0"),
         database_url=env.get("CVUNET_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/cvunet_matting"),
         queue=env.get("CVUNET_QUEUE", "matting"),
-        task_soft_limit=_int(env, "CVUNET_TASK_SOFT_LIMIT", hard_limit - 60),
+        # The soft limit leaves time to record the failure before the hard limit kills the process.
+        task_soft_limit=_int(env, "CVUNET_TASK_SOFT_LIMIT", max(1, hard_limit - min(60, max(1, hard_limit // 5)))),
         task_hard_limit=hard_limit,
         # Redis redelivers unacked tasks after this; it must outlast the longest task.
         visibility_timeout=max(_int(env, "CVUNET_VISIBILITY_TIMEOUT", 3600), hard_limit * 2),

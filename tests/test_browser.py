@@ -6,6 +6,7 @@ import base64
 import shutil
 import threading
 
+import cv2
 import pytest
 from werkzeug.serving import make_server
 
@@ -15,6 +16,7 @@ from tests.test_web_api import png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.stack]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = support.REPO / "test-artifacts"  # screenshots kept after the run (ignored by git)
 
 
 @pytest.fixture
@@ -61,6 +63,14 @@ def test_one_image_from_the_file_picker_ends_on_its_result_view(server, page, wo
         "linear-gradient"
     )
     assert page.console_errors == []  # no script error, no Content-Security-Policy violation
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-result-view.png"), full_page=True)
+    with page.expect_download() as info:
+        page.click("text=Download cut-out")
+    saved = tmp_path / info.value.suggested_filename
+    info.value.save_as(saved)
+    rgba = cv2.imread(str(saved), cv2.IMREAD_UNCHANGED)
+    assert saved.suffix == ".png" and rgba.shape == (48, 64, 4)
 
 
 def test_several_files_show_progress_refusals_and_the_zip(server, page, worker_factory, tmp_path):
