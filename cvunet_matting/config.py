@@ -67,6 +67,7 @@ class Settings:
     # Fault injection for the crash tests only: input keys on which a worker kills itself.
     crash_on_inputs: tuple[str, ...] = ()
     metrics_port: int = 0  # worker /metrics port; 0: not served
+    metrics_addr: str = "0.0.0.0"  # noqa: S104 (inside a container Prometheus scrapes from outside)
 
     @property
     def inputs_dir(self) -> Path:
@@ -115,6 +116,7 @@ def load_settings(env=None) -> Settings:
         log_level=env.get("CVUNET_LOG_LEVEL", "INFO").upper(),
         crash_on_inputs=_list(env, "CVUNET_TEST_CRASH_ON"),
         metrics_port=_int(env, "CVUNET_METRICS_PORT", 0),
+        metrics_addr=env.get("CVUNET_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
     )
 
 

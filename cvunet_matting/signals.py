@@ -77,7 +77,7 @@ def on_process_init(**_):
 
     get_mirror().start_flusher()
     try:
-        worker_metrics.serve(get_settings().metrics_port)
+        worker_metrics.serve(get_settings().metrics_port, get_settings().metrics_addr)
     except OSError as exc:  # a restarted child may find the port still held briefly
         log.warning("worker metrics not served: %s", exc)
     threading.Thread(target=_warm, args=(get_session,), name="model-warmup", daemon=True).start()

@@ -51,7 +51,7 @@ def observe(result: dict) -> None:
         STAGES.labels(stage).observe(seconds)
 
 
-def serve(port: int) -> None:
+def serve(port: int, addr: str) -> None:
     """Serve /metrics on `port` (0: don't); GPU figures only where NVML finds a GPU."""
     if not port:
         return
@@ -59,4 +59,4 @@ def serve(port: int) -> None:
         REGISTRY.register(GpuCollector())
     except Exception as exc:  # no pynvml, no driver or no GPU: CPU workers report without GPU figures
         log.info("GPU metrics off: %s", exc)
-    start_http_server(port, addr=os.environ.get("CVUNET_METRICS_ADDR", "0.0.0.0"), registry=REGISTRY)  # noqa: S104
+    start_http_server(port, addr=addr, registry=REGISTRY)

@@ -32,6 +32,7 @@ os.environ.update(
         "CVUNET_TASK_HARD_LIMIT": "60",
         "CVUNET_VISIBILITY_TIMEOUT": "15",  # short, so a killed worker's task comes back within a test
         "CVUNET_SECRET_KEY": "test-secret",
+        "CVUNET_METRICS_ADDR": "127.0.0.1",
     }
 )
 

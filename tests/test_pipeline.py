@@ -165,3 +165,22 @@ def test_sigterm_lets_the_worker_finish_the_image_in_hand(clean_state, worker_fa
     assert proc.wait(timeout=60) == 0
     row = task_row(task_id)
     assert row["state"] == "success" and row["attempts"] == 1
+
+
+def test_worker_serves_prometheus_metrics(clean_state, worker_factory):
+    import urllib.request
+
+    port = support.free_port()
+    worker_factory(CVUNET_METRICS_PORT=str(port))
+    task_id = submit_image(Item("m.png", png_bytes(77)), PNG)
+    support.wait_for(lambda: task_row(task_id)["state"] == "success", 60, "task done")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    text = support.wait_for(
+        lambda: 'cvunet_worker_tasks_total{state="success"} 1.0' in (t := scrape()) and t, 10, "success counted"
+    )
+    assert 'cvunet_worker_stage_seconds_count{stage="inference"} 1.0' in text
+    assert "cvunet_gpu_memory_used_bytes" not in text  # no GPU here: no NVML figures, no error
