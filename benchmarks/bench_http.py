@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     harness.setup()
     images = harness.photos(2 * args.images + 1, 256, 256)
-    base = bare(images[: args.images])
+    base, _ = bare(images[: args.images])
     print(f"bare model, in-process: {base:.3f} images/s")
     stack = start_stack()
     try:

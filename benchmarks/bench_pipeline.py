@@ -16,7 +16,7 @@ import harness
 from tests import support
 
 
-def bare(images: list[bytes]) -> float:
+def bare(images: list[bytes]) -> tuple[float, float]:
     from cvunet_matting.config import get_settings
     from cvunet_matting.imaging import OutputOptions
     from cvunet_matting.matting import matte_bytes
@@ -26,9 +26,9 @@ def bare(images: list[bytes]) -> float:
     session = get_session(settings)
     matte_bytes(images[0], OutputOptions(), session, settings.max_pixels)
     started = time.perf_counter()
-    for data in images:
-        matte_bytes(data, OutputOptions(), session, settings.max_pixels)
-    return len(images) / (time.perf_counter() - started)
+    runs = [matte_bytes(data, OutputOptions(), session, settings.max_pixels).timings for data in images]
+    rate = len(images) / (time.perf_counter() - started)
+    return rate, statistics.median(t["inference"] for t in runs)
 
 
 def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, list[float]]:
@@ -51,7 +51,8 @@ def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, l
     finally:
         for proc in procs:
             support.kill_group(proc)
-    return len(images) / elapsed, overheads(rows)
+    inference = statistics.median(r["timings"]["inference"] for r in rows)
+    return len(images) / elapsed, overheads(rows), inference
 
 
 def _done(batch_id: str) -> bool:
@@ -84,10 +85,10 @@ def main() -> None:
     n = args.images
     # Three disjoint sets of alike photos: results of one run cannot be reused by the next.
     images = harness.photos(3 * n + 4)
-    base = bare(images[:n])
-    print(f"bare model, in-process:        {base:6.3f} images/s")
+    base, inference = bare(images[:n])
+    print(f"bare model, in-process:        {base:6.3f} images/s, median inference {inference * 1000:.0f} ms")
     for workers, start in ((1, n), (2, 2 * n + 2)):
-        rate, over = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
+        rate, over, inference = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
         print(
             f"end to end, {workers} CPU worker(s):  {rate:6.3f} images/s  ratio per worker "
             f"{rate / workers / base:5.2f}  ratio total {rate / base:5.2f}  "
