@@ -8,6 +8,7 @@ Usage: python benchmarks/bench_pipeline.py [--images 100]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -62,37 +63,44 @@ def _done(batch_id: str) -> bool:
         return queries.get_batch(cur, batch_id)["state"] == "done"
 
 
-def overheads(rows: list[dict]) -> list[float]:
-    """Per task: time in the task outside the model stages, plus the gap since the worker's previous task."""
+def overheads(rows: list[dict]) -> tuple[list[float], list[float]]:
+    """Per task: time in the task outside the model stages, and the gap since the worker's previous task."""
     by_worker: dict[str, list[dict]] = {}
     for row in rows:
         by_worker.setdefault(row["worker"], []).append(row)
-    result = []
+    inside, gaps = [], []
     for tasks in by_worker.values():
         tasks.sort(key=lambda r: r["started_at"])
         for prev, row in zip([None, *tasks], tasks, strict=False):
-            inside = (row["finished_at"] - row["started_at"]).total_seconds() - sum(row["timings"].values())
-            gap = (row["started_at"] - prev["finished_at"]).total_seconds() if prev else 0.0
-            result.append(inside + max(gap, 0.0))
-    return result
+            inside.append((row["finished_at"] - row["started_at"]).total_seconds() - sum(row["timings"].values()))
+            gaps.append(max((row["started_at"] - prev["finished_at"]).total_seconds(), 0.0) if prev else 0.0)
+    return inside, gaps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--tiny", action="store_true", help="a tiny model: measures the pipeline's own cost")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     args = parser.parse_args()
+    if args.tiny:
+        os.environ["CVUNET_MODEL"] = str(support.build_tiny_model(harness.ROOT / "models" / "tiny.onnx"))
     harness.setup()
     n = args.images
-    # Three disjoint sets of alike photos: results of one run cannot be reused by the next.
-    images = harness.photos(3 * n + 4)
+    # Disjoint sets of alike photos: results of one run cannot be reused by the next.
+    images = harness.photos(n + len(args.workers) * (n + 2))
     base, inference = bare(images[:n])
     print(f"bare model, in-process:        {base:6.3f} images/s, median inference {inference * 1000:.0f} ms")
-    for workers, start in ((1, n), (2, 2 * n + 2)):
-        rate, over, inference = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
+    for index, workers in enumerate(args.workers):
+        start = n + index * (n + 2)
+        rate, (inside, gaps), inference = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
+        over = [a + b for a, b in zip(inside, gaps, strict=True)]
         print(
             f"end to end, {workers} CPU worker(s):  {rate:6.3f} images/s  ratio per worker "
             f"{rate / workers / base:5.2f}  ratio total {rate / base:5.2f}  "
-            f"median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task"
+            f"median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task "
+            f"(in task {statistics.median(inside) * 1000:.1f}, between tasks {statistics.median(gaps) * 1000:.1f}); "
+            f"median inference in the worker {inference * 1000:.0f} ms"
         )
     print("(this machine has 2 cores: two CPU workers share them, so per-worker ratios fall below 1)")
 

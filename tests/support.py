@@ -169,6 +169,9 @@ class TcpProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if not self.running:
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
@@ -192,6 +195,9 @@ class TcpProxy:
 
     def stop(self) -> None:
         self.running = False
+        # close() alone does not wake a thread blocked in accept(): it would take one more client.
+        with contextlib.suppress(OSError):
+            self.server.shutdown(2)
         self.server.close()
         for sock in self.conns:
             with contextlib.suppress(OSError):
