@@ -3,7 +3,8 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean
+# machine: system packages the tests drive (apt-get, only what is missing), Redis and Postgres up.
+.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean
 
 install:
 	$(PIP) install -q -e '.[test]'
@@ -23,7 +24,10 @@ run: install model
 stop:
 	cvunet-matting stop
 
-test: install model
+machine:
+	bash .ci/prepare-machine
+
+test: machine install model
 	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast:

@@ -32,7 +32,7 @@ def bare(images: list[bytes]) -> tuple[float, float]:
     return rate, statistics.median(t["inference"] for t in runs)
 
 
-def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, list[float]]:
+def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, tuple, float]:
     from cvunet_matting import db, queries
     from cvunet_matting.batches import Item, submit_batch
     from cvunet_matting.imaging import OutputOptions
@@ -45,7 +45,7 @@ def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, l
         support.wait_for(lambda: _done(warm_id), 300, "warm-up batch")
         started = time.perf_counter()
         batch_id = submit_batch([Item(f"{tag}-{i}.jpg", d) for i, d in enumerate(images)], OutputOptions())
-        support.wait_for(lambda: _done(batch_id), 3600, "batch", interval=0.05)
+        support.wait_for(lambda: _done(batch_id), 3600, "batch", interval=0.2)
         elapsed = time.perf_counter() - started
         with db.transaction() as cur:
             rows = queries.batch_tasks(cur, batch_id)
@@ -63,18 +63,21 @@ def _done(batch_id: str) -> bool:
         return queries.get_batch(cur, batch_id)["state"] == "done"
 
 
-def overheads(rows: list[dict]) -> tuple[list[float], list[float]]:
-    """Per task: time in the task outside the model stages, and the gap since the worker's previous task."""
+def overheads(rows: list[dict]) -> tuple[list[float], list[float], float]:
+    """Per task: time in the task outside the model stages, and the gap since the worker's previous task;
+    and the share of the workers' span (first start to last finish) spent in the model stages."""
     by_worker: dict[str, list[dict]] = {}
     for row in rows:
         by_worker.setdefault(row["worker"], []).append(row)
-    inside, gaps = [], []
+    inside, gaps, span = [], [], 0.0
     for tasks in by_worker.values():
         tasks.sort(key=lambda r: r["started_at"])
+        span += (max(r["finished_at"] for r in tasks) - tasks[0]["started_at"]).total_seconds()
         for prev, row in zip([None, *tasks], tasks, strict=False):
             inside.append((row["finished_at"] - row["started_at"]).total_seconds() - sum(row["timings"].values()))
             gaps.append(max((row["started_at"] - prev["finished_at"]).total_seconds(), 0.0) if prev else 0.0)
-    return inside, gaps
+    matting = sum(sum(r["timings"].values()) for r in rows)
+    return inside, gaps, matting / span
 
 
 def main() -> None:
@@ -89,18 +92,26 @@ def main() -> None:
     n = args.images
     # Disjoint sets of alike photos: results of one run cannot be reused by the next.
     images = harness.photos(n + len(args.workers) * (n + 2))
-    base, inference = bare(images[:n])
-    print(f"bare model, in-process:        {base:6.3f} images/s, median inference {inference * 1000:.0f} ms")
+    # This shared machine drifts by 20% or more over minutes: bare runs before and after the queue
+    # runs, and the baseline is their mean.
+    before, inference = bare(images[:n])
+    print(f"bare model, in-process, before: {before:6.3f} images/s, median inference {inference * 1000:.0f} ms")
+    results = []
     for index, workers in enumerate(args.workers):
         start = n + index * (n + 2)
-        rate, (inside, gaps), inference = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
+        results.append((workers, *through_queue(images[start : start + n + 2], workers, f"w{workers}x")))
+    after, inference = bare(images[:n])
+    print(f"bare model, in-process, after:  {after:6.3f} images/s, median inference {inference * 1000:.0f} ms")
+    base = (before + after) / 2
+    for workers, rate, (inside, gaps, busy), inference in results:
         over = [a + b for a, b in zip(inside, gaps, strict=True)]
         print(
-            f"end to end, {workers} CPU worker(s):  {rate:6.3f} images/s  ratio per worker "
+            f"end to end, {workers} CPU worker(s): {rate:6.3f} images/s  ratio per worker "
             f"{rate / workers / base:5.2f}  ratio total {rate / base:5.2f}  "
             f"median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task "
             f"(in task {statistics.median(inside) * 1000:.1f}, between tasks {statistics.median(gaps) * 1000:.1f}); "
-            f"median inference in the worker {inference * 1000:.0f} ms"
+            f"median inference in the worker {inference * 1000:.0f} ms; "
+            f"workers spent {busy:.1%} of their time matting"
         )
     print("(this machine has 2 cores: two CPU workers share them, so per-worker ratios fall below 1)")
 

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 import harness
-from privredis import PrivateRedis
+
+from tests.support import PrivateRedis  # noqa: E402 (harness first: it sets the environment)
 
 REDIS = PrivateRedis().start()  # a private server: the Redis scenario really restarts it
 os.environ["CVUNET_REDIS_URL"] = REDIS.url

@@ -11,6 +11,8 @@ import sys
 import click
 import psycopg2
 
+from .errors import one_line
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -48,7 +50,7 @@ def requeue(failed, stuck_for, batch_id, dry_run):
     try:
         rows = do_requeue(failed, stuck, batch_id, dry_run)
     except psycopg2.Error as exc:
-        _fail(f"postgres: {exc}".strip())
+        _fail(f"postgres: {one_line(exc)}")
     for row in rows:
         click.echo(describe(row))
     click.echo(f"{len(rows)} task(s) {'would be ' if dry_run else ''}requeued")
@@ -63,7 +65,7 @@ def reconcile(dry_run):
     try:
         found = do_reconcile(dry_run)
     except psycopg2.Error as exc:
-        _fail(f"postgres: {exc}".strip())
+        _fail(f"postgres: {one_line(exc)}")
     for row in found["lost"]:
         click.echo(describe(row))
     verb = "would be " if dry_run else ""

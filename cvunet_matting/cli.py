@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .config import get_settings
-from .errors import MattingError
+from .errors import MattingError, one_line
 
 
 def fail(message: str) -> None:
@@ -130,7 +130,7 @@ def db_upgrade() -> None:
     try:
         applied = db.upgrade()
     except psycopg2.Error as exc:
-        fail(f"postgres: {str(exc).strip()}")
+        fail(f"postgres: {one_line(exc)}")
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from importlib import resources
@@ -17,6 +18,7 @@ from .config import get_settings
 psycopg2.extras.register_uuid()
 
 IDLE_KEPT = 4  # idle connections a process keeps; gunicorn runs 4 threads, a worker 2
+PING_AFTER_S = 1.0  # a connection idle longer than this is pinged before use
 
 
 class ConnectionPool:
@@ -24,23 +26,25 @@ class ConnectionPool:
 
     psycopg2's own pools close every returned connection beyond `minconn` and open `minconn` at
     once: with minconn 0 each transaction paid a fresh connection (about 10 ms, the bulk of a task's
-    overhead). A kept connection is pinged on checkout, so one killed by a database restart is
-    replaced instead of failing the caller.
+    overhead). A connection that sat idle is pinged on checkout, so one killed by a database
+    restart is replaced instead of failing the caller; one used moments ago is trusted, as the
+    ping would cost as much as the work on a busy worker.
     """
 
-    def __init__(self, url: str, keep: int = IDLE_KEPT):
+    def __init__(self, url: str, keep: int = IDLE_KEPT, ping_after: float = PING_AFTER_S):
         self.url = url
         self.keep = keep
-        self._idle: list[psycopg2.extensions.connection] = []
+        self.ping_after = ping_after
+        self._idle: list[tuple[psycopg2.extensions.connection, float]] = []
         self._lock = threading.Lock()
 
     def get(self) -> psycopg2.extensions.connection:
         while True:
             with self._lock:
-                conn = self._idle.pop() if self._idle else None
+                conn, since = self._idle.pop() if self._idle else (None, 0.0)
             if conn is None:
                 return psycopg2.connect(self.url, connect_timeout=5, application_name="cvunet-matting")
-            if _alive(conn):
+            if time.monotonic() - since < self.ping_after or _alive(conn):
                 return conn
             conn.close()
 
@@ -48,21 +52,19 @@ class ConnectionPool:
         reusable = not discard and conn.closed == 0 and conn.status == psycopg2.extensions.STATUS_READY
         with self._lock:
             if reusable and len(self._idle) < self.keep:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
                 return
         conn.close()
 
     def close_all(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
 
 def _alive(conn: psycopg2.extensions.connection) -> bool:
     """One round trip; it opens the transaction the caller goes on to use."""
-    if conn.closed:
-        return False
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")

@@ -32,3 +32,8 @@ class DeviceError(MattingError):
     """The requested execution provider (e.g. CUDA) is not available."""
 
     code = "device"
+
+
+def one_line(error: object) -> str:
+    """A driver's multi-line message (psycopg2 adds hints on new lines) as one line for a CLI."""
+    return " ".join(str(error).split())

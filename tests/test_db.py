@@ -19,13 +19,37 @@ def test_transactions_reuse_one_connection(database):
     assert [backend_pid() for _ in range(5)] == [first] * 5
 
 
-def test_a_connection_killed_by_the_server_is_replaced(database):
+def pid_of(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def test_an_idle_connection_killed_by_the_server_is_replaced(database):
+    pool = db.ConnectionPool(db.get_settings().database_url, ping_after=0)
+    conn = pool.get()
+    victim = pid_of(conn)
+    conn.rollback()
+    pool.put(conn)
+    with psycopg2.connect(db.get_settings().database_url) as admin, admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (victim,))
+    admin.close()
+    replacement = pool.get()  # no error for the caller: the checkout ping noticed the dead link
+    try:
+        assert pid_of(replacement) != victim and conn.closed
+    finally:
+        replacement.close()
+
+
+def test_a_broken_connection_is_dropped_not_pooled(database):
     victim = backend_pid()
     with psycopg2.connect(db.get_settings().database_url) as admin, admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (victim,))
     admin.close()
-    replacement = backend_pid()  # no error for the caller: the checkout ping noticed the dead link
-    assert replacement != victim
+    # Used moments ago, so trusted without a ping: this caller sees the error ...
+    with pytest.raises(psycopg2.OperationalError):
+        backend_pid()
+    assert backend_pid() != victim  # ... and the next one gets a fresh connection
 
 
 def test_a_failed_statement_leaves_the_pool_usable(database):

@@ -481,6 +481,21 @@ def test_upload_names_are_never_paths(client):
     assert downloaded.headers["Content-Disposition"] == 'attachment; filename="evil name.png"'
 
 
+@services
+def test_unicode_names_are_kept_and_downloadable(client, worker_factory):
+    name = "Фото 照片 Ünïcode.png"
+    body = upload(client, png_bytes(23), name).get_json()
+    row = task_row(body["task_id"])
+    assert row["filename"] == name
+    assert row["output_path"] == f"outputs/images/{body['task_id']}/Фото 照片 Ünïcode.png"
+    worker_factory()
+    wait_task(client, body["task_id"])
+    result = client.get(f"/api/v1/tasks/{body['task_id']}/result?download=1", buffered=True)
+    assert result.status_code == 200 and decode(result.data).shape[2] == 4
+    # Non-ASCII names travel as RFC 5987 filename* with an ASCII fallback.
+    assert "filename*=UTF-8''%D0%A4%D0%BE%D1%82%D0%BE" in result.headers["Content-Disposition"]
+
+
 def test_flask_settings_come_from_prefixed_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CVUNET_FLASK_SESSION_COOKIE_SECURE", "true")
     assert create_app({"CVUNET_DATA_DIR": str(tmp_path)}).config["SESSION_COOKIE_SECURE"] is True
