@@ -24,17 +24,26 @@ def multipart(field: str, filename: str, data: bytes, extra: dict | None = None)
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+def fetch(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+    """(status, body, headers); HTTP errors are answers too."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 (our own 127.0.0.1 stack)
-            return response.status, response.read()
+            return response.status, response.read(), response.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, exc.read(), exc.headers
 
 
-def matte_over_http(base: str, filename: str, data: bytes, poll: float = 0.1, timeout: float = 600) -> dict:
-    """Upload one image, wait for it, download the result; returns status and latency."""
+def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+    status, raw, _ = fetch(method, url, body, headers, timeout)
+    return status, raw
+
+
+def matte_over_http(base: str, filename: str, data: bytes, poll: float | None = None, timeout: float = 600) -> dict:
+    """Upload one image, wait for it, download the result; returns status and latency.
+
+    Polls as often as the server's Retry-After says, as a well-behaved client would, unless `poll`
+    (seconds) overrides it."""
     started = time.perf_counter()
     body, ctype = multipart("file", filename, data)
     status, raw = request("POST", f"{base}/api/v1/images", body, {"Content-Type": ctype})
@@ -43,11 +52,11 @@ def matte_over_http(base: str, filename: str, data: bytes, poll: float = 0.1, ti
     task_id = json.loads(raw)["task_id"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status, raw = request("GET", f"{base}/api/v1/tasks/{task_id}")
+        status, raw, headers = fetch("GET", f"{base}/api/v1/tasks/{task_id}")
         state = json.loads(raw).get("state") if status == 200 else None
         if state in {"success", "failure"}:
             break
-        time.sleep(poll)
+        time.sleep(poll if poll is not None else float(headers.get("Retry-After") or 1))
     status, result = request("GET", f"{base}/api/v1/tasks/{task_id}/result")
     return {
         "ok": status == 200,

@@ -71,8 +71,7 @@ def run_load(images: int, clients: int, deadline_s: float = 1800):
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             futures = [
-                pool.submit(lambda i: matte_over_http(stack.url, f"load{i}.jpg", image(i), poll=1.0), i)
-                for i in range(images)
+                pool.submit(lambda i: matte_over_http(stack.url, f"load{i}.jpg", image(i)), i) for i in range(images)
             ]
             done, pending = wait(futures, timeout=deadline_s)
         elapsed = time.perf_counter() - started

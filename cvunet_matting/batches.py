@@ -130,10 +130,10 @@ def dispatch_next(batch_id: str) -> bool:
 
 def on_chunk_done(batch_id: str, idx: int) -> None:
     with db.transaction() as cur:
-        last = jobs.complete_chunk(cur, batch_id, idx)
-    if last:
+        outcome = jobs.complete_chunk(cur, batch_id, idx)
+    if outcome == "last":
         app.send_task("cvunet_matting.finalize_batch", args=(batch_id,))
-    else:
+    elif outcome == "more":
         dispatch_next(batch_id)
 
 

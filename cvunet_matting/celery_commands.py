@@ -58,12 +58,19 @@ def requeue(failed, stuck_for, batch_id, dry_run):
 
 @click.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="List what would be re-enqueued; change nothing.")
-def reconcile(dry_run):
+@click.option(
+    "--wait",
+    "wait_for",
+    default="10m",
+    show_default=True,
+    help="How long to wait for tasks workers still run but Redis forgot (their batches resume after).",
+)
+def reconcile(dry_run, wait_for):
     """Re-enqueue tasks PostgreSQL knows as unfinished but Redis lost (e.g. after a Redis restart)."""
     from .requeue import reconcile as do_reconcile
 
     try:
-        found = do_reconcile(dry_run)
+        found = do_reconcile(dry_run, parse_duration(wait_for), notify=click.echo)
     except psycopg2.Error as exc:
         _fail(f"postgres: {one_line(exc)}")
     for row in found["lost"]:

@@ -92,11 +92,17 @@ def claim_chunk(cur, batch_id) -> int | None:
     return row["idx"] if row else None
 
 
-def complete_chunk(cur, batch_id, idx: int) -> bool:
-    """Mark a chunk done; True when it was the batch's last unfinished chunk."""
-    cur.execute("UPDATE chunks SET state = 'done' WHERE batch_id = %s AND idx = %s", (batch_id, idx))
+def complete_chunk(cur, batch_id, idx: int) -> str:
+    """Mark a chunk done: 'last' (the batch's last one), 'more', or 'already' for a repeated call
+    (reconcile may restart a chunk whose own callback then arrives too)."""
+    cur.execute(
+        "UPDATE chunks SET state = 'done' WHERE batch_id = %s AND idx = %s AND state <> 'done' RETURNING idx",
+        (batch_id, idx),
+    )
+    if cur.fetchone() is None:
+        return "already"
     cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s AND state <> 'done'", (batch_id,))
-    return cur.fetchone()["n"] == 0
+    return "last" if cur.fetchone()["n"] == 0 else "more"
 
 
 def claim_finalize(cur, batch_id) -> bool:

@@ -37,8 +37,17 @@ def obj(required: list[str], **properties) -> dict:
     return {"type": "object", "required": required, "properties": properties}
 
 
-def json_response(description: str, schema: dict) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "present while the work is unfinished: seconds to wait before polling again",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def json_response(description: str, schema: dict, polled: bool = False) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {**response, "headers": RETRY_AFTER} if polled else response
 
 
 def binary_response(description: str, types) -> dict:
@@ -155,7 +164,7 @@ def paths() -> dict:
         "/api/v1/images": {
             "post": operation(
                 "Submit one image",
-                (202, json_response("Queued", ref("TaskAccepted"))),
+                (202, json_response("Queued", ref("TaskAccepted"), polled=True)),
                 [400, 401, 413, 415, 503],
                 requestBody=multipart({"file": binary, **FORM_OPTIONS}, ["file"]),
             )
@@ -163,7 +172,7 @@ def paths() -> dict:
         "/api/v1/batches": {
             "post": operation(
                 "Submit several images as one batch (refused files are listed, the rest run)",
-                (202, json_response("Queued", ref("BatchAccepted"))),
+                (202, json_response("Queued", ref("BatchAccepted"), polled=True)),
                 [400, 401, 413, 415, 503],
                 requestBody=multipart({"files": {"type": "array", "items": binary}, **FORM_OPTIONS}, ["files"]),
             )
@@ -171,7 +180,7 @@ def paths() -> dict:
         "/api/v1/batches/folder": {
             "post": operation(
                 "Submit every image of a server-side folder (operators)",
-                (202, json_response("Queued", ref("BatchAccepted"))),
+                (202, json_response("Queued", ref("BatchAccepted"), polled=True)),
                 [400, 401, 403, 404, 503],
                 requestBody={"required": True, "content": {"application/json": {"schema": ref("FolderRequest")}}},
             )
@@ -179,7 +188,7 @@ def paths() -> dict:
         "/api/v1/batches/{id}": {
             "get": operation(
                 "A batch's progress and items",
-                (200, json_response("Batch", ref("Batch"))),
+                (200, json_response("Batch", ref("Batch"), polled=True)),
                 [400, 401, 404, 503],
                 parameters=[ID, *page],
             )
@@ -194,13 +203,16 @@ def paths() -> dict:
         },
         "/api/v1/tasks/{id}": {
             "get": operation(
-                "A task's state", (200, json_response("Task", ref("Task"))), [400, 401, 404, 503], parameters=[ID]
+                "A task's state",
+                (200, json_response("Task", ref("Task"), polled=True)),
+                [400, 401, 404, 503],
+                parameters=[ID],
             )
         },
         "/api/v1/tasks/{id}/retry": {
             "post": operation(
                 "Requeue a failed task",
-                (202, json_response("Requeued", ref("TaskAccepted"))),
+                (202, json_response("Requeued", ref("TaskAccepted"), polled=True)),
                 [400, 401, 404, 409, 503],
                 parameters=[ID],
             )

@@ -98,6 +98,17 @@ def unfinalized_batches(cur) -> list[dict]:
     return cur.fetchall()
 
 
+def undispatched_batches(cur) -> list[dict]:
+    """Running batches with chunks still queued but none dispatched: the chain to the next chunk broke."""
+    cur.execute(
+        "SELECT b.id FROM batches b WHERE b.state = 'running'"
+        " AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state = 'queued')"
+        " AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state = 'dispatched')"
+        " ORDER BY b.created_at"
+    )
+    return cur.fetchall()
+
+
 def lock_task(cur, task_id) -> dict | None:
     """The task row, locked until the transaction ends (one retry at a time)."""
     cur.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task_id,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 
 from celery import chord, group
@@ -45,15 +46,18 @@ def requeue(failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: boo
     return rows
 
 
-def ids_in_redis() -> set[str]:
-    """Task ids Redis still holds: queued, unacknowledged, or in a live worker's hands."""
+def held_by_redis() -> set[str]:
+    """Task ids Redis holds: queued, or delivered and not yet acknowledged."""
     settings = get_settings()
     client = get_redis()
+    ids = {json.loads(raw)["headers"]["id"] for raw in client.lrange(settings.queue, 0, -1)}
+    ids |= {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
+    return ids
+
+
+def held_by_workers() -> set[str]:
+    """Task ids live workers report as running, reserved or scheduled."""
     ids = set()
-    for raw in client.lrange(settings.queue, 0, -1):
-        ids.add(json.loads(raw)["headers"]["id"])
-    for raw in client.hvals("unacked"):
-        ids.add(json.loads(raw)[0]["headers"]["id"])
     inspector = app.control.inspect(timeout=2.0)
     for reply in (inspector.active(), inspector.reserved(), inspector.scheduled()):
         for tasks in (reply or {}).values():
@@ -62,13 +66,32 @@ def ids_in_redis() -> set[str]:
     return ids
 
 
-def reconcile(dry_run: bool = False) -> dict:
-    """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chord chain broke."""
+def wait_for_orphaned_runs(wait_s: float, notify=print) -> set[str]:
+    """Wait while workers still run tasks that Redis forgot, then return the ids worker hold.
+
+    A task in a worker's hands is normally also in Redis's `unacked` hash. One that is not was
+    delivered before Redis lost its data, so its chord counter is gone too: only once it finishes
+    can its chunk be found complete and restarted. Reconciling before that would strand the batch.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        workers = held_by_workers()
+        orphaned = workers - held_by_redis()
+        if not orphaned or time.monotonic() >= deadline:
+            return workers
+        notify(f"waiting for {len(orphaned)} task(s) that workers still run but Redis forgot ...")
+        time.sleep(2)
+
+
+def reconcile(dry_run: bool = False, wait_s: float = 0, notify=print) -> dict:
+    """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chain broke."""
+    in_workers = set() if dry_run else wait_for_orphaned_runs(wait_s, notify)
     with db.transaction() as cur:
         unfinished = queries.unfinished(cur)
         orphans = queries.orphan_chunks(cur)
         unfinalized = queries.unfinalized_batches(cur)
-    present = ids_in_redis()
+        undispatched = queries.undispatched_batches(cur)
+    present = held_by_redis() | (held_by_workers() if dry_run else in_workers)
     lost = [r for r in unfinished if str(r["id"]) not in present]
     if not dry_run:
         republish(lost, lambda batch, chunk: by_name("chunk_done", batch, chunk))
@@ -76,5 +99,7 @@ def reconcile(dry_run: bool = False) -> dict:
             by_name("chunk_done", str(chunk["batch_id"]), chunk["idx"]).apply_async()
         for batch in unfinalized:
             by_name("finalize_batch", str(batch["id"])).apply_async()
-    stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized}
+        for batch in undispatched:
+            batches.dispatch_next(str(batch["id"]))
+    stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized + undispatched}
     return {"lost": lost, "stalled_batches": sorted(stalled)}

@@ -70,3 +70,23 @@ def test_idle_connections_are_capped(database):
         again.close()
     finally:
         pool.close_all()
+
+
+def test_chunk_completion_counts_once(database):
+    import uuid
+
+    from cvunet_matting import jobs, queries
+
+    batch_id = uuid.uuid4()
+    with db.transaction() as cur:
+        jobs.create_batch(cur, batch_id, "test", 4, {}, "outputs/x", chunks=2)
+        first = jobs.claim_chunk(cur, batch_id)
+        outcomes = [jobs.complete_chunk(cur, batch_id, first) for _ in range(2)]
+        # Chunk 0 done, chunk 1 queued and none dispatched: reconcile must see the chain broken.
+        stalled = [row["id"] for row in queries.undispatched_batches(cur)]
+        second = jobs.claim_chunk(cur, batch_id)
+        after_claim = [row["id"] for row in queries.undispatched_batches(cur)]
+        last = jobs.complete_chunk(cur, batch_id, second)
+    assert outcomes == ["more", "already"]  # a repeated callback dispatches nothing more
+    assert batch_id in stalled and batch_id not in after_claim
+    assert (first, second, last) == (0, 1, "last")

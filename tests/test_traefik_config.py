@@ -335,8 +335,9 @@ def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
     assert (rate["average"], rate["burst"]) == (2000, 4000)
 
 
-def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path) -> Path:
-    """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged."""
+def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin_ranges=None) -> Path:
+    """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged;
+    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network."""
     static = load_yaml(TRAEFIK_DIR / "traefik.yml")
     for name, port in ports.items():
         static["entryPoints"].setdefault(name, {})["address"] = f"127.0.0.1:{port}"
@@ -345,6 +346,10 @@ def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path) -> Pa
     (tmp_path / "dynamic").mkdir()
     for src in (TRAEFIK_DIR / "dynamic").glob("*.yml"):
         text = src.read_text().replace("/etc/traefik/secrets/htpasswd", str(htpasswd))
+        if admin_ranges is not None and "admin-allowlist" in text:
+            dynamic = yaml.safe_load(text)
+            dynamic["http"]["middlewares"]["admin-allowlist"]["ipAllowList"]["sourceRange"] = admin_ranges
+            text = yaml.safe_dump(dynamic)
         (tmp_path / "dynamic" / src.name).write_text(text)
     dest = tmp_path / "traefik.yml"
     dest.write_text(yaml.safe_dump(static))
@@ -395,3 +400,20 @@ def test_production_config_loads_in_traefik(tmp_path, processes):
     assert response.getheader("Location").startswith("https://127.0.0.1")
     errors = [line for line in processes.log("traefik").splitlines() if " ERR " in line]
     assert errors == []
+
+
+@pytest.mark.stack
+@needs_traefik
+def test_admin_routes_refuse_addresses_outside_the_allow_list(tmp_path, processes):
+    ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
+    static = production_copy(tmp_path, ports, htpasswd, admin_ranges=["10.0.0.0/8"])
+    start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    https = f"https://127.0.0.1:{ports['websecure']}"
+    auth = basic_auth(FLOWER_USER, FLOWER_PASSWORD)
+    wait_until(lambda: fetch(f"{https}/flower/", auth, insecure)[0] == 403, 15, "the allow-list in force")
+    assert fetch(f"{https}/metrics", auth, insecure)[0] == 403  # the right password does not help
+    # The user-facing routes are not on the allow-list: they reach the (absent) web servers.
+    assert fetch(f"{https}/", context=insecure)[0] in {502, 503}

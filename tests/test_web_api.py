@@ -496,6 +496,24 @@ def test_unicode_names_are_kept_and_downloadable(client, worker_factory):
     assert "filename*=UTF-8''%D0%A4%D0%BE%D1%82%D0%BE" in result.headers["Content-Disposition"]
 
 
+@services
+def test_unfinished_work_tells_clients_when_to_poll(client, worker_factory):
+    submitted = upload(client, png_bytes(29))
+    task_url = submitted.get_json()["status_url"]
+    batch = client.post(
+        "/api/v1/batches", data={"files": [(io.BytesIO(png_bytes(31)), "b.png")]}, content_type="multipart/form-data"
+    )
+    batch_url = batch.get_json()["status_url"]
+    assert submitted.headers["Retry-After"] == batch.headers["Retry-After"] == "1"
+    assert client.get(task_url).headers["Retry-After"] == "1"  # no worker yet: still pending
+    assert client.get(batch_url).headers["Retry-After"] == "1"
+    worker_factory()
+    wait_task(client, submitted.get_json()["task_id"])
+    support.wait_for(lambda: client.get(batch_url).get_json()["state"] == "done", 60, "batch done")
+    assert "Retry-After" not in client.get(task_url).headers
+    assert "Retry-After" not in client.get(batch_url).headers
+
+
 def test_flask_settings_come_from_prefixed_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CVUNET_FLASK_SESSION_COOKIE_SECURE", "true")
     assert create_app({"CVUNET_DATA_DIR": str(tmp_path)}).config["SESSION_COOKIE_SECURE"] is True
