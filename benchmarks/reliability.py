@@ -231,7 +231,11 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             print(f"running {name} ...", flush=True)
-            rows.append(scenario())
+            try:
+                rows.append(scenario())
+            except Exception as exc:  # one broken scenario must not hide the others' figures
+                rows.append(Row(name, 0, 0, 0, 0, 0, f"scenario error: {exc!r}"[:300]))
+            print_table(rows[-1:])
         if not args.only or "load" in args.only:
             from loadtest import run_load
 

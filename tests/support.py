@@ -109,7 +109,10 @@ def start_worker(name: str, log_dir: Path, env: dict) -> subprocess.Popen:
 def _pinged(name: str) -> bool:
     from cvunet_matting.celery_app import app
 
-    replies = app.control.inspect(timeout=0.5).ping() or {}
+    try:
+        replies = app.control.inspect(timeout=0.5).ping() or {}
+    except (redis_lib.RedisError, OSError):  # a pooled link to a Redis that was restarted: next try
+        return False
     prefix = name.split("@")[0] + "@"
     return any(node.startswith(prefix) for node in replies)
 
