@@ -36,8 +36,11 @@ def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, t
     from cvunet_matting import db, queries
     from cvunet_matting.batches import Item, submit_batch
     from cvunet_matting.imaging import OutputOptions
+    from cvunet_matting.workers import plan
 
-    procs = [support.start_worker(f"bench{tag}{i}@%h", harness.ROOT / "logs", {}) for i in range(workers)]
+    # As `cvunet-matting worker --cpu N` would start them: N workers share the cores.
+    specs = plan([], workers)
+    procs = [support.start_worker(f"bench{tag}{i}@%h", harness.ROOT / "logs", s.env) for i, s in enumerate(specs)]
     try:
         # Warm each worker's model first, so load time is not counted as throughput.
         warm, images = images[:2], images[2:]

@@ -145,7 +145,8 @@ def worker(gpus: str, cpus: int) -> None:
     if bool(gpu_ids) == bool(cpus):
         fail("give either --gpus 0,1 or --cpu N")
     settings = get_settings()
-    sys.exit(Supervisor(plan(gpu_ids, cpus, settings.metrics_port), settings.queue, settings.log_level).run())
+    specs = plan(gpu_ids, cpus, settings.metrics_port, settings.intra_threads)
+    sys.exit(Supervisor(specs, settings.queue, settings.log_level).run())
 
 
 @main.command()

@@ -19,15 +19,21 @@ class WorkerSpec:
     env: dict
 
 
-def plan(gpus: list[str], cpus: int, metrics_port: int = 0) -> list[WorkerSpec]:
+def plan(
+    gpus: list[str], cpus: int, metrics_port: int = 0, intra_threads: int = 0, cores: int | None = None
+) -> list[WorkerSpec]:
     """One worker per GPU, pinned with CUDA_VISIBLE_DEVICES; or `cpus` CPU-only workers.
 
-    With a metrics port, worker i serves /metrics on metrics_port + i.
+    CPU workers share the cores: unless CVUNET_INTRA_THREADS is set, each gets cores // cpus
+    inference threads (N workers of one thread per core each would oversubscribe the machine
+    N times over). With a metrics port, worker i serves /metrics on metrics_port + i.
     """
     if gpus:
         specs = [WorkerSpec(f"gpu{g}@%h", {"CUDA_VISIBLE_DEVICES": g, "CVUNET_DEVICE": "cuda"}) for g in gpus]
     else:
-        specs = [WorkerSpec(f"cpu{i}@%h", {"CUDA_VISIBLE_DEVICES": "", "CVUNET_DEVICE": "cpu"}) for i in range(cpus)]
+        threads = intra_threads or max(1, (cores or os.cpu_count() or 1) // max(cpus, 1))
+        cpu_env = {"CUDA_VISIBLE_DEVICES": "", "CVUNET_DEVICE": "cpu", "CVUNET_INTRA_THREADS": str(threads)}
+        specs = [WorkerSpec(f"cpu{i}@%h", dict(cpu_env)) for i in range(cpus)]
     for index, spec in enumerate(specs):
         spec.env["CVUNET_METRICS_PORT"] = str(metrics_port + index if metrics_port else 0)
     return specs

@@ -1,0 +1,30 @@
+"""Worker planning: one worker per GPU, or CPU workers that share the cores."""
+
+from __future__ import annotations
+
+from cvunet_matting.workers import command, plan
+
+
+def test_one_worker_per_gpu_pinned_to_it():
+    specs = plan(["0", "3"], 0, metrics_port=9100)
+    assert [s.name for s in specs] == ["gpu0@%h", "gpu3@%h"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "3"]
+    assert {s.env["CVUNET_DEVICE"] for s in specs} == {"cuda"}
+    assert [s.env["CVUNET_METRICS_PORT"] for s in specs] == ["9100", "9101"]
+
+
+def test_cpu_workers_split_the_cores_between_them():
+    specs = plan([], 2, cores=8)
+    assert [s.env["CVUNET_INTRA_THREADS"] for s in specs] == ["4", "4"]
+    assert {s.env["CUDA_VISIBLE_DEVICES"] for s in specs} == {""}
+    assert plan([], 3, cores=2)[0].env["CVUNET_INTRA_THREADS"] == "1"  # never zero (= all cores)
+
+
+def test_configured_thread_count_wins():
+    assert plan([], 2, intra_threads=6, cores=8)[0].env["CVUNET_INTRA_THREADS"] == "6"
+
+
+def test_each_worker_runs_one_task_at_a_time_under_its_own_name():
+    argv = command(plan([], 1, cores=4)[0], "matting", "INFO")
+    assert argv[argv.index("--concurrency") + 1] == "1" and argv[argv.index("-n") + 1] == "cpu0@%h"
+    assert argv[argv.index("-Q") + 1] == "matting" and "-E" in argv
