@@ -43,7 +43,15 @@ def matte_over_http(base: str, filename: str, data: bytes, poll: float | None = 
     """Upload one image, wait for it, download the result; returns status and latency.
 
     Polls as often as the server's Retry-After says, as a well-behaved client would, unless `poll`
-    (seconds) overrides it."""
+    (seconds) overrides it. A network error is an outcome too (status 0), not an exception."""
+    started = time.perf_counter()
+    try:
+        return _matte_over_http(base, filename, data, poll, timeout)
+    except OSError as exc:  # refused, reset, timed out
+        return {"ok": False, "status": 0, "error": repr(exc), "latency": time.perf_counter() - started}
+
+
+def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, timeout: float) -> dict:
     started = time.perf_counter()
     body, ctype = multipart("file", filename, data)
     status, raw = request("POST", f"{base}/api/v1/images", body, {"Content-Type": ctype})
@@ -53,14 +61,17 @@ def matte_over_http(base: str, filename: str, data: bytes, poll: float | None = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status, raw, headers = fetch("GET", f"{base}/api/v1/tasks/{task_id}")
-        state = json.loads(raw).get("state") if status == 200 else None
-        if state in {"success", "failure"}:
+        task = json.loads(raw) if status == 200 else {}
+        if task.get("state") == "failure":
+            return {"ok": False, "status": status, "error": task.get("error"), "latency": time.perf_counter() - started}
+        if task.get("state") == "success":
             break
         time.sleep(poll if poll is not None else float(headers.get("Retry-After") or 1))
     status, result = request("GET", f"{base}/api/v1/tasks/{task_id}/result")
     return {
         "ok": status == 200,
         "status": status,
+        "error": None if status == 200 else result[:200],
         "bytes": len(result),
         "latency": time.perf_counter() - started,
         "task_id": task_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from httpclient import matte_over_http
 
 from tests import support
 
+SIDES = (64, 1600)
 
-def image(seed: int) -> bytes:
+
+def image(seed: int, size: tuple[int, int] | None = None) -> bytes:
     """A JPEG of a random size (64 to 1600 px a side): gradients and noise, so sizes and content vary."""
     rng = np.random.default_rng(seed)
-    height, width = (int(v) for v in rng.integers(64, 1600, 2))
+    height, width = size or (int(v) for v in rng.integers(*SIDES, 2))
     y, x = np.mgrid[0:height, 0:width]
     base = np.dstack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)]).astype(np.uint8)
     noisy = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
@@ -65,8 +68,11 @@ def run_load(images: int, clients: int, deadline_s: float = 1800):
     os.environ["CVUNET_MODEL"] = str(tiny)  # the serving stack under load, not the CPU model speed
     stack = start_stack()
     try:
-        for i in range(20):  # warm-up: imports, pools, first allocations
-            matte_over_http(stack.url, f"warm{i}.jpg", image(10_000_000 + i))
+        # Warm-up: imports, pools, and the allocators' high-water marks for the largest and
+        # smallest images, so "before" is a settled process and growth after it means a leak.
+        corners = [(h, w) for h in SIDES for w in SIDES]
+        for i, size in enumerate(corners * 3 + [None] * 8):
+            matte_over_http(stack.url, f"warm{i}.jpg", image(10_000_000 + i, size))
         before = rss(stack)
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
@@ -89,10 +95,12 @@ def run_load(images: int, clients: int, deadline_s: float = 1800):
         return latencies[int(p * (len(latencies) - 1))] if latencies else float("nan")
 
     growth = {k: (after[k] - before[k]) / before[k] for k in before}
+    failures = Counter(f"{r['status']} {r.get('error')!r:.60}" for r in results if not r["ok"])
     note = (
         f"{ok / elapsed:.1f} img/s; p50 {statistics.median(latencies):.2f}s p95 {pct(0.95):.2f}s "
         f"p99 {pct(0.99):.2f}s; RSS MiB before/after "
         + ", ".join(f"{k} {before[k]:.0f}/{after[k]:.0f} ({growth[k]:+.1%})" for k in before)
         + f"; {len(pending)} unfinished at the deadline"
+        + "".join(f"; {n} x {what}" for what, n in failures.items())
     )
     return Row(f"load: {clients} clients", images, ok, 0, images - ok, counts["n"] - counts["k"], note)
