@@ -20,9 +20,10 @@ from tests.support import PrivateRedis  # noqa: E402 (harness first: it sets the
 
 REDIS = PrivateRedis().start()  # a private server: the Redis scenario really restarts it
 os.environ["CVUNET_REDIS_URL"] = REDIS.url
-# Short limits, so a killed worker's task returns within a minute (visibility = 2 x hard limit),
-# yet far above an ISNet image on a slow, busy CPU (5 to 10 s here).
+# Short limits, so a killed worker's task returns within a minute (the visibility timeout is
+# never below twice the hard limit), yet far above an ISNet image on a slow, busy CPU (5 to 10 s).
 os.environ["CVUNET_TASK_HARD_LIMIT"] = "30"
+os.environ["CVUNET_VISIBILITY_TIMEOUT"] = "60"
 
 from tests import support  # noqa: E402
 
