@@ -73,7 +73,10 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
 @signals.worker_process_init.connect
 def on_process_init(**_):
     """After fork: start the spool flusher and load the model in the background (not in the 4 s window)."""
+    from .malloc import tune_for_large_buffers
     from .model import get_session
+
+    tune_for_large_buffers()
 
     get_mirror().start_flusher()
     try:

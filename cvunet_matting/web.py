@@ -163,7 +163,9 @@ def security_headers(response):
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the web app; `test_config` overrides Flask config keys and CVUNET_* settings."""
     from . import api, health, metrics, ui
+    from .malloc import tune_for_large_buffers
 
+    tune_for_large_buffers()  # uploads are image-sized buffers too
     test_config = dict(test_config or {})
     cfg = app_settings(test_config)
     app = Flask(__name__)

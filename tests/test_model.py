@@ -63,13 +63,6 @@ def test_tiny_cvunet_model_is_fed_hwc_and_read_as_rgba(tmp_root):
     alpha = session.predict_alpha(rgb)
     assert alpha.shape == (37, 53)
     assert alpha[:, :30].max() == 0 and alpha[:, 30:].min() == 255
-    # Any-size input: no CPU arena, which would keep a block per shape seen.
-    assert session.session.get_session_options().enable_cpu_mem_arena is False
-
-
-@pytest.mark.model
-def test_fixed_size_models_keep_the_cpu_arena(isnet):
-    assert isnet.session.get_session_options().enable_cpu_mem_arena is True
 
 
 def test_manifest_round_trip_and_validation():

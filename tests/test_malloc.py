@@ -1,0 +1,44 @@
+"""The allocator settings for image-sized buffers apply on this (glibc) system."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_large_buffers_go_back_to_the_system_after_tuning():
+    # In a fresh process: with glibc's sliding threshold, a freed 30 MB block lifts the threshold,
+    # later 20 MB buffers land on the heap between small live blocks, and their space is kept after
+    # free; with the fixed threshold each has its own mapping and RSS drops back.
+    script = textwrap.dedent(
+        """
+        import sys, numpy as np
+        from cvunet_matting.malloc import tune_for_large_buffers
+
+        def rss_mb():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+
+        if sys.argv[1] == "tuned":
+            assert tune_for_large_buffers()
+        big = np.ones(30 << 20, np.uint8)
+        del big
+        base = rss_mb()
+        buffers, pins = [], []
+        for _ in range(5):
+            buffers.append(np.ones(20 << 20, np.uint8))
+            pins.append(bytearray(200_000))  # a small live block after each buffer
+        del buffers
+        print(rss_mb() - base)
+        """
+    )
+
+    def grown(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        return float(done.stdout)
+
+    grown = {mode: grown(mode) for mode in ("default", "tuned")}
+    assert grown["tuned"] < 10  # MB kept after freeing 100 MB of buffers
+    assert grown["default"] > 50  # the behaviour the tuning is for
