@@ -35,10 +35,10 @@ def test_large_buffers_go_back_to_the_system_after_tuning():
         """
     )
 
-    def grown(mode: str) -> float:
+    def growth_mb(mode: str) -> float:
         done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
         return float(done.stdout)
 
-    grown = {mode: grown(mode) for mode in ("default", "tuned")}
+    grown = {mode: growth_mb(mode) for mode in ("default", "tuned")}
     assert grown["tuned"] < 10  # MB kept after freeing 100 MB of buffers
     assert grown["default"] > 50  # the behaviour the tuning is for
