@@ -1,7 +1,8 @@
 """`make bench-pipeline`: bare model throughput vs end to end through Redis/Celery/Postgres.
 
 In one run: images/s of the model in-process, then the same images as a batch through 1 and 2 CPU
-workers; prints the ratio per worker and the median queue + mirror overhead per task.
+workers; prints the ratio per worker and the median queue + mirror overhead per task. N CPU workers
+share the cores, so each is also compared with N bare processes running side by side.
 Usage: python benchmarks/bench_pipeline.py [--images 100]
 """
 
@@ -10,11 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import harness
 
 from tests import support
+
+BARE_PROCESS = Path(__file__).with_name("bare_process.py")
 
 
 def bare(images: list[bytes]) -> tuple[float, float]:
@@ -30,6 +36,37 @@ def bare(images: list[bytes]) -> tuple[float, float]:
     runs = [matte_bytes(data, OutputOptions(), session, settings.max_pixels).timings for data in images]
     rate = len(images) / (time.perf_counter() - started)
     return rate, statistics.median(t["inference"] for t in runs)
+
+
+def bare_parallel(images: list[bytes], processes: int) -> float:
+    """Images/s of `processes` bare-model processes at once, each with the threads a CPU worker gets:
+    what this machine does with N workers' worth of matting and no queue at all."""
+    from cvunet_matting.workers import plan
+
+    procs = []
+    for index, spec in enumerate(plan([], processes)):
+        folder = harness.ROOT / f"bare-{processes}-{index}"
+        folder.mkdir(parents=True)
+        for number, data in enumerate(images[index::processes]):
+            (folder / f"{number:05d}.jpg").write_bytes(data)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(BARE_PROCESS), str(folder)],
+                env={**os.environ, **spec.env},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:  # every model loaded and warm before the clock starts
+        assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    finished = [proc.stdout.readline().split() for proc in procs]
+    for proc in procs:
+        proc.wait()
+    return sum(int(count) for count, _ in finished) / max(float(seconds) for _, seconds in finished)
 
 
 def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, tuple, float]:
@@ -102,21 +139,32 @@ def main() -> None:
     results = []
     for index, workers in enumerate(args.workers):
         start = n + index * (n + 2)
-        results.append((workers, *through_queue(images[start : start + n + 2], workers, f"w{workers}x")))
+        queued = through_queue(images[start : start + n + 2], workers, f"w{workers}x")
+        # N workers share the cores: their fair baseline is N bare processes sharing them too.
+        side_by_side = bare_parallel(images[:n], workers) if workers > 1 else None
+        results.append((workers, side_by_side, *queued))
     after, inference = bare(images[:n])
     print(f"bare model, in-process, after:  {after:6.3f} images/s, median inference {inference * 1000:.0f} ms")
     base = (before + after) / 2
-    for workers, rate, (inside, gaps, busy), inference in results:
-        over = [a + b for a, b in zip(inside, gaps, strict=True)]
+    for workers, side_by_side, rate, (inside, gaps, busy), inference in results:
+        report(workers, rate, base, side_by_side, inside, gaps, busy, inference)
+
+
+def report(workers, rate, base, side_by_side, inside, gaps, busy, inference) -> None:
+    over = [a + b for a, b in zip(inside, gaps, strict=True)]
+    print(f"end to end, {workers} CPU worker(s): {rate:6.3f} images/s, {rate / base:5.2f} of one bare process")
+    if side_by_side:
         print(
-            f"end to end, {workers} CPU worker(s): {rate:6.3f} images/s  ratio per worker "
-            f"{rate / workers / base:5.2f}  ratio total {rate / base:5.2f}  "
-            f"median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task "
-            f"(in task {statistics.median(inside) * 1000:.1f}, between tasks {statistics.median(gaps) * 1000:.1f}); "
-            f"median inference in the worker {inference * 1000:.0f} ms; "
-            f"workers spent {busy:.1%} of their time matting"
+            f"  bare, {workers} processes side by side (threads as the workers get them): {side_by_side:6.3f} "
+            f"images/s; end to end per worker: {rate / side_by_side:5.2f} of a bare process with the same share"
         )
-    print("(this machine has 2 cores: two CPU workers share them, so per-worker ratios fall below 1)")
+    else:
+        print(f"  end to end per worker: {rate / base:5.2f} of a bare process")
+    print(
+        f"  median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task "
+        f"(in task {statistics.median(inside) * 1000:.1f}, between tasks {statistics.median(gaps) * 1000:.1f}); "
+        f"median inference in the worker {inference * 1000:.0f} ms; workers spent {busy:.1%} of their time matting"
+    )
 
 
 if __name__ == "__main__":
