@@ -1,8 +1,9 @@
 """`make bench-http`: the whole stack through Traefik under concurrent clients vs the bare model.
 
-In one run: bare in-process throughput on the same images, then N concurrent clients each uploading,
-polling (as often as Retry-After says) and downloading through Traefik (2 web instances, 1 CPU
-worker), then bare again. Prints throughput, p50/p95 latency and the ratio to the mean bare figure.
+In one run: bare in-process throughput, then the same kind of images through the queue alone (one
+worker, no HTTP), then N concurrent clients each uploading, polling (as often as Retry-After says)
+and downloading through Traefik (2 web instances, 1 CPU worker), then bare again. Prints throughput,
+p50/p95 latency, the ratio to the mean bare figure and the HTTP layer's own cost (HTTP vs queue alone).
 Usage: python benchmarks/bench_http.py [--images 200 --clients 32]
 """
 
@@ -15,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import harness
-from bench_pipeline import bare
+from bench_pipeline import bare, through_queue
 from httpclient import matte_over_http
 
 
@@ -42,22 +43,27 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
     harness.setup()
-    images = harness.photos(2 * args.images + 1, 256, 256)
+    n = args.images
+    # Three disjoint sets (bare, queue, HTTP): a repeated image would reuse its earlier result.
+    images = harness.photos(3 * n + 3, 256, 256)
     # The machine drifts over minutes: the baseline is the mean of bare runs before and after.
-    before, _ = bare(images[: args.images])
+    before, _ = bare(images[:n])
     print(f"bare model, in-process, before: {before:.3f} images/s")
+    # The same worker fed straight through Redis, no HTTP: what the HTTP layer adds is the difference.
+    queued, _, _ = through_queue(images[2 * n + 1 : 3 * n + 3], 1, "q")
+    print(f"through the queue alone (1 worker, no HTTP): {queued:.3f} images/s")
     stack = start_stack()
     try:
         # Warm the worker's model before timing.
-        assert matte_over_http(stack.url, "warm.jpg", images[-1])["ok"]
-        jobs = images[args.images : 2 * args.images]
+        assert matte_over_http(stack.url, "warm.jpg", images[2 * n])["ok"]
+        jobs = images[n : 2 * n]
         started = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(lambda p: matte_over_http(stack.url, f"img{p[0]}.jpg", p[1]), enumerate(jobs)))
         elapsed = time.perf_counter() - started
     finally:
         stack.stop()
-    after, _ = bare(images[: args.images])
+    after, _ = bare(images[:n])
     print(f"bare model, in-process, after:  {after:.3f} images/s")
     base = (before + after) / 2
     latencies = sorted(r["latency"] for r in results)
@@ -65,7 +71,11 @@ def main() -> None:
     rate = len(jobs) / elapsed
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(f"through Traefik, {args.clients} clients, {len(jobs)} images: {rate:.3f} images/s, errors {errors}")
-    print(f"latency p50 {statistics.median(latencies):.2f}s p95 {p95:.2f}s; ratio to bare {rate / base:.3f}")
+    print(f"latency p50 {statistics.median(latencies):.2f}s p95 {p95:.2f}s")
+    print(
+        f"ratio to bare {rate / base:.3f} (queue alone {queued / base:.3f}); "
+        f"the HTTP layer costs {1 - rate / queued:.1%} of the queue's throughput"
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from flask import Blueprint, jsonify, request, send_file, url_for
+from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
-from . import batches, db, queries
+from . import batches, db, polling, queries
 from .errors import InputError
 from .imaging import OutputOptions, probe, sniff_extension
 from .naming import safe_stem
@@ -20,8 +20,9 @@ from .web import STATUS_BY_CODE, csrf_valid, error_json, has_browser_session, se
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ITEMS_LIMIT = 1000
-# Retry-After on unfinished work: how often clients should poll. Tighter polling only takes CPU
-# from the workers (32 clients at 10/s cost a 2-core host a fifth of its matting throughput).
+# Retry-After on new work and unfinished batches: how often clients should poll. Tighter polling
+# only takes CPU from the workers (32 clients at 10/s cost a 2-core host a fifth of its matting
+# throughput). Unfinished tasks get a hint from the queue ahead of them (see polling.py).
 POLL_AFTER_S = "1"
 FINAL_STATES = {"success", "failure"}
 INPUT_TYPES = {
@@ -218,8 +219,12 @@ def submit_folder():
 
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str):
-    payload = task_json(task_row(task_id))
-    return poll_hint(payload, payload["state"] in FINAL_STATES)
+    row = task_row(task_id)
+    payload = task_json(row)
+    if row["state"] in FINAL_STATES:
+        return jsonify(payload), 200
+    pace = current_app.extensions.setdefault("cvunet_pace", polling.PaceCache())
+    return jsonify(payload), 200, {"Retry-After": str(polling.retry_after(row, pace))}
 
 
 @bp.post("/tasks/<task_id>/retry")

@@ -39,7 +39,10 @@ def obj(required: list[str], **properties) -> dict:
 
 RETRY_AFTER = {
     "Retry-After": {
-        "description": "present while the work is unfinished: seconds to wait before polling again",
+        "description": (
+            "present while the work is unfinished: seconds to wait before polling again. For a task it "
+            "is half its expected remaining wait (from the queue ahead and the recent pace), 1 to 10"
+        ),
         "schema": {"type": "integer"},
     }
 }

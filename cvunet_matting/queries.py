@@ -127,3 +127,25 @@ def state_counts(cur) -> dict[str, int]:
     """Tasks per state (index-only scan on tasks_state): for the /metrics scrape."""
     cur.execute("SELECT state, count(*) AS n FROM tasks GROUP BY state")
     return {row["state"]: row["n"] for row in cur.fetchall()}
+
+
+def waiting_ahead(cur, created_at) -> int:
+    """Tasks still waiting for a worker that were submitted before `created_at` (the queue is FIFO)."""
+    cur.execute(
+        "SELECT count(*) AS n FROM tasks WHERE state IN ('pending', 'retry') AND created_at < %s", (created_at,)
+    )
+    return cur.fetchone()["n"]
+
+
+def recent_pace(cur, sample: int = 50) -> dict:
+    """How many workers finished the latest `sample` matted images, and their median seconds each.
+
+    Walks the created_at index from the newest task: no scan of the whole history."""
+    cur.execute(
+        "SELECT count(DISTINCT worker) AS workers, percentile_cont(0.5) WITHIN GROUP "
+        "(ORDER BY extract(epoch FROM finished_at - started_at)) AS seconds FROM "
+        "(SELECT worker, started_at, finished_at FROM tasks WHERE state = 'success' AND NOT reused "
+        "AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY created_at DESC LIMIT %s) recent",
+        (sample,),
+    )
+    return cur.fetchone()
