@@ -71,7 +71,9 @@ def main() -> None:
     rate = len(jobs) / elapsed
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(f"through Traefik, {args.clients} clients, {len(jobs)} images: {rate:.3f} images/s, errors {errors}")
-    print(f"latency p50 {statistics.median(latencies):.2f}s p95 {p95:.2f}s")
+    polls = sum(r.get("polls", 0) for r in results)
+    median = statistics.median(latencies)
+    print(f"latency p50 {median:.2f}s p95 {p95:.2f}s; {polls / len(jobs):.1f} status polls per image")
     print(
         f"ratio to bare {rate / base:.3f} (queue alone {queued / base:.3f}); "
         f"the HTTP layer costs {1 - rate / queued:.1%} of the queue's throughput"

@@ -58,8 +58,9 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
     if status != 202:
         return {"ok": False, "status": status, "error": raw[:200], "latency": time.perf_counter() - started}
     task_id = json.loads(raw)["task_id"]
-    deadline = time.monotonic() + timeout
+    deadline, polls = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
+        polls += 1
         status, raw, headers = fetch("GET", f"{base}/api/v1/tasks/{task_id}")
         task = json.loads(raw) if status == 200 else {}
         if task.get("state") == "failure":
@@ -75,4 +76,5 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
         "bytes": len(result),
         "latency": time.perf_counter() - started,
         "task_id": task_id,
+        "polls": polls,
     }
