@@ -47,6 +47,8 @@ def test_worker_killed_mid_batch_loses_nothing(clean_state, worker_factory, real
     first = worker_factory("cpu0@%h", **ISNET)
     batch_id = submit_batch(photos(6), OutputOptions())
     support.wait_for(lambda: successes(batch_id) >= 2, 120, "two images done")
+    # Kill only with an image in hand: right after a success the worker may be between tasks.
+    support.wait_for(lambda: any(r["state"] == "started" for r in rows_of(batch_id)), 30, "an image in hand")
     support.kill_group(first)  # kill -9 the whole worker, the image in hand included
     assert successes(batch_id) < 6
     worker_factory("cpu1@%h", **ISNET)
