@@ -10,6 +10,7 @@ Usage: python benchmarks/bench_http.py [--images 200 --clients 32]
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import time
@@ -37,6 +38,12 @@ def start_stack():
     return stack
 
 
+def cpu_use(stack) -> dict[str, float]:
+    """CPU seconds so far of each stack process, and of this process (the clients)."""
+    used = {name: harness.cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
+    return {**used, "clients": time.process_time()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=200)
@@ -57,10 +64,12 @@ def main() -> None:
         # Warm the worker's model before timing.
         assert matte_over_http(stack.url, "warm.jpg", images[2 * n])["ok"]
         jobs = images[n : 2 * n]
+        cpu_before = cpu_use(stack)
         started = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(lambda p: matte_over_http(stack.url, f"img{p[0]}.jpg", p[1]), enumerate(jobs)))
         elapsed = time.perf_counter() - started
+        cpu = {name: used - cpu_before[name] for name, used in cpu_use(stack).items()}
     finally:
         stack.stop()
     after, _ = bare(images[:n])
@@ -74,6 +83,12 @@ def main() -> None:
     polls = sum(r.get("polls", 0) for r in results)
     median = statistics.median(latencies)
     print(f"latency p50 {median:.2f}s p95 {p95:.2f}s; {polls / len(jobs):.1f} status polls per image")
+    shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
+    cores = os.cpu_count() or 1
+    print(f"CPU seconds during the HTTP run ({elapsed:.0f} s wall, {cores} cores): {shares}")
+    http_cpu = sum(seconds for name, seconds in cpu.items() if name != "worker")
+    share = http_cpu / (elapsed * cores)
+    print(f"the HTTP layer (web, Traefik, Flower, clients) used {share:.1%} of the machine's CPU")
     print(
         f"ratio to bare {rate / base:.3f} (queue alone {queued / base:.3f}); "
         f"the HTTP layer costs {1 - rate / queued:.1%} of the queue's throughput"

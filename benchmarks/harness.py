@@ -61,3 +61,21 @@ def photos(count: int, height: int = 384, width: int = 512) -> list[bytes]:
         assert ok
         out.append(buf.tobytes())
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, parents = 0.0, {pid}
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    while parents:  # walk down the tree, level by level
+        total += sum(stats[p][1] for p in parents if p in stats)
+        parents = {child for child, (parent, _) in stats.items() if parent in parents}
+    return total / ticks
