@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import harness
+from baremodel import warmed_up
 
 from tests import support
 
@@ -24,18 +25,8 @@ BARE_PROCESS = Path(__file__).with_name("bare_process.py")
 
 
 def bare(images: list[bytes]) -> tuple[float, float]:
-    from cvunet_matting.config import get_settings
-    from cvunet_matting.imaging import OutputOptions
-    from cvunet_matting.matting import matte_bytes
-    from cvunet_matting.model import get_session
-
-    settings = get_settings()
-    session = get_session(settings)
-    matte_bytes(images[0], OutputOptions(), session, settings.max_pixels)
-    started = time.perf_counter()
-    runs = [matte_bytes(data, OutputOptions(), session, settings.max_pixels).timings for data in images]
-    rate = len(images) / (time.perf_counter() - started)
-    return rate, statistics.median(t["inference"] for t in runs)
+    seconds, timings = warmed_up(images[0])(images)
+    return len(images) / seconds, statistics.median(t["inference"] for t in timings)
 
 
 def bare_parallel(images: list[bytes], processes: int) -> float:

@@ -63,10 +63,8 @@ def photos(count: int, height: int = 384, width: int = 512) -> list[bytes]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by a process and its descendants (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, parents = 0.0, {pid}
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """CPU time (user + system) used so far by each process and its descendants (Linux /proc)."""
     stats = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -75,7 +73,12 @@ def cpu_seconds(pid: int) -> float:
             except OSError:  # gone meanwhile
                 continue
             stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return [_tree_ticks(stats, pid) / os.sysconf("SC_CLK_TCK") for pid in pids]
+
+
+def _tree_ticks(stats: dict[int, tuple[int, int]], pid: int) -> int:
+    total, parents = 0, {pid}
     while parents:  # walk down the tree, level by level
         total += sum(stats[p][1] for p in parents if p in stats)
         parents = {child for child, (parent, _) in stats.items() if parent in parents}
-    return total / ticks
+    return total

@@ -140,8 +140,8 @@ def accepted(payload: dict, location: str):
     return jsonify({**payload, "status_url": location}), 202, {"Location": location, "Retry-After": POLL_AFTER_S}
 
 
-def poll_hint(payload: dict, finished: bool):
-    return (jsonify(payload), 200) if finished else (jsonify(payload), 200, {"Retry-After": POLL_AFTER_S})
+def poll_hint(payload: dict, finished: bool, after: str = POLL_AFTER_S):
+    return (jsonify(payload), 200) if finished else (jsonify(payload), 200, {"Retry-After": after})
 
 
 def probe_uploads(files) -> tuple[list[batches.Item], list[dict]]:
@@ -220,11 +220,10 @@ def submit_folder():
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str):
     row = task_row(task_id)
-    payload = task_json(row)
     if row["state"] in FINAL_STATES:
-        return jsonify(payload), 200
-    pace = current_app.extensions.setdefault("cvunet_pace", polling.PaceCache())
-    return jsonify(payload), 200, {"Retry-After": str(polling.retry_after(row, pace))}
+        return poll_hint(task_json(row), finished=True)
+    after = polling.retry_after(row, current_app.extensions["cvunet.pace"])
+    return poll_hint(task_json(row), finished=False, after=str(after))
 
 
 @bp.post("/tasks/<task_id>/retry")

@@ -164,6 +164,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the web app; `test_config` overrides Flask config keys and CVUNET_* settings."""
     from . import api, health, metrics, ui
     from .malloc import tune_for_large_buffers
+    from .polling import PaceCache
 
     tune_for_large_buffers()  # uploads are image-sized buffers too
     test_config = dict(test_config or {})
@@ -181,6 +182,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_prefixed_env("CVUNET_FLASK")
     app.config.update({k: v for k, v in test_config.items() if not k.startswith("CVUNET_")})
     app.extensions["cvunet.settings"] = cfg
+    app.extensions["cvunet.pace"] = PaceCache()  # one per process: the pace query runs every few seconds
     app.url_map.converters["batch_id"] = BatchIdConverter
     register_errors(app)
     app.after_request(security_headers)
