@@ -18,7 +18,7 @@ def warmed_up(first_image: bytes) -> Callable[[list[bytes]], tuple[float, list[d
     session = get_session(settings)
 
     def matte(data: bytes) -> dict:
-        return matte_bytes(data, OutputOptions(), session, settings.max_pixels).timings
+        return matte_bytes(data, OutputOptions(), session, settings).timings
 
     matte(first_image)
 

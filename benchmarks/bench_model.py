@@ -42,8 +42,8 @@ def main() -> None:
     options = OutputOptions()
     for label, (height, width) in SIZES.items():
         data = photo(height, width)
-        matte_bytes(data, options, session, settings.max_pixels)  # warm-up (allocations, first-run paths)
-        runs = [matte_bytes(data, options, session, settings.max_pixels).timings for _ in range(args.repeat)]
+        matte_bytes(data, options, session, settings)  # warm-up (allocations, first-run paths)
+        runs = [matte_bytes(data, options, session, settings).timings for _ in range(args.repeat)]
         med = {s: statistics.median(r[s] for r in runs) for s in STAGES}
         overhead = sum(v for s, v in med.items() if s != "inference") / med["inference"]
         print(

@@ -58,7 +58,7 @@ def matte(paths, out_dir, fmt, bg_color, alpha_only) -> None:
     out_dir = out_dir or new_run_dir(Path("outputs"))
     failed = 0
     with click.progressbar(
-        run_all(jobs, out_dir, options, session, settings.max_pixels),
+        run_all(jobs, out_dir, options, session, settings),
         length=len(jobs),
         label="matting",
         file=sys.stderr,

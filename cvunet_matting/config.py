@@ -50,6 +50,7 @@ class Settings:
     gpu_mem_limit_mb: int
     intra_threads: int
     inter_threads: int
+    encode_threads: int  # PNG deflate threads
     max_pixels: int
     max_upload_mb: int
     redis_url: str = field(repr=False)  # both may carry passwords: never in logs or reprs
@@ -88,6 +89,7 @@ def load_settings(env=None) -> Settings:
     data_dir = _path(env, "CVUNET_DATA_DIR", _xdg(env, "XDG_DATA_HOME", ".local/share") / "cvunet-matting")
     cache = _xdg(env, "XDG_CACHE_HOME", ".cache") / "cvunet-matting" / "models"
     hard_limit = _int(env, "CVUNET_TASK_HARD_LIMIT", 600)
+    intra = _int(env, "CVUNET_INTRA_THREADS", 0)
     roots = _list(env, "CVUNET_ALLOWED_ROOTS", os.pathsep) or (str(data_dir / "incoming"),)
     return Settings(
         data_dir=data_dir,
@@ -96,8 +98,10 @@ def load_settings(env=None) -> Settings:
         device=env.get("CVUNET_DEVICE", "auto").lower(),
         tensorrt=_bool(env, "CVUNET_TENSORRT", False),
         gpu_mem_limit_mb=_int(env, "CVUNET_GPU_MEM_LIMIT_MB", 8192),
-        intra_threads=_int(env, "CVUNET_INTRA_THREADS", 0),
+        intra_threads=intra,
         inter_threads=_int(env, "CVUNET_INTER_THREADS", 1),
+        # Encoding follows inference, so it may use the threads the model has (0: every usable core).
+        encode_threads=max(1, _int(env, "CVUNET_ENCODE_THREADS", 0) or intra or len(os.sched_getaffinity(0))),
         max_pixels=_int(env, "CVUNET_MAX_PIXELS", 50_000_000),
         max_upload_mb=_int(env, "CVUNET_MAX_UPLOAD_MB", 64),
         redis_url=env.get("CVUNET_REDIS_URL", "redis://127.0.0.1:6379/0"),

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import Settings
 from .errors import MattingError
 from .imaging import IMAGE_SUFFIXES, OutputOptions
 from .matting import matte_bytes
@@ -39,10 +40,10 @@ def collect(paths: Iterable[Path]) -> list[Job]:
     return jobs
 
 
-def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSession, max_pixels: int) -> Outcome:
+def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSession, settings: Settings) -> Outcome:
     try:
         data = job.source.read_bytes()
-        result = matte_bytes(data, options, session, max_pixels)
+        result = matte_bytes(data, options, session, settings)
     except MattingError as exc:
         return Outcome(job, error=exc.reason)
     except OSError as exc:
@@ -55,7 +56,7 @@ def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSes
 
 
 def run_all(
-    jobs: list[Job], out_dir: Path, options: OutputOptions, session: MattingSession, max_pixels: int
+    jobs: list[Job], out_dir: Path, options: OutputOptions, session: MattingSession, settings: Settings
 ) -> Iterator[Outcome]:
     for job in jobs:
-        yield run_one(job, out_dir, options, session, max_pixels)
+        yield run_one(job, out_dir, options, session, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .config import Settings
 from .imaging import OutputOptions, decode, encode
 from .model import MattingSession
 
@@ -17,14 +18,14 @@ class MatteResult:
     timings: dict = field(default_factory=dict)  # seconds per stage
 
 
-def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, max_pixels: int) -> MatteResult:
+def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, settings: Settings) -> MatteResult:
     """Raise InputError for a bad image; the original pixels are kept, only alpha is added."""
     timings: dict = {}
     clock = time.perf_counter()
-    rgb = decode(data, max_pixels)
+    rgb = decode(data, settings.max_pixels)
     timings["decode"] = time.perf_counter() - clock
     alpha = session.predict_alpha(rgb, timings)
     clock = time.perf_counter()
-    out = encode(rgb, alpha, options)
+    out = encode(rgb, alpha, options, settings.encode_threads)
     timings["encode"] = time.perf_counter() - clock
     return MatteResult(out, rgb.shape[1], rgb.shape[0], timings)

@@ -81,7 +81,7 @@ def process(
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
     maybe_crash(input_key, settings)
-    matted = matte_bytes(data, opts, session, settings.max_pixels)
+    matted = matte_bytes(data, opts, session, settings)
     try:
         write_atomic(target, matted.data)
     except OSError as exc:
