@@ -10,6 +10,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from isal import isal_zlib
 from PIL import Image
 
 from cvunet_matting import png
@@ -35,10 +36,17 @@ def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return found
 
 
-@pytest.fixture
-def small_strips(monkeypatch):
-    """Strips of a few rows, so that small test images are split as a 12 MP one would be."""
+@pytest.fixture(params=["isal", "zlib"])
+def small_strips(request, monkeypatch):
+    """Strips of a few rows, so that small test images are split as a 12 MP one would be; with
+    ISA-L's deflate (what installs bring) and with zlib (the fallback)."""
     monkeypatch.setattr(png, "MIN_STRIP_BYTES", 64)
+    monkeypatch.setattr(png, "deflate", isal_zlib if request.param == "isal" else zlib)
+    return request.param
+
+
+def test_isal_is_the_deflate_that_installs_bring():
+    assert png.deflate is isal_zlib
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (37, 53, 4), (1, 1, 4), (200, 3)])
