@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from importlib import resources
@@ -18,7 +18,6 @@ from .config import get_settings
 psycopg2.extras.register_uuid()
 
 IDLE_KEPT = 4  # idle connections a process keeps; gunicorn runs 4 threads, a worker 2
-PING_AFTER_S = 1.0  # a connection idle longer than this is pinged before use
 
 
 class ConnectionPool:
@@ -26,25 +25,23 @@ class ConnectionPool:
 
     psycopg2's own pools close every returned connection beyond `minconn` and open `minconn` at
     once: with minconn 0 each transaction paid a fresh connection (about 10 ms, the bulk of a task's
-    overhead). A connection that sat idle is pinged on checkout, so one killed by a database
-    restart is replaced instead of failing the caller; one used moments ago is trusted, as the
-    ping would cost as much as the work on a busy worker.
+    overhead). Every checkout looks at the idle connection's socket, so one killed by a database
+    restart is replaced instead of failing the caller, without the round trip a ping would cost.
     """
 
-    def __init__(self, url: str, keep: int = IDLE_KEPT, ping_after: float = PING_AFTER_S):
+    def __init__(self, url: str, keep: int = IDLE_KEPT):
         self.url = url
         self.keep = keep
-        self.ping_after = ping_after
-        self._idle: list[tuple[psycopg2.extensions.connection, float]] = []
+        self._idle: list[psycopg2.extensions.connection] = []
         self._lock = threading.Lock()
 
     def get(self) -> psycopg2.extensions.connection:
         while True:
             with self._lock:
-                conn, since = self._idle.pop() if self._idle else (None, 0.0)
+                conn = self._idle.pop() if self._idle else None
             if conn is None:
                 return psycopg2.connect(self.url, connect_timeout=5, application_name="cvunet-matting")
-            if time.monotonic() - since < self.ping_after or _alive(conn):
+            if _alive(conn):
                 return conn
             conn.close()
 
@@ -52,25 +49,27 @@ class ConnectionPool:
         reusable = not discard and conn.closed == 0 and conn.status == psycopg2.extensions.STATUS_READY
         with self._lock:
             if reusable and len(self._idle) < self.keep:
-                self._idle.append((conn, time.monotonic()))
+                self._idle.append(conn)
                 return
         conn.close()
 
     def close_all(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn, _ in idle:
+        for conn in idle:
             conn.close()
 
 
 def _alive(conn: psycopg2.extensions.connection) -> bool:
-    """One round trip; it opens the transaction the caller goes on to use."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-        return True
-    except psycopg2.Error:
+    """True unless the server hung up, seen without a round trip: an idle connection (we never
+    LISTEN) has nothing to read, while a server that ends it sends a FATAL message and closes."""
+    if conn.closed:
         return False
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):  # the socket itself is gone
+        return False
+    return not readable
 
 
 _pool: ConnectionPool | None = None
@@ -112,6 +111,25 @@ def transaction() -> Iterator[psycopg2.extensions.cursor]:
                 conn.rollback()
         raise
     finally:
+        pool.put(conn)
+
+
+@contextmanager
+def autocommit() -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor whose every execute commits on its own, in one round trip (no BEGIN, no COMMIT).
+
+    A query string of several statements runs as one implicit transaction: all of them or none.
+    """
+    pool = get_pool()
+    conn = pool.get()
+    try:
+        conn.autocommit = True
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            yield cur
+    finally:
+        with suppress(psycopg2.Error):  # a link that broke is closed: put() drops it
+            if not conn.closed:
+                conn.autocommit = False
         pool.put(conn)
 
 

@@ -50,26 +50,44 @@ def create_tasks(cur, rows: list[dict]) -> None:
     )
 
 
-def apply_event(cur, event: dict) -> None:
-    """Apply one mirrored task event, unless a later event for the task was applied already."""
+def event_statements(event: dict) -> list[tuple[str, dict]]:
+    """(sql, params) that apply one mirrored task event, unless a later event for the task was applied already."""
     fields = {k: event[k] for k in EVENT_COLUMNS if k in event}
     if "timings" in fields:
         fields["timings"] = Json(fields["timings"])
     sets = ", ".join(f"{k} = %({k})s" for k in fields)
     if "attempts" in fields:
         sets = sets.replace("attempts = %(attempts)s", "attempts = GREATEST(attempts, %(attempts)s)")
-    cur.execute(
-        f"UPDATE tasks SET {sets}, event_at = %(at)s WHERE id = %(task_id)s AND event_at <= %(at)s",  # noqa: S608
-        {**fields, "at": event["at"], "task_id": event["task_id"]},
-    )
-    result = event.get("result")
-    if result:
-        cur.execute(
-            "INSERT INTO results (idem_key, output_path, task_id, width, height) "
-            "VALUES (%(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s) "
-            "ON CONFLICT (idem_key) DO NOTHING",
-            result,
+    statements = [
+        (
+            f"UPDATE tasks SET {sets}, event_at = %(at)s WHERE id = %(task_id)s AND event_at <= %(at)s",  # noqa: S608
+            {**fields, "at": event["at"], "task_id": event["task_id"]},
         )
+    ]
+    if event.get("result"):
+        statements.append(
+            (
+                "INSERT INTO results (idem_key, output_path, task_id, width, height) "
+                "VALUES (%(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s) "
+                "ON CONFLICT (idem_key) DO NOTHING",
+                event["result"],
+            )
+        )
+    return statements
+
+
+def apply_events(cur, events: list[dict]) -> None:
+    """Apply events in order as one query: on an autocommit cursor, one round trip and one transaction.
+
+    When every event is a start, the commit does not wait for the disk: such a row is rewritten by
+    the task's next event anyway, and only a crash of Postgres itself could lose it.
+    """
+    statements = [cur.mogrify(sql, params) for event in events for sql, params in event_statements(event)]
+    if not statements:
+        return
+    if all(event.get("state") == "started" for event in events):
+        statements.insert(0, b"SET LOCAL synchronous_commit TO OFF")
+    cur.execute(b";\n".join(statements))
 
 
 def reset_for_requeue(cur, task_ids: list) -> None:

@@ -28,9 +28,8 @@ def now_iso() -> str:
 
 
 def _write(events: list[dict]) -> None:
-    with db.transaction() as cur:
-        for event in events:
-            jobs.apply_event(cur, event)
+    with db.autocommit() as cur:
+        jobs.apply_events(cur, events)
 
 
 class Mirror:

@@ -34,7 +34,7 @@ def idem_key(input_key: str, model_version: str, options: OutputOptions) -> str:
 def lookup_result(key: str) -> dict | None:
     """An earlier identical result, or None (also when Postgres is down: then the model runs)."""
     try:
-        with db.transaction() as cur:
+        with db.autocommit() as cur:  # one round trip: the lookup is on every task's path
             return queries.find_result(cur, key)
     except psycopg2.Error as exc:
         log.warning("result lookup skipped, postgres unavailable: %s", exc)

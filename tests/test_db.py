@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+
 import psycopg2
 import pytest
 
@@ -26,7 +28,7 @@ def pid_of(conn) -> int:
 
 
 def test_an_idle_connection_killed_by_the_server_is_replaced(database):
-    pool = db.ConnectionPool(db.get_settings().database_url, ping_after=0)
+    pool = db.ConnectionPool(db.get_settings().database_url)
     conn = pool.get()
     victim = pid_of(conn)
     conn.rollback()
@@ -34,22 +36,45 @@ def test_an_idle_connection_killed_by_the_server_is_replaced(database):
     with psycopg2.connect(db.get_settings().database_url) as admin, admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (victim,))
     admin.close()
-    replacement = pool.get()  # no error for the caller: the checkout ping noticed the dead link
+    assert select.select([conn], [], [], 5)[0]  # the server's goodbye has reached the idle socket
+    replacement = pool.get()  # no error for the caller: the checkout saw the hang-up, no ping needed
     try:
         assert pid_of(replacement) != victim and conn.closed
     finally:
         replacement.close()
 
 
-def test_a_broken_connection_is_dropped_not_pooled(database):
+def test_a_live_idle_connection_is_handed_out_again(database):
+    pool = db.ConnectionPool(db.get_settings().database_url)
+    conn = pool.get()
+    conn.rollback()
+    pool.put(conn)
+    try:
+        assert pool.get() is conn
+    finally:
+        conn.close()
+
+
+def test_a_connection_broken_mid_transaction_is_dropped_not_pooled(database):
     victim = backend_pid()
-    with psycopg2.connect(db.get_settings().database_url) as admin, admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(%s)", (victim,))
-    admin.close()
-    # Used moments ago, so trusted without a ping: this caller sees the error ...
-    with pytest.raises(psycopg2.OperationalError):
-        backend_pid()
-    assert backend_pid() != victim  # ... and the next one gets a fresh connection
+    with pytest.raises(psycopg2.OperationalError), db.transaction() as cur:
+        cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert backend_pid() != victim
+
+
+def test_autocommit_runs_several_statements_as_one_transaction(database):
+    with db.transaction() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS probe (n int PRIMARY KEY)")
+        cur.execute("TRUNCATE probe")
+    with db.autocommit() as cur:
+        cur.execute("INSERT INTO probe VALUES (1); INSERT INTO probe VALUES (2)")
+    with pytest.raises(psycopg2.errors.UniqueViolation), db.autocommit() as cur:
+        cur.execute("INSERT INTO probe VALUES (3); INSERT INTO probe VALUES (1)")  # all or nothing
+    with db.transaction() as cur:  # the pooled connection is back to explicit transactions
+        cur.execute("SELECT array_agg(n ORDER BY n) AS ns FROM probe")
+        assert cur.fetchone()["ns"] == [1, 2]
+        assert cur.connection.autocommit is False
+        cur.execute("DROP TABLE probe")
 
 
 def test_a_failed_statement_leaves_the_pool_usable(database):

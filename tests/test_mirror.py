@@ -70,3 +70,58 @@ def test_parse_duration_refuses_nonsense(text):
 
     with pytest.raises(click.BadParameter):
         parse_duration(text)
+
+
+def later(seconds: float) -> str:
+    """An event time after the row's creation (events older than the row's last one are ignored)."""
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def task_row(task_id) -> dict:
+    from cvunet_matting import db
+
+    with db.transaction() as cur:
+        cur.execute("SELECT state, attempts, error, width FROM tasks WHERE id = %s", (task_id,))
+        return cur.fetchone()
+
+
+@pytest.fixture
+def pending_task(clean_state):
+    import uuid
+
+    from cvunet_matting import db, jobs
+
+    task_id = str(uuid.uuid4())
+    row = {"id": task_id, "filename": "a.jpg", "input_key": "0" * 64, "options": {}, "output_path": "outputs/a.png"}
+    with db.transaction() as cur:
+        jobs.create_tasks(cur, [row])
+    return task_id
+
+
+def test_the_real_writer_applies_events_in_one_query_in_order(pending_task):
+    from cvunet_matting import db, jobs
+
+    events = [
+        {"task_id": pending_task, "state": "started", "attempts": 1, "at": later(1)},
+        {"task_id": pending_task, "state": "success", "width": 7, "at": later(3)},
+        # Older than the success already applied: ignored, as a late replay from a spool would be.
+        {"task_id": pending_task, "state": "started", "attempts": 2, "at": later(2)},
+    ]
+    with db.autocommit() as cur:
+        jobs.apply_events(cur, events)
+        sent = cur.query.decode()
+    assert sent.count("UPDATE tasks") == 3 and "synchronous_commit" not in sent  # a result waits for the disk
+    assert task_row(pending_task) == {"state": "success", "attempts": 1, "error": None, "width": 7}
+
+
+def test_a_start_alone_does_not_wait_for_the_disk(pending_task):
+    from cvunet_matting import db, jobs
+
+    with db.autocommit() as cur:
+        jobs.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 1, "at": later(1)}])
+        assert cur.query.decode().startswith("SET LOCAL synchronous_commit TO OFF")
+        cur.execute("SHOW synchronous_commit")  # and only that one transaction did not
+        assert cur.fetchone()["synchronous_commit"] == "on"
+    assert task_row(pending_task)["state"] == "started"
