@@ -51,6 +51,7 @@ class Settings:
     intra_threads: int
     inter_threads: int
     encode_threads: int  # PNG deflate threads
+    intra_spin: bool  # onnxruntime's threads busy-wait for work between runs
     max_pixels: int
     max_upload_mb: int
     redis_url: str = field(repr=False)  # both may carry passwords: never in logs or reprs
@@ -100,6 +101,7 @@ def load_settings(env=None) -> Settings:
         gpu_mem_limit_mb=_int(env, "CVUNET_GPU_MEM_LIMIT_MB", 8192),
         intra_threads=intra,
         inter_threads=_int(env, "CVUNET_INTER_THREADS", 1),
+        intra_spin=_bool(env, "CVUNET_INTRA_SPIN", False),
         # Encoding follows inference, so it may use the threads the model has (0: every usable core).
         encode_threads=max(1, _int(env, "CVUNET_ENCODE_THREADS", 0) or intra or len(os.sched_getaffinity(0))),
         max_pixels=_int(env, "CVUNET_MAX_PIXELS", 50_000_000),

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,10 +39,33 @@ class Mirror:
         self.write = write
         self.own_file = self.spool_dir / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self._lock = threading.Lock()
+        self._background: ThreadPoolExecutor | None = None
+        self._last_later: Future | None = None
+
+    def record_later(self, event: dict) -> None:
+        """Record `event` from a background thread, while the task goes on (a start: the model runs
+        meanwhile). A process killed before the write loses only this event; the task's next event
+        (or its redelivery's start) overwrites the row anyway. Events recorded later keep their order.
+        """
+        event.setdefault("at", now_iso())
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="mirror")
+        self._last_later = self._background.submit(self._record_logged, event)
+
+    def _record_logged(self, event: dict) -> None:
+        try:
+            self._record_now(event)
+        except Exception:  # nobody waits on this thread: say what was lost
+            log.exception("could not mirror event %s", event)
 
     def record(self, event: dict) -> None:
         """Write `event` now if the spool is empty and the database answers, else spool it."""
         event.setdefault("at", now_iso())
+        if self._last_later is not None:
+            wait([self._last_later])  # an event recorded earlier in the background goes first
+        self._record_now(event)
+
+    def _record_now(self, event: dict) -> None:
         with self._lock:
             if not self.pending() or self.flush():
                 try:

@@ -31,7 +31,8 @@ def on_prerun(task_id=None, task=None, **_):
         return
     attempts = count_attempt(task_id)
     task.request.cvunet_attempts = attempts
-    _record(
+    # In the background: the task's own work need not wait for a state shown for information.
+    get_mirror().record_later(
         {
             "task_id": task_id,
             "state": "started",

@@ -125,3 +125,34 @@ def test_a_start_alone_does_not_wait_for_the_disk(pending_task):
         cur.execute("SHOW synchronous_commit")  # and only that one transaction did not
         assert cur.fetchone()["synchronous_commit"] == "on"
     assert task_row(pending_task)["state"] == "started"
+
+
+def test_a_background_event_lands_before_a_later_one(tmp_path):
+    import threading
+
+    gate = threading.Event()
+    database = FlakyDatabase()
+    slow_write = database.write
+
+    def write(events):
+        gate.wait(5)  # the database is slow to take the background event
+        slow_write(events)
+
+    mirror = Mirror(tmp_path, write)
+    mirror.record_later({"task_id": "t", "state": "started"})
+    assert database.applied == []  # the caller did not wait for it
+    threading.Timer(0.2, gate.set).start()
+    mirror.record({"task_id": "t", "state": "success"})
+    assert [e["state"] for e in database.applied] == ["started", "success"]
+
+
+def test_a_background_event_spools_while_the_database_is_down(tmp_path):
+    database = FlakyDatabase()
+    database.up = False
+    mirror = Mirror(tmp_path, database.write)
+    mirror.record_later({"task_id": "t", "state": "started"})
+    mirror._last_later.result(timeout=5)
+    assert len(mirror.pending()) == 1 and database.applied == []
+    database.up = True
+    mirror.record({"task_id": "t", "state": "success"})
+    assert [e["state"] for e in database.applied] == ["started", "success"]

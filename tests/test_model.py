@@ -66,6 +66,14 @@ def test_tiny_cvunet_model_is_fed_hwc_and_read_as_rgba(tmp_root):
     assert alpha[:, :30].max() == 0 and alpha[:, 30:].min() == 255
 
 
+@pytest.mark.parametrize(("env", "spinning"), [({}, "0"), ({"CVUNET_INTRA_SPIN": "1"}, "1")])
+def test_inference_threads_spin_only_when_asked(tmp_root, env, spinning):
+    settings = load_settings({"CVUNET_MODEL": str(tmp_root / "models" / "tiny-cvunet.onnx"), **env})
+    session = MattingSession(*resolve_model(settings), settings)
+    options = session.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+
+
 def test_manifest_round_trip_and_validation():
     manifest = builtin("isnet-fp16")
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
