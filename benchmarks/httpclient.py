@@ -56,7 +56,8 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
     body, ctype = multipart("file", filename, data)
     status, raw = request("POST", f"{base}/api/v1/images", body, {"Content-Type": ctype})
     if status != 202:
-        return {"ok": False, "status": status, "error": raw[:200], "latency": time.perf_counter() - started}
+        latency = time.perf_counter() - started
+        return {"ok": False, "status": status, "stage": "upload", "error": raw[:200], "latency": latency}
     task_id = json.loads(raw)["task_id"]
     deadline, polls = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
@@ -64,7 +65,13 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
         status, raw, headers = fetch("GET", f"{base}/api/v1/tasks/{task_id}")
         task = json.loads(raw) if status == 200 else {}
         if task.get("state") == "failure":
-            return {"ok": False, "status": status, "error": task.get("error"), "latency": time.perf_counter() - started}
+            return {
+                "ok": False,
+                "status": status,
+                "stage": "task",
+                "error": task.get("error"),
+                "latency": time.perf_counter() - started,
+            }
         if task.get("state") == "success":
             break
         time.sleep(poll if poll is not None else float(headers.get("Retry-After") or 1))
@@ -73,6 +80,7 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
         "ok": status == 200,
         "status": status,
         "error": None if status == 200 else result[:200],
+        "stage": "download",
         "bytes": len(result),
         "latency": time.perf_counter() - started,
         "task_id": task_id,
