@@ -94,21 +94,33 @@ def _done(batch_id: str) -> bool:
         return queries.get_batch(cur, batch_id)["state"] == "done"
 
 
-def overheads(rows: list[dict]) -> tuple[list[float], list[float], float]:
-    """Per task: time in the task outside the model stages, and the gap since the worker's previous task;
-    and the share of the workers' span (first start to last finish) spent in the model stages."""
+MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
+STORAGE_STAGES = ("read", "write")  # reading the input and the atomic (fsynced) output write
+
+
+def overheads(rows: list[dict]) -> tuple[list[float], list[float], list[float], float]:
+    """Per task: time in the task outside the model and storage stages, the gap since the worker's
+    previous task, and the storage stages; and the share of the workers' span (first start to last
+    finish) spent in the model stages."""
     by_worker: dict[str, list[dict]] = {}
     for row in rows:
         by_worker.setdefault(row["worker"], []).append(row)
-    inside, gaps, span = [], [], 0.0
+    inside, gaps, storage, span = [], [], [], 0.0
     for tasks in by_worker.values():
         tasks.sort(key=lambda r: r["started_at"])
         span += (max(r["finished_at"] for r in tasks) - tasks[0]["started_at"]).total_seconds()
         for prev, row in zip([None, *tasks], tasks, strict=False):
-            inside.append((row["finished_at"] - row["started_at"]).total_seconds() - sum(row["timings"].values()))
+            stored = sum(row["timings"].get(s, 0.0) for s in STORAGE_STAGES)
+            duration = (row["finished_at"] - row["started_at"]).total_seconds()
+            inside.append(duration - model_seconds(row) - stored)
+            storage.append(stored)
             gaps.append(max((row["started_at"] - prev["finished_at"]).total_seconds(), 0.0) if prev else 0.0)
-    matting = sum(sum(r["timings"].values()) for r in rows)
-    return inside, gaps, matting / span
+    matting = sum(model_seconds(r) for r in rows)
+    return inside, gaps, storage, matting / span
+
+
+def model_seconds(row: dict) -> float:
+    return sum(row["timings"][s] for s in MODEL_STAGES)
 
 
 def main() -> None:
@@ -137,11 +149,11 @@ def main() -> None:
     after, inference = bare(images[:n])
     print(f"bare model, in-process, after:  {after:6.3f} images/s, median inference {inference * 1000:.0f} ms")
     base = (before + after) / 2
-    for workers, side_by_side, rate, (inside, gaps, busy), inference in results:
-        report(workers, rate, base, side_by_side, inside, gaps, busy, inference)
+    for workers, side_by_side, rate, (inside, gaps, storage, busy), inference in results:
+        report(workers, rate, base, side_by_side, inside, gaps, storage, busy, inference)
 
 
-def report(workers, rate, base, side_by_side, inside, gaps, busy, inference) -> None:
+def report(workers, rate, base, side_by_side, inside, gaps, storage, busy, inference) -> None:
     over = [a + b for a, b in zip(inside, gaps, strict=True)]
     print(f"end to end, {workers} CPU worker(s): {rate:6.3f} images/s, {rate / base:5.2f} of one bare process")
     if side_by_side:
@@ -151,10 +163,15 @@ def report(workers, rate, base, side_by_side, inside, gaps, busy, inference) -> 
         )
     else:
         print(f"  end to end per worker: {rate / base:5.2f} of a bare process")
+    together = [a + b for a, b in zip(over, storage, strict=True)]
     print(
         f"  median queue+mirror overhead {statistics.median(over) * 1000:6.1f} ms/task "
         f"(in task {statistics.median(inside) * 1000:.1f}, between tasks {statistics.median(gaps) * 1000:.1f}); "
         f"median inference in the worker {inference * 1000:.0f} ms; workers spent {busy:.1%} of their time matting"
+    )
+    print(
+        f"  besides, storage (input read, atomic output write with fsync): {statistics.median(storage) * 1000:.1f} "
+        f"ms/task; queue + mirror + storage together {statistics.median(together) * 1000:.1f} ms/task"
     )
 
 

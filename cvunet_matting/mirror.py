@@ -61,9 +61,13 @@ class Mirror:
     def record(self, event: dict) -> None:
         """Write `event` now if the spool is empty and the database answers, else spool it."""
         event.setdefault("at", now_iso())
-        if self._last_later is not None:
-            wait([self._last_later])  # an event recorded earlier in the background goes first
+        self.wait_background()  # an event recorded earlier in the background goes first
         self._record_now(event)
+
+    def wait_background(self) -> None:
+        """Return once every event recorded in the background is written (or spooled)."""
+        if self._last_later is not None:
+            wait([self._last_later])
 
     def _record_now(self, event: dict) -> None:
         with self._lock:

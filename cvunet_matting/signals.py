@@ -50,18 +50,28 @@ def on_retry(request=None, reason=None, **_):
         _record({"task_id": request.id, "state": "retry", "error": str(reason)})
 
 
-@signals.task_success.connect
-def on_success(sender=None, result=None, **_):
-    if sender is None or sender.name != MATTE or not isinstance(result, dict):
-        return
-    worker_metrics.observe(result)
+def mirror_end(result: dict) -> dict:
+    """The task's end event (success, or an image's own failure in a batch), for its return value.
+
+    Its write starts now, in the background, while Celery stores the same result in Redis; the
+    success signal waits for it, so it is committed (or spooled) before the task is acknowledged.
+    """
     event = {"task_id": result["task_id"], "state": result["state"], "finished_at": now_iso()}
     event.update({k: result[k] for k in RESULT_FIELDS if k in result})
     if result["state"] == "success":
         event["error"] = None
         if not result.get("reused"):
             event["result"] = {k: result[k] for k in ("idem_key", "output_path", "task_id", "width", "height")}
-    _record(event)
+    get_mirror().record_later(event)
+    return result
+
+
+@signals.task_success.connect
+def on_success(sender=None, result=None, **_):
+    if sender is None or sender.name != MATTE or not isinstance(result, dict):
+        return
+    worker_metrics.observe(result)
+    get_mirror().wait_background()
 
 
 @signals.task_failure.connect

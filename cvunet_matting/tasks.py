@@ -8,7 +8,7 @@ import random
 import psycopg2
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import batches, signals, work  # noqa: F401 (signals: connects the mirror)
+from . import batches, signals, work
 from .celery_app import app
 from .config import get_settings
 from .errors import InputError
@@ -31,10 +31,15 @@ def backoff(retries: int) -> float:
 
 @app.task(bind=True, name="cvunet_matting.matte_image")
 def matte_image(self, input_key: str, options: dict, output_path: str, batch_id: str | None = None) -> dict:
+    return signals.mirror_end(run_image(self, input_key, options, output_path, batch_id))
+
+
+def run_image(task, input_key: str, options: dict, output_path: str, batch_id: str | None) -> dict:
+    """The image's outcome as a dict; raises ImageFailed (alone) or Retry, which Celery handles."""
     settings = get_settings()
-    attempts = getattr(self.request, "cvunet_attempts", None) or count_attempt(self.request.id)
-    base = {"task_id": self.request.id, "batch_id": batch_id, "attempts": attempts}
-    crashes = attempts - 1 - self.request.retries
+    attempts = getattr(task.request, "cvunet_attempts", None) or count_attempt(task.request.id)
+    base = {"task_id": task.request.id, "batch_id": batch_id, "attempts": attempts}
+    crashes = attempts - 1 - task.request.retries
     if crashes >= settings.max_attempts:
         return finish(
             base,
@@ -55,11 +60,11 @@ def matte_image(self, input_key: str, options: dict, output_path: str, batch_id:
     except SoftTimeLimitExceeded:
         return finish(base, error=f"took longer than {settings.task_soft_limit}s", batch_id=batch_id)
     except work.TransientError as exc:
-        if self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=MAX_RETRIES) from exc
+        if task.request.retries < MAX_RETRIES:
+            raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES) from exc
         return finish(base, error=f"gave up after {MAX_RETRIES} retries: {exc}", batch_id=batch_id)
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
-        log.exception("unexpected error on task %s", self.request.id)
+        log.exception("unexpected error on task %s", task.request.id)
         return finish(base, error=f"internal error: {exc!r}", batch_id=batch_id)
     return {**base, **fields, "state": "success"}
 
