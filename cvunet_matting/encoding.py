@@ -180,10 +180,12 @@ def encode(rgb: np.ndarray, alpha: np.ndarray, options: OutputOptions, threads: 
     _check_arrays(rgb, alpha)
     if options.alpha_only:
         return encode_png(alpha, PNG_LEVEL, threads)
-    if options.bg_color is None:
+    if options.bg_color is None:  # PNG or WebP, with the alpha channel
         rgba = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
         rgba[..., 3] = alpha
-        return encode_png(rgba, PNG_LEVEL, threads)
+        if options.format == "png":
+            return encode_png(rgba, PNG_LEVEL, threads)
+        return _imencode(options.extension, cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
     flat = _flatten(rgb, alpha, options.bg_color)
     if options.format == "png":
         return encode_png(flat, PNG_LEVEL, threads)

@@ -299,8 +299,21 @@ def test_alpha_only_is_a_grey_png_of_the_matte():
     assert out.ndim == 2 and np.array_equal(out, ALPHA)
 
 
+MAGIC = {"png": lambda d: d.startswith(b"\x89PNG"), "jpg": lambda d: d.startswith(b"\xff\xd8\xff")}
+MAGIC["webp"] = lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP"
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "jpg"])
+@pytest.mark.parametrize("bg_color", [None, "0,0,255"])
+def test_the_bytes_are_the_format_asked_for(fmt, bg_color):
+    data = encode(quadrants(), ALPHA, OutputOptions.parse(fmt, bg_color), threads=2)
+    assert MAGIC[fmt](data), data[:16]
+
+
 def test_webp_without_a_colour_keeps_alpha():
-    out = read_back(encode(quadrants(), ALPHA, OutputOptions("webp")))
+    data = encode(quadrants(), ALPHA, OutputOptions("webp"))
+    assert MAGIC["webp"](data)
+    out = read_back(data)
     assert out.shape == (32, 48, 4)
     assert np.abs(out[..., 3].astype(int) - ALPHA).max() <= 2
     assert_close(out[:, 30:, :3], quadrants()[:, 30:])
