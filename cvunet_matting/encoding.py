@@ -25,7 +25,17 @@ _NAMED = {
     "blue": (0, 0, 255),
 }
 _NO_COLOR = {"", "none", "transparent"}
-_FLAGS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("", "0", "false", "no", "off"), False)
+# Exactly the spellings accepted, and published as the API's enums (openapi.py), so that the
+# documented values and the accepted ones cannot drift apart: an empty field means the default.
+FLAG_WORDS = dict.fromkeys(("1", "true", "True", "yes", "on"), True) | dict.fromkeys(
+    ("", "0", "false", "False", "no", "off"), False
+)
+FORMAT_WORDS = {
+    dot + spelling: _ALIASES.get(name, name)
+    for name in ("png", "webp", "jpg", "jpeg")
+    for spelling in (name, name.upper())
+    for dot in ("", ".")
+} | {"": "png"}
 _HEX6 = re.compile(r"#?[0-9a-f]{6}")
 _HEX3 = re.compile(r"#[0-9a-f]{3}")
 _TRIPLE = re.compile(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})", re.ASCII)
@@ -47,14 +57,12 @@ def _show(value: object) -> str:
 
 
 def _parse_format(value: object) -> str:
-    """'png', 'webp' or 'jpg' from user text ('JPEG', '.png', ...); None means png."""
+    """'png', 'webp' or 'jpg' from user text ('JPEG', '.png', ...); None or empty means png."""
     if value is None:
         return "png"
-    text = (value.strip().lower().lstrip(".") or "png") if isinstance(value, str) else None
-    text = _ALIASES.get(text, text)
-    if text not in _FORMATS:
+    if not isinstance(value, str) or value not in FORMAT_WORDS:
         raise _bad(f"unknown output format {_show(value)}: use png, webp or jpg")
-    return text
+    return FORMAT_WORDS[value]
 
 
 def parse_color(value: object) -> tuple[int, int, int] | None:
@@ -75,13 +83,13 @@ def parse_color(value: object) -> tuple[int, int, int] | None:
 
 
 def _parse_flag(value: object) -> bool:
-    """A boolean from a bool, 0/1, or text such as 'true', 'no', 'on'."""
+    """A boolean from a bool, 0/1, or one of FLAG_WORDS ('true', 'no', 'on'...)."""
     if value is None:
         return False
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _FLAGS:
-        return _FLAGS[value.strip().lower()]
+    if isinstance(value, str) and value in FLAG_WORDS:
+        return FLAG_WORDS[value]
     raise _bad(f"bad alpha_only {_show(value)}: use true or false")
 
 

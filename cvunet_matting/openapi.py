@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from . import __version__
+from .encoding import FLAG_WORDS, FORMAT_WORDS
 
 IMAGE_TYPES = ("image/png", "image/webp", "image/jpeg")
 INPUT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif")
@@ -65,9 +66,9 @@ def operation(summary: str, ok: tuple[int, dict], errors: list[int], **extra) ->
 
 ID = {"name": "id", "in": "path", "required": True, "schema": string(format="uuid")}
 FORM_OPTIONS = {
-    "format": string(enum=["png", "webp", "jpg", "jpeg"], description="output format (default png)"),
+    "format": string(enum=list(FORMAT_WORDS), description="output format: png (the default), webp or jpg"),
     "bg_color": string(description="flatten on this colour: '#RRGGBB', 'r,g,b' or a name; empty: keep alpha"),
-    "alpha_only": string(enum=["true", "false"], description="return the alpha matte only (grey PNG)"),
+    "alpha_only": string(enum=list(FLAG_WORDS), description="true: return the alpha matte only (grey PNG)"),
 }
 
 SCHEMAS = {

@@ -406,3 +406,23 @@ def test_from_dict_refuses_bad_dicts(data):
     with pytest.raises(InputError) as info:
         OutputOptions.from_dict(data)
     assert info.value.code == "bad_option"
+
+
+def test_the_published_spellings_are_exactly_the_accepted_ones():
+    from cvunet_matting.encoding import FLAG_WORDS, FORMAT_WORDS
+    from cvunet_matting.openapi import document
+
+    form = document()["paths"]["/api/v1/images"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    properties = form["schema"]["properties"]
+    assert properties["alpha_only"]["enum"] == list(FLAG_WORDS)
+    assert properties["format"]["enum"] == list(FORMAT_WORDS)
+    for word, flag in FLAG_WORDS.items():
+        assert OutputOptions.parse(alpha_only=word).alpha_only is flag
+    for word, fmt in FORMAT_WORDS.items():
+        assert OutputOptions.parse(format=word).format == fmt
+    for word in (" true", "TRUE", "Yes", "tru"):
+        with pytest.raises(InputError, match="alpha_only"):
+            OutputOptions.parse(alpha_only=word)
+    for word in (" png", "Png", "..png", "gif"):
+        with pytest.raises(InputError, match="output format"):
+            OutputOptions.parse(format=word)
