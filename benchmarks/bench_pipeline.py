@@ -94,7 +94,6 @@ def _done(batch_id: str) -> bool:
         return queries.get_batch(cur, batch_id)["state"] == "done"
 
 
-MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 STORAGE_STAGES = ("read", "write")  # reading the input and the atomic (fsynced) output write
 
 
@@ -120,6 +119,8 @@ def overheads(rows: list[dict]) -> tuple[list[float], list[float], list[float], 
 
 
 def model_seconds(row: dict) -> float:
+    from cvunet_matting.matting import MODEL_STAGES
+
     return sum(row["timings"][s] for s in MODEL_STAGES)
 
 

@@ -9,6 +9,9 @@ from .config import Settings
 from .imaging import OutputOptions, decode, encode
 from .model import MattingSession
 
+# The keys of MatteResult.timings, in the order they happen.
+MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
+
 
 @dataclass
 class MatteResult:

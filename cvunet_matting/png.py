@@ -90,14 +90,14 @@ def encode_png(image: np.ndarray, level: int = 1, threads: int = 1) -> bytes:
     count = strip_count(height, image.nbytes + height, threads)
     bounds = np.linspace(0, height, count + 1).astype(int)
 
-    def deflate(index: int) -> tuple[list[bytes], int, int]:
+    def strip(index: int) -> tuple[list[bytes], int, int]:
         return _strip(image, range(bounds[index], bounds[index + 1]), level, last=index == count - 1)
 
     if count == 1:
-        parts = [deflate(0)]
+        parts = [strip(0)]
     else:
         with ThreadPoolExecutor(count, thread_name_prefix="png") as pool:
-            parts = list(pool.map(deflate, range(count)))
+            parts = list(pool.map(strip, range(count)))
     checksum = 1
     for _, adler, length in parts:
         checksum = adler32_combine(checksum, adler, length)
