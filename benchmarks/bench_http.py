@@ -28,8 +28,8 @@ def free_port() -> int:
 
 
 def start_stack():
-    from cvunet_matting.stack import Ports, Stack
-    from cvunet_matting.stackrun import wait_ready
+    from cvunet_matting.devstack.run import wait_ready
+    from cvunet_matting.devstack.stack import Ports, Stack
 
     ports = Ports(http=free_port(), ping=free_port(), web=(free_port(), free_port()), flower=free_port())
     stack = Stack(harness.ROOT / "stack", ports, workers=1)

@@ -61,9 +61,10 @@ def bare_parallel(images: list[bytes], processes: int) -> float:
 
 
 def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, tuple, float]:
-    from cvunet_matting import db, queries
-    from cvunet_matting.batches import Item, submit_batch
+    from cvunet_matting import db
+    from cvunet_matting.db import reads
     from cvunet_matting.imaging import OutputOptions
+    from cvunet_matting.submission import Item, submit_batch
     from cvunet_matting.workers import plan
 
     # As `cvunet-matting worker --cpu N` would start them: N workers share the cores.
@@ -79,7 +80,7 @@ def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, t
         support.wait_for(lambda: _done(batch_id), 3600, "batch", interval=0.2)
         elapsed = time.perf_counter() - started
         with db.transaction() as cur:
-            rows = queries.batch_tasks(cur, batch_id)
+            rows = reads.batch_tasks(cur, batch_id)
     finally:
         for proc in procs:
             support.kill_group(proc)
@@ -88,10 +89,11 @@ def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, t
 
 
 def _done(batch_id: str) -> bool:
-    from cvunet_matting import db, queries
+    from cvunet_matting import db
+    from cvunet_matting.db import reads
 
     with db.transaction() as cur:
-        return queries.get_batch(cur, batch_id)["state"] == "done"
+        return reads.get_batch(cur, batch_id)["state"] == "done"
 
 
 STORAGE_STAGES = ("read", "write")  # reading the input and the atomic (fsynced) output write

@@ -34,9 +34,9 @@ os.environ.update(
 
 def setup() -> None:
     support.create_database(PG_NAME)
-    from cvunet_matting import db
+    from cvunet_matting.db import schema
 
-    db.upgrade()
+    schema.upgrade()
     atexit.register(teardown)
 
 

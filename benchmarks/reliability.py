@@ -42,26 +42,28 @@ class Row:
 
 
 def photos(count: int, seed: int) -> list:
-    from cvunet_matting.batches import Item
+    from cvunet_matting.submission import Item
 
     return [Item(f"{seed}-{i}.jpg", data) for i, data in enumerate(harness.photos(count + seed)[seed:])]
 
 
 def rows_of(batch_id: str) -> list[dict]:
-    from cvunet_matting import db, queries
+    from cvunet_matting import db
+    from cvunet_matting.db import reads
 
     with db.transaction() as cur:
-        return queries.batch_tasks(cur, batch_id)
+        return reads.batch_tasks(cur, batch_id)
 
 
 def wait_batch(batch_id: str, timeout: float = 600, tick=None) -> None:
-    from cvunet_matting import db, queries
+    from cvunet_matting import db
+    from cvunet_matting.db import reads
 
     def done() -> bool:
         if tick:
             tick()
         with db.transaction() as cur:
-            return queries.get_batch(cur, batch_id)["state"] == "done"
+            return reads.get_batch(cur, batch_id)["state"] == "done"
 
     support.wait_for(done, timeout, f"batch {batch_id}", interval=0.5)
 
@@ -83,9 +85,9 @@ def audit(name: str, batch_id: str, inputs: int, expect_failure=lambda row: Fals
 
 
 def submit(items, **overrides) -> str:
-    from cvunet_matting.batches import submit_batch
     from cvunet_matting.config import load_settings
     from cvunet_matting.imaging import OutputOptions
+    from cvunet_matting.submission import submit_batch
 
     settings = load_settings({**os.environ, **overrides})
     return submit_batch(items, OutputOptions(), settings=settings)

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
-from . import batches, db, polling, queries
+from . import db, polling, submission
+from .db import reads
 from .errors import InputError
 from .imaging import OutputOptions, probe, sniff_extension
 from .naming import safe_stem
@@ -91,7 +92,7 @@ def query_int(name: str, default: int, maximum: int) -> int:
 
 def task_row(task_id: str) -> dict:
     with db.transaction() as cur:
-        row = queries.get_task(cur, parse_id(task_id))
+        row = reads.get_task(cur, parse_id(task_id))
     if row is None:
         raise InputError(f"no task {task_id}", code="not_found")
     return row
@@ -144,7 +145,7 @@ def poll_hint(payload: dict, finished: bool, after: str = POLL_AFTER_S):
     return (jsonify(payload), 200) if finished else (jsonify(payload), 200, {"Retry-After": after})
 
 
-def probe_uploads(files) -> tuple[list[batches.Item], list[dict]]:
+def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
     """Read every upload, refusing bad ones from their header alone; names are never used as paths."""
     items, refused = [], []
     for upload in files:
@@ -154,7 +155,7 @@ def probe_uploads(files) -> tuple[list[batches.Item], list[dict]]:
         name = upload.filename or "image"
         try:
             probe(data, settings().max_pixels)
-            items.append(batches.Item(name, data))
+            items.append(submission.Item(name, data))
         except InputError as exc:
             refused.append({"filename": name, "code": exc.code, "message": exc.reason})
     return items, refused
@@ -166,8 +167,8 @@ def submit_image():
     if upload is None:
         raise InputError("send the image as the multipart form field 'file'", code="no_file")
     options = parse_options(request.form)
-    item = batches.Item(upload.filename or "image", upload.read())
-    task_id = batches.submit_image(item, options, settings=settings())
+    item = submission.Item(upload.filename or "image", upload.read())
+    task_id = submission.submit_image(item, options, settings=settings())
     return accepted(
         {"task_id": task_id, "view_url": url_for("ui.task_view", task_id=task_id)},
         url_for("api.task_status", task_id=task_id),
@@ -184,7 +185,7 @@ def submit_batch():
         first = refused[0]
         status = STATUS_BY_CODE.get(first["code"], 400)
         return error_json(first["code"], f"no file was accepted: {first['message']}", status, refused=refused)
-    batch_id = batches.submit_batch(items, options, source="upload", settings=settings())
+    batch_id = submission.submit_batch(items, options, source="upload", settings=settings())
     return accepted(
         {
             "batch_id": batch_id,
@@ -207,10 +208,10 @@ def submit_folder():
     cfg = settings()
     path = Path(folder) if Path(folder).is_absolute() else cfg.allowed_roots[0] / folder
     try:
-        items = batches.folder_items(str(path), cfg)
+        items = submission.folder_items(str(path), cfg)
     except (OSError, ValueError) as exc:  # too long a name, unencodable characters...
         raise InputError(f"folder {folder!r} cannot be read: {exc}", code="not_found") from None
-    batch_id = batches.submit_batch(items, options, source=str(path), settings=cfg)
+    batch_id = submission.submit_batch(items, options, source=str(path), settings=cfg)
     return accepted(
         {"batch_id": batch_id, "total": len(items), "view_url": url_for("ui.batch_view", batch_id=batch_id)},
         url_for("api.batch_status", batch_id=batch_id),
@@ -228,7 +229,7 @@ def task_status(task_id: str):
 
 @bp.post("/tasks/<task_id>/retry")
 def retry(task_id: str):
-    from .retry import retry_task
+    from .recovery import retry_task
 
     row = task_row(task_id)
     if retry_task(row["id"]) != "requeued":
@@ -260,10 +261,10 @@ def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int) -> dict
 def load_batch(batch_id: str, offset: int = 0, limit: int = ITEMS_LIMIT) -> tuple[dict, dict, list[dict]]:
     bid = parse_id(batch_id)
     with db.transaction() as cur:
-        batch = queries.get_batch(cur, bid)
+        batch = reads.get_batch(cur, bid)
         if batch is None:
             raise InputError(f"no batch {batch_id}", code="not_found")
-        return batch, queries.batch_counts(cur, bid), queries.batch_items(cur, bid, offset, limit)
+        return batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit)
 
 
 @bp.get("/batches/<batch_id:batch_id>")

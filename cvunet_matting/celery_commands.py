@@ -42,7 +42,7 @@ def _fail(message: str) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be requeued; change nothing.")
 def requeue(failed, stuck_for, batch_id, dry_run):
     """Requeue failed or stuck matting tasks recorded in PostgreSQL."""
-    from .requeue import requeue as do_requeue
+    from .recovery import requeue as do_requeue
 
     if not failed and stuck_for is None:
         _fail("say what to requeue: --failed and/or --stuck-for DURATION")
@@ -67,7 +67,7 @@ def requeue(failed, stuck_for, batch_id, dry_run):
 )
 def reconcile(dry_run, wait_for):
     """Re-enqueue tasks PostgreSQL knows as unfinished but Redis lost (e.g. after a Redis restart)."""
-    from .requeue import reconcile as do_reconcile
+    from .recovery import reconcile as do_reconcile
 
     try:
         found = do_reconcile(dry_run, parse_duration(wait_for), notify=click.echo)

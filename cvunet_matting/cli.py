@@ -42,7 +42,7 @@ def main(verbose: bool) -> None:
 def matte(paths, out_dir, fmt, bg_color, alpha_only) -> None:
     """Matte image files and folders (recursively) with no server."""
     from .imaging import OutputOptions
-    from .localrun import collect, run_all
+    from .local_matting import collect, run_all
     from .model import get_session
     from .storage import new_run_dir
 
@@ -125,10 +125,10 @@ def db_upgrade() -> None:
     """Create or upgrade the schema from the packaged versioned SQL files."""
     import psycopg2
 
-    from . import db
+    from .db import schema
 
     try:
-        applied = db.upgrade()
+        applied = schema.upgrade()
     except psycopg2.Error as exc:
         fail(f"postgres: {one_line(exc)}")
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
@@ -156,8 +156,8 @@ def worker(gpus: str, cpus: int) -> None:
 @click.option("--alpha", "alpha_only", is_flag=True)
 def submit(folder, fmt, bg_color, alpha_only) -> None:
     """Submit a server-side folder (under an allowed root) as one batch; prints the batch id."""
-    from .batches import folder_items, submit_batch
     from .imaging import OutputOptions
+    from .submission import folder_items, submit_batch
 
     settings = get_settings()
     try:
@@ -173,7 +173,7 @@ def submit(folder, fmt, bg_color, alpha_only) -> None:
 @click.option("--workers", default=1, show_default=True, help="CPU workers to start.")
 def run_stack(port: int, workers: int) -> None:
     """Run the whole stack on this machine until Ctrl-C (or `cvunet-matting stop`)."""
-    from .stackrun import run_forever
+    from .devstack.run import run_forever
 
     sys.exit(run_forever(get_settings(), port, workers))
 
@@ -181,7 +181,7 @@ def run_stack(port: int, workers: int) -> None:
 @main.command("stop")
 def stop_stack() -> None:
     """Stop a stack started by `cvunet-matting run`."""
-    from .stackrun import stop_running
+    from .devstack.run import stop_running
 
     click.echo(stop_running(get_settings()))
 

@@ -37,3 +37,7 @@ class DeviceError(MattingError):
 def one_line(error: object) -> str:
     """A driver's multi-line message (psycopg2 adds hints on new lines) as one line for a CLI."""
     return " ".join(str(error).split())
+
+
+class ImageFailed(Exception):
+    """A single image (outside any batch) failed for good; the message is the reason."""

@@ -18,7 +18,8 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from . import db, queries
+from . import db
+from .db import reads
 from .redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ScrapeCollector:
         tasks = self._tasks_family()
         try:
             with db.transaction() as cur:
-                counts = queries.state_counts(cur)
+                counts = reads.state_counts(cur)
         except psycopg2.Error as exc:
             log.warning("metrics: task counts unavailable: %s", exc)
             return

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psycopg2
 
-from . import db, jobs
+from . import db
+from .db import writes
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def now_iso() -> str:
 
 def _write(events: list[dict]) -> None:
     with db.autocommit() as cur:
-        jobs.apply_events(cur, events)
+        writes.apply_events(cur, events)
 
 
 class Mirror:

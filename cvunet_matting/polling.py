@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 
 import psycopg2
 
-from . import db, queries
+from . import db
+from .db import reads
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class PaceCache:
         with self._lock:
             if self.clock() - self._read_at < self.ttl:
                 return self._value
-        row = queries.recent_pace(cur)
+        row = reads.recent_pace(cur)
         value = Pace(row["workers"], float(row["seconds"])) if row["workers"] and row["seconds"] else None
         with self._lock:
             self._value, self._read_at = value, self.clock()
@@ -69,7 +70,7 @@ def retry_after(row: dict, cache: PaceCache) -> int:
         with db.transaction() as cur:
             pace = cache.get(cur)
             waiting = pace is not None and row["state"] != "started"
-            ahead = queries.waiting_ahead(cur, row["created_at"]) if waiting else 0
+            ahead = reads.waiting_ahead(cur, row["created_at"]) if waiting else 0
     except psycopg2.Error as exc:
         log.warning("poll hint falls back to %d s: %s", MIN_S, exc)
         return MIN_S

@@ -10,11 +10,12 @@ from celery.exceptions import Retry
 
 from . import worker_metrics
 from .config import get_settings
+from .dispatch import MATTE_IMAGE
+from .errors import ImageFailed
 from .mirror import get_mirror, now_iso
 from .redis_client import count_attempt
 
 log = logging.getLogger(__name__)
-MATTE = "cvunet_matting.matte_image"
 RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "error", "attempts")
 
 
@@ -27,7 +28,7 @@ def _record(event: dict) -> None:
 
 @signals.task_prerun.connect
 def on_prerun(task_id=None, task=None, **_):
-    if task is None or task.name != MATTE:
+    if task is None or task.name != MATTE_IMAGE:
         return
     attempts = count_attempt(task_id)
     task.request.cvunet_attempts = attempts
@@ -46,12 +47,12 @@ def on_prerun(task_id=None, task=None, **_):
 
 @signals.task_retry.connect
 def on_retry(request=None, reason=None, **_):
-    if request is not None and request.task == MATTE:
+    if request is not None and request.task == MATTE_IMAGE:
         _record({"task_id": request.id, "state": "retry", "error": str(reason)})
 
 
 def mirror_end(result: dict) -> dict:
-    """The task's end event (success, or an image's own failure in a batch), for its return value.
+    """The task's end event (success or failure): the one writer of a task's final row.
 
     Its write starts now, in the background, while Celery stores the same result in Redis; the
     success signal waits for it, so it is committed (or spooled) before the task is acknowledged.
@@ -68,7 +69,7 @@ def mirror_end(result: dict) -> dict:
 
 @signals.task_success.connect
 def on_success(sender=None, result=None, **_):
-    if sender is None or sender.name != MATTE or not isinstance(result, dict):
+    if sender is None or sender.name != MATTE_IMAGE or not isinstance(result, dict):
         return
     worker_metrics.observe(result)
     get_mirror().wait_background()
@@ -76,9 +77,12 @@ def on_success(sender=None, result=None, **_):
 
 @signals.task_failure.connect
 def on_failure(sender=None, task_id=None, exception=None, **_):
-    if sender is None or sender.name != MATTE or isinstance(exception, Retry):
+    """A lone image's failure was mirrored by the task; anything else that escaped it is, here."""
+    if sender is None or sender.name != MATTE_IMAGE or isinstance(exception, Retry):
         return
-    _record({"task_id": task_id, "state": "failure", "error": str(exception), "finished_at": now_iso()})
+    if not isinstance(exception, ImageFailed):
+        mirror_end({"task_id": task_id, "state": "failure", "error": str(exception)})
+    get_mirror().wait_background()
 
 
 @signals.worker_process_init.connect

@@ -6,7 +6,8 @@ import math
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from . import api, batches, db, queries
+from . import api, db, submission
+from .db import reads
 from .errors import InputError
 from .imaging import SUPPORTED_FORMATS
 from .web import csrf_token, csrf_valid, settings
@@ -68,16 +69,16 @@ def upload_form():
             flash("Choose at least one image.", "error")
         return redirect(url_for("ui.index"))
     if len(items) == 1:
-        task_id = batches.submit_image(items[0], options, settings=settings())
+        task_id = submission.submit_image(items[0], options, settings=settings())
         return redirect(url_for("ui.task_view", task_id=task_id))
-    batch_id = batches.submit_batch(items, options, settings=settings())
+    batch_id = submission.submit_batch(items, options, settings=settings())
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
     with db.transaction() as cur:
-        row = queries.get_task(cur, uuid_or_404(task_id))
+        row = reads.get_task(cur, uuid_or_404(task_id))
     if row is None:
         abort(404, description="No such task: it may have been removed.")
     return render_template("task.html", task=api.task_json(row))
@@ -85,7 +86,7 @@ def task_view(task_id: str):
 
 @bp.post("/tasks/<task_id>/retry")
 def retry(task_id: str):
-    from .retry import retry_task
+    from .recovery import retry_task
 
     outcome = retry_task(uuid_or_404(task_id))
     if outcome == "not_found":
@@ -120,7 +121,7 @@ def history():
     if state not in STATES:
         state = None
     with db.transaction() as cur:
-        rows, total = queries.history(cur, page, state)
-    pages = max(math.ceil(total / queries.PAGE_SIZE), 1)
+        rows, total = reads.history(cur, page, state)
+    pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
     tasks = [api.task_json(r) for r in rows]
     return render_template("history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=STATES)

@@ -61,8 +61,9 @@ def database():
     """This run's own Postgres database, schema applied."""
     support.create_database(PG_NAME)
     from cvunet_matting import db
+    from cvunet_matting.db import schema
 
-    db.upgrade()
+    schema.upgrade()
     yield PG_NAME
     db.close_pool()
 

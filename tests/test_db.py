@@ -100,18 +100,18 @@ def test_idle_connections_are_capped(database):
 def test_chunk_completion_counts_once(database):
     import uuid
 
-    from cvunet_matting import jobs, queries
+    from cvunet_matting.db import reads, writes
 
     batch_id = uuid.uuid4()
     with db.transaction() as cur:
-        jobs.create_batch(cur, batch_id, "test", 4, {}, "outputs/x", chunks=2)
-        first = jobs.claim_chunk(cur, batch_id)
-        outcomes = [jobs.complete_chunk(cur, batch_id, first) for _ in range(2)]
+        writes.create_batch(cur, batch_id, "test", 4, {}, "outputs/x", chunks=2)
+        first = writes.claim_chunk(cur, batch_id)
+        outcomes = [writes.complete_chunk(cur, batch_id, first) for _ in range(2)]
         # Chunk 0 done, chunk 1 queued and none dispatched: reconcile must see the chain broken.
-        stalled = [row["id"] for row in queries.undispatched_batches(cur)]
-        second = jobs.claim_chunk(cur, batch_id)
-        after_claim = [row["id"] for row in queries.undispatched_batches(cur)]
-        last = jobs.complete_chunk(cur, batch_id, second)
+        stalled = [row["id"] for row in reads.undispatched_batches(cur)]
+        second = writes.claim_chunk(cur, batch_id)
+        after_claim = [row["id"] for row in reads.undispatched_batches(cur)]
+        last = writes.complete_chunk(cur, batch_id, second)
     assert outcomes == ["more", "already"]  # a repeated callback dispatches nothing more
     assert batch_id in stalled and batch_id not in after_claim
     assert (first, second, last) == (0, 1, "last")

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from cvunet_matting import db
-from cvunet_matting.batches import Item, submit_batch
 from cvunet_matting.config import load_settings
 from cvunet_matting.imaging import OutputOptions
+from cvunet_matting.submission import Item, submit_batch
 from tests import support
 from tests.test_pipeline import png_bytes, rows_of, settings, wait_batch
 

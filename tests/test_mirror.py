@@ -91,17 +91,19 @@ def task_row(task_id) -> dict:
 def pending_task(clean_state):
     import uuid
 
-    from cvunet_matting import db, jobs
+    from cvunet_matting import db
+    from cvunet_matting.db import writes
 
     task_id = str(uuid.uuid4())
     row = {"id": task_id, "filename": "a.jpg", "input_key": "0" * 64, "options": {}, "output_path": "outputs/a.png"}
     with db.transaction() as cur:
-        jobs.create_tasks(cur, [row])
+        writes.create_tasks(cur, [row])
     return task_id
 
 
 def test_the_real_writer_applies_events_in_one_query_in_order(pending_task):
-    from cvunet_matting import db, jobs
+    from cvunet_matting import db
+    from cvunet_matting.db import writes
 
     events = [
         {"task_id": pending_task, "state": "started", "attempts": 1, "at": later(1)},
@@ -110,17 +112,18 @@ def test_the_real_writer_applies_events_in_one_query_in_order(pending_task):
         {"task_id": pending_task, "state": "started", "attempts": 2, "at": later(2)},
     ]
     with db.autocommit() as cur:
-        jobs.apply_events(cur, events)
+        writes.apply_events(cur, events)
         sent = cur.query.decode()
     assert sent.count("UPDATE tasks") == 3 and "synchronous_commit" not in sent  # a result waits for the disk
     assert task_row(pending_task) == {"state": "success", "attempts": 1, "error": None, "width": 7}
 
 
 def test_a_start_alone_does_not_wait_for_the_disk(pending_task):
-    from cvunet_matting import db, jobs
+    from cvunet_matting import db
+    from cvunet_matting.db import writes
 
     with db.autocommit() as cur:
-        jobs.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 1, "at": later(1)}])
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 1, "at": later(1)}])
         assert cur.query.decode().startswith("SET LOCAL synchronous_commit TO OFF")
         cur.execute("SHOW synchronous_commit")  # and only that one transaction did not
         assert cur.fetchone()["synchronous_commit"] == "on"

@@ -10,10 +10,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from cvunet_matting import db, queries
-from cvunet_matting.batches import Item, submit_batch, submit_image
+from cvunet_matting import db
 from cvunet_matting.config import load_settings
+from cvunet_matting.db import reads
 from cvunet_matting.imaging import OutputOptions, decode
+from cvunet_matting.submission import Item, submit_batch, submit_image
 from tests import support
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
@@ -31,17 +32,17 @@ def png_bytes(seed: int, size: tuple[int, int] = (48, 64)) -> bytes:
 
 def rows_of(batch_id: str) -> list[dict]:
     with db.transaction() as cur:
-        return queries.batch_tasks(cur, batch_id)
+        return reads.batch_tasks(cur, batch_id)
 
 
 def batch_row(batch_id: str) -> dict:
     with db.transaction() as cur:
-        return queries.get_batch(cur, batch_id)
+        return reads.get_batch(cur, batch_id)
 
 
 def task_row(task_id: str) -> dict:
     with db.transaction() as cur:
-        return queries.get_task(cur, task_id)
+        return reads.get_task(cur, task_id)
 
 
 def wait_batch(batch_id: str, timeout: float = 120) -> dict:
@@ -143,7 +144,7 @@ def test_a_large_batch_keeps_redis_small(clean_state, worker_factory):
 
 
 def test_requeue_stuck_tasks(clean_state):
-    from cvunet_matting.requeue import requeue
+    from cvunet_matting.recovery import requeue
 
     task_id = submit_image(Item("stuck.png", png_bytes(3)), PNG)  # no worker: it stays pending
     with db.transaction() as cur:

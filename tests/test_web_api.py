@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cvunet_matting import db, queries
+from cvunet_matting import db
 from cvunet_matting.config import get_settings
+from cvunet_matting.db import reads
 from cvunet_matting.web import create_app
 from tests import support
 
@@ -71,7 +72,7 @@ def decode(data: bytes) -> np.ndarray:
 
 def task_row(task_id: str) -> dict:
     with db.transaction() as cur:
-        return queries.get_task(cur, task_id)
+        return reads.get_task(cur, task_id)
 
 
 # ------------------------------------------------------------------ end to end with a worker
@@ -357,7 +358,7 @@ def test_html_form_posts_need_the_csrf_token(client):
         response = client.post("/", data={**data, "files": (io.BytesIO(png_bytes(14)), "a.png")})
         assert response.status_code == 403
     with db.transaction() as cur:
-        assert queries.history(cur)[1] == 0  # nothing was submitted
+        assert reads.history(cur)[1] == 0  # nothing was submitted
     token = page_csrf(client)
     assert client.post(f"/tasks/{unknown}/retry", data={"csrf_token": token}).status_code == 404
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import MattingError
-from .imaging import IMAGE_SUFFIXES, OutputOptions
+from .folders import image_files
+from .imaging import OutputOptions
 from .matting import matte_bytes
 from .model import MattingSession
 from .storage import create_new
@@ -32,9 +33,7 @@ def collect(paths: Iterable[Path]) -> list[Job]:
     jobs = []
     for path in paths:
         if path.is_dir():
-            for found in sorted(p for p in path.rglob("*") if p.is_file()):
-                if found.suffix.lower() in IMAGE_SUFFIXES:
-                    jobs.append(Job(found, Path(path.name) / found.relative_to(path)))
+            jobs.extend(Job(found, Path(path.name) / found.relative_to(path)) for found in image_files(path))
         else:
             jobs.append(Job(path, Path(path.name)))
     return jobs

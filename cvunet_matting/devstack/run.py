@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from . import db
-from .config import Settings
-from .fetch import fetch_model
-from .manifest import BUILTIN
+from ..config import Settings
+from ..db import schema
+from ..fetch import fetch_model
+from ..manifest import BUILTIN
 from .services import ensure_postgres, ensure_redis
 from .stack import Ports, Stack
 
@@ -26,7 +26,7 @@ def prepare(settings: Settings) -> None:
     click.echo("checking Redis and PostgreSQL ...")
     ensure_redis(settings.redis_url)
     ensure_postgres(settings.database_url)
-    db.upgrade()
+    schema.upgrade()
     if settings.model in BUILTIN:
         click.echo("checking the model ...")
         fetch_model(settings.model, settings.model_dir)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psycopg2
 
-from . import db, queries
+from . import db
 from .config import Settings
+from .db import reads
 from .errors import InputError
 from .imaging import OutputOptions
 from .matting import matte_bytes
@@ -36,7 +37,7 @@ def lookup_result(key: str) -> dict | None:
     """An earlier identical result, or None (also when Postgres is down: then the model runs)."""
     try:
         with db.autocommit() as cur:  # one round trip: the lookup is on every task's path
-            return queries.find_result(cur, key)
+            return reads.find_result(cur, key)
     except psycopg2.Error as exc:
         log.warning("result lookup skipped, postgres unavailable: %s", exc)
         return None

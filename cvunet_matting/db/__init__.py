@@ -1,19 +1,17 @@
-"""PostgreSQL access: one connection pool per process, and versioned schema upgrades."""
+"""PostgreSQL access: one connection pool per process (`reads`, `writes` and `schema` beside it)."""
 
 from __future__ import annotations
 
 import os
-import re
 import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from importlib import resources
 
 import psycopg2
 import psycopg2.extras
 
-from .config import get_settings
+from ..config import get_settings
 
 psycopg2.extras.register_uuid()
 
@@ -131,37 +129,6 @@ def autocommit() -> Iterator[psycopg2.extensions.cursor]:
             if not conn.closed:
                 conn.autocommit = False
         pool.put(conn)
-
-
-def migrations() -> list[tuple[int, str]]:
-    """(version, sql) for every packaged migrations/NNN_name.sql, in order."""
-    found = []
-    for entry in resources.files("cvunet_matting").joinpath("migrations").iterdir():
-        match = re.match(r"(\d+)_.*\.sql$", entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.read_text()))
-    return sorted(found)
-
-
-def upgrade() -> list[int]:
-    """Apply the migrations not yet applied, each in its own transaction; returns those applied."""
-    applied = []
-    with transaction() as cur:
-        cur.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-    for version, sql in migrations():
-        with transaction() as cur:
-            # An advisory lock: two hosts upgrading at once apply each migration once.
-            cur.execute("SELECT pg_advisory_xact_lock(7311)")
-            cur.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,))
-            if cur.fetchone():
-                continue
-            cur.execute(sql)
-            cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-            applied.append(version)
-    return applied
 
 
 def ping() -> bool:

@@ -1,0 +1,94 @@
+"""The web side of the work: store uploads, record rows, enqueue single images and batches."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import batch_lifecycle, db, dispatch
+from .config import Settings, get_settings
+from .db import writes
+from .errors import InputError
+from .folders import image_files
+from .imaging import OutputOptions, probe
+from .naming import unique_names
+from .storage import Storage
+
+
+@dataclass
+class Item:
+    """An image to submit: upload bytes, or a file read only when it is stored."""
+
+    filename: str
+    content: bytes | None = None
+    path: Path | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.content if self.content is not None else self.path.read_bytes()
+
+
+def folder_items(folder: str, settings: Settings) -> list[Item]:
+    """Image files under a server-side folder, refused unless it lies inside an allowed root."""
+    path = Path(folder).expanduser().resolve()
+    root = next((r for r in settings.allowed_roots if path.is_relative_to(r)), None)
+    if root is None:
+        raise InputError(f"folder {folder!r} is outside the allowed roots", code="forbidden_path")
+    if not path.is_dir():
+        raise InputError(f"folder {folder!r} does not exist", code="not_found")
+    # A symbolic link inside the folder must not reach outside the allowed root either.
+    files = [p for p in image_files(path) if p.resolve().is_relative_to(root)]
+    if not files:
+        raise InputError(f"no image files in {folder!r}", code="empty_folder")
+    return [Item(str(p.relative_to(path)), path=p) for p in files]
+
+
+def submit_image(item: Item, options: OutputOptions, settings: Settings | None = None) -> str:
+    """Store the upload, record it, enqueue it; bad images are refused here (InputError)."""
+    settings = settings or get_settings()
+    probe(item.data, settings.max_pixels)
+    storage = Storage(settings.data_dir)
+    task_id = uuid.uuid4()
+    name = unique_names([item.filename], options.extension)[0]
+    row = {
+        "id": task_id,
+        "filename": item.filename,
+        "input_key": storage.put_input(item.data),
+        "options": options.to_dict(),
+        "output_path": f"outputs/images/{task_id}/{name}",
+    }
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row])
+    dispatch.publish_image(row)
+    return str(task_id)
+
+
+def submit_batch(
+    items: list[Item], options: OutputOptions, source: str = "upload", settings: Settings | None = None
+) -> str:
+    """Record every item, then dispatch the first chunks; later chunks follow as earlier ones finish."""
+    settings = settings or get_settings()
+    storage = Storage(settings.data_dir)
+    batch_id = uuid.uuid4()
+    run_dir = storage.relative(storage.new_run_dir())
+    names = unique_names([i.filename for i in items], options.extension)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "batch_id": batch_id,
+            "chunk": pos // settings.batch_chunk,
+            "position": pos,
+            "filename": item.filename,
+            "input_key": storage.put_input(item.data),
+            "options": options.to_dict(),
+            "output_path": f"{run_dir}/{name}",
+        }
+        for pos, (item, name) in enumerate(zip(items, names, strict=True))
+    ]
+    chunks = (len(rows) + settings.batch_chunk - 1) // settings.batch_chunk
+    with db.transaction() as cur:
+        writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
+        writes.create_tasks(cur, rows)
+    batch_lifecycle.start(str(batch_id))
+    return str(batch_id)
