@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import harness
 from bench_pipeline import bare, through_queue
-from httpclient import matte_over_http
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import free_port
+from tests.support.httpclient import matte_over_http
 
 
 def start_stack():

@@ -63,7 +63,7 @@ def bare_parallel(images: list[bytes], processes: int) -> float:
 def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, tuple, float]:
     from cvunet_matting import db
     from cvunet_matting.db import reads
-    from cvunet_matting.imaging import OutputOptions
+    from cvunet_matting.encoding import OutputOptions
     from cvunet_matting.submission import Item, submit_batch
     from cvunet_matting.workers import plan
 
@@ -74,10 +74,10 @@ def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, t
         # Warm each worker's model first, so load time is not counted as throughput.
         warm, images = images[:2], images[2:]
         warm_id = submit_batch([Item(f"w{i}.jpg", d) for i, d in enumerate(warm)], OutputOptions())
-        support.wait_for(lambda: _done(warm_id), 300, "warm-up batch")
+        support.wait_until(lambda: _done(warm_id), 300, message="warm-up batch")
         started = time.perf_counter()
         batch_id = submit_batch([Item(f"{tag}-{i}.jpg", d) for i, d in enumerate(images)], OutputOptions())
-        support.wait_for(lambda: _done(batch_id), 3600, "batch", interval=0.2)
+        support.wait_until(lambda: _done(batch_id), 3600, message="batch")
         elapsed = time.perf_counter() - started
         with db.transaction() as cur:
             rows = reads.batch_tasks(cur, batch_id)

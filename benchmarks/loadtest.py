@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import harness
 import numpy as np
-from httpclient import matte_over_http
 
 from tests import support
+from tests.support.httpclient import matte_over_http
 
 SIDES = (64, 1600)
 

@@ -26,6 +26,7 @@ os.environ["CVUNET_TASK_HARD_LIMIT"] = "30"
 os.environ["CVUNET_VISIBILITY_TIMEOUT"] = "60"
 
 from tests import support  # noqa: E402
+from tests.support import rows_of  # noqa: E402
 
 ISNET = {"CVUNET_MODEL": "isnet-fp16"}
 
@@ -47,14 +48,6 @@ def photos(count: int, seed: int) -> list:
     return [Item(f"{seed}-{i}.jpg", data) for i, data in enumerate(harness.photos(count + seed)[seed:])]
 
 
-def rows_of(batch_id: str) -> list[dict]:
-    from cvunet_matting import db
-    from cvunet_matting.db import reads
-
-    with db.transaction() as cur:
-        return reads.batch_tasks(cur, batch_id)
-
-
 def wait_batch(batch_id: str, timeout: float = 600, tick=None) -> None:
     from cvunet_matting import db
     from cvunet_matting.db import reads
@@ -65,7 +58,7 @@ def wait_batch(batch_id: str, timeout: float = 600, tick=None) -> None:
         with db.transaction() as cur:
             return reads.get_batch(cur, batch_id)["state"] == "done"
 
-    support.wait_for(done, timeout, f"batch {batch_id}", interval=0.5)
+    support.wait_until(done, timeout, interval=0.5, message=f"batch {batch_id} not done")
 
 
 def audit(name: str, batch_id: str, inputs: int, expect_failure=lambda row: False, note: str = "") -> Row:
@@ -86,7 +79,7 @@ def audit(name: str, batch_id: str, inputs: int, expect_failure=lambda row: Fals
 
 def submit(items, **overrides) -> str:
     from cvunet_matting.config import load_settings
-    from cvunet_matting.imaging import OutputOptions
+    from cvunet_matting.encoding import OutputOptions
     from cvunet_matting.submission import submit_batch
 
     settings = load_settings({**os.environ, **overrides})
@@ -104,7 +97,7 @@ def worker(name: str, **env):
 def scenario_worker_kill() -> Row:
     first = worker("k0@%h", **ISNET)
     batch_id = submit(photos(8, 1))
-    support.wait_for(lambda: successes(batch_id) >= 2, 300, "two done")
+    support.wait_until(lambda: successes(batch_id) >= 2, 300, message="two done")
     support.kill_group(first)
     second = worker("k1@%h", **ISNET)
     try:
@@ -118,7 +111,7 @@ def scenario_redis_restart() -> Row:
     proc = worker("r0@%h", **ISNET)
     try:
         batch_id = submit(photos(8, 20), CVUNET_BATCH_CHUNK="3")
-        support.wait_for(lambda: successes(batch_id) >= 2, 300, "two done")
+        support.wait_until(lambda: successes(batch_id) >= 2, 300, message="two done")
         REDIS.restart()  # queue, unacked messages and chord counters are gone
         time.sleep(5)  # the worker finishes the image in hand and reconnects
         reconcile = subprocess.run(
@@ -136,7 +129,7 @@ def scenario_postgres_outage() -> Row:
     proc = worker("p0@%h", CVUNET_DATABASE_URL=url, **ISNET)
     try:
         batch_id = submit(photos(6, 40))
-        support.wait_for(lambda: successes(batch_id) >= 1, 300, "one done")
+        support.wait_until(lambda: successes(batch_id) >= 1, 300, message="one done")
         proxy.stop()
         time.sleep(8)  # a few images finish while Postgres is unreachable
         proxy = proxy.restart()
@@ -182,7 +175,8 @@ def scenario_web_kill() -> Row:
     from concurrent.futures import ThreadPoolExecutor
 
     from bench_http import start_stack
-    from httpclient import matte_over_http
+
+    from tests.support.httpclient import matte_over_http
 
     # The web layer is under test: a tiny model keeps every image well inside its time limit.
     os.environ["CVUNET_MODEL"] = str(support.build_tiny_model(harness.ROOT / "models" / "tiny-cvunet.onnx"))

