@@ -39,16 +39,29 @@ def main(verbose: bool) -> None:
 @click.option("--format", "fmt", default="png", show_default=True, help="png, webp or jpg.")
 @click.option("--bg-color", default=None, help="Flatten onto this colour, e.g. '#ffffff' or 'white'.")
 @click.option("--alpha", "alpha_only", is_flag=True, help="Write the alpha matte only (grey PNG).")
-def matte(paths, out_dir, fmt, bg_color, alpha_only) -> None:
+@click.option("--alpha-threshold", type=int, default=0, show_default=True, help="Alpha below this (0-255) becomes 0.")
+@click.option("--erode", type=int, default=0, show_default=True, help="Shrink the matte (px).")
+@click.option("--feather", type=int, default=0, show_default=True, help="Soften the matte's edge (px).")
+@click.option(
+    "--refine/--no-refine",
+    default=None,
+    help="Re-fit the upscaled matte to the full-size photo's edges (guided filter; default off).",
+)
+@click.option(
+    "--decontaminate/--no-decontaminate",
+    default=None,
+    help="Take the old background's colour out of edge pixels (foreground estimation; default on).",
+)
+def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     """Matte image files and folders (recursively) with no server."""
-    from .imaging import OutputOptions
+    from .encoding import OutputOptions
     from .local_matting import collect, run_all
     from .model import get_session
     from .storage import new_run_dir
 
     settings = get_settings()
     try:
-        options = OutputOptions.parse(fmt, bg_color, alpha_only)
+        options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
         session = get_session(settings)
     except MattingError as exc:
         fail(exc.reason)

@@ -1,4 +1,7 @@
-"""One image, bytes in and bytes out: decode, predict the alpha, encode. Shared by CLI and workers."""
+"""One image, bytes in and bytes out: decode, predict the alpha, finish its edges, encode.
+
+Shared by the CLI and the workers.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import time
 from dataclasses import dataclass, field
 
 from .config import Settings
-from .imaging import OutputOptions, decode, encode
+from .edges import finish
+from .encoding import OutputOptions, encode
+from .imaging import decode
+from .input_alpha import read_alpha
 from .model import MattingSession
 
-# The keys of MatteResult.timings, in the order they happen.
+# The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 
@@ -22,12 +28,16 @@ class MatteResult:
 
 
 def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, settings: Settings) -> MatteResult:
-    """Raise InputError for a bad image; the original pixels are kept, only alpha is added."""
+    """Raise InputError for a bad image; the original pixels are kept but at the edges, alpha is added."""
     timings: dict = {}
     clock = time.perf_counter()
     rgb = decode(data, settings.max_pixels)
+    input_alpha = read_alpha(data, rgb.shape[:2])
     timings["decode"] = time.perf_counter() - clock
     alpha = session.predict_alpha(rgb, timings)
+    clock = time.perf_counter()
+    rgb, alpha = finish(rgb, alpha, input_alpha, options)
+    timings["postprocess"] += time.perf_counter() - clock
     clock = time.perf_counter()
     out = encode(rgb, alpha, options, settings.encode_threads)
     timings["encode"] = time.perf_counter() - clock
