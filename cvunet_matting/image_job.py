@@ -15,8 +15,8 @@ import psycopg2
 from . import db
 from .config import Settings
 from .db import reads
+from .encoding import OutputOptions
 from .errors import InputError
-from .imaging import OutputOptions
 from .matting import matte_bytes
 from .model import MattingSession
 from .storage import Storage, write_atomic
