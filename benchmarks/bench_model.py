@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from cvunet_matting.config import get_settings
-from cvunet_matting.imaging import OutputOptions
+from cvunet_matting.encoding import OutputOptions
 from cvunet_matting.malloc import tune_for_large_buffers
 from cvunet_matting.matting import MODEL_STAGES as STAGES
 from cvunet_matting.matting import matte_bytes

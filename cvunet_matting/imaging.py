@@ -11,17 +11,15 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from .encoding import OutputOptions, encode, parse_color
 from .errors import InputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "INPUT_FORMATS",
     "SUPPORTED_FORMATS",
     "ImageInfo",
-    "OutputOptions",
     "decode",
-    "encode",
-    "parse_color",
+    "input_media_type",
     "probe",
     "sniff_extension",
 ]
@@ -30,8 +28,17 @@ __all__ = [
 # (an error under our tests) or refuse with a limit that is not ours.
 Image.MAX_IMAGE_PIXELS = None
 
-_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif", "gif": ".gif"}
-SUPPORTED_FORMATS = frozenset(_EXTENSIONS)
+# The input formats we accept: our format name -> (the extension we store it under, its media type).
+INPUT_FORMATS = {
+    "jpeg": (".jpg", "image/jpeg"),
+    "png": (".png", "image/png"),
+    "webp": (".webp", "image/webp"),
+    "bmp": (".bmp", "image/bmp"),
+    "tiff": (".tif", "image/tiff"),
+    "gif": (".gif", "image/gif"),
+}
+SUPPORTED_FORMATS = frozenset(INPUT_FORMATS)
+_MEDIA_TYPES = dict(INPUT_FORMATS.values())
 # File name endings taken when a folder is walked (files named explicitly are always tried).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 _MAGIC = (
@@ -76,7 +83,12 @@ def _sniff(data: bytes) -> str | None:
 def sniff_extension(data: bytes) -> str | None:
     """A file extension from the magic bytes, so stored file names never come from the client."""
     fmt = _sniff(data)
-    return _EXTENSIONS[fmt] if fmt else None
+    return INPUT_FORMATS[fmt][0] if fmt else None
+
+
+def input_media_type(extension: str) -> str:
+    """The media type of a stored input, by the extension sniff_extension() gave it."""
+    return _MEDIA_TYPES.get(extension, "application/octet-stream")
 
 
 def _other_format(data: bytes) -> str | None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
+from .encoding import OutputOptions
 from .errors import MattingError
 from .folders import image_files
-from .imaging import OutputOptions
 from .matting import matte_bytes
 from .model import MattingSession
 from .storage import create_new

@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from . import db
 from .db import reads
 from .redis_client import get_redis
+from .states import TASK_STATES
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ScrapeCollector:
         except psycopg2.Error as exc:
             log.warning("metrics: task counts unavailable: %s", exc)
             return
-        for state in ("pending", "started", "retry", "success", "failure"):
+        for state in TASK_STATES:
             tasks.add_metric([state], counts.get(state, 0))
         yield tasks
 

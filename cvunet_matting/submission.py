@@ -9,9 +9,10 @@ from pathlib import Path
 from . import batch_lifecycle, db, dispatch
 from .config import Settings, get_settings
 from .db import writes
+from .encoding import OutputOptions
 from .errors import InputError
 from .folders import image_files
-from .imaging import OutputOptions, probe
+from .imaging import probe
 from .naming import unique_names
 from .storage import Storage
 

@@ -6,14 +6,16 @@ import math
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from . import api, db, submission
+from . import db, submission
 from .db import reads
 from .errors import InputError
+from .http_support import csrf_token, csrf_valid, settings
 from .imaging import SUPPORTED_FORMATS
-from .web import csrf_token, csrf_valid, settings
+from .presenters import batch_json, task_json
+from .states import TASK_STATES
+from .web_input import load_batch, parse_id, parse_options, probe_uploads
 
 bp = Blueprint("ui", __name__)
-STATES = ("pending", "started", "retry", "success", "failure")
 BATCH_PAGE = 60
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -34,7 +36,7 @@ def template_globals():
 
 def uuid_or_404(value: str) -> str:
     try:
-        return api.parse_id(value)
+        return parse_id(value)
     except InputError:
         abort(404)
 
@@ -54,14 +56,14 @@ def index():
 def upload_form():
     """The same upload without JavaScript: one file goes to its result page, several to a batch."""
     fill = request.form.get("fill")
-    options = api.parse_options(
+    options = parse_options(
         {
             "format": request.form.get("format"),
             "bg_color": request.form.get("bg_color") if fill else None,
             "alpha_only": request.form.get("alpha_only", "false"),
         }
     )
-    items, refused = api.probe_uploads(request.files.getlist("files"))
+    items, refused = probe_uploads(request.files.getlist("files"))
     for item in refused:
         flash(f"{item['filename']}: {item['message']}", "error")
     if not items:
@@ -81,7 +83,7 @@ def task_view(task_id: str):
         row = reads.get_task(cur, uuid_or_404(task_id))
     if row is None:
         abort(404, description="No such task: it may have been removed.")
-    return render_template("task.html", task=api.task_json(row))
+    return render_template("task.html", task=task_json(row))
 
 
 @bp.post("/tasks/<task_id>/retry")
@@ -106,10 +108,10 @@ def retry(task_id: str):
 def batch_view(batch_id: str):
     page = max(request.args.get("page", 1, type=int), 1)
     try:
-        batch, counts, rows = api.load_batch(uuid_or_404(batch_id), (page - 1) * BATCH_PAGE, BATCH_PAGE)
+        batch, counts, rows = load_batch(uuid_or_404(batch_id), (page - 1) * BATCH_PAGE, BATCH_PAGE)
     except InputError:
         abort(404, description="No such batch.")
-    data = api.batch_json(batch, counts, rows, (page - 1) * BATCH_PAGE)
+    data = batch_json(batch, counts, rows, (page - 1) * BATCH_PAGE)
     pages = max(math.ceil(batch["total"] / BATCH_PAGE), 1)
     return render_template("batch.html", batch=data, page=page, pages=pages)
 
@@ -118,10 +120,12 @@ def batch_view(batch_id: str):
 def history():
     page = max(request.args.get("page", 1, type=int), 1)
     state = request.args.get("state") or None
-    if state not in STATES:
+    if state not in TASK_STATES:
         state = None
     with db.transaction() as cur:
         rows, total = reads.history(cur, page, state)
     pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
-    tasks = [api.task_json(r) for r in rows]
-    return render_template("history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=STATES)
+    tasks = [task_json(r) for r in rows]
+    return render_template(
+        "history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=TASK_STATES
+    )

@@ -1,4 +1,4 @@
-"""The Flask app factory: settings, secret key, blueprints, and error pages (JSON under /api).
+"""The Flask app factory: settings, secret key, error handlers, and the one place that knows every blueprint.
 
 The web process only stores uploads, records rows and enqueues tasks: it never loads the model.
 """
@@ -6,39 +6,20 @@ The web process only stores uploads, records rows and enqueues tasks: it never l
 from __future__ import annotations
 
 import contextlib
-import hmac
-import logging
 import os
 import secrets
 import tempfile
 from pathlib import Path
 
-import kombu.exceptions
-import psycopg2
-import redis
-from flask import Flask, current_app, jsonify, render_template, request, session
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 from werkzeug.routing import BaseConverter
 
+from . import api, health, metrics, ui
 from .config import Settings, get_settings, load_settings
-from .errors import InputError
-
-log = logging.getLogger(__name__)
-
-# InputError codes that mean something other than a plain 400 Bad Request.
-STATUS_BY_CODE = {
-    "too_large": 413,
-    "forbidden_path": 403,
-    "not_found": 404,
-    "not_ready": 404,
-    "svg": 415,
-    "not_an_image": 415,
-    "unsupported_format": 415,
-    "unauthorized": 401,
-    "not_failed": 409,
-}
-CSRF_KEY = "csrf"
-UNAVAILABLE = (kombu.exceptions.OperationalError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
+from .http_errors import register_errors
+from .http_support import security_headers
+from .malloc import tune_for_large_buffers
+from .polling import PaceCache
 
 
 class BatchIdConverter(BaseConverter):
@@ -71,101 +52,8 @@ def app_settings(test_config: dict) -> Settings:
     return load_settings({**os.environ, **overrides}) if overrides else get_settings()
 
 
-def settings() -> Settings:
-    """The settings of the app serving the current request."""
-    return current_app.extensions["cvunet.settings"]
-
-
-def csrf_token() -> str:
-    """This browser session's CSRF token, made on first use."""
-    if CSRF_KEY not in session:
-        session[CSRF_KEY] = secrets.token_urlsafe(32)
-    return session[CSRF_KEY]
-
-
-def csrf_valid(given: str | None) -> bool:
-    expected = session.get(CSRF_KEY)
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def has_browser_session() -> bool:
-    """A session that a page of ours started (it holds a CSRF token)."""
-    return CSRF_KEY in session
-
-
-def error_json(code: str, message: str, status: int, **extra):
-    return jsonify({"error": {"code": code, "message": message, **extra}}), status
-
-
-def wants_json() -> bool:
-    return request.path.startswith("/api/")
-
-
-def _error_page(status: int, title: str, message: str):
-    if wants_json():
-        return error_json(title.lower().replace(" ", "_").replace("'", ""), message, status)
-    return render_template("error.html", status=status, title=title, message=message), status
-
-
-def _too_large_message() -> str:
-    return f"the upload is larger than the {settings().max_upload_mb} MB limit"
-
-
-def register_errors(app: Flask) -> None:
-    @app.errorhandler(InputError)
-    def input_error(exc: InputError):
-        status = STATUS_BY_CODE.get(exc.code, 400)
-        if wants_json():
-            return error_json(exc.code, exc.reason, status)
-        return render_template("error.html", status=status, title="Refused", message=exc.reason), status
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if exc.code == 413:
-            if wants_json():
-                return error_json("too_large", _too_large_message(), 413)
-            return _error_page(413, "Too large", _too_large_message())
-        response = exc.get_response()  # keeps headers such as Allow on a 405
-        if not wants_json():
-            body = render_template("error.html", status=exc.code, title=exc.name, message=exc.description)
-            response.set_data(body)
-            response.content_type = "text/html; charset=utf-8"
-            return response
-        code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
-        response.set_data(jsonify({"error": {"code": code, "message": exc.description}}).get_data())
-        response.content_type = "application/json"
-        return response
-
-    def unavailable(exc: Exception):
-        log.warning("service unavailable on %s %s: %s", request.method, request.path, exc)
-        return _error_page(503, "Unavailable", "the queue or the database cannot be reached; try again shortly")
-
-    for exc_class in UNAVAILABLE:
-        app.register_error_handler(exc_class, unavailable)
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error_page(500, "Internal error", "something went wrong on our side; the error was logged")
-
-
-def security_headers(response):
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-    )
-    return response
-
-
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the web app; `test_config` overrides Flask config keys and CVUNET_* settings."""
-    from . import api, health, metrics, ui
-    from .malloc import tune_for_large_buffers
-    from .polling import PaceCache
-
     tune_for_large_buffers()  # uploads are image-sized buffers too
     test_config = dict(test_config or {})
     cfg = app_settings(test_config)

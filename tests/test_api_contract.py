@@ -2,28 +2,68 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import schemathesis
+from flask import Blueprint
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from cvunet_matting.api_routes import OPERATIONS
+from cvunet_matting.api_spec import router
+from cvunet_matting.http_errors import ERROR_STATUSES
+from cvunet_matting.imaging import INPUT_FORMATS
 from cvunet_matting.openapi import document
+from cvunet_matting.states import BATCH_STATES, TASK_STATES
 from cvunet_matting.web import create_app
 
 MAX_EXAMPLES = 15
 
 
-def test_openapi_document_is_valid_and_covers_every_api_route(tmp_path):
-    spec = document()
-    validate(spec)  # raises on an invalid OpenAPI 3.0 document
-    app = create_app({"CVUNET_DATA_DIR": str(tmp_path)})
+def served_api_routes(app) -> set[tuple[str, str]]:
+    """(OpenAPI path, method) of every route the app serves under /api/v1."""
     routes = set()
     for rule in app.url_map.iter_rules():
         if rule.rule.startswith("/api/v1/"):
-            path = rule.rule.replace("<task_id>", "{id}").replace("<batch_id:batch_id>", "{id}")
+            path = re.sub(r"<(?:\w+:)?\w+>", "{id}", rule.rule)
             routes |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    return routes
+
+
+def test_openapi_document_is_valid_and_lists_exactly_the_served_api_routes(tmp_path):
+    spec = document()
+    validate(spec)  # raises on an invalid OpenAPI 3.0 document
+    app = create_app({"CVUNET_DATA_DIR": str(tmp_path)})
     documented = {(path, method) for path, item in spec["paths"].items() for method in item}
-    assert routes == documented
+    assert served_api_routes(app) == documented
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")}
+    assert endpoints == {f"api.{name}" for name in OPERATIONS}
+
+
+def test_a_route_cannot_be_served_without_its_declaration():
+    route = router(Blueprint("scratch", __name__, url_prefix="/api/v1"), {})
+    with pytest.raises(KeyError, match="undeclared"):
+
+        @route
+        def undeclared():
+            return ""
+
+
+def test_the_document_publishes_the_facts_the_code_serves():
+    spec = document()
+    schemas = spec["components"]["schemas"]
+    assert schemas["Item"]["properties"]["state"]["enum"] == list(TASK_STATES)
+    assert schemas["Batch"]["properties"]["state"]["enum"] == list(BATCH_STATES)
+    original = spec["paths"]["/api/v1/tasks/{id}/input"]["get"]["responses"]["200"]["content"]
+    assert list(original) == [media_type for _, media_type in INPUT_FORMATS.values()] + ["application/octet-stream"]
+    for item in spec["paths"].values():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert response["description"] == ERROR_STATUSES[int(status)][0]
+    limit = next(p for p in spec["paths"]["/api/v1/batches/{id}"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"] == {"type": "integer", "minimum": 0, "maximum": 1000}
 
 
 @pytest.fixture

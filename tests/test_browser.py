@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from cvunet_matting.web import create_app
 from tests import support
-from tests.test_web_api import png_bytes
+from tests.support import png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.stack]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

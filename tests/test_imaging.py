@@ -13,8 +13,9 @@ import pytest
 from PIL import Image, ImageFile
 
 from cvunet_matting import imaging
+from cvunet_matting.encoding import OutputOptions, encode
 from cvunet_matting.errors import InputError
-from cvunet_matting.imaging import OutputOptions, decode, encode, probe, sniff_extension
+from cvunet_matting.imaging import decode, probe, sniff_extension
 
 LIMIT = 50_000_000
 RED, GREEN, BLUE, WHITE = (220, 30, 40), (30, 200, 60), (20, 40, 230), (250, 250, 250)

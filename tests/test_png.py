@@ -15,7 +15,7 @@ from PIL import Image
 
 from cvunet_matting import png
 from cvunet_matting.config import load_settings
-from cvunet_matting.imaging import OutputOptions, encode
+from cvunet_matting.encoding import OutputOptions, encode
 
 
 def random_image(shape, seed=0) -> np.ndarray:

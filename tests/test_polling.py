@@ -12,7 +12,7 @@ import pytest
 from cvunet_matting import db
 from cvunet_matting.polling import MAX_S, MIN_S, Pace, PaceCache, poll_after
 from cvunet_matting.web import create_app
-from tests.test_web_api import png_bytes
+from tests.support import png_bytes
 
 
 @pytest.mark.parametrize(

@@ -21,16 +21,10 @@ from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
 from cvunet_matting.web import create_app
 from tests import support
+from tests.support import png_bytes
 
 services = pytest.mark.services
 SIZE = (48, 64)  # rows, columns
-
-
-def png_bytes(seed: int, size: tuple[int, int] = SIZE) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    ok, buf = cv2.imencode(".png", pixels)
-    assert ok
-    return buf.tobytes()
 
 
 def truncated_png(seed: int = 99) -> bytes:
@@ -262,6 +256,34 @@ def test_results_are_404_json_until_ready(client):
 
 
 @services
+def test_declared_query_parameters_are_checked_and_download_stays_a_lenient_switch(client):
+    files = {"files": [(io.BytesIO(png_bytes(s)), f"{s}.png") for s in (41, 42, 43)]}
+    batch_url = client.post("/api/v1/batches", data=files, content_type="multipart/form-data").get_json()["status_url"]
+    for query in ("offset=-1", "offset=x", "offset=2147483648", "limit=1001", "limit=", "limit=%EF%BC%91"):
+        response = client.get(f"{batch_url}?{query}")
+        assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_request", query
+    page = client.get(f"{batch_url}?offset=1&limit=1").get_json()
+    assert page["items_offset"] == 1 and len(page["items"]) == 1 and page["total"] == 3
+    input_url = page["items"][0]["input_url"]
+    for value, attached in (("1", True), ("true", True), ("yes", True), ("0", False), ("no", False), ("", False)):
+        disposition = client.get(f"{input_url}?download={value}", buffered=True).headers["Content-Disposition"]
+        assert disposition.startswith("attachment") is attached, value
+
+
+def test_the_alpha_matte_is_taken_from_the_stored_cut_out(tmp_path):
+    from cvunet_matting.alpha_matte import alpha_png
+    from cvunet_matting.errors import InputError
+
+    rgba = np.random.default_rng(5).integers(0, 256, (*SIZE, 4), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "cut.png"), rgba)
+    assert np.array_equal(decode(alpha_png(tmp_path / "cut.png")), rgba[..., 3])
+    cv2.imwrite(str(tmp_path / "flat.png"), rgba[..., :3])
+    with pytest.raises(InputError) as info:
+        alpha_png(tmp_path / "flat.png")
+    assert info.value.code == "not_found"
+
+
+@services
 def test_folder_submission_stays_inside_the_allowed_roots(client, tmp_root):
     root = get_settings().allowed_roots[0]
     (root / "shoot").mkdir(parents=True, exist_ok=True)
@@ -383,7 +405,8 @@ def test_form_upload_without_javascript(client):
     page = client.get(two.headers["Location"]).get_data(as_text=True)
     assert "SVG images are not supported" in page
     task = task_row(two.headers["Location"].rsplit("/", 1)[1])
-    assert task["options"] == {"format": "jpg", "bg_color": [0x33, 0x66, 0x99], "alpha_only": False}
+    chosen = {key: task["options"][key] for key in ("format", "bg_color", "alpha_only")}
+    assert chosen == {"format": "jpg", "bg_color": [0x33, 0x66, 0x99], "alpha_only": False}
 
 
 @services

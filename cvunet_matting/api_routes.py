@@ -1,0 +1,101 @@
+"""The routing table of /api/v1: every operation, declared once (api.py serves them, openapi.py publishes them)."""
+
+from __future__ import annotations
+
+from .api_schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response, json_response, multipart, ref, string
+from .api_spec import FlagQuery, IntQuery, Operation
+
+ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
+SUBMIT_ERRORS = (400, 401, 413, 415, 503)
+READ_ERRORS = (400, 401, 404, 503)
+PAGE = (IntQuery("offset", 0, 2**31 - 1), IntQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
+DOWNLOAD = (FlagQuery("download", "as attachment"),)
+
+
+def _queued(schema: str, description: str = "Queued") -> tuple[int, dict]:
+    return 202, json_response(description, ref(schema), polled=True)
+
+
+OPERATIONS = {
+    "submit_image": Operation(
+        "POST",
+        "/images",
+        "Submit one image",
+        _queued("TaskAccepted"),
+        SUBMIT_ERRORS,
+        body=multipart({"file": string(format="binary"), **FORM_OPTIONS}, ["file"]),
+    ),
+    "submit_batch": Operation(
+        "POST",
+        "/batches",
+        "Submit several images as one batch (refused files are listed, the rest run)",
+        _queued("BatchAccepted"),
+        SUBMIT_ERRORS,
+        body=multipart({"files": {"type": "array", "items": string(format="binary")}, **FORM_OPTIONS}, ["files"]),
+    ),
+    "submit_folder": Operation(
+        "POST",
+        "/batches/folder",
+        "Submit every image of a server-side folder (operators)",
+        _queued("BatchAccepted"),
+        (400, 401, 403, 404, 503),
+        body={"required": True, "content": {"application/json": {"schema": ref("FolderRequest")}}},
+    ),
+    "batch_status": Operation(
+        "GET",
+        "/batches/<batch_id:batch_id>",
+        "A batch's progress and items",
+        (200, json_response("Batch", ref("Batch"), polled=True)),
+        READ_ERRORS,
+        query=PAGE,
+    ),
+    "batch_zip": Operation(
+        "GET",
+        "/batches/<batch_id:batch_id>/zip",
+        "The finished batch's ZIP (results and manifest.json)",
+        (200, binary_response("ZIP archive", ["application/zip"])),
+        READ_ERRORS,
+    ),
+    "task_status": Operation(
+        "GET", "/tasks/<task_id>", "A task's state", (200, json_response("Task", ref("Task"), polled=True)), READ_ERRORS
+    ),
+    "retry": Operation(
+        "POST",
+        "/tasks/<task_id>/retry",
+        "Requeue a failed task",
+        _queued("TaskAccepted", "Requeued"),
+        (400, 401, 404, 409, 503),
+    ),
+    "task_result": Operation(
+        "GET",
+        "/tasks/<task_id>/result",
+        "The cut-out",
+        (200, binary_response("Result", IMAGE_TYPES)),
+        READ_ERRORS,
+        query=DOWNLOAD,
+    ),
+    "task_alpha": Operation(
+        "GET",
+        "/tasks/<task_id>/alpha",
+        "The alpha matte (grey PNG); 404 for results flattened on a colour",
+        (200, binary_response("Alpha matte", ["image/png"])),
+        READ_ERRORS,
+        query=DOWNLOAD,
+    ),
+    "task_input": Operation(
+        "GET",
+        "/tasks/<task_id>/input",
+        "The original upload",
+        (200, binary_response("Original", [*INPUT_TYPES, "application/octet-stream"])),
+        READ_ERRORS,
+        query=DOWNLOAD,
+    ),
+    "openapi": Operation(
+        "GET",
+        "/openapi.json",
+        "This document",
+        (200, json_response("OpenAPI document", {"type": "object"})),
+        public=True,
+    ),
+}
+PUBLIC_ENDPOINTS = frozenset(f"api.{name}" for name, operation in OPERATIONS.items() if operation.public)

@@ -1,0 +1,141 @@
+"""The pieces of the OpenAPI description of /api/v1: schema helpers and the shared component schemas.
+
+Operations (api_routes) and the document (openapi) are built from these, so a shape is written once.
+"""
+
+from __future__ import annotations
+
+from .encoding import FLAG_WORDS, FORMAT_WORDS
+from .imaging import INPUT_FORMATS
+from .states import BATCH_STATES, TASK_STATES
+
+IMAGE_TYPES = ("image/png", "image/webp", "image/jpeg")  # what a result can be
+INPUT_TYPES = tuple(media_type for _, media_type in INPUT_FORMATS.values())
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def string(**extra) -> dict:
+    return {"type": "string", **extra}
+
+
+def nullable(schema: dict) -> dict:
+    return {**schema, "nullable": True}
+
+
+def obj(required: list[str], **properties) -> dict:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": (
+            "present while the work is unfinished: seconds to wait before polling again. For a task it "
+            "is half its expected remaining wait (from the queue ahead and the recent pace), 1 to 10"
+        ),
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def json_response(description: str, schema: dict, polled: bool = False) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {**response, "headers": RETRY_AFTER} if polled else response
+
+
+def binary_response(description: str, types) -> dict:
+    return {"description": description, "content": {t: {"schema": string(format="binary")} for t in types}}
+
+
+FORM_OPTIONS = {
+    "format": string(enum=list(FORMAT_WORDS), description="output format: png (the default), webp or jpg"),
+    "bg_color": string(description="flatten on this colour: '#RRGGBB', 'r,g,b' or a name; empty: keep alpha"),
+    "alpha_only": string(enum=list(FLAG_WORDS), description="true: return the alpha matte only (grey PNG)"),
+}
+
+SCHEMAS = {
+    "Error": obj(
+        ["error"],
+        error=obj(
+            ["code", "message"],
+            code=string(),
+            message=string(),
+            state=string(enum=[*TASK_STATES, *BATCH_STATES]),
+            refused={"type": "array", "items": ref("Refused")},
+        ),
+    ),
+    "Refused": obj(["filename", "code", "message"], filename=string(), code=string(), message=string()),
+    "Options": {
+        "type": "object",
+        "properties": {
+            "format": nullable(FORM_OPTIONS["format"]),
+            "bg_color": nullable(FORM_OPTIONS["bg_color"]),
+            "alpha_only": {"type": "boolean"},
+        },
+    },
+    "FolderRequest": obj(
+        ["folder"],
+        folder=string(minLength=1, description="a folder under CVUNET_ALLOWED_ROOTS (relative: under the first)"),
+        options=ref("Options"),
+    ),
+    "TaskAccepted": obj(
+        ["task_id", "status_url"], task_id=string(format="uuid"), status_url=string(), view_url=string()
+    ),
+    "BatchAccepted": obj(
+        ["batch_id", "status_url", "total"],
+        batch_id=string(format="uuid"),
+        status_url=string(),
+        view_url=string(),
+        total={"type": "integer", "minimum": 0},
+        refused={"type": "array", "items": ref("Refused")},
+    ),
+    "Item": obj(
+        ["task_id", "filename", "state", "error", "status_url"],
+        task_id=string(format="uuid"),
+        filename=string(),
+        state=string(enum=list(TASK_STATES)),
+        error=nullable(string()),
+        status_url=string(),
+        view_url=string(),
+        input_url=string(),
+        result_url=string(),
+        alpha_url=string(),
+    ),
+    "Task": {
+        "allOf": [
+            ref("Item"),
+            obj(
+                ["attempts", "created_at"],
+                batch_id=nullable(string(format="uuid")),
+                attempts={"type": "integer", "minimum": 0},
+                width=nullable({"type": "integer"}),
+                height=nullable({"type": "integer"}),
+                created_at=string(format="date-time"),
+                finished_at=nullable(string(format="date-time")),
+            ),
+        ]
+    },
+    "Batch": obj(
+        ["batch_id", "state", "total", "done", "failed", "pending", "items"],
+        batch_id=string(format="uuid"),
+        state=string(enum=list(BATCH_STATES)),
+        total={"type": "integer"},
+        done={"type": "integer", "description": "items that succeeded"},
+        failed={"type": "integer"},
+        pending={"type": "integer"},
+        created_at=string(format="date-time"),
+        finished_at=nullable(string(format="date-time")),
+        error=nullable(string(description="why the batch ended without its ZIP")),
+        view_url=string(),
+        zip_url=string(),
+        items_offset={"type": "integer"},
+        items={"type": "array", "items": ref("Item")},
+    ),
+}
+
+
+def multipart(properties: dict, required: list[str]) -> dict:
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}

@@ -1,0 +1,75 @@
+"""What the API's downloads send: a task's result, alpha matte or original, and a batch's ZIP.
+
+Each answers from the row alone: a stored file (reached only through Storage.resolve), its media
+type and a download name that never comes from the client as a path; a 404 JSON while not ready.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+from flask import send_file
+
+from .alpha_matte import alpha_png
+from .encoding import OutputOptions
+from .errors import InputError
+from .http_errors import error_json
+from .http_support import settings
+from .imaging import input_media_type, sniff_extension
+from .naming import safe_stem
+from .presenters import has_alpha
+from .storage import Storage
+
+
+def stored(relative: str) -> Path:
+    """A stored file, only ever reached through Storage.resolve (which refuses escapes)."""
+    path = Storage(settings().data_dir).resolve(relative)
+    if not path.is_file():
+        raise InputError("the file is no longer in storage", code="not_found")
+    return path
+
+
+def not_ready(what: str, row: dict):
+    code = "failed" if row["state"] == "failure" else "not_ready"
+    message = f"the task failed: {row['error']}" if code == "failed" else f"the {what} is not ready yet"
+    return error_json(code, message, 404, state=row["state"])
+
+
+def result(row: dict, attachment: bool):
+    if row["state"] != "success":
+        return not_ready("result", row)
+    path = stored(row["output_path"])
+    mimetype = OutputOptions.from_dict(row["options"]).mimetype
+    return send_file(path, mimetype=mimetype, as_attachment=attachment, download_name=path.name)
+
+
+def matte(row: dict, attachment: bool):
+    """The alpha matte as a grey PNG, taken from the stored cut-out (flattened outputs have none)."""
+    if row["state"] != "success":
+        return not_ready("alpha matte", row)
+    if not has_alpha(row):
+        raise InputError("this result was flattened on a colour: it has no alpha channel", code="not_found")
+    path = stored(row["output_path"])
+    matte = path if OutputOptions.from_dict(row["options"]).alpha_only else BytesIO(alpha_png(path))
+    name = f"{safe_stem(path.name)}-alpha.png"
+    return send_file(matte, mimetype="image/png", as_attachment=attachment, download_name=name)
+
+
+def original(row: dict, attachment: bool):
+    """The upload as stored, its type sniffed from its first bytes (never the client's file name)."""
+    storage = Storage(settings().data_dir)
+    path = stored(storage.relative(storage.input_path(row["input_key"])))
+    with path.open("rb") as fh:
+        extension = sniff_extension(fh.read(64)) or ".bin"
+    name = f"{safe_stem(row['filename'])}{extension}"
+    return send_file(path, mimetype=input_media_type(extension), as_attachment=attachment, download_name=name)
+
+
+def batch_zip(batch: dict):
+    if batch["state"] != "done":
+        return error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"])
+    if not batch["zip_path"]:
+        return error_json("no_zip", f"the batch has no ZIP: {batch.get('error') or 'none was written'}", 404)
+    path = stored(batch["zip_path"])
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)

@@ -1,0 +1,105 @@
+"""Errors over HTTP: which status each error code gets, and the handlers (JSON under /api, pages elsewhere).
+
+The status table is the one fact both the handlers and the OpenAPI document read: a code listed
+under a status is sent with it, and the description is what the document publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kombu.exceptions
+import psycopg2
+import redis
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import InputError
+from .http_support import settings
+
+log = logging.getLogger(__name__)
+
+# Status -> (what the OpenAPI document says of it, the InputError codes sent with it).
+# Any code not listed is a plain 400.
+ERROR_STATUSES = {
+    400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, truncated...)", ()),
+    401: ("API tokens are enabled and no valid bearer token was sent", ("unauthorized",)),
+    403: ("The folder lies outside the allowed roots", ("forbidden_path",)),
+    404: (
+        "Unknown id, or the file is not ready (code `not_ready`) or the task failed (code `failed`)",
+        ("not_found", "not_ready"),
+    ),
+    409: ("Only failed tasks can be retried", ("not_failed",)),
+    413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),
+    415: (
+        "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
+        ("svg", "not_an_image", "unsupported_format"),
+    ),
+    503: ("Redis or PostgreSQL cannot be reached", ()),
+}
+_STATUS_BY_CODE = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
+UNAVAILABLE = (kombu.exceptions.OperationalError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def status_for(code: str) -> int:
+    """The HTTP status an InputError code is sent with."""
+    return _STATUS_BY_CODE.get(code, 400)
+
+
+def error_json(code: str, message: str, status: int, **extra):
+    return jsonify({"error": {"code": code, "message": message, **extra}}), status
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _code(title: str | None) -> str:
+    """A stable code from a status title: "Method Not Allowed" -> method_not_allowed."""
+    return (title or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def _error_page(status: int, title: str, message: str):
+    if wants_json():
+        return error_json(_code(title), message, status)
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def _input_error(exc: InputError):
+    status = status_for(exc.code)
+    if wants_json():
+        return error_json(exc.code, exc.reason, status)
+    return render_template("error.html", status=status, title="Refused", message=exc.reason), status
+
+
+def _http_error(exc: HTTPException):
+    if exc.code == 413:
+        message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
+        return error_json("too_large", message, 413) if wants_json() else _error_page(413, "Too large", message)
+    response = exc.get_response()  # keeps headers such as Allow on a 405
+    if not wants_json():
+        response.set_data(render_template("error.html", status=exc.code, title=exc.name, message=exc.description))
+        response.content_type = "text/html; charset=utf-8"
+        return response
+    response.set_data(jsonify({"error": {"code": _code(exc.name), "message": exc.description}}).get_data())
+    response.content_type = "application/json"
+    return response
+
+
+def _unavailable(exc: Exception):
+    log.warning("service unavailable on %s %s: %s", request.method, request.path, exc)
+    return _error_page(503, "Unavailable", "the queue or the database cannot be reached; try again shortly")
+
+
+def _unexpected(exc: Exception):
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _error_page(500, "Internal error", "something went wrong on our side; the error was logged")
+
+
+def register_errors(app: Flask) -> None:
+    """Refusals, HTTP errors, an unreachable Redis or Postgres (503) and anything else (500, logged)."""
+    app.register_error_handler(InputError, _input_error)
+    app.register_error_handler(HTTPException, _http_error)
+    for exc_class in UNAVAILABLE:
+        app.register_error_handler(exc_class, _unavailable)
+    app.register_error_handler(Exception, _unexpected)
