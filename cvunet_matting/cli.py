@@ -169,7 +169,7 @@ def worker(gpus: str, cpus: int) -> None:
 @click.option("--alpha", "alpha_only", is_flag=True)
 def submit(folder, fmt, bg_color, alpha_only) -> None:
     """Submit a server-side folder (under an allowed root) as one batch; prints the batch id."""
-    from .imaging import OutputOptions
+    from .encoding import OutputOptions
     from .submission import folder_items, submit_batch
 
     settings = get_settings()
