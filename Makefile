@@ -1,41 +1,53 @@
 # cvunet-matting: everyday commands. `make run` and `make test` are the README's two commands.
-PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+# Everything runs inside the project's own virtual environment (.venv/), never the system Python.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The interpreter that creates the environment (Python 3.11 or newer).
+BOOTSTRAP_PYTHON ?= python3
+# Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-# machine: system packages the tests drive (apt-get, only what is missing), Redis and Postgres up.
 .PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean
 
-install:
-	$(PIP) install -q -e '.[test]'
+# The environment, reinstalled when the package's metadata changes.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
 
 # onnxruntime-gpu and onnxruntime ship the same module: replace the CPU wheel rather than add to it.
 install-gpu: install
-	$(PIP) install -q -e '.[gpu]'
-	$(PIP) uninstall -y onnxruntime
-	$(PIP) install -q --force-reinstall --no-deps 'onnxruntime-gpu>=1.17'
+	$(PYTHON) -m pip install -q -e '.[gpu]'
+	$(PYTHON) -m pip uninstall -y onnxruntime
+	$(PYTHON) -m pip install -q --force-reinstall --no-deps 'onnxruntime-gpu>=1.17'
 
-model:
-	cvunet-matting model fetch
+model: install
+	$(BIN)/cvunet-matting model fetch
 
 run: install model
-	cvunet-matting run
+	$(BIN)/cvunet-matting run
 
-stop:
-	cvunet-matting stop
+stop: install
+	$(BIN)/cvunet-matting stop
 
+# machine: system packages the tests drive (apt-get, only what is missing), Redis and Postgres up.
 machine:
 	bash .ci/prepare-machine
 
 test: machine install model
 	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast:
+test-fast: install
 	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser" $(PYTEST_ARGS)
 
-lint:
-	ruff check .
-	ruff format --check .
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: model
 	$(PYTHON) benchmarks/bench_model.py
@@ -50,4 +62,4 @@ reliability: model
 	$(PYTHON) benchmarks/reliability.py
 
 clean:
-	rm -rf build *.egg-info .pytest_cache .ruff_cache outputs test-artifacts
+	rm -rf build *.egg-info .pytest_cache .ruff_cache outputs test-artifacts $(VENV)

@@ -22,6 +22,11 @@ broker_transport_options = {
     "socket_connect_timeout": 5,
 }
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+# A result write that meets a restarting Redis is retried until it answers: the image's file and its
+# PostgreSQL row are already durable, so giving up would turn a success into a failure.
+result_backend_always_retry = True
+result_backend_max_sleep_between_retries_ms = 2000
+result_backend_max_retries = 300
 visibility_timeout = _settings.visibility_timeout
 
 # Acknowledge after the work is done, so a crashed worker's task is redelivered, never lost.

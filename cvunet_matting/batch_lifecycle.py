@@ -63,14 +63,36 @@ def build_zip(rows: list[dict], manifest: dict, storage: Storage) -> bytes:
     return buffer.getvalue()
 
 
+class NotReady(Exception):
+    """The batch cannot be finalized yet: a result is still being recorded, or storage is away."""
+
+
+def check_ready(cur, batch: dict, storage: Storage) -> None:
+    """Raise NotReady unless every row is final and the output folder can be written.
+
+    Celery counts a chord's last image before that image's row is committed (and rows wait in the
+    spool while PostgreSQL is away): a manifest written now could leave out a success."""
+    pending = reads.batch_counts(cur, batch["id"])["pending"]
+    if pending:
+        raise NotReady(f"{pending} image(s) of batch {batch['id']} not recorded as finished yet")
+    if not storage.writable(storage.root / batch["output_dir"]):
+        raise NotReady(f"the output folder of batch {batch['id']} cannot be written")
+
+
 def finalize(batch_id: str, settings: Settings | None = None) -> dict:
-    """Write manifest.json and the batch ZIP into the batch's output folder (once per batch)."""
+    """Write manifest.json and the batch ZIP into the batch's output folder (once per batch).
+
+    Raises NotReady while that cannot be done yet (the task retries it)."""
     settings = settings or get_settings()
     storage = Storage(settings.data_dir)
     with db.transaction() as cur:
+        batch = reads.get_batch(cur, batch_id)
+        if batch is None or batch["state"] != "running":
+            return {"batch_id": batch_id, "finalized": False}
+        check_ready(cur, batch, storage)
         if not writes.claim_finalize(cur, batch_id):
             return {"batch_id": batch_id, "finalized": False}
-        batch, rows = reads.get_batch(cur, batch_id), reads.batch_tasks(cur, batch_id)
+        rows = reads.batch_tasks(cur, batch_id)
     manifest = {
         "batch_id": batch_id,
         "source": batch["source"],

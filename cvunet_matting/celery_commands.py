@@ -26,8 +26,9 @@ def parse_duration(text: str) -> int:
 
 def describe(row: dict) -> str:
     batch = f" batch={row['batch_id']}" if row["batch_id"] else ""
+    kind = f" ({row['error_code']})" if row.get("error_code") else ""
     error = f" error={row['error']!r}" if row["error"] else ""
-    return f"{row['id']} {row['state']:<8} attempts={row['attempts']} {row['filename']}{batch}{error}"
+    return f"{row['id']} {row['state']:<8} attempts={row['attempts']} {row['filename']}{batch}{kind}{error}"
 
 
 def _fail(message: str) -> None:
@@ -39,8 +40,11 @@ def _fail(message: str) -> None:
 @click.option("--failed", is_flag=True, help="Requeue tasks that ended as failed.")
 @click.option("--stuck-for", default=None, help="Requeue tasks unfinished for longer than this (e.g. 15m).")
 @click.option("--batch", "batch_id", default=None, help="Only tasks of this batch id.")
+@click.option(
+    "--include-refused", is_flag=True, help="Also inputs refused for what they are (truncated, not an image...)."
+)
 @click.option("--dry-run", is_flag=True, help="List what would be requeued; change nothing.")
-def requeue(failed, stuck_for, batch_id, dry_run):
+def requeue(failed, stuck_for, batch_id, include_refused, dry_run):
     """Requeue failed or stuck matting tasks recorded in PostgreSQL."""
     from .recovery import requeue as do_requeue
 
@@ -48,7 +52,7 @@ def requeue(failed, stuck_for, batch_id, dry_run):
         _fail("say what to requeue: --failed and/or --stuck-for DURATION")
     stuck = parse_duration(stuck_for) if stuck_for is not None else None
     try:
-        rows = do_requeue(failed, stuck, batch_id, dry_run)
+        rows = do_requeue(failed, stuck, batch_id, dry_run, include_refused)
     except psycopg2.Error as exc:
         _fail(f"postgres: {one_line(exc)}")
     for row in rows:
@@ -78,5 +82,6 @@ def reconcile(dry_run, wait_for):
     verb = "would be " if dry_run else ""
     click.echo(
         f"{len(found['lost'])} lost task(s) {verb}re-enqueued, "
-        f"{len(found['stalled_batches'])} stalled batch(es) {verb}restarted"
+        f"{len(found['stalled_batches'])} stalled batch(es) {verb}restarted, "
+        f"{len(found['storage_requeued'])} storage failure(s) requeued"
     )

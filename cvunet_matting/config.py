@@ -23,6 +23,16 @@ def _int(env, name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _float(env, name: str, default: float) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
 def _bool(env, name: str, default: bool) -> bool:
     value = env.get(name, "").strip().lower()
     if not value:
@@ -68,16 +78,15 @@ class Settings:
     log_level: str = "INFO"
     # Fault injection for the crash tests only: input keys on which a worker kills itself.
     crash_on_inputs: tuple[str, ...] = ()
+    # ... and extra seconds every image holds its worker, as a slow device would (failover tests).
+    test_delay_s: float = 0.0
     metrics_port: int = 0  # worker /metrics port; 0: not served
     metrics_addr: str = "0.0.0.0"  # noqa: S104 (inside a container Prometheus scrapes from outside)
-
-    @property
-    def inputs_dir(self) -> Path:
-        return self.data_dir / "inputs"
-
-    @property
-    def outputs_dir(self) -> Path:
-        return self.data_dir / "outputs"
+    # A worker silent for heartbeat_ttl seconds is dead: what it held goes back on the queue.
+    heartbeat_ttl: float = 5.0
+    heartbeat_interval: float = 1.0
+    reconcile_interval: float = 5.0  # how often the watchdog compares PostgreSQL with Redis
+    storage_retry_s: int = 300  # how long an image waits out unreadable or unwritable storage
 
     @property
     def spool_dir(self) -> Path:
@@ -121,8 +130,14 @@ def load_settings(env=None) -> Settings:
         secret_key=env.get("CVUNET_SECRET_KEY", ""),
         log_level=env.get("CVUNET_LOG_LEVEL", "INFO").upper(),
         crash_on_inputs=_list(env, "CVUNET_TEST_CRASH_ON"),
+        test_delay_s=_float(env, "CVUNET_TEST_DELAY_S", 0.0),
         metrics_port=_int(env, "CVUNET_METRICS_PORT", 0),
         metrics_addr=env.get("CVUNET_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
+        heartbeat_ttl=_float(env, "CVUNET_HEARTBEAT_TTL", 5.0),
+        # Five beats per lifetime: one lost packet or a busy second does not declare a worker dead.
+        heartbeat_interval=_float(env, "CVUNET_HEARTBEAT_TTL", 5.0) / 5,
+        reconcile_interval=_float(env, "CVUNET_RECONCILE_INTERVAL", 5.0),
+        storage_retry_s=_int(env, "CVUNET_STORAGE_RETRY_S", 300),
     )
 
 

@@ -53,10 +53,13 @@ def reuse(existing: dict, target: Path, storage: Storage) -> bool:
     return True
 
 
-def maybe_crash(input_key: str, settings: Settings) -> None:
-    """Fault injection for the crash tests: die like an OOM-killed process on chosen inputs."""
+def inject_faults(input_key: str, settings: Settings) -> None:
+    """Fault injection for the fault tests: die like an OOM-killed process on chosen inputs, or hold
+    every image longer, like a slow device."""
     if input_key in settings.crash_on_inputs:
         os.kill(os.getpid(), signal.SIGKILL)
+    if settings.test_delay_s:
+        time.sleep(settings.test_delay_s)
 
 
 def process(
@@ -84,7 +87,7 @@ def process(
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
     read_s = time.perf_counter() - clock
-    maybe_crash(input_key, settings)
+    inject_faults(input_key, settings)
     matted = matte_bytes(data, opts, session, settings)
     clock = time.perf_counter()
     try:

@@ -146,9 +146,3 @@ def get_session(settings: Settings | None = None) -> MattingSession:
             path, manifest = resolve_model(settings)
             _session = MattingSession(path, manifest, settings)
         return _session
-
-
-def reset_session() -> None:
-    """Forget the process's session (tests, or a worker switching models)."""
-    global _session
-    _session = None

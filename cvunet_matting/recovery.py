@@ -1,16 +1,20 @@
 """Putting work back on the queue from PostgreSQL's record: retry one task, requeue failed or stuck
-ones, reconcile what Redis lost. The operator's commands and the web's Retry button both end here."""
+ones, reconcile what Redis lost. The operator's commands, the web's Retry button and the workers'
+watchdog (every few seconds) all end here."""
 
 from __future__ import annotations
 
-import json
 import time
 
-from . import batch_lifecycle, db, dispatch
+from . import batch_lifecycle, db, dispatch, finish, liveness, transport
 from .celery_app import app
 from .config import get_settings
 from .db import reads, writes
 from .redis_client import get_redis, reset_attempts
+from .storage import Storage
+
+# A task failed for storage is requeued automatically at most this many times.
+STORAGE_REQUEUES = 3
 
 
 def _requeue_rows(cur, rows: list[dict]) -> None:
@@ -20,7 +24,12 @@ def _requeue_rows(cur, rows: list[dict]) -> None:
 
 
 def _publish_again(rows: list[dict]) -> None:
-    reset_attempts([str(r["id"]) for r in rows])
+    """Publish rows under their own ids as new work: their attempts, claims and old results forgotten,
+    and any message still around for them (a stuck task's) removed so it cannot run later."""
+    ids = [str(r["id"]) for r in rows]
+    reset_attempts(ids)
+    finish.forget(get_redis(), app, ids)
+    transport.discard(get_redis(), get_settings().queue, set(ids))
     dispatch.republish(rows, dispatch.finalize_batch)
 
 
@@ -37,10 +46,12 @@ def retry_task(task_id) -> str:
     return "requeued"
 
 
-def requeue(failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: bool = False) -> list[dict]:
+def requeue(
+    failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: bool = False, include_refused: bool = False
+) -> list[dict]:
     """Send failed and/or stuck tasks back to the queue; each batch touched is finalized again."""
     with db.transaction() as cur:
-        rows = reads.requeue_candidates(cur, failed, stuck_seconds, batch_id)
+        rows = reads.requeue_candidates(cur, failed, stuck_seconds, batch_id, include_refused)
         if dry_run or not rows:
             return rows
         _requeue_rows(cur, rows)
@@ -50,22 +61,12 @@ def requeue(failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: boo
 
 def held_by_redis() -> set[str]:
     """Task ids Redis holds: queued, or delivered and not yet acknowledged."""
-    settings = get_settings()
-    client = get_redis()
-    ids = {json.loads(raw)["headers"]["id"] for raw in client.lrange(settings.queue, 0, -1)}
-    ids |= {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
-    return ids
+    return transport.held_ids(get_redis(), get_settings().queue)
 
 
 def held_by_workers() -> set[str]:
-    """Task ids live workers report as running, reserved or scheduled."""
-    ids = set()
-    inspector = app.control.inspect(timeout=2.0)
-    for reply in (inspector.active(), inspector.reserved(), inspector.scheduled()):
-        for tasks in (reply or {}).values():
-            for task in tasks:
-                ids.add(task.get("id") or task.get("request", {}).get("id"))
-    return ids
+    """Task ids live workers hold, from their heartbeats (see liveness.py)."""
+    return liveness.held_by_live_workers(get_redis())
 
 
 def wait_for_orphaned_runs(wait_s: float, notify=print) -> set[str]:
@@ -85,23 +86,45 @@ def wait_for_orphaned_runs(wait_s: float, notify=print) -> set[str]:
         time.sleep(2)
 
 
-def reconcile(dry_run: bool = False, wait_s: float = 0, notify=print) -> dict:
-    """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chain broke."""
-    in_workers = set() if dry_run else wait_for_orphaned_runs(wait_s, notify)
+def requeue_storage_failures() -> list[dict]:
+    """Images that failed because storage was away go back on the queue once it can be written."""
     with db.transaction() as cur:
-        unfinished = reads.unfinished(cur)
-        orphans = reads.orphan_chunks(cur)
+        rows = reads.storage_failures(cur, STORAGE_REQUEUES)
+        if not rows or not Storage(get_settings().data_dir).writable():
+            return []
+        _requeue_rows(cur, rows)
+    _publish_again(rows)
+    return rows
+
+
+def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, notify=print) -> dict:
+    """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chain broke.
+
+    Rows touched in the last `settle_s` seconds are left alone: they may be on their way to Redis.
+    """
+    in_workers = held_by_workers() if dry_run else wait_for_orphaned_runs(wait_s, notify)
+    notify("comparing PostgreSQL's unfinished tasks with what Redis and the workers hold ...")
+    with db.transaction() as cur:
+        unfinished = reads.unfinished(cur, settle_s)
+        orphans = reads.orphan_chunks(cur, settle_s)
         unfinalized = reads.unfinalized_batches(cur)
         undispatched = reads.undispatched_batches(cur)
-    present = held_by_redis() | (held_by_workers() if dry_run else in_workers)
-    lost = [r for r in unfinished if str(r["id"]) not in present]
+    in_redis = held_by_redis()
+    lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]
+    if in_workers - in_redis:
+        orphans = []  # their chunks resume once those runs end (see wait_for_orphaned_runs)
     if not dry_run:
-        dispatch.republish(lost, dispatch.chunk_done)
-        for chunk in orphans:
-            dispatch.chunk_done(str(chunk["batch_id"]), chunk["idx"]).apply_async()
-        for batch in unfinalized:
-            dispatch.finalize_batch(str(batch["id"])).apply_async()
-        for batch in undispatched:
-            batch_lifecycle.dispatch_next(str(batch["id"]))
+        _restart(lost, orphans, unfinalized, undispatched)
     stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized + undispatched}
-    return {"lost": lost, "stalled_batches": sorted(stalled)}
+    requeued = [] if dry_run else requeue_storage_failures()
+    return {"lost": lost, "stalled_batches": sorted(stalled), "storage_requeued": requeued}
+
+
+def _restart(lost: list[dict], orphans: list[dict], unfinalized: list[dict], undispatched: list[dict]) -> None:
+    dispatch.republish(lost, dispatch.chunk_done)
+    for chunk in orphans:
+        dispatch.chunk_done(str(chunk["batch_id"]), chunk["idx"]).apply_async()
+    for batch in unfinalized:
+        dispatch.finalize_batch(str(batch["id"])).apply_async()
+    for batch in undispatched:
+        batch_lifecycle.dispatch_next(str(batch["id"]))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 
+import kombu.exceptions
+import redis
 from celery import signals
 from celery.exceptions import Retry
 
-from . import worker_metrics
+from . import finish, worker_metrics
 from .config import get_settings
 from .dispatch import MATTE_IMAGE
 from .errors import ImageFailed
@@ -16,7 +18,11 @@ from .mirror import get_mirror, now_iso
 from .redis_client import count_attempt
 
 log = logging.getLogger(__name__)
-RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "error", "attempts")
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "error", "error_code", "attempts")
+# Tasks whose success this process has mirrored: a later failure to store the result in Redis
+# (a restart at that moment) must not turn them into failed images.
+_succeeded: set[str] = set()
 
 
 def _record(event: dict) -> None:
@@ -29,6 +35,11 @@ def _record(event: dict) -> None:
 @signals.task_prerun.connect
 def on_prerun(task_id=None, task=None, **_):
     if task is None or task.name != MATTE_IMAGE:
+        return
+    if _finished_already(task.app, task_id):
+        # A second run of a finished task (its first worker was declared dead, then finished after
+        # all): no started event, which would be newer than the row's final one; the task drops it.
+        task.request.cvunet_finished = True
         return
     attempts = count_attempt(task_id)
     task.request.cvunet_attempts = attempts
@@ -43,6 +54,14 @@ def on_prerun(task_id=None, task=None, **_):
             "error": None,
         }
     )
+
+
+def _finished_already(app, task_id: str) -> bool:
+    try:
+        return finish.is_finished(app, task_id)
+    except Exception as exc:  # Redis away: run it; the finish claim still keeps one result
+        log.warning("could not read the state of %s: %s", task_id, exc)
+        return False
 
 
 @signals.task_retry.connect
@@ -60,7 +79,9 @@ def mirror_end(result: dict) -> dict:
     event = {"task_id": result["task_id"], "state": result["state"], "finished_at": now_iso()}
     event.update({k: result[k] for k in RESULT_FIELDS if k in result})
     if result["state"] == "success":
+        _succeeded.add(result["task_id"])
         event["error"] = None
+        event["error_code"] = None
         if not result.get("reused"):
             event["result"] = {k: result[k] for k in ("idem_key", "output_path", "task_id", "width", "height")}
     get_mirror().record_later(event)
@@ -80,9 +101,20 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
     """A lone image's failure was mirrored by the task; anything else that escaped it is, here."""
     if sender is None or sender.name != MATTE_IMAGE or isinstance(exception, Retry):
         return
-    if not isinstance(exception, ImageFailed):
-        mirror_end({"task_id": task_id, "state": "failure", "error": str(exception)})
+    if task_id in _succeeded:  # the image succeeded; only Celery's own result write failed
+        log.warning("task %s succeeded but its result was not stored in Redis: %s", task_id, exception)
+    elif isinstance(exception, REDIS_UNREACHABLE):
+        # Cut off from Redis, this worker cannot finish the task: it is not over. Its message is
+        # returned to the queue by another worker's watchdog (or the visibility timeout).
+        log.warning("task %s left unfinished, Redis unreachable: %s", task_id, exception)
+    elif not isinstance(exception, ImageFailed):
+        mirror_end({"task_id": task_id, "state": "failure", "error_code": "internal", "error": str(exception)})
     get_mirror().wait_background()
+
+
+@signals.task_postrun.connect
+def on_postrun(task_id=None, **_):
+    _succeeded.discard(task_id)
 
 
 @signals.worker_process_init.connect

@@ -98,3 +98,13 @@ class Storage:
         if not path.is_relative_to(self.root.resolve()):
             raise ValueError(f"path escapes the storage root: {relative!r}")
         return path
+
+    def writable(self, folder: Path | None = None) -> bool:
+        """Whether a file can be created, written and removed in `folder` (default: the outputs)."""
+        folder = folder or self.outputs
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe."):
+                return True
+        except OSError:
+            return False

@@ -3,35 +3,53 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import psycopg2
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
-from . import batch_lifecycle, image_job, signals
+from . import (
+    batch_lifecycle,
+    finish,
+    image_job,
+    signals,
+    worker_main,  # noqa: F401 (its signal handlers run in the worker's main process)
+)
 from .celery_app import app
 from .config import get_settings
 from .dispatch import CHUNK_DONE, FINALIZE_BATCH, MATTE_IMAGE
 from .errors import ImageFailed, InputError
 from .model import get_session
-from .redis_client import count_attempt
+from .redis_client import count_attempt, get_redis
 from .storage import Storage
 
-MAX_RETRIES = 3
 log = logging.getLogger(__name__)
+STORAGE_BACKOFF_MAX_S = 30
 
 
-def backoff(retries: int) -> float:
-    """Exponential backoff with full jitter: 2, 4, 8 s ceilings."""
-    return random.uniform(0, 2 ** (retries + 1))
+def storage_backoff(retries: int) -> float:
+    """The retry's nominal delay: 2, 4, 8, 16, then every 30 s."""
+    return float(min(STORAGE_BACKOFF_MAX_S, 2 ** (retries + 1)))
+
+
+def storage_retry_left(retries: int, budget_s: float) -> bool:
+    """Whether another retry still fits in the budget (the delays spent so far, at their nominal value)."""
+    return sum(storage_backoff(n) for n in range(retries)) < budget_s
 
 
 @app.task(bind=True, name=MATTE_IMAGE)
 def matte_image(self, input_key: str, options: dict, output_path: str, batch_id: str | None = None) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written
-    by `signals.mirror_end`, the one writer of a task's final state."""
-    outcome = signals.mirror_end(run_image(self, input_key, options, output_path, batch_id))
+    by `signals.mirror_end`, the one writer of a task's final state, and only by the run that
+    finishes the task first (a message can run twice when its worker was declared dead)."""
+    if getattr(self.request, "cvunet_finished", False):
+        raise Ignore()  # another run finished this task already (see signals.on_prerun)
+    outcome = run_image(self, input_key, options, output_path, batch_id)
+    if not finish.claim(get_redis(), app, self.request.id, owner=f"{self.request.hostname}/{os.getpid()}"):
+        raise Ignore()
+    signals.mirror_end(outcome)
     if outcome["state"] == "failure" and batch_id is None:
         raise ImageFailed(outcome["error"])
     return outcome
@@ -44,9 +62,8 @@ def run_image(task, input_key: str, options: dict, output_path: str, batch_id: s
     base = {"task_id": task.request.id, "batch_id": batch_id, "attempts": attempts}
     crashes = attempts - 1 - task.request.retries
     if crashes >= settings.max_attempts:
-        return failed(
-            base, f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
-        )
+        reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
+        return failed(base, "crashed", reason)
     try:
         fields = image_job.process(
             input_key,
@@ -57,27 +74,29 @@ def run_image(task, input_key: str, options: dict, output_path: str, batch_id: s
             settings=settings,
         )
     except InputError as exc:
-        return failed(base, exc.reason)
+        return failed(base, "refused", exc.reason)
     except SoftTimeLimitExceeded:
-        return failed(base, f"took longer than {settings.task_soft_limit}s")
+        return failed(base, "timeout", f"took longer than {settings.task_soft_limit}s")
     except image_job.TransientError as exc:
-        if task.request.retries < MAX_RETRIES:
-            raise task.retry(exc=exc, countdown=backoff(task.request.retries), max_retries=MAX_RETRIES) from exc
-        return failed(base, f"gave up after {MAX_RETRIES} retries: {exc}")
+        if storage_retry_left(task.request.retries, settings.storage_retry_s):
+            delay = storage_backoff(task.request.retries) * random.uniform(0.75, 1.0)
+            raise task.retry(exc=exc, countdown=delay, max_retries=None) from exc
+        return failed(base, "storage", f"gave up after {settings.storage_retry_s}s of retries: {exc}")
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
         log.exception("unexpected error on task %s", task.request.id)
-        return failed(base, f"internal error: {exc!r}")
+        return failed(base, "internal", f"internal error: {exc!r}")
     return {**base, **fields, "state": "success"}
 
 
-def failed(base: dict, error: str) -> dict:
-    return {**base, "state": "failure", "error": error}
+def failed(base: dict, code: str, error: str) -> dict:
+    """A failure, with `code` telling the operator what kind: refused inputs are not worth requeueing."""
+    return {**base, "state": "failure", "error_code": code, "error": error}
 
 
 # Bookkeeping tasks wait out a PostgreSQL outage instead of stalling the batch.
 DB_RETRY = {
     "autoretry_for": (psycopg2.OperationalError, psycopg2.InterfaceError),
-    "retry_backoff": 2,
+    "retry_backoff": 1,
     "retry_backoff_max": 30,
     "max_retries": 40,
 }
@@ -89,6 +108,7 @@ def chunk_done(batch_id: str, idx: int) -> None:
     batch_lifecycle.on_chunk_done(batch_id, idx)
 
 
-@app.task(name=FINALIZE_BATCH, **DB_RETRY)
+@app.task(name=FINALIZE_BATCH, **{**DB_RETRY, "autoretry_for": (*DB_RETRY["autoretry_for"], batch_lifecycle.NotReady)})
 def finalize_batch(batch_id: str) -> dict:
+    """Write the batch's manifest and ZIP once every row is final and its folder can be written."""
     return batch_lifecycle.finalize(batch_id)

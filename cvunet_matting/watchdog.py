@@ -1,0 +1,77 @@
+"""The watchdog thread every worker's main process runs: its heartbeat, and (in one worker at a time)
+the sweep that returns a dead worker's messages and the periodic reconcile.
+
+It lives in the worker's main process, not the pool child: the child may spend minutes in the model
+while the main process stays free, so a slow task never stops the heartbeat. Every worker runs one;
+a leader key elects the one that sweeps, and another takes over within seconds if it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery.worker import state as worker_state
+
+from . import liveness, transport
+from .config import Settings
+from .redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+
+def held_here() -> set[str]:
+    """Task ids this worker process has received and not yet finished."""
+    for _ in range(3):  # the sets are changed by the consumer thread while we read them
+        try:
+            return {r.id for r in list(worker_state.reserved_requests) + list(worker_state.active_requests)}
+        except RuntimeError:
+            continue
+    return set()
+
+
+class Watchdog(threading.Thread):
+    def __init__(self, app, incarnation: str, settings: Settings, held=held_here):
+        super().__init__(name="cvunet-watchdog", daemon=True)
+        self.app, self.incarnation, self.settings, self.held = app, incarnation, settings, held
+        self.stopped = threading.Event()
+        self.next_reconcile = 0.0
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.heartbeat_interval):
+            try:
+                self.tick()
+            except Exception as exc:  # Redis or PostgreSQL away: try again on the next tick
+                log.warning("watchdog: %s", exc)
+
+    def tick(self) -> None:
+        client = get_redis()
+        liveness.beat(client, self.incarnation, self.held(), self.settings.heartbeat_ttl)
+        if not liveness.lead(client, self.incarnation, ttl=self.settings.heartbeat_ttl):
+            return
+        self.sweep(client)
+        if time.monotonic() >= self.next_reconcile:
+            self.next_reconcile = time.monotonic() + self.settings.reconcile_interval
+            self.reconcile()
+
+    def sweep(self, client) -> None:
+        lost = liveness.find_abandoned(client, grace=self.settings.heartbeat_ttl)
+        if lost:
+            transport.restore(self.app, [d.tag for d in lost])
+            log.warning("returned %d task(s) held by dead workers: %s", len(lost), [d.task_id for d in lost])
+
+    def reconcile(self) -> None:
+        from .recovery import reconcile  # the orchestration side, loaded only in the leader
+
+        found = reconcile(settle_s=self.settings.heartbeat_ttl, notify=log.info)
+        if found["lost"] or found["stalled_batches"] or found["storage_requeued"]:
+            counts = (len(found["lost"]), len(found["stalled_batches"]), len(found["storage_requeued"]))
+            log.warning("reconcile: %d lost task(s), %d stalled batch(es), %d storage failure(s) requeued", *counts)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            get_redis().delete(liveness.BEAT + self.incarnation)  # a clean stop is not a death
+        except Exception as exc:
+            log.warning("watchdog: could not remove the heartbeat: %s", exc)

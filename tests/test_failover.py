@@ -1,0 +1,144 @@
+"""A dead, frozen or cut-off worker's image back in seconds, with the production time limits and
+visibility timeout (an hour): recovery comes from the workers' heartbeats, not from the timeout.
+
+Every scenario ends with each input finished once: one row, one output file, one result.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cvunet_matting import db, liveness, transport
+from cvunet_matting.config import load_settings
+from cvunet_matting.encoding import OutputOptions
+from cvunet_matting.submission import Item, submit_batch
+from tests import support
+from tests.support import png_bytes, rows_of, wait_batch
+
+pytestmark = [pytest.mark.services, pytest.mark.stack, pytest.mark.model]
+# The production defaults, whatever the rest of the suite shortens.
+PRODUCTION = {"CVUNET_TASK_HARD_LIMIT": "600", "CVUNET_VISIBILITY_TIMEOUT": "3600", "CVUNET_MODEL": "isnet-fp16"}
+RECOVERED_WITHIN_S = 60  # an hour without the heartbeats; a few seconds with them (make reliability measures it)
+
+
+def photos(count: int) -> list[Item]:
+    return [Item(f"photo{i}.png", png_bytes(200 + i, (256, 256))) for i in range(count)]
+
+
+def started(batch_id: str) -> list[dict]:
+    return [r for r in rows_of(batch_id) if r["state"] == "started"]
+
+
+def assert_each_once(batch_id: str, count: int) -> list[dict]:
+    rows = rows_of(batch_id)
+    assert [r["state"] for r in rows] == ["success"] * count, [(r["filename"], r["state"], r["error"]) for r in rows]
+    out_dir = load_settings().data_dir / os.path.dirname(rows[0]["output_path"])
+    produced = sorted(p.name for p in out_dir.iterdir() if p.suffix == ".png")
+    assert produced == sorted(f"photo{i}.png" for i in range(count))
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM results")
+        assert cur.fetchone()["n"] == count
+    return rows
+
+
+def hold_one(worker_factory, name: str, batch_id: str, **env):
+    """A worker, and the id of the image it holds once it holds one."""
+    proc = worker_factory(name, **PRODUCTION, **env)
+    held = support.wait_until(lambda: started(batch_id), 120, message=f"{name} holds an image")
+    return proc, str(held[0]["id"])
+
+
+def test_a_dead_nodes_image_runs_again_at_once(clean_state, worker_factory, real_model_path):
+    """The reported case: 4 photos, one worker killed with its whole process tree while it held one."""
+    batch_id = submit_batch(photos(4), OutputOptions())
+    first, victim = hold_one(worker_factory, "cpu0@%h", batch_id)
+    support.kill_group(first)
+    worker_factory("cpu1@%h", **PRODUCTION)
+    wait_batch(batch_id, timeout=RECOVERED_WITHIN_S + 60)
+    rows = {str(r["id"]): r for r in assert_each_once(batch_id, 4)}
+    assert rows[victim]["attempts"] >= 2 and rows[victim]["worker"].startswith("cpu1@")
+
+
+def test_a_slow_image_on_a_live_worker_is_never_taken_away(clean_state, worker_factory, real_model_path):
+    """Held three heartbeat lifetimes, beside an idle worker that sweeps: it runs once, where it started."""
+    batch_id = submit_batch(photos(1), OutputOptions())
+    _, held = hold_one(worker_factory, "cpu0@%h", batch_id, CVUNET_TEST_DELAY_S="15")
+    worker_factory("cpu1@%h", **PRODUCTION)
+    wait_batch(batch_id, timeout=120)
+    (row,) = assert_each_once(batch_id, 1)
+    assert str(row["id"]) == held and row["attempts"] == 1 and row["worker"].startswith("cpu0@")
+
+
+def test_a_frozen_worker_that_comes_back_finishes_nothing_twice(clean_state, worker_factory, real_model_path):
+    batch_id = submit_batch(photos(3), OutputOptions())
+    frozen, held = hold_one(worker_factory, "cpu0@%h", batch_id, CVUNET_TEST_DELAY_S="3")
+    os.killpg(frozen.pid, signal.SIGSTOP)  # its heartbeat stops too: declared dead after the TTL
+    try:
+        worker_factory("cpu1@%h", **PRODUCTION)
+        wait_batch(batch_id, timeout=RECOVERED_WITHIN_S + 60)
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    time.sleep(8)  # the thawed worker finishes its image: its result must be dropped
+    rows = {str(r["id"]): r for r in assert_each_once(batch_id, 3)}
+    assert rows[held]["attempts"] >= 2
+    assert support.batch_row(batch_id)["state"] == "done"
+
+
+def test_a_worker_cut_off_from_redis_is_replaced(clean_state, worker_factory, real_model_path):
+    proxy = support.TcpProxy(6379)
+    url = os.environ["CVUNET_REDIS_URL"].replace(":6379/", f":{proxy.port}/")
+    batch_id = submit_batch(photos(3), OutputOptions())
+    _, held = hold_one(worker_factory, "cpu0@%h", batch_id, CVUNET_REDIS_URL=url, CVUNET_TEST_DELAY_S="3")
+    proxy.stop()  # the partition: its heartbeats, result and ack cannot reach Redis
+    try:
+        worker_factory("cpu1@%h", **PRODUCTION)
+        support.wait_until(
+            lambda: sum(r["state"] == "success" for r in rows_of(batch_id)) == 3,
+            RECOVERED_WITHIN_S + 60,
+            message="the other worker redid the cut-off worker's image",
+        )
+    finally:
+        proxy = proxy.restart()
+    wait_batch(batch_id, timeout=120)
+    time.sleep(5)  # the reconnected worker's late result, if any, arrives now and must be dropped
+    rows = {str(r["id"]): r for r in assert_each_once(batch_id, 3)}
+    assert rows[held]["attempts"] >= 2
+    proxy.stop()
+
+
+def test_redis_restarted_without_its_data_is_reconciled_by_itself(clean_state, worker_factory, real_model_path):
+    worker_factory("cpu0@%h", **PRODUCTION)
+    batch_id = submit_batch(photos(5), OutputOptions())
+    support.wait_until(lambda: started(batch_id), 120, message="an image in hand")
+    support.redis().flushdb()  # what a restart without an append-only file leaves: nothing
+    wait_batch(batch_id, timeout=RECOVERED_WITHIN_S + 120)  # no operator runs reconcile
+    assert_each_once(batch_id, 5)
+
+
+def test_storage_unwritable_for_a_while_is_ridden_out(clean_state, worker_factory, real_model_path):
+    batch_id = submit_batch(photos(2), OutputOptions())
+    out_dir = load_settings().data_dir / os.path.dirname(rows_of(batch_id)[0]["output_path"])
+    aside = out_dir.with_name(out_dir.name + ".aside")
+    out_dir.rename(aside)
+    out_dir.write_bytes(b"")  # a file where the folder was: every write fails, as on a lost mount
+    worker_factory("cpu0@%h", **PRODUCTION)
+    support.wait_until(
+        lambda: any(r["state"] == "retry" for r in rows_of(batch_id)), 120, message="a write failed and is retried"
+    )
+    out_dir.unlink()
+    aside.rename(out_dir)
+    wait_batch(batch_id, timeout=120)
+    assert_each_once(batch_id, 2)
+
+
+def test_abandoned_deliveries_are_those_of_dead_or_unknown_owners():
+    found = [transport.Delivery(tag, task, at) for tag, task, at in (("1", "a", 100), ("2", "b", 100), ("3", "c", 109))]
+    owners = {"a": "alive", "b": "dead", "c": None}
+    picked = liveness.abandoned(found, owners, live={"alive"}, now=110.0, grace=5)
+    assert [d.task_id for d in picked] == ["b"]  # c was delivered a second ago: its owner may not be recorded yet
+    picked = liveness.abandoned(found, owners, live={"alive"}, now=120.0, grace=5)
+    assert [d.task_id for d in picked] == ["b", "c"]
