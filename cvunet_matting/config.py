@@ -13,24 +13,23 @@ def _path(env, name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
-def _int(env, name: str, default: int) -> int:
+def _number(env, name: str, default, kind=int):
     value = env.get(name, "").strip()
     if not value:
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        noun = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {noun}, got {value!r}") from None
+
+
+def _int(env, name: str, default: int) -> int:
+    return _number(env, name, default, int)
 
 
 def _float(env, name: str, default: float) -> float:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    return _number(env, name, default, float)
 
 
 def _bool(env, name: str, default: bool) -> bool:
