@@ -1,7 +1,9 @@
 """`make reliability`: scripted faults and a load run on 127.0.0.1, then a table of what happened.
 
 Every scenario ends with an audit: each input must have exactly one Postgres row and, when it
-succeeded, exactly one output file. Not part of the fast test suite (it takes minutes).
+succeeded, exactly one output file; node faults also report the seconds from the fault to the image
+running again. Production defaults throughout: task time limits, visibility timeout and heartbeat
+TTL are not shortened. Not part of the test suite (it takes many minutes).
 Usage: python benchmarks/reliability.py [--only NAME ...] [--load-images 2000 --load-clients 200]
 """
 
@@ -10,20 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 import harness
+import node_faults
 
 from tests.support import PrivateRedis  # noqa: E402 (harness first: it sets the environment)
 
 REDIS = PrivateRedis().start()  # a private server: the Redis scenario really restarts it
 os.environ["CVUNET_REDIS_URL"] = REDIS.url
-# Short limits, so a killed worker's task returns within a minute (the visibility timeout is
-# never below twice the hard limit), yet far above an ISNet image on a slow, busy CPU (5 to 10 s).
-os.environ["CVUNET_TASK_HARD_LIMIT"] = "30"
-os.environ["CVUNET_VISIBILITY_TIMEOUT"] = "60"
 
 from tests import support  # noqa: E402
 from tests.support import rows_of  # noqa: E402
@@ -40,6 +38,7 @@ class Row:
     lost: int
     duplicated: int
     note: str = ""
+    recovery_s: float | None = None  # from the fault to the image running again
 
 
 def photos(count: int, seed: int) -> list:
@@ -94,33 +93,37 @@ def worker(name: str, **env):
     return support.start_worker(name, harness.ROOT / "logs", env)
 
 
-def scenario_worker_kill() -> Row:
-    first = worker("k0@%h", **ISNET)
-    batch_id = submit(photos(8, 1))
-    support.wait_until(lambda: successes(batch_id) >= 2, 300, message="two done")
-    support.kill_group(first)
-    second = worker("k1@%h", **ISNET)
-    try:
-        wait_batch(batch_id)
-    finally:
-        support.kill_group(second)
-    return audit("kill -9 a worker mid-task", batch_id, 8)
+def node_fault(title: str, run, inputs: int, note: str = "") -> Row:
+    """A scenario from node_faults: it returns the batch and the recovery time; the audit follows."""
+    batch_id, recovery = run(lambda count, seed, **env: submit(photos(count, seed), **env), wait_batch)
+    row = audit(title, batch_id, inputs, note=note)
+    row.recovery_s = recovery
+    return row
+
+
+def scenario_node_killed() -> Row:
+    return node_fault("node killed (whole worker tree)", node_faults.node_killed, 8)
+
+
+def scenario_main_killed() -> Row:
+    return node_fault("worker MainProcess killed, restarted", node_faults.main_process_killed, 8)
+
+
+def scenario_frozen() -> Row:
+    return node_fault("worker frozen 30 s (SIGSTOP)", node_faults.worker_frozen, 6, "its late result dropped")
+
+
+def scenario_partition() -> Row:
+    return node_fault("worker cut off from Redis 60 s", node_faults.partitioned, 6, "its late result dropped")
 
 
 def scenario_redis_restart() -> Row:
-    proc = worker("r0@%h", **ISNET)
-    try:
-        batch_id = submit(photos(8, 20), CVUNET_BATCH_CHUNK="3")
-        support.wait_until(lambda: successes(batch_id) >= 2, 300, message="two done")
-        REDIS.restart()  # queue, unacked messages and chord counters are gone
-        time.sleep(5)  # the worker finishes the image in hand and reconnects
-        reconcile = subprocess.run(
-            [sys.executable, "-m", "cvunet_matting.cli", "reconcile"], capture_output=True, text=True, timeout=120
-        )
-        wait_batch(batch_id)
-    finally:
-        support.kill_group(proc)
-    return audit("restart Redis, then reconcile", batch_id, 8, note=reconcile.stdout.strip().splitlines()[-1])
+    run = lambda submit_n, wait: node_faults.redis_restarted(REDIS, submit_n, wait)  # noqa: E731
+    return node_fault("Redis restarted without its data", run, 8, "no operator: the watchdog reconciled")
+
+
+def scenario_storage() -> Row:
+    return node_fault("output storage read-only for 60 s", node_faults.storage_unwritable, 6, "time from writable")
 
 
 def scenario_postgres_outage() -> Row:
@@ -190,12 +193,14 @@ def scenario_web_kill() -> Row:
             futures = [pool.submit(matte_over_http, stack.url, f"w{i}.jpg", d) for i, d in enumerate(images)]
             time.sleep(3)
             support.kill_group(stack.procs.pop("web1"))
+            routed_away = routing_stops(stack.url, time.time())
             results = [f.result() for f in futures]
         # A request cut off with its instance gets an error; what counts is what the server holds.
         outcomes = [server_outcome(data, result) for data, result in zip(images, results, strict=True)]
     finally:
         stack.stop()
     notes = [f"{r['status']} {r.get('stage', '')}: {o}" for r, o in zip(results, outcomes, strict=True) if not r["ok"]]
+    notes.insert(0, f"Traefik stopped routing to it {routed_away:.1f} s after the kill (health check every 1 s)")
     return Row(
         "kill -9 a web instance",
         len(images),
@@ -205,6 +210,25 @@ def scenario_web_kill() -> Row:
         0,
         "; ".join(notes),
     )
+
+
+def routing_stops(url: str, killed_at: float, watch_s: float = 15) -> float:
+    """Seconds after the kill of the last request Traefik still sent to the dead instance (a 502/504).
+
+    A POST, which Traefik does not retry on the other instance (a GET would hide the dead one), and
+    one that is refused at once, storing nothing."""
+    from tests.support.httpclient import fetch
+
+    last_bad = killed_at
+    while time.time() < killed_at + watch_s:
+        try:
+            status = fetch("POST", f"{url}/api/v1/images", b"", timeout=5)[0]
+        except OSError:
+            status = 599
+        if status >= 500:
+            last_bad = time.time()
+        time.sleep(0.05)
+    return last_bad - killed_at
 
 
 def server_outcome(data: bytes, result: dict, wait_s: float = 60) -> str:
@@ -231,9 +255,13 @@ def server_outcome(data: bytes, result: dict, wait_s: float = 60) -> str:
 
 
 SCENARIOS = {
-    "worker": scenario_worker_kill,
+    "node": scenario_node_killed,
+    "main": scenario_main_killed,
+    "frozen": scenario_frozen,
+    "partition": scenario_partition,
     "web": scenario_web_kill,
     "redis": scenario_redis_restart,
+    "storage": scenario_storage,
     "postgres": scenario_postgres_outage,
     "disk": scenario_disk_full,
     "poison": scenario_poison,
@@ -242,13 +270,15 @@ SCENARIOS = {
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'scenario':<34} {'inputs':>6} {'completed':>9} {'failed-as-expected':>18} {'lost':>5} {'duplicated':>10}"
+        f"{'scenario':<38} {'inputs':>6} {'completed':>9} {'failed-as-expected':>18} {'lost':>5} {'duplicated':>10}"
+        f" {'recovery':>9}"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
+        recovery = f"{r.recovery_s:.1f} s" if r.recovery_s is not None else "-"
         print(
-            f"{r.scenario:<34} {r.inputs:>6} {r.completed:>9} {r.failed_expected:>18} {r.lost:>5} {r.duplicated:>10}"
-            + (f"  {r.note}" if r.note else "")
+            f"{r.scenario:<38} {r.inputs:>6} {r.completed:>9} {r.failed_expected:>18} {r.lost:>5} {r.duplicated:>10}"
+            f" {recovery:>9}" + (f"  {r.note}" if r.note else "")
         )
 
 

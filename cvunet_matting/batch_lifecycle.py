@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import zipfile
-from io import BytesIO
-from pathlib import Path
-
 from . import db, dispatch
+from .archives import write_batch_files
 from .config import Settings, get_settings
 from .db import reads, writes
-from .storage import Storage, write_atomic
+from .storage import Storage
 
 WINDOW = 2  # chunks in flight per batch: enough to keep every worker busy at a chunk's tail
 
@@ -41,26 +37,9 @@ def on_chunk_done(batch_id: str, idx: int) -> None:
         dispatch_next(batch_id)
 
 
-def manifest_entry(row: dict) -> dict:
-    return {
-        "filename": row["filename"],
-        "state": row["state"],
-        "error": row["error"],
-        "output": Path(row["output_path"]).name if row["state"] == "success" else None,
-        "width": row["width"],
-        "height": row["height"],
-        "task_id": str(row["id"]),
-    }
-
-
-def build_zip(rows: list[dict], manifest: dict, storage: Storage) -> bytes:
-    buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
-        for row in rows:
-            if row["state"] == "success":
-                archive.write(storage.root / row["output_path"], Path(row["output_path"]).name)
-        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-    return buffer.getvalue()
+def finalizer_dead_after(settings: Settings) -> float:
+    """Seconds after which a finalizer still 'finalizing' is dead: its task's hard limit has passed."""
+    return settings.task_hard_limit + 60
 
 
 class NotReady(Exception):
@@ -87,22 +66,14 @@ def finalize(batch_id: str, settings: Settings | None = None) -> dict:
     storage = Storage(settings.data_dir)
     with db.transaction() as cur:
         batch = reads.get_batch(cur, batch_id)
-        if batch is None or batch["state"] != "running":
+        if batch is None or batch["state"] == "done":
             return {"batch_id": batch_id, "finalized": False}
         check_ready(cur, batch, storage)
-        if not writes.claim_finalize(cur, batch_id):
+        if not writes.claim_finalize(cur, batch_id, stale_s=finalizer_dead_after(settings)):
             return {"batch_id": batch_id, "finalized": False}
         rows = reads.batch_tasks(cur, batch_id)
-    manifest = {
-        "batch_id": batch_id,
-        "source": batch["source"],
-        "total": batch["total"],
-        "items": [manifest_entry(r) for r in rows],
-    }
-    out_dir = storage.root / batch["output_dir"]
     try:
-        manifest_path = write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
-        zip_path = write_atomic(out_dir / f"{out_dir.name}.zip", build_zip(rows, manifest, storage))
+        zip_path, manifest_path = write_batch_files(storage.root / batch["output_dir"], batch, rows, storage)
     except OSError as exc:  # e.g. a full disk: the batch ends, saying why, instead of hanging
         with db.transaction() as cur:
             writes.finish_batch(

@@ -107,7 +107,7 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     with db.transaction() as cur:
         unfinished = reads.unfinished(cur, settle_s)
         orphans = reads.orphan_chunks(cur, settle_s)
-        unfinalized = reads.unfinalized_batches(cur)
+        unfinalized = reads.unfinalized_batches(cur, batch_lifecycle.finalizer_dead_after(get_settings()))
         undispatched = reads.undispatched_batches(cur)
     in_redis = held_by_redis()
     lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]

@@ -5,27 +5,54 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write via a temp file and rename, so readers never see a partial file."""
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread, for a moment)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return 0o022
+
+
+def public_mode() -> int:
+    """What a plain open() would give a new file: results are for whoever serves or reads them."""
+    return 0o666 & ~_umask()
+
+
+@contextmanager
+def atomic_file(path: Path, private: bool = False) -> Iterator[BinaryIO]:
+    """A file written in place under a temporary name, synced and renamed over `path` when the block
+    ends without error: readers never see a partial file. Mode 0600 if `private`, else the umask's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # 0600
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
+            if not private:
+                os.fchmod(fh.fileno(), public_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: bytes, private: bool = False) -> Path:
+    with atomic_file(path, private) as fh:
+        fh.write(data)
     return path
 
 
@@ -80,7 +107,7 @@ class Storage:
         key = sha256_bytes(data)
         path = self.input_path(key)
         if not path.exists():
-            write_atomic(path, data)
+            write_atomic(path, data, private=True)  # uploads are the service's, not the world's
         return key
 
     def read_input(self, key: str) -> bytes:

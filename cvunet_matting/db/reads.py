@@ -99,12 +99,15 @@ def orphan_chunks(cur, settle_s: float = 0) -> list[dict]:
     )
 
 
-def unfinalized_batches(cur) -> list[dict]:
-    """Batches whose every chunk is done but which were never finalized."""
+def unfinalized_batches(cur, stale_s: float) -> list[dict]:
+    """Batches whose every chunk is done but which were never finalized, or whose finalizer died
+    (finalizing for longer than `stale_s`)."""
     return _all(
         cur,
-        "SELECT b.* FROM batches b WHERE b.state = 'running' AND NOT EXISTS ("
+        "SELECT b.* FROM batches b WHERE (b.state = 'running' OR (b.state = 'finalizing'"
+        " AND b.finalizing_since < now() - make_interval(secs => %s))) AND NOT EXISTS ("
         " SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state <> 'done') ORDER BY b.created_at",
+        (stale_s,),
     )
 
 
@@ -172,5 +175,70 @@ def recent_pace(cur, sample: int = 50) -> dict:
         "(SELECT worker, started_at, finished_at FROM tasks WHERE state = 'success' AND NOT reused "
         "AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY created_at DESC LIMIT %s) recent",
         (sample,),
+    )
+    return cur.fetchone()
+
+
+# ------------------------------------------------------------------ accounts (migration 004)
+
+
+def get_user(cur, user_id) -> dict | None:
+    cur.execute("SELECT * FROM users WHERE id = %s", (user_id,))
+    return cur.fetchone()
+
+
+def get_user_by_name(cur, name: str) -> dict | None:
+    cur.execute("SELECT * FROM users WHERE name = %s", (name,))
+    return cur.fetchone()
+
+
+def user_by_key_hash(cur, key_hash: str) -> dict | None:
+    """The enabled user an unrevoked API key belongs to, with the key's id as `key_id`."""
+    cur.execute(
+        "SELECT u.*, k.id AS key_id FROM api_keys k JOIN users u ON u.id = k.user_id "
+        "WHERE k.key_hash = %s AND k.revoked_at IS NULL AND NOT u.disabled",
+        (key_hash,),
+    )
+    return cur.fetchone()
+
+
+def list_users(cur) -> list[dict]:
+    return _all(
+        cur,
+        "SELECT u.*, (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL) AS keys "
+        "FROM users u ORDER BY u.name",
+    )
+
+
+def count_users(cur) -> int:
+    cur.execute("SELECT count(*) AS n FROM users")
+    return cur.fetchone()["n"]
+
+
+def list_keys(cur, user_id) -> list[dict]:
+    return _all(cur, "SELECT * FROM api_keys WHERE user_id = %s ORDER BY created_at", (user_id,))
+
+
+def history_of(cur, owner_id, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE):
+    """history() for one owner's tasks only."""
+    where, params = "WHERE owner_id = %s", [owner_id]
+    if state:
+        where, params = where + " AND state = %s", [*params, state]
+    cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608 (fixed clauses, values bound)
+    total = cur.fetchone()["n"]
+    cur.execute(
+        f"SELECT * FROM tasks {where} ORDER BY created_at DESC, position LIMIT %s OFFSET %s",  # noqa: S608
+        [*params, per_page, (max(page, 1) - 1) * per_page],
+    )
+    return cur.fetchall(), total
+
+
+def owner_load(cur, owner_id) -> dict:
+    """An owner's images in flight and submitted since midnight UTC (quota checks)."""
+    cur.execute(
+        "SELECT count(*) FILTER (WHERE state IN ('pending', 'started', 'retry')) AS in_flight, "
+        "count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') "
+        "AS today FROM tasks WHERE owner_id = %s",
+        (owner_id,),
     )
     return cur.fetchone()

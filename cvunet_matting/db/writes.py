@@ -125,11 +125,13 @@ def complete_chunk(cur, batch_id, idx: int) -> str:
     return "last" if cur.fetchone()["n"] == 0 else "more"
 
 
-def claim_finalize(cur, batch_id) -> bool:
-    """Only one caller wins the right to finalize a batch."""
+def claim_finalize(cur, batch_id, stale_s: float) -> bool:
+    """Only one caller wins the right to finalize a batch; a claim older than `stale_s` (its
+    finalizer died: the task's hard time limit has passed) may be taken over."""
     cur.execute(
-        "UPDATE batches SET state = 'finalizing' WHERE id = %s AND state = 'running' RETURNING id",
-        (batch_id,),
+        "UPDATE batches SET state = 'finalizing', finalizing_since = now() WHERE id = %s AND (state = 'running'"
+        " OR (state = 'finalizing' AND finalizing_since < now() - make_interval(secs => %s))) RETURNING id",
+        (batch_id, stale_s),
     )
     return cur.fetchone() is not None
 
@@ -145,3 +147,72 @@ def finish_batch(cur, batch_id, zip_path: str | None, manifest_path: str | None,
 def reopen_batches(cur, batch_ids: list) -> None:
     """A requeued item reopens its finished batch so the ZIP and manifest are rebuilt."""
     cur.execute("UPDATE batches SET state = 'running', finished_at = NULL WHERE id = ANY(%s)", (list(batch_ids),))
+
+
+# ------------------------------------------------------------------ accounts (migration 004)
+
+
+def create_user(cur, name: str, password_hash: str | None, is_admin: bool, quotas: dict) -> dict:
+    cur.execute(
+        "INSERT INTO users (name, password_hash, is_admin, max_in_flight, max_per_day, max_batch) "
+        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+        (name, password_hash, is_admin, quotas.get("max_in_flight"), quotas.get("max_per_day"), quotas.get("max_batch")),
+    )
+    return cur.fetchone()
+
+
+USER_COLUMNS = ("password_hash", "is_admin", "disabled", "max_in_flight", "max_per_day", "max_batch")
+
+
+def update_user(cur, user_id, **fields) -> None:
+    """Set some of USER_COLUMNS; a change of password or a disable also ends every session."""
+    fields = {k: v for k, v in fields.items() if k in USER_COLUMNS}
+    if not fields:
+        return
+    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+    if "password_hash" in fields or fields.get("disabled"):
+        sets += ", session_epoch = session_epoch + 1"
+    cur.execute(f"UPDATE users SET {sets} WHERE id = %(id)s", {**fields, "id": user_id})  # noqa: S608
+
+
+def end_sessions(cur, user_id) -> None:
+    cur.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = %s", (user_id,))
+
+
+def create_key(cur, user_id, prefix: str, key_hash: str, label: str) -> dict:
+    cur.execute(
+        "INSERT INTO api_keys (user_id, prefix, key_hash, label) VALUES (%s, %s, %s, %s) RETURNING *",
+        (user_id, prefix, key_hash, label),
+    )
+    return cur.fetchone()
+
+
+def revoke_key(cur, user_id, key_id) -> bool:
+    cur.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE user_id = %s AND id = %s AND revoked_at IS NULL RETURNING id",
+        (user_id, key_id),
+    )
+    return cur.fetchone() is not None
+
+
+def key_used(cur, key_id) -> None:
+    """Record a key's use, at most once a minute (no write on every request)."""
+    cur.execute(
+        "UPDATE api_keys SET last_used_at = now() WHERE id = %s "
+        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        (key_id,),
+    )
+
+
+def set_owner(cur, owner_id, batch_id=None, task_ids=()) -> None:
+    """Give a just-created batch (and its tasks) or single tasks to their owner, in the creating transaction."""
+    if batch_id is not None:
+        cur.execute("UPDATE batches SET owner_id = %s WHERE id = %s", (owner_id, batch_id))
+        cur.execute("UPDATE tasks SET owner_id = %s WHERE batch_id = %s", (owner_id, batch_id))
+    if task_ids:
+        cur.execute("UPDATE tasks SET owner_id = %s WHERE id = ANY(%s)", (owner_id, list(task_ids)))
+
+
+def lock_owner(cur, owner_id) -> None:
+    """Serialise one owner's quota check and insert (two uploads at once cannot both squeeze in)."""
+    cur.execute("SELECT pg_advisory_xact_lock(7312, %s::int)", (owner_id % 2**31,))
