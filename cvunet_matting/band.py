@@ -29,22 +29,46 @@ def working_copy(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) * np.float32(1 / 255)
 
 
+def soft(alpha: np.ndarray) -> np.ndarray:
+    """The partly transparent pixels of a uint8 matte, as a 0/255 mask."""
+    return cv2.inRange(alpha, 1, 254)
+
+
 def band_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices of a mask's set pixels."""
-    return np.nonzero(mask)
+    """Row and column indices of a mask's set pixels (bool or uint8), in row order."""
+    found = cv2.findNonZero(mask.view(np.uint8) if mask.dtype == bool else mask)
+    if found is None:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    points = found.reshape(-1, 2)
+    return points[:, 1], points[:, 0]
+
+
+def _flat(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    return ys.astype(np.intp) * image.shape[1] + xs
+
+
+def gather(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """image[ys, xs] as N x C (N for a single-channel image), faster than fancy indexing."""
+    channels = image.shape[2:] or ()
+    return np.take(image.reshape(-1, *channels), _flat(image, ys, xs), axis=0)
+
+
+def scatter(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, values: np.ndarray) -> None:
+    """image[ys, xs] = values, in place."""
+    image.reshape(-1, *(image.shape[2:] or ()))[_flat(image, ys, xs)] = values
 
 
 def sample(small: np.ndarray, ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> np.ndarray:
     """Values of a working-copy map at full-size pixels, bilinear with pixel centres aligned: N x C."""
     channels = 1 if small.ndim == 2 else small.shape[2]
     if small.shape[:2] == full:
-        return small[ys, xs].reshape(len(ys), channels)
+        return gather(small, ys, xs).reshape(len(ys), channels)
     count = len(ys)
     rows = -(-count // 1024)  # remap wants a 2-D map: the points laid out 1024 to a row
     map_x = np.zeros(rows * 1024, np.float32)
     map_y = np.zeros(rows * 1024, np.float32)
-    map_x[:count] = (xs + 0.5) * np.float32(small.shape[1] / full[1]) - 0.5
-    map_y[:count] = (ys + 0.5) * np.float32(small.shape[0] / full[0]) - 0.5
+    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(small.shape[1] / full[1]) - 0.5
+    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(small.shape[0] / full[0]) - 0.5
     shape = (rows, 1024)
     values = cv2.remap(
         small, map_x.reshape(shape), map_y.reshape(shape), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE

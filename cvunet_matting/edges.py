@@ -11,10 +11,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import band_points, grow, sample, to_full, working_copy
+from .band import band_points, gather, grow, sample, scatter, to_full, working_copy
 from .foreground import decontaminate
 
-RADIUS = 2  # the guided filter's window radius, in working-copy pixels
+RADIUS = 6  # the guided filter's window radius, in working-copy pixels (make bench-quality)
 EPS = 1e-4  # its regulariser: smaller follows the photo's edges more closely (and its noise)
 _PAIRS = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])  # the colour covariance's six distinct entries
 
@@ -37,14 +37,13 @@ def _coefficients(guide: np.ndarray, matte: np.ndarray, radius: int, eps: float)
     mean_guide, mean_matte = _box(guide, radius), _box(matte, radius)
     mean_cross = _box(guide * matte[..., None], radius)
     mean_square = _box(guide[..., _PAIRS[0]] * guide[..., _PAIRS[1]], radius)
-    mg, mm = mean_guide[ys, xs], mean_matte[ys, xs]
-    cov = mean_cross[ys, xs] - mg * mm[:, None]
-    var = mean_square[ys, xs] - mg[:, _PAIRS[0]] * mg[:, _PAIRS[1]]
+    mg, mm = gather(mean_guide, ys, xs), gather(mean_matte, ys, xs)
+    cov = gather(mean_cross, ys, xs) - mg * mm[:, None]
+    var = gather(mean_square, ys, xs) - mg[:, _PAIRS[0]] * mg[:, _PAIRS[1]]
     a = _solve(var, cov, eps)
     coeffs = np.zeros((*matte.shape, 4), np.float32)
     coeffs[..., 3] = mean_matte  # a = 0, b = the mean away from edges: a flat window stays as it is
-    coeffs[ys, xs, :3] = a
-    coeffs[ys, xs, 3] = mm - (a * mg).sum(axis=1)
+    scatter(coeffs, ys, xs, np.concatenate([a, (mm - np.einsum("ij,ij->i", a, mg))[:, None]], axis=1))
     return _box(coeffs, radius), grow(near, radius)
 
 
@@ -55,10 +54,10 @@ def refine(rgb: np.ndarray, alpha: np.ndarray, radius: int = RADIUS, eps: float 
     if not len(ys):
         return alpha
     c = sample(coeffs, ys, xs, alpha.shape)
-    colour = rgb[ys, xs].astype(np.float32) * np.float32(1 / 255)
-    fitted = (c[:, :3] * colour).sum(axis=1) + c[:, 3]
+    colour = gather(rgb, ys, xs).astype(np.float32) * np.float32(1 / 255)
+    fitted = np.einsum("ij,ij->i", c[:, :3], colour) + c[:, 3]
     out = alpha.copy()
-    out[ys, xs] = np.clip(fitted * 255 + 0.5, 0, 255).astype(np.uint8)
+    scatter(out, ys, xs, np.clip(fitted * 255 + 0.5, 0, 255).astype(np.uint8))
     return out
 
 

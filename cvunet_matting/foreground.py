@@ -15,20 +15,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import band_points, sample, working_copy
+from .band import band_points, gather, sample, scatter, soft, working_copy
 
-WIDE, NARROW = 90, 6  # box sizes for a 1024-pixel long side, the paper's values
+WIDE, NARROW = 90, 6  # box sizes in working-copy pixels (at most 1024 on the long side): the paper's
 # Below this alpha (of 255) the estimate only partly replaces the colour: there it is mostly a guess
 # from the neighbours, barely visible in any composite, and ISNet leaves such faint alpha over whole
 # background areas, whose colours are better left as they are.
 FADE = 32
 _TINY = np.float32(1e-5)
-
-
-def _box(size: float, shape: tuple[int, ...]) -> tuple[int, int]:
-    """A box size given for a 1024-pixel long side, scaled to this copy (at least 1)."""
-    side = max(1, round(size * max(shape[:2]) / 1024))
-    return side, side
 
 
 def _estimate(colour, alpha, fore_mean, back_mean):
@@ -40,7 +34,7 @@ def _wide_means(colour: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.n
     """First pass: alpha-weighted means of the foreground and background, on a quarter-size copy."""
     colour = cv2.resize(colour, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha, (colour.shape[1], colour.shape[0]), interpolation=cv2.INTER_AREA)
-    box = _box(WIDE, colour.shape)
+    box = (WIDE // 4, WIDE // 4)
     weight = cv2.blur(alpha, box)[..., None]
     fore = cv2.blur(colour * alpha[..., None], box) / (weight + _TINY)
     back = cv2.blur(colour * (1 - alpha[..., None]), box) / (1 - weight + _TINY)
@@ -52,26 +46,27 @@ def _narrow_sums(colour: np.ndarray, alpha: np.ndarray) -> list[np.ndarray]:
     fore, back = _wide_means(colour, alpha)
     shape = alpha.shape
     ys, xs = band_points((alpha > 0) & (alpha < 1))
-    a = alpha[ys, xs, None]
+    a = gather(alpha, ys, xs)[:, None]
     alpha3 = cv2.merge([alpha, alpha, alpha])
     weighted = cv2.multiply(colour, alpha3)  # a F1 = a I where a is 0 or 1
-    first = _estimate(colour[ys, xs], a, sample(fore, ys, xs, shape), sample(back, ys, xs, shape))
-    weighted[ys, xs] = first * a
+    first = _estimate(gather(colour, ys, xs), a, sample(fore, ys, xs, shape), sample(back, ys, xs, shape))
+    scatter(weighted, ys, xs, first * a)
     back = cv2.resize(back, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     back = cv2.multiply(back, np.float32(1) - alpha3)
-    box = _box(NARROW, shape)
+    box = (NARROW, NARROW)
     return [cv2.blur(weighted, box), cv2.blur(back, box), cv2.blur(alpha, box)]
 
 
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Replace the colour of the partly transparent pixels by their estimated foreground; in place."""
-    ys, xs = band_points((alpha > 0) & (alpha < 255))
+    ys, xs = band_points(soft(alpha))
     if not len(ys):
         return rgb
     fore, back, weight = (sample(s, ys, xs, alpha.shape) for s in _narrow_sums(working_copy(rgb), working_copy(alpha)))
     fore, back = fore / (weight + _TINY), back / (1 - weight + _TINY)
-    a = alpha[ys, xs].astype(np.float32)[:, None] * np.float32(1 / 255)
-    pixels = rgb[ys, xs].astype(np.float32) * np.float32(1 / 255)
+    a = gather(alpha, ys, xs).astype(np.float32)[:, None] * np.float32(1 / 255)
+    pixels = gather(rgb, ys, xs).astype(np.float32) * np.float32(1 / 255)
     fade = np.minimum(a * np.float32(255 / FADE), 1)  # the estimate eases in over the faintest alpha
-    rgb[ys, xs] = ((pixels + fade * (_estimate(pixels, a, fore, back) - pixels)) * 255 + 0.5).astype(np.uint8)
+    estimate = pixels + fade * (_estimate(pixels, a, fore, back) - pixels)
+    scatter(rgb, ys, xs, (estimate * 255 + 0.5).astype(np.uint8))
     return rgb
