@@ -62,17 +62,10 @@ def held_by_live_workers(client: redis.Redis) -> set[str]:
 def abandoned(
     found: list[Delivery], owners: dict[str, str | None], live: set[str], now: float, grace: float
 ) -> list[Delivery]:
-    """Deliveries whose owner is not alive. One with no owner recorded is given `grace` seconds
-    after its delivery (the receiving worker records itself a moment after taking the message)."""
-    picked = []
-    for delivery in found:
-        owner = owners.get(delivery.task_id)
-        if owner is None:
-            if now - delivery.delivered_at > grace:
-                picked.append(delivery)
-        elif owner not in live:
-            picked.append(delivery)
-    return picked
+    """Deliveries whose owner is not alive, delivered over `grace` seconds ago: the receiving
+    worker records itself as owner a moment after taking a message, and its first heartbeat
+    follows within a beat."""
+    return [d for d in found if owners.get(d.task_id) not in live and now - d.delivered_at > grace]
 
 
 def find_abandoned(client: redis.Redis, grace: float) -> list[Delivery]:

@@ -39,11 +39,13 @@ class Watchdog(threading.Thread):
         self.next_reconcile = 0.0
 
     def run(self) -> None:
-        while not self.stopped.wait(self.settings.heartbeat_interval):
+        while True:  # the first beat at once: a worker is not alive until it says so
             try:
                 self.tick()
             except Exception as exc:  # Redis or PostgreSQL away: try again on the next tick
                 log.warning("watchdog: %s", exc)
+            if self.stopped.wait(self.settings.heartbeat_interval):
+                return
 
     def tick(self) -> None:
         client = get_redis()

@@ -136,9 +136,11 @@ def test_storage_unwritable_for_a_while_is_ridden_out(clean_state, worker_factor
 
 
 def test_abandoned_deliveries_are_those_of_dead_or_unknown_owners():
-    found = [transport.Delivery(tag, task, at) for tag, task, at in (("1", "a", 100), ("2", "b", 100), ("3", "c", 109))]
-    owners = {"a": "alive", "b": "dead", "c": None}
+    delivered = (("1", "a", 100), ("2", "b", 100), ("3", "c", 109), ("4", "d", 109))
+    found = [transport.Delivery(tag, task, at) for tag, task, at in delivered]
+    owners = {"a": "alive", "b": "dead", "c": None, "d": "new"}
     picked = liveness.abandoned(found, owners, live={"alive"}, now=110.0, grace=5)
-    assert [d.task_id for d in picked] == ["b"]  # c was delivered a second ago: its owner may not be recorded yet
+    # c and d were delivered a second ago: the owner may not be recorded, or not have beaten, yet
+    assert [d.task_id for d in picked] == ["b"]
     picked = liveness.abandoned(found, owners, live={"alive"}, now=120.0, grace=5)
-    assert [d.task_id for d in picked] == ["b", "c"]
+    assert [d.task_id for d in picked] == ["b", "c", "d"]
