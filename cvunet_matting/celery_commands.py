@@ -85,3 +85,25 @@ def reconcile(dry_run, wait_for):
         f"{len(found['stalled_batches'])} stalled batch(es) {verb}restarted, "
         f"{len(found['storage_requeued'])} storage failure(s) requeued"
     )
+
+
+@click.command("expire")
+@click.option("--dry-run", is_flag=True, help="Count what is past retention; remove nothing.")
+def expire(dry_run):
+    """Remove inputs, results and archives older than CVUNET_RETENTION_DAYS (the rows stay, expired)."""
+    from .config import get_settings
+    from .retention import expire as do_expire
+
+    settings = get_settings()
+    if settings.retention_days <= 0:
+        click.echo("retention is off (CVUNET_RETENTION_DAYS=0): nothing expires")
+        return
+    try:
+        done = do_expire(settings, dry_run)
+    except psycopg2.Error as exc:
+        _fail(f"postgres: {one_line(exc)}")
+    verb = "would expire" if dry_run else "expired"
+    click.echo(
+        f"{verb} {done['tasks']} task(s) and {done['batches']} batch(es) finished over "
+        f"{settings.retention_days} days ago; removed {done['files']} file(s) and {done['inputs']} input(s)"
+    )

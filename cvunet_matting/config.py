@@ -86,6 +86,7 @@ class Settings:
     heartbeat_interval: float = 1.0
     reconcile_interval: float = 5.0  # how often the watchdog compares PostgreSQL with Redis
     storage_retry_s: int = 300  # how long an image waits out unreadable or unwritable storage
+    retention_days: int = 30  # inputs, results and archives are removed this long after they finish
 
     @property
     def spool_dir(self) -> Path:
@@ -137,6 +138,7 @@ def load_settings(env=None) -> Settings:
         heartbeat_interval=_float(env, "CVUNET_HEARTBEAT_TTL", 5.0) / 5,
         reconcile_interval=_float(env, "CVUNET_RECONCILE_INTERVAL", 5.0),
         storage_retry_s=_int(env, "CVUNET_STORAGE_RETRY_S", 300),
+        retention_days=_int(env, "CVUNET_RETENTION_DAYS", 30),
     )
 
 

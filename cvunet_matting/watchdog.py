@@ -19,6 +19,8 @@ from .config import Settings
 from .redis_client import get_redis
 
 log = logging.getLogger(__name__)
+EXPIRY_INTERVAL_S = 3600.0
+EXPIRY_DELAY_S = 60.0  # not in a freshly started cluster's first minute
 
 
 def held_here() -> set[str]:
@@ -37,6 +39,7 @@ class Watchdog(threading.Thread):
         self.app, self.incarnation, self.settings, self.held = app, incarnation, settings, held
         self.stopped = threading.Event()
         self.next_reconcile = 0.0
+        self.next_expiry = time.monotonic() + EXPIRY_DELAY_S
 
     def run(self) -> None:
         while True:  # the first beat at once: a worker is not alive until it says so
@@ -56,6 +59,9 @@ class Watchdog(threading.Thread):
         if time.monotonic() >= self.next_reconcile:
             self.next_reconcile = time.monotonic() + self.settings.reconcile_interval
             self.reconcile()
+        if time.monotonic() >= self.next_expiry:
+            self.next_expiry = time.monotonic() + EXPIRY_INTERVAL_S
+            self.expire()
 
     def sweep(self, client) -> None:
         lost = liveness.find_abandoned(client, grace=self.settings.heartbeat_ttl)
@@ -70,6 +76,17 @@ class Watchdog(threading.Thread):
         if found["lost"] or found["stalled_batches"] or found["storage_requeued"]:
             counts = (len(found["lost"]), len(found["stalled_batches"]), len(found["storage_requeued"]))
             log.warning("reconcile: %d lost task(s), %d stalled batch(es), %d storage failure(s) requeued", *counts)
+
+    def expire(self) -> None:
+        from .retention import expire
+
+        done = expire(self.settings)
+        if any(done.values()):
+            log.info(
+                "retention: expired %(tasks)d task(s), %(batches)d batch(es), removed %(files)d file(s) "
+                "and %(inputs)d input(s)",
+                done,
+            )
 
     def stop(self) -> None:
         self.stopped.set()

@@ -144,3 +144,21 @@ def test_abandoned_deliveries_are_those_of_dead_or_unknown_owners():
     assert [d.task_id for d in picked] == ["b"]
     picked = liveness.abandoned(found, owners, live={"alive"}, now=120.0, grace=5)
     assert [d.task_id for d in picked] == ["b", "c", "d"]
+
+
+def test_a_finalizer_that_died_is_taken_over_by_reconcile(clean_state, worker_factory):
+    from cvunet_matting.recovery import reconcile
+
+    worker_factory("cpu0@%h")  # the tiny model: the finalizer is under test, not the matting
+    batch_id = submit_batch(photos(3), OutputOptions())
+    zip_path = load_settings().data_dir / wait_batch(batch_id)["zip_path"]
+    zip_path.unlink()
+    with db.transaction() as cur:  # as a finalizer killed for memory leaves it
+        cur.execute(
+            "UPDATE batches SET state = 'finalizing', zip_path = NULL, finished_at = NULL,"
+            " finalizing_since = now() - interval '1 hour' WHERE id = %s",
+            (batch_id,),
+        )
+    assert batch_id in reconcile(settle_s=0)["stalled_batches"]
+    assert support.wait_until(lambda: support.batch_row(batch_id)["state"] == "done", 60, message="not finalized")
+    assert zip_path.exists()

@@ -5,9 +5,11 @@ Each ends with every input having exactly one result and one Postgres row.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -93,8 +95,13 @@ def test_postgres_unreachable_mid_batch_mirror_catches_up(clean_state, worker_fa
     support.wait_until(lambda: spool.exists() and any(spool.iterdir()), 60, message="events spooled while down")
     proxy = proxy.restart()
     try:
-        wait_batch(batch_id, timeout=180)
+        batch = wait_batch(batch_id, timeout=180)
         assert_each_once(batch_id, 5)
+        # Finalize waited for the spooled end events: the archive and manifest list every image.
+        with zipfile.ZipFile(load_settings().data_dir / batch["zip_path"]) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            assert sorted(archive.namelist()) == sorted([f"photo{i}.png" for i in range(5)] + ["manifest.json"])
+        assert [item["state"] for item in manifest["items"]] == ["success"] * 5
         support.wait_until(lambda: not any(spool.iterdir()), 30, message="spool drained")
     finally:
         proxy.stop()

@@ -132,6 +132,35 @@ def storage_failures(cur, max_requeues: int) -> list[dict]:
     )
 
 
+def tasks_past_retention(cur, days: int, limit: int) -> list[dict]:
+    """Finished tasks not yet expired whose end is older than `days` days, oldest first."""
+    return _all(
+        cur,
+        "SELECT id, input_key, output_path FROM tasks WHERE expired_at IS NULL AND finished_at IS NOT NULL"
+        " AND finished_at < now() - make_interval(days => %s) ORDER BY finished_at LIMIT %s",
+        (days, limit),
+    )
+
+
+def inputs_no_longer_used(cur, keys: set[str]) -> set[str]:
+    """Of these input keys, those no kept (unexpired) task reads."""
+    if not keys:
+        return set()
+    cur.execute("SELECT DISTINCT input_key FROM tasks WHERE input_key = ANY(%s) AND expired_at IS NULL", (list(keys),))
+    return keys - {row["input_key"] for row in cur.fetchall()}
+
+
+def batches_past_retention(cur, days: int) -> list[dict]:
+    """Finished batches not yet expired, older than `days` days, none of whose tasks is still kept."""
+    return _all(
+        cur,
+        "SELECT * FROM batches b WHERE b.expired_at IS NULL AND b.state = 'done'"
+        " AND b.finished_at < now() - make_interval(days => %s)"
+        " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id AND t.expired_at IS NULL)",
+        (days,),
+    )
+
+
 def _all(cur, sql: str, params=None) -> list[dict]:
     cur.execute(sql, params)
     return cur.fetchall()

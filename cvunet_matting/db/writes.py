@@ -156,7 +156,7 @@ def create_user(cur, name: str, password_hash: str | None, is_admin: bool, quota
     cur.execute(
         "INSERT INTO users (name, password_hash, is_admin, max_in_flight, max_per_day, max_batch) "
         "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
-        (name, password_hash, is_admin, quotas.get("max_in_flight"), quotas.get("max_per_day"), quotas.get("max_batch")),
+        (name, password_hash, is_admin, *(quotas.get(k) for k in ("max_in_flight", "max_per_day", "max_batch"))),
     )
     return cur.fetchone()
 
@@ -216,3 +216,13 @@ def set_owner(cur, owner_id, batch_id=None, task_ids=()) -> None:
 def lock_owner(cur, owner_id) -> None:
     """Serialise one owner's quota check and insert (two uploads at once cannot both squeeze in)."""
     cur.execute("SELECT pg_advisory_xact_lock(7312, %s::int)", (owner_id % 2**31,))
+
+
+def expire_tasks(cur, task_ids: list) -> None:
+    """Mark tasks expired, and forget their results so that no new task reuses a removed file."""
+    cur.execute("UPDATE tasks SET expired_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    cur.execute("DELETE FROM results WHERE task_id = ANY(%s)", (list(task_ids),))
+
+
+def expire_batches(cur, batch_ids: list) -> None:
+    cur.execute("UPDATE batches SET expired_at = now() WHERE id = ANY(%s)", (list(batch_ids),))
