@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import DeviceError
 
 CUDA = "CUDAExecutionProvider"
@@ -23,8 +25,31 @@ def cuda_options(device_id: int, mem_limit_mb: int) -> dict:
     return options
 
 
+def tensorrt_options(device_id: int, engine_cache: Path | None) -> dict:
+    """TensorRT with its engines (and timing cache) kept on the shared volume: building an engine
+    takes minutes, so only the first worker to load a model pays it; the others load the file.
+
+    CUDA graphs (`trt_cuda_graph_enable`) stay off: they need one fixed input shape, and a micro-
+    batching worker runs batches of varying size. Untested here (no GPU on the development host).
+    """
+    options = {"device_id": device_id, "trt_engine_cache_enable": True}
+    if engine_cache is not None:
+        engine_cache.mkdir(parents=True, exist_ok=True)
+        options |= {
+            "trt_engine_cache_path": str(engine_cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(engine_cache),
+        }
+    return options
+
+
 def choose_providers(
-    available: list[str], device: str, tensorrt: bool, mem_limit_mb: int = 0, device_id: int = 0
+    available: list[str],
+    device: str,
+    tensorrt: bool,
+    mem_limit_mb: int = 0,
+    device_id: int = 0,
+    engine_cache: Path | None = None,
 ) -> list:
     """Providers in priority order: TensorRT (if enabled), CUDA, then CPU.
 
@@ -41,7 +66,7 @@ def choose_providers(
     chosen: list = []
     if device != "cpu" and has_cuda:
         if tensorrt and TENSORRT in available:
-            chosen.append((TENSORRT, {"device_id": device_id, "trt_engine_cache_enable": True}))
+            chosen.append((TENSORRT, tensorrt_options(device_id, engine_cache)))
         chosen.append((CUDA, cuda_options(device_id, mem_limit_mb)))
     chosen.append(CPU)
     return chosen

@@ -120,8 +120,8 @@ def on_postrun(task_id=None, **_):
 @signals.worker_process_init.connect
 def on_process_init(**_):
     """After fork: start the spool flusher and load the model in the background (not in the 4 s window)."""
+    from .device_client import worker_session
     from .malloc import tune_for_large_buffers
-    from .model import get_session
 
     tune_for_large_buffers()
 
@@ -130,7 +130,7 @@ def on_process_init(**_):
         worker_metrics.serve(get_settings().metrics_port, get_settings().metrics_addr)
     except OSError as exc:  # a restarted child may find the port still held briefly
         log.warning("worker metrics not served: %s", exc)
-    threading.Thread(target=_warm, args=(get_session,), name="model-warmup", daemon=True).start()
+    threading.Thread(target=_warm, args=(worker_session,), name="model-warmup", daemon=True).start()
 
 
 def _warm(get_session) -> None:

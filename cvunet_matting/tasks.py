@@ -11,6 +11,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from . import (
     batch_lifecycle,
+    device_host,  # noqa: F401 (starts an overlapped worker's device process from its main process)
     finish,
     image_job,
     signals,
@@ -18,14 +19,15 @@ from . import (
 )
 from .celery_app import app
 from .config import get_settings
+from .device_client import DeviceLost, worker_session
 from .dispatch import CHUNK_DONE, FINALIZE_BATCH, MATTE_IMAGE
 from .errors import ImageFailed, InputError
-from .model import get_session
 from .redis_client import count_attempt, get_redis
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 STORAGE_BACKOFF_MAX_S = 30
+DEVICE_LOST_EXIT = 75
 
 
 def storage_backoff(retries: int) -> float:
@@ -69,12 +71,20 @@ def run_image(task, input_key: str, options: dict, output_path: str, batch_id: s
             input_key,
             options,
             output_path,
-            session=get_session(settings),
+            # An image in hand when a worker died before runs alone on the device: never batched with
+            # (and so never crashing) its neighbours again.
+            session=worker_session(settings, alone=crashes > 0),
             storage=Storage(settings.data_dir),
             settings=settings,
         )
     except InputError as exc:
         return failed(base, "refused", exc.reason)
+    except DeviceLost as exc:
+        # The model's process died with this image in hand (a crash, perhaps on this very input):
+        # this pool process goes too, so Celery requeues the image as it does after any crash, and
+        # the next start counts it against the poison-input cap.
+        log.error("task %s: %s; leaving it to be redelivered", task.request.id, exc)
+        os._exit(DEVICE_LOST_EXIT)
     except SoftTimeLimitExceeded:
         return failed(base, "timeout", f"took longer than {settings.task_soft_limit}s")
     except image_job.TransientError as exc:

@@ -10,6 +10,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .overlap import load_overlap
+
 log = logging.getLogger(__name__)
 
 
@@ -39,9 +41,20 @@ def plan(
     return specs
 
 
+def concurrency(spec: WorkerSpec) -> int:
+    """Pool processes of the worker: 1 on the CPU (the model in its one child needs the cores); on a
+    GPU (overlapped, see overlap.py) one per image held at once, all sharing one device process that
+    owns the GPU's one session.
+
+    Prefork, not threads, either way: a crash (out of memory, a segfault, a poison input) takes one
+    pool process and its one image, which Celery requeues and the attempt counter caps, while the
+    main process keeps its heartbeat and its other images; and time limits are enforced. Under the
+    threads pool the same crash would kill every image in hand and count a crash against each.
+    """
+    return load_overlap({**os.environ, **spec.env}).concurrency
+
+
 def command(spec: WorkerSpec, queue: str, loglevel: str) -> list[str]:
-    # concurrency 1: each worker holds one model on one device; prefork keeps the model in a child
-    # process, so a crash there is seen by the parent and the task is requeued.
     return [
         sys.executable,
         "-m",
@@ -54,7 +67,7 @@ def command(spec: WorkerSpec, queue: str, loglevel: str) -> list[str]:
         "-n",
         spec.name,
         "--concurrency",
-        "1",
+        str(concurrency(spec)),
         "--pool",
         "prefork",
         "--loglevel",

@@ -136,3 +136,52 @@ def test_shrink_of_a_small_image_is_the_plain_resize():
     image = np.random.default_rng(3).integers(0, 256, (1500, 1200, 3), dtype=np.uint8)
     expected = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_AREA)
     assert np.array_equal(shrink(image, 1024, 1024), expected)
+
+
+@pytest.fixture(scope="module")
+def isnet_shaped(tmp_root):
+    from tests.support import build_isnet_shaped_model
+
+    path = build_isnet_shaped_model(tmp_root / "models" / "isnet-shaped.onnx", size=64)
+    manifest = replace(builtin("isnet-fp16"), size=(64, 64))
+    return path, manifest
+
+
+def test_uint8_io_and_a_dynamic_batch_give_what_the_float_graph_gives(isnet_shaped):
+    """The graph edits made at load: uint8 pixels in (normalised and transposed in the graph), uint8
+    alpha out, batch dimension no longer fixed to 1; the same mattes as the host-side path."""
+    path, manifest = isnet_shaped
+    settings = load_settings({"CVUNET_DEVICE": "cpu"})
+    plain = MattingSession(path, manifest, settings)
+    edited = MattingSession(path, manifest, settings, uint8_io=True, dynamic_batch=True)
+    assert edited.batched and not plain.batched and edited.version == plain.version
+    assert edited.session.get_inputs()[0].type == "tensor(uint8)"
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (90, 70, 3), dtype=np.uint8) for _ in range(3)]
+    tensors = [edited.preprocess(i) for i in images]
+    assert tensors[0].dtype == np.uint8 and tensors[0].shape == (1, 64, 64, 3)
+    outputs = edited.infer_batch(tensors)
+    for image, raw in zip(images, outputs, strict=True):
+        assert raw.dtype == np.uint8
+        expected = plain.predict_alpha(image)
+        got = edited.postprocess(raw, *image.shape[:2])
+        assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_an_any_size_model_takes_uint8_and_runs_one_image_at_a_time(tmp_root):
+    settings = load_settings({"CVUNET_MODEL": str(tmp_root / "models" / "tiny-cvunet.onnx")})
+    path, manifest = resolve_model(settings)
+    plain = MattingSession(path, manifest, settings)
+    edited = MattingSession(path, manifest, settings, uint8_io=True, dynamic_batch=True)
+    assert not edited.batched
+    images = [np.random.default_rng(s).integers(0, 256, (20 + s, 30, 3), dtype=np.uint8) for s in range(2)]
+    outputs = edited.infer_batch([edited.preprocess(i) for i in images])
+    for image, raw in zip(images, outputs, strict=True):
+        assert np.array_equal(edited.postprocess(raw, *image.shape[:2]), plain.predict_alpha(image))
+
+
+def test_tensorrt_engines_are_cached_on_the_shared_volume(tmp_path):
+    (trt, _), *_ = choose_providers([TENSORRT, CUDA, CPU], "auto", True, engine_cache=tmp_path / "trt")
+    assert trt == TENSORRT
+    options = choose_providers([TENSORRT, CUDA, CPU], "auto", True, engine_cache=tmp_path / "trt")[0][1]
+    assert options["trt_engine_cache_path"] == str(tmp_path / "trt") and options["trt_timing_cache_enable"]

@@ -28,3 +28,20 @@ def test_each_worker_runs_one_task_at_a_time_under_its_own_name():
     argv = command(plan([], 1, cores=4)[0], "matting", "INFO")
     assert argv[argv.index("--concurrency") + 1] == "1" and argv[argv.index("-n") + 1] == "cpu0@%h"
     assert argv[argv.index("-Q") + 1] == "matting" and "-E" in argv
+
+
+def test_a_gpu_worker_holds_several_images_a_cpu_worker_one():
+    gpu = command(plan(["0"], 0)[0], "matting", "INFO")
+    cpu = command(plan([], 1, cores=4)[0], "matting", "INFO")
+    assert int(gpu[gpu.index("--concurrency") + 1]) > 1 and cpu[cpu.index("--concurrency") + 1] == "1"
+    assert gpu[gpu.index("--pool") + 1] == cpu[cpu.index("--pool") + 1] == "prefork"
+
+
+def test_overlap_settings():
+    from cvunet_matting.overlap import load_overlap
+
+    assert not load_overlap({"CVUNET_DEVICE": "cpu"}).enabled
+    gpu = load_overlap({"CVUNET_DEVICE": "cuda", "CVUNET_MAX_BATCH": "8"}, cores=16)
+    assert gpu.enabled and gpu.max_batch == 8 and gpu.in_flight == 16 and gpu.concurrency == 16
+    forced = load_overlap({"CVUNET_OVERLAP": "1", "CVUNET_IN_FLIGHT": "3", "CVUNET_BATCH_WAIT_MS": "5"})
+    assert forced.concurrency == 3 and forced.batch_wait_s == 0.005

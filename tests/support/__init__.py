@@ -3,6 +3,8 @@
 A test imports these, never another test module. `tests.support.httpclient` is the HTTP client.
 """
 
+from .accounts import TestUser, make_user, page_csrf, sign_in, user_client
+from .device import build_isnet_shaped_model, simulated_device_env
 from .images import build_tiny_model, noise, png_bytes
 from .net import PrivateRedis, TcpProxy, free_port, port_open
 from .pipeline import batch_row, rows_of, settings, task_row, wait_batch, wait_task
@@ -17,7 +19,9 @@ __all__ = [
     "REPO",
     "PrivateRedis",
     "TcpProxy",
+    "TestUser",
     "batch_row",
+    "build_isnet_shaped_model",
     "build_tiny_model",
     "claim_redis_db",
     "create_database",
@@ -25,7 +29,9 @@ __all__ = [
     "find_tool",
     "free_port",
     "kill_group",
+    "make_user",
     "noise",
+    "page_csrf",
     "png_bytes",
     "port_open",
     "redis",
@@ -34,8 +40,11 @@ __all__ = [
     "rows_of",
     "run_cli",
     "settings",
+    "simulated_device_env",
+    "sign_in",
     "start_worker",
     "task_row",
+    "user_client",
     "wait_batch",
     "wait_for",
     "wait_task",

@@ -1,0 +1,164 @@
+"""The device process: a worker's one model session (one per GPU), serving all its pool processes.
+
+Each pool process holds one image at a time and sends the model's input here over a Unix socket;
+a batcher thread runs what is waiting as one batch (a fixed-size model, up to CVUNET_MAX_BATCH
+images, after waiting at most CVUNET_BATCH_WAIT_MS for the batch to fill) or one at a time (an
+any-size model). A batch whose run fails is run again one image at a time, so a bad input fails
+alone; an image marked `alone` (it was in hand when a worker died before) always runs by itself,
+so a poison input cannot take its neighbours down with it a second time.
+Started and restarted by `device_host` in the worker's main process: `python -m cvunet_matting.device_server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection, Listener
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Job:
+    __slots__ = ("alone", "done", "error", "result", "tensor")
+
+    def __init__(self, tensor: np.ndarray, alone: bool):
+        self.tensor, self.alone = tensor, alone
+        self.done = threading.Event()
+        self.result: np.ndarray | None = None
+        self.error: str | None = None
+
+    def finish(self, result: np.ndarray | None = None, error: str | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class DeviceServer:
+    def __init__(self, session, max_batch: int, wait_s: float):
+        self.session = session
+        self.max_batch = max_batch if session.batched else 1
+        self.wait_s = wait_s
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.held: collections.deque[Job] = collections.deque()  # taken, but must start the next batch
+        self.runs = self.images = 0
+
+    def hello(self) -> dict:
+        s = self.session
+        return {"manifest": s.manifest.to_dict(), "providers": s.providers, "max_batch": self.max_batch}
+
+    def handle(self, conn: Connection) -> None:
+        """One pool process's requests, one at a time (it holds one image)."""
+        try:
+            while True:
+                request = conn.recv()
+                if request[0] == "run":
+                    job = Job(request[1], bool(request[2]))
+                    self.jobs.put(job)
+                    job.done.wait()
+                    conn.send(("ok", job.result) if job.error is None else ("error", job.error))
+                elif request[0] == "hello":
+                    conn.send(("ok", self.hello()))
+                elif request[0] == "stats":
+                    conn.send(("ok", {"runs": self.runs, "images": self.images}))
+        except (EOFError, OSError):  # the pool process finished, was replaced or was killed
+            pass
+        finally:
+            conn.close()
+
+    def next_batch(self) -> list[Job]:
+        first = self.held.popleft() if self.held else self.jobs.get()
+        batch = [first]
+        if first.alone:
+            return batch
+        deadline = time.monotonic() + self.wait_s
+        while len(batch) < self.max_batch:
+            try:
+                job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job.alone:
+                self.held.append(job)
+                break
+            batch.append(job)
+        return batch
+
+    def run(self, batch: list[Job]) -> None:
+        try:
+            outputs = self.session.infer_batch([job.tensor for job in batch])
+        except Exception as exc:
+            if len(batch) > 1:  # which input failed? each alone, so only that one fails
+                log.warning("a batch of %d failed (%s); running its images one by one", len(batch), exc)
+                for job in batch:
+                    self.run([job])
+                return
+            log.exception("model run failed")
+            batch[0].finish(error=f"{type(exc).__name__}: {exc}")
+            return
+        self.runs += 1
+        self.images += len(batch)
+        for job, output in zip(batch, outputs, strict=True):
+            job.finish(result=output)
+
+    def run_forever(self) -> None:
+        while True:
+            self.run(self.next_batch())
+
+
+def die_with_parent(parent: int) -> None:
+    """Exit when the worker's main process dies, even by kill -9 (Linux's parent-death signal)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def serve(address: str, authkey: bytes, server: DeviceServer) -> None:
+    Path(address).unlink(missing_ok=True)
+    threading.Thread(target=server.run_forever, name="device-batcher", daemon=True).start()
+    with Listener(address, "AF_UNIX", authkey=authkey) as listener:
+        log.info("device process %d serving on %s (batches of up to %d)", os.getpid(), address, server.max_batch)
+        while True:
+            try:
+                conn = listener.accept()
+            except (OSError, EOFError) as exc:  # a client that died during the handshake
+                log.warning("device: refused a connection: %s", exc)
+                continue
+            threading.Thread(target=server.handle, args=(conn,), name="device-client", daemon=True).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args()
+    die_with_parent(args.parent)
+    # The worker's main process stops it once the pool is done; a terminal's Ctrl-C or a SIGTERM to
+    # the group must not take the model away from images still in hand.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from .config import get_settings
+    from .malloc import tune_for_large_buffers
+    from .model import MattingSession, resolve_model
+    from .overlap import load_overlap
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="[%(asctime)s: %(levelname)s/device] %(message)s")
+    tune_for_large_buffers()
+    overlap = load_overlap()
+    session = MattingSession(*resolve_model(settings), settings, uint8_io=True, dynamic_batch=overlap.max_batch > 1)
+    authkey = bytes.fromhex(os.environ["CVUNET_DEVICE_AUTHKEY"])
+    serve(args.socket, authkey, DeviceServer(session, overlap.max_batch, overlap.batch_wait_s))
+
+
+if __name__ == "__main__":
+    main()

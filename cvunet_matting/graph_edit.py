@@ -1,0 +1,122 @@
+"""Edits made to a model's graph at load time, with onnx's helper API, never saved over the file.
+
+- A batch dimension fixed to 1 becomes dynamic, so several images can run as one batch.
+- A small prefix takes uint8 pixels (NHWC for a fixed-size model, HWC for an any-size one) and does
+  the cast, the manifest's normalisation and the transpose inside the graph: on a GPU that work
+  moves off the host's cores, and a quarter of the bytes crosses to the device (and between
+  processes). The prefix casts to the model's own input type, so an fp16 graph is fed fp16 on the
+  device without the host converting anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .manifest import Manifest, guess_template
+
+UINT8_SUFFIX = "_uint8"
+
+
+@dataclass(frozen=True)
+class Edited:
+    model: bytes  # the serialized graph, for InferenceSession
+    manifest: Manifest
+    input_name: str  # what to feed
+    output_name: str  # what to read
+    batched: bool  # several images may run as one batch
+
+
+def edited_model(path: Path, manifest: Manifest | None, dynamic_batch: bool, uint8_io: bool) -> Edited:
+    """The graph at `path` with the requested edits. `uint8_io`: uint8 pixels in and, for an alpha
+    output, the alpha as uint8 out (scaled, rounded and clipped on the device)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if manifest is None:
+        manifest = guess_template([i.name for i in graph.input])
+    (original,) = [i for i in graph.input if i.name == manifest.input_name]
+    batched = manifest.layout == "NCHW" and dynamic_batch
+    if batched:
+        _make_batch_dynamic(graph)
+    input_name, output_name = manifest.input_name, manifest.output_name
+    if uint8_io:
+        _prepend_uint8_prefix(graph, original, manifest)
+        input_name += UINT8_SUFFIX
+        if manifest.output_kind == "alpha":
+            _append_uint8_alpha(graph, manifest)
+            output_name += UINT8_SUFFIX
+    return Edited(model.SerializeToString(), manifest, input_name, output_name, batched)
+
+
+def _make_batch_dynamic(graph) -> None:
+    """Dimension 0 of every graph input and output becomes a named dimension ("batch"); the shapes
+    recorded for intermediate values (fixed to batch 1 by the exporter) are dropped, so onnxruntime
+    infers them again."""
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    del graph.value_info[:]
+
+
+def _prepend_uint8_prefix(graph, original, manifest: Manifest) -> None:
+    """Replace the float input by a uint8 one: Cast, (x - mean) / std, Transpose to NCHW, Cast."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    name = original.name
+    elem_type = original.type.tensor_type.elem_type
+    nchw = manifest.layout == "NCHW"
+    dims = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
+    shape = [dims[0], dims[2], dims[3], dims[1]] if nchw and len(dims) == 4 else ["h", "w", 3]
+    new_input = helper.make_tensor_value_info(name + UINT8_SUFFIX, TensorProto.UINT8, shape)
+    mean = numpy_helper.from_array(np.asarray(manifest.mean, np.float32), name + "_mean")
+    std = numpy_helper.from_array(np.asarray(manifest.std, np.float32), name + "_std")
+    final = name if elem_type == TensorProto.FLOAT else name + "_f32"
+    nodes = [
+        helper.make_node("Cast", [new_input.name], [name + "_cast"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", [name + "_cast", mean.name], [name + "_centred"]),
+        helper.make_node("Div", [name + "_centred", std.name], [name + "_scaled" if nchw else final]),
+    ]
+    if nchw:
+        nodes.append(helper.make_node("Transpose", [name + "_scaled"], [final], perm=[0, 3, 1, 2]))
+    if final != name:  # an fp16 (or other) graph: the device converts, not the host
+        nodes.append(helper.make_node("Cast", [final], [name], to=elem_type))
+    body = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + body)
+    graph.initializer.extend([mean, std])
+    inputs = [new_input if i.name == name else i for i in graph.input]
+    del graph.input[:]
+    graph.input.extend(inputs)
+
+
+def _append_uint8_alpha(graph, manifest: Manifest) -> None:
+    """A second output: the alpha as uint8, computed as the host did (x * 255 / scale + 0.5, clipped,
+    truncated), so a quarter of the bytes comes back and the host does no arithmetic on it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    name = manifest.output_name
+    (original,) = [o for o in graph.output if o.name == name]
+    dims = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
+    consts = {
+        "_gain": np.float32(255.0 / manifest.output_scale),
+        "_half": np.float32(0.5),
+        "_lo": np.float32(0.0),
+        "_hi": np.float32(255.0),
+    }
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(v), name + k) for k, v in consts.items())
+    graph.node.extend(
+        [
+            helper.make_node("Cast", [name], [name + "_f32"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [name + "_f32", name + "_gain"], [name + "_scaled"]),
+            helper.make_node("Add", [name + "_scaled", name + "_half"], [name + "_rounded"]),
+            helper.make_node("Clip", [name + "_rounded", name + "_lo", name + "_hi"], [name + "_clipped"]),
+            helper.make_node("Cast", [name + "_clipped"], [name + UINT8_SUFFIX], to=TensorProto.UINT8),
+        ]
+    )
+    graph.output.append(helper.make_tensor_value_info(name + UINT8_SUFFIX, TensorProto.UINT8, dims))
