@@ -1,14 +1,18 @@
-"""Who may call /api/v1: with CVUNET_API_TOKENS set, a bearer token or a session our own pages started."""
+"""Who may call /api/v1: a bearer API key (per user, see accounts), never the browser session.
+
+CVUNET_API_TOKENS, if still set, are accepted as the operator's keys (see access.legacy_tokens).
+"""
 
 from __future__ import annotations
 
 import hmac
 
-from flask import request
+from flask import current_app, g, request
 
+from . import accounts
+from .accounts import Actor
 from .api_routes import PUBLIC_ENDPOINTS
 from .http_errors import error_json
-from .http_support import csrf_valid, has_browser_session, settings
 
 
 def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
@@ -19,18 +23,33 @@ def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
     return found
 
 
-def authenticate():
-    """A before_request hook: None lets the request through, else a 401 (CSRF header for a page's writes)."""
-    tokens = settings().api_tokens
-    if not tokens or request.endpoint in PUBLIC_ENDPOINTS:
-        return None
+def bearer_actor() -> Actor | None:
+    """The actor an `Authorization: Bearer KEY` header names, or None."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and given.strip() and token_matches(given.strip(), tokens):
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given or len(given) > 256:
         return None
-    if csrf_valid(request.headers.get("X-CSRF-Token")):
-        return None
-    if request.method in {"GET", "HEAD"} and has_browser_session():
-        return None  # <img> tags on our own pages cannot send headers
-    response, status = error_json("unauthorized", "a valid 'Authorization: Bearer <token>' header is required", 401)
+    legacy = current_app.extensions["cvunet.auth"].legacy_tokens
+    if legacy and token_matches(given, legacy):
+        return accounts.OPERATOR
+    return accounts.by_key(given)
+
+
+def unauthorized():
+    response, status = error_json("unauthorized", "a valid 'Authorization: Bearer <API key>' header is required", 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="cvunet-matting"'
     return response, status
+
+
+def authenticate():
+    """A before_request hook of the API: sets g.actor, or answers 401."""
+    if current_app.extensions["cvunet.auth"].single_user:
+        g.actor = accounts.OPERATOR
+        return None
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    actor = bearer_actor()
+    if actor is None:
+        return unauthorized()
+    g.actor = actor
+    return None

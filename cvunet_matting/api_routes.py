@@ -6,7 +6,7 @@ from .api_schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response
 from .api_spec import FlagQuery, IntQuery, Operation
 
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
-SUBMIT_ERRORS = (400, 401, 413, 415, 503)
+SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
 PAGE = (IntQuery("offset", 0, 2**31 - 1), IntQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
 DOWNLOAD = (FlagQuery("download", "as attachment"),)
@@ -36,9 +36,9 @@ OPERATIONS = {
     "submit_folder": Operation(
         "POST",
         "/batches/folder",
-        "Submit every image of a server-side folder (operators)",
+        "Submit every image of a server-side folder (admins only)",
         _queued("BatchAccepted"),
-        (400, 401, 403, 404, 503),
+        (400, 401, 403, 404, 429, 503),
         body={"required": True, "content": {"application/json": {"schema": ref("FolderRequest")}}},
     ),
     "batch_status": Operation(
@@ -62,9 +62,10 @@ OPERATIONS = {
     "retry": Operation(
         "POST",
         "/tasks/<task_id>/retry",
-        "Requeue a failed task",
+        "Requeue a failed task (one that crashed the worker: admins only, with force=1)",
         _queued("TaskAccepted", "Requeued"),
-        (400, 401, 404, 409, 503),
+        (400, 401, 404, 409, 429, 503),
+        query=(FlagQuery("force", "admins: retry even an input that crashed the worker"),),
     ),
     "task_result": Operation(
         "GET",

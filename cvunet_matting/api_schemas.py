@@ -5,7 +5,7 @@ Operations (api_routes) and the document (openapi) are built from these, so a sh
 
 from __future__ import annotations
 
-from .encoding import FLAG_WORDS, FORMAT_WORDS
+from .encoding import FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX
 from .imaging import INPUT_FORMATS
 from .states import BATCH_STATES, TASK_STATES
 
@@ -53,6 +53,25 @@ FORM_OPTIONS = {
     "format": string(enum=list(FORMAT_WORDS), description="output format: png (the default), webp or jpg"),
     "bg_color": string(description="flatten on this colour: '#RRGGBB', 'r,g,b' or a name; empty: keep alpha"),
     "alpha_only": string(enum=list(FLAG_WORDS), description="true: return the alpha matte only (grey PNG)"),
+    "alpha_threshold": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 255,
+        "description": "alpha below this becomes 0 (0: off)",
+    },
+    "erode": {"type": "integer", "minimum": 0, "maximum": MAX_EDGE_PX, "description": "shrink the matte (px)"},
+    "feather": {"type": "integer", "minimum": 0, "maximum": MAX_EDGE_PX, "description": "soften the edge (px)"},
+    "refine": string(enum=list(FLAG_WORDS), description="re-fit the matte to the full-size photo (default off)"),
+    "decontaminate": string(
+        enum=list(FLAG_WORDS), description="take the old background's colour out of edge pixels (default on; empty: on)"
+    ),
+}
+EDGE_JSON = {
+    "alpha_threshold": FORM_OPTIONS["alpha_threshold"],
+    "erode": FORM_OPTIONS["erode"],
+    "feather": FORM_OPTIONS["feather"],
+    "refine": {"type": "boolean"},
+    "decontaminate": {"type": "boolean"},
 }
 
 SCHEMAS = {
@@ -73,6 +92,7 @@ SCHEMAS = {
             "format": nullable(FORM_OPTIONS["format"]),
             "bg_color": nullable(FORM_OPTIONS["bg_color"]),
             "alpha_only": {"type": "boolean"},
+            **EDGE_JSON,
         },
     },
     "FolderRequest": obj(
@@ -96,7 +116,8 @@ SCHEMAS = {
         task_id=string(format="uuid"),
         filename=string(),
         state=string(enum=list(TASK_STATES)),
-        error=nullable(string()),
+        error=nullable(string(description="a short reason; details stay in the server's logs")),
+        error_code=nullable(string(description="refused, crashed, timeout, storage or internal")),
         status_url=string(),
         view_url=string(),
         input_url=string(),

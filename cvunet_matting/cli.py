@@ -138,13 +138,23 @@ def db_upgrade() -> None:
     """Create or upgrade the schema from the packaged versioned SQL files."""
     import psycopg2
 
+    from .accounts import bootstrap_admin
     from .db import schema
 
     try:
         applied = schema.upgrade()
+        first = bootstrap_admin()
     except psycopg2.Error as exc:
         fail(f"postgres: {one_line(exc)}")
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+    if first:
+        click.echo(f"created the first admin: user {first[0]!r}, password {first[1]} (shown once: keep it)")
+
+
+def _add_user_commands() -> None:
+    from .user_cli import user
+
+    main.add_command(user)
 
 
 @main.command()
@@ -207,5 +217,6 @@ def _add_operator_commands() -> None:
 
 
 _add_operator_commands()
+_add_user_commands()
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ from .http_errors import error_json
 from .http_support import settings
 from .imaging import input_media_type, sniff_extension
 from .naming import safe_stem
-from .presenters import has_alpha
+from .presenters import has_alpha, public_error
 from .storage import Storage
 
 
@@ -32,7 +32,7 @@ def stored(relative: str) -> Path:
 
 def not_ready(what: str, row: dict):
     code = "failed" if row["state"] == "failure" else "not_ready"
-    message = f"the task failed: {row['error']}" if code == "failed" else f"the {what} is not ready yet"
+    message = f"the task failed: {public_error(row)}" if code == "failed" else f"the {what} is not ready yet"
     return error_json(code, message, 404, state=row["state"])
 
 
@@ -70,6 +70,6 @@ def batch_zip(batch: dict):
     if batch["state"] != "done":
         return error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"])
     if not batch["zip_path"]:
-        return error_json("no_zip", f"the batch has no ZIP: {batch.get('error') or 'none was written'}", 404)
+        return error_json("no_zip", "the batch has no ZIP: it could not be written (the details were logged)", 404)
     path = stored(batch["zip_path"])
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)

@@ -23,18 +23,25 @@ log = logging.getLogger(__name__)
 # Any code not listed is a plain 400.
 ERROR_STATUSES = {
     400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, truncated...)", ()),
-    401: ("API tokens are enabled and no valid bearer token was sent", ("unauthorized",)),
-    403: ("The folder lies outside the allowed roots", ("forbidden_path",)),
+    401: ("No valid API key was sent (`Authorization: Bearer <key>`)", ("unauthorized",)),
+    403: (
+        "Admins only (code `forbidden`), or the folder lies outside the allowed roots",
+        ("forbidden", "forbidden_path"),
+    ),
     404: (
         "Unknown id, or the file is not ready (code `not_ready`) or the task failed (code `failed`)",
         ("not_found", "not_ready"),
     ),
-    409: ("Only failed tasks can be retried", ("not_failed",)),
+    409: (
+        "Only failed tasks can be retried, and an input that crashed the worker only by an admin (`poison_input`)",
+        ("not_failed", "poison_input"),
+    ),
     413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
         ("svg", "not_an_image", "unsupported_format"),
     ),
+    429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),
     503: ("Redis or PostgreSQL cannot be reached", ()),
 }
 _STATUS_BY_CODE = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
@@ -51,7 +58,7 @@ def error_json(code: str, message: str, status: int, **extra):
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/page/"))
 
 
 def _code(title: str | None) -> str:
@@ -67,9 +74,11 @@ def _error_page(status: int, title: str, message: str):
 
 def _input_error(exc: InputError):
     status = status_for(exc.code)
+    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else {}
     if wants_json():
-        return error_json(exc.code, exc.reason, status)
-    return render_template("error.html", status=status, title="Refused", message=exc.reason), status
+        response, status = error_json(exc.code, exc.reason, status)
+        return response, status, headers
+    return render_template("error.html", status=status, title="Refused", message=exc.reason), status, headers
 
 
 def _http_error(exc: HTTPException):

@@ -53,6 +53,27 @@ def reuse(existing: dict, target: Path, storage: Storage) -> bool:
     return True
 
 
+# The longest output name the worker writes: 255 bytes less storage.write_atomic's `.NAME.XXXXXXXX.part`.
+MAX_OUTPUT_NAME_BYTES = 255 - len("..XXXXXXXX.part")
+
+
+def output_target(storage: Storage, output_path: str) -> Path:
+    """Where the result goes: only ever under the data root, whatever the message said.
+
+    The message comes from the broker (and Flower can send one): an absolute or climbing path is
+    refused for good (InputError), and so is a name too long to write, before the model runs."""
+    root = storage.root.resolve()
+    relative = Path(output_path)
+    if relative.is_absolute() or ".." in relative.parts or not output_path.strip():
+        raise InputError("the output path lies outside the data root", code="bad_output_path")
+    target = root / relative
+    if not target.resolve().is_relative_to(root):  # a link on the way out of the root
+        raise InputError("the output path lies outside the data root", code="bad_output_path")
+    if len(target.name.encode()) > MAX_OUTPUT_NAME_BYTES:
+        raise InputError("the output file name is too long", code="bad_output_path")
+    return target
+
+
 def inject_faults(input_key: str, settings: Settings) -> None:
     """Fault injection for the fault tests: die like an OOM-killed process on chosen inputs, or hold
     every image longer, like a slow device."""
@@ -74,7 +95,7 @@ def process(
     """Run one image; returns the fields to mirror. Raises InputError or TransientError."""
     opts = OutputOptions.from_dict(options)
     key = idem_key(input_key, session.version, opts)
-    target = storage.root / output_path
+    target = output_target(storage, output_path)
     result = {"idem_key": key, "output_path": output_path}
     existing = lookup_result(key)
     if existing and reuse(existing, target, storage):

@@ -57,6 +57,12 @@ _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _TEXT_BYTES = bytes(range(32, 256)) + b"\t\n\r\f\b"
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # the first marker after entropy-coded data
+_FILL = re.compile(rb"\xff+")  # a run of fill bytes before a marker, skipped at C speed
+# Junk is refused before any per-byte parsing (Pillow reads JPEG markers one byte at a time): a real
+# JPEG reaches its frame header within a few dozen segments and a handful of fill bytes.
+JPEG_MAX_SEGMENTS = 512
+JPEG_MAX_FILL = 1024
+_FILL_BOUNDED = re.compile(rb"\xff{1,%d}" % (JPEG_MAX_FILL + 1))
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,44 @@ def _unrecognised(data: bytes) -> InputError:
     return InputError(f"not an image: the data looks like {kind}", code="not_an_image")
 
 
+def _jpeg_junk(data: bytes) -> bool:
+    """Whether the markers before the frame header are junk: long fill runs, too many segments,
+    or no frame header at all. Bounded work: at most JPEG_MAX_SEGMENTS steps, fill runs by regex."""
+    pos = 2
+    for _ in range(JPEG_MAX_SEGMENTS):
+        run = _FILL_BOUNDED.match(data, pos)
+        if run is None:
+            return True  # not a marker where one must be
+        if run.end() - pos > JPEG_MAX_FILL:
+            return True
+        pos = run.end()
+        if pos >= len(data):
+            return False  # cut short: the truncation check says so
+        marker = data[pos]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return False  # a frame header (SOFn): what Pillow looks for
+        if marker == 0xD9 or marker == 0xDA:
+            return True  # end of image or scan data before any frame header
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:
+            pos += 1
+            continue
+        pos += 1 + int.from_bytes(data[pos + 1 : pos + 3], "big")
+    return True
+
+
+PNG_MAX_CHUNKS = 1024  # chunks before the first IDAT: a real PNG has a handful
+
+
+def _png_junk(data: bytes) -> bool:
+    """Whether a PNG holds more chunks before its image data than any real one (bounded walk)."""
+    pos = 8
+    for _ in range(PNG_MAX_CHUNKS):
+        if pos + 8 > len(data) or data[pos + 4 : pos + 8] in (b"IDAT", b"IEND"):
+            return False
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return True
+
+
 def _jpeg_cut_short(data: bytes) -> bool:
     """Walk the segments to EOI (an EXIF thumbnail's EOI is skipped with its segment)."""
     pos = 2
@@ -123,8 +167,11 @@ def _jpeg_cut_short(data: bytes) -> bool:
         marker = data[pos + 1]
         if marker == 0xD9:
             return False
-        if marker == 0xFF or 0xD0 <= marker <= 0xD8 or marker == 0x01:  # fill byte or no length
-            pos += 1 if marker == 0xFF else 2
+        if marker == 0xFF:  # a run of fill bytes, skipped in one step
+            pos = _FILL.match(data, pos).end() - 1
+            continue
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # no length
+            pos += 2
             continue
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
@@ -187,6 +234,10 @@ def _header(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:
     fmt = _sniff(data)
     if fmt is None:
         raise _unrecognised(data)
+    if fmt == "jpeg" and _jpeg_junk(data):
+        raise InputError("the JPEG data is corrupt: no frame header where one belongs", code="not_an_image")
+    if fmt == "png" and _png_junk(data):
+        raise InputError("the PNG data is corrupt: too many chunks before the image data", code="not_an_image")
     width, height, mode = _inspect(data, fmt)
     if width < 1 or height < 1:
         raise InputError(f"the {fmt.upper()} header says {width}x{height} pixels", code="not_an_image")

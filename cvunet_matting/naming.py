@@ -7,13 +7,23 @@ import unicodedata
 from pathlib import PurePath
 
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+# A file name is at most 255 bytes, and storage.write_atomic writes `.NAME.XXXXXXXX.part` first
+# (15 bytes more). Leave room for a `-12345` suffix and a `.webp` extension as well.
+NAME_MAX_BYTES = 255
+TEMP_OVERHEAD = len(".") + len(".XXXXXXXX.part")
+STEM_MAX_BYTES = NAME_MAX_BYTES - TEMP_OVERHEAD - len("-12345") - len(".webp")
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` whose UTF-8 encoding fits in `limit` bytes (never half a character)."""
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 def safe_stem(filename: str, fallback: str = "image") -> str:
     """The last path component's stem, without separators, control characters or leading dots."""
     name = PurePath(filename.replace("\\", "/")).name
     stem = unicodedata.normalize("NFC", name.rsplit(".", 1)[0] if "." in name else name)
-    stem = _UNSAFE.sub("_", stem).strip(" ._")[:120]
+    stem = cut_to_bytes(_UNSAFE.sub("_", stem).strip(" ._")[:120], STEM_MAX_BYTES).rstrip(" ._")
     return stem or fallback
 
 

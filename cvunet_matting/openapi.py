@@ -31,6 +31,6 @@ def document() -> dict:
             "schemas": SCHEMAS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
-        # Tokens are optional: required only when CVUNET_API_TOKENS is set.
-        "security": [{}, {"bearerAuth": []}],
+        # A per-user API key (`cvunet-matting user key add NAME`); the browser session never counts here.
+        "security": [{"bearerAuth": []}],
     }

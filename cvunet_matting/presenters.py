@@ -1,4 +1,8 @@
-"""Task and batch rows as the JSON the API sends and the pages render (one shape for both)."""
+"""Task and batch rows as the JSON the API sends and the pages render (one shape for both).
+
+`via` names the blueprint whose links are given: "api" (bearer keys) or "page" (the browser session's
+own routes, so that a session cookie never reaches the API).
+"""
 
 from __future__ import annotations
 
@@ -17,28 +21,48 @@ def has_alpha(row: dict) -> bool:
     return options.alpha_only or (options.bg_color is None and options.format in {"png", "webp"})
 
 
-def item_json(row: dict) -> dict:
+# What clients are told of a failure by its kind; refusals, crashes and timeouts keep their own
+# reason (it speaks of the input), the rest may name server paths or internals: those stay in logs.
+PUBLIC_REASONS = {
+    "storage": "the shared storage could not be read or written; try again later",
+    "internal": "internal error on the worker; the details were logged",
+}
+OWN_REASONS = {"refused", "crashed", "timeout"}
+
+
+def public_error(row: dict) -> str | None:
+    """A failure's short reason as clients may see it."""
+    error, code = row.get("error"), row.get("error_code")
+    if error is None or code in OWN_REASONS:
+        return error
+    if code is None and not error.startswith("internal error"):
+        return error  # rows from before error codes
+    return PUBLIC_REASONS.get(code, "the image could not be processed; the details were logged")
+
+
+def item_json(row: dict, via: str = "api") -> dict:
     """A task as a batch lists it: its state and the links that exist in that state."""
     tid = str(row["id"])
     item = {
         "task_id": tid,
         "filename": row["filename"],
         "state": row["state"],
-        "error": row["error"],
-        "status_url": url_for("api.task_status", task_id=tid),
+        "error": public_error(row),
+        "error_code": row.get("error_code"),
+        "status_url": url_for(f"{via}.task_status", task_id=tid),
         "view_url": url_for("ui.task_view", task_id=tid),
-        "input_url": url_for("api.task_input", task_id=tid),
+        "input_url": url_for(f"{via}.task_input", task_id=tid),
     }
     if row["state"] == "success":
-        item["result_url"] = url_for("api.task_result", task_id=tid)
+        item["result_url"] = url_for(f"{via}.task_result", task_id=tid)
         if has_alpha(row):
-            item["alpha_url"] = url_for("api.task_alpha", task_id=tid)
+            item["alpha_url"] = url_for(f"{via}.task_alpha", task_id=tid)
     return item
 
 
-def task_json(row: dict) -> dict:
+def task_json(row: dict, via: str = "api") -> dict:
     return {
-        **item_json(row),
+        **item_json(row, via),
         "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
         "attempts": row["attempts"],
         "width": row["width"],
@@ -48,7 +72,7 @@ def task_json(row: dict) -> dict:
     }
 
 
-def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int) -> dict:
+def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int, via: str = "api") -> dict:
     """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists."""
     bid = str(batch["id"])
     payload = {
@@ -60,11 +84,12 @@ def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int) -> dict
         "pending": counts["pending"],
         "created_at": iso(batch["created_at"]),
         "finished_at": iso(batch["finished_at"]),
-        "error": batch.get("error"),  # e.g. the ZIP could not be written
+        # e.g. the ZIP could not be written: the reason may name server paths, so only its gist
+        "error": "the batch's ZIP could not be written; the details were logged" if batch.get("error") else None,
         "view_url": url_for("ui.batch_view", batch_id=bid),
         "items_offset": offset,
-        "items": [item_json(r) for r in rows],
+        "items": [item_json(r, via) for r in rows],
     }
     if batch["state"] == "done" and batch["zip_path"]:
-        payload["zip_url"] = url_for("api.batch_zip", batch_id=bid)
+        payload["zip_url"] = url_for(f"{via}.batch_zip", batch_id=bid)
     return payload

@@ -6,12 +6,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import batch_lifecycle, db, dispatch
+from . import batch_lifecycle, db, dispatch, quotas
+from .accounts import Actor
 from .config import Settings, get_settings
 from .db import writes
 from .encoding import OutputOptions
 from .errors import InputError
-from .folders import image_files
+from .folders import image_files, read_inside
 from .imaging import probe
 from .naming import unique_names
 from .storage import Storage
@@ -24,10 +25,11 @@ class Item:
     filename: str
     content: bytes | None = None
     path: Path | None = None
+    root: Path | None = None  # a folder item is read only if it still lies under this root
 
     @property
     def data(self) -> bytes:
-        return self.content if self.content is not None else self.path.read_bytes()
+        return self.content if self.content is not None else read_inside(self.path, self.root)
 
 
 def folder_items(folder: str, settings: Settings) -> list[Item]:
@@ -42,12 +44,16 @@ def folder_items(folder: str, settings: Settings) -> list[Item]:
     files = [p for p in image_files(path) if p.resolve().is_relative_to(root)]
     if not files:
         raise InputError(f"no image files in {folder!r}", code="empty_folder")
-    return [Item(str(p.relative_to(path)), path=p) for p in files]
+    return [Item(str(p.relative_to(path)), path=p, root=root) for p in files]
 
 
-def submit_image(item: Item, options: OutputOptions, settings: Settings | None = None) -> str:
-    """Store the upload, record it, enqueue it; bad images are refused here (InputError)."""
+def submit_image(
+    item: Item, options: OutputOptions, settings: Settings | None = None, owner: Actor | None = None
+) -> str:
+    """Store the upload, record it as `owner`'s (None: the operator), enqueue it; bad images and
+    quotas are refused here (InputError)."""
     settings = settings or get_settings()
+    quotas.precheck(owner, 1)
     probe(item.data, settings.max_pixels)
     storage = Storage(settings.data_dir)
     task_id = uuid.uuid4()
@@ -60,16 +66,24 @@ def submit_image(item: Item, options: OutputOptions, settings: Settings | None =
         "output_path": f"outputs/images/{task_id}/{name}",
     }
     with db.transaction() as cur:
+        quotas.reserve(cur, owner, 1)
         writes.create_tasks(cur, [row])
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, task_ids=[task_id])
     dispatch.publish_image(row)
     return str(task_id)
 
 
 def submit_batch(
-    items: list[Item], options: OutputOptions, source: str = "upload", settings: Settings | None = None
+    items: list[Item],
+    options: OutputOptions,
+    source: str = "upload",
+    settings: Settings | None = None,
+    owner: Actor | None = None,
 ) -> str:
-    """Record every item, then dispatch the first chunks; later chunks follow as earlier ones finish."""
+    """Record every item as `owner`'s, then dispatch the first chunks; later chunks follow as earlier ones finish."""
     settings = settings or get_settings()
+    quotas.precheck(owner, len(items))
     storage = Storage(settings.data_dir)
     batch_id = uuid.uuid4()
     run_dir = storage.relative(storage.new_run_dir())
@@ -89,7 +103,10 @@ def submit_batch(
     ]
     chunks = (len(rows) + settings.batch_chunk - 1) // settings.batch_chunk
     with db.transaction() as cur:
+        quotas.reserve(cur, owner, len(rows))
         writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
         writes.create_tasks(cur, rows)
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, batch_id=batch_id)
     batch_lifecycle.start(str(batch_id))
     return str(batch_id)

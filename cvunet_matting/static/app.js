@@ -1,4 +1,5 @@
-// cvunet-matting pages: upload through the JSON API (with the page's CSRF token) and live progress.
+// cvunet-matting pages: upload through the pages' own JSON routes (/page, with the session's CSRF
+// token; the API under /api/v1 takes API keys only) and live progress.
 "use strict";
 
 (function () {
@@ -47,6 +48,9 @@
     const color = form.querySelector("#opt-color");
     const alpha = form.querySelector("#opt-alpha");
     const format = form.querySelector("#opt-format");
+    const edges = ["alpha_threshold", "erode", "feather", "refine", "decontaminate"].map((name) =>
+      form.querySelector('[name="' + name + '"]')
+    );
     const maxBytes = Number(form.dataset.maxBytes);
     let files = [];
 
@@ -118,6 +122,7 @@
         data.append("format", format.value);
         if (fill.checked) data.append("bg_color", color.value);
       }
+      edges.forEach((el) => el && el.value !== "" && data.append(el.name, el.value));
       submit.disabled = true;
       message.textContent = "";
       const url = good.length === 1 ? form.dataset.imagesUrl : form.dataset.batchesUrl;

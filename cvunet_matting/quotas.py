@@ -1,0 +1,69 @@
+"""Per-user quotas: images in flight, images per day (UTC), and the largest batch.
+
+Checked twice: cheaply before the uploads are stored, and again under a per-user lock in the
+transaction that records the new rows, so two uploads at once cannot both squeeze in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from . import db
+from .accounts import Actor
+from .db import reads, writes
+from .errors import InputError
+
+IN_FLIGHT_RETRY_S = 30  # in-flight images finish within seconds to minutes: ask again soon
+
+
+class QuotaExceeded(InputError):
+    """Over a quota: sent as 429 with Retry-After."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def seconds_to_midnight(now: datetime | None = None) -> int:
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - now).total_seconds()) + 1)
+
+
+def check(cur, actor: Actor, images: int, new: bool = True) -> None:
+    """Raise QuotaExceeded if `images` more would put the actor over a quota (`new`: counts for today)."""
+    if actor.id is None:
+        return  # the operator
+    if new and actor.max_batch is not None and images > actor.max_batch:
+        raise QuotaExceeded(
+            f"at most {actor.max_batch} images per batch for this account: split it into smaller batches",
+            IN_FLIGHT_RETRY_S,
+        )
+    load = reads.owner_load(cur, actor.id)
+    if actor.max_in_flight is not None and load["in_flight"] + images > actor.max_in_flight:
+        raise QuotaExceeded(
+            f"{load['in_flight']} images of this account are still waiting or running "
+            f"(at most {actor.max_in_flight}): try again when some have finished",
+            IN_FLIGHT_RETRY_S,
+        )
+    if new and actor.max_per_day is not None and load["today"] + images > actor.max_per_day:
+        raise QuotaExceeded(
+            f"this account may submit {actor.max_per_day} images per day (UTC); {load['today']} so far",
+            seconds_to_midnight(),
+        )
+
+
+def precheck(actor: Actor | None, images: int, new: bool = True) -> None:
+    """The cheap early check, before any upload is stored."""
+    if actor is not None and actor.id is not None:
+        with db.transaction() as cur:
+            check(cur, actor, images, new)
+
+
+def reserve(cur, actor: Actor | None, images: int, new: bool = True) -> None:
+    """The binding check, inside the transaction that records the rows (holds the owner's lock)."""
+    if actor is not None and actor.id is not None:
+        writes.lock_owner(cur, actor.id)
+        check(cur, actor, images, new)

@@ -1,0 +1,60 @@
+"""Sign-in and sign-out for the pages, and the admin check Traefik asks before Flower."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask_login import login_user, logout_user
+
+from . import accounts, db
+from .access import SIGNED_IN_AT
+from .db import reads
+
+bp = Blueprint("signin", __name__)
+MAX_FIELD = 1024  # argon2 would hash a megabyte of "password" too: refuse before it tries
+
+
+def local_target(target: str | None, fallback: str) -> str:
+    """Only a path on this site: never an open redirect to another one."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return fallback
+    return target
+
+
+@bp.get("/login")
+def login():
+    with db.transaction() as cur:
+        no_users = reads.count_users(cur) == 0
+    return render_template("login.html", next=request.args.get("next", ""), no_users=no_users)
+
+
+@bp.post("/login")
+def sign_in():
+    name, password = request.form.get("name", ""), request.form.get("password", "")
+    actor = None
+    if len(name) <= MAX_FIELD and len(password) <= MAX_FIELD:
+        actor = accounts.by_password(name.strip(), password)
+    if actor is None:
+        flash("Wrong name or password.", "error")
+        return render_template("login.html", next=request.form.get("next", ""), no_users=False), 401
+    session.clear()  # a fresh session (and CSRF token) after sign-in: no fixation
+    login_user(actor)
+    session.permanent = True
+    session[SIGNED_IN_AT] = time.time()
+    return redirect(local_target(request.form.get("next"), url_for("ui.index")))
+
+
+@bp.post("/logout")
+def logout():
+    accounts.end_sessions(g.actor)  # a copy of the cookie kept elsewhere stops working too
+    logout_user()
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("signin.login"))
+
+
+@bp.get("/auth/admin")
+def check_admin():
+    """204 for an admin (session or API key): Traefik's forwardAuth in front of Flower asks this."""
+    return "", 204
