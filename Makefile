@@ -9,7 +9,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean
+.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -63,3 +63,15 @@ reliability: model
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache outputs test-artifacts $(VENV)
+
+# The compose stack for real (root, Debian): dockerd started and stopped, local base images, the
+# project's images, the stack with three CPU workers, end-to-end and failover tests through Traefik
+# over HTTPS (tests/test_compose.py), everything torn down even when a test fails. docker/README.md.
+compose-test: machine install
+	PYTHON=$(abspath $(PYTHON)) bash docker/ci/compose-test.sh $(PYTEST_ARGS)
+
+bench-worker: model
+	$(PYTHON) benchmarks/bench_worker.py
+
+bench-batch: install
+	$(PYTHON) benchmarks/bench_batch.py

@@ -1,0 +1,143 @@
+"""`make bench-batch`: a 10,000-image folder batch end to end through the queue, with a tiny model.
+
+Prints (never asserts): per-image cost over the first 100 images and over the whole batch, the
+worker's resident memory at the start and the end, and the finalize step's time and peak memory for
+a small batch and the large one (the archive is streamed to disk, so it should not grow with the
+batch). The ZIP is opened and checked against the manifest.
+Usage: python benchmarks/bench_batch.py [--images 10000] [--small 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+import zipfile
+
+import harness
+from loadtest import tree_rss_mb
+
+from tests import support
+from tests.support import batch_row, rows_of
+
+
+def make_folder(count: int, name: str) -> str:
+    """`count` distinct small photos under the allowed root."""
+    from cvunet_matting.config import get_settings
+
+    folder = get_settings().allowed_roots[0] / name
+    folder.mkdir(parents=True)
+    for i, data in enumerate(harness.photos(count, 96, 128)):
+        (folder / f"{i:05d}.jpg").write_bytes(data)
+    return str(folder)
+
+
+class RssSampler(threading.Thread):
+    """The worker tree's RSS every 0.2 s: its peak overall, and its peak while the batch finalizes."""
+
+    def __init__(self, pid: int, batch_id: str):
+        super().__init__(daemon=True)
+        self.pid, self.batch_id = pid, batch_id
+        self.peak = self.finalize_peak = 0.0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            rss = tree_rss_mb(self.pid)
+            self.peak = max(self.peak, rss)
+            if batch_row(self.batch_id)["state"] == "finalizing":
+                self.finalize_peak = max(self.finalize_peak, rss)
+
+
+def run_batch(worker, count: int, name: str) -> dict:
+    from cvunet_matting.encoding import OutputOptions
+    from cvunet_matting.submission import folder_items, submit_batch
+
+    folder = make_folder(count, name)
+    rss_before = tree_rss_mb(worker.pid)
+    started = time.time()
+    batch_id = submit_batch(folder_items(folder, _settings()), OutputOptions(), source=folder)
+    sampler = RssSampler(worker.pid, batch_id)
+    sampler.start()
+    batch = support.wait_until(
+        lambda: (b := batch_row(batch_id))["state"] == "done" and b, 6 * 3600, interval=1, message="batch"
+    )
+    sampler.stopped.set()
+    sampler.join()
+    rows = rows_of(batch_id)
+    return {
+        "count": count,
+        "rows": rows,
+        "batch": batch,
+        "started": started,
+        "rss_before": rss_before,
+        "rss_after": tree_rss_mb(worker.pid),
+        "rss_peak": sampler.peak,
+        "finalize_peak": sampler.finalize_peak,
+        "finalize_s": (batch["finished_at"] - batch["finalizing_since"]).total_seconds(),
+    }
+
+
+def per_image(rows: list[dict], started: float, first: int | None = None) -> tuple[float, float]:
+    """(wall seconds per image from submission, median seconds a worker spent on one), over the
+    first `first` images to finish (default: all)."""
+    done = sorted((r for r in rows if r["finished_at"] and r["started_at"]), key=lambda r: r["finished_at"])
+    done = done[:first] if first else done
+    spent = [(r["finished_at"] - r["started_at"]).total_seconds() for r in done]
+    return (done[-1]["finished_at"].timestamp() - started) / len(done), statistics.median(spent)
+
+
+def check_zip(result: dict) -> str:
+    from cvunet_matting.config import get_settings
+
+    with zipfile.ZipFile(get_settings().data_dir / result["batch"]["zip_path"]) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+        bad = archive.testzip()
+    succeeded = {r["output_path"].rsplit("/", 1)[1] for r in result["rows"] if r["state"] == "success"}
+    ok = names == succeeded | {"manifest.json"} and len(manifest["items"]) == result["count"] and bad is None
+    return f"{len(names) - 1} entries, manifest {len(manifest['items'])} items, CRCs {'ok' if bad is None else bad}" + (
+        "" if ok else "  MISMATCH"
+    )
+
+
+def _settings():
+    from cvunet_matting.config import get_settings
+
+    return get_settings()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--small", type=int, default=1_000)
+    args = parser.parse_args()
+    harness.setup()
+    model = support.build_tiny_model(harness.ROOT / "models" / "tiny-cvunet.onnx")
+    worker = support.start_worker("batch0@%h", harness.ROOT / "logs", {"CVUNET_MODEL": str(model)})
+    try:
+        small = run_batch(worker, args.small, "small")
+        large = run_batch(worker, args.images, "large")
+    finally:
+        support.kill_group(worker)
+    wall_100, median_100 = per_image(large["rows"], large["started"], 100)
+    wall_all, median_all = per_image(large["rows"], large["started"])
+    print(f"\n{args.images}-image folder batch, one CPU worker, tiny model:")
+    print(f"  per image, first 100: {wall_100 * 1000:.1f} ms wall ({median_100 * 1000:.1f} ms in the worker, median)")
+    print(f"  per image, all:       {wall_all * 1000:.1f} ms wall ({median_all * 1000:.1f} ms in the worker, median)")
+    print(f"  ratio all / first 100: {wall_all / wall_100:.3f} (wall), {median_all / median_100:.3f} (worker)")
+    growth = large["rss_after"] / large["rss_before"] - 1
+    before, after = large["rss_before"], large["rss_after"]
+    print(f"  worker RSS: {before:.0f} MiB at the start, {after:.0f} at the end ({growth:+.1%})")
+    for result in (small, large):
+        peak = f"{result['finalize_peak']:.0f} MiB" if result["finalize_peak"] else "not sampled (under 0.2 s)"
+        print(
+            f"  finalize, {result['count']} images: {result['finalize_s']:.2f} s, worker RSS while finalizing {peak}"
+            f" (peak over the batch {result['rss_peak']:.0f} MiB); ZIP: {check_zip(result)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
