@@ -14,7 +14,9 @@ from tests.support import REPO, require_tool
 DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yml"
 WORKER_HOST = DOCKER / "compose.worker-host.yml"
+CI_OVERRIDE = DOCKER / "compose.ci.yml"
 DOCKERFILES = [DOCKER / "Dockerfile.web", DOCKER / "Dockerfile.worker"]
+LOCAL_BASES = sorted((DOCKER / "local").glob("Dockerfile.*"))
 
 # Dummy values, recognisable in the resolved output and absent from every committed file.
 SECRETS = {
@@ -79,6 +81,8 @@ def test_compose_has_the_whole_stack(stack):
         "postgres",
         "migrate",
         "flower",
+        "prometheus",
+        "node-exporter",
     }
 
 
@@ -86,6 +90,9 @@ def test_long_running_services_have_healthcheck_and_restart(stack):
     for name, service in stack["services"].items():
         if name == "migrate":
             assert service["restart"] == "no"
+            continue
+        if name == "node-exporter":  # no HTTP client in its image; a dead exporter ends its container
+            assert service.get("restart") == "unless-stopped"
             continue
         assert service.get("restart") == "unless-stopped", name
         test = service.get("healthcheck", {}).get("test")
@@ -228,10 +235,17 @@ def args_of(path: Path, keyword: str) -> list[str]:
     return [args for kw, args in instructions(path) if kw == keyword]
 
 
+def base_images(path: Path) -> list[str]:
+    """Each FROM's image, a build argument replaced by its default."""
+    defaults = dict(arg.split("=", 1) for arg in args_of(path, "ARG") if "=" in arg)
+    return [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), image.split()[0]) for image in args_of(path, "FROM")
+    ]
+
+
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_base_image_is_pinned(path):
-    for image in args_of(path, "FROM"):
-        name = image.split()[0]
+    for name in base_images(path):
         tag = name.rpartition(":")[2] if ":" in name else ""
         assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"unpinned base image {name}"
 
@@ -281,6 +295,69 @@ def test_worker_image_swaps_in_onnxruntime_gpu_and_bakes_the_model():
 def test_hadolint_finds_nothing():
     hadolint = require_tool("hadolint")
     result = subprocess.run(
-        [hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60
+        [hadolint, "--no-color", *map(str, DOCKERFILES + LOCAL_BASES)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- buildable anywhere: bases as build arguments, CUDA from PyPI, a real CUDA check -----------
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_base_image_is_a_build_argument_defaulting_to_upstream(path):
+    assert args_of(path, "FROM") == ["${BASE}"]
+    assert base_images(path) == ["python:3.11.14-slim-bookworm"]
+
+
+def test_compose_passes_the_bases_and_names_every_image_by_variable(stack):
+    for name in ("web1", "worker-gpu0"):
+        assert stack["services"][name]["build"]["args"]["BASE"] == "python:3.11.14-slim-bookworm"
+    args = stack["services"]["worker-gpu0"]["build"]["args"]
+    assert args["DEVICE"] == "cuda" and args["CUDA_CHECK"] == "1"
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("traefik", "redis", "postgres", "prometheus", "node-exporter"):
+        assert re.fullmatch(r"\$\{\w+_IMAGE:-[^}]+:v?\d+\.\d+[^}]*\}", raw[name]["image"]), name
+
+
+def test_published_ports_are_configurable(stack):
+    """By default Redis and PostgreSQL on 127.0.0.1 only; address and port both movable."""
+    assert stack["services"]["redis"]["ports"] == ["127.0.0.1:6379:6379/tcp"]
+    assert stack["services"]["postgres"]["ports"] == ["127.0.0.1:5432:5432/tcp"]
+    raw = COMPOSE.read_text()
+    for variable in ("REDIS_BIND", "REDIS_PORT", "POSTGRES_BIND", "POSTGRES_PORT", "HTTPS_PORT", "HTTP_PORT"):
+        assert "${" + variable + ":-" in raw, variable
+
+
+def test_worker_gets_cuda_from_pypi_and_checks_a_real_session():
+    path = DOCKER / "Dockerfile.worker"
+    runs = " && ".join(args_of(path, "RUN"))
+    assert "onnxruntime-gpu[cuda,cudnn]" in runs  # CUDA runtime and cuDNN as NVIDIA's wheels
+    assert "ld.so.conf.d" in runs and "nvidia" in runs
+    assert "nvidia/cuda" not in path.read_text().split("FROM")[1]
+    assert any(a.startswith("CUDA_CHECK=1") for a in args_of(path, "ARG"))
+    assert 'if [ "$DEVICE" = cuda ] && [ "$CUDA_CHECK" = 1 ]; then cuda-check; fi' in runs
+    check = (DOCKER / "cuda-check.py").read_text()
+    assert "MattingSession(" in check and "predict_alpha(" in check  # a session, an inference
+
+
+def test_ci_override_runs_cpu_workers_only(tmp_path):
+    env = SECRETS | {"CI_MODEL_DIR": str(tmp_path)}
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    argv = [require_tool("docker-compose"), "-f", str(COMPOSE), "-f", str(CI_OVERRIDE), "--env-file", str(empty)]
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([*argv, "config"], env=base | env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("worker-cpu0", "worker-cpu1", "worker-cpu2"):
+        service = services[name]
+        assert "deploy" not in service
+        assert service["environment"]["CVUNET_DEVICE"] == "cpu"
+        assert service["command"] == ["cvunet-matting", "worker", "--cpu", "1"]
+        assert service["hostname"] == name
+        assert any(v.startswith("data:/data") for v in service["volumes"])
+    assert {s["hostname"] for n, s in services.items() if n.startswith("worker-cpu")} == {
+        "worker-cpu0",
+        "worker-cpu1",
+        "worker-cpu2",
+    }
