@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+STATS_EVERY = 50  # images between two log lines of the batches' mean size
 
 
 class Job:
@@ -106,6 +107,8 @@ class DeviceServer:
             return
         self.runs += 1
         self.images += len(batch)
+        if self.images // STATS_EVERY != (self.images - len(batch)) // STATS_EVERY:
+            log.info("device: %d images in %d runs, %.2f per run", self.images, self.runs, self.images / self.runs)
         for job, output in zip(batch, outputs, strict=True):
             job.finish(result=output)
 
