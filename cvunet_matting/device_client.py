@@ -65,17 +65,27 @@ class RemoteSession:
         return self.call(("stats",))
 
     def call(self, request: tuple):
+        """Send `request` and return the answer. A device process that dies before this image's run
+        started is only waited for (it restarts) and asked again; one that dies during the run
+        raises DeviceLost: this image may be what killed it."""
         with self.lock:
-            conn = self._connection()
-            try:
-                conn.send(request)
-                status, payload = conn.recv()
-            except (EOFError, OSError) as exc:
-                self._drop()
-                raise DeviceLost(f"the device process went away: {exc!r}") from exc
-            except BaseException:  # a time limit mid-request: the reply must not meet the next one
-                self._drop()
-                raise
+            while True:
+                conn, running = self._connection(), False
+                try:
+                    conn.send(request)
+                    status, payload = conn.recv()
+                    while status == "running":
+                        running = True
+                        status, payload = conn.recv()
+                    break
+                except (EOFError, OSError) as exc:
+                    self._drop()
+                    if running:
+                        raise DeviceLost(f"the device process died running this image: {exc!r}") from exc
+                    log.warning("device process went away before this image's run; asking again: %r", exc)
+                except BaseException:  # a time limit mid-request: the reply must not meet the next one
+                    self._drop()
+                    raise
         if status != "ok":
             raise DeviceError(payload)
         return payload

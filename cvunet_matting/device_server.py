@@ -5,7 +5,9 @@ a batcher thread runs what is waiting as one batch (a fixed-size model, up to CV
 images, after waiting at most CVUNET_BATCH_WAIT_MS for the batch to fill) or one at a time (an
 any-size model). A batch whose run fails is run again one image at a time, so a bad input fails
 alone; an image marked `alone` (it was in hand when a worker died before) always runs by itself,
-so a poison input cannot take its neighbours down with it a second time.
+so a poison input cannot take its neighbours down with it a second time. Each image is told when
+its run starts: when the process dies, only the images of the run in progress count it as a crash;
+those still waiting are sent again to the restarted process.
 Started and restarted by `device_host` in the worker's main process: `python -m cvunet_matting.device_server`.
 """
 
@@ -31,10 +33,10 @@ STATS_EVERY = 50  # images between two log lines of the batches' mean size
 
 
 class Job:
-    __slots__ = ("alone", "done", "error", "result", "tensor")
+    __slots__ = ("alone", "conn", "done", "error", "result", "tensor")
 
-    def __init__(self, tensor: np.ndarray, alone: bool):
-        self.tensor, self.alone = tensor, alone
+    def __init__(self, tensor: np.ndarray, alone: bool, conn: Connection):
+        self.tensor, self.alone, self.conn = tensor, alone, conn
         self.done = threading.Event()
         self.result: np.ndarray | None = None
         self.error: str | None = None
@@ -63,7 +65,7 @@ class DeviceServer:
             while True:
                 request = conn.recv()
                 if request[0] == "run":
-                    job = Job(request[1], bool(request[2]))
+                    job = Job(request[1], bool(request[2]), conn)
                     self.jobs.put(job)
                     job.done.wait()
                     conn.send(("ok", job.result) if job.error is None else ("error", job.error))
@@ -94,6 +96,11 @@ class DeviceServer:
         return batch
 
     def run(self, batch: list[Job]) -> None:
+        # Each image is told its run starts: if this process dies now, those images were in the
+        # run (a crash to count against them); the others waiting here are only sent again.
+        for job in batch:
+            with contextlib.suppress(OSError):
+                job.conn.send(("running", None))
         try:
             outputs = self.session.infer_batch([job.tensor for job in batch])
         except Exception as exc:
