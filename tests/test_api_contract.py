@@ -17,6 +17,7 @@ from cvunet_matting.imaging import INPUT_FORMATS
 from cvunet_matting.openapi import document
 from cvunet_matting.states import BATCH_STATES, TASK_STATES
 from cvunet_matting.web import create_app
+from tests import support
 
 MAX_EXAMPLES = 15
 
@@ -67,11 +68,18 @@ def test_the_document_publishes_the_facts_the_code_serves():
 
 
 @pytest.fixture
-def api_schema(clean_state):
+def api_schema(clean_state, api_key):
     app = create_app({"TESTING": True})
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     schema.config.generation.update(max_examples=MAX_EXAMPLES, database="none")
+    schema.config.update(headers={"Authorization": f"Bearer {api_key}"})  # the auth checks strip it again
     return schema
+
+
+@pytest.fixture(scope="module")
+def api_key(database) -> str:
+    """An admin's key: every operation, the folder API included, is reached past authentication."""
+    return support.make_user(admin=True, prefix="schemathesis").key
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -79,8 +87,28 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @pytest.mark.services
 @schema.parametrize()
-def test_api_keeps_to_its_schema(case):
+def test_api_keeps_to_its_schema(case, api_key):
     # Schema-valid bytes are rarely a decodable image, so "valid data is accepted" cannot hold for uploads;
     # every other check (no 5xx, documented status codes, content types, response schemas...) runs.
     response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
     assert response.status_code < 500
+    # With the key, the operation itself answered (negative cases drop or garble the header: 401).
+    sent = dict(response.request.headers).get("Authorization")
+    assert response.status_code != 401 or sent != f"Bearer {api_key}"
+
+
+def test_the_document_requires_a_key_everywhere_but_itself():
+    spec = document()
+    assert spec["security"] == [{"bearerAuth": []}]
+    public = [path for path, item in spec["paths"].items() for op in item.values() if op.get("security") == []]
+    assert public == ["/api/v1/openapi.json"]
+
+
+def test_the_edge_options_are_published_for_forms_and_json():
+    spec = document()
+    form = spec["paths"]["/api/v1/images"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    options = spec["components"]["schemas"]["Options"]["properties"]
+    for name in ("alpha_threshold", "erode", "feather", "refine", "decontaminate"):
+        assert name in form["properties"] and name in options, name
+    assert form["properties"]["alpha_threshold"]["maximum"] == 255 and form["properties"]["feather"]["maximum"] == 64
+    assert options["refine"] == {"type": "boolean"}
