@@ -15,14 +15,14 @@ from .model import shrink
 WORK_SIDE = 1024  # the long side of the working copy: ISNet's own 1024 x 1024, so nothing is lost
 
 
-def working_scale(shape: tuple[int, ...]) -> float:
-    """The working copy's size over the full size (1 when the image is no larger than WORK_SIDE)."""
-    return min(1.0, WORK_SIDE / max(shape[:2]))
+def working_scale(shape: tuple[int, ...], side: int = WORK_SIDE) -> float:
+    """The working copy's size over the full size (1 when the image is no larger than `side`)."""
+    return min(1.0, side / max(shape[:2]))
 
 
-def working_copy(image: np.ndarray) -> np.ndarray:
-    """A float32 copy in 0-1, area-shrunk to at most WORK_SIDE on its long side."""
-    scale = working_scale(image.shape)
+def working_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """A float32 copy in 0-1, area-shrunk to at most `side` pixels on its long side."""
+    scale = working_scale(image.shape, side)
     if scale < 1.0:
         height, width = image.shape[:2]
         image = shrink(image, max(1, round(width * scale)), max(1, round(height * scale)))

@@ -45,7 +45,7 @@ def main(verbose: bool) -> None:
 @click.option(
     "--refine/--no-refine",
     default=None,
-    help="Re-fit the upscaled matte to the full-size photo's edges (guided filter; default off).",
+    help="Re-fit the upscaled matte to the full-size photo's edges (guided filter; default on).",
 )
 @click.option(
     "--decontaminate/--no-decontaminate",

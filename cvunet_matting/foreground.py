@@ -21,7 +21,7 @@ WIDE, NARROW = 90, 6  # box sizes in working-copy pixels (at most 1024 on the lo
 # Below this alpha (of 255) the estimate only partly replaces the colour: there it is mostly a guess
 # from the neighbours, barely visible in any composite, and ISNet leaves such faint alpha over whole
 # background areas, whose colours are better left as they are.
-FADE = 32
+FADE = 64
 _TINY = np.float32(1e-5)
 
 

@@ -133,7 +133,7 @@ def test_a_soft_edges_colour_is_recovered(size):
         truth = a * np.array(FORE) + (1 - a) * np.array(GREEN)
         return np.abs(ours - truth).max()
 
-    assert halo(fixed) <= 8 < 40 < halo(rgb)
+    assert halo(fixed) <= 12 < 36 < halo(rgb)  # the worst pixel, on a new background
 
 
 def test_refine_sharpens_an_upscaled_matte_toward_the_photos_edge():
@@ -167,7 +167,7 @@ def test_erosion_shrinks_and_feathering_softens():
 
 def test_finish_applies_the_options_in_order():
     rgb, alpha = soft_edge(60, 120, ramp=30)
-    options = OutputOptions(alpha_threshold=100, decontaminate=False)
+    options = OutputOptions(alpha_threshold=100, refine=False, decontaminate=False)
     out_rgb, out_alpha = finish(rgb.copy(), alpha, None, options)
     assert (out_rgb == rgb).all() and (out_alpha == np.where(alpha < 100, 0, alpha)).all()
     given = np.zeros_like(alpha)
@@ -178,13 +178,13 @@ def test_finish_applies_the_options_in_order():
 
 
 def test_edge_options_parse_from_user_text():
-    options = OutputOptions.parse("png", None, False, "16", "3", "4", "true", "off")
+    options = OutputOptions.parse("png", None, False, "16", "3", "4", "false", "off")
     assert (options.alpha_threshold, options.erode, options.feather) == (16, 3, 4)
-    assert options.refine is True and options.decontaminate is False
+    assert options.refine is False and options.decontaminate is False
     assert OutputOptions.parse(alpha_threshold="", erode=None, refine="", decontaminate="") == OutputOptions()
     defaults = OutputOptions()
     assert (defaults.alpha_threshold, defaults.erode, defaults.feather) == (0, 0, 0)
-    assert defaults.refine is False and defaults.decontaminate is True
+    assert defaults.refine is True and defaults.decontaminate is True
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_the_matte_command_takes_the_edge_flags(tmp_path, tiny):
 
     source = tmp_path / "in.png"
     source.write_bytes(png(np.full((16, 16, 3), 255, np.uint8), "RGB"))
-    flags = ["--alpha-threshold", "10", "--erode", "1", "--feather", "2", "--refine", "--no-decontaminate"]
+    flags = ["--alpha-threshold", "10", "--erode", "1", "--feather", "2", "--no-refine", "--no-decontaminate"]
     done = CliRunner().invoke(main, ["matte", str(source), "-o", str(tmp_path / "out"), *flags])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "out" / "in.png").exists()
