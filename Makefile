@@ -9,7 +9,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker
+.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -75,3 +75,6 @@ bench-worker: model
 
 bench-batch: install
 	$(PYTHON) benchmarks/bench_batch.py
+
+bench-quality: model
+	$(PYTHON) benchmarks/bench_quality.py
