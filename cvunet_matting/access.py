@@ -95,8 +95,8 @@ def init_app(app: Flask, env, api_tokens: tuple[str, ...]) -> AuthConfig:
     app.extensions["cvunet.auth"] = cfg
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0)  # Traefik says whether it was HTTPS
     app.session_interface = SessionCookies()
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=cfg.session_hours))
-    app.config.setdefault("SESSION_REFRESH_EACH_REQUEST", False)  # a session ends session_hours after sign-in
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=cfg.session_hours)
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False  # a session ends session_hours after sign-in
     manager = LoginManager(app)
     manager.user_loader(accounts.by_session_id)
     app.before_request(gate)

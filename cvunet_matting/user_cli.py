@@ -181,6 +181,8 @@ def key_import(name: str) -> None:
     tokens = [t.strip() for t in os.environ.get("CVUNET_API_TOKENS", "").split(",") if t.strip()]
     if not tokens:
         _fail("CVUNET_API_TOKENS is empty: nothing to import")
+    if any(len(t) < 32 for t in tokens):
+        _fail("a token under 32 characters is too weak to keep: issue new keys with `user key add` instead")
     try:
         for token in tokens:
             accounts.store_key(name, token, label="imported from CVUNET_API_TOKENS")

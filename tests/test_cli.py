@@ -95,3 +95,74 @@ def test_matte_a_real_photo_with_isnet(tmp_path, real_model_path):
     assert rgba.shape == (512, 512, 4)
     assert rgba[30:140, 170:280, 3].mean() > 220 and rgba[0:200, 380:512, 3].mean() < 40
     assert np.abs(rgba[..., :3].astype(int) - data.astronaut()[:, :, ::-1]).mean() < 3  # original pixels kept
+
+
+# ------------------------------------------------------------------ `cvunet-matting user` and the first admin
+
+
+@pytest.fixture
+def fresh_database():
+    """A database of its own, so that "no user yet" really holds; dropped afterwards."""
+    import secrets
+
+    name = f"cvunet_test_cli_{secrets.token_hex(4)}"
+    support.create_database(name)
+    yield {"CVUNET_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}"}
+    support.drop_database(name)
+
+
+def cli(env: dict, *args: str, stdin: str | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "cvunet_matting.cli", *args],
+        cwd=support.REPO,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, "PYTHONPATH": str(support.REPO), **env},
+        timeout=120,
+    )
+
+
+@pytest.mark.services
+def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh_database):
+    env = fresh_database
+    first = cli(env, "db", "upgrade")
+    assert first.returncode == 0, first.stderr
+    match = re.search(r"created the first admin: user 'admin', password (\S+)", first.stdout)
+    assert match, first.stdout
+    again = cli(env, "db", "upgrade")
+    assert again.returncode == 0 and "first admin" not in again.stdout
+
+    added = cli(env, "user", "add", "carol")
+    assert added.returncode == 0 and re.search(r"password: \S{12,}", added.stdout), added.stdout
+    assert cli(env, "user", "add", "carol").returncode == 1  # taken
+    assert "at least 12" in cli(env, "user", "add", "dave", "--password-stdin", stdin="short\n").stderr
+    assert cli(env, "user", "add", "dave", "--password-stdin", stdin="a-long-enough-secret\n").returncode == 0
+    assert cli(env, "user", "add", "bad name!").returncode == 1
+
+    key = cli(env, "user", "key", "add", "carol", "--label", "laptop")
+    secret = re.search(r"\(shown once\): (cvm_\S+)", key.stdout).group(1)
+    listed = cli(env, "user", "key", "list", "carol").stdout
+    assert secret[:12] in listed and secret not in listed and "laptop" in listed and "active" in listed
+    assert cli(env, "user", "quota", "carol", "--in-flight", "5", "--per-day", "none").returncode == 0
+    table = cli(env, "user", "list").stdout
+    carol = next(line for line in table.splitlines() if line.startswith("carol"))
+    assert carol.split()[1:5] == ["user", "active", "5", "-"]
+    assert next(line for line in table.splitlines() if line.startswith("admin")).split()[1] == "admin"
+    assert cli(env, "user", "quota", "carol", "--in-flight", "lots").returncode == 2
+    key_id = listed.split()[0]
+    assert cli(env, "user", "key", "revoke", "carol", key_id).returncode == 0
+    assert "revoked" in cli(env, "user", "key", "list", "carol").stdout
+    assert cli(env, "user", "key", "revoke", "carol", key_id).returncode == 1
+    assert cli(env, "user", "disable", "carol").returncode == 0
+    assert "disabled" in cli(env, "user", "list").stdout
+    # The legacy tokens become keys of a user, then the variable can go.
+    assert cli({**env, "CVUNET_API_TOKENS": "short"}, "user", "key", "import", "dave").returncode == 1
+    token = "t" * 40
+    imported = cli({**env, "CVUNET_API_TOKENS": token}, "user", "key", "import", "dave")
+    assert imported.returncode == 0 and "imported 1 token" in imported.stdout
+    assert "imported from CVUNET_API_TOKENS" in cli(env, "user", "key", "list", "dave").stdout
