@@ -37,8 +37,14 @@ def stack(database, tmp_root):
         stack.stop()
 
 
-def test_upload_through_traefik_gives_a_result_and_a_postgres_row(stack):
-    outcome = matte_over_http(stack.url, "through traefik.png", png_bytes(7))
+@pytest.fixture(scope="module")
+def user(database) -> support.TestUser:
+    """The API wants a key: a user in the database the stack's web instances read."""
+    return support.make_user()
+
+
+def test_upload_through_traefik_gives_a_result_and_a_postgres_row(stack, user):
+    outcome = matte_over_http(stack.url, "through traefik.png", png_bytes(7), auth=user.bearer)
     assert outcome["ok"], outcome
     assert outcome["bytes"] > 100
     with db.transaction() as cur:
@@ -46,13 +52,13 @@ def test_upload_through_traefik_gives_a_result_and_a_postgres_row(stack):
     assert row["state"] == "success" and row["filename"] == "through traefik.png"
 
 
-def test_requests_still_succeed_with_one_web_instance_down(stack):
+def test_requests_still_succeed_with_one_web_instance_down(stack, user):
     stack.procs["web1"].send_signal(signal.SIGTERM)
     stack.procs["web1"].wait(timeout=30)
     try:
         results = [request("GET", f"{stack.url}/healthz")[0] for _ in range(30)]
         assert results == [200] * 30
-        outcome = matte_over_http(stack.url, "one-down.png", png_bytes(8))
+        outcome = matte_over_http(stack.url, "one-down.png", png_bytes(8), auth=user.bearer)
         assert outcome["ok"], outcome
     finally:
         stack.start_web(0)
@@ -68,8 +74,7 @@ def test_flower_sits_behind_basic_auth(stack):
     assert status == 200 and b"cpu0@" in body
 
 
-def test_api_refuses_bad_input_with_json_through_traefik(stack):
+def test_api_refuses_bad_input_with_json_through_traefik(stack, user):
     body, ctype = multipart("file", "notes.txt", b"hello, not an image")
-    status, raw = request("POST", f"{stack.url}/api/v1/images", body, {"Content-Type": ctype})
-    assert 400 <= status < 500
-    assert json.loads(raw)["error"]["code"]
+    status, raw = request("POST", f"{stack.url}/api/v1/images", body, {"Content-Type": ctype, **user.bearer})
+    assert (status, json.loads(raw)["error"]["code"]) == (415, "not_an_image")

@@ -39,22 +39,25 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict | No
     return status, raw
 
 
-def matte_over_http(base: str, filename: str, data: bytes, poll: float | None = None, timeout: float = 600) -> dict:
+def matte_over_http(
+    base: str, filename: str, data: bytes, poll: float | None = None, timeout: float = 600, auth: dict | None = None
+) -> dict:
     """Upload one image, wait for it, download the result; returns status and latency.
 
     Polls as often as the server's Retry-After says, as a well-behaved client would, unless `poll`
-    (seconds) overrides it. A network error is an outcome too (status 0), not an exception."""
+    (seconds) overrides it. `auth` (headers, e.g. a user's Bearer key) goes with every request.
+    A network error is an outcome too (status 0), not an exception."""
     started = time.perf_counter()
     try:
-        return _matte_over_http(base, filename, data, poll, timeout)
+        return _matte_over_http(base, filename, data, poll, timeout, auth or {})
     except OSError as exc:  # refused, reset, timed out
         return {"ok": False, "status": 0, "error": repr(exc), "latency": time.perf_counter() - started}
 
 
-def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, timeout: float) -> dict:
+def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, timeout: float, auth: dict) -> dict:
     started = time.perf_counter()
     body, ctype = multipart("file", filename, data)
-    status, raw = request("POST", f"{base}/api/v1/images", body, {"Content-Type": ctype})
+    status, raw = request("POST", f"{base}/api/v1/images", body, {"Content-Type": ctype, **auth})
     if status != 202:
         latency = time.perf_counter() - started
         return {"ok": False, "status": status, "stage": "upload", "error": raw[:200], "latency": latency}
@@ -62,7 +65,7 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
     deadline, polls = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         polls += 1
-        status, raw, headers = fetch("GET", f"{base}/api/v1/tasks/{task_id}")
+        status, raw, headers = fetch("GET", f"{base}/api/v1/tasks/{task_id}", headers=auth)
         task = json.loads(raw) if status == 200 else {}
         if task.get("state") == "failure":
             return {
@@ -75,7 +78,7 @@ def _matte_over_http(base: str, filename: str, data: bytes, poll: float | None, 
         if task.get("state") == "success":
             break
         time.sleep(poll if poll is not None else float(headers.get("Retry-After") or 1))
-    status, result = request("GET", f"{base}/api/v1/tasks/{task_id}/result")
+    status, result = request("GET", f"{base}/api/v1/tasks/{task_id}/result", headers=auth)
     return {
         "ok": status == 200,
         "status": status,
