@@ -24,7 +24,7 @@ import numpy as np
 
 from cvunet_matting.config import get_settings
 from cvunet_matting.edges import controls, finish, refine
-from cvunet_matting.encoding import OutputOptions
+from cvunet_matting.encoding import DECONTAMINATE, REFINE, OutputOptions
 from cvunet_matting.foreground import decontaminate
 from cvunet_matting.model import get_session
 
@@ -142,9 +142,11 @@ def quality(session, count: int, width: int, height: int, out: Path) -> None:
             rows.append(grid_row(truth, results))
     keys = list(scores["raw"][0])
     print(f"\nedge band (true edge +-{BAND} px), means over {count} composites of {width}x{height}:")
-    print(f"{'':>16}" + "".join(f"{k:>12}" for k in keys))
+    print(f"{'':>24}" + "".join(f"{k:>12}" for k in keys))
+    defaults = replace(RAW, refine=REFINE, decontaminate=DECONTAMINATE)
     for name, runs in scores.items():
-        print(f"{name:>16}" + "".join(f"{statistics.mean(r[k] for r in runs):>12.3f}" for k in keys))
+        label = f"{name} (defaults)" if VARIANTS[name] == defaults else name
+        print(f"{label:>24}" + "".join(f"{statistics.mean(r[k] for r in runs):>12.3f}" for k in keys))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "bench_quality_grid.png"
     cv2.imwrite(str(path), cv2.cvtColor(np.vstack([header(), *rows]), cv2.COLOR_RGB2BGR))
@@ -214,7 +216,8 @@ def size_costs(session, rgb: np.ndarray, repeat: int) -> None:
         "feather=3": (controls, (alpha, 0, 0, 3)),
         "all defaults (finish)": (finish_defaults, (rgb, alpha)),
     }
-    print(f"  {rgb.shape[1]}x{rgb.shape[0]}: inference {inference:.0f} ms")
+    band = np.mean((alpha > 0) & (alpha < 255))
+    print(f"  {rgb.shape[1]}x{rgb.shape[0]}: inference {inference:.0f} ms; {band:.1%} of the matte partly transparent")
     for name, (step, args) in steps.items():
         ms = median_ms(step, args, repeat)
         print(f"    {name:>24}: {ms:7.1f} ms  {ms / inference:6.1%} of inference")
@@ -229,7 +232,7 @@ def costs(session, repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=6, help="composites to score")
+    parser.add_argument("--count", type=int, default=6, help="composites to score (0: costs only)")
     parser.add_argument("--size", default="3000x2000", help="composite size WxH")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("test-artifacts"))
@@ -237,7 +240,8 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     session = get_session(get_settings())
     print(f"model {session.manifest.name} on {session.providers[0]}; defaults: {OutputOptions().to_dict()}")
-    quality(session, args.count, width, height, args.out)
+    if args.count:
+        quality(session, args.count, width, height, args.out)
     costs(session, args.repeat)
 
 
