@@ -82,6 +82,17 @@ def test_input_alpha_is_read_from_png(mode, pixels, params, expected):
     assert alpha.shape == (6, 9) and alpha.dtype == np.uint8 and (alpha == expected).all()
 
 
+@pytest.mark.parametrize(("fmt", "params"), [("WEBP", {"lossless": True}), ("TIFF", {}), ("GIF", {})])
+def test_input_alpha_is_read_from_the_other_formats_that_carry_it(fmt, params):
+    pixels = np.full((6, 9, 4), 90, np.uint8)
+    pixels[..., 3] = 255
+    pixels[:3, :4, 3] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, fmt, **params)
+    alpha = read_alpha(buffer.getvalue(), (6, 9))
+    assert (alpha[:3, :4] == 0).all() and (alpha[3:] == 255).all()
+
+
 def test_sixteen_bit_alpha_is_scaled_to_eight():
     bgra = np.full((5, 4, 4), 40000, np.uint16)
     bgra[..., 3] = 100 * 257
