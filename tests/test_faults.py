@@ -115,6 +115,10 @@ def test_requeue_failed_from_the_celery_cli(clean_state, worker_factory):
     failed = [r for r in rows_of(batch_id) if r["state"] == "failure"]
     assert [r["filename"] for r in failed] == ["big.png"] and "pixels" in failed[0]["error"]
     celery = [sys.executable, "-m", "celery", "-A", "cvunet_matting", "requeue", "--failed"]
+    # Too many pixels is a refusal of the input: requeued only when asked for, as after raising the limit.
+    plain = subprocess.run([*celery, "--dry-run"], capture_output=True, text=True)
+    assert plain.returncode == 0 and "0 task(s) would be requeued" in plain.stdout, plain.stdout + plain.stderr
+    celery.append("--include-refused")
     dry = subprocess.run([*celery, "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     assert "big.png" in dry.stdout and "1 task(s) would be requeued" in dry.stdout
