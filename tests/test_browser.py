@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import threading
 
@@ -43,11 +44,39 @@ def page():
         browser.close()
 
 
+def sign_in(page, server: str, user: support.TestUser) -> None:
+    """Through the real sign-in form, as a person would."""
+    page.goto(server + "/")
+    page.wait_for_url("**/login?next=**")
+    page.fill("#signin-name", user.name)
+    page.fill("#signin-password", user.password)
+    page.click("#signin-submit")
+    page.wait_for_url(server + "/")
+    assert user.name in page.inner_text("#signed-in-as")
+
+
+@pytest.fixture
+def signed_in(server, page):
+    user = support.make_user(prefix="browser")
+    sign_in(page, server, user)
+    page.user = user
+    return page
+
+
+def accounts_row(task_id: str) -> dict:
+    from cvunet_matting import db
+    from cvunet_matting.db import reads
+
+    with db.transaction() as cur:
+        return reads.get_task(cur, task_id)
+
+
 def loaded(page, selector: str) -> bool:
     return page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0")
 
 
-def test_one_image_from_the_file_picker_ends_on_its_result_view(server, page, worker_factory, tmp_path):
+def test_one_image_from_the_file_picker_ends_on_its_result_view(server, signed_in, worker_factory, tmp_path):
+    page = signed_in
     worker_factory()
     image = tmp_path / "portrait.png"
     image.write_bytes(png_bytes(21))
@@ -73,7 +102,8 @@ def test_one_image_from_the_file_picker_ends_on_its_result_view(server, page, wo
     assert saved.suffix == ".png" and rgba.shape == (48, 64, 4)
 
 
-def test_several_files_show_progress_refusals_and_the_zip(server, page, worker_factory, tmp_path):
+def test_several_files_show_progress_refusals_and_the_zip(server, signed_in, worker_factory, tmp_path):
+    page = signed_in
     worker_factory()
     paths = []
     for i in range(3):
@@ -96,7 +126,8 @@ def test_several_files_show_progress_refusals_and_the_zip(server, page, worker_f
     assert page.console_errors == []
 
 
-def test_dropping_a_file_and_a_refusal_message(server, page):
+def test_dropping_a_file_and_a_refusal_message(server, signed_in):
+    page = signed_in
     page.goto(server + "/")
     data = base64.b64encode(b"<svg xmlns='http://www.w3.org/2000/svg'/>").decode()
     page.evaluate(
@@ -113,3 +144,43 @@ def test_dropping_a_file_and_a_refusal_message(server, page):
     page.click("#submit")
     assert page.inner_text("#form-message") == "None of these files can be processed."
     assert page.console_errors == []
+
+
+def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, worker_factory, tmp_path):
+    """Two people on one server: each history lists only its own work; the other's ids are 404."""
+    from cvunet_matting import accounts
+    from tests.support.httpclient import fetch, multipart
+
+    other = support.make_user(prefix="other")
+    body, ctype = multipart("file", "others-secret.png", png_bytes(50))
+    status, raw, _ = fetch("POST", f"{server}/api/v1/images", body, {"Content-Type": ctype, **other.bearer})
+    assert status == 202
+    others_task = json.loads(raw)["task_id"]
+
+    worker_factory()
+    me = support.make_user(prefix="me")
+    sign_in(page, server, me)
+    image = tmp_path / "mine.png"
+    image.write_bytes(png_bytes(51))
+    page.set_input_files("#file-input", str(image))
+    page.click("#advanced summary")  # the advanced section's controls reach the task
+    page.fill("#opt-feather", "2")
+    page.click("#submit")
+    page.wait_for_url("**/tasks/*", timeout=60_000)
+    page.wait_for_load_state("load")
+    assert loaded(page, 'img[alt="cut-out"]')
+    mine = accounts_row(page.url.rsplit("/", 1)[1])
+    assert mine["options"]["feather"] == 2 and mine["owner_id"] == me.id
+    page.goto(server + "/history")
+    history = page.inner_text("main")
+    assert "mine.png" in history and "others-secret.png" not in history
+    assert page.console_errors == []  # the 404 and 401 below are logged by Chromium: checked before them
+    assert page.goto(f"{server}/tasks/{others_task}").status == 404
+    assert page.goto(f"{server}/page/tasks/{others_task}/input").status == 404
+    # The browser's own session never opens the API: it needs an API key.
+    assert page.goto(f"{server}/api/v1/tasks/{others_task}").status == 401
+    page.goto(server + "/history")
+    page.click("#sign-out")
+    page.wait_for_url("**/login**")
+    assert page.goto(server + "/history").url.startswith(server + "/login")
+    assert accounts.find_user(me.name)["session_epoch"] == 1  # sign-out ended every copy of the session
