@@ -11,6 +11,7 @@ from cvunet_matting import db
 from cvunet_matting.db import reads
 from tests import support
 from tests.support import png_bytes
+from tests.support.accounts import CSRF_META
 from tests.support.httpclient import matte_over_http, multipart, request
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
@@ -64,14 +65,85 @@ def test_requests_still_succeed_with_one_web_instance_down(stack, user):
         stack.start_web(0)
 
 
-def test_flower_sits_behind_basic_auth(stack):
+def basic(user: str, password: str) -> dict:
     import base64
 
-    status, _ = request("GET", f"{stack.url}/flower/")
-    assert status == 401
-    token = base64.b64encode(b"admin:flower-test-pw").decode()
-    status, body = request("GET", f"{stack.url}/flower/workers", headers={"Authorization": f"Basic {token}"})
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def web1_up(stack) -> None:
+    """Flower's admin check asks web1, which a test before may have restarted."""
+    web1 = f"http://127.0.0.1:{stack.ports.web[0]}/healthz"
+    support.wait_until(
+        lambda: support.port_open(stack.ports.web[0]) and request("GET", web1)[0] == 200,
+        60,
+        message="web1 back",
+    )
+
+
+def test_flower_needs_a_signed_in_admin_and_its_password(stack):
+    web1_up(stack)
+    flower = basic("admin", "flower-test-pw")
+    assert request("GET", f"{stack.url}/flower/")[0] == 401
+    assert request("GET", f"{stack.url}/flower/workers", headers=flower)[0] == 401  # the password alone: no
+    admin = support.make_user(admin=True, prefix="stack-admin")
+    signed_in = support.http_sign_in(stack.url, admin)
+    assert request("GET", f"{stack.url}/flower/workers", headers=signed_in)[0] == 401  # Flower's own password
+    status, body = request("GET", f"{stack.url}/flower/workers", headers={**signed_in, **flower})
     assert status == 200 and b"cpu0@" in body
+    someone = support.http_sign_in(stack.url, support.make_user(prefix="stack-user"))
+    assert request("GET", f"{stack.url}/flower/workers", headers={**someone, **flower})[0] == 403
+
+
+def test_two_users_and_an_admin_through_traefik(stack):
+    """Each user's work is theirs alone; an admin sees all, and alone reaches /metrics and folders."""
+    web1_up(stack)
+    alice = support.make_user(prefix="alice")
+    bob = support.make_user(prefix="bob")
+    admin = support.make_user(admin=True, prefix="boss")
+    done = matte_over_http(stack.url, "alice-only.png", png_bytes(60), auth=alice.bearer)
+    assert done["ok"], done
+    task = f"{stack.url}/api/v1/tasks/{done['task_id']}"
+    for path in ("", "/result", "/input"):
+        assert request("GET", task + path, headers=bob.bearer)[0] == 404, path
+        assert request("GET", task + path, headers=admin.bearer)[0] == 200, path
+        assert request("GET", task + path)[0] == 401, path
+    assert request("POST", task + "/retry", headers=bob.bearer)[0] == 404
+    bob_session, alice_session = (support.http_sign_in(stack.url, u) for u in (bob, alice))
+    assert b"alice-only.png" not in request("GET", f"{stack.url}/history", headers=bob_session)[1]
+    assert b"alice-only.png" in request("GET", f"{stack.url}/history", headers=alice_session)[1]
+    admin_session = support.http_sign_in(stack.url, admin)
+    assert b"alice-only.png" in request("GET", f"{stack.url}/history", headers=admin_session)[1]
+    # Alice's own session opens her result on the pages' routes, never on the API.
+    assert request("GET", f"{stack.url}/page/tasks/{done['task_id']}/result", headers=alice_session)[0] == 200
+    assert request("GET", task, headers=alice_session)[0] == 401
+    # An anonymous page session and its CSRF token: refused by the API (the finding).
+    status, raw, headers = support_fetch(f"{stack.url}/login")
+    cookie = {"Cookie": headers["Set-Cookie"].split(";", 1)[0]}
+    token = CSRF_META.search(raw.decode()).group(1)
+    body, ctype = multipart("file", "x.png", png_bytes(61))
+    forged = {"Content-Type": ctype, "X-CSRF-Token": token, **cookie}
+    assert request("POST", f"{stack.url}/api/v1/images", body, forged)[0] == 401
+    # /metrics: nobody anonymous, no plain user, an admin.
+    assert request("GET", f"{stack.url}/metrics")[0] == 401
+    assert request("GET", f"{stack.url}/metrics", headers=alice.bearer)[0] == 403
+    status, text = request("GET", f"{stack.url}/metrics", headers=admin.bearer)
+    assert status == 200 and b"cvunet_tasks" in text
+    # The folder API is for admins.
+    folder = json.dumps({"folder": "nowhere"}).encode()
+    as_json = {"Content-Type": "application/json"}
+    assert request("POST", f"{stack.url}/api/v1/batches/folder", folder, {**as_json, **alice.bearer})[0] == 403
+    assert request("POST", f"{stack.url}/api/v1/batches/folder", folder, {**as_json, **admin.bearer})[0] == 404
+    # A quota answers 429 with Retry-After through the proxy.
+    capped = support.make_user(prefix="capped", max_in_flight=0)
+    status, raw, headers = support_fetch(f"{stack.url}/api/v1/images", body, {"Content-Type": ctype, **capped.bearer})
+    assert status == 429 and int(headers["Retry-After"]) > 0
+
+
+def support_fetch(url: str, body: bytes | None = None, headers: dict | None = None):
+    from tests.support.httpclient import fetch
+
+    return fetch("POST" if body else "GET", url, body, headers or {})
 
 
 def test_api_refuses_bad_input_with_json_through_traefik(stack, user):

@@ -171,7 +171,8 @@ class LocalStack:
 
 
 def web_files(name: str) -> dict[str, str]:
-    return {"healthz": "ok\n", "whoami": f"{name}\n"}
+    # auth/admin: the app's admin check that Flower's forwardAuth asks (a stand-in that says yes).
+    return {"healthz": "ok\n", "whoami": f"{name}\n", "auth/admin": "admin\n"}
 
 
 @pytest.fixture
@@ -193,6 +194,7 @@ def local_stack(tmp_path, processes) -> LocalStack:
         WEB_SERVERS=web_servers(list(stack.web_ports.values())),
         FLOWER_PORT=ports["flower"],
         HTPASSWD_FILE=write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD),
+        ADMIN_CHECK_URL=f"http://127.0.0.1:{ports['web-a']}/auth/admin",
     )
     static = render(
         LOCAL_STATIC,
@@ -287,8 +289,12 @@ def test_production_dynamic_config_structure():
     assert len(app["servers"]) >= 2
     assert app["healthCheck"]["path"] == "/healthz"
 
-    flower_mw = {next(iter(middlewares[name])) for name in routers["flower"]["middlewares"]}
-    assert {"ipAllowList", "basicAuth"} <= flower_mw
+    flower_mw = [next(iter(middlewares[name])) for name in routers["flower"]["middlewares"]]
+    assert flower_mw == ["ipAllowList", "forwardAuth", "basicAuth"]  # network, then an app admin, then Flower's
+    check = middlewares["admin-session"]["forwardAuth"]
+    assert check["address"].endswith("/auth/admin") and check["trustForwardHeader"] is False
+    # The compose bridge networks are private ranges too: Flower answered 403 to the right password.
+    assert "172.16.0.0/12" in middlewares["admin-allowlist"]["ipAllowList"]["sourceRange"]
     assert routers["flower"]["rule"] == "PathPrefix(`/flower`)"
     assert "ipAllowList" in middlewares[routers["metrics"]["middlewares"][0]]
 
@@ -308,9 +314,9 @@ def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
     static_ids = set(Template(LOCAL_STATIC.read_text()).get_identifiers())
     dynamic_ids = set(Template(LOCAL_DYNAMIC.read_text()).get_identifiers())
     assert static_ids == {"HTTP_PORT", "PING_PORT", "DYNAMIC_DIR", "LOG_DIR"}
-    assert dynamic_ids == {"WEB_SERVERS", "FLOWER_PORT", "HTPASSWD_FILE"}
+    assert dynamic_ids == {"WEB_SERVERS", "FLOWER_PORT", "HTPASSWD_FILE", "ADMIN_CHECK_URL"}
 
-    values = {"WEB_SERVERS": web_servers([1, 2, 3]), "FLOWER_PORT": 5, "HTPASSWD_FILE": "/h"}
+    values = {"WEB_SERVERS": web_servers([1, 2, 3]), "FLOWER_PORT": 5, "HTPASSWD_FILE": "/h", "ADMIN_CHECK_URL": "u"}
     dynamic = load_yaml(render(LOCAL_DYNAMIC, tmp_path / "d.yml", **values))
     servers = dynamic["http"]["services"]["app"]["loadBalancer"]["servers"]
     assert servers == [{"url": f"http://127.0.0.1:{port}"} for port in (1, 2, 3)]
@@ -318,9 +324,12 @@ def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
     assert (rate["average"], rate["burst"]) == (2000, 4000)
 
 
-def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin_ranges=None) -> Path:
+def production_copy(
+    tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin_ranges=None, admin_check: str = ""
+) -> Path:
     """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged;
-    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network."""
+    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network, and
+    `admin_check` the app's admin check (compose's web1)."""
     static = load_yaml(TRAEFIK_DIR / "traefik.yml")
     for name, port in ports.items():
         static["entryPoints"].setdefault(name, {})["address"] = f"127.0.0.1:{port}"
@@ -329,6 +338,7 @@ def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin
     (tmp_path / "dynamic").mkdir()
     for src in (TRAEFIK_DIR / "dynamic").glob("*.yml"):
         text = src.read_text().replace("/etc/traefik/secrets/htpasswd", str(htpasswd))
+        text = text.replace("http://web1:8000/auth/admin", admin_check or "http://127.0.0.1:9/auth/admin")
         if admin_ranges is not None and "admin-allowlist" in text:
             dynamic = yaml.safe_load(text)
             dynamic["http"]["middlewares"]["admin-allowlist"]["ipAllowList"]["sourceRange"] = admin_ranges
@@ -343,7 +353,9 @@ def production_copy(tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin
 def test_production_config_loads_in_traefik(tmp_path, processes):
     ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
     htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
-    static = production_copy(tmp_path, ports, htpasswd)
+    checker = free_port()  # a stand-in for the app's admin check that says yes
+    start_backend(processes, tmp_path, "admin-check", checker, {"healthz": "ok\n", "auth/admin": "yes\n"})
+    static = production_copy(tmp_path, ports, htpasswd, admin_check=f"http://127.0.0.1:{checker}/auth/admin")
     start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
     api = f"http://127.0.0.1:{ports['traefik']}/api"
     # compose's healthcheck: `traefik healthcheck` finds the ping entrypoint in the same file.

@@ -71,6 +71,7 @@ class Stack:
             "LOG_DIR": self.run_dir / "logs",
             "FLOWER_PORT": self.ports.flower,
             "HTPASSWD_FILE": htpasswd,
+            "ADMIN_CHECK_URL": f"http://127.0.0.1:{self.ports.web[0]}/auth/admin",
             "WEB_SERVERS": json.dumps([{"url": f"http://127.0.0.1:{p}"} for p in self.ports.web]),
         }
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 A test imports these, never another test module. `tests.support.httpclient` is the HTTP client.
 """
 
-from .accounts import TestUser, make_user, page_csrf, sign_in, user_client
+from .accounts import TestUser, http_sign_in, make_user, page_csrf, sign_in, user_client
 from .device import build_isnet_shaped_model, simulated_device_env
 from .images import build_tiny_model, noise, png_bytes
 from .net import PrivateRedis, TcpProxy, free_port, port_open
@@ -28,6 +28,7 @@ __all__ = [
     "drop_database",
     "find_tool",
     "free_port",
+    "http_sign_in",
     "kill_group",
     "make_user",
     "noise",

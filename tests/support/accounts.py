@@ -57,3 +57,31 @@ def user_client(app, user: TestUser, signed_in: bool = True):
     if signed_in:
         sign_in(client, user)
     return client
+
+
+def http_sign_in(base: str, user: TestUser) -> dict:
+    """Sign in over real HTTP (through Traefik, say): the Cookie header of the signed-in session."""
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    from .httpclient import fetch
+
+    status, body, headers = fetch("GET", f"{base}/login")
+    assert status == 200, status
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    form = {"csrf_token": CSRF_META.search(body.decode()).group(1), "name": user.name, "password": user.password}
+    where = urlsplit(base)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/login",
+            urlencode(form).encode(),
+            {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 302, response.status
+        return {"Cookie": response.getheader("Set-Cookie").split(";", 1)[0]}
+    finally:
+        conn.close()
