@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,9 @@ def test_flower_needs_a_signed_in_admin_and_its_password(stack):
     assert status == 200 and b"cpu0@" in body
     someone = support.http_sign_in(stack.url, support.make_user(prefix="stack-user"))
     assert request("GET", f"{stack.url}/flower/workers", headers={**someone, **flower})[0] == 403
+    # Its password went by environment: `ps` (every local user) never shows it.
+    argv = Path(f"/proc/{stack.procs['flower'].pid}/cmdline").read_bytes()
+    assert b"flower" in argv and b"flower-test-pw" not in argv
 
 
 def test_two_users_and_an_admin_through_traefik(stack):
