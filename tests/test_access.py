@@ -295,6 +295,20 @@ def test_sessions_expire_and_wrong_passwords_are_refused(app, alice):
     assert app.permanent_session_lifetime.total_seconds() == 12 * 3600
 
 
+def test_password_guessing_is_stopped_per_name(app, alice):
+    from cvunet_matting.signin import FAILS_ALLOWED
+
+    browser = app.test_client()
+    token = support.page_csrf(browser, "/login")
+    for _ in range(FAILS_ALLOWED):
+        wrong = browser.post("/login", data={"csrf_token": token, "name": alice.name, "password": "guess" * 3})
+        assert wrong.status_code == 401
+    right = browser.post("/login", data={"csrf_token": token, "name": alice.name, "password": alice.password})
+    assert right.status_code == 429 and 0 < int(right.headers["Retry-After"]) <= 900
+    bob_like = support.make_user(prefix="other")
+    support.sign_in(browser, bob_like)  # another name is not locked
+
+
 def test_next_after_sign_in_stays_on_this_site(app, alice):
     browser = app.test_client()
     token = support.page_csrf(browser, "/login")
