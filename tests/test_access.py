@@ -450,3 +450,28 @@ def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admi
         "/api/v1/batches/folder", json={"folder": "edges", "options": {"erode": "2"}}, headers=admin.bearer
     )
     assert bad_json.status_code == 400
+
+
+@pytest.mark.stack
+def test_a_forged_message_cannot_make_the_worker_write_outside_the_data_root(clean_state, worker_factory, tmp_root):
+    """What anyone with broker access (or Flower) could send: an absolute output path."""
+    from cvunet_matting import dispatch
+    from cvunet_matting.db import writes
+
+    storage = Storage(get_settings().data_dir)
+    target = tmp_root / "outside" / "planted.png"
+    row = {
+        "id": uuid.uuid4(),
+        "filename": "x.png",
+        "input_key": storage.put_input(png_bytes(23)),
+        "options": {},
+        "output_path": str(target),
+    }
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row])
+    dispatch.publish_image(row)
+    worker_factory()
+    failed = support.wait_task(str(row["id"]), "failure")
+    assert failed["error_code"] == "refused" and "outside the data root" in failed["error"]
+    assert failed["attempts"] == 1  # refused at once: no retries, no model run
+    assert not target.exists()
