@@ -475,3 +475,21 @@ def test_a_forged_message_cannot_make_the_worker_write_outside_the_data_root(cle
     assert failed["error_code"] == "refused" and "outside the data root" in failed["error"]
     assert failed["attempts"] == 1  # refused at once: no retries, no model run
     assert not target.exists()
+
+
+def test_the_pages_offer_a_forced_retry_of_a_crashed_input_to_admins_only(app, alice, admin):
+    task_id = upload(app.test_client(), headers=alice.bearer).get_json()["task_id"]
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET state = 'failure', error_code = 'crashed' WHERE id = %s", (task_id,))
+    mine = support.user_client(app, alice)
+    assert f"/tasks/{task_id}/retry" not in mine.get("/history").get_data(as_text=True)
+    token = support.page_csrf(mine, "/history")
+    refused = mine.post(f"/tasks/{task_id}/retry", data={"csrf_token": token, "force": "1"})
+    assert refused.status_code == 302 and row_of(task_id)["state"] == "failure"
+    assert "only an admin can force" in mine.get(refused.headers["Location"]).get_data(as_text=True)
+    boss = support.user_client(app, admin)
+    page = boss.get("/history").get_data(as_text=True)
+    assert "Force retry" in page and f"/tasks/{task_id}/retry" in page
+    token = support.page_csrf(boss, "/history")
+    assert boss.post(f"/tasks/{task_id}/retry", data={"csrf_token": token, "force": "1"}).status_code == 302
+    assert row_of(task_id)["state"] == "pending"
