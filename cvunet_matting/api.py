@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, jsonify, request, url_for
 
 from . import intake, submission
 from .api_auth import authenticate
@@ -95,6 +95,4 @@ def batch_zip(batch_id: str):
 
 @route
 def openapi():
-    from flask import jsonify
-
     return jsonify(document())
