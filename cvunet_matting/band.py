@@ -29,9 +29,14 @@ def working_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     return image.astype(np.float32) * np.float32(1 / 255)
 
 
-def soft(alpha: np.ndarray) -> np.ndarray:
-    """The partly transparent pixels of a uint8 matte, as a 0/255 mask."""
-    return cv2.inRange(alpha, 1, 254)
+# ISNet leaves a tenth of a photo's pixels at 250-254 inside the subject, and faint alpha over the
+# background: neither is an edge, and treating them as one would cost up to three times as much.
+EDGE_LOW, EDGE_HIGH = 5, 250
+
+
+def soft(alpha: np.ndarray, low: int = 1, high: int = 254) -> np.ndarray:
+    """The pixels of a uint8 matte between low and high (inclusive), as a 0/255 mask."""
+    return cv2.inRange(alpha, low, high)
 
 
 def band_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import band_points, gather, grow, sample, scatter, to_full, working_copy
+from .band import EDGE_HIGH, EDGE_LOW, band_points, gather, grow, sample, scatter, to_full, working_copy
 from .foreground import decontaminate
 
 # The coefficients come from a copy at most SIDE pixels on its long side, in windows of RADIUS around
@@ -40,7 +40,7 @@ def _solve(var: list[np.ndarray], cov: np.ndarray, eps: float) -> np.ndarray:
 
 def _coefficients(guide: np.ndarray, matte: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """The filter's mean coefficients (H x W x 4: a for r, g, b, then b) and where they are not 0,0,0,p."""
-    near = grow(((matte > 0) & (matte < 1)).view(np.uint8), radius)
+    near = grow(((matte >= EDGE_LOW / 255) & (matte <= EDGE_HIGH / 255)).view(np.uint8), radius)
     ys, xs = band_points(near)
     channels = cv2.split(guide)
 

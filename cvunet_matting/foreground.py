@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import band_points, gather, sample, scatter, soft, working_copy
+from .band import EDGE_HIGH, band_points, gather, sample, scatter, soft, working_copy
 
 WIDE, NARROW = 90, 6  # box sizes in working-copy pixels (at most 1024 on the long side): the paper's
 # Below this alpha (of 255) the estimate only partly replaces the colour: there it is mostly a guess
@@ -59,7 +59,7 @@ def _narrow_sums(colour: np.ndarray, alpha: np.ndarray) -> list[np.ndarray]:
 
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Replace the colour of the partly transparent pixels by their estimated foreground; in place."""
-    ys, xs = band_points(soft(alpha))
+    ys, xs = band_points(soft(alpha, 1, EDGE_HIGH - 1))  # nearer opaque, F is I within a few levels
     if not len(ys):
         return rgb
     fore, back, weight = (sample(s, ys, xs, alpha.shape) for s in _narrow_sums(working_copy(rgb), working_copy(alpha)))
