@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .band import EDGE_HIGH, EDGE_LOW, band_points, gather, grow, sample, scatter, to_full, working_copy
+from .encoding import OutputOptions
 from .foreground import decontaminate
 
 # The coefficients come from a copy at most SIDE pixels on its long side, in windows of RADIUS around
@@ -92,7 +93,9 @@ def with_input_alpha(alpha: np.ndarray, input_alpha: np.ndarray | None) -> np.nd
     return (product // 255).astype(np.uint8)
 
 
-def finish(rgb: np.ndarray, alpha: np.ndarray, input_alpha: np.ndarray | None, options) -> tuple:
+def finish(
+    rgb: np.ndarray, alpha: np.ndarray, input_alpha: np.ndarray | None, options: OutputOptions
+) -> tuple[np.ndarray, np.ndarray]:
     """The edge steps the options ask for, in order; returns (rgb, alpha), rgb changed in place."""
     if options.refine:
         alpha = refine(rgb, alpha)

@@ -37,7 +37,7 @@ def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, se
     alpha = session.predict_alpha(rgb, timings)
     clock = time.perf_counter()
     rgb, alpha = finish(rgb, alpha, input_alpha, options)
-    timings["postprocess"] += time.perf_counter() - clock
+    timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
     out = encode(rgb, alpha, options, settings.encode_threads)
     timings["encode"] = time.perf_counter() - clock
