@@ -325,11 +325,11 @@ def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
 
 
 def production_copy(
-    tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin_ranges=None, admin_check: str = ""
+    tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin_ranges=None, admin_check: str = "", app_url: str = ""
 ) -> Path:
     """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged;
-    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network, and
-    `admin_check` the app's admin check (compose's web1)."""
+    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network,
+    `admin_check` the app's admin check (compose's web1), `app_url` both web instances."""
     static = load_yaml(TRAEFIK_DIR / "traefik.yml")
     for name, port in ports.items():
         static["entryPoints"].setdefault(name, {})["address"] = f"127.0.0.1:{port}"
@@ -339,6 +339,8 @@ def production_copy(
     for src in (TRAEFIK_DIR / "dynamic").glob("*.yml"):
         text = src.read_text().replace("/etc/traefik/secrets/htpasswd", str(htpasswd))
         text = text.replace("http://web1:8000/auth/admin", admin_check or "http://127.0.0.1:9/auth/admin")
+        if app_url:
+            text = text.replace("http://web1:8000", app_url).replace("http://web2:8000", app_url)
         if admin_ranges is not None and "admin-allowlist" in text:
             dynamic = yaml.safe_load(text)
             dynamic["http"]["middlewares"]["admin-allowlist"]["ipAllowList"]["sourceRange"] = admin_ranges
@@ -415,3 +417,36 @@ def test_admin_routes_refuse_addresses_outside_the_allow_list(tmp_path, processe
     assert fetch(f"{https}/metrics", auth, insecure)[0] == 403  # the right password does not help
     # The user-facing routes are not on the allow-list: they reach the (absent) web servers.
     assert fetch(f"{https}/", context=insecure)[0] in {502, 503}
+
+
+@pytest.mark.stack
+@pytest.mark.services
+def test_behind_traefiks_https_the_app_sends_hsts_and_secure_cookies(tmp_path, processes, clean_state):
+    """The production config in front of the real app: HTTPS as Traefik reports it (X-Forwarded-Proto)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from cvunet_matting.web import create_app
+
+    app_port = free_port()
+    server = make_server("127.0.0.1", app_port, create_app(), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
+        htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
+        static = production_copy(tmp_path, ports, htpasswd, app_url=f"http://127.0.0.1:{app_port}")
+        start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        login = f"https://127.0.0.1:{ports['websecure']}/login"
+        wait_until(lambda: fetch(login, context=insecure)[0] == 200, 15, interval=0.1, message="the app via Traefik")
+        _, _, headers = fetch(login, context=insecure)
+        assert headers["Strict-Transport-Security"].startswith("max-age=")
+        cookie = headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        metrics = fetch(f"https://127.0.0.1:{ports['websecure']}/metrics", context=insecure)
+        assert metrics[0] == 401  # the allow-list lets 127.0.0.1 in; the app still wants an admin
+    finally:
+        server.shutdown()
+        server.server_close()
