@@ -493,3 +493,19 @@ def test_the_pages_offer_a_forced_retry_of_a_crashed_input_to_admins_only(app, a
     token = support.page_csrf(boss, "/history")
     assert boss.post(f"/tasks/{task_id}/retry", data={"csrf_token": token, "force": "1"}).status_code == 302
     assert row_of(task_id)["state"] == "pending"
+
+
+def test_uploads_at_once_cannot_squeeze_past_a_quota(app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = support.make_user(prefix="one", max_in_flight=1)
+
+    def send(seed: int) -> int:
+        return upload(app.test_client(), png_bytes(seed), headers=one.bearer).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(send, range(30, 34)))
+    assert statuses == [202, 429, 429, 429]
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM tasks WHERE owner_id = %s", (one.id,))
+        assert cur.fetchone()["n"] == 1
