@@ -5,7 +5,7 @@ Operations (api_routes) and the document (openapi) are built from these, so a sh
 
 from __future__ import annotations
 
-from .encoding import FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX
+from .encoding import DECONTAMINATE, FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX, REFINE
 from .imaging import INPUT_FORMATS
 from .states import BATCH_STATES, TASK_STATES
 
@@ -61,9 +61,13 @@ FORM_OPTIONS = {
     },
     "erode": {"type": "integer", "minimum": 0, "maximum": MAX_EDGE_PX, "description": "shrink the matte (px)"},
     "feather": {"type": "integer", "minimum": 0, "maximum": MAX_EDGE_PX, "description": "soften the edge (px)"},
-    "refine": string(enum=list(FLAG_WORDS), description="re-fit the matte to the full-size photo (default off)"),
+    "refine": string(
+        enum=list(FLAG_WORDS),
+        description=f"re-fit the matte to the full-size photo (default {'on' if REFINE else 'off'})",
+    ),
     "decontaminate": string(
-        enum=list(FLAG_WORDS), description="take the old background's colour out of edge pixels (default on; empty: on)"
+        enum=list(FLAG_WORDS),
+        description=f"take the old background's colour out of edge pixels (default {'on' if DECONTAMINATE else 'off'})",
     ),
 }
 EDGE_JSON = {

@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 
 from . import db, submission
 from .db import reads
-from .encoding import MAX_EDGE_PX
+from .encoding import DECONTAMINATE, MAX_EDGE_PX, REFINE
 from .errors import InputError
 from .http_support import csrf_token, csrf_valid, settings
 from .imaging import SUPPORTED_FORMATS
@@ -64,6 +64,7 @@ def index():
         max_pixels=cfg.max_pixels,
         input_formats=sorted(SUPPORTED_FORMATS),
         max_edge_px=MAX_EDGE_PX,
+        edge_defaults={"refine": REFINE, "decontaminate": DECONTAMINATE},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import types
 import uuid
@@ -437,7 +438,13 @@ def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admi
     form = {"csrf_token": token, "files": (io.BytesIO(png_bytes(21)), "f.png"), "format": "png", **edges}
     located = pages.post("/", data=form).headers["Location"]
     assert {k: row_of(located.rsplit("/", 1)[1])["options"][k] for k in expected} == expected
-    assert 'name="feather"' in pages.get("/").get_data(as_text=True)
+    html = pages.get("/").get_data(as_text=True)
+    assert 'name="feather"' in html
+    from cvunet_matting.encoding import DECONTAMINATE, REFINE
+
+    for name, default in (("refine", REFINE), ("decontaminate", DECONTAMINATE)):  # the form starts at the defaults
+        chosen = re.search(rf'name="{name}".*?<option value="(\w+)" selected>', html, re.S).group(1)
+        assert chosen == ("true" if default else "false"), name
     root = get_settings().allowed_roots[0]
     (root / "edges").mkdir(parents=True, exist_ok=True)
     (root / "edges" / "one.png").write_bytes(png_bytes(22))
