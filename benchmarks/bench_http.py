@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import harness
 from bench_pipeline import bare, through_queue
 
-from tests.support import free_port
+from tests.support import free_port, make_user
 from tests.support.httpclient import matte_over_http
 
 
@@ -30,6 +30,7 @@ def start_stack():
     stack = Stack(harness.ROOT / "stack", ports, workers=1)
     stack.start()
     wait_ready(stack.url, stack)
+    stack.auth = make_user(prefix="bench").bearer  # every API call needs a user's key
     return stack
 
 
@@ -57,12 +58,14 @@ def main() -> None:
     stack = start_stack()
     try:
         # Warm the worker's model before timing.
-        assert matte_over_http(stack.url, "warm.jpg", images[2 * n])["ok"]
+        assert matte_over_http(stack.url, "warm.jpg", images[2 * n], auth=stack.auth)["ok"]
         jobs = images[n : 2 * n]
         cpu_before = cpu_use(stack)
         started = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(lambda p: matte_over_http(stack.url, f"img{p[0]}.jpg", p[1]), enumerate(jobs)))
+            results = list(
+                pool.map(lambda p: matte_over_http(stack.url, f"img{p[0]}.jpg", p[1], auth=stack.auth), enumerate(jobs))
+            )
         elapsed = time.perf_counter() - started
         cpu = {name: used - cpu_before[name] for name, used in cpu_use(stack).items()}
     finally:

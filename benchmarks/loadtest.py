@@ -72,12 +72,13 @@ def run_load(images: int, clients: int, deadline_s: float = 1800):
         # smallest images, so "before" is a settled process and growth after it means a leak.
         corners = [(h, w) for h in SIDES for w in SIDES]
         for i, size in enumerate(corners * 3 + [None] * 8):
-            matte_over_http(stack.url, f"warm{i}.jpg", image(10_000_000 + i, size))
+            matte_over_http(stack.url, f"warm{i}.jpg", image(10_000_000 + i, size), auth=stack.auth)
         before = rss(stack)
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             futures = [
-                pool.submit(lambda i: matte_over_http(stack.url, f"load{i}.jpg", image(i)), i) for i in range(images)
+                pool.submit(lambda i: matte_over_http(stack.url, f"load{i}.jpg", image(i), auth=stack.auth), i)
+                for i in range(images)
             ]
             done, pending = wait(futures, timeout=deadline_s)
         elapsed = time.perf_counter() - started

@@ -190,7 +190,9 @@ def scenario_web_kill() -> Row:
     images = harness.photos(12 + 100)[100:]
     try:
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(matte_over_http, stack.url, f"w{i}.jpg", d) for i, d in enumerate(images)]
+            futures = [
+                pool.submit(matte_over_http, stack.url, f"w{i}.jpg", d, auth=stack.auth) for i, d in enumerate(images)
+            ]
             time.sleep(3)
             support.kill_group(stack.procs.pop("web1"))
             routed_away = routing_stops(stack.url, time.time())
