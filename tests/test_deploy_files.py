@@ -27,6 +27,7 @@ SECRETS = {
     "FLOWER_USER": "dummy-flower-user",
     "FLOWER_PASSWORD": "dummy-flower-pw",
     "TRAEFIK_HTPASSWD_FILE": "/etc/cvunet/htpasswd",
+    "PROMETHEUS_TOKEN_FILE": "/etc/cvunet/prometheus-token",
 }
 WORKER_HOST_ENV = {
     "REDIS_PASSWORD": SECRETS["REDIS_PASSWORD"],

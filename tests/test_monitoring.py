@@ -55,13 +55,26 @@ def test_prometheus_config_is_valid(tmp_path):
     """promtool checks the file as Prometheus reads it: rules and targets at their mounted paths."""
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     config["rule_files"] = [str(RULES)]
+    token = tmp_path / "web-token"
+    token.write_text("an-admin-api-key")
     for job in config["scrape_configs"]:
         for sd in job.get("file_sd_configs", []):
             sd["files"] = [str(MONITORING / "targets" / "workers.yml")]
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
     local = tmp_path / "prometheus.yml"
     local.write_text(yaml.safe_dump(config))
     result = promtool("check", "config", str(local))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_web_metrics_are_read_with_an_api_key_compose_mounts():
+    """The web instances' /metrics needs an admin's key: compose mounts a required file for it."""
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    (web,) = [job for job in config["scrape_configs"] if job["job_name"] == "web"]
+    path = web["authorization"]["credentials_file"]
+    prometheus = yaml.safe_load((REPO / "docker" / "compose.yml").read_text())["services"]["prometheus"]
+    assert any(v.endswith(f":{path}:ro") and "PROMETHEUS_TOKEN_FILE:?" in v for v in prometheus["volumes"])
 
 
 def test_scrape_targets_are_compose_services():

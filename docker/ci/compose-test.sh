@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# `make compose-test`: build the images and run the compose stack for real, then test it end to end
+# through Traefik over HTTPS (tests/test_compose.py, marker `compose`), and tear everything down,
+# whatever happened: the stack and its volumes removed, dockerd stopped by its pid, its iptables
+# rules and bridges removed. Needs root on Debian (it installs the engine when it is missing).
+#
+#   docker/ci/compose-test.sh [pytest arguments]     # e.g. -k failover, or -x
+#   COMPOSE_TEST_SOURCE=head ...                      # images from the last commit, not the tree
+#   COMPOSE_TEST_KEEP=1 ...                           # leave the stack and dockerd running afterwards
+#
+# Figures (failover times, scaling) are printed and written to var/compose-test/figures.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+STATE=${COMPOSE_TEST_STATE:-$REPO/var/compose-test}
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+PROJECT=${COMPOSE_TEST_PROJECT:-cvunet-ci}
+started=$(date +%s)
+mkdir -p "$STATE"
+rm -f "$STATE/figures.json"
+step() { printf '\n== %s (%ds)\n' "$*" $(($(date +%s) - started)); }
+
+need_apt=()
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+compose() { docker-compose -p "$PROJECT" -f docker/compose.yml -f docker/compose.ci.yml --env-file "$STATE/ci.env" "$@"; }
+
+cleanup() {
+  local status=$?
+  set +e
+  [ ! -s "$STATE/figures.json" ] || { echo "figures ($STATE/figures.json):"; cat "$STATE/figures.json"; }
+  if [ "${COMPOSE_TEST_KEEP:-0}" = 1 ]; then
+    echo "COMPOSE_TEST_KEEP=1: the stack and dockerd are left running; to stop them:"
+    echo "  docker-compose -p $PROJECT -f docker/compose.yml -f docker/compose.ci.yml --env-file $STATE/ci.env down -v"
+    echo "  bash docker/ci/dockerd.sh stop $STATE"
+    exit "$status"
+  fi
+  if [ -f "$STATE/ci.env" ] && docker info >/dev/null 2>&1; then
+    if [ "$status" -ne 0 ]; then
+      compose ps >"$STATE/ps.txt" 2>&1
+      compose logs --no-color --tail=200 >"$STATE/logs.txt" 2>&1
+      echo "compose-test failed: container states in $STATE/ps.txt, logs in $STATE/logs.txt" >&2
+    fi
+    compose down -v --remove-orphans >/dev/null 2>&1
+  fi
+  bash docker/ci/dockerd.sh stop "$STATE"
+  step "done, exit status $status"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "starting dockerd"
+bash docker/ci/dockerd.sh start "$STATE"
+
+step "local base images (docker/local)"
+PYTHON=$PYTHON bash docker/local/build-bases.sh
+
+# The images are built from the working tree, or with COMPOSE_TEST_SOURCE=head from the last commit
+# (a working tree that others are editing at the same time).
+context=.
+if [ "${COMPOSE_TEST_SOURCE:-tree}" = head ]; then
+  context=$STATE/src
+  rm -rf "$context" && mkdir -p "$context"
+  git archive HEAD | tar -x -C "$context"
+fi
+step "project images (from ${COMPOSE_TEST_SOURCE:-tree})"
+docker build -q -f "$context/docker/Dockerfile.web" --build-arg BASE=cvunet-local/python:bookworm \
+  -t cvunet-matting-web:ci "$context" >/dev/null
+docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
+  --build-arg DEVICE=cpu --build-arg CUDA_CHECK=0 \
+  ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
+  -t cvunet-matting-worker:ci "$context" >/dev/null
+
+step "secrets, ports and the tests' model"
+free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+hex() { openssl rand -hex 16; }
+mkdir -p "$STATE/models"
+"$PYTHON" -c 'import sys; from pathlib import Path; from tests.support import build_tiny_model; build_tiny_model(Path(sys.argv[1]))' \
+  "$STATE/models/tiny-cvunet.onnx"
+chmod -R a+rX "$STATE/models"
+flower_user=admin flower_password=$(hex)
+printf '%s:%s\n' "$flower_user" "$(openssl passwd -apr1 "$flower_password")" >"$STATE/htpasswd"
+chmod 644 "$STATE/htpasswd"
+api_token=$(openssl rand -hex 24)
+printf '%s' "$api_token" >"$STATE/prometheus-token"
+chmod 644 "$STATE/prometheus-token"
+umask 077
+cat >"$STATE/ci.env" <<ENV
+COMPOSE_PROJECT_NAME=$PROJECT
+CVUNET_TAG=ci
+PYTHON_BASE_IMAGE=cvunet-local/python:bookworm
+TRAEFIK_IMAGE=cvunet-local/traefik:bookworm
+REDIS_IMAGE=cvunet-local/redis:bookworm
+POSTGRES_IMAGE=cvunet-local/postgres:bookworm
+PROMETHEUS_IMAGE=cvunet-local/prometheus:bookworm
+NODE_EXPORTER_IMAGE=cvunet-local/prometheus:bookworm
+WORKER_TARGETS=workers-cpu
+REDIS_PASSWORD=$(hex)
+POSTGRES_PASSWORD=$(hex)
+CVUNET_SECRET_KEY=$(hex)
+CVUNET_API_TOKENS=$api_token
+FLOWER_USER=$flower_user
+FLOWER_PASSWORD=$flower_password
+TRAEFIK_HTPASSWD_FILE=$STATE/htpasswd
+PROMETHEUS_TOKEN_FILE=$STATE/prometheus-token
+HTTP_BIND=127.0.0.1
+HTTP_PORT=$(free_port)
+HTTPS_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+POSTGRES_PORT=$(free_port)
+CI_MODEL_DIR=$STATE/models
+ENV
+umask 022
+
+step "stack up: traefik, web1, web2, flower, 3 CPU workers, redis, postgres, prometheus"
+compose up -d traefik web1 web2 flower worker-cpu0 worker-cpu1 worker-cpu2 prometheus node-exporter
+
+step "end-to-end tests (pytest -m compose)"
+COMPOSE_TEST_ENV=$STATE/ci.env COMPOSE_TEST_STATE=$STATE \
+  "$PYTHON" -m pytest -p no:cacheprovider -m compose tests/test_compose.py "$@"
