@@ -21,6 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import accounts
 from .accounts import Actor
 from .api_auth import bearer_actor, unauthorized
+from .config import Settings
 
 log = logging.getLogger(__name__)
 OPEN_ENDPOINTS = {"static", "health.healthz", "health.readyz", "signin.login", "signin.sign_in"}
@@ -35,19 +36,15 @@ class AuthConfig:
     session_hours: float
 
 
-def auth_config(env, api_tokens: tuple[str, ...]) -> AuthConfig:
-    """CVUNET_AUTH (users | single-user), CVUNET_SESSION_HOURS, and the legacy CVUNET_API_TOKENS."""
-    mode = env.get("CVUNET_AUTH", "users").strip() or "users"
-    if mode not in {"users", "single-user"}:
-        raise ValueError(f"CVUNET_AUTH must be 'users' or 'single-user', got {mode!r}")
-    short = [t for t in api_tokens if len(t) < MIN_TOKEN_CHARS]
+def auth_config(settings: Settings) -> AuthConfig:
+    """The sign-in mode and session lifetime from the settings; legacy CVUNET_API_TOKENS checked."""
+    short = [t for t in settings.api_tokens if len(t) < MIN_TOKEN_CHARS]
     if short:
         raise ValueError(
             f"CVUNET_API_TOKENS: every token needs at least {MIN_TOKEN_CHARS} characters "
             "(better: per-user keys, `cvunet-matting user key add NAME`)"
         )
-    hours = float(env.get("CVUNET_SESSION_HOURS", "") or 12)
-    return AuthConfig(mode == "single-user", api_tokens, hours)
+    return AuthConfig(settings.single_user, settings.api_tokens, settings.session_hours)
 
 
 class SessionCookies(SecureCookieSessionInterface):
@@ -90,8 +87,8 @@ def gate():
     return None
 
 
-def init_app(app: Flask, env, api_tokens: tuple[str, ...]) -> AuthConfig:
-    cfg = auth_config(env, api_tokens)
+def init_app(app: Flask, settings: Settings) -> AuthConfig:
+    cfg = auth_config(settings)
     app.extensions["cvunet.auth"] = cfg
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0)  # Traefik says whether it was HTTPS
     app.session_interface = SessionCookies()

@@ -32,6 +32,13 @@ def _float(env, name: str, default: float) -> float:
     return _number(env, name, default, float)
 
 
+def _auth_mode(env) -> str:
+    mode = env.get("CVUNET_AUTH", "").strip() or "users"
+    if mode not in {"users", "single-user"}:
+        raise ValueError(f"CVUNET_AUTH must be 'users' or 'single-user', got {mode!r}")
+    return mode
+
+
 def _bool(env, name: str, default: bool) -> bool:
     value = env.get(name, "").strip().lower()
     if not value:
@@ -72,7 +79,7 @@ class Settings:
     batch_chunk: int
     max_attempts: int
     allowed_roots: tuple[Path, ...]
-    api_tokens: tuple[str, ...] = field(repr=False)
+    api_tokens: tuple[str, ...] = field(repr=False)  # deprecated: per-user keys (accounts.py)
     secret_key: str = field(repr=False)
     log_level: str = "INFO"
     # Fault injection for the crash tests only: input keys on which a worker kills itself.
@@ -87,6 +94,8 @@ class Settings:
     reconcile_interval: float = 5.0  # how often the watchdog compares PostgreSQL with Redis
     storage_retry_s: int = 300  # how long an image waits out unreadable or unwritable storage
     retention_days: int = 30  # inputs, results and archives are removed this long after they finish
+    single_user: bool = False  # CVUNET_AUTH=single-user: no sign-in, every visitor is the operator
+    session_hours: float = 12.0  # a browser session ends this long after sign-in
 
     @property
     def spool_dir(self) -> Path:
@@ -139,6 +148,8 @@ def load_settings(env=None) -> Settings:
         reconcile_interval=_float(env, "CVUNET_RECONCILE_INTERVAL", 5.0),
         storage_retry_s=_int(env, "CVUNET_STORAGE_RETRY_S", 300),
         retention_days=_int(env, "CVUNET_RETENTION_DAYS", 30),
+        single_user=_auth_mode(env) == "single-user",
+        session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),
     )
 
 

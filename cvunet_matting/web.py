@@ -46,15 +46,10 @@ def shared_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def app_env(test_config: dict) -> dict:
-    """The environment with CVUNET_* overrides from `test_config` laid over it."""
-    return {**os.environ, **{k: str(v) for k, v in test_config.items() if k.startswith("CVUNET_")}}
-
-
 def app_settings(test_config: dict) -> Settings:
     """get_settings(), or with CVUNET_* overrides from `test_config` laid over the environment."""
-    overrides = any(k.startswith("CVUNET_") for k in test_config)
-    return load_settings(app_env(test_config)) if overrides else get_settings()
+    overrides = {k: str(v) for k, v in test_config.items() if k.startswith("CVUNET_")}
+    return load_settings({**os.environ, **overrides}) if overrides else get_settings()
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -79,7 +74,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["batch_id"] = BatchIdConverter
     register_errors(app)
     app.after_request(security_headers)
-    access.init_app(app, app_env(test_config), cfg.api_tokens)  # before the blueprints: it gates them
+    access.init_app(app, cfg)  # before the blueprints: it gates them
     metrics.init_app(app)
     for blueprint in (api.bp, ui.bp, page_api.bp, signin.bp, health.bp):
         app.register_blueprint(blueprint)
