@@ -21,6 +21,7 @@ start() {
     return 0
   fi
   rules >"$state/iptables.before"
+  sysctl -n net.ipv4.ip_forward >"$state/ip_forward.before"
   ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 >"$state/links.before"
   dockerd --host unix:///var/run/docker.sock --storage-driver overlay2 >"$state/dockerd.log" 2>&1 &
   echo $! >"$state/dockerd.pid"
@@ -42,19 +43,24 @@ remove_added_rules() {
 import sys
 
 def parse(path):
-    table, rules, chains = "", [], []
+    table, rules, chains, policies = "", [], [], []
     for line in open(path):
         line = line.rstrip("\n")
         if line.startswith("*"):
             table = line[1:]
         elif line.startswith("-A "):
             rules.append((table, line[3:]))
-        elif line.startswith(":") and line.split()[1] == "-":
-            chains.append((table, line[1:].split()[0]))
-    return rules, chains
+        elif line.startswith(":"):
+            chain, policy = line[1:].split()[:2]
+            if policy == "-":
+                chains.append((table, chain))
+            else:
+                policies.append((table, chain, policy))
+    return rules, chains, policies
 
-before_rules, before_chains = parse(sys.argv[1])
-after_rules, after_chains = parse(sys.argv[2])
+before_rules, before_chains, before_policies = parse(sys.argv[1])
+after_rules, after_chains, after_policies = parse(sys.argv[2])
+before_policies = {(table, chain): policy for table, chain, policy in before_policies}
 old = set(before_rules)
 for table, rule in after_rules:
     if (table, rule) not in old:
@@ -63,6 +69,12 @@ added = [(table, chain) for table, chain in after_chains if (table, chain) not i
 for op in ("-F", "-X"):  # every new chain emptied before any is deleted (they jump to each other)
     for table, chain in added:
         print(f"{table}\t{op}\t{chain}")
+# Built-in chains' policies (dockerd sets FORWARD to DROP) as they were; ACCEPT where the table
+# was not loaded before.
+for table, chain, policy in after_policies:
+    old_policy = before_policies.get((table, chain), "ACCEPT")
+    if policy != old_policy:
+        print(f"{table}\t-P\t{chain} {old_policy}")
 PY
     # shellcheck disable=SC2086  # a rule's own words, as iptables-save printed them (no quoting there)
     eval "iptables -t $table $op $rest" 2>/dev/null || true
@@ -80,6 +92,8 @@ stop() {
   fi
   rm -f "$state/dockerd.pid"
   remove_added_rules
+  # dockerd turns on forwarding; put back what it was.
+  [ ! -f "$state/ip_forward.before" ] || sysctl -q -w "net.ipv4.ip_forward=$(cat "$state/ip_forward.before")"
   # Bridges dockerd made (docker0, br-*) outlive it.
   ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vxF -f "$state/links.before" |
     grep -E '^(docker0|br-|veth)' | while read -r link; do ip link delete "$link" 2>/dev/null || true; done
