@@ -18,12 +18,14 @@ import collections
 import contextlib
 import ctypes
 import logging
+import mmap
 import os
 import queue
 import signal
 import threading
 import time
 from multiprocessing.connection import Connection, Listener
+from multiprocessing.reduction import recv_handle
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +62,23 @@ class DeviceServer:
         return {"manifest": s.manifest.to_dict(), "providers": s.providers, "max_batch": self.max_batch}
 
     def handle(self, conn: Connection) -> None:
-        """One pool process's requests, one at a time (it holds one image)."""
+        """One pool process's requests, one at a time (it holds one image). Its model input arrives
+        in the slot it shares (device_client.Slot): mapped here once, read in place."""
+        slot: mmap.mmap | None = None
         try:
             while True:
                 request = conn.recv()
                 if request[0] == "run":
-                    job = Job(request[1], bool(request[2]), conn)
+                    _, shape, dtype, alone = request
+                    job = Job(np.ndarray(shape, np.dtype(dtype), buffer=slot), bool(alone), conn)
                     self.jobs.put(job)
                     job.done.wait()
                     conn.send(("ok", job.result) if job.error is None else ("error", job.error))
+                    job.tensor = None  # the slot is the pool process's again
+                elif request[0] == "slot":
+                    fd = recv_handle(conn)
+                    slot = mmap.mmap(fd, request[1])
+                    os.close(fd)
                 elif request[0] == "hello":
                     conn.send(("ok", self.hello()))
                 elif request[0] == "stats":
@@ -77,6 +87,9 @@ class DeviceServer:
             pass
         finally:
             conn.close()
+            if slot is not None:
+                with contextlib.suppress(BufferError):
+                    slot.close()
 
     def next_batch(self) -> list[Job]:
         first = self.held.popleft() if self.held else self.jobs.get()

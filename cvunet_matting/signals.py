@@ -120,10 +120,12 @@ def on_postrun(task_id=None, **_):
 @signals.worker_process_init.connect
 def on_process_init(**_):
     """After fork: start the spool flusher and load the model in the background (not in the 4 s window)."""
-    from .device_client import worker_session
+    from .device_client import one_thread_each, overlapped, worker_session
     from .malloc import tune_for_large_buffers
 
     tune_for_large_buffers()
+    if overlapped():
+        one_thread_each(get_settings())
 
     get_mirror().start_flusher()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from dataclasses import replace
 
 import psycopg2
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
@@ -19,7 +20,7 @@ from . import (
 )
 from .celery_app import app
 from .config import get_settings
-from .device_client import DeviceLost, worker_session
+from .device_client import DeviceLost, overlapped, worker_session
 from .dispatch import CHUNK_DONE, FINALIZE_BATCH, MATTE_IMAGE
 from .errors import ImageFailed, InputError
 from .redis_client import count_attempt, get_redis
@@ -60,6 +61,8 @@ def matte_image(self, input_key: str, options: dict, output_path: str, batch_id:
 def run_image(task, input_key: str, options: dict, output_path: str, batch_id: str | None) -> dict:
     """The image's outcome as a dict (state success or failure); raises Retry, which Celery handles."""
     settings = get_settings()
+    if overlapped():
+        settings = replace(settings, encode_threads=1)  # the pool's processes are the parallelism
     attempts = getattr(task.request, "cvunet_attempts", None) or count_attempt(task.request.id)
     base = {"task_id": task.request.id, "batch_id": batch_id, "attempts": attempts}
     crashes = attempts - 1 - task.request.retries
