@@ -73,12 +73,15 @@ if [ "${COMPOSE_TEST_SOURCE:-tree}" = head ]; then
   git archive HEAD | tar -x -C "$context"
 fi
 step "project images (from ${COMPOSE_TEST_SOURCE:-tree})"
+# Side by side: each spends much of its time downloading wheels.
 docker build -q -f "$context/docker/Dockerfile.web" --build-arg BASE=cvunet-local/python:bookworm \
-  -t cvunet-matting-web:ci "$context" >/dev/null
+  -t cvunet-matting-web:ci "$context" >/dev/null &
+web_build=$!
 docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
   --build-arg DEVICE=cpu --build-arg CUDA_CHECK=0 \
   ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
   -t cvunet-matting-worker:ci "$context" >/dev/null
+wait "$web_build"
 
 step "secrets, ports and the tests' model"
 free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -33,7 +33,7 @@ if ! docker image inspect "$PREFIX/debian:$TAG" >/dev/null 2>&1; then
   trap 'rm -rf "$work"' EXIT
   # The host's extra CA certificates (a TLS-inspecting proxy's, say) go in too, or pip and the
   # model download inside a build fail certificate verification.
-  mmdebstrap --variant=minbase --include=ca-certificates \
+  mmdebstrap --quiet --variant=minbase --include=ca-certificates \
     --customize-hook='if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"; fi' \
     --customize-hook='chroot "$1" update-ca-certificates' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/*' \
@@ -48,6 +48,11 @@ build() {
     -f "Dockerfile.$name" -t "$PREFIX/$name:$TAG" . >/dev/null
   echo "built $PREFIX/$name:$TAG"
 }
-for name in python redis postgres traefik prometheus; do
-  build "$name"
+# Python first (Traefik's stand-in builds on it), the others alongside it: mostly package downloads.
+pids=()
+for name in redis postgres prometheus; do
+  build "$name" & pids+=($!)
 done
+build python
+build traefik
+for pid in "${pids[@]}"; do wait "$pid"; done
