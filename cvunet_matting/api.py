@@ -26,8 +26,8 @@ VIA = "api"
 
 
 @route
-def submit_image():
-    return intake.submit_image(VIA)
+def submit_image(wait: float):
+    return intake.submit_image(VIA, wait)
 
 
 @route
@@ -59,8 +59,8 @@ def submit_folder():
 
 
 @route
-def task_status(task_id: str):
-    return intake.task_status(VIA, task_id)
+def task_status(task_id: str, wait: float):
+    return intake.task_status(VIA, task_id, wait)
 
 
 @route
@@ -69,8 +69,8 @@ def retry(task_id: str, force: bool):
 
 
 @route
-def batch_status(batch_id: str, offset: int, limit: int):
-    return intake.batch_status(VIA, batch_id, offset, limit)
+def batch_status(batch_id: str, offset: int, limit: int, wait: float):
+    return intake.batch_status(VIA, batch_id, offset, limit, wait)
 
 
 @route

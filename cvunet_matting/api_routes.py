@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from .api_schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response, json_response, multipart, ref, string
-from .api_spec import FlagQuery, IntQuery, Operation
+from .api_spec import FlagQuery, IntQuery, Operation, WaitQuery
+from .waiting import MAX_WAIT_S
 
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
 SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
 PAGE = (IntQuery("offset", 0, 2**31 - 1), IntQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
 DOWNLOAD = (FlagQuery("download", "as attachment"),)
+WAIT = WaitQuery(
+    "wait",
+    MAX_WAIT_S,
+    "hold the request until the work ends (answered the moment it does), or this many seconds pass; "
+    "a web process holds a few dozen such requests at once, and answers 429 with Retry-After beyond that",
+)
+WAIT_ERRORS = (429,)
 
 
 def _queued(schema: str, description: str = "Queued") -> tuple[int, dict]:
@@ -24,6 +32,8 @@ OPERATIONS = {
         _queued("TaskAccepted"),
         SUBMIT_ERRORS,
         body=multipart({"file": string(format="binary"), **FORM_OPTIONS}, ["file"]),
+        query=(WAIT,),
+        also=((200, json_response("Finished within ?wait= (no wait slot free: 202 as without it)", ref("Task"))),),
     ),
     "submit_batch": Operation(
         "POST",
@@ -46,8 +56,8 @@ OPERATIONS = {
         "/batches/<batch_id:batch_id>",
         "A batch's progress and items",
         (200, json_response("Batch", ref("Batch"), polled=True)),
-        READ_ERRORS,
-        query=PAGE,
+        (*READ_ERRORS, *WAIT_ERRORS),
+        query=(*PAGE, WAIT),
     ),
     "batch_zip": Operation(
         "GET",
@@ -57,7 +67,12 @@ OPERATIONS = {
         READ_ERRORS,
     ),
     "task_status": Operation(
-        "GET", "/tasks/<task_id>", "A task's state", (200, json_response("Task", ref("Task"), polled=True)), READ_ERRORS
+        "GET",
+        "/tasks/<task_id>",
+        "A task's state",
+        (200, json_response("Task", ref("Task"), polled=True)),
+        (*READ_ERRORS, *WAIT_ERRORS),
+        query=(WAIT,),
     ),
     "retry": Operation(
         "POST",

@@ -11,6 +11,7 @@ from .states import BATCH_STATES, TASK_STATES
 
 IMAGE_TYPES = ("image/png", "image/webp", "image/jpeg")  # what a result can be
 INPUT_TYPES = tuple(media_type for _, media_type in INPUT_FORMATS.values())
+FAILURES_LISTED = 20  # a batch's failed images named in its status, whatever page of items is asked
 
 
 def ref(name: str) -> dict:
@@ -32,11 +33,19 @@ def obj(required: list[str], **properties) -> dict:
 RETRY_AFTER = {
     "Retry-After": {
         "description": (
-            "present while the work is unfinished: seconds to wait before polling again. For a task it "
-            "is half its expected remaining wait (from the queue ahead and the recent pace), 1 to 10"
+            "present while the work is unfinished: whole seconds to wait before polling again (0: at once), "
+            "`poll_after_s` rounded. Rather than poll, ask `wait_url`: it answers the moment the work ends"
         ),
-        "schema": {"type": "integer"},
+        "schema": {"type": "integer", "minimum": 0},
     }
+}
+# In the body of unfinished work: the same hint with sub-second resolution, and where to wait instead.
+POLL_HINT = {
+    "poll_after_s": {
+        "type": "number",
+        "description": "half the expected remaining wait (from the queue ahead and the recent pace), 0.05 to 10 s",
+    },
+    "wait_url": string(description="the status URL with ?wait=: held until the work ends (30 s at most)"),
 }
 
 
@@ -105,7 +114,7 @@ SCHEMAS = {
         options=ref("Options"),
     ),
     "TaskAccepted": obj(
-        ["task_id", "status_url"], task_id=string(format="uuid"), status_url=string(), view_url=string()
+        ["task_id", "status_url"], task_id=string(format="uuid"), status_url=string(), view_url=string(), **POLL_HINT
     ),
     "BatchAccepted": obj(
         ["batch_id", "status_url", "total"],
@@ -114,6 +123,7 @@ SCHEMAS = {
         view_url=string(),
         total={"type": "integer", "minimum": 0},
         refused={"type": "array", "items": ref("Refused")},
+        **POLL_HINT,
     ),
     "Item": obj(
         ["task_id", "filename", "state", "error", "status_url"],
@@ -139,6 +149,7 @@ SCHEMAS = {
                 height=nullable({"type": "integer"}),
                 created_at=string(format="date-time"),
                 finished_at=nullable(string(format="date-time")),
+                **POLL_HINT,
             ),
         ]
     },
@@ -157,6 +168,17 @@ SCHEMAS = {
         zip_url=string(),
         items_offset={"type": "integer"},
         items={"type": "array", "items": ref("Item")},
+        failures={
+            "type": "array",
+            "description": f"the first {FAILURES_LISTED} failed images, in submission order, whatever the page",
+            "items": obj(
+                ["task_id", "filename", "error"],
+                task_id=string(format="uuid"),
+                filename=string(),
+                error=nullable(string()),
+            ),
+        },
+        **POLL_HINT,
     ),
 }
 

@@ -57,6 +57,30 @@ class FlagQuery:
 
 
 @dataclass(frozen=True)
+class WaitQuery:
+    """Seconds to hold the request for an answer (decimals allowed), from 0 (the default: answer now)."""
+
+    name: str
+    maximum: float
+    description: str
+
+    def parse(self, raw: str | None) -> float:
+        if raw is None or raw == "":
+            return 0.0
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= self.maximum:  # NaN fails this too
+            raise InputError(f"{self.name} must be a number of seconds from 0 to {self.maximum:g}", code="bad_request")
+        return value
+
+    def openapi(self) -> dict:
+        schema = {"type": "number", "minimum": 0, "maximum": self.maximum}
+        return {"name": self.name, "in": "query", "schema": schema, "description": self.description}
+
+
+@dataclass(frozen=True)
 class Operation:
     """One method on one route under PREFIX, as served and as published."""
 
@@ -66,15 +90,16 @@ class Operation:
     ok: tuple[int, dict]  # the success status and its response
     errors: tuple[int, ...] = ()  # statuses from http_errors.ERROR_STATUSES
     body: dict | None = None
-    query: tuple[IntQuery | FlagQuery, ...] = ()
+    query: tuple[IntQuery | FlagQuery | WaitQuery, ...] = ()
     public: bool = False  # served without a token even when API tokens are enabled
+    also: tuple[tuple[int, dict], ...] = ()  # other success statuses, e.g. 200 when ?wait= saw the end
 
     @property
     def path(self) -> str:
         return PREFIX + _PATH_PARAMETER.sub("{id}", self.rule)
 
     def openapi(self) -> dict:
-        responses = {str(self.ok[0]): self.ok[1]}
+        responses = {str(status): response for status, response in (self.ok, *self.also)}
         responses |= {str(s): json_response(ERROR_STATUSES[s][0], ref("Error")) for s in self.errors}
         entry = {"summary": self.summary, "responses": responses}
         parameters = ([ID] if "{id}" in self.path else []) + [q.openapi() for q in self.query]

@@ -7,44 +7,93 @@ session with its CSRF token): submit, poll, retry and download, always as the as
 from __future__ import annotations
 
 from flask import current_app, g, jsonify, request, url_for
+from werkzeug.exceptions import TooManyRequests
 
-from . import downloads, polling, quotas, submission
+from . import db, downloads, polling, quotas, submission, waiting
 from .accounts import Actor
+from .api_schemas import FAILURES_LISTED
 from .errors import InputError
 from .http_errors import error_json, status_for
 from .http_support import settings
 from .presenters import batch_json, task_json
 from .states import FINAL_TASK_STATES
-from .web_input import check_filename, load_batch, parse_options, probe_uploads, task_row
+from .web_input import check_filename, load_batch, parse_id, parse_options, probe_uploads, task_row
 
-# Retry-After on new work and unfinished batches: how often clients should poll. Tighter polling
-# only takes CPU from the workers (32 clients at 10/s cost a 2-core host a fifth of its matting
-# throughput). Unfinished tasks get a hint from the queue ahead of them (see polling.py).
-POLL_AFTER_S = "1"
+# Unfinished work tells clients when to poll (polling.py: half the expected wait, sub-second in the
+# body, whole seconds in Retry-After), and where to wait instead: ?wait= answers the moment it ends.
+# Tighter polling only takes CPU from the workers (32 clients at 10/s cost a 2-core host a fifth of
+# its matting throughput).
 
 
 def actor() -> Actor:
     return g.actor
 
 
-def accepted(payload: dict, location: str):
-    return jsonify({**payload, "status_url": location}), 202, {"Location": location, "Retry-After": POLL_AFTER_S}
+def hub() -> waiting.Hub:
+    return current_app.extensions["cvunet.waits"]
 
 
-def poll_hint(payload: dict, finished: bool, after: str = POLL_AFTER_S):
-    return (jsonify(payload), 200) if finished else (jsonify(payload), 200, {"Retry-After": after})
+def hint_for(row: dict) -> float:
+    """Seconds until an unfinished task (or a batch, from its row) is worth asking about again."""
+    return polling.retry_after(row, current_app.extensions["cvunet.pace"])
 
 
-def submit_image(via: str):
+def with_hint(payload: dict, seconds: float, status_url: str) -> tuple[dict, dict]:
+    """The payload with the poll hint and the wait URL, and the Retry-After header."""
+    wait_url = f"{status_url}{'&' if '?' in status_url else '?'}wait={waiting.MAX_WAIT_S:g}"
+    body = {**payload, "poll_after_s": seconds, "wait_url": wait_url}
+    return body, {"Retry-After": polling.header(seconds)}
+
+
+def accepted(payload: dict, location: str, row: dict | None = None):
+    """202 for new work; the hint from the queue ahead of `row` (a task's or a batch's)."""
+    seconds = hint_for(row) if row else polling.UNKNOWN_S
+    body, headers = with_hint({**payload, "status_url": location}, seconds, location)
+    return jsonify(body), 202, {"Location": location, **headers}
+
+
+def poll_hint(payload: dict, finished: bool, seconds: float = polling.UNKNOWN_S, status_url: str | None = None):
+    if finished:
+        return jsonify(payload), 200
+    body, headers = with_hint(payload, seconds, status_url or payload["status_url"])
+    return jsonify(body), 200, headers
+
+
+def task_read(task_id: str, who: Actor):
+    return lambda: task_row(task_id, who)
+
+
+def task_final(row: dict) -> bool:
+    return row["state"] in FINAL_TASK_STATES
+
+
+def held_task(task_id: str, wait: float, seen: str | None = None) -> dict:
+    """The task's row: at once, or once final (or not `seen`, for the pages), or after `wait` seconds."""
+    read = task_read(task_id, actor())
+    row = read()  # a bad or unknown id answers at once, holding no slot
+    stop = task_final if seen is None else (lambda row: task_final(row) or row["state"] != seen)
+    return row if wait <= 0 or stop(row) else waiting.hold(hub(), (str(row["id"]),), read, stop, wait)
+
+
+def submit_image(via: str, wait: float = 0.0):
     upload = request.files.get("file")
     if upload is None:
         raise InputError("send the image as the multipart form field 'file'", code="no_file")
     options = parse_options(request.form)
     item = submission.Item(check_filename(upload.filename), upload.read())
     task_id = submission.submit_image(item, options, settings=settings(), owner=actor())
+    row = None
+    if wait > 0:
+        try:  # submitted already: without a free slot it is a plain 202, never a refusal
+            row = held_task(task_id, wait)
+        except TooManyRequests:
+            row = None
+        if row is not None and task_final(row):
+            return jsonify(task_json(row, via)), 200
     return accepted(
         {"task_id": task_id, "view_url": url_for("ui.task_view", task_id=task_id)},
         url_for(f"{via}.task_status", task_id=task_id),
+        row or task_row(task_id, actor()),
     )
 
 
@@ -59,18 +108,19 @@ def submit_batch(via: str):
         return error_json(first["code"], message, status_for(first["code"]), refused=refused)
     batch_id = submission.submit_batch(items, options, source="upload", settings=settings(), owner=actor())
     view_url = url_for("ui.batch_view", batch_id=batch_id)
+    batch, _, _ = load_batch(batch_id, 0, 0, actor())
     return accepted(
         {"batch_id": batch_id, "total": len(items), "refused": refused, "view_url": view_url},
         url_for(f"{via}.batch_status", batch_id=batch_id),
+        {"state": "pending", "created_at": batch["created_at"]},
     )
 
 
-def task_status(via: str, task_id: str):
-    row = task_row(task_id, actor())
-    if row["state"] in FINAL_TASK_STATES:
+def task_status(via: str, task_id: str, wait: float = 0.0, seen: str | None = None):
+    row = held_task(task_id, wait, seen)
+    if task_final(row):
         return poll_hint(task_json(row, via), finished=True)
-    after = polling.retry_after(row, current_app.extensions["cvunet.pace"])
-    return poll_hint(task_json(row, via), finished=False, after=str(after))
+    return poll_hint(task_json(row, via), finished=False, seconds=hint_for(row))
 
 
 def retry(via: str, task_id: str, force: bool = False):
@@ -91,9 +141,55 @@ def retry(via: str, task_id: str, force: bool = False):
     return accepted({"task_id": str(row["id"]), "state": "pending"}, url_for(f"{via}.task_status", task_id=row["id"]))
 
 
-def batch_status(via: str, batch_id: str, offset: int, limit: int):
-    payload = batch_json(*load_batch(batch_id, offset, limit, actor()), offset, via)
-    return poll_hint(payload, payload["state"] == "done")
+def batch_progress(batch_id: str, who: Actor):
+    """What a batch waiter compares: its state and counts (no items)."""
+
+    def read() -> dict:
+        batch, counts, _ = load_batch(batch_id, 0, 0, who)
+        return {"state": batch["state"], **counts}
+
+    return read
+
+
+def failed_items(batch_id) -> list[dict]:
+    """The batch's first failed images, in submission order (the tasks_batch index, a short walk)."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT * FROM tasks WHERE batch_id = %s AND state = 'failure' ORDER BY position LIMIT %s",
+            (batch_id, FAILURES_LISTED),
+        )
+        return cur.fetchall()
+
+
+def batch_summary(via: str, batch_id: str, who: Actor):
+    """A reader of the batch's status without items (counts, state, failed images), as events send it."""
+
+    def read() -> dict:
+        batch, counts, _ = load_batch(batch_id, 0, 0, who)
+        return batch_json(batch, counts, [], 0, via, failed_items(batch["id"]) if counts["failure"] else [])
+
+    return read
+
+
+def batch_status(via: str, batch_id: str, offset: int, limit: int, wait: float = 0.0, seen: int | None = None):
+    """A batch's page of items: at once, or once done (or, for the pages, once more than `seen` of its
+    images have finished), or after `wait` seconds."""
+    if wait > 0:
+        read = batch_progress(batch_id, actor())
+        first = read()  # a bad or unknown id answers at once, holding no slot
+
+        def stop(progress: dict) -> bool:
+            finished = progress["success"] + progress["failure"]
+            return progress["state"] == "done" or (seen is not None and finished != seen)
+
+        if not stop(first):
+            waiting.hold(hub(), (parse_id(batch_id),), read, stop, wait)
+    batch, counts, rows = load_batch(batch_id, offset, limit, actor())
+    payload = batch_json(batch, counts, rows, offset, via, failed_items(batch["id"]) if counts["failure"] else [])
+    if payload["state"] == "done":
+        return poll_hint(payload, finished=True)
+    seconds = hint_for({"state": "pending", "created_at": batch["created_at"]})
+    return poll_hint(payload, False, seconds, url_for(f"{via}.batch_status", batch_id=payload["batch_id"]))
 
 
 def task_file(kind: str, task_id: str, download: bool):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from . import intake
-from .api_routes import DOWNLOAD, PAGE
+from . import events, intake
+from .api_routes import DOWNLOAD, PAGE, WAIT
 
 bp = Blueprint("page", __name__, url_prefix="/page")
 VIA = "page"
@@ -18,6 +18,15 @@ _DOWNLOAD = DOWNLOAD[0]
 
 def download() -> bool:
     return _DOWNLOAD.parse(request.args.get("download"))
+
+
+def wait() -> float:
+    return WAIT.parse(request.args.get("wait"))
+
+
+def seen() -> str | None:
+    """What the page already shows: the answer comes once that changes (with ?wait=)."""
+    return request.args.get("seen") or None
 
 
 @bp.post("/images")
@@ -32,7 +41,12 @@ def submit_batch():
 
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str):
-    return intake.task_status(VIA, task_id)
+    return intake.task_status(VIA, task_id, wait(), seen())
+
+
+@bp.get("/tasks/<task_id>/events")
+def task_events(task_id: str):
+    return events.task_stream(VIA, task_id)
 
 
 @bp.get("/tasks/<task_id>/result")
@@ -53,7 +67,16 @@ def task_input(task_id: str):
 @bp.get("/batches/<batch_id>")
 def batch_status(batch_id: str):
     offset = _OFFSET.parse(request.args.get("offset"))
-    return intake.batch_status(VIA, batch_id, offset, _LIMIT.parse(request.args.get("limit")))
+    limit = _LIMIT.parse(request.args.get("limit"))
+    shown = seen()
+    if shown is not None and not shown.isdigit():
+        shown = None
+    return intake.batch_status(VIA, batch_id, offset, limit, wait(), None if shown is None else int(shown))
+
+
+@bp.get("/batches/<batch_id>/events")
+def batch_events(batch_id: str):
+    return events.batch_stream(VIA, batch_id)
 
 
 @bp.get("/batches/<batch_id>/zip")

@@ -1,9 +1,11 @@
-"""When should a client ask again? Retry-After from the queue ahead of a task and the recent pace.
+"""When should a client ask again? A hint from the queue ahead of a task and the recent pace.
 
 A fixed one-second hint made every waiting client poll once a second: 32 clients behind an 80 s
 queue sent some 2,500 requests, and on a small host each took CPU from the workers. Told to come
-back after half the expected remaining wait, a client asks a handful of times and still hears of
-its result about a second after it lands (the hint shrinks to 1 s as the wait does).
+back after half the expected remaining wait, a client asks a handful of times. The hint has
+sub-second resolution (a GPU finishes in tens of milliseconds): it is sent in the body as
+`poll_after_s`, and rounded to whole seconds (0 allowed) in Retry-After, which can say no finer.
+A client that wants its answer the moment it exists should not poll at all but ask with ?wait=.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from .db import reads
 
 log = logging.getLogger(__name__)
 
-MIN_S = 1
-MAX_S = 10  # a wrong estimate (workers just added, say) delays a client by this much at most
+MIN_S = 0.05  # no finer than this: a poll costs the web tier more than it gains
+MAX_S = 10.0  # a wrong estimate (workers just added, say) delays a client by this much at most
+UNKNOWN_S = 1.0  # no history yet, or the database cannot tell
 PACE_TTL_S = 5.0  # the pace is one query per web process every few seconds, not one per poll
 
 
@@ -33,15 +36,20 @@ class Pace:
     seconds_per_task: float
 
 
-def poll_after(state: str, ahead: int, running_for: float, pace: Pace | None) -> int:
+def poll_after(state: str, ahead: int, running_for: float, pace: Pace | None) -> float:
     """Seconds to wait before the next status request: half the expected remaining time, clamped."""
     if pace is None:
-        return MIN_S
+        return UNKNOWN_S
     if state == "started":
         remaining = pace.seconds_per_task - running_for
     else:  # pending or waiting to retry: the tasks ahead share the workers, then this one runs
         remaining = (ahead / pace.workers + 1) * pace.seconds_per_task
-    return int(min(MAX_S, max(MIN_S, remaining // 2)))
+    return round(min(MAX_S, max(MIN_S, remaining / 2)), 3)
+
+
+def header(seconds: float) -> str:
+    """Retry-After's whole seconds, rounded to the nearest: 0 for work that ends within half a second."""
+    return str(int(seconds + 0.5))
 
 
 class PaceCache:
@@ -64,16 +72,17 @@ class PaceCache:
         return value
 
 
-def retry_after(row: dict, cache: PaceCache) -> int:
-    """The Retry-After for an unfinished task row; 1 s when the database cannot tell."""
+def retry_after(row: dict, cache: PaceCache) -> float:
+    """The hint for an unfinished task row (or a batch's, as of its creation); UNKNOWN_S when the
+    database cannot tell."""
     try:
         with db.transaction() as cur:
             pace = cache.get(cur)
             waiting = pace is not None and row["state"] != "started"
             ahead = reads.waiting_ahead(cur, row["created_at"]) if waiting else 0
     except psycopg2.Error as exc:
-        log.warning("poll hint falls back to %d s: %s", MIN_S, exc)
-        return MIN_S
+        log.warning("poll hint falls back to %g s: %s", UNKNOWN_S, exc)
+        return UNKNOWN_S
     started = row.get("started_at")
     running_for = (datetime.now(UTC) - started).total_seconds() if started else 0.0
     return poll_after(row["state"], ahead, running_for, pace)

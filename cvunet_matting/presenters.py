@@ -72,8 +72,15 @@ def task_json(row: dict, via: str = "api") -> dict:
     }
 
 
-def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int, via: str = "api") -> dict:
-    """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists."""
+def failure_json(row: dict) -> dict:
+    return {"task_id": str(row["id"]), "filename": row["filename"], "error": public_error(row)}
+
+
+def batch_json(
+    batch: dict, counts: dict, rows: list[dict], offset: int, via: str = "api", failures: list[dict] = ()
+) -> dict:
+    """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists;
+    the first of its failed images by name, whatever the page."""
     bid = str(batch["id"])
     payload = {
         "batch_id": bid,
@@ -89,6 +96,7 @@ def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int, via: st
         "view_url": url_for("ui.batch_view", batch_id=bid),
         "items_offset": offset,
         "items": [item_json(r, via) for r in rows],
+        "failures": [failure_json(r) for r in failures],
     }
     if batch["state"] == "done" and batch["zip_path"]:
         payload["zip_url"] = url_for(f"{via}.batch_zip", batch_id=bid)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cvunet_matting import db
-from cvunet_matting.polling import MAX_S, MIN_S, Pace, PaceCache, poll_after
+from cvunet_matting.polling import MAX_S, MIN_S, UNKNOWN_S, Pace, PaceCache, header, poll_after
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -19,17 +19,24 @@ from tests.support import png_bytes
 @pytest.mark.parametrize(
     ("state", "ahead", "running_for", "pace", "expected"),
     [
-        ("pending", 500, 0.0, None, MIN_S),  # no history yet: poll every second
-        ("pending", 0, 0.0, Pace(1, 2.0), MIN_S),  # next in line on a fast worker
+        ("pending", 500, 0.0, None, UNKNOWN_S),  # no history yet: poll every second
+        ("pending", 0, 0.0, Pace(1, 2.0), 1.0),  # next in line: 2 s left, halved
+        ("pending", 0, 0.0, Pace(1, 0.04), MIN_S),  # a GPU's 40 ms: as often as MIN_S, not once a second
+        ("pending", 1, 0.0, Pace(1, 0.3), 0.3),  # one ahead on a 300 ms device: 0.6 s left, halved
         ("pending", 3, 0.0, Pace(2, 4.0), 5),  # (3 / 2 + 1) * 4 s = 10 s left: come back after 5
         ("pending", 3, 0.0, Pace(1, 4.0), 8),  # one worker: twice the queue time
         ("retry", 1000, 0.0, Pace(1, 2.0), MAX_S),  # a long queue is capped: never more than 10 s late
         ("started", 0, 1.0, Pace(1, 9.0), 4),  # 8 s of its run left
-        ("started", 0, 30.0, Pace(1, 9.0), MIN_S),  # slower than usual: back to every second
+        ("started", 0, 30.0, Pace(1, 9.0), MIN_S),  # slower than usual: ask again soon
     ],
 )
 def test_poll_after_is_half_the_expected_wait(state, ahead, running_for, pace, expected):
-    assert poll_after(state, ahead, running_for, pace) == expected
+    assert poll_after(state, ahead, running_for, pace) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [(0.05, "0"), (0.49, "0"), (0.5, "1"), (1.0, "1"), (4.4, "4")])
+def test_retry_after_is_the_hint_in_whole_seconds_zero_for_work_that_ends_soon(seconds, expected):
+    assert header(seconds) == expected
 
 
 class FakeCursor:
@@ -93,13 +100,15 @@ def test_a_task_deep_in_the_queue_is_told_to_poll_less_often(clean_state):
     client = support.user_client(create_app({"TESTING": True}), support.make_user(admin=True), signed_in=False)
     first, last = (client.get(f"/api/v1/tasks/{tid}") for tid in (waiting[0], waiting[-1]))
     assert first.headers["Retry-After"] == "2"  # next in line: (0 + 1) * 4 s, halved
-    assert last.headers["Retry-After"] == str(MAX_S)
-    assert client.get(f"/api/v1/tasks/{running}").headers["Retry-After"] == "1"  # 3 s left, halved
+    assert first.get_json()["poll_after_s"] == 2.0
+    assert last.headers["Retry-After"] == str(int(MAX_S)) and last.get_json()["poll_after_s"] == MAX_S
+    assert 0 < client.get(f"/api/v1/tasks/{running}").get_json()["poll_after_s"] <= 1.5  # under 3 s left, halved
 
 
 def test_a_new_task_with_no_history_is_polled_every_second(clean_state):
     client = support.user_client(create_app({"TESTING": True}), support.make_user(), signed_in=False)
     body = {"file": (io.BytesIO(png_bytes(5)), "a.png")}
     submitted = client.post("/api/v1/images", data=body, content_type="multipart/form-data")
-    assert submitted.status_code == 202
+    assert submitted.status_code == 202 and submitted.get_json()["poll_after_s"] == UNKNOWN_S
+    assert submitted.get_json()["wait_url"] == submitted.get_json()["status_url"] + "?wait=30"
     assert client.get(submitted.get_json()["status_url"]).headers["Retry-After"] == "1"

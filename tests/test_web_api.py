@@ -560,9 +560,11 @@ def test_unfinished_work_tells_clients_when_to_poll(client, worker_factory):
         "/api/v1/batches", data={"files": [(io.BytesIO(png_bytes(31)), "b.png")]}, content_type="multipart/form-data"
     )
     batch_url = batch.get_json()["status_url"]
+    # No history yet: poll in a second (in the body too), or ask the wait URL instead.
     assert submitted.headers["Retry-After"] == batch.headers["Retry-After"] == "1"
+    assert submitted.get_json()["wait_url"] == f"{task_url}?wait=30"
     assert client.get(task_url).headers["Retry-After"] == "1"  # no worker yet: still pending
-    assert client.get(batch_url).headers["Retry-After"] == "1"
+    assert client.get(batch_url).get_json()["poll_after_s"] == 1.0
     worker_factory()
     wait_task(client, submitted.get_json()["task_id"])
     support.wait_for(lambda: client.get(batch_url).get_json()["state"] == "done", 60, "batch done")

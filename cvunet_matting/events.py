@@ -1,0 +1,50 @@
+"""Server-sent events for a task's and a batch's page: the state at once, then each change the moment
+the worker reports it, the last one named `end`; the stream closes then, or after waiting.MAX_WAIT_S
+(EventSource reconnects by itself after `retry`). Each open stream holds one of the process's wait
+slots, like ?wait= (429 when none is free).
+
+A proxy that buffers responses delivers a stream only when it ends: through such a proxy a task's
+stream still brings its end on time (it ends then), a batch's progress arrives in one piece. The
+pages therefore follow progress by long-polling (?wait=&seen=, see app.js); these streams serve
+clients that reach the web tier directly, or through a route that does not buffer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+
+from flask import Response, stream_with_context
+
+from . import intake, waiting
+from .presenters import task_json
+
+RECONNECT_MS = 1000
+
+
+def stream(ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict], bool], present) -> Response:
+    changes = waiting.changes(intake.hub(), ids, read, final, waiting.MAX_WAIT_S)
+    first = next(changes)  # takes the slot (429 when none is free) and reads (404) before the stream starts
+
+    def body():
+        yield f"retry: {RECONNECT_MS}\n\n"
+        for value in itertools.chain([first], changes):
+            name = "end" if final(value) else "change"
+            yield f"event: {name}\ndata: {json.dumps(present(value))}\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(body()), mimetype="text/event-stream", headers=headers)
+
+
+def task_stream(via: str, task_id: str) -> Response:
+    row = intake.task_row(task_id, intake.actor())  # an unknown id is a 404 before any slot is taken
+    return stream(
+        (str(row["id"]),), intake.task_read(task_id, intake.actor()), intake.task_final, lambda r: task_json(r, via)
+    )
+
+
+def batch_stream(via: str, batch_id: str) -> Response:
+    read = intake.batch_summary(via, batch_id, intake.actor())
+    first = read()  # an unknown id is a 404 before any slot is taken
+    return stream((first["batch_id"],), read, lambda b: b["state"] == "done", lambda b: b)

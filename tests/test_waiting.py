@@ -1,0 +1,171 @@
+"""?wait= and event streams: answered when the worker finishes (woken through Redis pub/sub), held no
+longer than asked, refused with 429 beyond the process's wait slots."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from cvunet_matting.notify import DONE_PREFIX, ids_in, publish_done
+from cvunet_matting.waiting import Hub, Watch, changes
+from cvunet_matting.web import create_app
+from tests import support
+from tests.support import png_bytes
+
+SLOW_MS = 1500  # the simulated device's run: long beside the time the web tier takes to answer
+
+
+@pytest.fixture
+def user(database):
+    return support.make_user(prefix="waiter")
+
+
+def make_client(app, user):
+    return support.user_client(app, user)
+
+
+def upload(client, data: bytes, query: str = ""):
+    body = {"file": (io.BytesIO(data), "photo.png")}
+    return client.post(f"/api/v1/images{query}", data=body, content_type="multipart/form-data")
+
+
+@pytest.fixture
+def slow_worker(worker_factory, tmp_root):
+    """A worker whose model run is a SLOW_MS sleep (tests/support/device.py)."""
+    model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
+    env = support.simulated_device_env(tmp_root / "sim", SLOW_MS)
+    return worker_factory("slow@%h", CVUNET_MODEL=str(model), **env)
+
+
+# ------------------------------------------------------------------ the parts, without services
+
+
+def test_messages_name_their_task_and_batch_and_say_whether_it_ended():
+    meta = {"status": "SUCCESS", "result": {"task_id": "t1", "batch_id": "b1"}, "task_id": "t1"}
+    assert ids_in("celery-task-meta-t1", json.dumps(meta)) == ({"t1", "b1"}, True)
+    assert ids_in("celery-task-meta-t2", json.dumps({"status": "STARTED", "result": {"pid": 1}})) == ({"t2"}, False)
+    assert ids_in(DONE_PREFIX + "t3", json.dumps({"task_id": "t3", "batch_id": None})) == ({"t3"}, True)
+    assert ids_in("celery-task-meta-t4", b"not json") == ({"t4"}, False)
+
+
+def test_a_watch_is_woken_by_a_message_naming_its_id_and_slots_are_bounded():
+    hub = Hub("redis://127.0.0.1:1/0", slots=1)
+    hub._start = lambda: None  # no subscriber thread: messages are dispatched by hand
+    with hub.watch("a", "b") as watch:
+        assert isinstance(watch, Watch) and hub.held == 1
+        with pytest.raises(Exception, match="already waiting") as refused, hub.watch("c"):
+            pass
+        assert refused.value.code == 429 and refused.value.retry_after == 1
+        hub.dispatch("celery-task-meta-zzz", b"{}")
+        assert not watch.event.is_set()
+        hub.dispatch("celery-task-meta-b", json.dumps({"status": "SUCCESS"}))
+        assert watch.wait(0) is True  # woken, by an end
+        assert watch.wait(0) is False  # and cleared again
+    assert hub.held == 0
+
+
+def test_changes_yield_each_new_value_until_final_and_stop_at_the_bound():
+    hub = Hub("redis://127.0.0.1:1/0", slots=2)
+    hub._start = lambda: None
+    values = iter([{"s": "pending"}, {"s": "started"}, {"s": "success"}])
+    current = {"v": next(values)}
+
+    def wake():
+        for _ in range(2):
+            time.sleep(0.05)
+            current["v"] = next(values)
+            hub.dispatch("celery-task-meta-x", json.dumps({"status": "SUCCESS"}))
+
+    threading.Thread(target=wake, daemon=True).start()
+    seen = [v["s"] for v in changes(hub, ("x",), lambda: current["v"], lambda v: v["s"] == "success", 10)]
+    assert seen == ["pending", "started", "success"]
+    started = time.monotonic()
+    stuck = list(changes(hub, ("y",), lambda: {"s": "pending"}, lambda v: False, 0.2))
+    assert stuck == [{"s": "pending"}] and time.monotonic() - started >= 0.2
+
+
+# ------------------------------------------------------------------ through the app, real Redis, real workers
+
+
+@pytest.mark.services
+def test_a_bad_wait_is_a_400_and_an_unfinished_task_is_held_no_longer_than_asked(clean_state, user):
+    client = make_client(create_app({"TESTING": True}), user)
+    task_id = upload(client, png_bytes(3)).get_json()["task_id"]  # no worker: it stays pending
+    for bad in ("-1", "31", "nan", "soon"):
+        response = client.get(f"/api/v1/tasks/{task_id}?wait={bad}")
+        assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_request"
+    started = time.monotonic()
+    response = client.get(f"/api/v1/tasks/{task_id}?wait=0.5")
+    assert time.monotonic() - started >= 0.5
+    body = response.get_json()
+    assert body["state"] == "pending" and "Retry-After" in response.headers
+    assert body["poll_after_s"] > 0 and body["wait_url"] == f"/api/v1/tasks/{task_id}?wait=30"
+
+
+@pytest.mark.services
+def test_waiting_requests_beyond_the_slots_get_429_and_a_published_end_wakes_the_held_one(clean_state, user):
+    app = create_app({"TESTING": True, "CVUNET_WAIT_SLOTS": "1"})
+    task_id = upload(make_client(app, user), png_bytes(4)).get_json()["task_id"]
+    answers = []
+    holder = threading.Thread(
+        target=lambda: answers.append(make_client(app, user).get(f"/api/v1/tasks/{task_id}?wait=20")), daemon=True
+    )
+    holder.start()
+    hub = app.extensions["cvunet.waits"]
+    support.wait_for(lambda: hub.held == 1, 10, "the first request holds the slot")
+    refused = make_client(app, user).get(f"/api/v1/tasks/{task_id}?wait=5")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert make_client(app, user).get(f"/api/v1/tasks/{task_id}").status_code == 200  # plain polls still served
+    # The task ends (as the worker's mirror would record it), and the end is published: the holder answers.
+    from cvunet_matting import db
+
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE tasks SET state = 'failure', error = 'x', finished_at = %s WHERE id = %s",
+            (datetime.now(UTC), task_id),
+        )
+    publish_done(task_id, None, client=support.redis())
+    holder.join(15)
+    assert not holder.is_alive() and answers[0].get_json()["state"] == "failure"
+    assert "Retry-After" not in answers[0].headers and hub.held == 0
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_wait_answers_when_the_worker_finishes_and_post_wait_returns_the_finished_task(clean_state, user, slow_worker):
+    client = make_client(create_app({"TESTING": True}), user)
+    task_id = upload(client, png_bytes(5)).get_json()["task_id"]
+    started = time.monotonic()
+    response = client.get(f"/api/v1/tasks/{task_id}?wait=30")
+    held = time.monotonic() - started
+    body = response.get_json()
+    assert body["state"] == "success" and held < 30  # woken by the end, not by the bound
+    assert "Retry-After" not in response.headers and "poll_after_s" not in body
+    direct = upload(client, png_bytes(6), "?wait=30")
+    assert direct.status_code == 200 and direct.get_json()["state"] == "success"
+    assert direct.get_json()["result_url"].endswith("/result")
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_event_streams_deliver_the_end_of_a_task_and_of_a_batch(clean_state, user, slow_worker):
+    client = make_client(create_app({"TESTING": True}), user)
+    task_id = upload(client, png_bytes(7)).get_json()["task_id"]
+    stream = client.get(f"/page/tasks/{task_id}/events")
+    assert stream.mimetype == "text/event-stream"
+    text = stream.get_data(as_text=True)  # the stream ends with the task
+    events = [block for block in text.split("\n\n") if block.startswith("event:")]
+    name, data = events[-1].split("\n", 1)
+    assert name == "event: end" and json.loads(data.removeprefix("data: "))["state"] == "success"
+    broken = png_bytes(9)[: len(png_bytes(9)) // 2]  # header intact: accepted, then failed by the worker
+    files = [(io.BytesIO(png_bytes(8)), "good.png"), (io.BytesIO(broken), "broken.png")]
+    batch = client.post("/api/v1/batches", data={"files": files}, content_type="multipart/form-data").get_json()
+    text = client.get(f"/page/batches/{batch['batch_id']}/events").get_data(as_text=True)
+    last = json.loads(text.strip().rsplit("data: ", 1)[1])
+    assert (last["state"], last["done"], last["failed"]) == ("done", 1, 1)
+    assert [f["filename"] for f in last["failures"]] == ["broken.png"]  # named, whatever page of items
