@@ -184,3 +184,40 @@ def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, 
     page.wait_for_url("**/login**")
     assert page.goto(server + "/history").url.startswith(server + "/login")
     assert accounts.find_user(me.name)["session_epoch"] == 1  # sign-out ended every copy of the session
+
+
+def test_the_page_is_told_of_the_result_without_a_poll_interval(server, signed_in, worker_factory, tmp_root, tmp_path):
+    """A worker that takes 4 s an image: the upload card holds one status request open per change
+    (pending -> started -> success), where a 0.8 s poll would have sent five or more."""
+    page = signed_in
+    model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
+    worker_factory("slow@%h", CVUNET_MODEL=str(model), **support.simulated_device_env(tmp_root / "sim", 4000))
+    asked = []
+    page.on(
+        "request", lambda request: "/page/tasks/" in request.url and "?" in request.url and asked.append(request.url)
+    )
+    image = tmp_path / "slow.png"
+    image.write_bytes(png_bytes(41))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(image))
+    page.click("#submit")
+    page.wait_for_url("**/tasks/*", timeout=60_000)
+    assert asked and all("wait=" in url for url in asked), asked
+    assert len(asked) <= 3, asked
+    assert loaded(page, 'img[alt="cut-out"]') and page.console_errors == []
+
+
+def test_the_batch_card_names_the_files_that_failed(server, signed_in, worker_factory, tmp_path):
+    page = signed_in
+    worker_factory()
+    good, broken = tmp_path / "good.png", tmp_path / "broken.png"
+    good.write_bytes(png_bytes(42))
+    whole = png_bytes(43)
+    broken.write_bytes(whole[: len(whole) // 2])  # header intact: accepted, then failed by the worker
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(good), str(broken)])
+    page.click("#submit")
+    page.wait_for_selector("#progress-title:text-is('Finished')", timeout=90_000)
+    assert "1 done · 1 failed" in page.inner_text("#progress-text")
+    assert page.inner_text("#failed").startswith("broken.png: ")
+    assert page.console_errors == []

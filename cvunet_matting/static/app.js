@@ -6,6 +6,7 @@
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const FINAL = new Set(["success", "failure"]);
   const ACCEPTED = /\.(jpe?g|jfif|png|webp|bmp|tiff?|gif)$/i;
+  const WAIT_S = 25; // how long the server may hold a status request (it allows 30)
 
   function formatSize(bytes) {
     if (bytes < 1024) return bytes + " B";
@@ -172,15 +173,18 @@
     showRefused(accepted.refused || []);
     title.textContent = count === 1 ? "Removing the background…" : "Processing " + accepted.total + " images…";
     bar.removeAttribute("value");
-    const statusUrl = accepted.batch_id ? accepted.status_url + "?limit=0" : accepted.status_url;
+    const batch = Boolean(accepted.batch_id);
+    const statusUrl = batch ? accepted.status_url + "?limit=0" : accepted.status_url;
+    let seen = batch ? 0 : "pending";
     for (;;) {
-      await sleep(800);
-      const { response, body } = await getJSON(statusUrl);
+      const { response, body } = await waitForChange(statusUrl, seen);
+      if (!response) continue;
       if (!response.ok) {
         text.textContent = errorMessage(response, body);
         continue;
       }
-      if (accepted.task_id) {
+      if (!batch) {
+        seen = body.state;
         text.textContent = "Status: " + body.state;
         if (body.state === "success") return window.location.assign(body.view_url);
         if (body.state === "failure") {
@@ -190,9 +194,11 @@
           return;
         }
       } else {
+        seen = body.done + body.failed;
         bar.max = Math.max(body.total, 1);
-        bar.value = body.done + body.failed;
+        bar.value = seen;
         text.textContent = body.done + " done · " + body.failed + " failed · " + body.pending + " waiting · of " + body.total;
+        showFailures(body.failures || [], body.failed);
         if (body.state === "done") {
           title.textContent = "Finished";
           if (body.zip_url) links.append(link(body.zip_url, "Download ZIP", true));
@@ -202,28 +208,62 @@
     }
   }
 
+  // The failed files of a batch, by name, on the upload page's card (the server lists the first few).
+  function showFailures(failures, count) {
+    const ul = document.getElementById("failed");
+    ul.replaceChildren();
+    for (const item of failures) {
+      const li = document.createElement("li");
+      li.textContent = item.filename + ": " + (item.error || "failed");
+      ul.append(li);
+    }
+    if (count > failures.length) {
+      const li = document.createElement("li");
+      li.textContent = "… and " + (count - failures.length) + " more: see the batch page";
+      ul.append(li);
+    }
+  }
+
+  // Ask the server to answer once the work moves past what the page shows (`seen`: a task's state,
+  // or a batch's finished count): it holds the request and answers the moment the worker reports,
+  // so there is no poll interval. A refusal (429: every wait slot taken) or a lost connection waits
+  // as long as the server says, then asks again.
+  async function waitForChange(url, seen) {
+    const sep = url.includes("?") ? "&" : "?";
+    let answer;
+    try {
+      answer = await getJSON(url + sep + "wait=" + WAIT_S + "&seen=" + encodeURIComponent(seen));
+    } catch (_) {
+      await sleep(1000);
+      return {};
+    }
+    if (answer.response.status === 429) {
+      await sleep(1000 * Number(answer.response.headers.get("Retry-After") || 1));
+      return {};
+    }
+    return answer;
+  }
+
   // ---------------------------------------------------- task and batch pages
-  async function poll(el) {
+  async function followPage(el) {
     const url = el.dataset.pollUrl;
-    let state = el.dataset.pollState;
+    let seen = el.dataset.pollState;
     for (;;) {
-      await sleep(1200);
-      let body;
-      try {
-        ({ body } = await getJSON(url));
-      } catch (_) {
+      const { response, body } = await waitForChange(url, seen);
+      if (!response || !response.ok || !body || body.error) {
+        if (response && !response.ok) await sleep(1000);
         continue;
       }
-      if (!body || body.error) continue;
       if ("done" in body && "total" in body) {
-        document.getElementById("batch-progress").value = body.done + body.failed;
+        seen = body.done + body.failed;
+        document.getElementById("batch-progress").value = seen;
         document.getElementById("count-done").textContent = body.done;
         document.getElementById("count-failed").textContent = body.failed;
         document.getElementById("count-pending").textContent = body.pending;
         if (body.state === "done") return window.location.reload();
-      } else if (body.state !== state) {
-        state = body.state;
-        if (FINAL.has(state)) return window.location.reload();
+      } else if (body.state !== seen) {
+        seen = body.state;
+        if (FINAL.has(seen)) return window.location.reload();
       }
     }
   }
@@ -231,6 +271,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     const form = document.getElementById("upload-form");
     if (form) initUpload(form);
-    document.querySelectorAll("[data-poll-url]").forEach((el) => poll(el));
+    document.querySelectorAll("[data-poll-url]").forEach((el) => followPage(el));
   });
 })();
