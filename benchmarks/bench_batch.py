@@ -13,7 +13,6 @@ import argparse
 import json
 import statistics
 import threading
-import time
 import zipfile
 
 import harness
@@ -40,7 +39,7 @@ class RssSampler(threading.Thread):
     def __init__(self, pid: int, batch_id: str):
         super().__init__(daemon=True)
         self.pid, self.batch_id = pid, batch_id
-        self.peak = self.finalize_peak = 0.0
+        self.peak = self.finalize_peak = self.before_finalize = 0.0
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -49,6 +48,8 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, rss)
             if batch_row(self.batch_id)["state"] == "finalizing":
                 self.finalize_peak = max(self.finalize_peak, rss)
+            elif not self.finalize_peak:
+                self.before_finalize = rss  # the last figure while images were matted
 
 
 def run_batch(worker, count: int, name: str) -> dict:
@@ -57,7 +58,6 @@ def run_batch(worker, count: int, name: str) -> dict:
 
     folder = make_folder(count, name)
     rss_before = tree_rss_mb(worker.pid)
-    started = time.time()
     batch_id = submit_batch(folder_items(folder, _settings()), OutputOptions(), source=folder)
     sampler = RssSampler(worker.pid, batch_id)
     sampler.start()
@@ -71,22 +71,24 @@ def run_batch(worker, count: int, name: str) -> dict:
         "count": count,
         "rows": rows,
         "batch": batch,
-        "started": started,
         "rss_before": rss_before,
         "rss_after": tree_rss_mb(worker.pid),
         "rss_peak": sampler.peak,
+        "rss_before_finalize": sampler.before_finalize,
         "finalize_peak": sampler.finalize_peak,
         "finalize_s": (batch["finished_at"] - batch["finalizing_since"]).total_seconds(),
     }
 
 
-def per_image(rows: list[dict], started: float, first: int | None = None) -> tuple[float, float]:
-    """(wall seconds per image from submission, median seconds a worker spent on one), over the
-    first `first` images to finish (default: all)."""
+def per_image(rows: list[dict], first: int | None = None) -> tuple[float, float]:
+    """(seconds between completions, median seconds a worker spent on one image), over the first
+    `first` images to finish (default: all). Counted from the first completion, so the time spent
+    storing the batch's inputs before any image could run is left out."""
     done = sorted((r for r in rows if r["finished_at"] and r["started_at"]), key=lambda r: r["finished_at"])
     done = done[:first] if first else done
     spent = [(r["finished_at"] - r["started_at"]).total_seconds() for r in done]
-    return (done[-1]["finished_at"].timestamp() - started) / len(done), statistics.median(spent)
+    span = (done[-1]["finished_at"] - done[0]["finished_at"]).total_seconds()
+    return span / (len(done) - 1), statistics.median(spent)
 
 
 def check_zip(result: dict) -> str:
@@ -122,15 +124,19 @@ def main() -> None:
         large = run_batch(worker, args.images, "large")
     finally:
         support.kill_group(worker)
-    wall_100, median_100 = per_image(large["rows"], large["started"], 100)
-    wall_all, median_all = per_image(large["rows"], large["started"])
+    wall_100, median_100 = per_image(large["rows"], 100)
+    wall_all, median_all = per_image(large["rows"])
     print(f"\n{args.images}-image folder batch, one CPU worker, tiny model:")
-    print(f"  per image, first 100: {wall_100 * 1000:.1f} ms wall ({median_100 * 1000:.1f} ms in the worker, median)")
-    print(f"  per image, all:       {wall_all * 1000:.1f} ms wall ({median_all * 1000:.1f} ms in the worker, median)")
+    for label, wall, median in (("first 100", wall_100, median_100), ("all", wall_all, median_all)):
+        print(
+            f"  per image, {label:<9}: {wall * 1000:.1f} ms between completions ({median * 1000:.1f} ms in the worker)"
+        )
     print(f"  ratio all / first 100: {wall_all / wall_100:.3f} (wall), {median_all / median_100:.3f} (worker)")
-    growth = large["rss_after"] / large["rss_before"] - 1
-    before, after = large["rss_before"], large["rss_after"]
-    print(f"  worker RSS: {before:.0f} MiB at the start, {after:.0f} at the end ({growth:+.1%})")
+    before, matted, after = large["rss_before"], large["rss_before_finalize"], large["rss_after"]
+    print(
+        f"  worker RSS: {before:.0f} MiB at the start, {matted:.0f} after the last image ({matted / before - 1:+.1%}),"
+        f" {after:.0f} after finalize ({after / before - 1:+.1%})"
+    )
     for result in (small, large):
         peak = f"{result['finalize_peak']:.0f} MiB" if result["finalize_peak"] else "not sampled (under 0.2 s)"
         print(

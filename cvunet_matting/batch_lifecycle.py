@@ -58,6 +58,11 @@ def check_ready(cur, batch: dict, storage: Storage) -> None:
         raise NotReady(f"the output folder of batch {batch['id']} cannot be written")
 
 
+def _archive_page(batch_id: str, after: int) -> list[dict]:
+    with db.transaction() as cur:
+        return reads.archive_page(cur, batch_id, after)
+
+
 def finalize(batch_id: str, settings: Settings | None = None) -> dict:
     """Write manifest.json and the batch ZIP into the batch's output folder (once per batch).
 
@@ -71,9 +76,10 @@ def finalize(batch_id: str, settings: Settings | None = None) -> dict:
         check_ready(cur, batch, storage)
         if not writes.claim_finalize(cur, batch_id, stale_s=finalizer_dead_after(settings)):
             return {"batch_id": batch_id, "finalized": False}
-        rows = reads.batch_tasks(cur, batch_id)
     try:
-        zip_path, manifest_path = write_batch_files(storage.root / batch["output_dir"], batch, rows, storage)
+        zip_path, manifest_path = write_batch_files(
+            storage.root / batch["output_dir"], batch, lambda after: _archive_page(batch_id, after), storage
+        )
     except OSError as exc:  # e.g. a full disk: the batch ends, saying why, instead of hanging
         with db.transaction() as cur:
             writes.finish_batch(

@@ -161,6 +161,16 @@ def batches_past_retention(cur, days: int) -> list[dict]:
     )
 
 
+def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
+    """The next `limit` rows of a batch after `position`, with only what its manifest and ZIP need."""
+    return _all(
+        cur,
+        "SELECT id, position, filename, state, error, output_path, width, height FROM tasks"
+        " WHERE batch_id = %s AND position > %s ORDER BY position LIMIT %s",
+        (batch_id, after, limit),
+    )
+
+
 def _all(cur, sql: str, params=None) -> list[dict]:
     cur.execute(sql, params)
     return cur.fetchall()
