@@ -9,7 +9,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality
+.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -78,3 +78,9 @@ bench-batch: install
 
 bench-quality: model
 	$(PYTHON) benchmarks/bench_quality.py
+
+# Single-image latency through Traefik (?wait= and polling clients, concurrency 1 and 4) against the
+# worker's own per-task time, with the real model and a simulated 20 ms device; prints, never asserts.
+# BENCH_LATENCY_ARGS, e.g. --rembg /tmp/rembg-venv/bin/python for rembg's server side by side.
+bench-latency: model
+	$(PYTHON) benchmarks/bench_latency.py $(BENCH_LATENCY_ARGS)

@@ -92,8 +92,12 @@ class Stack:
                 f"127.0.0.1:{port}",
                 "--workers",
                 "2",
+                # Threads, not processes, hold the requests that wait for a result (?wait=): each
+                # process keeps 24 of its 32 for them (CVUNET_WAIT_SLOTS), 8 for everything else.
+                "--worker-class",
+                "gthread",
                 "--threads",
-                "4",
+                "32",
                 "--timeout",
                 "120",
                 "--graceful-timeout",

@@ -1,0 +1,135 @@
+"""The CPU worker's resident memory with ISNet fp16, by onnxruntime SessionOptions (prints; asserts nothing).
+
+For each candidate set of options and each image size (800x800 and 12 MP JPEGs), a fresh process
+builds the model's session exactly as cvunet_matting.model does (MattingSession), with the candidate
+laid over its SessionOptions, then mattes three images through the worker's own path (decode,
+model, edges, PNG encode: matting.matte_bytes). It reports the RSS once the session is loaded, the
+peak RSS (VmHWM) over the images, the RSS after them, and the median inference time, so memory is
+never bought with speed unseen. All candidates run in the same invocation, one after another.
+Usage: python benchmarks/bench_memory.py [--images 3] [--only baseline lean]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+# name -> (SessionOptions attributes, session config entries, what it changes)
+CANDIDATES = {
+    "baseline": ({}, {}, "model.py as it is: CPU arena on, memory patterns on, ORT_ENABLE_ALL"),
+    "no-mem-pattern": ({"enable_mem_pattern": False}, {}, "no pre-planned activation block"),
+    "no-arena": ({"enable_cpu_mem_arena": False}, {}, "activations malloc'd and freed per run"),
+    "no-arena-no-pattern": ({"enable_cpu_mem_arena": False, "enable_mem_pattern": False}, {}, "both"),
+    "no-prepack": ({}, {"session.disable_prepacking": "1"}, "weights not copied into GEMM-packed form"),
+    "init-outside-arena": (
+        {},
+        {"session.use_device_allocator_for_initializers": "1"},
+        "weights allocated outside the arena",
+    ),
+    "lean": (
+        {"enable_cpu_mem_arena": False, "enable_mem_pattern": False},
+        {"session.disable_prepacking": "1"},
+        "no arena, no pattern, no prepacking",
+    ),
+    "lean-extended": (
+        {"enable_cpu_mem_arena": False, "enable_mem_pattern": False, "graph_optimization_level": "ORT_ENABLE_EXTENDED"},
+        {},
+        "no arena, no pattern, no NCHWc layout (its reordered fp32 weight copies)",
+    ),
+}
+SIZES = {"800x800": (800, 800), "12MP": (3000, 4000)}
+
+
+def photos(count: int, height: int, width: int) -> list[bytes]:
+    """Distinct JPEGs (shifted crops of skimage's astronaut), made here: harness would claim a Redis
+    database and a PostgreSQL name that this script, which needs neither, would never give back."""
+    import cv2
+    from skimage import data
+
+    base = cv2.resize(data.astronaut(), (width + count, height), interpolation=cv2.INTER_AREA)
+    crops = (base[:, i : i + width, ::-1].copy() for i in range(count))
+    return [cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for crop in crops]
+
+
+def status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def child(name: str, size: str, count: int) -> dict:
+    """In a fresh process: load the session with the candidate's options, matte `count` images."""
+    import onnxruntime as ort
+
+    attributes, entries, _ = CANDIDATES[name]
+    real = ort.InferenceSession
+
+    def with_candidate(source, sess_options=None, providers=None, **kwargs):
+        for key, value in attributes.items():
+            setattr(sess_options, key, getattr(ort.GraphOptimizationLevel, value) if isinstance(value, str) else value)
+        for key, value in entries.items():
+            sess_options.add_session_config_entry(key, value)
+        return real(source, sess_options=sess_options, providers=providers, **kwargs)
+
+    ort.InferenceSession = with_candidate
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.encoding import OutputOptions
+    from cvunet_matting.malloc import tune_for_large_buffers
+    from cvunet_matting.matting import matte_bytes
+    from cvunet_matting.model import get_session
+
+    tune_for_large_buffers()  # as the worker does
+    settings = get_settings()
+    session = get_session(settings)
+    loaded = status_kb("VmRSS")
+    height, width = SIZES[size]
+    images = photos(count, height, width)
+    inference = []
+    for data in images:
+        result = matte_bytes(data, OutputOptions(), session, settings)
+        inference.append(result.timings["inference"])
+    return {
+        "loaded_mb": loaded / 1024,
+        "peak_mb": status_kb("VmHWM") / 1024,
+        "after_mb": status_kb("VmRSS") / 1024,
+        "inference_s": statistics.median(inference),
+        "model": str(session.path.name),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=list(CANDIDATES))
+    parser.add_argument("--child", nargs=2, metavar=("CANDIDATE", "SIZE"))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child, args.images)))
+        return
+    print(f"{'options':<20} {'size':>8} {'loaded MB':>10} {'peak MB':>8} {'after MB':>9} {'infer s':>8}  change")
+    for name in args.only:
+        for size in SIZES:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", name, size, "--images", str(args.images)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode:
+                print(f"{name:<20} {size:>8} failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
+                continue
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{name:<20} {size:>8} {row['loaded_mb']:10.0f} {row['peak_mb']:8.0f} {row['after_mb']:9.0f} "
+                f"{row['inference_s']:8.2f}  {CANDIDATES[name][2]}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
