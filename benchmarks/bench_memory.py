@@ -3,9 +3,10 @@
 For each candidate set of options and each image size (800x800 and 12 MP JPEGs), a fresh process
 builds the model's session exactly as cvunet_matting.model does (MattingSession), with the candidate
 laid over its SessionOptions, then mattes three images through the worker's own path (decode,
-model, edges, PNG encode: matting.matte_bytes). It reports the RSS once the session is loaded, the
-peak RSS (VmHWM) over the images, the RSS after them, and the median inference time, so memory is
-never bought with speed unseen. All candidates run in the same invocation, one after another.
+model, edges, PNG encode: matting.matte_bytes); and a mixed series (12 MP, 800x800, 3 MP in turn,
+three times). It reports the RSS once the session is loaded, the peak RSS (VmHWM) over the images,
+the RSS after them, and the median inference time, so memory is never bought with speed unseen.
+All candidates run in the same invocation, one after another.
 Usage: python benchmarks/bench_memory.py [--images 3] [--only baseline lean]
 """
 
@@ -41,7 +42,8 @@ CANDIDATES = {
         "no arena, no pattern, no NCHWc layout (its reordered fp32 weight copies)",
     ),
 }
-SIZES = {"800x800": (800, 800), "12MP": (3000, 4000)}
+# (height, width) of the images, in turn: the mixed series is what fragments a heap or an arena.
+SIZES = {"800x800": [(800, 800)], "12MP": [(3000, 4000)], "mixed": [(3000, 4000), (800, 800), (1500, 2000)]}
 
 
 def photos(count: int, height: int, width: int) -> list[bytes]:
@@ -87,10 +89,10 @@ def child(name: str, size: str, count: int) -> dict:
     settings = get_settings()
     session = get_session(settings)
     loaded = status_kb("VmRSS")
-    height, width = SIZES[size]
-    images = photos(count, height, width)
+    shapes = SIZES[size]
+    images = [photos(1, *shapes[i % len(shapes)])[0] for i in range(count * len(shapes))]
     inference = []
-    for data in images:
+    for data in images:  # the mixed series runs three times as many, one of each size in turn
         result = matte_bytes(data, OutputOptions(), session, settings)
         inference.append(result.timings["inference"])
     return {

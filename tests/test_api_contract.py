@@ -112,3 +112,16 @@ def test_the_edge_options_are_published_for_forms_and_json():
         assert name in form["properties"] and name in options, name
     assert form["properties"]["alpha_threshold"]["maximum"] == 255 and form["properties"]["feather"]["maximum"] == 64
     assert options["refine"] == {"type": "boolean"}
+
+
+def test_waiting_is_published_where_it_is_served():
+    spec = document()
+    for path, method in (("/api/v1/tasks/{id}", "get"), ("/api/v1/batches/{id}", "get"), ("/api/v1/images", "post")):
+        operation = spec["paths"][path][method]
+        wait = next(p for p in operation["parameters"] if p["name"] == "wait")
+        assert wait["schema"] == {"type": "number", "minimum": 0, "maximum": 30}, path
+        assert "429" in operation["responses"], path
+    finished = spec["paths"]["/api/v1/images"]["post"]["responses"]["200"]
+    assert finished["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Task"}
+    task = spec["components"]["schemas"]["Task"]["allOf"][1]["properties"]
+    assert task["poll_after_s"]["type"] == "number" and "wait_url" in task
