@@ -149,6 +149,10 @@ def test_wait_answers_when_the_worker_finishes_and_post_wait_returns_the_finishe
     direct = upload(client, png_bytes(6), "?wait=30")
     assert direct.status_code == 200 and direct.get_json()["state"] == "success"
     assert direct.get_json()["result_url"].endswith("/result")
+    files = [(io.BytesIO(png_bytes(10 + i)), f"b{i}.png") for i in range(2)]
+    batch = client.post("/api/v1/batches", data={"files": files}, content_type="multipart/form-data").get_json()
+    done = client.get(f"/api/v1/batches/{batch['batch_id']}?wait=30")
+    assert done.get_json()["state"] == "done" and done.get_json()["done"] == 2 and "zip_url" in done.get_json()
 
 
 @pytest.mark.services
