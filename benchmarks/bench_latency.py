@@ -107,6 +107,22 @@ def report(kind: str, concurrency: int, mode: str, results: list[dict]) -> None:
     )
 
 
+def web_rss_mb(stack) -> float:
+    """Resident memory of the web instances' processes (gunicorn masters and their workers), in MB."""
+    parents, rss = {}, {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = harness.Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        parents[int(entry)] = int(fields["PPid"])
+        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0])
+    web = {proc.pid for name, proc in stack.procs.items() if name.startswith("web")}
+    web |= {pid for pid, parent in parents.items() if parent in web}
+    return sum(rss[pid] for pid in web) / 1024
+
+
 def held_capacity(stack, clients: int, image: bytes) -> None:
     """The worker paused: `clients` requests wait at once on unfinished tasks; plain requests timed meanwhile."""
     worker = stack.procs["worker"]
@@ -115,9 +131,11 @@ def held_capacity(stack, clients: int, image: bytes) -> None:
         body, ctype = multipart("file", "held.jpg", image)
         status, raw, _ = fetch("POST", f"{stack.url}/api/v1/images", body, {"Content-Type": ctype, **stack.auth})
         task_url = f"{stack.url}/api/v1/tasks/" + json.loads(raw)["task_id"]
+        idle_mb = web_rss_mb(stack)
         with ThreadPoolExecutor(clients) as pool:
             held = [pool.submit(fetch, "GET", f"{task_url}?wait=10", None, stack.auth, 60) for _ in range(clients)]
             time.sleep(3)  # let them arrive
+            held_mb = web_rss_mb(stack)
             plain = []
             for _ in range(20):
                 started = time.perf_counter()
@@ -129,7 +147,7 @@ def held_capacity(stack, clients: int, image: bytes) -> None:
         print(
             f"held requests: {clients} at once -> {answers.count(200)} held to the bound, {refused} refused (429), "
             f"others {len(answers) - answers.count(200) - refused}; plain status meanwhile p50 {p50 * 1000:.0f} ms "
-            f"p95 {p95 * 1000:.0f} ms",
+            f"p95 {p95 * 1000:.0f} ms; the web tier's RSS {idle_mb:.0f} MB idle, {held_mb:.0f} MB holding them",
             flush=True,
         )
     finally:
