@@ -59,11 +59,15 @@ class Stack:
         self.tls.verify_mode = ssl.CERT_NONE
         self.overrides: dict[str, str] = {}
 
-    def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    def compose(
+        self, *args: str, timeout: float = 300, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess:
         argv = ["docker-compose", "-p", self.env["COMPOSE_PROJECT_NAME"], "-f", "docker/compose.yml"]
         argv += ["-f", "docker/compose.ci.yml", "--env-file", str(self.env_file), *args]
         env = {**os.environ, **self.overrides}
-        result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            argv, cwd=REPO, env=env, input=input_text, capture_output=True, text=True, timeout=timeout
+        )
         if check:
             assert result.returncode == 0, f"{' '.join(args)}: {result.stderr[-2000:]}"
         return result
@@ -270,12 +274,57 @@ def test_batch_to_zip(stack):
     assert sorted(n for n in names if n.endswith(".png")) == ["b0.png", "b1.png", "b2.png"], names
 
 
-def test_flower_needs_its_password_and_sees_the_workers(stack):
+def sign_in(stack: Stack, name: str, password: str) -> dict:
+    """Sign in through the login form over HTTPS; the Cookie header of the signed-in session."""
+    import re
+    from urllib.parse import urlencode
+
+    status, body, headers = stack.request("GET", "/login", auth=False)
+    assert status == 200, status
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', body.decode()).group(1)
+    form = urlencode({"csrf_token": csrf, "name": name, "password": password}).encode()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    req = urllib.request.Request(
+        stack.base + "/login",
+        data=form,
+        method="POST",
+        headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=stack.tls))
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        opener.open(req, timeout=30)
+    assert answer.value.code == 302, answer.value.code
+    return {"Cookie": answer.value.headers["Set-Cookie"].split(";", 1)[0]}
+
+
+def test_flower_needs_a_signed_in_admin_and_its_password(stack):
+    """Traefik asks the app whether the session is an admin's, then checks Flower's password."""
+    flower_pw = f"{stack.env['FLOWER_USER']}:{stack.env['FLOWER_PASSWORD']}"
+    flower = {"Authorization": "Basic " + base64.b64encode(flower_pw.encode()).decode()}
     assert stack.request("GET", "/flower/", auth=False)[0] == 401
-    wrong = base64.b64encode(f"{stack.env['FLOWER_USER']}:nope".encode()).decode()
-    assert stack.request("GET", "/flower/", headers={"Authorization": f"Basic {wrong}"})[0] == 401
-    right = base64.b64encode(f"{stack.env['FLOWER_USER']}:{stack.env['FLOWER_PASSWORD']}".encode()).decode()
-    status, raw, _ = stack.request("GET", "/flower/api/workers?refresh=1", headers={"Authorization": f"Basic {right}"})
+    assert stack.request("GET", "/flower/", headers=flower)[0] == 401  # the password alone
+    name, password = f"ci-admin-{SEED}", secrets.token_urlsafe(16)
+    added = stack.compose(
+        "exec",
+        "-T",
+        "web1",
+        "cvunet-matting",
+        "user",
+        "add",
+        name,
+        "--admin",
+        "--password-stdin",
+        input_text=password + "\n",
+    )
+    assert added.returncode == 0, added.stderr
+    admin = sign_in(stack, name, password)
+    assert stack.request("GET", "/flower/", headers=admin, auth=False)[0] == 401  # a session alone
+    status, raw, _ = stack.request("GET", "/flower/api/workers?refresh=1", headers={**admin, **flower}, auth=False)
     assert status == 200, (status, raw[:300])
     assert {name.split("@")[1] for name in json.loads(raw)} >= set(WORKERS)
 
@@ -321,7 +370,7 @@ def test_throughput_with_one_two_and_three_workers(stack, model):
     """Images per second of the whole path (submit to batch done), 1 thread per worker, real ISNet.
     Efficiency of n nodes = throughput(n) / (n * throughput(1)). Images differ per run (identical
     requests would reuse results) but have the same size."""
-    count = int(os.environ.get("COMPOSE_SCALING_IMAGES", "4"))
+    count = int(os.environ.get("COMPOSE_SCALING_IMAGES", "6"))
     cores = os.cpu_count()
     figures = {}
     for nodes in (1, 2, 3):

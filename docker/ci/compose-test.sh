@@ -129,4 +129,4 @@ compose up -d traefik web1 web2 flower worker-cpu0 worker-cpu1 worker-cpu2 prome
 
 step "end-to-end tests (pytest -m compose)"
 COMPOSE_TEST_ENV=$STATE/ci.env COMPOSE_TEST_STATE=$STATE \
-  "$PYTHON" -m pytest -p no:cacheprovider -m compose tests/test_compose.py "$@"
+  "$PYTHON" -m pytest -p no:cacheprovider -m compose --durations=0 tests/test_compose.py "$@"

@@ -14,11 +14,12 @@ PREFIX=${LOCAL_BASE_PREFIX:-cvunet-local}
 TAG=bookworm
 PYTHON=${PYTHON:-python3}
 
-# One pip setting, from the environment first, then pip's configuration files.
+# One pip setting, from the environment first, then pip's configuration files; file:// indexes
+# are left out (a path on this host means nothing inside a build).
 pip_setting() {
   local env_name=$1 key=$2 value=${!1:-}
   [ -n "$value" ] || value=$("$PYTHON" -m pip config get "global.$key" 2>/dev/null || true)
-  printf '%s' "$value"
+  printf '%s' "$value" | tr -s ' \n' '\n\n' | grep -v '^file:' | paste -sd ' ' || true
 }
 PIP_ARGS=(
   --build-arg "PIP_INDEX_URL=$(pip_setting PIP_INDEX_URL index-url)"
