@@ -8,6 +8,7 @@ three times). It reports the RSS once the session is loaded, the peak RSS (VmHWM
 the RSS after them, and the median inference time, so memory is never bought with speed unseen.
 All candidates run in the same invocation, one after another.
 Usage: python benchmarks/bench_memory.py [--images 3] [--only baseline lean]
+       python benchmarks/bench_memory.py --speed 5 --only baseline lean   (inference time, interleaved)
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 # name -> (SessionOptions attributes, session config entries, what it changes)
 CANDIDATES = {
@@ -62,6 +66,46 @@ def status_kb(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def options_for(ort, name: str, threads: int):
+    """SessionOptions as model.py sets them (its defaults), with the candidate laid over them."""
+    attributes, entries, _ = CANDIDATES[name]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in attributes.items():
+        setattr(options, key, getattr(ort.GraphOptimizationLevel, value) if isinstance(value, str) else value)
+    for key, value in entries.items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
+def speed(names: list[str], runs: int) -> None:
+    """Inference time of each candidate in one process, their runs interleaved (A B C A B C...), so
+    that a shared host's drift falls on all of them alike; memory is not measured here."""
+    import onnxruntime as ort
+
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.model import resolve_model
+
+    path, _ = resolve_model(get_settings())
+    sessions = {name: ort.InferenceSession(str(path), options_for(ort, name, 0)) for name in names}
+    first = next(iter(sessions.values()))
+    meta = first.get_inputs()[0]
+    kind = np.float16 if meta.type == "tensor(float16)" else np.float32
+    feed = {meta.name: np.random.default_rng(0).random(meta.shape, dtype=np.float32).astype(kind)}
+    times = {name: [] for name in names}
+    for session in sessions.values():
+        session.run(None, feed)  # warm
+    for _ in range(runs):
+        for name, session in sessions.items():
+            started = time.perf_counter()
+            session.run(None, feed)
+            times[name].append(time.perf_counter() - started)
+    for name in names:
+        print(f"{name:<20} inference median {statistics.median(times[name]):.2f} s over {runs} interleaved runs")
 
 
 def child(name: str, size: str, count: int) -> dict:
@@ -109,7 +153,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(CANDIDATES))
     parser.add_argument("--child", nargs=2, metavar=("CANDIDATE", "SIZE"))
+    parser.add_argument("--speed", type=int, default=0, help="only time inference, this many interleaved runs")
     args = parser.parse_args()
+    if args.speed:
+        speed(args.only, args.speed)
+        return
     if args.child:
         print(json.dumps(child(*args.child, args.images)))
         return

@@ -41,7 +41,9 @@ def poll_after(state: str, ahead: int, running_for: float, pace: Pace | None) ->
     if pace is None:
         return UNKNOWN_S
     if state == "started":
-        remaining = pace.seconds_per_task - running_for
+        # Past the usual time the estimate is wrong (a bigger image, a slower worker): back off with
+        # the time it has run, instead of asking MIN_S apart until it ends.
+        remaining = max(pace.seconds_per_task - running_for, running_for / 2)
     else:  # pending or waiting to retry: the tasks ahead share the workers, then this one runs
         remaining = (ahead / pace.workers + 1) * pace.seconds_per_task
     return round(min(MAX_S, max(MIN_S, remaining / 2)), 3)

@@ -27,7 +27,8 @@ from tests.support import png_bytes
         ("pending", 3, 0.0, Pace(1, 4.0), 8),  # one worker: twice the queue time
         ("retry", 1000, 0.0, Pace(1, 2.0), MAX_S),  # a long queue is capped: never more than 10 s late
         ("started", 0, 1.0, Pace(1, 9.0), 4),  # 8 s of its run left
-        ("started", 0, 30.0, Pace(1, 9.0), MIN_S),  # slower than usual: ask again soon
+        ("started", 0, 30.0, Pace(1, 9.0), 7.5),  # far slower than usual: back off with its running time
+        ("started", 0, 10.0, Pace(1, 0.4), 2.5),  # a 0.4 s pace, 10 s in: not 20 polls a second
     ],
 )
 def test_poll_after_is_half_the_expected_wait(state, ahead, running_for, pace, expected):
