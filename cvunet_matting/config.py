@@ -39,7 +39,7 @@ def _auth_mode(env) -> str:
     return mode
 
 
-def _bool(env, name: str, default: bool) -> bool:
+def _bool(env, name: str, default):
     value = env.get(name, "").strip().lower()
     if not value:
         return default
@@ -94,6 +94,11 @@ class Settings:
     reconcile_interval: float = 5.0  # how often the watchdog compares PostgreSQL with Redis
     storage_retry_s: int = 300  # how long an image waits out unreadable or unwritable storage
     retention_days: int = 30  # inputs, results and archives are removed this long after they finish
+    # The overlapped worker (GPU): see overlap.py. `overlap` None: on for a CUDA worker, off on the CPU.
+    overlap: bool | None = None
+    in_flight: int = 0  # images a worker holds at once (0: max_batch + cores, at most 8 of them)
+    max_batch: int = 4  # images per model run, fixed-size models only
+    batch_wait_ms: float = 2.0  # how long the device waits for a batch to fill
     single_user: bool = False  # CVUNET_AUTH=single-user: no sign-in, every visitor is the operator
     session_hours: float = 12.0  # a browser session ends this long after sign-in
 
@@ -148,6 +153,10 @@ def load_settings(env=None) -> Settings:
         reconcile_interval=_float(env, "CVUNET_RECONCILE_INTERVAL", 5.0),
         storage_retry_s=_int(env, "CVUNET_STORAGE_RETRY_S", 300),
         retention_days=_int(env, "CVUNET_RETENTION_DAYS", 30),
+        overlap=_bool(env, "CVUNET_OVERLAP", None),
+        in_flight=_int(env, "CVUNET_IN_FLIGHT", 0),
+        max_batch=max(1, _int(env, "CVUNET_MAX_BATCH", 4)),
+        batch_wait_ms=max(0.0, _float(env, "CVUNET_BATCH_WAIT_MS", 2.0)),
         single_user=_auth_mode(env) == "single-user",
         session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),
     )

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from celery import signals
 
+from .config import get_settings
 from .device_client import AUTHKEY_ENV, SOCKET_ENV
-from .overlap import load_overlap
+from .overlap import overlap_of
 
 log = logging.getLogger(__name__)
 _state: dict = {}
@@ -64,7 +65,7 @@ class DeviceHost:
 
 @signals.worker_init.connect
 def on_worker_init(**_):
-    if load_overlap().enabled and "host" not in _state:
+    if overlap_of(get_settings()).enabled and "host" not in _state:
         _state["host"] = DeviceHost()
         _state["host"].start()
 

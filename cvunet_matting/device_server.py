@@ -172,12 +172,12 @@ def main() -> None:
     from .config import get_settings
     from .malloc import tune_for_large_buffers
     from .model import MattingSession, resolve_model
-    from .overlap import load_overlap
+    from .overlap import overlap_of
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s: %(levelname)s/device] %(message)s")
     tune_for_large_buffers()
-    overlap = load_overlap()
+    overlap = overlap_of(settings)
     session = MattingSession(*resolve_model(settings), settings, uint8_io=True, dynamic_batch=overlap.max_batch > 1)
     authkey = bytes.fromhex(os.environ["CVUNET_DEVICE_AUTHKEY"])
     serve(args.socket, authkey, DeviceServer(session, overlap.max_batch, overlap.batch_wait_s))

@@ -17,7 +17,7 @@ from .config import Settings
 from .db import reads
 from .encoding import OutputOptions
 from .errors import InputError
-from .matting import matte_bytes
+from .matting import POSTPROCESS_VERSION, matte_bytes
 from .model import MattingSession
 from .storage import Storage, write_atomic
 
@@ -29,8 +29,9 @@ class TransientError(Exception):
 
 
 def idem_key(input_key: str, model_version: str, options: OutputOptions) -> str:
-    """Same input bytes, same model, same output options: the same result."""
-    return hashlib.sha256(f"{input_key}|{model_version}|{options.key()}".encode()).hexdigest()
+    """Same input bytes, same model, same output options and post-processing: the same result."""
+    parts = f"{input_key}|{model_version}|post{POSTPROCESS_VERSION}|{options.key()}"
+    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def lookup_result(key: str) -> dict | None:

@@ -18,6 +18,10 @@ from .model import MattingSession
 # The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
+# Bump when the pixels a result holds change for the same options (edge refinement and
+# decontamination came with 2): results of an earlier version are not reused for new requests.
+POSTPROCESS_VERSION = 2
+
 
 @dataclass
 class MatteResult:
