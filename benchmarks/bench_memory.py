@@ -35,6 +35,11 @@ CANDIDATES = {
         {"session.use_device_allocator_for_initializers": "1"},
         "weights allocated outside the arena",
     ),
+    "arena-exact": (
+        {},
+        {"session.use_env_allocators": "1"},
+        "a shared CPU arena that grows by what is asked (kSameAsRequested), not by powers of two",
+    ),
     "lean": (
         {"enable_cpu_mem_arena": False, "enable_mem_pattern": False},
         {"session.disable_prepacking": "1"},
@@ -68,6 +73,13 @@ def status_kb(field: str) -> int:
     return 0
 
 
+def register_exact_arena(ort) -> None:
+    """The process's CPU arena, growing by what is asked: sessions use it with session.use_env_allocators."""
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    # max_mem 0 (no limit), arena_extend_strategy 1 (kSameAsRequested), the rest onnxruntime's defaults
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+
+
 def options_for(ort, name: str, threads: int):
     """SessionOptions as model.py sets them (its defaults), with the candidate laid over them."""
     attributes, entries, _ = CANDIDATES[name]
@@ -88,9 +100,13 @@ def speed(names: list[str], runs: int) -> None:
     import onnxruntime as ort
 
     from cvunet_matting.config import get_settings
+    from cvunet_matting.malloc import tune_for_large_buffers
     from cvunet_matting.model import resolve_model
 
+    tune_for_large_buffers()  # as the worker does: without the arena, each run's buffers are fresh mappings
     path, _ = resolve_model(get_settings())
+    if any("session.use_env_allocators" in CANDIDATES[name][1] for name in names):
+        register_exact_arena(ort)
     sessions = {name: ort.InferenceSession(str(path), options_for(ort, name, 0)) for name in names}
     first = next(iter(sessions.values()))
     meta = first.get_inputs()[0]
@@ -123,6 +139,8 @@ def child(name: str, size: str, count: int) -> dict:
         return real(source, sess_options=sess_options, providers=providers, **kwargs)
 
     ort.InferenceSession = with_candidate
+    if "session.use_env_allocators" in entries:
+        register_exact_arena(ort)
     from cvunet_matting.config import get_settings
     from cvunet_matting.encoding import OutputOptions
     from cvunet_matting.malloc import tune_for_large_buffers
