@@ -102,19 +102,19 @@ def node_fault(title: str, run, inputs: int, note: str = "") -> Row:
 
 
 def scenario_node_killed() -> Row:
-    return node_fault("node killed (whole worker tree)", node_faults.node_killed, 8)
+    return node_fault("node killed (whole worker tree)", node_faults.node_killed, 3)
 
 
 def scenario_main_killed() -> Row:
-    return node_fault("worker MainProcess killed, restarted", node_faults.main_process_killed, 8)
+    return node_fault("worker MainProcess killed, restarted", node_faults.main_process_killed, 3)
 
 
 def scenario_frozen() -> Row:
-    return node_fault("worker frozen 30 s (SIGSTOP)", node_faults.worker_frozen, 6, "its late result dropped")
+    return node_fault("worker frozen 30 s (SIGSTOP)", node_faults.worker_frozen, 3, "its late result dropped")
 
 
 def scenario_partition() -> Row:
-    return node_fault("worker cut off from Redis 60 s", node_faults.partitioned, 6, "its late result dropped")
+    return node_fault("worker cut off from Redis 60 s", node_faults.partitioned, 3, "its late result dropped")
 
 
 def scenario_redis_restart() -> Row:
