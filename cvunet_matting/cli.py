@@ -210,10 +210,11 @@ def stop_stack() -> None:
 
 
 def _add_operator_commands() -> None:
-    from .celery_commands import reconcile, requeue
+    from .celery_commands import expire, reconcile, requeue
 
     main.add_command(requeue)
     main.add_command(reconcile)
+    main.add_command(expire)
 
 
 _add_operator_commands()
