@@ -43,7 +43,7 @@ test: machine install model
 	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install
-	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser and not compose" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
