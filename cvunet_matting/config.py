@@ -99,6 +99,7 @@ class Settings:
     in_flight: int = 0  # images a worker holds at once (0: max_batch + cores, at most 8 of them)
     max_batch: int = 4  # images per model run, fixed-size models only
     batch_wait_ms: float = 2.0  # how long the device waits for a batch to fill
+    wait_slots: int = 24  # requests a web process holds for ?wait= at once (fewer than its threads)
     single_user: bool = False  # CVUNET_AUTH=single-user: no sign-in, every visitor is the operator
     session_hours: float = 12.0  # a browser session ends this long after sign-in
 
@@ -157,6 +158,7 @@ def load_settings(env=None) -> Settings:
         in_flight=_int(env, "CVUNET_IN_FLIGHT", 0),
         max_batch=max(1, _int(env, "CVUNET_MAX_BATCH", 4)),
         batch_wait_ms=max(0.0, _float(env, "CVUNET_BATCH_WAIT_MS", 2.0)),
+        wait_slots=max(1, _int(env, "CVUNET_WAIT_SLOTS", 24)),
         single_user=_auth_mode(env) == "single-user",
         session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),
     )

@@ -116,6 +116,11 @@ class MattingSession:
         # Spinning threads would hold a core for a while after each run, just when the worker's
         # queue and mirror work (and its neighbours') needs it; inference itself was no faster.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_spin else "0")
+        # Without onnxruntime's CPU arena the worker holds ~1.2 GB instead of ~2.1 GB with ISNet, and
+        # returns to ~0.3 GB between images (benchmarks/bench_memory.py); inference was as fast in
+        # one side-by-side run and 11% slower in another. The fixed mmap threshold (malloc.py) keeps
+        # the freed buffers from fragmenting the heap, which had made the arena worth keeping.
+        options.enable_cpu_mem_arena = False
         self.uint8_io, self.batched = uint8_io, False
         source: str | bytes = str(path)
         self.input_name = self.output_name = ""

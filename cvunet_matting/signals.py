@@ -10,7 +10,7 @@ import redis
 from celery import signals
 from celery.exceptions import Retry
 
-from . import finish, worker_metrics
+from . import finish, notify, worker_metrics
 from .config import get_settings
 from .dispatch import MATTE_IMAGE
 from .errors import ImageFailed
@@ -94,6 +94,7 @@ def on_success(sender=None, result=None, **_):
         return
     worker_metrics.observe(result)
     get_mirror().wait_background()
+    notify.publish_done(result["task_id"], result.get("batch_id"))  # its row is committed: wake the waiters
 
 
 @signals.task_failure.connect
@@ -110,6 +111,8 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
     elif not isinstance(exception, ImageFailed):
         mirror_end({"task_id": task_id, "state": "failure", "error_code": "internal", "error": str(exception)})
     get_mirror().wait_background()
+    if not isinstance(exception, REDIS_UNREACHABLE):
+        notify.publish_done(task_id)
 
 
 @signals.task_postrun.connect

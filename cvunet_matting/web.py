@@ -20,7 +20,7 @@ from .http_errors import register_errors
 from .http_support import security_headers
 from .malloc import tune_for_large_buffers
 from .polling import PaceCache
-from .waiting import DEFAULT_SLOTS, Hub
+from .waiting import Hub
 
 
 class BatchIdConverter(BaseConverter):
@@ -74,8 +74,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["cvunet.pace"] = PaceCache()  # one per process: the pace query runs every few seconds
     # Requests held by ?wait= (and event streams), woken by Redis pub/sub: at most CVUNET_WAIT_SLOTS
     # per process, fewer than its gunicorn threads so that ordinary requests always find one.
-    slots = int(test_config.get("CVUNET_WAIT_SLOTS") or os.environ.get("CVUNET_WAIT_SLOTS") or DEFAULT_SLOTS)
-    app.extensions["cvunet.waits"] = Hub(cfg.redis_url, slots)
+    app.extensions["cvunet.waits"] = Hub(cfg.redis_url, cfg.wait_slots)
     app.url_map.converters["batch_id"] = BatchIdConverter
     register_errors(app)
     app.after_request(security_headers)
