@@ -152,9 +152,8 @@ def redis_restarted(redis_server, submit, wait_batch) -> tuple[str, float]:
 
 
 def storage_unwritable(submit, wait_batch) -> tuple[str, float]:
-    from cvunet_matting.config import get_settings
-
-    outputs = get_settings().data_dir / "outputs"
+    """Outputs on a tmpfs made read-only for a minute. The caller audits, then calls unmount_outputs()."""
+    outputs = _outputs()
     outputs.mkdir(parents=True, exist_ok=True)
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(outputs)]).returncode:
         raise RuntimeError("cannot mount a tmpfs here (needs root)")
@@ -172,10 +171,22 @@ def storage_unwritable(submit, wait_batch) -> tuple[str, float]:
         )
         wait_batch(batch_id)
         return batch_id, recovery
+    except BaseException:
+        unmount_outputs()
+        raise
     finally:
         if proc:
             support.kill_group(proc)
-        subprocess.run(["umount", "-l", str(outputs)])
+
+
+def unmount_outputs() -> None:
+    subprocess.run(["umount", "-l", str(_outputs())])
+
+
+def _outputs():
+    from cvunet_matting.config import get_settings
+
+    return get_settings().data_dir / "outputs"
 
 
 def _first_rerun(batch_id: str, ids: set[str], fault_at: float):
