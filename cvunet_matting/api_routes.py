@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from .api_schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response, json_response, multipart, ref, string
-from .api_spec import FlagQuery, IntQuery, Operation, WaitQuery
+from .api_spec import FlagQuery, NumberQuery, Operation
 from .waiting import MAX_WAIT_S
 
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
 SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
-PAGE = (IntQuery("offset", 0, 2**31 - 1), IntQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
+PAGE = (NumberQuery("offset", 0, 2**31 - 1), NumberQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
 DOWNLOAD = (FlagQuery("download", "as attachment"),)
-WAIT = WaitQuery(
+WAIT = NumberQuery(
     "wait",
+    0.0,
     MAX_WAIT_S,
+    float,
     "hold the request until the work ends (answered the moment it does), or this many seconds pass; "
     "a web process holds a few dozen such requests at once, and answers 429 with Retry-After beyond that",
 )

@@ -23,23 +23,37 @@ _PATH_PARAMETER = re.compile(r"<(?:\w+:)?\w+>")  # <task_id>, <batch_id:batch_id
 
 
 @dataclass(frozen=True)
-class IntQuery:
-    """A whole number from 0 to `maximum`; `default` when absent, a 400 when anything else."""
+class NumberQuery:
+    """A number from 0 to `maximum`, whole unless `kind` is float; `default` when absent (or empty,
+    for a float), a 400 when anything else."""
 
     name: str
-    default: int
-    maximum: int
+    default: float
+    maximum: float
+    kind: type = int
+    description: str = ""
 
-    def parse(self, raw: str | None) -> int:
-        if raw is None:
+    def parse(self, raw: str | None) -> float:
+        if raw is None or (raw == "" and self.kind is float):
             return self.default
-        if not (raw.isascii() and raw.isdigit()) or int(raw) > self.maximum:
-            raise InputError(f"{self.name} must be an integer from 0 to {self.maximum}", code="bad_request")
-        return int(raw)
+        value = self._number(raw)
+        if value is None or not 0 <= value <= self.maximum:  # NaN fails this too
+            noun, top = ("an integer", self.maximum) if self.kind is int else ("a number", f"{self.maximum:g}")
+            raise InputError(f"{self.name} must be {noun} from 0 to {top}", code="bad_request")
+        return value
+
+    def _number(self, raw: str) -> float | None:
+        if self.kind is int:
+            return int(raw) if raw.isascii() and raw.isdigit() else None
+        try:
+            return float(raw)
+        except ValueError:
+            return None
 
     def openapi(self) -> dict:
-        schema = {"type": "integer", "minimum": 0, "maximum": self.maximum}
-        return {"name": self.name, "in": "query", "schema": schema}
+        schema = {"type": "integer" if self.kind is int else "number", "minimum": 0, "maximum": self.maximum}
+        entry = {"name": self.name, "in": "query", "schema": schema}
+        return {**entry, "description": self.description} if self.description else entry
 
 
 @dataclass(frozen=True)
@@ -57,30 +71,6 @@ class FlagQuery:
 
 
 @dataclass(frozen=True)
-class WaitQuery:
-    """Seconds to hold the request for an answer (decimals allowed), from 0 (the default: answer now)."""
-
-    name: str
-    maximum: float
-    description: str
-
-    def parse(self, raw: str | None) -> float:
-        if raw is None or raw == "":
-            return 0.0
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not 0 <= value <= self.maximum:  # NaN fails this too
-            raise InputError(f"{self.name} must be a number of seconds from 0 to {self.maximum:g}", code="bad_request")
-        return value
-
-    def openapi(self) -> dict:
-        schema = {"type": "number", "minimum": 0, "maximum": self.maximum}
-        return {"name": self.name, "in": "query", "schema": schema, "description": self.description}
-
-
-@dataclass(frozen=True)
 class Operation:
     """One method on one route under PREFIX, as served and as published."""
 
@@ -90,7 +80,7 @@ class Operation:
     ok: tuple[int, dict]  # the success status and its response
     errors: tuple[int, ...] = ()  # statuses from http_errors.ERROR_STATUSES
     body: dict | None = None
-    query: tuple[IntQuery | FlagQuery | WaitQuery, ...] = ()
+    query: tuple[NumberQuery | FlagQuery, ...] = ()
     public: bool = False  # served without a token even when API tokens are enabled
     also: tuple[tuple[int, dict], ...] = ()  # other success statuses, e.g. 200 when ?wait= saw the end
 
