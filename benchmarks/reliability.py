@@ -73,6 +73,9 @@ def audit(name: str, batch_id: str, inputs: int, expect_failure=lambda row: Fals
     # A second row for the same input, or an output file no successful row accounts for.
     duplicated = (len(rows) - len({r["input_key"] for r in rows})) + max(0, len(files) - completed)
     note = note + (f"; {len(partial)} partial files left" if partial else "")
+    unexpected = [r for r in rows if r["state"] == "failure" and not expect_failure(r)]
+    if unexpected:  # say why, so a lost row can be read without the (removed) database
+        note += f"; {len(unexpected)} failed: {unexpected[0]['error_code']}: {unexpected[0]['error']}"[:200]
     return Row(name, inputs, completed, expected, inputs - completed - expected, duplicated, note.strip("; "))
 
 
