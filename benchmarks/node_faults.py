@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 
 import harness
 
@@ -56,50 +57,41 @@ def reran_after(task_id, fault_at: float, not_on: str, timeout: float = 600) -> 
     return support.wait_until(restarted, timeout, interval=0.2, message=f"task {task_id} did not run again")
 
 
-def first_start_after(batch_id: str, fault_at: float, timeout: float = 600) -> float:
-    """Seconds from the fault until any image of the batch started afresh."""
-
-    def started():
-        times = [r["started_at"].timestamp() for r in rows_of(batch_id) if r["started_at"]]
-        later = [t for t in times if t > fault_at]
-        return later and min(later) - fault_at
-
-    return support.wait_until(started, timeout, interval=0.2, message="nothing ran again")
+@contextmanager
+def victim_holding(prefix: str, submit, seed: int, **env):
+    """(victim, batch_id, held row): the victim alone on a 3-image batch, holding its last image, with
+    an idle standby just started; both stopped afterwards."""
+    victim, standby = worker(f"{prefix}0@%h", **SLOW, **env), None
+    try:
+        batch_id = submit(3, seed)
+        held = in_hand(batch_id, f"{prefix}0@")
+        standby = worker(f"{prefix}1@%h")
+        yield victim, batch_id, held
+    finally:
+        _stop(victim, standby)
 
 
 def node_killed(submit, wait_batch) -> tuple[str, float]:
-    victim, other = worker("n0@%h", **SLOW), None
-    batch_id = submit(3, 100)
-    try:
-        held = in_hand(batch_id, "n0@")
-        other = worker("n1@%h")
+    with victim_holding("n", submit, 100) as (victim, batch_id, held):
         support.kill_group(victim)  # the whole tree, as when a host dies
         return batch_id, _finish(batch_id, held, time.time(), "n0@", wait_batch)
-    finally:
-        _stop(victim, other)
 
 
 def main_process_killed(submit, wait_batch) -> tuple[str, float]:
-    victim, other, again = worker("m0@%h", **SLOW), None, None
-    batch_id = submit(3, 120)
+    again = None
     try:
-        held = in_hand(batch_id, "m0@")
-        other = worker("m1@%h")
-        os.kill(victim.pid, signal.SIGKILL)  # MainProcess only; its pool child is orphaned
-        fault_at = time.time()
-        time.sleep(3)  # a supervisor restarts it under the same name
-        again = worker("m0@%h")
-        return batch_id, _finish(batch_id, held, fault_at, "m0@", wait_batch, any_worker=True)
+        with victim_holding("m", submit, 120) as (victim, batch_id, held):
+            os.kill(victim.pid, signal.SIGKILL)  # MainProcess only; its pool child is orphaned
+            fault_at = time.time()
+            time.sleep(3)  # a supervisor restarts it under the same name
+            again = worker("m0@%h")
+            return batch_id, _finish(batch_id, held, fault_at, "m0@", wait_batch, any_worker=True)
     finally:
-        _stop(victim, other, again)
+        _stop(again)
 
 
 def worker_frozen(submit, wait_batch) -> tuple[str, float]:
-    victim, other = worker("f0@%h", **SLOW), None
-    batch_id = submit(3, 140)
-    try:
-        held = in_hand(batch_id, "f0@")
-        other = worker("f1@%h")
+    with victim_holding("f", submit, 140) as (victim, batch_id, held):
         os.killpg(victim.pid, signal.SIGSTOP)
         fault_at = time.time()
         recovery = reran_after(held["id"], fault_at, "f0@")
@@ -108,29 +100,23 @@ def worker_frozen(submit, wait_batch) -> tuple[str, float]:
         wait_batch(batch_id)
         time.sleep(6)
         return batch_id, recovery
-    finally:
-        _stop(victim, other)
 
 
 def partitioned(submit, wait_batch) -> tuple[str, float]:
     proxy = support.TcpProxy(_redis_port())
     url = os.environ["CVUNET_REDIS_URL"].replace(f":{_redis_port()}/", f":{proxy.port}/")
-    victim, other = worker("p0@%h", CVUNET_REDIS_URL=url, **SLOW), None
-    batch_id = submit(3, 160)
     try:
-        held = in_hand(batch_id, "p0@")
-        other = worker("p1@%h")
-        proxy.stop()  # cut off from Redis for 60 s
-        fault_at = time.time()
-        recovery = reran_after(held["id"], fault_at, "p0@")
-        time.sleep(max(0.0, 60 - (time.time() - fault_at)))
-        proxy = proxy.restart()
-        wait_batch(batch_id)
-        time.sleep(6)  # the reconnected worker's late result arrives now, and must be dropped
-        return batch_id, recovery
+        with victim_holding("p", submit, 160, CVUNET_REDIS_URL=url) as (_, batch_id, held):
+            proxy.stop()  # cut off from Redis for 60 s
+            fault_at = time.time()
+            recovery = reran_after(held["id"], fault_at, "p0@")
+            time.sleep(max(0.0, 60 - (time.time() - fault_at)))
+            proxy = proxy.restart()
+            wait_batch(batch_id)
+            time.sleep(6)  # the reconnected worker's late result arrives now, and must be dropped
+            return batch_id, recovery
     finally:
         proxy.stop()
-        _stop(victim, other)
 
 
 def redis_restarted(redis_server, submit, wait_batch) -> tuple[str, float]:
