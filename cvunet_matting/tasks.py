@@ -41,7 +41,9 @@ def storage_retry_left(retries: int, budget_s: float) -> bool:
     return sum(storage_backoff(n) for n in range(retries)) < budget_s
 
 
-@app.task(bind=True, name=MATTE_IMAGE)
+# No retry count: a storage retry is bounded by its time budget (CVUNET_STORAGE_RETRY_S), crashes by
+# the attempt counter. Celery's default (3) would end a storage retry after ~15 s, as a failure.
+@app.task(bind=True, name=MATTE_IMAGE, max_retries=None)
 def matte_image(self, input_key: str, options: dict, output_path: str, batch_id: str | None = None) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written
@@ -93,7 +95,7 @@ def run_image(task, input_key: str, options: dict, output_path: str, batch_id: s
     except image_job.TransientError as exc:
         if storage_retry_left(task.request.retries, settings.storage_retry_s):
             delay = storage_backoff(task.request.retries) * random.uniform(0.75, 1.0)
-            raise task.retry(exc=exc, countdown=delay, max_retries=None) from exc
+            raise task.retry(exc=exc, countdown=delay) from exc
         return failed(base, "storage", f"gave up after {settings.storage_retry_s}s of retries: {exc}")
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
         log.exception("unexpected error on task %s", task.request.id)
