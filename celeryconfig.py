@@ -3,6 +3,7 @@
 from kombu import Queue
 
 from cvunet_matting.config import get_settings
+from cvunet_matting.dispatch import BOOKKEEPING_TASKS
 
 _settings = get_settings()
 
@@ -39,8 +40,11 @@ worker_prefetch_multiplier = 1
 task_soft_time_limit = _settings.task_soft_limit
 task_time_limit = _settings.task_hard_limit
 
+# Images go to the model workers' queue; the batches' bookkeeping (chunk callbacks, finalize with its
+# ZIP, folder listing) to a light CPU worker's, so a GPU worker never stops matting to build archives.
 task_default_queue = _settings.queue
-task_queues = (Queue(_settings.queue),)
+task_queues = (Queue(_settings.queue), Queue(_settings.bookkeeping_queue))
+task_routes = {name: {"queue": _settings.bookkeeping_queue} for name in BOOKKEEPING_TASKS}
 task_track_started = True
 task_send_sent_event = True
 worker_send_task_events = True

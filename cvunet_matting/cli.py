@@ -160,16 +160,28 @@ def _add_user_commands() -> None:
 @main.command()
 @click.option("--gpus", default="", help="Comma-separated GPU ids: one worker per GPU, e.g. 0,1.")
 @click.option("--cpu", "cpus", type=int, default=0, help="Run this many CPU-only workers instead.")
-def worker(gpus: str, cpus: int) -> None:
-    """Start one Celery worker per GPU (concurrency 1 each) and supervise them."""
-    from .workers import Supervisor, plan
+@click.option(
+    "--bookkeeping/--no-bookkeeping",
+    default=True,
+    show_default=True,
+    help="Also run the light CPU worker of the bookkeeping queue (chunk callbacks, ZIPs, folder listing).",
+)
+@click.option("--bookkeeping-only", is_flag=True, help="Run only the bookkeeping worker (no model, no GPU).")
+def worker(gpus: str, cpus: int, bookkeeping: bool, bookkeeping_only: bool) -> None:
+    """Start one Celery worker per GPU (concurrency 1 each) and the bookkeeping worker; supervise them."""
+    from .workers import Supervisor, bookkeeper, plan
 
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()]
-    if bool(gpu_ids) == bool(cpus):
-        fail("give either --gpus 0,1 or --cpu N")
+    if bookkeeping_only and (gpu_ids or cpus):
+        fail("--bookkeeping-only runs no model worker: drop --gpus/--cpu")
+    if not bookkeeping_only and bool(gpu_ids) == bool(cpus):
+        fail("give either --gpus 0,1 or --cpu N (or --bookkeeping-only)")
     settings = get_settings()
-    specs = plan(gpu_ids, cpus, settings.metrics_port, settings.intra_threads)
-    sys.exit(Supervisor(specs, settings.queue, settings.log_level).run())
+    specs = [] if bookkeeping_only else plan(gpu_ids, cpus, settings.metrics_port, settings.intra_threads)
+    if bookkeeping or bookkeeping_only:
+        specs.append(bookkeeper())
+    queues = {"model": settings.queue, "bookkeeping": settings.bookkeeping_queue}
+    sys.exit(Supervisor(specs, queues, settings.log_level).run())
 
 
 @main.command()

@@ -39,6 +39,13 @@ def _auth_mode(env) -> str:
     return mode
 
 
+def _worker_role(env) -> str:
+    role = env.get("CVUNET_WORKER_ROLE", "").strip() or "model"
+    if role not in {"model", "bookkeeping"}:
+        raise ValueError(f"CVUNET_WORKER_ROLE must be 'model' or 'bookkeeping', got {role!r}")
+    return role
+
+
 def _bool(env, name: str, default):
     value = env.get(name, "").strip().lower()
     if not value:
@@ -72,7 +79,8 @@ class Settings:
     max_upload_mb: int
     redis_url: str = field(repr=False)  # both may carry passwords: never in logs or reprs
     database_url: str = field(repr=False)
-    queue: str
+    queue: str  # the model workers' queue: images only
+    bookkeeping_queue: str  # chunk callbacks, finalize, folder listing: served by a light CPU worker
     task_soft_limit: int
     task_hard_limit: int
     visibility_timeout: int
@@ -102,6 +110,9 @@ class Settings:
     wait_slots: int = 24  # requests a web process holds for ?wait= at once (fewer than its threads)
     single_user: bool = False  # CVUNET_AUTH=single-user: no sign-in, every visitor is the operator
     session_hours: float = 12.0  # a browser session ends this long after sign-in
+    # What this worker process serves: "model" (images, the model loaded) or "bookkeeping" (no model).
+    worker_role: str = "model"
+    bookkeeping_concurrency: int = 2  # a long finalize must not hold back another batch's next chunk
 
     @property
     def spool_dir(self) -> Path:
@@ -133,6 +144,7 @@ def load_settings(env=None) -> Settings:
         redis_url=env.get("CVUNET_REDIS_URL", "redis://127.0.0.1:6379/0"),
         database_url=env.get("CVUNET_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/cvunet_matting"),
         queue=env.get("CVUNET_QUEUE", "matting"),
+        bookkeeping_queue=env.get("CVUNET_BOOKKEEPING_QUEUE", "bookkeeping"),
         # The soft limit leaves time to record the failure before the hard limit kills the process.
         task_soft_limit=_int(env, "CVUNET_TASK_SOFT_LIMIT", max(1, hard_limit - min(60, max(1, hard_limit // 5)))),
         task_hard_limit=hard_limit,
@@ -161,6 +173,8 @@ def load_settings(env=None) -> Settings:
         wait_slots=max(1, _int(env, "CVUNET_WAIT_SLOTS", 24)),
         single_user=_auth_mode(env) == "single-user",
         session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),
+        worker_role=_worker_role(env),
+        bookkeeping_concurrency=max(1, _int(env, "CVUNET_BOOKKEEPING_CONCURRENCY", 2)),
     )
 
 

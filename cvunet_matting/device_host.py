@@ -65,7 +65,8 @@ class DeviceHost:
 
 @signals.worker_init.connect
 def on_worker_init(**_):
-    if overlap_of(get_settings()).enabled and "host" not in _state:
+    settings = get_settings()
+    if settings.worker_role == "model" and overlap_of(settings).enabled and "host" not in _state:
         _state["host"] = DeviceHost()
         _state["host"].start()
 

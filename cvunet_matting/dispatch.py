@@ -16,6 +16,9 @@ from .celery_app import app
 MATTE_IMAGE = "cvunet_matting.matte_image"
 CHUNK_DONE = "cvunet_matting.chunk_done"
 FINALIZE_BATCH = "cvunet_matting.finalize_batch"
+LIST_FOLDER = "cvunet_matting.list_folder"
+# Routed to the bookkeeping queue (celeryconfig.task_routes): a model worker only ever mattes.
+BOOKKEEPING_TASKS = (CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER)
 
 
 def image_signature(row: dict):

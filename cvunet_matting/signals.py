@@ -127,10 +127,11 @@ def on_process_init(**_):
     from .malloc import tune_for_large_buffers
 
     tune_for_large_buffers()
+    get_mirror().start_flusher()
+    if get_settings().worker_role == "bookkeeping":
+        return  # no model, no device, no worker metrics: the batches' callbacks only
     if overlapped():
         one_thread_each(get_settings())
-
-    get_mirror().start_flusher()
     try:
         worker_metrics.serve(get_settings().metrics_port, get_settings().metrics_addr)
     except OSError as exc:  # a restarted child may find the port still held briefly

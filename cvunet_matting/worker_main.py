@@ -13,7 +13,6 @@ from celery import signals
 
 from . import liveness
 from .config import get_settings
-from .dispatch import MATTE_IMAGE
 from .redis_client import get_redis
 from .watchdog import Watchdog
 
@@ -28,7 +27,9 @@ def on_worker_init(sender=None, **_):
 
 @signals.task_received.connect
 def on_received(request=None, **_):
-    if request is None or request.name != MATTE_IMAGE or "incarnation" not in _state:
+    # Every task, bookkeeping too: an unowned delivery is returned to the queue once its grace has
+    # passed, and a folder listing or a ZIP can take minutes.
+    if request is None or "incarnation" not in _state:
         return
     try:
         liveness.record_owner(get_redis(), request.id, _state["incarnation"])

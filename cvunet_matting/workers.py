@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .config import load_settings
 from .overlap import load_overlap
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,15 @@ log = logging.getLogger(__name__)
 class WorkerSpec:
     name: str  # Celery node name, e.g. gpu0@%h
     env: dict
+    role: str = "model"  # model: images, the model loaded; bookkeeping: batches' callbacks, no model
+
+
+BOOKKEEPING_ENV = {"CVUNET_WORKER_ROLE": "bookkeeping", "CUDA_VISIBLE_DEVICES": "", "CVUNET_DEVICE": "cpu"}
+
+
+def bookkeeper() -> WorkerSpec:
+    """The light CPU worker of the bookkeeping queue: no model, no GPU, no metrics port."""
+    return WorkerSpec("books@%h", {**BOOKKEEPING_ENV, "CVUNET_METRICS_PORT": "0"}, role="bookkeeping")
 
 
 def plan(
@@ -42,6 +52,12 @@ def plan(
 
 
 def concurrency(spec: WorkerSpec) -> int:
+    if spec.role == "bookkeeping":
+        return load_settings({**os.environ, **spec.env}).bookkeeping_concurrency
+    return model_concurrency(spec)
+
+
+def model_concurrency(spec: WorkerSpec) -> int:
     """Pool processes of the worker: 1 on the CPU (the model in its one child needs the cores); on a
     GPU (overlapped, see overlap.py) one per image held at once, all sharing one device process that
     owns the GPU's one session.
@@ -77,16 +93,19 @@ def command(spec: WorkerSpec, queue: str, loglevel: str) -> list[str]:
 
 
 class Supervisor:
-    """Keeps the workers running; on SIGTERM/SIGINT passes the signal on (warm shutdown) and waits."""
+    """Keeps the workers running; on SIGTERM/SIGINT passes the signal on (warm shutdown) and waits.
 
-    def __init__(self, specs: list[WorkerSpec], queue: str, loglevel: str):
-        self.specs, self.queue, self.loglevel = specs, queue, loglevel
+    `queues` maps a role to the queue its workers consume."""
+
+    def __init__(self, specs: list[WorkerSpec], queues: dict[str, str], loglevel: str):
+        self.specs, self.queues, self.loglevel = specs, queues, loglevel
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = False
 
     def start(self, spec: WorkerSpec) -> None:
         env = {**os.environ, **spec.env}
-        self.procs[spec.name] = subprocess.Popen(command(spec, self.queue, self.loglevel), env=env)
+        argv = command(spec, self.queues[spec.role], self.loglevel)
+        self.procs[spec.name] = subprocess.Popen(argv, env=env)
         log.info("started worker %s (pid %d)", spec.name, self.procs[spec.name].pid)
 
     def stop(self, signum, _frame) -> None:

@@ -15,9 +15,14 @@ import redis as redis_lib
 from .services import REPO
 from .waiting import wait_until
 
+BOTH_QUEUES = "matting,bookkeeping"
 
-def start_worker(name: str, log_dir: Path, env: dict) -> subprocess.Popen:
-    """A real Celery worker (prefork, concurrency 1) in its own process group."""
+
+def start_worker(name: str, log_dir: Path, env: dict, queues: str = BOTH_QUEUES) -> subprocess.Popen:
+    """A real Celery worker (prefork, concurrency 1) in its own process group.
+
+    By default it serves the bookkeeping queue too: one process per test instead of two, where the
+    split is not under test (test_workers.py runs them apart, as `cvunet-matting worker` does)."""
     from cvunet_matting.workers import WorkerSpec, command
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -25,7 +30,7 @@ def start_worker(name: str, log_dir: Path, env: dict) -> subprocess.Popen:
     log_path = log_dir / f"{name.split('@')[0]}-{time.time_ns()}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            command(spec, "matting", "INFO"),
+            command(spec, queues, "INFO"),
             cwd=REPO,
             env={**os.environ, **spec.env},
             stdout=log,
