@@ -30,6 +30,14 @@ def obj(required: list[str], **properties) -> dict:
     return {"type": "object", "required": required, "properties": properties}
 
 
+# Retention (CVUNET_RETENTION_DAYS) removes a finished task's or batch's files; the row stays, its state
+# unchanged, and its file links are left out: those downloads answer 410 with code `expired`.
+EXPIRY = {
+    "expired": {"type": "boolean", "description": "retention removed the files: no file links, downloads 410"},
+    "expired_at": nullable(string(format="date-time", description="when retention removed the files")),
+}
+
+
 RETRY_AFTER = {
     "Retry-After": {
         "description": (
@@ -96,6 +104,7 @@ SCHEMAS = {
             message=string(),
             state=string(enum=[*TASK_STATES, *BATCH_STATES]),
             refused={"type": "array", "items": ref("Refused")},
+            expired_at=string(format="date-time", description="code `expired` (410): when the file was removed"),
         ),
     ),
     "Refused": obj(["filename", "code", "message"], filename=string(), code=string(), message=string()),
@@ -126,17 +135,18 @@ SCHEMAS = {
         **POLL_HINT,
     ),
     "Item": obj(
-        ["task_id", "filename", "state", "error", "status_url"],
+        ["task_id", "filename", "state", "error", "expired", "expired_at", "status_url"],
         task_id=string(format="uuid"),
         filename=string(),
         state=string(enum=list(TASK_STATES)),
         error=nullable(string(description="a short reason; details stay in the server's logs")),
         error_code=nullable(string(description="refused, crashed, timeout, storage or internal")),
+        **EXPIRY,
         status_url=string(),
         view_url=string(),
-        input_url=string(),
-        result_url=string(),
-        alpha_url=string(),
+        input_url=string(description="until the task expires"),
+        result_url=string(description="once it succeeded, until it expires"),
+        alpha_url=string(description="as result_url, when the result keeps an alpha channel"),
     ),
     "Task": {
         "allOf": [
@@ -154,7 +164,7 @@ SCHEMAS = {
         ]
     },
     "Batch": obj(
-        ["batch_id", "state", "total", "done", "failed", "pending", "items"],
+        ["batch_id", "state", "total", "done", "failed", "pending", "expired", "expired_at", "items"],
         batch_id=string(format="uuid"),
         state=string(enum=list(BATCH_STATES)),
         total={"type": "integer"},
@@ -164,8 +174,9 @@ SCHEMAS = {
         created_at=string(format="date-time"),
         finished_at=nullable(string(format="date-time")),
         error=nullable(string(description="why the batch ended without its ZIP")),
+        **EXPIRY,
         view_url=string(),
-        zip_url=string(),
+        zip_url=string(description="once the ZIP is written, until the batch expires"),
         items_offset={"type": "integer"},
         items={"type": "array", "items": ref("Item")},
         failures={

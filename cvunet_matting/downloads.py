@@ -1,7 +1,8 @@
 """What the API's downloads send: a task's result, alpha matte or original, and a batch's ZIP.
 
 Each answers from the row alone: a stored file (reached only through Storage.resolve), its media
-type and a download name that never comes from the client as a path; a 404 JSON while not ready.
+type and a download name that never comes from the client as a path; a 404 JSON while not ready,
+a 410 once retention removed it (the caller has already checked that the row is the actor's).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .http_errors import error_json
 from .http_support import settings
 from .imaging import input_media_type, sniff_extension
 from .naming import safe_stem
-from .presenters import has_alpha, public_error
+from .presenters import has_alpha, iso, public_error
 from .storage import Storage
 
 
@@ -30,6 +31,14 @@ def stored(relative: str) -> Path:
     return path
 
 
+def expired(what: str, row: dict, whose: str = "task"):
+    """410, not 404: the file existed and will not come back, so a client should stop asking."""
+    days = settings().retention_days
+    after = f"after {days} days" if days > 0 else "after the retention period"
+    message = f"this {what} was removed {after} (retention); the {whose}'s record is kept"
+    return error_json("expired", message, 410, expired_at=iso(row["expired_at"]))
+
+
 def not_ready(what: str, row: dict):
     code = "failed" if row["state"] == "failure" else "not_ready"
     message = f"the task failed: {public_error(row)}" if code == "failed" else f"the {what} is not ready yet"
@@ -37,6 +46,8 @@ def not_ready(what: str, row: dict):
 
 
 def result(row: dict, attachment: bool):
+    if row.get("expired_at"):
+        return expired("result", row)
     if row["state"] != "success":
         return not_ready("result", row)
     path = stored(row["output_path"])
@@ -46,6 +57,8 @@ def result(row: dict, attachment: bool):
 
 def matte(row: dict, attachment: bool):
     """The alpha matte as a grey PNG, taken from the stored cut-out (flattened outputs have none)."""
+    if row.get("expired_at"):
+        return expired("alpha matte", row)
     if row["state"] != "success":
         return not_ready("alpha matte", row)
     if not has_alpha(row):
@@ -58,6 +71,8 @@ def matte(row: dict, attachment: bool):
 
 def original(row: dict, attachment: bool):
     """The upload as stored, its type sniffed from its first bytes (never the client's file name)."""
+    if row.get("expired_at"):
+        return expired("upload", row)
     storage = Storage(settings().data_dir)
     path = stored(storage.relative(storage.input_path(row["input_key"])))
     with path.open("rb") as fh:
@@ -67,6 +82,8 @@ def original(row: dict, attachment: bool):
 
 
 def batch_zip(batch: dict):
+    if batch.get("expired_at"):
+        return expired("ZIP", batch, "batch")
     if batch["state"] != "done":
         return error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"])
     if not batch["zip_path"]:

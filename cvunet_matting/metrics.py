@@ -3,14 +3,20 @@
 Request counts and latencies are per process: each gunicorn worker counts its own requests, so a
 scrape through the load balancer sees one process at a time. Set PROMETHEUS_MULTIPROC_DIR (an empty
 folder, wiped at start, and `multiprocess.mark_process_dead` in gunicorn's `child_exit` hook) to
-aggregate every process of an instance instead. Queue length and task states are read at scrape time.
+aggregate every process of an instance instead. Queue length, task states and the data disk's
+usage (the filesystem holding CVUNET_DATA_DIR) are read at scrape time; the bytes the service's own
+files take are too slow to count per scrape, so they come from retention's hourly measurement, with
+its time (`cvunet_data_bytes_measured_timestamp_seconds`: alert on it going stale, not on its absence
+before the first sweep).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
+from pathlib import Path
 
 import psycopg2
 import redis
@@ -21,20 +27,40 @@ from prometheus_client.core import GaugeMetricFamily
 from . import db
 from .db import reads
 from .redis_client import get_redis
+from .retention import data_bytes
 from .states import TASK_STATES
 
 log = logging.getLogger(__name__)
 
 
-class ScrapeCollector:
-    """Queue length (Redis LLEN) and task counts by state (PostgreSQL), read when scraped."""
+DISK = ("used", "free", "total")
+DATA_BYTES_HELP = "Bytes of the service's inputs and outputs (archives included), as retention last measured"
 
-    def __init__(self, queue: str):
+
+class ScrapeCollector:
+    """Queue length (Redis LLEN), task counts by state (PostgreSQL) and the data disk, read when scraped."""
+
+    def __init__(self, queue: str, data_dir: Path):
         self.queue = queue
+        self.data_dir = data_dir
 
     def describe(self):
         # Without describe(), registering would call collect() and touch Redis and Postgres.
-        return [self._queue_family(), self._tasks_family()]
+        return [self._queue_family(), self._tasks_family(), *self._disk_families(), *self._data_families()]
+
+    @staticmethod
+    def _disk_families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(f"cvunet_data_disk_{kind}_bytes", f"Bytes {kind} on the filesystem of the data root")
+            for kind in DISK
+        ]
+
+    @staticmethod
+    def _data_families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily("cvunet_data_bytes", DATA_BYTES_HELP),
+            GaugeMetricFamily("cvunet_data_bytes_measured_timestamp_seconds", "When cvunet_data_bytes was measured"),
+        ]
 
     @staticmethod
     def _queue_family() -> GaugeMetricFamily:
@@ -45,12 +71,15 @@ class ScrapeCollector:
         return GaugeMetricFamily("cvunet_tasks", "Tasks recorded in PostgreSQL, by state", labels=["state"])
 
     def collect(self):
+        yield from self._disk()
         queue = self._queue_family()
         try:
-            queue.add_metric([], get_redis().llen(self.queue))
+            client = get_redis()
+            queue.add_metric([], client.llen(self.queue))
             yield queue
+            yield from self._data(data_bytes(client))
         except redis.RedisError as exc:
-            log.warning("metrics: queue length unavailable: %s", exc)
+            log.warning("metrics: queue length or data size unavailable: %s", exc)
         tasks = self._tasks_family()
         try:
             with db.transaction() as cur:
@@ -62,6 +91,23 @@ class ScrapeCollector:
             tasks.add_metric([state], counts.get(state, 0))
         yield tasks
 
+    def _disk(self):
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError as exc:  # not created yet, or its mount is gone: the scrape goes on without it
+            log.warning("metrics: data disk usage unavailable: %s", exc)
+            return
+        for family, value in zip(self._disk_families(), (usage.used, usage.free, usage.total), strict=True):
+            family.add_metric([], value)
+            yield family
+
+    def _data(self, measured: tuple[int, float] | None):
+        if measured is None:  # no sweep has measured yet: absent rather than a misleading 0
+            return
+        for family, value in zip(self._data_families(), measured, strict=True):
+            family.add_metric([], value)
+            yield family
+
 
 def init_app(app: Flask) -> CollectorRegistry:
     """Count every request by endpoint, method and status, and serve /metrics."""
@@ -72,7 +118,8 @@ def init_app(app: Flask) -> CollectorRegistry:
     latency = Histogram(
         "cvunet_http_request_seconds", "HTTP request latency", ["endpoint", "method"], registry=registry
     )
-    scrape = ScrapeCollector(app.extensions["cvunet.settings"].queue)
+    cfg = app.extensions["cvunet.settings"]
+    scrape = ScrapeCollector(cfg.queue, cfg.data_dir)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

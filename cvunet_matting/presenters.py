@@ -2,6 +2,7 @@
 
 `via` names the blueprint whose links are given: "api" (bearer keys) or "page" (the browser session's
 own routes, so that a session cookie never reaches the API).
+A row past retention (`expired_at` set) keeps its state but offers no file links: they would be 410.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def public_error(row: dict) -> str | None:
     return PUBLIC_REASONS.get(code, "the image could not be processed; the details were logged")
 
 
+def expiry(row: dict) -> dict:
+    """Whether retention removed the row's files, and when."""
+    return {"expired": row.get("expired_at") is not None, "expired_at": iso(row.get("expired_at"))}
+
+
 def item_json(row: dict, via: str = "api") -> dict:
     """A task as a batch lists it: its state and the links that exist in that state."""
     tid = str(row["id"])
@@ -49,10 +55,13 @@ def item_json(row: dict, via: str = "api") -> dict:
         "state": row["state"],
         "error": public_error(row),
         "error_code": row.get("error_code"),
+        **expiry(row),
         "status_url": url_for(f"{via}.task_status", task_id=tid),
         "view_url": url_for("ui.task_view", task_id=tid),
-        "input_url": url_for(f"{via}.task_input", task_id=tid),
     }
+    if item["expired"]:
+        return item
+    item["input_url"] = url_for(f"{via}.task_input", task_id=tid)
     if row["state"] == "success":
         item["result_url"] = url_for(f"{via}.task_result", task_id=tid)
         if has_alpha(row):
@@ -79,8 +88,8 @@ def failure_json(row: dict) -> dict:
 def batch_json(
     batch: dict, counts: dict, rows: list[dict], offset: int, via: str = "api", failures: list[dict] = ()
 ) -> dict:
-    """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists;
-    the first of its failed images by name, whatever the page."""
+    """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists
+    (until it expires); the first of its failed images by name, whatever the page."""
     bid = str(batch["id"])
     payload = {
         "batch_id": bid,
@@ -93,11 +102,12 @@ def batch_json(
         "finished_at": iso(batch["finished_at"]),
         # e.g. the ZIP could not be written: the reason may name server paths, so only its gist
         "error": "the batch's ZIP could not be written; the details were logged" if batch.get("error") else None,
+        **expiry(batch),
         "view_url": url_for("ui.batch_view", batch_id=bid),
         "items_offset": offset,
         "items": [item_json(r, via) for r in rows],
         "failures": [failure_json(r) for r in failures],
     }
-    if batch["state"] == "done" and batch["zip_path"]:
+    if batch["state"] == "done" and batch["zip_path"] and not payload["expired"]:
         payload["zip_url"] = url_for(f"{via}.batch_zip", batch_id=bid)
     return payload

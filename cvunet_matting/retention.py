@@ -5,27 +5,47 @@ tasks is still kept. An input file is shared by every task with the same bytes, 
 no kept task reads it. The rows stay as history, marked expired; the results table forgets them so
 no new task copies a result that is gone. Runs hourly in the workers' elected watchdog (one at a
 time, and no extra process to deploy) and on demand as `celery -A cvunet_matting expire`.
+
+Each sweep also measures what the service's files take (inputs and outputs, archives included) and
+keeps it in Redis for the web's /metrics: walking every file on each scrape would be too slow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
+import time
 from pathlib import Path
+
+import redis
 
 from . import db
 from .config import Settings
 from .db import reads, writes
+from .redis_client import get_redis
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 PAGE = 1000  # rows expired per transaction, so a year of history does not make one huge one
+DATA_BYTES = "cvunet:data-bytes"  # a hash: bytes, at (the Unix time of the measurement)
+_measuring = threading.Lock()
 
 
 def expire(settings: Settings, dry_run: bool = False) -> dict:
-    """Expire everything past retention; returns counts (what would be done, with dry_run)."""
+    """Expire everything past retention; returns counts (what would be done, with dry_run).
+    Then measures the data (even with retention off), in the background: see measure_soon."""
     if settings.retention_days <= 0:
-        return {"tasks": 0, "batches": 0, "inputs": 0, "files": 0}
+        totals = {"tasks": 0, "batches": 0, "inputs": 0, "files": 0}
+    else:
+        totals = _expire(settings, dry_run)
+    if not dry_run:
+        measure_soon(settings)
+    return totals
+
+
+def _expire(settings: Settings, dry_run: bool) -> dict:
     storage = Storage(settings.data_dir)
     totals = {"tasks": 0, "batches": 0, "inputs": 0, "files": 0}
     while True:
@@ -65,3 +85,51 @@ def _remove_batch_files(storage: Storage, batch: dict) -> int:
     with contextlib.suppress(OSError):  # not empty (a file someone put there): left alone
         folder.rmdir()
     return removed
+
+
+def measure_soon(settings: Settings) -> None:
+    """Measure in a thread of its own: the watchdog's heartbeat shares the caller's thread, and a walk
+    of a large (or network) data root could outlast the heartbeat's TTL. Skipped while one still runs."""
+    if not _measuring.acquire(blocking=False):
+        return
+
+    def run():
+        try:
+            measure(settings)
+        except (OSError, redis.RedisError) as exc:
+            log.warning("retention: the data root could not be measured: %s", exc)
+        finally:
+            _measuring.release()
+
+    threading.Thread(target=run, name="cvunet-measure-data", daemon=True).start()
+
+
+def measure(settings: Settings) -> int:
+    """Bytes of the service's files (inputs and outputs), recorded in Redis with the time it was taken."""
+    storage = Storage(settings.data_dir)
+    total = sum(_tree_bytes(folder) for folder in (storage.inputs, storage.outputs))
+    get_redis().hset(DATA_BYTES, mapping={"bytes": total, "at": time.time()})
+    return total
+
+
+def data_bytes(client: redis.Redis) -> tuple[int, float] | None:
+    """The last measurement (bytes, Unix time), or None if no sweep has measured yet."""
+    size, at = client.hmget(DATA_BYTES, "bytes", "at")
+    return (int(size), float(at)) if size is not None and at is not None else None
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Sizes of the regular files under `folder` (links not followed); files removed meanwhile skipped."""
+    total, todo = 0, [folder]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.is_dir(follow_symlinks=False):
+                            todo.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:  # a batch folder removed while we walked, or no outputs yet
+            continue
+    return total

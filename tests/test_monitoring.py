@@ -1,11 +1,20 @@
-"""Monitoring: Prometheus's configuration and alert rules, checked and unit-tested by promtool."""
+"""Monitoring: Prometheus's configuration and alert rules, checked and unit-tested by promtool, and the
+data root's metrics the web's /metrics serves (disk usage at scrape time, data size as retention measured)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import time
 
+import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from cvunet_matting.retention import expire
+from cvunet_matting.storage import Storage
+from cvunet_matting.web import create_app
+from tests import support
 from tests.support import REPO, require_tool
 
 MONITORING = REPO / "monitoring"
@@ -89,3 +98,45 @@ def test_scrape_targets_are_compose_services():
         hosts = {t.split(":")[0] for g in groups for t in g["targets"]}
         assert hosts and hosts <= set(services), name
         assert {t.split(":")[1] for g in groups for t in g["targets"]} == {"9100"}
+
+
+def scraped(client) -> dict[str, float]:
+    """The unlabelled samples of one /metrics scrape, by name."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    families = text_string_to_metric_families(response.get_data(as_text=True))
+    return {s.name: s.value for family in families for s in family.samples if not s.labels}
+
+
+@pytest.mark.services
+def test_metrics_show_the_data_disk_and_the_data_size_retention_measured(clean_state):
+    client = support.user_client(create_app({"TESTING": True}), support.make_user(admin=True, prefix="admin"))
+    settings = support.settings()
+    storage = Storage(settings.data_dir)
+    storage.put_input(b"i" * 1000)
+    (storage.outputs / "images" / "t").mkdir(parents=True)
+    (storage.outputs / "images" / "t" / "a.png").write_bytes(b"o" * 2345)
+    (storage.outputs / "outputs_1" / "deep").mkdir(parents=True)
+    (storage.outputs / "outputs_1" / "deep" / "run.zip").write_bytes(b"z" * 678)
+    (storage.outputs / "link.png").symlink_to(storage.outputs / "images" / "t" / "a.png")  # not counted twice
+    (settings.data_dir / "incoming").mkdir()
+    (settings.data_dir / "incoming" / "theirs.png").write_bytes(b"x" * 5000)  # not the service's files
+
+    before = scraped(client)
+    assert before["cvunet_data_disk_free_bytes"] > 0
+    assert before["cvunet_data_disk_total_bytes"] == shutil.disk_usage(settings.data_dir).total
+    assert (
+        before["cvunet_data_disk_used_bytes"] + before["cvunet_data_disk_free_bytes"]
+        <= before["cvunet_data_disk_total_bytes"]
+    )
+    assert "cvunet_data_bytes" not in before  # never measured: absent, not 0
+
+    def measured() -> dict | None:
+        metrics = scraped(client)
+        return metrics if "cvunet_data_bytes" in metrics else None
+
+    started = time.time()
+    expire(settings)  # nothing to expire: the sweep still measures, in the background
+    after = support.wait_for(measured, 10, "the data size never reached /metrics")
+    assert after["cvunet_data_bytes"] == 1000 + 2345 + 678
+    assert started <= after["cvunet_data_bytes_measured_timestamp_seconds"] <= time.time()

@@ -1,5 +1,6 @@
 """Retention on rows and files made old on purpose: what is past CVUNET_RETENTION_DAYS goes, what a
-kept task still needs stays, and the rows remain as history, marked expired."""
+kept task still needs stays, and the rows remain as history, marked expired: the API and the pages
+say so and offer no files, and the downloads answer 410 to the owner (404 to anyone else, as before)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from cvunet_matting import db
 from cvunet_matting.db import writes
 from cvunet_matting.retention import expire
 from cvunet_matting.storage import Storage
+from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
 
 pytestmark = [pytest.mark.services]
 
 
-def add_task(storage: Storage, data: bytes, days_old: float, batch_id=None, name: str = "a.png") -> dict:
+def add_task(storage: Storage, data: bytes, days_old: float, batch_id=None, name: str = "a.png", owner=None) -> dict:
     """A finished task `days_old` days ago, with its input and result files on disk."""
     row = {
         "id": uuid.uuid4(),
@@ -40,6 +42,8 @@ def add_task(storage: Storage, data: bytes, days_old: float, batch_id=None, name
             "INSERT INTO results (idem_key, output_path, task_id) VALUES (%s, %s, %s)",
             (uuid.uuid4().hex, row["output_path"], row["id"]),
         )
+        if owner is not None:
+            writes.set_owner(cur, owner, task_ids=[row["id"]])
     return row
 
 
@@ -111,3 +115,111 @@ def test_retention_zero_keeps_everything(clean_state):
     row = add_task(Storage(settings.data_dir), png_bytes(6), days_old=4000)
     assert expire(settings) == {"tasks": 0, "batches": 0, "inputs": 0, "files": 0}
     assert (settings.data_dir / row["output_path"]).exists()
+
+
+# ------------------------------------------------------------------ what clients are told of expired rows
+
+RETENTION = 30  # the default, which the app below reads too: its messages name it
+
+
+@pytest.fixture
+def app(clean_state):
+    return create_app({"TESTING": True, "CVUNET_RETENTION_DAYS": str(RETENTION)})
+
+
+@pytest.fixture
+def alice(app):
+    return support.make_user(prefix="alice")
+
+
+def add_batch(storage: Storage, owner, days_old: float) -> uuid.UUID:
+    """A finished batch with its ZIP and one task of `days_old` days, owned by `owner`."""
+    batch_id, out_dir = uuid.uuid4(), storage.outputs / f"outputs_{uuid.uuid4().hex}"
+    out_dir.mkdir(parents=True)
+    (out_dir / "batch.zip").write_bytes(b"zip")
+    with db.transaction() as cur:
+        writes.create_batch(cur, batch_id, "upload", 1, {}, storage.relative(out_dir), chunks=1)
+        writes.finish_batch(cur, batch_id, storage.relative(out_dir / "batch.zip"), None)
+        cur.execute(
+            "UPDATE batches SET finished_at = now() - make_interval(days => %s) WHERE id = %s", (days_old, batch_id)
+        )
+    add_task(storage, png_bytes(20 + int(days_old)), days_old=days_old, batch_id=batch_id, name="in-batch.png")
+    with db.transaction() as cur:
+        writes.set_owner(cur, owner, batch_id=batch_id)
+    return batch_id
+
+
+def test_an_expired_task_says_so_and_its_files_answer_410(app, alice):
+    settings = support.settings(CVUNET_RETENTION_DAYS=RETENTION)
+    storage = Storage(settings.data_dir)
+    old = add_task(storage, png_bytes(7), days_old=RETENTION + 5, name="old.png", owner=alice.id)
+    kept = add_task(storage, png_bytes(8), days_old=1, name="kept.png", owner=alice.id)
+    expire(settings)
+    api = app.test_client()
+
+    body = api.get(f"/api/v1/tasks/{old['id']}", headers=alice.bearer).get_json()
+    assert body["state"] == "success" and body["expired"] is True and body["expired_at"]  # the record stays
+    assert not {"result_url", "alpha_url", "input_url"} & set(body)
+    fresh = api.get(f"/api/v1/tasks/{kept['id']}", headers=alice.bearer).get_json()
+    assert fresh["expired"] is False and fresh["expired_at"] is None
+    assert {"result_url", "alpha_url", "input_url"} <= set(fresh)
+
+    for kind in ("result", "alpha", "input"):
+        response = api.get(f"/api/v1/tasks/{old['id']}/{kind}", headers=alice.bearer)
+        error = response.get_json()["error"]
+        assert response.status_code == 410 and error["code"] == "expired", kind
+        assert f"after {RETENTION} days" in error["message"] and error["expired_at"] == body["expired_at"]
+    assert api.get(f"/api/v1/tasks/{kept['id']}/result", headers=alice.bearer).status_code == 200
+
+
+def test_expiry_is_told_only_to_whoever_may_see_the_task(app, alice):
+    settings = support.settings(CVUNET_RETENTION_DAYS=RETENTION)
+    old = add_task(Storage(settings.data_dir), png_bytes(9), days_old=RETENTION + 1, owner=alice.id)
+    expire(settings)
+    bob = support.make_user(prefix="bob")
+    api = app.test_client()
+    for path in (f"/api/v1/tasks/{old['id']}", f"/api/v1/tasks/{old['id']}/result"):
+        response = api.get(path, headers=bob.bearer)
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found", path
+    bob_pages = support.user_client(app, bob)
+    assert bob_pages.get(f"/page/tasks/{old['id']}/input").status_code == 404
+    assert support.user_client(app, alice).get(f"/page/tasks/{old['id']}/input").status_code == 410
+
+
+def test_the_pages_say_expired_instead_of_offering_files(app, alice):
+    settings = support.settings(CVUNET_RETENTION_DAYS=RETENTION)
+    storage = Storage(settings.data_dir)
+    old = add_task(storage, png_bytes(10), days_old=RETENTION + 2, name="old-photo.png", owner=alice.id)
+    kept = add_task(storage, png_bytes(11), days_old=2, name="new-photo.png", owner=alice.id)
+    expire(settings)
+    pages = support.user_client(app, alice)
+
+    html = pages.get(f"/tasks/{old['id']}").get_data(as_text=True)
+    assert "state-expired" in html and "Expired" in html
+    assert f"/page/tasks/{old['id']}/" not in html  # no download, no preview
+    kept_html = pages.get(f"/tasks/{kept['id']}").get_data(as_text=True)
+    assert "state-expired" not in kept_html and f"/page/tasks/{kept['id']}/result" in kept_html
+    history = pages.get("/history").get_data(as_text=True)
+    assert history.count('class="badge state-expired"') == 1 and f"/page/tasks/{old['id']}/result" not in history
+
+
+def test_an_expired_batch_offers_no_zip_and_its_zip_answers_410(app, alice):
+    settings = support.settings(CVUNET_RETENTION_DAYS=RETENTION)
+    storage = Storage(settings.data_dir)
+    old = add_batch(storage, alice.id, days_old=RETENTION + 3)
+    kept = add_batch(storage, alice.id, days_old=3)
+    expire(settings)
+    api = app.test_client()
+
+    body = api.get(f"/api/v1/batches/{old}", headers=alice.bearer).get_json()
+    assert body["expired"] is True and body["expired_at"] and "zip_url" not in body
+    assert body["items"][0]["expired"] is True and "result_url" not in body["items"][0]
+    response = api.get(f"/api/v1/batches/{old}/zip", headers=alice.bearer)
+    assert response.status_code == 410 and response.get_json()["error"]["code"] == "expired"
+    assert "the batch's record is kept" in response.get_json()["error"]["message"]
+    fresh = api.get(f"/api/v1/batches/{kept}", headers=alice.bearer).get_json()
+    assert fresh["expired"] is False and "zip_url" in fresh
+    assert api.get(f"/api/v1/batches/{kept}/zip", headers=alice.bearer).status_code == 200
+
+    html = support.user_client(app, alice).get(f"/batches/{old}").get_data(as_text=True)
+    assert "state-expired" in html and "Download ZIP" not in html
