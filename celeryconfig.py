@@ -1,6 +1,6 @@
 """Celery settings, derived from cvunet_matting's environment configuration (see config.py)."""
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from cvunet_matting.config import get_settings
 from cvunet_matting.dispatch import BOOKKEEPING_TASKS
@@ -42,8 +42,19 @@ task_time_limit = _settings.task_hard_limit
 
 # Images go to the model workers' queue; the batches' bookkeeping (chunk callbacks, finalize with its
 # ZIP, folder listing) to a light CPU worker's, so a GPU worker never stops matting to build archives.
+# Each queue has its own exchange and routing key: a Queue declared with neither is bound to the
+# default exchange under the default key, and would receive a copy of every image message.
 task_default_queue = _settings.queue
-task_queues = (Queue(_settings.queue), Queue(_settings.bookkeeping_queue))
+task_default_exchange = _settings.queue
+task_default_routing_key = _settings.queue
+task_queues = (
+    Queue(_settings.queue, Exchange(_settings.queue, type="direct"), routing_key=_settings.queue),
+    Queue(
+        _settings.bookkeeping_queue,
+        Exchange(_settings.bookkeeping_queue, type="direct"),
+        routing_key=_settings.bookkeeping_queue,
+    ),
+)
 task_routes = {name: {"queue": _settings.bookkeeping_queue} for name in BOOKKEEPING_TASKS}
 task_track_started = True
 task_send_sent_event = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -25,6 +26,22 @@ def queue_of(task_name: str) -> str:
 def test_images_go_to_the_model_queue_and_bookkeeping_to_its_own():
     assert queue_of(dispatch.MATTE_IMAGE) == "matting"
     assert {queue_of(name) for name in dispatch.BOOKKEEPING_TASKS} == {"bookkeeping"}
+
+
+@pytest.mark.services
+def test_each_message_lands_on_its_own_queue_only(clean_state):
+    """Bound to one exchange and key, both queues would get a copy of every message (as they once did)."""
+    client = support.redis()
+    with app.connection_for_write() as conn:  # as a worker consuming both queues declares them
+        for queue in app.amqp.queues.values():
+            queue(conn.default_channel).declare()
+    row = {"id": uuid.uuid4(), "input_key": "k", "options": {}, "output_path": "o.png"}
+    dispatch.publish_image(row)
+    # A retry (and a restored delivery) is published to the exchange and key it was delivered with.
+    dispatch.image_signature(row).apply_async(exchange="matting", routing_key="matting")
+    dispatch.finalize_batch(str(uuid.uuid4())).apply_async()
+    dispatch.publish_listing(str(uuid.uuid4()))
+    assert (client.llen("matting"), client.llen("bookkeeping")) == (2, 2)
 
 
 def test_the_bookkeeper_loads_no_model_and_takes_two_tasks_at_once():
