@@ -47,13 +47,17 @@ def submit_folder():
     options = parse_options(body.get("options"), form=False)
     cfg = settings()
     path = Path(folder) if Path(folder).is_absolute() else cfg.allowed_roots[0] / folder
-    try:
-        items = submission.folder_items(str(path), cfg)
+    try:  # the listing runs in a task: the batch's status gives its total once it is known
+        batch_id = submission.submit_folder(str(path), options, settings=cfg, owner=intake.actor())
     except (OSError, ValueError):  # too long a name, unencodable characters...
         raise InputError("the folder cannot be read", code="not_found") from None
-    batch_id = submission.submit_batch(items, options, source=str(path), settings=cfg, owner=intake.actor())
     return intake.accepted(
-        {"batch_id": batch_id, "total": len(items), "view_url": url_for("ui.batch_view", batch_id=batch_id)},
+        {
+            "batch_id": batch_id,
+            "state": "listing",
+            "total": None,
+            "view_url": url_for("ui.batch_view", batch_id=batch_id),
+        },
         url_for("api.batch_status", batch_id=batch_id),
     )
 

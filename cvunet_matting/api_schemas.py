@@ -130,7 +130,14 @@ SCHEMAS = {
         batch_id=string(format="uuid"),
         status_url=string(),
         view_url=string(),
-        total={"type": "integer", "minimum": 0},
+        total=nullable(
+            {
+                "type": "integer",
+                "minimum": 0,
+                "description": "null for a folder batch: a worker lists the folder; its status gives the total",
+            }
+        ),
+        state=string(enum=list(BATCH_STATES), description="'listing' while a folder batch is being listed"),
         refused={"type": "array", "items": ref("Refused")},
         **POLL_HINT,
     ),

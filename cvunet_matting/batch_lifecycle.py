@@ -13,8 +13,16 @@ WINDOW = 2  # chunks in flight per batch: enough to keep every worker busy at a 
 
 def start(batch_id: str) -> None:
     """Dispatch the batch's first chunks; each chunk's callback dispatches the next."""
-    for _ in range(WINDOW):
-        dispatch_next(batch_id)
+    fill_window(batch_id)
+
+
+def fill_window(batch_id: str) -> None:
+    """Dispatch queued chunks until WINDOW are in flight (a folder's listing calls it after each page)."""
+    with db.transaction() as cur:
+        in_flight = reads.dispatched_chunks(cur, batch_id)
+    for _ in range(WINDOW - in_flight):
+        if not dispatch_next(batch_id):
+            return
 
 
 def dispatch_next(batch_id: str) -> bool:
@@ -23,8 +31,22 @@ def dispatch_next(batch_id: str) -> bool:
         rows = reads.batch_tasks(cur, batch_id, idx) if idx is not None else []
     if idx is None:
         return False
-    dispatch.publish_chunk(rows, dispatch.chunk_done(batch_id, idx))
+    pending = [r for r in rows if r["state"] == "pending"]  # a listed file found unreadable failed already
+    if pending:
+        dispatch.publish_chunk(pending, dispatch.chunk_done(batch_id, idx))
+    else:
+        on_chunk_done(batch_id, idx)
     return True
+
+
+def end_listing(batch_id: str, error: str | None = None) -> None:
+    """A folder batch's listing is over: run its last chunks, or finalize if they are all done."""
+    with db.transaction() as cur:
+        undone = writes.end_listing(cur, batch_id, error)
+    if undone:
+        fill_window(batch_id)
+    else:
+        dispatch.finalize_batch(batch_id).apply_async()
 
 
 def on_chunk_done(batch_id: str, idx: int) -> None:

@@ -190,15 +190,16 @@ def worker(gpus: str, cpus: int, bookkeeping: bool, bookkeeping_only: bool) -> N
 @click.option("--bg-color", default=None)
 @click.option("--alpha", "alpha_only", is_flag=True)
 def submit(folder, fmt, bg_color, alpha_only) -> None:
-    """Submit a server-side folder (under an allowed root) as one batch; prints the batch id."""
+    """Submit a server-side folder (under an allowed root) as one batch; prints the batch id.
+
+    A bookkeeping worker lists the folder (see `cvunet-matting worker`): the command returns at once."""
     from .encoding import OutputOptions
-    from .submission import folder_items, submit_batch
+    from .submission import submit_folder
 
     settings = get_settings()
     try:
         options = OutputOptions.parse(fmt, bg_color, alpha_only)
-        items = folder_items(str(folder), settings)
-        click.echo(submit_batch(items, options, source=str(Path(folder).resolve()), settings=settings))
+        click.echo(submit_folder(str(folder), options, settings=settings))
     except MattingError as exc:
         fail(exc.reason)
 

@@ -40,6 +40,15 @@ def finalize_batch(batch_id: str, _chunk: int | None = None):
     return app.signature(FINALIZE_BATCH, args=(batch_id,), immutable=True)
 
 
+def listing_id(batch_id: str) -> str:
+    """A folder batch's listing task id: one per batch, so reconcile can tell whether Redis holds it."""
+    return f"list-{batch_id}"
+
+
+def publish_listing(batch_id: str) -> None:
+    app.signature(LIST_FOLDER, args=(batch_id,), immutable=True).apply_async(task_id=listing_id(batch_id))
+
+
 def publish_image(row: dict) -> None:
     image_signature(row).apply_async()
 

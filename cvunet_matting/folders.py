@@ -17,6 +17,16 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def has_image_file(folder: Path, root: Path) -> bool:
+    """Whether `folder` holds an image file that really lies under `root`; stops at the first one."""
+    for parent, _dirs, files in os.walk(folder):
+        for name in files:
+            path = Path(parent, name)
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.resolve().is_relative_to(root):
+                return True
+    return False
+
+
 def read_inside(path: Path, root: Path) -> bytes:
     """The bytes of a regular file that really lies under `root`, checked on the open descriptor.
 

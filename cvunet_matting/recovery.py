@@ -60,8 +60,11 @@ def requeue(
 
 
 def held_by_redis() -> set[str]:
-    """Task ids Redis holds: queued, or delivered and not yet acknowledged."""
-    return transport.held_ids(get_redis(), get_settings().queue)
+    """Task ids Redis holds: queued (on either queue), or delivered and not yet acknowledged."""
+    settings = get_settings()
+    return transport.held_ids(get_redis(), settings.queue) | transport.queued_ids(
+        get_redis(), settings.bookkeeping_queue
+    )
 
 
 def held_by_workers() -> set[str]:
@@ -109,13 +112,17 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
         orphans = reads.orphan_chunks(cur, settle_s)
         unfinalized = reads.unfinalized_batches(cur, batch_lifecycle.finalizer_dead_after(get_settings()))
         undispatched = reads.undispatched_batches(cur)
+        listing = reads.listing_batches(cur, settle_s)
     in_redis = held_by_redis()
     lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]
+    unlisted = [b for b in listing if dispatch.listing_id(str(b["id"])) not in in_redis | in_workers]
     if in_workers - in_redis:
         orphans = []  # their chunks resume once those runs end (see wait_for_orphaned_runs)
     if not dry_run:
         _restart(lost, orphans, unfinalized, undispatched)
-    stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized + undispatched}
+        for batch in unlisted:  # a listing resumes after the pages it recorded
+            dispatch.publish_listing(str(batch["id"]))
+    stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized + undispatched + unlisted}
     requeued = [] if dry_run else requeue_storage_failures()
     return {"lost": lost, "stalled_batches": sorted(stalled), "storage_requeued": requeued}
 

@@ -10,4 +10,4 @@ from __future__ import annotations
 TASK_STATES = ("pending", "started", "retry", "success", "failure")
 FINAL_TASK_STATES = frozenset({"success", "failure"})
 # A batch: its tasks run, then its ZIP is written, then it is done.
-BATCH_STATES = ("running", "finalizing", "done")
+BATCH_STATES = ("listing", "running", "finalizing", "done")

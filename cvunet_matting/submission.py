@@ -12,7 +12,7 @@ from .config import Settings, get_settings
 from .db import writes
 from .encoding import OutputOptions
 from .errors import InputError
-from .folders import image_files, read_inside
+from .folders import has_image_file, image_files, read_inside
 from .imaging import probe
 from .naming import unique_names
 from .storage import Storage
@@ -32,19 +32,46 @@ class Item:
         return self.content if self.content is not None else read_inside(self.path, self.root)
 
 
-def folder_items(folder: str, settings: Settings) -> list[Item]:
-    """Image files under a server-side folder, refused unless it lies inside an allowed root."""
+def allowed_folder(folder: str, settings: Settings) -> tuple[Path, Path]:
+    """A server-side folder and the allowed root it lies in; refused outside the roots or if missing."""
     path = Path(folder).expanduser().resolve()
     root = next((r for r in settings.allowed_roots if path.is_relative_to(r)), None)
     if root is None:
         raise InputError(f"folder {folder!r} is outside the allowed roots", code="forbidden_path")
     if not path.is_dir():
         raise InputError(f"folder {folder!r} does not exist", code="not_found")
+    return path, root
+
+
+def folder_items(folder: str, settings: Settings) -> list[Item]:
+    """Image files under a server-side folder, refused unless it lies inside an allowed root."""
+    path, root = allowed_folder(folder, settings)
     # A symbolic link inside the folder must not reach outside the allowed root either.
     files = [p for p in image_files(path) if p.resolve().is_relative_to(root)]
     if not files:
         raise InputError(f"no image files in {folder!r}", code="empty_folder")
     return [Item(str(p.relative_to(path)), path=p, root=root) for p in files]
+
+
+def submit_folder(
+    folder: str, options: OutputOptions, settings: Settings | None = None, owner: Actor | None = None
+) -> str:
+    """Record a folder batch as 'listing' and queue its listing (folder_listing.py); answers at once,
+    whatever the folder holds: only the folder itself and its first image are looked at here."""
+    settings = settings or get_settings()
+    path, root = allowed_folder(folder, settings)
+    if not has_image_file(path, root):
+        raise InputError(f"no image files in {folder!r}", code="empty_folder")
+    quotas.precheck(owner, 1)
+    batch_id = uuid.uuid4()
+    storage = Storage(settings.data_dir)
+    run_dir = storage.relative(storage.new_run_dir())
+    with db.transaction() as cur:
+        writes.create_batch(cur, batch_id, str(path), 0, options.to_dict(), run_dir, chunks=0, state="listing")
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, batch_id=batch_id)
+    dispatch.publish_listing(str(batch_id))
+    return str(batch_id)
 
 
 def submit_image(

@@ -21,7 +21,7 @@ from . import (
 from .celery_app import app
 from .config import get_settings
 from .device_client import DeviceLost, overlapped, worker_session
-from .dispatch import CHUNK_DONE, FINALIZE_BATCH, MATTE_IMAGE
+from .dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .errors import ImageFailed, InputError
 from .redis_client import count_attempt, get_redis
 from .storage import Storage
@@ -127,3 +127,15 @@ def chunk_done(batch_id: str, idx: int) -> None:
 def finalize_batch(batch_id: str) -> dict:
     """Write the batch's manifest and ZIP once every row is final and its folder can be written."""
     return batch_lifecycle.finalize(batch_id)
+
+
+@app.task(bind=True, name=LIST_FOLDER, **DB_RETRY)
+def list_folder(self, batch_id: str) -> dict:
+    """Record a folder batch's images a chunk at a time, dispatching them as it goes (folder_listing.py)."""
+    from .folder_listing import list_folder as record_listing
+
+    try:
+        return record_listing(batch_id)
+    except SoftTimeLimitExceeded:
+        # A very large folder: carry on in a fresh run, which resumes after the pages recorded so far.
+        raise self.retry(countdown=0) from None

@@ -18,6 +18,7 @@ from cvunet_matting.access import SIGNED_IN_AT
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
 from cvunet_matting.errors import InputError
+from cvunet_matting.folder_listing import list_folder
 from cvunet_matting.image_job import output_target, process
 from cvunet_matting.storage import Storage
 from cvunet_matting.web import create_app
@@ -450,6 +451,7 @@ def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admi
     (root / "edges" / "one.png").write_bytes(png_bytes(22))
     body = {"folder": "edges", "options": {**expected}}
     batch_id = api.post("/api/v1/batches/folder", json=body, headers=admin.bearer).get_json()["batch_id"]
+    list_folder(batch_id)  # what the bookkeeping worker does
     with db.transaction() as cur:
         folder_options = reads.batch_tasks(cur, batch_id)[0]["options"]
     assert {k: folder_options[k] for k in expected} == expected

@@ -19,6 +19,7 @@ import pytest
 from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
+from cvunet_matting.folder_listing import list_folder
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -324,7 +325,11 @@ def test_folder_submission_stays_inside_the_allowed_roots(admin_client, tmp_root
         return client.post("/api/v1/batches/folder", json={"folder": folder, **extra})
 
     ok = post("shoot", options={"format": "webp"})
-    assert ok.status_code == 202 and ok.get_json()["total"] == 2
+    assert ok.status_code == 202 and ok.get_json()["state"] == "listing" and ok.get_json()["total"] is None
+    list_folder(ok.get_json()["batch_id"])  # what the bookkeeping worker does
+    listed = client.get(ok.headers["Location"]).get_json()
+    assert listed["total"] == 2 and listed["state"] == "running"
+    assert sorted(i["filename"] for i in listed["items"]) == ["one.png", "two.jpg"]
     assert post(str(root / "shoot")).status_code == 202
     for outside in ("/etc", "../../etc", str(root / ".." / "secret.png"), "shoot/../../"):
         response = post(outside)

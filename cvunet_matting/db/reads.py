@@ -122,6 +122,32 @@ def undispatched_batches(cur) -> list[dict]:
     )
 
 
+def listed_count(cur, batch_id) -> int:
+    """Rows a folder batch's listing has recorded so far: where a redelivered listing resumes."""
+    cur.execute("SELECT count(*) AS n FROM tasks WHERE batch_id = %s", (batch_id,))
+    return cur.fetchone()["n"]
+
+
+def chunk_count(cur, batch_id) -> int:
+    cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s", (batch_id,))
+    return cur.fetchone()["n"]
+
+
+def dispatched_chunks(cur, batch_id) -> int:
+    cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s AND state = 'dispatched'", (batch_id,))
+    return cur.fetchone()["n"]
+
+
+def listing_batches(cur, settle_s: float = 0) -> list[dict]:
+    """Folder batches still being listed, created over `settle_s` ago: reconcile checks their listing task."""
+    return _all(
+        cur,
+        "SELECT id FROM batches WHERE state = 'listing' AND created_at < now() - make_interval(secs => %s)"
+        " ORDER BY created_at",
+        (settle_s,),
+    )
+
+
 def storage_failures(cur, max_requeues: int) -> list[dict]:
     """Tasks that failed because storage could not be read or written, not yet requeued too often."""
     return _all(

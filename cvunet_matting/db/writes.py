@@ -21,12 +21,49 @@ EVENT_COLUMNS = (
 )
 
 
-def create_batch(cur, batch_id, source: str, total: int, options: dict, output_dir: str, chunks: int) -> None:
+def create_batch(
+    cur, batch_id, source: str, total: int, options: dict, output_dir: str, chunks: int, state: str = "running"
+) -> None:
+    """A batch and its chunk rows; a folder batch starts 'listing', with none yet (see add_listed_chunk)."""
     cur.execute(
-        "INSERT INTO batches (id, source, total, options, output_dir) VALUES (%s, %s, %s, %s, %s)",
-        (batch_id, source, total, Json(options), output_dir),
+        "INSERT INTO batches (id, state, source, total, options, output_dir) VALUES (%s, %s, %s, %s, %s, %s)",
+        (batch_id, state, source, total, Json(options), output_dir),
     )
-    execute_values(cur, "INSERT INTO chunks (batch_id, idx) VALUES %s", [(batch_id, i) for i in range(chunks)])
+    if chunks:
+        execute_values(cur, "INSERT INTO chunks (batch_id, idx) VALUES %s", [(batch_id, i) for i in range(chunks)])
+
+
+def add_listed_chunk(cur, batch_id, idx: int, rows: list[dict]) -> None:
+    """A page of a folder batch's listing: its rows (owned as the batch is), one more chunk, a larger total."""
+    create_tasks(cur, rows)
+    cur.execute(
+        "UPDATE tasks SET owner_id = (SELECT owner_id FROM batches WHERE id = %s) WHERE id = ANY(%s)",
+        (batch_id, [r["id"] for r in rows]),
+    )
+    cur.execute("INSERT INTO chunks (batch_id, idx) VALUES (%s, %s)", (batch_id, idx))
+    cur.execute("UPDATE batches SET total = total + %s WHERE id = %s", (len(rows), batch_id))
+
+
+def refuse_listed(cur, refused: dict) -> None:
+    """Listed files that could not be read (gone, turned into a link): failed at once, never queued."""
+    for task_id, reason in refused.items():
+        cur.execute(
+            "UPDATE tasks SET state = 'failure', error_code = 'refused', error = %s, finished_at = now(),"
+            " event_at = now() WHERE id = %s",
+            (reason, task_id),
+        )
+
+
+def end_listing(cur, batch_id, error: str | None) -> int:
+    """The listing is over: the batch runs on (under its row lock, see complete_chunk); returns
+    how many of its chunks are not done yet."""
+    cur.execute("SELECT state FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
+    cur.execute(
+        "UPDATE batches SET state = 'running', error = COALESCE(%s, error) WHERE id = %s AND state = 'listing'",
+        (error, batch_id),
+    )
+    cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s AND state <> 'done'", (batch_id,))
+    return cur.fetchone()["n"]
 
 
 def create_tasks(cur, rows: list[dict]) -> None:
@@ -121,6 +158,11 @@ def complete_chunk(cur, batch_id, idx: int) -> str:
     )
     if cur.fetchone() is None:
         return "already"
+    # Locked, so that this and the end of a folder's listing (end_listing) see each other's change.
+    cur.execute("SELECT state FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
+    batch = cur.fetchone()
+    if batch is not None and batch["state"] == "listing":
+        return "more"  # more chunks are on their way; end_listing finalizes if none is left
     cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s AND state <> 'done'", (batch_id,))
     return "last" if cur.fetchone()["n"] == 0 else "more"
 

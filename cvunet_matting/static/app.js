@@ -260,7 +260,10 @@
         document.getElementById("count-done").textContent = body.done;
         document.getElementById("count-failed").textContent = body.failed;
         document.getElementById("count-pending").textContent = body.pending;
-        if (body.state === "done") return window.location.reload();
+        document.getElementById("count-total").textContent = body.total;
+        document.getElementById("batch-progress").max = Math.max(body.total, 1);
+        // The folder's listing ended (or a batch finished): the page shows every image now.
+        if (body.state === "done" || body.state !== el.dataset.batchState) return window.location.reload();
       } else if (body.state !== seen) {
         seen = body.state;
         if (FINAL.has(seen)) return window.location.reload();
