@@ -46,7 +46,10 @@ def teardown() -> None:
     db.close_pool()
     support.release_redis_db(REDIS_DB, RUN_ID)
     support.drop_database(PG_NAME)
-    shutil.rmtree(ROOT, ignore_errors=True)
+    if os.environ.get("CVUNET_BENCH_KEEP"):  # a post-mortem: the workers' logs stay under ROOT/logs
+        print(f"kept {ROOT} (CVUNET_BENCH_KEEP)")
+    else:
+        shutil.rmtree(ROOT, ignore_errors=True)
 
 
 def photos(count: int, height: int = 384, width: int = 512) -> list[bytes]:
