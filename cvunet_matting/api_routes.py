@@ -9,6 +9,7 @@ from .waiting import MAX_WAIT_S
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
 SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
+DOWNLOAD_ERRORS = (*READ_ERRORS, 410)  # retention removed the file
 PAGE = (NumberQuery("offset", 0, 2**31 - 1), NumberQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
 DOWNLOAD = (FlagQuery("download", "as attachment"),)
 WAIT = NumberQuery(
@@ -66,7 +67,7 @@ OPERATIONS = {
         "/batches/<batch_id:batch_id>/zip",
         "The finished batch's ZIP (results and manifest.json)",
         (200, binary_response("ZIP archive", ["application/zip"])),
-        READ_ERRORS,
+        DOWNLOAD_ERRORS,
     ),
     "task_status": Operation(
         "GET",
@@ -89,7 +90,7 @@ OPERATIONS = {
         "/tasks/<task_id>/result",
         "The cut-out",
         (200, binary_response("Result", IMAGE_TYPES)),
-        READ_ERRORS,
+        DOWNLOAD_ERRORS,
         query=DOWNLOAD,
     ),
     "task_alpha": Operation(
@@ -97,7 +98,7 @@ OPERATIONS = {
         "/tasks/<task_id>/alpha",
         "The alpha matte (grey PNG); 404 for results flattened on a colour",
         (200, binary_response("Alpha matte", ["image/png"])),
-        READ_ERRORS,
+        DOWNLOAD_ERRORS,
         query=DOWNLOAD,
     ),
     "task_input": Operation(
@@ -105,7 +106,7 @@ OPERATIONS = {
         "/tasks/<task_id>/input",
         "The original upload",
         (200, binary_response("Original", [*INPUT_TYPES, "application/octet-stream"])),
-        READ_ERRORS,
+        DOWNLOAD_ERRORS,
         query=DOWNLOAD,
     ),
     "openapi": Operation(

@@ -93,6 +93,7 @@ def expire(dry_run):
     """Remove inputs, results and archives older than CVUNET_RETENTION_DAYS (the rows stay, expired)."""
     from .config import get_settings
     from .retention import expire as do_expire
+    from .retention import measure
 
     settings = get_settings()
     if settings.retention_days <= 0:
@@ -100,6 +101,8 @@ def expire(dry_run):
         return
     try:
         done = do_expire(settings, dry_run)
+        if not dry_run:
+            measure(settings)  # now, not in expire's background thread, which this command would not wait for
     except psycopg2.Error as exc:
         _fail(f"postgres: {one_line(exc)}")
     verb = "would expire" if dry_run else "expired"

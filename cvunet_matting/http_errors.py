@@ -33,9 +33,11 @@ ERROR_STATUSES = {
         ("not_found", "not_ready"),
     ),
     409: (
-        "Only failed tasks can be retried, and an input that crashed the worker only by an admin (`poison_input`)",
-        ("not_failed", "poison_input"),
+        "Only failed, unexpired tasks can be retried (`expired_task`), and an input that crashed the worker only by"
+        " an admin (`poison_input`)",
+        ("not_failed", "poison_input", "expired_task"),
     ),
+    410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
     413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",

@@ -130,6 +130,8 @@ def retry(via: str, task_id: str, force: bool = False):
 
     who = actor()
     row = task_row(task_id, who)
+    if row.get("expired_at"):
+        raise InputError("this task expired: retention removed its files, its input too", code="expired_task")
     if row["state"] == "failure" and row.get("error_code") == "crashed" and not (force and who.is_admin):
         raise InputError(
             "this input crashed the worker process too many times; only an admin can force a retry",

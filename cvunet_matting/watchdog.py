@@ -40,6 +40,7 @@ class Watchdog(threading.Thread):
         self.stopped = threading.Event()
         self.next_reconcile = 0.0
         self.next_expiry = time.monotonic() + EXPIRY_DELAY_S
+        self.expiring: threading.Thread | None = None
 
     def run(self) -> None:
         while True:  # the first beat at once: a worker is not alive until it says so
@@ -78,9 +79,20 @@ class Watchdog(threading.Thread):
             log.warning("reconcile: %d lost task(s), %d stalled batch(es), %d storage failure(s) requeued", *counts)
 
     def expire(self) -> None:
+        """Retention, in a thread of its own: a first sweep of a long history can take longer than the
+        heartbeat's TTL, and this thread's beat must go on meanwhile."""
+        if self.expiring is None or not self.expiring.is_alive():
+            self.expiring = threading.Thread(target=self._expire, name="cvunet-retention", daemon=True)
+            self.expiring.start()
+
+    def _expire(self) -> None:
         from .retention import expire
 
-        done = expire(self.settings)
+        try:
+            done = expire(self.settings)
+        except Exception as exc:  # PostgreSQL or storage away: the next hour tries again
+            log.warning("retention: %s", exc)
+            return
         if any(done.values()):
             log.info(
                 "retention: expired %(tasks)d task(s), %(batches)d batch(es), removed %(files)d file(s) "

@@ -170,6 +170,12 @@ def test_an_expired_task_says_so_and_its_files_answer_410(app, alice):
         assert response.status_code == 410 and error["code"] == "expired", kind
         assert f"after {RETENTION} days" in error["message"] and error["expired_at"] == body["expired_at"]
     assert api.get(f"/api/v1/tasks/{kept['id']}/result", headers=alice.bearer).status_code == 200
+    with db.transaction() as cur:  # even a failed one: its input went with it
+        cur.execute("UPDATE tasks SET state = 'failure', error_code = 'storage' WHERE id = %s", (old["id"],))
+    retried = api.post(f"/api/v1/tasks/{old['id']}/retry", headers=alice.bearer)
+    assert retried.status_code == 409 and retried.get_json()["error"]["code"] == "expired_task"
+    spec = api.get("/api/v1/openapi.json").get_json()
+    assert "410" in spec["paths"]["/api/v1/tasks/{id}/result"]["get"]["responses"]
 
 
 def test_expiry_is_told_only_to_whoever_may_see_the_task(app, alice):

@@ -152,8 +152,8 @@ def storage_failures(cur, max_requeues: int) -> list[dict]:
     """Tasks that failed because storage could not be read or written, not yet requeued too often."""
     return _all(
         cur,
-        "SELECT * FROM tasks WHERE state = 'failure' AND error_code = 'storage' AND requeues < %s "
-        "ORDER BY created_at, position",
+        "SELECT * FROM tasks WHERE state = 'failure' AND error_code = 'storage' AND requeues < %s"
+        " AND expired_at IS NULL ORDER BY created_at, position",
         (max_requeues,),
     )
 
