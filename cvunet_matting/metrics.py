@@ -1,13 +1,14 @@
 """Prometheus metrics of a web process, served at /metrics.
 
-Request counts and latencies are per process: each gunicorn worker counts its own requests, so a
-scrape through the load balancer sees one process at a time. Set PROMETHEUS_MULTIPROC_DIR (an empty
-folder, wiped at start, and `multiprocess.mark_process_dead` in gunicorn's `child_exit` hook) to
-aggregate every process of an instance instead. Queue length, task states and the data disk's
-usage (the filesystem holding CVUNET_DATA_DIR) are read at scrape time; the bytes the service's own
-files take are too slow to count per scrape, so they come from retention's hourly measurement, with
-its time (`cvunet_data_bytes_measured_timestamp_seconds`: alert on it going stale, not on its absence
-before the first sweep).
+Request counts and latencies are counted in each process. Under gunicorn they are summed over every
+worker process of the instance: `gunicorn_conf` sets PROMETHEUS_MULTIPROC_DIR (a folder of the instance's
+own, emptied at start, dead workers marked in `child_exit`) and a scrape reads every process's files.
+Without it (the dev server, tests) a scrape sees only the process that answers it. Queue length, task
+states and the data disk's usage (the filesystem holding CVUNET_DATA_DIR) are read at scrape time, by
+the process that answers, so they appear once; the bytes the service's own files take are too slow to
+count per scrape, so they come from retention's hourly measurement, with its time
+(`cvunet_data_bytes_measured_timestamp_seconds`: alert on it going stale, not on its absence before
+the first sweep).
 """
 
 from __future__ import annotations

@@ -152,6 +152,16 @@ def test_traefik_routes_match_compose_services(stack):
     dynamic = yaml.safe_load((REPO / "traefik" / "dynamic" / "stack.yml").read_text())
     urls = [s["url"] for svc in dynamic["http"]["services"].values() for s in svc["loadBalancer"]["servers"]]
     assert urls == ["http://web1:8000", "http://web2:8000", "http://flower:5555"]
+    # Flower's admin check asks a name every web service answers to, so one of them down locks nobody out.
+    check = dynamic["http"]["middlewares"]["admin-session"]["forwardAuth"]["address"]
+    assert check == "http://web:8000/auth/admin"
+    assert {name for name, service in stack["services"].items() if "web" in aliases(service)} == {"web1", "web2"}
+
+
+def aliases(service: dict) -> list[str]:
+    """The service's names on the default network beyond its own (none when it sets no networks)."""
+    networks = service.get("networks") or {}
+    return (networks.get("default") or {}).get("aliases") or []
     assert "--port=5555" in stack["services"]["flower"]["command"]
     assert "--url_prefix=flower" in stack["services"]["flower"]["command"]
 
@@ -286,6 +296,21 @@ def test_web_image_serves_gunicorn_on_8000():
     (cmd,) = args_of(path, "CMD")
     assert "gunicorn" in cmd and "0.0.0.0:8000" in cmd and "cvunet_matting.web:create_app()" in cmd
     assert "/healthz" in args_of(path, "HEALTHCHECK")[0]
+    # Its hooks add up /metrics over the processes; the folder is not baked in (Flower runs this image).
+    assert '"-c", "python:cvunet_matting.gunicorn_conf"' in cmd
+    assert not any("PROMETHEUS_MULTIPROC_DIR" in env for env in args_of(path, "ENV"))
+
+
+def test_each_web_instance_keeps_its_metrics_folder_to_itself(stack):
+    """prometheus_client's files in a folder of the container's own (not on a volume), only for gunicorn."""
+    services = stack["services"]
+    folders = {name: services[name]["environment"].get("PROMETHEUS_MULTIPROC_DIR") for name in ("web1", "web2")}
+    assert all(folder and folder.startswith("/tmp/") for folder in folders.values()), folders
+    for name in ("web1", "web2"):
+        mounts = [v.split(":")[1] for v in services[name]["volumes"]]
+        assert not any(folders[name].startswith(m.rstrip("/") + "/") or folders[name] == m for m in mounts), mounts
+    for name in ("flower", "migrate"):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in (services[name].get("environment") or {}), name
 
 
 def test_worker_image_swaps_in_onnxruntime_gpu_and_bakes_the_model():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from tests.support.accounts import CSRF_META
 from tests.support.httpclient import matte_over_http, multipart, request
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
+STALE = "counter_999999999.db"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,9 @@ def stack(database, tmp_root):
         flower=support.free_port(),
     )
     stack = Stack(tmp_root / "stack", ports, workers=1, flower_password="flower-test-pw")
+    # A file an earlier run left: web2's start must empty its metrics folder, or it would be summed in.
+    stack.metrics_dir(1).mkdir(parents=True)
+    (stack.metrics_dir(1) / STALE).write_bytes(b"left by an earlier run")
     stack.start()
     try:
         wait_ready(stack.url, stack, timeout=90)
@@ -73,7 +79,7 @@ def basic(user: str, password: str) -> dict:
 
 
 def web1_up(stack) -> None:
-    """Flower's admin check asks web1, which a test before may have restarted."""
+    """A test before may have restarted web1: wait until it answers, so no request meets it half-started."""
     web1 = f"http://127.0.0.1:{stack.ports.web[0]}/healthz"
     support.wait_until(
         lambda: support.port_open(stack.ports.web[0]) and request("GET", web1)[0] == 200,
@@ -97,6 +103,22 @@ def test_flower_needs_a_signed_in_admin_and_its_password(stack):
     # Its password went by environment: `ps` (every local user) never shows it.
     argv = Path(f"/proc/{stack.procs['flower'].pid}/cmdline").read_bytes()
     assert b"flower" in argv and b"flower-test-pw" not in argv
+
+
+def test_flowers_admin_check_outlives_web1(stack):
+    """The admin check goes through Traefik's app service (both instances), not to web1 alone."""
+    web1_up(stack)
+    admin = support.http_sign_in(stack.url, support.make_user(admin=True, prefix="flower-web1-down"))
+    stack.procs["web1"].send_signal(signal.SIGTERM)
+    stack.procs["web1"].wait(timeout=30)
+    # gunicorn_conf's hooks ran as its workers and then it exited (child_exit, on_exit): no error.
+    assert "Traceback" not in (stack.run_dir / "logs" / "web1.log").read_text(errors="replace")
+    try:
+        flower = basic("admin", "flower-test-pw")
+        status, body = request("GET", f"{stack.url}/flower/workers", headers={**admin, **flower})
+        assert status == 200 and b"cpu0@" in body
+    finally:
+        stack.start_web(0)
 
 
 def test_two_users_and_an_admin_through_traefik(stack):
@@ -154,3 +176,62 @@ def test_api_refuses_bad_input_with_json_through_traefik(stack, user):
     body, ctype = multipart("file", "notes.txt", b"hello, not an image")
     status, raw = request("POST", f"{stack.url}/api/v1/images", body, {"Content-Type": ctype, **user.bearer})
     assert (status, json.loads(raw)["error"]["code"]) == (415, "not_an_image")
+
+
+def requests_counted(exposition: str, endpoint: str) -> float:
+    """cvunet_http_requests_total for one endpoint, summed over its other labels (method, status)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "cvunet_http_requests_total" and sample.labels["endpoint"] == endpoint
+    )
+
+
+def counted_by_each_process(folder: Path, endpoint: str, scratch: Path) -> list[float]:
+    """What each gunicorn process counted alone: what a scrape it answered would say without the sum."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts = []
+    for path in sorted(folder.glob("counter_*.db")):
+        alone = scratch / path.stem
+        alone.mkdir(exist_ok=True)
+        shutil.copy(path, alone)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))
+        counts.append(requests_counted(generate_latest(registry).decode(), endpoint))
+    return counts
+
+
+def test_metrics_of_a_web_instance_add_up_all_its_processes(stack, tmp_path):
+    """web2's gunicorn processes each count the requests they served; one scrape, whichever process
+    answers it, reports them all, and the scrape-time gauges once."""
+    web2 = f"http://127.0.0.1:{stack.ports.web[1]}"
+    folder = stack.metrics_dir(1)
+    assert not (folder / STALE).exists()  # emptied when web2 started
+    endpoint = "/api/v1/openapi.json"
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        # Concurrent, so both processes take some (the kernel picks which one accepts a connection).
+        for _ in range(10):
+            codes = list(pool.map(lambda _: request("GET", web2 + endpoint)[0], range(40)))
+            assert codes == [200] * 40
+            sent += 40
+            alone = counted_by_each_process(folder, endpoint, tmp_path)
+            if sum(count > 0 for count in alone) >= 2:
+                break
+    assert sum(count > 0 for count in alone) >= 2, alone
+    assert max(alone) < sent  # so no single process's own count could pass the check below
+    admin = support.make_user(admin=True, prefix="metrics-sum")
+    for _ in range(6):  # several scrapes, answered by either process
+        status, text = request("GET", f"{web2}/metrics", headers=admin.bearer)
+        assert status == 200
+        exposition = text.decode()
+        assert requests_counted(exposition, endpoint) >= sent
+        # The ScrapeCollector's gauges come from the answering process alone: each series once.
+        lines = [line for line in exposition.splitlines() if not line.startswith("#")]
+        assert sum(line.startswith("cvunet_queue_length ") for line in lines) == 1
+        assert sum(line.startswith('cvunet_tasks{state="success"}') for line in lines) == 1

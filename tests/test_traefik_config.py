@@ -194,7 +194,7 @@ def local_stack(tmp_path, processes) -> LocalStack:
         WEB_SERVERS=web_servers(list(stack.web_ports.values())),
         FLOWER_PORT=ports["flower"],
         HTPASSWD_FILE=write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD),
-        ADMIN_CHECK_URL=f"http://127.0.0.1:{ports['web-a']}/auth/admin",
+        HTTP_PORT=http_port,
     )
     static = render(
         LOCAL_STATIC,
@@ -251,6 +251,16 @@ def test_flower_needs_basic_auth(local_stack):
 
 
 @pytest.mark.stack
+def test_flowers_admin_check_outlives_a_dead_web_server(local_stack):
+    """The admin check goes through Traefik's own app service: with web-a gone, web-b answers it."""
+    local_stack.procs.stop("web-a")
+    status, body, _ = fetch(f"{local_stack.url}/flower/", basic_auth(FLOWER_USER, FLOWER_PASSWORD))
+    assert (status, body.strip()) == (200, "flower dashboard")
+    log = (local_stack.root / "access.log").read_text()
+    assert "GET /auth/admin" in log  # asked through Traefik, not past it
+
+
+@pytest.mark.stack
 def test_body_over_the_limit_is_refused_by_traefik(local_stack):
     # http.server has no POST: 501 proves a small body went through to the backend.
     assert post_status(local_stack.url, 1024, b"x" * 1024) == 501
@@ -292,7 +302,8 @@ def test_production_dynamic_config_structure():
     flower_mw = [next(iter(middlewares[name])) for name in routers["flower"]["middlewares"]]
     assert flower_mw == ["ipAllowList", "forwardAuth", "basicAuth"]  # network, then an app admin, then Flower's
     check = middlewares["admin-session"]["forwardAuth"]
-    assert check["address"].endswith("/auth/admin") and check["trustForwardHeader"] is False
+    # `web`: compose's alias of every web service, so the check outlives one of them.
+    assert check["address"] == "http://web:8000/auth/admin" and check["trustForwardHeader"] is False
     # The compose bridge networks are private ranges too: Flower answered 403 to the right password.
     assert "172.16.0.0/12" in middlewares["admin-allowlist"]["ipAllowList"]["sourceRange"]
     assert routers["flower"]["rule"] == "PathPrefix(`/flower`)"
@@ -314,12 +325,14 @@ def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
     static_ids = set(Template(LOCAL_STATIC.read_text()).get_identifiers())
     dynamic_ids = set(Template(LOCAL_DYNAMIC.read_text()).get_identifiers())
     assert static_ids == {"HTTP_PORT", "PING_PORT", "DYNAMIC_DIR", "LOG_DIR"}
-    assert dynamic_ids == {"WEB_SERVERS", "FLOWER_PORT", "HTPASSWD_FILE", "ADMIN_CHECK_URL"}
+    assert dynamic_ids == {"WEB_SERVERS", "FLOWER_PORT", "HTPASSWD_FILE", "HTTP_PORT"}
 
-    values = {"WEB_SERVERS": web_servers([1, 2, 3]), "FLOWER_PORT": 5, "HTPASSWD_FILE": "/h", "ADMIN_CHECK_URL": "u"}
+    values = {"WEB_SERVERS": web_servers([1, 2, 3]), "FLOWER_PORT": 5, "HTPASSWD_FILE": "/h", "HTTP_PORT": 7}
     dynamic = load_yaml(render(LOCAL_DYNAMIC, tmp_path / "d.yml", **values))
     servers = dynamic["http"]["services"]["app"]["loadBalancer"]["servers"]
     assert servers == [{"url": f"http://127.0.0.1:{port}"} for port in (1, 2, 3)]
+    # Flower's admin check asks the `web` entrypoint, so the app service picks a live web instance.
+    assert dynamic["http"]["middlewares"]["admin-session"]["forwardAuth"]["address"] == "http://127.0.0.1:7/auth/admin"
     rate = dynamic["http"]["middlewares"]["app-ratelimit"]["rateLimit"]
     assert (rate["average"], rate["burst"]) == (2000, 4000)
 
@@ -329,7 +342,7 @@ def production_copy(
 ) -> Path:
     """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged;
     `admin_ranges` replaces the admin allow-list, as an operator edits it for their network,
-    `admin_check` the app's admin check (compose's web1), `app_url` both web instances."""
+    `admin_check` the app's admin check (compose's `web` alias), `app_url` both web instances."""
     static = load_yaml(TRAEFIK_DIR / "traefik.yml")
     for name, port in ports.items():
         static["entryPoints"].setdefault(name, {})["address"] = f"127.0.0.1:{port}"
@@ -338,7 +351,7 @@ def production_copy(
     (tmp_path / "dynamic").mkdir()
     for src in (TRAEFIK_DIR / "dynamic").glob("*.yml"):
         text = src.read_text().replace("/etc/traefik/secrets/htpasswd", str(htpasswd))
-        text = text.replace("http://web1:8000/auth/admin", admin_check or "http://127.0.0.1:9/auth/admin")
+        text = text.replace("http://web:8000/auth/admin", admin_check or "http://127.0.0.1:9/auth/admin")
         if app_url:
             text = text.replace("http://web1:8000", app_url).replace("http://web2:8000", app_url)
         if admin_ranges is not None and "admin-allowlist" in text:

@@ -47,12 +47,15 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
 
-    def spawn(self, name: str, argv: list[str], secrets_env: dict | None = None) -> subprocess.Popen:
-        """Start a child; secrets go in `secrets_env` (its environment), never in argv (`ps` shows argv)."""
+    def spawn(
+        self, name: str, argv: list[str], secrets_env: dict | None = None, own_env: dict | None = None
+    ) -> subprocess.Popen:
+        """Start a child; secrets go in `secrets_env` (its environment), never in argv (`ps` shows argv);
+        `own_env`: variables for this child alone."""
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child process)
-        env = {**os.environ, **self.env, **(secrets_env or {})}
+        env = {**os.environ, **self.env, **(own_env or {}), **(secrets_env or {})}
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -71,7 +74,6 @@ class Stack:
             "LOG_DIR": self.run_dir / "logs",
             "FLOWER_PORT": self.ports.flower,
             "HTPASSWD_FILE": htpasswd,
-            "ADMIN_CHECK_URL": f"http://127.0.0.1:{self.ports.web[0]}/auth/admin",
             "WEB_SERVERS": json.dumps([{"url": f"http://127.0.0.1:{p}"} for p in self.ports.web]),
         }
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,10 @@ class Stack:
         static = self.run_dir / "traefik" / "traefik.yml"
         static.write_text(Template((REPO_TRAEFIK / "static.yml.tmpl").read_text()).substitute(values))
         return static
+
+    def metrics_dir(self, index: int) -> Path:
+        """Where this web instance's processes keep their counters, for /metrics to add them up."""
+        return self.run_dir / "metrics" / f"web{index + 1}"
 
     def start_web(self, index: int) -> subprocess.Popen:
         port = self.ports.web[index]
@@ -88,6 +94,9 @@ class Stack:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                # Its hooks: the folder above emptied at start, dead workers marked (gunicorn_conf).
+                "-c",
+                "python:cvunet_matting.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
@@ -104,6 +113,8 @@ class Stack:
                 "20",
                 "cvunet_matting.web:create_app()",
             ],
+            # One folder per instance: two instances sharing one would report each other's counts.
+            own_env={"PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir(index))},
         )
 
     def start(self) -> None:
