@@ -52,11 +52,21 @@ def observe(result: dict) -> None:
 
 
 def serve(port: int, addr: str) -> None:
-    """Serve /metrics on `port` (0: don't); GPU figures only where NVML finds a GPU."""
+    """Serve /metrics on `port` (0: don't); GPU figures only where NVML finds a GPU.
+
+    An overlapped worker has several pool processes and only the first to bind serves the port: with
+    PROMETHEUS_MULTIPROC_DIR (set by `cvunet-matting worker`, see workers.py) it reports the counts of
+    every pool process of the worker, not just its own."""
     if not port:
         return
+    served = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        served = CollectorRegistry()
+        multiprocess.MultiProcessCollector(served)
     try:
-        REGISTRY.register(GpuCollector())
+        served.register(GpuCollector())
     except Exception as exc:  # no pynvml, no driver or no GPU: CPU workers report without GPU figures
         log.info("GPU metrics off: %s", exc)
-    start_http_server(port, addr=addr, registry=REGISTRY)
+    start_http_server(port, addr=addr, registry=served)

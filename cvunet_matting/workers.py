@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import load_settings
 from .overlap import load_overlap
@@ -92,6 +95,22 @@ def command(spec: WorkerSpec, queue: str, loglevel: str) -> list[str]:
     ]
 
 
+def metrics_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"cvunet-worker-metrics-{os.getpid()}"
+
+
+def metrics_folder(spec: WorkerSpec) -> dict:
+    """A model worker with a metrics port gets its own, empty PROMETHEUS_MULTIPROC_DIR: its pool
+    processes write their counts there and the one serving the port adds them all up. Emptied at
+    each (re)start: a new process starts its counters from zero, which Prometheus reads as a reset."""
+    if spec.role != "model" or spec.env.get("CVUNET_METRICS_PORT", "0") == "0":
+        return {}
+    folder = metrics_root() / spec.name.split("@")[0]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, mode=0o700)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+
+
 class Supervisor:
     """Keeps the workers running; on SIGTERM/SIGINT passes the signal on (warm shutdown) and waits.
 
@@ -103,7 +122,7 @@ class Supervisor:
         self.stopping = False
 
     def start(self, spec: WorkerSpec) -> None:
-        env = {**os.environ, **spec.env}
+        env = {**os.environ, **spec.env, **metrics_folder(spec)}
         argv = command(spec, self.queues[spec.role], self.loglevel)
         self.procs[spec.name] = subprocess.Popen(argv, env=env)
         log.info("started worker %s (pid %d)", spec.name, self.procs[spec.name].pid)
@@ -127,5 +146,6 @@ class Supervisor:
                     time.sleep(1)
                     self.start(spec)
             if self.stopping and all(p.poll() is not None for p in self.procs.values()):
+                shutil.rmtree(metrics_root(), ignore_errors=True)
                 return 0
             time.sleep(0.5)

@@ -7,6 +7,7 @@ Each scenario ends as the single-image worker's do: every input finished once, o
 from __future__ import annotations
 
 import os
+import urllib.request
 
 import numpy as np
 import pytest
@@ -66,9 +67,11 @@ def assert_each_once(batch_id: str, names: list[str]) -> list[dict]:
     return rows
 
 
-def test_three_images_in_flight_on_the_simulated_device(clean_state, worker_factory, simulated):
+def test_three_images_in_flight_on_the_simulated_device(clean_state, worker_factory, simulated, tmp_path):
     """Three pool processes share the one device; a broken file among them fails alone."""
-    worker_factory("gpu0@%h", **simulated(400, in_flight=3))
+    port = support.free_port()
+    metrics = {"CVUNET_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # as workers.py sets
+    worker_factory("gpu0@%h", **simulated(400, in_flight=3), **metrics)
     bad = Item("cut.png", png_bytes(9, (256, 256))[:300])
     batch_id = submit_batch([*photos(6), bad], OutputOptions())
     wait_batch(batch_id, timeout=120)
@@ -78,6 +81,10 @@ def test_three_images_in_flight_on_the_simulated_device(clean_state, worker_fact
     assert all(r["state"] == "success" and r["attempts"] == 1 for r in good)
     assert all(r["timings"]["inference"] >= 0.4 for r in good)  # each waited for its device run
     assert most_at_once(good) == 3
+    # One pool process serves the port, and counts what all three did.
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'cvunet_worker_tasks_total{state="success"} 6.0' in scraped
+    assert 'cvunet_worker_tasks_total{state="failure"} 1.0' in scraped
 
 
 def test_kill_9_with_several_images_in_flight_loses_and_repeats_nothing(clean_state, worker_factory, simulated):

@@ -45,3 +45,16 @@ def test_overlap_settings():
     assert gpu.enabled and gpu.max_batch == 8 and gpu.in_flight == 16 and gpu.concurrency == 16
     forced = load_overlap({"CVUNET_OVERLAP": "1", "CVUNET_IN_FLIGHT": "3", "CVUNET_BATCH_WAIT_MS": "5"})
     assert forced.concurrency == 3 and forced.batch_wait_s == 0.005
+
+
+def test_a_model_worker_serving_metrics_gets_its_own_empty_multiprocess_folder():
+    from pathlib import Path
+
+    from cvunet_matting.workers import bookkeeper, metrics_folder
+
+    gpu0, gpu1 = plan(["0", "1"], 0, metrics_port=9100)
+    first, second = Path(metrics_folder(gpu0)["PROMETHEUS_MULTIPROC_DIR"]), metrics_folder(gpu1)
+    assert first.is_dir() and first != Path(second["PROMETHEUS_MULTIPROC_DIR"])
+    (first / "counter_123.db").write_bytes(b"stale")
+    assert list(Path(metrics_folder(gpu0)["PROMETHEUS_MULTIPROC_DIR"]).iterdir()) == []  # a restart starts empty
+    assert metrics_folder(bookkeeper()) == {} and metrics_folder(plan([], 1)[0]) == {}  # no port: nothing served
