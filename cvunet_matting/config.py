@@ -112,6 +112,9 @@ class Settings:
     session_hours: float = 12.0  # a browser session ends this long after sign-in
     # What this worker process serves: "model" (images, the model loaded) or "bookkeeping" (no model).
     worker_role: str = "model"
+    # A pool process is replaced after this many tasks (0: never): its C heap (OpenCV, numpy,
+    # onnxruntime buffers) grows in steps over thousands of images; a fresh one costs a model load.
+    max_tasks_per_child: int = 1000
     bookkeeping_concurrency: int = 2  # a long finalize must not hold back another batch's next chunk
 
     @property
@@ -174,6 +177,7 @@ def load_settings(env=None) -> Settings:
         single_user=_auth_mode(env) == "single-user",
         session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),
         worker_role=_worker_role(env),
+        max_tasks_per_child=max(0, _int(env, "CVUNET_MAX_TASKS_PER_CHILD", 1000)),
         bookkeeping_concurrency=max(1, _int(env, "CVUNET_BOOKKEEPING_CONCURRENCY", 2)),
     )
 

@@ -53,6 +53,24 @@ def test_batch_of_50_in_chunks_agrees_with_postgres(clean_state, worker_factory)
     assert (root / batch["output_dir"]).name.startswith("outputs_")
 
 
+def test_a_pool_process_replaced_every_few_tasks_loses_and_repeats_nothing(clean_state, worker_factory):
+    from cvunet_matting.celery_app import app
+
+    worker_factory("cpu0@%h", CVUNET_MAX_TASKS_PER_CHILD="3")
+
+    def pool() -> dict:
+        (stats,) = (app.control.inspect(timeout=2).stats() or {}).values()
+        return stats["pool"]
+
+    before = pool()
+    assert before["max-tasks-per-child"] == 3
+    batch_id = submit_batch([Item(f"r{i}.png", png_bytes(60 + i)) for i in range(8)], PNG)
+    wait_batch(batch_id)
+    rows = rows_of(batch_id)
+    assert [(r["state"], r["attempts"]) for r in rows] == [("success", 1)] * 8  # a replacement is no crash
+    assert set(pool()["processes"]).isdisjoint(before["processes"])
+
+
 def test_broken_files_fail_with_reasons_and_the_batch_completes(clean_state, worker_factory):
     worker_factory()
     good = [Item(f"ok{i}.png", png_bytes(i)) for i in range(4)]
