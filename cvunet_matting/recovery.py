@@ -15,6 +15,7 @@ from .storage import Storage
 
 # A task failed for storage is requeued automatically at most this many times.
 STORAGE_REQUEUES = 3
+RECHECK_S = 1.0  # between the two looks that must both find a task missing before it is republished
 
 
 def _requeue_rows(cur, rows: list[dict]) -> None:
@@ -116,6 +117,8 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     in_redis = held_by_redis()
     lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]
     unlisted = [b for b in listing if dispatch.listing_id(str(b["id"])) not in in_redis | in_workers]
+    if (lost or unlisted) and not dry_run:
+        lost, unlisted = confirmed_lost(lost, unlisted, settle_s)
     if in_workers - in_redis:
         orphans = []  # their chunks resume once those runs end (see wait_for_orphaned_runs)
     if not dry_run:
@@ -125,6 +128,21 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     stalled = {str(c["batch_id"]) for c in orphans} | {str(b["id"]) for b in unfinalized + undispatched + unlisted}
     requeued = [] if dry_run else requeue_storage_failures()
     return {"lost": lost, "stalled_batches": sorted(stalled), "storage_requeued": requeued}
+
+
+def confirmed_lost(lost: list[dict], unlisted: list[dict], settle_s: float) -> tuple[list[dict], list[dict]]:
+    """Of what looked lost, what still does a moment later: a message a worker is taking is off the
+    queue and not yet in `unacked` for a few milliseconds (kombu pops it, then records it), and a
+    task may finish between the two reads. Republishing either would run the image twice, and a
+    second run counts as a crash against the poison-input cap."""
+    time.sleep(RECHECK_S)
+    held = held_by_redis() | held_by_workers()
+    with db.transaction() as cur:
+        unfinished = {str(r["id"]) for r in reads.unfinished(cur, settle_s)}
+        listing = {str(b["id"]) for b in reads.listing_batches(cur, settle_s)}
+    lost = [r for r in lost if str(r["id"]) in unfinished and str(r["id"]) not in held]
+    unlisted = [b for b in unlisted if str(b["id"]) in listing and dispatch.listing_id(str(b["id"])) not in held]
+    return lost, unlisted
 
 
 def _restart(lost: list[dict], orphans: list[dict], unfinalized: list[dict], undispatched: list[dict]) -> None:

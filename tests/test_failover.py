@@ -164,3 +164,27 @@ def test_a_finalizer_that_died_is_taken_over_by_reconcile(clean_state, worker_fa
     assert batch_id in reconcile(settle_s=0)["stalled_batches"]
     assert support.wait_until(lambda: support.batch_row(batch_id)["state"] == "done", 60, message="not finalized")
     assert zip_path.exists()
+
+
+def test_a_task_seen_missing_once_is_not_republished_if_it_shows_up_a_moment_later(clean_state):
+    """A message a worker is taking is off the queue and not yet in `unacked` for a moment: reconcile
+    looks twice before it republishes, or the image would run twice (and count as a crash)."""
+    import threading
+    import uuid
+
+    from cvunet_matting import dispatch
+    from cvunet_matting.db import writes
+    from cvunet_matting.recovery import reconcile
+
+    row = {"id": uuid.uuid4(), "filename": "a.png", "input_key": "k", "options": {}, "output_path": "o/a.png"}
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row])
+        cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute' WHERE id = %s", (row["id"],))
+    arrives = threading.Timer(0.3, dispatch.publish_image, (row,))  # the message lands in between
+    arrives.start()
+    found = reconcile(settle_s=5, notify=lambda *_: None)
+    arrives.join()
+    assert found["lost"] == [] and support.redis().llen("matting") == 1
+    support.redis().delete("matting")  # and one truly missing is republished, once
+    assert [r["id"] for r in reconcile(settle_s=5, notify=lambda *_: None)["lost"]] == [row["id"]]
+    assert support.redis().llen("matting") == 1
