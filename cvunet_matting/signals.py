@@ -15,7 +15,7 @@ from .config import get_settings
 from .dispatch import MATTE_IMAGE
 from .errors import ImageFailed
 from .mirror import get_mirror, now_iso
-from .redis_client import count_attempt
+from .redis_client import count_attempt, count_end
 
 log = logging.getLogger(__name__)
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
@@ -116,8 +116,14 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
 
 
 @signals.task_postrun.connect
-def on_postrun(task_id=None, **_):
+def on_postrun(task_id=None, task=None, **_):
     _succeeded.discard(task_id)
+    # Only a run that counted its start (a run of a finished task is dropped before it counts).
+    if task is not None and task.name == MATTE_IMAGE and getattr(task.request, "cvunet_attempts", None):
+        try:
+            count_end(task_id)
+        except Exception as exc:  # Redis away: at worst a later run counts this one as a crash
+            log.warning("could not count the end of %s: %s", task_id, exc)
 
 
 @signals.worker_process_init.connect

@@ -23,7 +23,7 @@ from .config import get_settings
 from .device_client import DeviceLost, overlapped, worker_session
 from .dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .errors import ImageFailed, InputError
-from .redis_client import count_attempt, get_redis
+from .redis_client import count_attempt, ended_runs, get_redis
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ def run_image(task, input_key: str, options: dict, output_path: str, batch_id: s
         settings = replace(settings, encode_threads=1)  # the pool's processes are the parallelism
     attempts = getattr(task.request, "cvunet_attempts", None) or count_attempt(task.request.id)
     base = {"task_id": task.request.id, "batch_id": batch_id, "attempts": attempts}
-    crashes = attempts - 1 - task.request.retries
+    # Runs that started before this one and never ended: their process died (a crash, out of memory).
+    # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash.
+    crashes = attempts - 1 - ended_runs(task.request.id)
     if crashes >= settings.max_attempts:
         reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
         return failed(base, "crashed", reason)

@@ -188,3 +188,22 @@ def test_a_task_seen_missing_once_is_not_republished_if_it_shows_up_a_moment_lat
     support.redis().delete("matting")  # and one truly missing is republished, once
     assert [r["id"] for r in reconcile(settle_s=5, notify=lambda *_: None)["lost"]] == [row["id"]]
     assert support.redis().llen("matting") == 1
+
+
+def test_a_second_copy_of_a_message_is_not_counted_as_a_crash(clean_state, worker_factory):
+    """Two copies of one task (a republish the watchdog made in error) both run and both end: no
+    process died, so the poison-input cap, here 1, must not fail the image as 'crashed'."""
+    from cvunet_matting import dispatch
+    from cvunet_matting.submission import submit_image
+
+    task_id = submit_image(Item("a.png", png_bytes(77, (64, 48))), OutputOptions())
+    row = support.task_row(task_id)
+    folder = load_settings().data_dir / os.path.dirname(row["output_path"])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_bytes(b"")  # a file where its folder goes: every write fails and is retried
+    dispatch.publish_image(row)  # the second copy
+    worker_factory("cpu0@%h", CVUNET_MAX_ATTEMPTS="1")
+    support.wait_until(lambda: support.task_row(task_id)["attempts"] >= 3, 60, message="both copies ran, retried")
+    assert support.task_row(task_id)["state"] != "failure", support.task_row(task_id)["error"]
+    folder.unlink()
+    assert support.wait_task(task_id, timeout=120)["state"] == "success"
