@@ -45,6 +45,7 @@ class RssSampler(threading.Thread):
         self.pid, self.books_pid, self.batch_id = worker_pid, books_pid, batch_id
         self.peak = self.finalize_peak = self.before_finalize = 0.0
         self.listed_at = None
+        self.matting: list[float] = []  # every sample while images were matted
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -58,6 +59,7 @@ class RssSampler(threading.Thread):
                 self.finalize_peak = max(self.finalize_peak, tree_rss_mb(self.books_pid))
             elif not self.finalize_peak:
                 self.before_finalize = rss  # the last figure while images were matted
+                self.matting.append(rss)
 
 
 def run_batch(worker, books, count: int, name: str) -> dict:
@@ -87,6 +89,7 @@ def run_batch(worker, books, count: int, name: str) -> dict:
         "rss_after": tree_rss_mb(worker.pid),
         "rss_peak": sampler.peak,
         "rss_before_finalize": sampler.before_finalize,
+        "rss_samples": sampler.matting,
         "finalize_peak": sampler.finalize_peak,
         "finalize_s": (batch["finished_at"] - batch["finalizing_since"]).total_seconds(),
     }
@@ -156,6 +159,15 @@ def main() -> None:
     print(
         f"  worker RSS: {before:.0f} MiB at the start, {matted:.0f} after the last image ({matted / before - 1:+.1%}),"
         f" {after:.0f} after finalize ({after / before - 1:+.1%})"
+    )
+    # Pool processes are replaced every CVUNET_MAX_TASKS_PER_CHILD tasks, so a single reading depends on
+    # where in that cycle it falls (a fresh process, or two for a moment while one replaces the other):
+    # the median of the first and of the last tenth of the samples taken while images were matted.
+    tenth = max(1, len(large["rss_samples"]) // 10)
+    first, last = (statistics.median(part) for part in (large["rss_samples"][:tenth], large["rss_samples"][-tenth:]))
+    print(
+        f"  worker RSS, median of the first / last tenth of the run: {first:.0f} / {last:.0f} MiB"
+        f" ({last / first - 1:+.1%}); {len(large['rss_samples'])} samples, max {max(large['rss_samples']):.0f} MiB"
     )
     for result in (small, large):
         peak = f"{result['finalize_peak']:.0f} MiB" if result["finalize_peak"] else "not sampled (under 0.2 s)"
