@@ -42,7 +42,8 @@ def test_overlap_settings():
 
     assert not load_overlap({"CVUNET_DEVICE": "cpu"}).enabled
     gpu = load_overlap({"CVUNET_DEVICE": "cuda", "CVUNET_MAX_BATCH": "8"}, cores=16)
-    assert gpu.enabled and gpu.max_batch == 8 and gpu.in_flight == 16 and gpu.concurrency == 16
+    assert gpu.enabled and gpu.max_batch == 8 and gpu.in_flight == 17 and gpu.concurrency == 17
+    assert load_overlap({"CVUNET_DEVICE": "cuda"}, cores=2).in_flight == 4 + 2 + 1
     forced = load_overlap({"CVUNET_OVERLAP": "1", "CVUNET_IN_FLIGHT": "3", "CVUNET_BATCH_WAIT_MS": "5"})
     assert forced.concurrency == 3 and forced.batch_wait_s == 0.005
 
