@@ -137,6 +137,28 @@ def through_worker(images: list[bytes], latency_ms: float, batch: int | None, ta
     return rate, (sizes[-1] if sizes else "-")
 
 
+def cell_name(batch: int | None) -> str:
+    return f"overlapped, b{batch}" if batch else "today's loop"
+
+
+def measure_cell(
+    pool, images: list[bytes], sample: list[bytes], latency: float, batch: int | None, today: int
+) -> float:
+    """One run of one (L, batch) cell, printed as a row; returns its ratio to the bound."""
+    # This shared host drifts by a third within minutes: each run gets its own bound, the mean of the
+    # CPU stages' rate measured just before and just after it.
+    before = cpu_bound(pool, sample)
+    count = today if batch is None else len(images)
+    tag = f"ov{latency:g}x{batch}" if batch else f"today{latency:g}"
+    rate, size = through_worker(images[:count], latency, batch, tag)
+    cpu = statistics.mean([before, cpu_bound(pool, sample)])
+    device = (batch or 1) * 1000 / latency
+    bound = min(device, cpu)
+    row = f"{latency:5g} {cell_name(batch):>16} {rate:7.2f} {device:7.1f} {cpu:6.2f} {bound:6.2f} {rate / bound:6.2f}"
+    print(f"{row} {size:>6}", flush=True)
+    return rate / bound
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=120)
@@ -144,6 +166,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="*", default=[1, 4, 8], help="CVUNET_MAX_BATCH values")
     parser.add_argument("--in-flight", type=int, default=0, help="CVUNET_IN_FLIGHT (0: its default)")
     parser.add_argument("--today-images", type=int, default=40, help="images for today's loop (0: skip it)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every cell; >1 adds each cell's median")
     args = parser.parse_args()
     os.environ["CVUNET_MODEL"] = str(support.build_isnet_shaped_model(harness.ROOT / "models" / "sim-isnet.onnx"))
     if args.in_flight:
@@ -154,21 +177,20 @@ def main() -> None:
     sample = images[: max(8, args.images // 3)]
     print(f"{len(os.sched_getaffinity(0))} cores; the CPU-stages bound is measured right before and after each run")
     print(f"{'L ms':>5} {'worker':>16} {'img/s':>7} {'device':>7} {'CPU':>6} {'bound':>6} {'ratio':>6} {'batch':>6}")
-    # This shared host drifts by a third within minutes: each run gets its own bound, the mean of the
-    # CPU stages' rate measured just before and just after it.
-    for latency in args.latency:
-        configs = ([None] if args.today_images else []) + list(args.batch)
-        for batch in configs:
-            before = cpu_bound(pool, sample)
-            count = args.today_images if batch is None else args.images
-            tag = f"ov{latency:g}x{batch}" if batch else f"today{latency:g}"
-            rate, size = through_worker(images[:count], latency, batch, tag)
-            cpu = statistics.mean([before, cpu_bound(pool, sample)])
-            device = (batch or 1) * 1000 / latency
-            bound = min(device, cpu)
+    configs = ([None] if args.today_images else []) + list(args.batch)
+    cells = [(latency, batch) for latency in args.latency for batch in configs]
+    ratios: dict[tuple, list[float]] = {cell: [] for cell in cells}
+    # Round after round over every cell, so that the host's drift falls on all of them alike.
+    for _ in range(args.repeat):
+        for latency, batch in cells:
+            ratios[(latency, batch)].append(measure_cell(pool, images, sample, latency, batch, args.today_images))
+    if args.repeat > 1:
+        print(f"median ratio of {args.repeat} rounds:")
+        for (latency, batch), values in ratios.items():
             name = f"overlapped, b{batch}" if batch else "today's loop"
-            row = f"{latency:5g} {name:>16} {rate:7.2f} {device:7.1f} {cpu:6.2f} {bound:6.2f} {rate / bound:6.2f}"
-            print(f"{row} {size:>6}", flush=True)
+            print(
+                f"{latency:5g} {name:>16} {statistics.median(values):6.2f}   ({' '.join(f'{v:.2f}' for v in values)})"
+            )
     pool.shutdown()
 
 
