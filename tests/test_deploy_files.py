@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -369,6 +371,27 @@ def test_worker_gets_cuda_from_pypi_and_checks_a_real_session():
     assert 'if [ "$DEVICE" = cuda ] && [ "$CUDA_CHECK" = 1 ]; then cuda-check; fi' in runs
     check = (DOCKER / "cuda-check.py").read_text()
     assert "MattingSession(" in check and "predict_alpha(" in check  # a session, an inference
+
+
+def test_ci_builds_the_gpu_worker_image_and_checks_its_libraries():
+    script = (DOCKER / "ci" / "compose-test.sh").read_text()
+    assert "--build-arg DEVICE=cuda --build-arg CUDA_CHECK=0" in script
+    assert "cuda-check --libraries" in script
+
+
+def test_the_library_check_names_what_the_loader_cannot_find(tmp_path, monkeypatch):
+    """cuda-check --libraries on a host with the CPU wheel: no CUDA provider, a clear failure."""
+    spec = importlib.util.spec_from_file_location("cuda_check", DOCKER / "cuda-check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    monkeypatch.setattr(check, "cuda_provider", lambda: tmp_path / "libonnxruntime_providers_cuda.so")
+    assert check.check_libraries() == 1
+    monkeypatch.setattr(check, "cuda_provider", lambda: Path(sys.executable).resolve())
+    monkeypatch.setattr(check, "CUDNN_PARTS", ())
+    assert check.check_libraries() == 0  # every library Python links resolves
+    monkeypatch.setattr(check, "CUDNN_PARTS", ("graph",))
+    assert check.unknown_to_loader(["libcudnn_graph.so.9"]) == ["libcudnn_graph.so.9"]
+    assert check.check_libraries() == 1
 
 
 def test_ci_override_runs_cpu_workers_only(tmp_path):

@@ -7,6 +7,7 @@
 #   docker/ci/compose-test.sh [pytest arguments]     # e.g. -k failover, or -x
 #   COMPOSE_TEST_SOURCE=head ...                      # images from the last commit, not the tree
 #   COMPOSE_TEST_KEEP=1 ...                           # leave the stack and dockerd running afterwards
+#   COMPOSE_TEST_GPU_IMAGE=0 ...                      # skip building the GPU worker image (~2 min, 4 GB)
 #
 # Figures (failover times, scaling) are printed and written to var/compose-test/figures.json.
 set -euo pipefail
@@ -77,11 +78,26 @@ step "project images (from ${COMPOSE_TEST_SOURCE:-tree})"
 docker build -q -f "$context/docker/Dockerfile.web" --build-arg BASE=cvunet-local/python:bookworm \
   -t cvunet-matting-web:ci "$context" >/dev/null &
 web_build=$!
+# The GPU worker image too (no GPU here: its build-time session check is skipped and the libraries
+# are checked instead, below); it is not run in the stack. COMPOSE_TEST_GPU_IMAGE=0 skips it.
+gpu_build=
+if [ "${COMPOSE_TEST_GPU_IMAGE:-1}" = 1 ]; then
+  docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
+    --build-arg DEVICE=cuda --build-arg CUDA_CHECK=0 \
+    ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
+    -t cvunet-matting-worker:ci-cuda "$context" >"$STATE/gpu-build.log" 2>&1 &
+  gpu_build=$!
+fi
 docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
   --build-arg DEVICE=cpu --build-arg CUDA_CHECK=0 \
   ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
   -t cvunet-matting-worker:ci "$context" >/dev/null
 wait "$web_build"
+if [ -n "$gpu_build" ]; then
+  wait "$gpu_build" || { cat "$STATE/gpu-build.log" >&2; echo "the GPU worker image did not build" >&2; exit 1; }
+  step "GPU worker image: CUDA provider, CUDA and cuDNN libraries all found (a GPU host adds its driver)"
+  docker run --rm cvunet-matting-worker:ci-cuda cuda-check --libraries
+fi
 
 step "secrets, ports and the tests' model"
 free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
