@@ -187,10 +187,8 @@ def main() -> None:
     if args.repeat > 1:
         print(f"median ratio of {args.repeat} rounds:")
         for (latency, batch), values in ratios.items():
-            name = f"overlapped, b{batch}" if batch else "today's loop"
-            print(
-                f"{latency:5g} {name:>16} {statistics.median(values):6.2f}   ({' '.join(f'{v:.2f}' for v in values)})"
-            )
+            each = " ".join(f"{v:.2f}" for v in values)
+            print(f"{latency:5g} {cell_name(batch):>16} {statistics.median(values):6.2f}   ({each})")
     pool.shutdown()
 
 

@@ -375,7 +375,7 @@ def test_worker_gets_cuda_from_pypi_and_checks_a_real_session():
 
 def test_ci_builds_the_gpu_worker_image_and_checks_its_libraries():
     script = (DOCKER / "ci" / "compose-test.sh").read_text()
-    assert "--build-arg DEVICE=cuda --build-arg CUDA_CHECK=0" in script
+    assert '--build-arg DEVICE="$1" --build-arg CUDA_CHECK=0' in script and "build_worker cuda ci-cuda" in script
     assert "cuda-check --libraries" in script
 
 

@@ -78,20 +78,21 @@ step "project images (from ${COMPOSE_TEST_SOURCE:-tree})"
 docker build -q -f "$context/docker/Dockerfile.web" --build-arg BASE=cvunet-local/python:bookworm \
   -t cvunet-matting-web:ci "$context" >/dev/null &
 web_build=$!
+# build_worker DEVICE TAG: the worker image for that device, without the build-time CUDA session.
+build_worker() {
+  docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
+    --build-arg DEVICE="$1" --build-arg CUDA_CHECK=0 \
+    ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
+    -t "cvunet-matting-worker:$2" "$context"
+}
 # The GPU worker image too (no GPU here: its build-time session check is skipped and the libraries
 # are checked instead, below); it is not run in the stack. COMPOSE_TEST_GPU_IMAGE=0 skips it.
 gpu_build=
 if [ "${COMPOSE_TEST_GPU_IMAGE:-1}" = 1 ]; then
-  docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
-    --build-arg DEVICE=cuda --build-arg CUDA_CHECK=0 \
-    ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
-    -t cvunet-matting-worker:ci-cuda "$context" >"$STATE/gpu-build.log" 2>&1 &
+  build_worker cuda ci-cuda >"$STATE/gpu-build.log" 2>&1 &
   gpu_build=$!
 fi
-docker build -q -f "$context/docker/Dockerfile.worker" --build-arg BASE=cvunet-local/python:bookworm \
-  --build-arg DEVICE=cpu --build-arg CUDA_CHECK=0 \
-  ${CVUNET_NPM_REGISTRY:+--build-arg "CVUNET_NPM_REGISTRY=$CVUNET_NPM_REGISTRY"} \
-  -t cvunet-matting-worker:ci "$context" >/dev/null
+build_worker cpu ci >/dev/null
 wait "$web_build"
 if [ -n "$gpu_build" ]; then
   wait "$gpu_build" || { cat "$STATE/gpu-build.log" >&2; echo "the GPU worker image did not build" >&2; exit 1; }
