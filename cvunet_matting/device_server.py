@@ -7,7 +7,9 @@ any-size model). A batch whose run fails is run again one image at a time, so a 
 alone; an image marked `alone` (it was in hand when a worker died before) always runs by itself,
 so a poison input cannot take its neighbours down with it a second time. Each image is told when
 its run starts: when the process dies, only the images of the run in progress count it as a crash;
-those still waiting are sent again to the restarted process.
+those still waiting are sent again to the restarted process. A run starts only once every image of
+the run before has its answer: one dying before that answer left would take an image it had
+finished down with it, and charge it a crash.
 Started and restarted by `device_host` in the worker's main process: `python -m cvunet_matting.device_server`.
 """
 
@@ -34,18 +36,30 @@ log = logging.getLogger(__name__)
 STATS_EVERY = 50  # images between two log lines of the batches' mean size
 
 
+ANSWER_WAIT_S = 10.0  # for a pool process that stopped reading its answers (it has a socket, not a hang)
+
+
 class Job:
-    __slots__ = ("alone", "conn", "done", "error", "result", "tensor")
+    __slots__ = ("alone", "answered", "conn", "done", "error", "result", "tensor")
 
     def __init__(self, tensor: np.ndarray, alone: bool, conn: Connection):
         self.tensor, self.alone, self.conn = tensor, alone, conn
         self.done = threading.Event()
+        self.answered = threading.Event()
         self.result: np.ndarray | None = None
         self.error: str | None = None
 
     def finish(self, result: np.ndarray | None = None, error: str | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
+
+    def reply(self) -> None:
+        """Send the outcome to the pool process (from its handler thread, so that the answers of one
+        batch leave side by side), then let the next run start."""
+        try:
+            self.conn.send(("ok", self.result) if self.error is None else ("error", self.error))
+        finally:
+            self.answered.set()
 
 
 class DeviceServer:
@@ -55,6 +69,7 @@ class DeviceServer:
         self.wait_s = wait_s
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.held: collections.deque[Job] = collections.deque()  # taken, but must start the next batch
+        self.finished: list[Job] = []  # the last run's images, whose answers may not have left yet
         self.runs = self.images = 0
 
     def hello(self) -> dict:
@@ -73,7 +88,7 @@ class DeviceServer:
                     job = Job(np.ndarray(shape, np.dtype(dtype), buffer=slot), bool(alone), conn)
                     self.jobs.put(job)
                     job.done.wait()
-                    conn.send(("ok", job.result) if job.error is None else ("error", job.error))
+                    job.reply()
                     job.tensor = None  # the slot is the pool process's again
                 elif request[0] == "slot":
                     fd = recv_handle(conn)
@@ -109,6 +124,7 @@ class DeviceServer:
         return batch
 
     def run(self, batch: list[Job]) -> None:
+        self.await_answers()
         # Each image is told its run starts: if this process dies now, those images were in the
         # run (a crash to count against them); the others waiting here are only sent again.
         for job in batch:
@@ -124,6 +140,7 @@ class DeviceServer:
                 return
             log.exception("model run failed")
             batch[0].finish(error=f"{type(exc).__name__}: {exc}")
+            self.finished = batch
             return
         self.runs += 1
         self.images += len(batch)
@@ -131,6 +148,15 @@ class DeviceServer:
             log.info("device: %d images in %d runs, %.2f per run", self.images, self.runs, self.images / self.runs)
         for job, output in zip(batch, outputs, strict=True):
             job.finish(result=output)
+        self.finished = batch
+
+    def await_answers(self) -> None:
+        """Wait until the last run's images have their answers (sent while the next batch gathers,
+        so this rarely waits): should the next run kill this process, they are safe."""
+        for job in self.finished:
+            if not job.answered.wait(ANSWER_WAIT_S):
+                log.warning("device: a pool process took over %.0fs to take its answer", ANSWER_WAIT_S)
+        self.finished = []
 
     def run_forever(self) -> None:
         while True:
