@@ -6,7 +6,9 @@ known. For the raw model, refined, decontaminated and both it prints, over the e
 gradient error of the alpha, the foreground colour error where the true alpha is above 0, and the halo
 (the cut-out composited on a new background against the truth on it). Then the CPU cost of each option
 at 1024x1024 and 4000x3000 beside the model's inference in the same run, and writes a before/after grid
-PNG under --out. Prints figures; asserts nothing.
+PNG under --out. Last, two photos the model leaves partly see-through (a close-up cat's coat, a
+rocket's lens flares) with the defaults and with the edge controls that clean them, on plain green.
+Prints figures; asserts nothing.
 
 Usage: python benchmarks/bench_quality.py [--count 6] [--size 3000x2000] [--out test-artifacts/]
 """
@@ -212,6 +214,7 @@ def size_costs(session, rgb: np.ndarray, repeat: int) -> None:
         "alpha_threshold=16": (controls, (alpha, 16)),
         "erode=3": (controls, (alpha, 0, 3)),
         "feather=3": (controls, (alpha, 0, 0, 3)),
+        "opaque_threshold=150": (controls, (alpha, 0, 0, 0, 150)),
         "all defaults (finish)": (finish_defaults, (rgb, alpha)),
     }
     band = np.mean((alpha > 0) & (alpha < 255))
@@ -232,6 +235,44 @@ def costs(session, repeat: int) -> None:
         size_costs(session, photo("astronaut", width, height, None), repeat)
 
 
+# Photos where the defaults are not enough, and the controls that clean them (README.md, "Edges").
+CONTROLLED = {
+    "chelsea": OutputOptions(alpha_threshold=64, opaque_threshold=150),
+    "rocket": OutputOptions(alpha_threshold=64),
+}
+
+
+def controls_figure(session, out: Path) -> None:
+    """Each photo on green with the defaults, then with its controls; the share of the matte left
+    partly transparent (0 < alpha < 255) by each."""
+    from skimage import data
+
+    print("\nedge controls on photos the model leaves partly see-through (partly transparent share):")
+    rows = []
+    for name, options in CONTROLLED.items():
+        rgb = getattr(data, name)()
+        alpha = session.predict_alpha(rgb)
+        tiles = []
+        for label, chosen in (("defaults", OutputOptions()), (controls_label(options), options)):
+            out_rgb, out_alpha = finish(rgb.copy(), alpha, None, chosen)
+            share = np.mean((out_alpha > 0) & (out_alpha < 255))
+            print(f"  {name:>8} {label:>40}: {share:6.1%}")
+            tile = cv2.resize(over_green(out_rgb, out_alpha), (450, 300), interpolation=cv2.INTER_AREA)
+            cv2.putText(tile, label, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+            tiles.append(tile)
+        rows.append(np.hstack(tiles))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "edge_controls.jpg"
+    grid = np.vstack([rows[0], np.full((6, rows[0].shape[1], 3), 255, np.uint8), *rows[1:]])
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"figure: {path}")
+
+
+def controls_label(options: OutputOptions) -> str:
+    changed = {k: v for k, v in options.to_dict().items() if v != OutputOptions().to_dict()[k]}
+    return ", ".join(f"{k} {v}" for k, v in changed.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=6, help="composites to score (0: costs only)")
@@ -245,6 +286,7 @@ def main() -> None:
     if args.count:
         quality(session, args.count, width, height, args.out)
     costs(session, args.repeat)
+    controls_figure(session, args.out)
 
 
 if __name__ == "__main__":

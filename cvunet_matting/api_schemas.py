@@ -76,6 +76,12 @@ FORM_OPTIONS = {
         "maximum": 255,
         "description": "alpha below this becomes 0 (0: off)",
     },
+    "opaque_threshold": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 255,
+        "description": "alpha at or above this becomes 255, for a subject left partly see-through (0: off)",
+    },
     "erode": {"type": "integer", "minimum": 0, "maximum": MAX_EDGE_PX, "description": "shrink the matte (px)"},
     "feather": {"type": "integer", "minimum": 0, "maximum": MAX_EDGE_PX, "description": "soften the edge (px)"},
     "refine": string(
@@ -89,6 +95,7 @@ FORM_OPTIONS = {
 }
 EDGE_JSON = {
     "alpha_threshold": FORM_OPTIONS["alpha_threshold"],
+    "opaque_threshold": FORM_OPTIONS["opaque_threshold"],
     "erode": FORM_OPTIONS["erode"],
     "feather": FORM_OPTIONS["feather"],
     "refine": {"type": "boolean"},

@@ -40,6 +40,13 @@ def main(verbose: bool) -> None:
 @click.option("--bg-color", default=None, help="Flatten onto this colour, e.g. '#ffffff' or 'white'.")
 @click.option("--alpha", "alpha_only", is_flag=True, help="Write the alpha matte only (grey PNG).")
 @click.option("--alpha-threshold", type=int, default=0, show_default=True, help="Alpha below this (0-255) becomes 0.")
+@click.option(
+    "--opaque-threshold",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Alpha at or above this (1-255) becomes 255: a subject left partly see-through (0: off).",
+)
 @click.option("--erode", type=int, default=0, show_default=True, help="Shrink the matte (px).")
 @click.option("--feather", type=int, default=0, show_default=True, help="Soften the matte's edge (px).")
 @click.option(

@@ -73,10 +73,13 @@ def refine(rgb: np.ndarray, alpha: np.ndarray, radius: int = RADIUS, eps: float 
     return out
 
 
-def controls(alpha: np.ndarray, threshold: int = 0, erode: int = 0, feather: int = 0) -> np.ndarray:
-    """Alpha below `threshold` to 0, then the matte shrunk by `erode` px, then blurred over `feather` px."""
+def controls(alpha: np.ndarray, threshold: int = 0, erode: int = 0, feather: int = 0, opaque: int = 0) -> np.ndarray:
+    """Alpha below `threshold` to 0 and at or above `opaque` (when not 0) to 255, then the matte shrunk
+    by `erode` px, then blurred over `feather` px."""
     if threshold:
         alpha = np.where(alpha < threshold, np.uint8(0), alpha)
+    if opaque:
+        alpha = np.where(alpha >= opaque, np.uint8(255), alpha)
     if erode:
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1))
         alpha = cv2.erode(alpha, disc, borderType=cv2.BORDER_REPLICATE)
@@ -99,7 +102,7 @@ def finish(
     """The edge steps the options ask for, in order; returns (rgb, alpha), rgb changed in place."""
     if options.refine:
         alpha = refine(rgb, alpha)
-    alpha = controls(alpha, options.alpha_threshold, options.erode, options.feather)
+    alpha = controls(alpha, options.alpha_threshold, options.erode, options.feather, options.opaque_threshold)
     if options.decontaminate and not options.alpha_only:
         rgb = decontaminate(rgb if rgb.flags.writeable else rgb.copy(), alpha)
     return rgb, with_input_alpha(alpha, input_alpha)

@@ -40,7 +40,7 @@ _HEX6 = re.compile(r"#?[0-9a-f]{6}")
 _HEX3 = re.compile(r"#[0-9a-f]{3}")
 _TRIPLE = re.compile(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})", re.ASCII)
 _INT = re.compile(r"[0-9]{1,3}", re.ASCII)
-_EDGE_KEYS = ("alpha_threshold", "erode", "feather", "refine", "decontaminate")
+_EDGE_KEYS = ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate")
 _KEYS = {"format", "bg_color", "alpha_only", *_EDGE_KEYS}
 # Edge defaults, measured by make bench-quality: each costs under 10% of a 1024 x 1024 CPU inference
 # (about 3% each) and beats the raw matte on every metric it touches, so both are on.
@@ -113,6 +113,7 @@ def _parse_edges(values: Mapping) -> dict:
     """The edge options from user values (absent: the defaults), validated."""
     return {
         "alpha_threshold": _parse_int(values.get("alpha_threshold"), "alpha_threshold", 255),
+        "opaque_threshold": _parse_int(values.get("opaque_threshold"), "opaque_threshold", 255),
         "erode": _parse_int(values.get("erode"), "erode", MAX_EDGE_PX),
         "feather": _parse_int(values.get("feather"), "feather", MAX_EDGE_PX),
         "refine": _parse_flag(values.get("refine"), "refine", REFINE),
@@ -124,10 +125,12 @@ def _parse_edges(values: Mapping) -> dict:
 class OutputOptions:
     """How to write a result; normalised on creation so that equal outputs have equal keys.
 
-    Edges: alpha below `alpha_threshold` (0-255) becomes 0, then the matte is eroded by `erode` px and
-    feathered over `feather` px (a Gaussian, sigma feather/2); `refine` re-fits the upscaled matte to
-    the full-size photo (guided filter); `decontaminate` takes the old background's colour out of the
-    edge pixels (foreground colour estimation). The input's own alpha always multiplies the result.
+    Edges: alpha below `alpha_threshold` (0-255) becomes 0, alpha at or above `opaque_threshold`
+    (1-255; 0 is off) becomes 255 (a subject the model left partly see-through), then the matte is
+    eroded by `erode` px and feathered over `feather` px (a Gaussian, sigma feather/2); `refine`
+    re-fits the upscaled matte to the full-size photo (guided filter); `decontaminate` takes the old
+    background's colour out of the edge pixels (foreground colour estimation). The input's own
+    alpha always multiplies the result.
     """
 
     format: str = "png"
@@ -138,6 +141,7 @@ class OutputOptions:
     feather: int = 0
     refine: bool = REFINE
     decontaminate: bool = DECONTAMINATE
+    opaque_threshold: int = 0  # last: positional callers of the fields before it keep their meaning
 
     def __post_init__(self):
         if self.format not in _FORMATS:
@@ -145,7 +149,12 @@ class OutputOptions:
         for name in ("alpha_only", "refine", "decontaminate"):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(f"bad {name} {_show(getattr(self, name))}: use true or false")
-        for name, top in (("alpha_threshold", 255), ("erode", MAX_EDGE_PX), ("feather", MAX_EDGE_PX)):
+        for name, top in (
+            ("alpha_threshold", 255),
+            ("opaque_threshold", 255),
+            ("erode", MAX_EDGE_PX),
+            ("feather", MAX_EDGE_PX),
+        ):
             if not _is_int(getattr(self, name), top):
                 raise _bad(f"bad {name} {_show(getattr(self, name))}: use a whole number from 0 to {top}")
         color = self.bg_color
@@ -171,12 +180,14 @@ class OutputOptions:
         feather: int | str | None = None,
         refine: bool | str | None = None,
         decontaminate: bool | str | None = None,
+        opaque_threshold: int | str | None = None,
     ) -> OutputOptions:
         """Build from user text (form fields, query arguments, CLI flags); bad values raise bad_option.
 
         None or an empty string leaves an edge option at its default.
         """
-        edges = {"alpha_threshold": alpha_threshold, "erode": erode, "feather": feather}
+        edges = {"alpha_threshold": alpha_threshold, "opaque_threshold": opaque_threshold}
+        edges |= {"erode": erode, "feather": feather}
         edges |= {"refine": refine, "decontaminate": decontaminate}
         return cls(_parse_format(format), parse_color(bg_color), _parse_flag(alpha_only), **_parse_edges(edges))
 

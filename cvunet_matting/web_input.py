@@ -17,7 +17,8 @@ from .errors import InputError
 from .http_support import settings
 from .imaging import probe
 
-EDGE_OPTIONS = ("alpha_threshold", "erode", "feather", "refine", "decontaminate")
+EDGE_OPTIONS = ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate")
+EDGE_NUMBERS = ("alpha_threshold", "opaque_threshold", "erode", "feather")
 OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_OPTIONS)
 MAX_NAME_CHARS = 1024  # a display name; the stored output name is cut much shorter (naming.py)
 
@@ -43,7 +44,7 @@ def parse_options(values, form: bool = True) -> OutputOptions:
         raise InputError("form fields are strings", code="bad_option")
     if not form:
         flags_ok = all(isinstance(edges[n], bool | None) for n in ("refine", "decontaminate"))
-        numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in ("alpha_threshold", "erode", "feather"))
+        numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in EDGE_NUMBERS)
         if not (flags_ok and numbers_ok):
             raise InputError("refine and decontaminate are booleans, the others integers", code="bad_option")
     return OutputOptions.parse(fmt, color, alpha, **edges)

@@ -108,8 +108,9 @@ def test_the_edge_options_are_published_for_forms_and_json():
     spec = document()
     form = spec["paths"]["/api/v1/images"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     options = spec["components"]["schemas"]["Options"]["properties"]
-    for name in ("alpha_threshold", "erode", "feather", "refine", "decontaminate"):
+    for name in ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate"):
         assert name in form["properties"] and name in options, name
+    assert form["properties"]["opaque_threshold"]["maximum"] == 255
     assert form["properties"]["alpha_threshold"]["maximum"] == 255 and form["properties"]["feather"]["maximum"] == 64
     assert options["refine"] == {"type": "boolean"}
 

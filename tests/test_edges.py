@@ -176,6 +176,17 @@ def test_erosion_shrinks_and_feathering_softens():
     assert 0 < feathered[29] < 128 < feathered[30] < 255
 
 
+def test_the_opaque_threshold_makes_a_see_through_subject_solid_and_leaves_its_edge_soft():
+    """The close-up cat's case: ISNet leaves patches of the coat at alpha 0.6-0.9 inside the subject."""
+    _, alpha = step(20, 60, 30)
+    alpha[:, 35:] = 180  # a grey patch inside the subject
+    alpha[:, 28:31] = [60, 120, 170]  # its soft edge
+    solid = controls(alpha, opaque=150)
+    assert (solid[:, 35:] == 255).all() and (solid[:, 30] == 255).all()
+    assert (solid[:, 28:30] == alpha[:, 28:30]).all() and (solid[:, :28] == 0).all()
+    assert (controls(alpha) == alpha).all()  # 0: off
+
+
 def test_finish_applies_the_options_in_order():
     rgb, alpha = soft_edge(60, 120, ramp=30)
     options = OutputOptions(alpha_threshold=100, refine=False, decontaminate=False)
@@ -189,12 +200,13 @@ def test_finish_applies_the_options_in_order():
 
 
 def test_edge_options_parse_from_user_text():
-    options = OutputOptions.parse("png", None, False, "16", "3", "4", "false", "off")
-    assert (options.alpha_threshold, options.erode, options.feather) == (16, 3, 4)
+    options = OutputOptions.parse("png", None, False, "16", "3", "4", "false", "off", "200")
+    assert (options.alpha_threshold, options.erode, options.feather, options.opaque_threshold) == (16, 3, 4, 200)
     assert options.refine is False and options.decontaminate is False
-    assert OutputOptions.parse(alpha_threshold="", erode=None, refine="", decontaminate="") == OutputOptions()
+    empty = OutputOptions.parse(alpha_threshold="", erode=None, refine="", decontaminate="", opaque_threshold="")
+    assert empty == OutputOptions()
     defaults = OutputOptions()
-    assert (defaults.alpha_threshold, defaults.erode, defaults.feather) == (0, 0, 0)
+    assert (defaults.alpha_threshold, defaults.erode, defaults.feather, defaults.opaque_threshold) == (0, 0, 0, 0)
     assert defaults.refine is True and defaults.decontaminate is True
 
 
@@ -203,6 +215,8 @@ def test_edge_options_parse_from_user_text():
     [
         ("alpha_threshold", "256"),
         ("alpha_threshold", "-1"),
+        ("opaque_threshold", "256"),
+        ("opaque_threshold", 1.0),
         ("erode", "1.5"),
         ("erode", " 3"),
         ("erode", 65),
@@ -220,7 +234,7 @@ def test_bad_edge_options_are_refused_by_name(field, value):
 
 
 def test_edge_options_round_trip_and_old_rows_read_as_defaults():
-    options = OutputOptions.parse("webp", "#102030", False, 9, 2, 1, True, False)
+    options = OutputOptions.parse("webp", "#102030", False, 9, 2, 1, True, False, 240)
     again = OutputOptions.from_dict(json.loads(json.dumps(options.to_dict())))
     assert again == options and again.key() == options.key()
     assert OutputOptions.from_dict({"format": "png", "bg_color": None, "alpha_only": False}) == OutputOptions()
@@ -231,13 +245,14 @@ def test_the_key_changes_with_each_edge_option():
     assert base.key() == "png;bg=none;alpha=0"  # results made before edge options keep their keys
     changed = [
         OutputOptions(alpha_threshold=1),
+        OutputOptions(opaque_threshold=200),
         OutputOptions(erode=1),
         OutputOptions(feather=1),
         OutputOptions(refine=not base.refine),
         OutputOptions(decontaminate=not base.decontaminate),
     ]
     keys = {base.key(), *(options.key() for options in changed)}
-    assert len(keys) == 6
+    assert len(keys) == 7
     assert OutputOptions.parse(erode="3").key() == OutputOptions(erode=3).key()
     # The bare matte has no colours: decontamination cannot change it, so it cannot split its key.
     assert OutputOptions(alpha_only=True, decontaminate=False) == OutputOptions(alpha_only=True)
@@ -248,7 +263,7 @@ def test_the_matte_command_takes_the_edge_flags(tmp_path, tiny):
 
     source = tmp_path / "in.png"
     source.write_bytes(png(np.full((16, 16, 3), 255, np.uint8), "RGB"))
-    flags = ["--alpha-threshold", "10", "--erode", "1", "--feather", "2", "--no-refine", "--no-decontaminate"]
+    flags = ["--alpha-threshold", "10", "--opaque-threshold", "200", "--erode", "1", "--feather", "2", "--no-refine"]
     done = CliRunner().invoke(main, ["matte", str(source), "-o", str(tmp_path / "out"), *flags])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "out" / "in.png").exists()
