@@ -269,8 +269,9 @@ def controls_figure(session, out: Path) -> None:
 
 
 def controls_label(options: OutputOptions) -> str:
-    changed = {k: v for k, v in options.to_dict().items() if v != OutputOptions().to_dict()[k]}
-    return ", ".join(f"{k} {v}" for k, v in changed.items())
+    """The thresholds the photo was given (the only controls CONTROLLED sets)."""
+    chosen = [(name, getattr(options, name)) for name in ("alpha_threshold", "opaque_threshold")]
+    return ", ".join(f"{name} {value}" for name, value in chosen if value)
 
 
 def main() -> None:

@@ -42,6 +42,9 @@ _TRIPLE = re.compile(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})", re.ASCII)
 _INT = re.compile(r"[0-9]{1,3}", re.ASCII)
 _EDGE_KEYS = ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate")
 _KEYS = {"format", "bg_color", "alpha_only", *_EDGE_KEYS}
+# Options added since a release: left out of task arguments while at their default, so that workers
+# of the version before (which refuse keys they do not know) still take new tasks in a rolling upgrade.
+_NEWER_KEYS = ("opaque_threshold",)
 # Edge defaults, measured by make bench-quality: each costs under 10% of a 1024 x 1024 CPU inference
 # (about 3% each) and beats the raw matte on every metric it touches, so both are on.
 REFINE = True
@@ -215,6 +218,9 @@ class OutputOptions:
         """JSON-safe form, for task arguments and job rows (bg_color as [r, g, b] or None)."""
         color = None if self.bg_color is None else list(self.bg_color)
         edges = {name: getattr(self, name) for name in _EDGE_KEYS}
+        for name in _NEWER_KEYS:
+            if edges[name] == _DEFAULTS[name]:
+                del edges[name]
         return {"format": self.format, "bg_color": color, "alpha_only": self.alpha_only, **edges}
 
     @classmethod

@@ -238,6 +238,9 @@ def test_edge_options_round_trip_and_old_rows_read_as_defaults():
     again = OutputOptions.from_dict(json.loads(json.dumps(options.to_dict())))
     assert again == options and again.key() == options.key()
     assert OutputOptions.from_dict({"format": "png", "bg_color": None, "alpha_only": False}) == OutputOptions()
+    # A worker of the version before refuses keys it does not know: a new option at its default is left out.
+    assert "opaque_threshold" not in OutputOptions().to_dict()
+    assert OutputOptions(opaque_threshold=200).to_dict()["opaque_threshold"] == 200
 
 
 def test_the_key_changes_with_each_edge_option():
