@@ -29,10 +29,6 @@ os.environ.update(
         "CVUNET_MODEL_DIR": str(REAL_MODEL_DIR),
         "CVUNET_MODEL": str(support.build_tiny_model(TMP_ROOT / "models" / "tiny-cvunet.onnx")),
         "CVUNET_ALLOWED_ROOTS": str(TMP_ROOT / "incoming"),
-        # A hung image fails its test within a minute, not ten. Nothing here relies on a short
-        # visibility timeout: it stays at its default (an hour); test_failover.py runs the workers
-        # with every production value, and recovery comes from the heartbeats (liveness.py).
-        "CVUNET_TASK_HARD_LIMIT": "60",
         "CVUNET_SECRET_KEY": "test-secret",
         "CVUNET_METRICS_ADDR": "127.0.0.1",
     }
