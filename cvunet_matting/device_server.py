@@ -34,8 +34,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 STATS_EVERY = 50  # images between two log lines of the batches' mean size
-
-
 ANSWER_WAIT_S = 10.0  # for a pool process that stopped reading its answers (it has a socket, not a hang)
 
 

@@ -40,16 +40,19 @@ _HEX6 = re.compile(r"#?[0-9a-f]{6}")
 _HEX3 = re.compile(r"#[0-9a-f]{3}")
 _TRIPLE = re.compile(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})", re.ASCII)
 _INT = re.compile(r"[0-9]{1,3}", re.ASCII)
-_EDGE_KEYS = ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate")
-_KEYS = {"format", "bg_color", "alpha_only", *_EDGE_KEYS}
-# Options added since a release: left out of task arguments while at their default, so that workers
-# of the version before (which refuse keys they do not know) still take new tasks in a rolling upgrade.
-_NEWER_KEYS = ("opaque_threshold",)
 # Edge defaults, measured by make bench-quality: each costs under 10% of a 1024 x 1024 CPU inference
 # (about 3% each) and beats the raw matte on every metric it touches, so both are on.
 REFINE = True
 DECONTAMINATE = True
 MAX_EDGE_PX = 64  # erosion and feathering, in pixels of the full-size image
+# The edge options, in key order: each number with its largest value (0 is off), each switch with its default.
+EDGE_NUMBERS = {"alpha_threshold": 255, "opaque_threshold": 255, "erode": MAX_EDGE_PX, "feather": MAX_EDGE_PX}
+EDGE_SWITCHES = {"refine": REFINE, "decontaminate": DECONTAMINATE}
+EDGE_KEYS = (*EDGE_NUMBERS, *EDGE_SWITCHES)
+_KEYS = {"format", "bg_color", "alpha_only", *EDGE_KEYS}
+# Options added since a release: left out of task arguments while at their default, so that workers
+# of the version before (which refuse keys they do not know) still take new tasks in a rolling upgrade.
+_NEWER_KEYS = ("opaque_threshold",)
 _PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}
 PNG_LEVEL = 1  # the fastest deflate level: a 12 MP result is 48 MB to compress (see png.py)
 _COLOR_HELP = "use #RRGGBB, #RGB, r,g,b or a name (" + ", ".join(_NAMED) + ")"
@@ -114,14 +117,8 @@ def _parse_int(value: object, name: str, top: int) -> int:
 
 def _parse_edges(values: Mapping) -> dict:
     """The edge options from user values (absent: the defaults), validated."""
-    return {
-        "alpha_threshold": _parse_int(values.get("alpha_threshold"), "alpha_threshold", 255),
-        "opaque_threshold": _parse_int(values.get("opaque_threshold"), "opaque_threshold", 255),
-        "erode": _parse_int(values.get("erode"), "erode", MAX_EDGE_PX),
-        "feather": _parse_int(values.get("feather"), "feather", MAX_EDGE_PX),
-        "refine": _parse_flag(values.get("refine"), "refine", REFINE),
-        "decontaminate": _parse_flag(values.get("decontaminate"), "decontaminate", DECONTAMINATE),
-    }
+    numbers = {name: _parse_int(values.get(name), name, top) for name, top in EDGE_NUMBERS.items()}
+    return numbers | {name: _parse_flag(values.get(name), name, default) for name, default in EDGE_SWITCHES.items()}
 
 
 @dataclass(frozen=True)
@@ -149,15 +146,10 @@ class OutputOptions:
     def __post_init__(self):
         if self.format not in _FORMATS:
             raise _bad(f"unknown output format {_show(self.format)}: use png, webp or jpg")
-        for name in ("alpha_only", "refine", "decontaminate"):
+        for name in ("alpha_only", *EDGE_SWITCHES):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(f"bad {name} {_show(getattr(self, name))}: use true or false")
-        for name, top in (
-            ("alpha_threshold", 255),
-            ("opaque_threshold", 255),
-            ("erode", MAX_EDGE_PX),
-            ("feather", MAX_EDGE_PX),
-        ):
+        for name, top in EDGE_NUMBERS.items():
             if not _is_int(getattr(self, name), top):
                 raise _bad(f"bad {name} {_show(getattr(self, name))}: use a whole number from 0 to {top}")
         color = self.bg_color
@@ -189,9 +181,14 @@ class OutputOptions:
 
         None or an empty string leaves an edge option at its default.
         """
-        edges = {"alpha_threshold": alpha_threshold, "opaque_threshold": opaque_threshold}
-        edges |= {"erode": erode, "feather": feather}
-        edges |= {"refine": refine, "decontaminate": decontaminate}
+        edges = {
+            "alpha_threshold": alpha_threshold,
+            "opaque_threshold": opaque_threshold,
+            "erode": erode,
+            "feather": feather,
+            "refine": refine,
+            "decontaminate": decontaminate,
+        }
         return cls(_parse_format(format), parse_color(bg_color), _parse_flag(alpha_only), **_parse_edges(edges))
 
     def key(self) -> str:
@@ -204,7 +201,7 @@ class OutputOptions:
         return base + "".join(f";{name}={int(getattr(self, name))}" for name in self._changed_edges())
 
     def _changed_edges(self) -> list[str]:
-        return [name for name in _EDGE_KEYS if getattr(self, name) != _DEFAULTS[name]]
+        return [name for name in EDGE_KEYS if getattr(self, name) != _DEFAULTS[name]]
 
     @property
     def extension(self) -> str:
@@ -217,7 +214,7 @@ class OutputOptions:
     def to_dict(self) -> dict:
         """JSON-safe form, for task arguments and job rows (bg_color as [r, g, b] or None)."""
         color = None if self.bg_color is None else list(self.bg_color)
-        edges = {name: getattr(self, name) for name in _EDGE_KEYS}
+        edges = {name: getattr(self, name) for name in EDGE_KEYS}
         for name in _NEWER_KEYS:
             if edges[name] == _DEFAULTS[name]:
                 del edges[name]
@@ -245,7 +242,7 @@ def _is_byte(value: object) -> bool:
     return _is_int(value, 255)
 
 
-_DEFAULTS = {name: getattr(OutputOptions, name) for name in _EDGE_KEYS}
+_DEFAULTS = {name: getattr(OutputOptions, name) for name in EDGE_KEYS}
 
 
 def _check_arrays(rgb: np.ndarray, alpha: np.ndarray) -> None:

@@ -11,14 +11,14 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 
 from . import db, submission
 from .db import reads
-from .encoding import DECONTAMINATE, MAX_EDGE_PX, REFINE
+from .encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE
 from .errors import InputError
 from .http_support import csrf_token, csrf_valid, settings
 from .imaging import SUPPORTED_FORMATS
 from .presenters import batch_json, task_json
 from .signin import local_target
 from .states import TASK_STATES
-from .web_input import EDGE_OPTIONS, load_batch, parse_id, parse_options, probe_uploads
+from .web_input import load_batch, parse_id, parse_options, probe_uploads
 
 bp = Blueprint("ui", __name__)
 BATCH_PAGE = 60
@@ -77,7 +77,7 @@ def upload_form():
             "format": request.form.get("format"),
             "bg_color": request.form.get("bg_color") if fill else None,
             "alpha_only": request.form.get("alpha_only", "false"),
-            **{name: request.form.get(name) for name in EDGE_OPTIONS},
+            **{name: request.form.get(name) for name in EDGE_KEYS},
         }
     )
     items, refused = probe_uploads(request.files.getlist("files"))

@@ -12,14 +12,11 @@ import uuid
 from . import db, submission
 from .accounts import Actor
 from .db import reads
-from .encoding import OutputOptions
+from .encoding import EDGE_KEYS, EDGE_NUMBERS, EDGE_SWITCHES, OutputOptions
 from .errors import InputError
 from .http_support import settings
 from .imaging import probe
 
-EDGE_OPTIONS = ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate")
-EDGE_NUMBERS = ("alpha_threshold", "opaque_threshold", "erode", "feather")
-OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_OPTIONS)
 MAX_NAME_CHARS = 1024  # a display name; the stored output name is cut much shorter (naming.py)
 
 
@@ -39,11 +36,11 @@ def parse_options(values, form: bool = True) -> OutputOptions:
     alpha_types = str if form else bool
     if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, alpha_types | bool):
         raise InputError("format and bg_color must be strings, alpha_only a boolean", code="bad_option")
-    edges = {name: values.get(name) for name in EDGE_OPTIONS}
+    edges = {name: values.get(name) for name in EDGE_KEYS}
     if form and not all(v is None or isinstance(v, str) for v in edges.values()):
         raise InputError("form fields are strings", code="bad_option")
     if not form:
-        flags_ok = all(isinstance(edges[n], bool | None) for n in ("refine", "decontaminate"))
+        flags_ok = all(isinstance(edges[n], bool | None) for n in EDGE_SWITCHES)
         numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in EDGE_NUMBERS)
         if not (flags_ok and numbers_ok):
             raise InputError("refine and decontaminate are booleans, the others integers", code="bad_option")
