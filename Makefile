@@ -4,6 +4,9 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; 0 runs them in this one). The suite mostly waits on real workers,
+# heartbeats and browsers (a serial run keeps 2 cores about a quarter busy), so 4 on 2 cores halves it.
+TEST_WORKERS ?= 4
 # The interpreter that creates the environment (Python 3.11 or newer).
 BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
@@ -40,7 +43,7 @@ machine:
 	bash .ci/prepare-machine
 
 test: machine install model
-	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install
 	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser and not compose" $(PYTEST_ARGS)
