@@ -315,14 +315,68 @@ def test_each_web_instance_keeps_its_metrics_folder_to_itself(stack):
         assert "PROMETHEUS_MULTIPROC_DIR" not in (services[name].get("environment") or {}), name
 
 
-def test_worker_image_swaps_in_onnxruntime_gpu_and_bakes_the_model():
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_worker_image_takes_onnxruntime_gpu_alone_and_bakes_the_model():
     runs = " && ".join(args_of(DOCKER / "Dockerfile.worker", "RUN"))
-    uninstall = runs.index("pip uninstall -y onnxruntime")
-    assert runs.index("--force-reinstall --no-deps") > uninstall
-    assert "[gpu]" in runs[:uninstall]
+    # Both wheels write the module `onnxruntime`: the GPU image must never get the CPU one.
+    assert "--extra gpu --without onnxruntime" in runs
     # The model comes in at build time; nothing downloads when a worker starts.
-    assert "cvunet-matting model fetch" in runs
+    assert "fetch_model(" in runs and "/opt/models" in runs
     assert any("CVUNET_MODEL_DIR=/opt/models" in env for env in args_of(DOCKER / "Dockerfile.worker", "ENV"))
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dependencies_come_from_setup_cfg_in_a_layer_below_the_source(path):
+    """An edit to the code must not rebuild the wheels' layer (gigabytes with CUDA) nor refetch the model."""
+    steps = instructions(path)
+    copies = [(i, args) for i, (kw, args) in enumerate(steps) if kw == "COPY"]
+    source = next(i for i, args in copies if args.startswith(". "))
+    requirements = next(i for i, args in copies if args == "setup.cfg docker/requirements.py /tmp/requirements/")
+    installs = [i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "pip install" in args]
+    assert requirements < installs[0] < source
+    after_source = [args for i, (kw, args) in enumerate(steps) if kw == "RUN" and i > source and "pip install" in args]
+    assert after_source and all("--no-deps" in args for args in after_source), after_source
+    fetches = [i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "fetch_model(" in args]
+    assert all(i < source for i in fetches)
+
+
+def package_imports(module: str) -> set[str]:
+    """cvunet_matting modules (file names) that `module` imports, directly or not."""
+    package = REPO / "cvunet_matting"
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        text = (package / name).read_text()
+        todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(\w+) import", text, re.MULTILINE)]
+        todo += [f"{m}.py" for m in re.findall(r"^\s*from \. import (\w+)", text, re.MULTILINE)]
+    return seen | {"__init__.py"}
+
+
+def test_the_model_fetchers_copy_is_all_that_fetch_py_imports():
+    copies = " ".join(args_of(DOCKER / "Dockerfile.worker", "COPY"))
+    copied = set(re.findall(r"cvunet_matting/(\w+\.py)", copies))
+    assert copied == package_imports("fetch.py")
+    assert "cvunet_matting/manifests /tmp/fetcher/cvunet_matting/manifests" in copies
+
+
+def test_the_requirements_script_reads_setup_cfg():
+    script = load_script(DOCKER / "requirements.py")
+    base = script.requirements(str(REPO / "setup.cfg"), [], [])
+    assert "numpy>=1.26" in base and "onnxruntime>=1.17" in base and "celery[redis]>=5.3" in base
+    gpu = script.requirements(str(REPO / "setup.cfg"), ["gpu"], ["onnxruntime"])
+    assert "onnxruntime-gpu>=1.17" in gpu and not any(line.startswith("onnxruntime>") for line in gpu)
+    assert set(gpu) - set(base) == {"onnxruntime-gpu>=1.17", "nvidia-ml-py>=12.535"}
+    test = script.requirements(str(REPO / "setup.cfg"), ["test"], [])
+    assert not any(line.startswith("#") for line in test) and "pytest>=8.0,<9" in test
 
 
 def test_hadolint_finds_nothing():
@@ -381,9 +435,7 @@ def test_ci_builds_the_gpu_worker_image_and_checks_its_libraries():
 
 def test_the_library_check_names_what_the_loader_cannot_find(tmp_path, monkeypatch):
     """cuda-check --libraries on a host with the CPU wheel: no CUDA provider, a clear failure."""
-    spec = importlib.util.spec_from_file_location("cuda_check", DOCKER / "cuda-check.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = load_script(DOCKER / "cuda-check.py")
     monkeypatch.setattr(check, "cuda_provider", lambda: tmp_path / "libonnxruntime_providers_cuda.so")
     assert check.check_libraries() == 1
     monkeypatch.setattr(check, "cuda_provider", lambda: Path(sys.executable).resolve())
