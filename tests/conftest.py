@@ -1,6 +1,7 @@
-"""Shared fixtures: a private Redis database and Postgres database per test run, tiny and real models.
+"""Shared fixtures: a private Redis database and Postgres database per test process, tiny and real models.
 
-The environment is set here, before any cvunet_matting module reads its settings.
+The environment is set here, before any cvunet_matting module reads its settings. Under pytest-xdist
+each worker process claims its own; the controller, which runs no test, claims nothing.
 """
 
 from __future__ import annotations
@@ -15,27 +16,42 @@ import pytest
 
 from tests import support
 
-RUN_ID = secrets.token_hex(4)
-TMP_ROOT = Path(tempfile.mkdtemp(prefix=f"cvunet-test-{RUN_ID}-"))
-REDIS_DB = support.claim_redis_db(RUN_ID)
-PG_NAME = f"cvunet_test_{RUN_ID}"
 REAL_MODEL_DIR = Path(os.environ.get("CVUNET_MODEL_DIR", Path.home() / ".cache/cvunet-matting/models"))
+RUN_ID = secrets.token_hex(4)
+PG_NAME = f"cvunet_test_{RUN_ID}"
+TMP_ROOT: Path
+REDIS_DB: int | None = None  # claimed in pytest_configure, by each process that runs tests
 
-os.environ.update(
-    {
-        "CVUNET_DATA_DIR": str(TMP_ROOT / "data"),
-        "CVUNET_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "CVUNET_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{PG_NAME}",
-        "CVUNET_MODEL_DIR": str(REAL_MODEL_DIR),
-        "CVUNET_MODEL": str(support.build_tiny_model(TMP_ROOT / "models" / "tiny-cvunet.onnx")),
-        "CVUNET_ALLOWED_ROOTS": str(TMP_ROOT / "incoming"),
-        "CVUNET_SECRET_KEY": "test-secret",
-        "CVUNET_METRICS_ADDR": "127.0.0.1",
-    }
-)
+
+def is_xdist_controller(config) -> bool:
+    """The process that only hands tests to pytest-xdist's workers: it runs none, so claims nothing."""
+    return not os.environ.get("PYTEST_XDIST_WORKER") and (getattr(config.option, "numprocesses", 0) or 0) > 0
+
+
+def pytest_configure(config):
+    # Before collection: no test module has imported cvunet_matting, so no setting is read yet.
+    global TMP_ROOT, REDIS_DB
+    if is_xdist_controller(config):
+        return
+    TMP_ROOT = Path(tempfile.mkdtemp(prefix=f"cvunet-test-{RUN_ID}-"))
+    REDIS_DB = support.claim_redis_db(RUN_ID)
+    os.environ.update(
+        {
+            "CVUNET_DATA_DIR": str(TMP_ROOT / "data"),
+            "CVUNET_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+            "CVUNET_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{PG_NAME}",
+            "CVUNET_MODEL_DIR": str(REAL_MODEL_DIR),
+            "CVUNET_MODEL": str(support.build_tiny_model(TMP_ROOT / "models" / "tiny-cvunet.onnx")),
+            "CVUNET_ALLOWED_ROOTS": str(TMP_ROOT / "incoming"),
+            "CVUNET_SECRET_KEY": "test-secret",
+            "CVUNET_METRICS_ADDR": "127.0.0.1",
+        }
+    )
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if REDIS_DB is None:
+        return
     support.release_redis_db(REDIS_DB, RUN_ID)
     support.drop_database(PG_NAME)
     shutil.rmtree(TMP_ROOT, ignore_errors=True)
