@@ -24,6 +24,22 @@ from .overlap import overlap_of
 log = logging.getLogger(__name__)
 _state: dict = {}
 
+# Popen waits for its child's exec on a close-on-exec pipe. A pool process billiard forks (os.fork,
+# no exec) in that moment inherits the pipe's write end and holds it until it exits, so the restart
+# hung for as long as that pool process lived (seen: the device crashed, its images' pool processes
+# were replaced at the same moment, and the device never came back). The pool's forks wait for a
+# spawn here instead, through os.register_at_fork.
+spawn_lock = threading.Lock()
+_fork_hooks: list[bool] = []
+
+
+def hold_forks_while_spawning() -> None:
+    if not _fork_hooks:
+        os.register_at_fork(
+            before=spawn_lock.acquire, after_in_parent=spawn_lock.release, after_in_child=spawn_lock.release
+        )
+        _fork_hooks.append(True)
+
 
 class DeviceHost:
     def __init__(self):
@@ -34,6 +50,7 @@ class DeviceHost:
         self.stopping = threading.Event()
 
     def start(self) -> None:
+        hold_forks_while_spawning()
         # Set before the pool forks: every pool process inherits where the device is, and its key.
         os.environ[SOCKET_ENV] = self.address
         os.environ[AUTHKEY_ENV] = self.authkey.hex()
@@ -42,7 +59,8 @@ class DeviceHost:
 
     def _spawn(self) -> None:
         argv = [sys.executable, "-m", "cvunet_matting.device_server", "--socket", self.address]
-        self.proc = subprocess.Popen([*argv, "--parent", str(os.getpid())])
+        with spawn_lock:
+            self.proc = subprocess.Popen([*argv, "--parent", str(os.getpid())])
         log.info("device process started (pid %d)", self.proc.pid)
 
     def _watch(self) -> None:

@@ -54,7 +54,10 @@ def pytest_sessionfinish(session, exitstatus):
         return
     support.release_redis_db(REDIS_DB, RUN_ID)
     support.drop_database(PG_NAME)
-    shutil.rmtree(TMP_ROOT, ignore_errors=True)
+    if exitstatus == 0:
+        shutil.rmtree(TMP_ROOT, ignore_errors=True)
+    else:  # the workers' logs are what explains a failure
+        print(f"\nkept for the failure: {TMP_ROOT} (worker logs in logs/)")
 
 
 @pytest.fixture(scope="session")
