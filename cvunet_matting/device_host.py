@@ -4,6 +4,7 @@ dies, stop it once the pool has finished its images."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -30,15 +31,12 @@ _state: dict = {}
 # were replaced at the same moment, and the device never came back). The pool's forks wait for a
 # spawn here instead, through os.register_at_fork.
 spawn_lock = threading.Lock()
-_fork_hooks: list[bool] = []
 
 
+@functools.cache  # registered once: a second registration would take the lock twice and hang a fork
 def hold_forks_while_spawning() -> None:
-    if not _fork_hooks:
-        os.register_at_fork(
-            before=spawn_lock.acquire, after_in_parent=spawn_lock.release, after_in_child=spawn_lock.release
-        )
-        _fork_hooks.append(True)
+    release = spawn_lock.release
+    os.register_at_fork(before=spawn_lock.acquire, after_in_parent=release, after_in_child=release)
 
 
 class DeviceHost:
