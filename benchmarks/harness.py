@@ -19,8 +19,8 @@ from tests import support  # noqa: E402  (the same service helpers the tests use
 
 RUN_ID = secrets.token_hex(4)
 ROOT = Path(tempfile.mkdtemp(prefix=f"cvunet-bench-{RUN_ID}-"))
-REDIS_DB = support.claim_redis_db(RUN_ID)
 PG_NAME = f"cvunet_bench_{RUN_ID}"
+REDIS_DB = support.claim_redis_db(RUN_ID, PG_NAME)
 
 os.environ.update(
     {

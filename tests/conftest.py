@@ -34,7 +34,7 @@ def pytest_configure(config):
     if is_xdist_controller(config):
         return
     TMP_ROOT = Path(tempfile.mkdtemp(prefix=f"cvunet-test-{RUN_ID}-"))
-    REDIS_DB = support.claim_redis_db(RUN_ID)
+    REDIS_DB = support.claim_redis_db(RUN_ID, PG_NAME)
     os.environ.update(
         {
             "CVUNET_DATA_DIR": str(TMP_ROOT / "data"),
