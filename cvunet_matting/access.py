@@ -90,7 +90,9 @@ def gate():
 def init_app(app: Flask, settings: Settings) -> AuthConfig:
     cfg = auth_config(settings)
     app.extensions["cvunet.auth"] = cfg
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0)  # Traefik says whether it was HTTPS
+    # Traefik, the one hop in front, says whether it was HTTPS and who asked (sign-in limits count
+    # wrong passwords per client address).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
     app.session_interface = SessionCookies()
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=cfg.session_hours)
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False  # a session ends session_hours after sign-in

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
 
-from . import accounts, db
+from . import accounts, db, signin_limits
 from .access import SIGNED_IN_AT
 from .db import reads
-from .redis_client import get_redis
 
 bp = Blueprint("signin", __name__)
 MAX_FIELD = 1024  # argon2 would hash a megabyte of "password" too: refuse before it tries
-# Guessing is slowed per account name: after FAILS_ALLOWED wrong passwords in FAIL_WINDOW_S, the
-# name is refused (429) until the window ends, whoever asks (Traefik limits requests per address).
-FAILS_ALLOWED = 10
-FAIL_WINDOW_S = 900
-
-
-def _fail_key(name: str) -> str:
-    return "cvunet:signin-fails:" + hashlib.sha256(name.lower().encode()).hexdigest()[:32]
-
-
-def locked_for(name: str) -> int:
-    """Seconds until `name` may try again (0: now)."""
-    key = _fail_key(name)
-    fails = get_redis().get(key)
-    return max(int(get_redis().ttl(key)), 1) if fails and int(fails) >= FAILS_ALLOWED else 0
-
-
-def count_failure(name: str) -> None:
-    pipe = get_redis().pipeline()
-    pipe.incr(_fail_key(name))
-    pipe.expire(_fail_key(name), FAIL_WINDOW_S, nx=True)
-    pipe.execute()
 
 
 def local_target(target: str | None, fallback: str) -> str:
@@ -58,17 +34,18 @@ def sign_in():
     name, password = request.form.get("name", "").strip(), request.form.get("password", "")
     if len(name) > MAX_FIELD or len(password) > MAX_FIELD:
         name, password = "", ""
-    wait = locked_for(name)
+    address = request.remote_addr or "unknown"
+    wait = signin_limits.locked_for(name, address)
     if wait:
         flash(f"Too many wrong passwords for this name: try again in {wait // 60 + 1} minutes.", "error")
         page = render_template("login.html", next=request.form.get("next", ""), no_users=False)
         return page, 429, {"Retry-After": str(wait)}
     actor = accounts.by_password(name, password) if name and password else None
     if actor is None:
-        count_failure(name)
+        signin_limits.count_failure(name, address)
         flash("Wrong name or password.", "error")
         return render_template("login.html", next=request.form.get("next", ""), no_users=False), 401
-    get_redis().delete(_fail_key(name))
+    signin_limits.clear(name)
     session.clear()  # a fresh session (and CSRF token) after sign-in: no fixation
     login_user(actor)
     session.permanent = True

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import accounts, db
+from . import accounts, db, signin_limits
 from .db import reads, writes
 from .errors import MattingError
 
@@ -93,8 +93,21 @@ def user_disable(name: str) -> None:
 @user.command("enable")
 @click.argument("name")
 def user_enable(name: str) -> None:
+    """Sign-in and API calls work again; wrong passwords counted against the name are forgotten."""
     _update(name, disabled=False)
+    signin_limits.clear(name)
     click.echo(f"enabled {name!r}")
+
+
+@user.command("unlock")
+@click.argument("name")
+def user_unlock(name: str) -> None:
+    """Let a name sign in again after too many wrong passwords (the lock would end by itself in 15 minutes)."""
+    try:
+        accounts.find_user(name)
+    except MattingError as exc:
+        _fail(exc.reason)
+    click.echo(f"unlocked {name!r}" if signin_limits.clear(name) else f"{name!r} was not locked")
 
 
 @user.command("password")
@@ -104,6 +117,7 @@ def user_password(name: str, password_stdin: bool) -> None:
     """Set a new password (generated unless read from stdin); every session of the user ends."""
     password, generated = _password(password_stdin)
     _update(name, password=password)
+    signin_limits.clear(name)  # whoever was guessing, the old password is gone
     click.echo(f"new password for {name!r}: {password}  (shown once)" if generated else f"password of {name!r} set")
 
 

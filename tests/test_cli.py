@@ -160,6 +160,16 @@ def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh
     assert cli(env, "user", "key", "revoke", "carol", key_id).returncode == 1
     assert cli(env, "user", "disable", "carol").returncode == 0
     assert "disabled" in cli(env, "user", "list").stdout
+    # Too many wrong passwords: the operator lifts the lock (a new password or enable lifts it too).
+    from cvunet_matting import signin_limits
+
+    assert cli(env, "user", "unlock", "carol").stdout.strip() == "'carol' was not locked"
+    signin_limits.count_failure("carol", "203.0.113.9")
+    assert cli(env, "user", "unlock", "carol").stdout.strip() == "unlocked 'carol'"
+    assert signin_limits.locked_for("carol", "203.0.113.9") == 0 and not signin_limits.clear("carol")
+    signin_limits.count_failure("carol", "203.0.113.9")
+    assert cli(env, "user", "enable", "carol").returncode == 0 and not signin_limits.clear("carol")
+    assert cli(env, "user", "unlock", "nobody").returncode == 1
     # The legacy tokens become keys of a user, then the variable can go.
     assert cli({**env, "CVUNET_API_TOKENS": "short"}, "user", "key", "import", "dave").returncode == 1
     token = "t" * 40
