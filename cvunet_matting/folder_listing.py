@@ -97,7 +97,7 @@ def record_page(batch: dict, idx: int, start: int, items: list[Item], names: lis
     with db.transaction() as cur:
         try:
             quotas.reserve(cur, owner, len(rows), new=True)
-        except quotas.QuotaExceeded as exc:
+        except quotas.OverQuota as exc:
             raise ListingStopped(exc.reason) from exc
         writes.add_listed_chunk(cur, batch["id"], idx, rows)
         writes.refuse_listed(cur, refused)

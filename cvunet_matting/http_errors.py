@@ -38,7 +38,11 @@ ERROR_STATUSES = {
         ("not_failed", "poison_input", "expired_task"),
     ),
     410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
-    413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),
+    413: (
+        "The upload is over the size limit (code `too_large`), or holds more images than a quota of this account"
+        " ever allows at once (code `batch_too_large`: split it)",
+        ("too_large", "batch_too_large"),
+    ),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
         ("svg", "not_an_image", "unsupported_format"),

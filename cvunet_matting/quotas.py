@@ -16,14 +16,24 @@ from .errors import InputError
 IN_FLIGHT_RETRY_S = 30  # in-flight images finish within seconds to minutes: ask again soon
 
 
-class QuotaExceeded(InputError):
-    """Over a quota: sent as 429 with Retry-After."""
+class OverQuota(InputError):
+    """A submission a quota refuses."""
+
+
+class QuotaExceeded(OverQuota):
+    """Over a quota for now: sent as 429 with Retry-After."""
 
     code = "quota_exceeded"
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BatchTooLarge(OverQuota):
+    """More images at once than a quota ever allows: waiting never helps, only splitting (413)."""
+
+    code = "batch_too_large"
 
 
 def seconds_to_midnight(now: datetime | None = None) -> int:
@@ -36,11 +46,7 @@ def check(cur, actor: Actor, images: int, new: bool = True) -> None:
     """Raise QuotaExceeded if `images` more would put the actor over a quota (`new`: counts for today)."""
     if actor.id is None:
         return  # the operator
-    if new and actor.max_batch is not None and images > actor.max_batch:
-        raise QuotaExceeded(
-            f"at most {actor.max_batch} images per batch for this account: split it into smaller batches",
-            IN_FLIGHT_RETRY_S,
-        )
+    check_size(actor, images, new)
     load = reads.owner_load(cur, actor.id)
     if actor.max_in_flight is not None and load["in_flight"] + images > actor.max_in_flight:
         raise QuotaExceeded(
@@ -53,6 +59,18 @@ def check(cur, actor: Actor, images: int, new: bool = True) -> None:
             f"this account may submit {actor.max_per_day} images per day (UTC); {load['today']} so far",
             seconds_to_midnight(),
         )
+
+
+def check_size(actor: Actor, images: int, new: bool = True) -> None:
+    """Raise BatchTooLarge if `images` at once are over a limit they could never fit under."""
+    limits = {"per batch": actor.max_batch, "per day (UTC)": actor.max_per_day} if new else {}
+    limits["waiting or running at once"] = actor.max_in_flight
+    over = {what: limit for what, limit in limits.items() if limit is not None and images > limit}
+    if over:
+        said = ", ".join(f"at most {limit} {what}" for what, limit in over.items())
+        most = min(over.values())
+        advice = f"split them into batches of at most {most}" if most else "ask an admin to raise the quota"
+        raise BatchTooLarge(f"{images} images at once are more than this account may send ({said}): {advice}")
 
 
 def precheck(actor: Actor | None, images: int, new: bool = True) -> None:
