@@ -34,9 +34,10 @@ def new_incarnation(hostname: str | None = None) -> str:
     return f"{hostname or socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-def beat(client: redis.Redis, incarnation: str, held: Iterable[str], ttl: float) -> None:
-    """Say this worker is alive for `ttl` seconds more, and what it holds."""
-    payload = json.dumps({"held": sorted(held), "at": time.time()})
+def beat(client: redis.Redis, incarnation: str, held: Iterable[str], ttl: float, receiving: bool = False) -> None:
+    """Say this worker is alive for `ttl` seconds more, what it holds, and whether its consumer has a
+    reply it cannot read yet (`receiving`: a message in it is in neither the queue nor `unacked`)."""
+    payload = json.dumps({"held": sorted(held), "receiving": receiving, "at": time.time()})
     client.set(BEAT + incarnation, payload, px=int(ttl * 1000))
 
 
@@ -44,15 +45,25 @@ def record_owner(client: redis.Redis, task_id: str, incarnation: str) -> None:
     client.set(OWNER + task_id, incarnation, ex=OWNER_TTL)
 
 
-def live_workers(client: redis.Redis) -> dict[str, set[str]]:
-    """Live incarnations and the task ids each holds."""
+def beats(client: redis.Redis) -> dict[str, dict]:
+    """Live incarnations and their last beat (held, receiving, at)."""
     keys = list(client.scan_iter(match=BEAT + "*", count=500))
     values = client.mget(keys) if keys else []
     return {
-        key.decode()[len(BEAT) :]: set(json.loads(value)["held"])
+        key.decode()[len(BEAT) :]: json.loads(value)
         for key, value in zip(keys, values, strict=True)
         if value is not None  # expired between the scan and the read
     }
+
+
+def live_workers(client: redis.Redis) -> dict[str, set[str]]:
+    """Live incarnations and the task ids each holds."""
+    return {incarnation: set(b["held"]) for incarnation, b in beats(client).items()}
+
+
+def receiving_workers(client: redis.Redis) -> set[str]:
+    """Live incarnations whose consumer had, at their last beat, a reply from Redis it could not read yet."""
+    return {incarnation for incarnation, b in beats(client).items() if b.get("receiving")}
 
 
 def held_by_live_workers(client: redis.Redis) -> set[str]:

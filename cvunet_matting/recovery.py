@@ -101,10 +101,11 @@ def requeue_storage_failures() -> list[dict]:
     return rows
 
 
-def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, notify=print) -> dict:
+def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, notify=print, beat=None) -> dict:
     """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chain broke.
 
     Rows touched in the last `settle_s` seconds are left alone: they may be on their way to Redis.
+    `beat` refreshes the caller's own heartbeat, when the caller is a worker's watchdog.
     """
     in_workers = held_by_workers() if dry_run else wait_for_orphaned_runs(wait_s, notify)
     notify("comparing PostgreSQL's unfinished tasks with what Redis and the workers hold ...")
@@ -118,7 +119,7 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]
     unlisted = [b for b in listing if dispatch.listing_id(str(b["id"])) not in in_redis | in_workers]
     if (lost or unlisted) and not dry_run:
-        lost, unlisted = confirmed_lost(lost, unlisted, settle_s)
+        lost, unlisted = confirmed_lost(lost, unlisted, settle_s, beat, notify)
     if in_workers - in_redis:
         orphans = []  # their chunks resume once those runs end (see wait_for_orphaned_runs)
     if not dry_run:
@@ -130,19 +131,47 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     return {"lost": lost, "stalled_batches": sorted(stalled), "storage_requeued": requeued}
 
 
-def confirmed_lost(lost: list[dict], unlisted: list[dict], settle_s: float) -> tuple[list[dict], list[dict]]:
+def confirmed_lost(
+    lost: list[dict], unlisted: list[dict], settle_s: float, beat=None, notify=print
+) -> tuple[list[dict], list[dict]]:
     """Of what looked lost, what still does a moment later: a message a worker is taking is off the
     queue and not yet in `unacked` for a few milliseconds (kombu pops it, then records it), and a
     task may finish between the two reads. Republishing either would run the image twice, and a
-    second run counts as a crash against the poison-input cap."""
+    second run counts as a crash against the poison-input cap.
+
+    A message can also stay off both for as long as a task runs: Redis hands it to a worker's BRPOP,
+    and the worker leaves the reply unread while it has no free slot (see transport.reply_unread).
+    Nothing in Redis shows it; that worker's beat says it is `receiving`. So the second look waits
+    for a beat from every live worker made after the first look, and republishes nothing while one
+    of them has such a reply: the next reconcile looks again."""
+    client = get_redis()
+    before = {incarnation: b["at"] for incarnation, b in liveness.beats(client).items()}
     time.sleep(RECHECK_S)
+    if beat is not None:
+        beat()
+    _await_new_beats(client, before, get_settings().heartbeat_ttl)
     held = held_by_redis() | held_by_workers()
+    receiving = liveness.receiving_workers(client)
     with db.transaction() as cur:
         unfinished = {str(r["id"]) for r in reads.unfinished(cur, settle_s)}
         listing = {str(b["id"]) for b in reads.listing_batches(cur, settle_s)}
     lost = [r for r in lost if str(r["id"]) in unfinished and str(r["id"]) not in held]
     unlisted = [b for b in unlisted if str(b["id"]) in listing and dispatch.listing_id(str(b["id"])) not in held]
+    if (lost or unlisted) and receiving:
+        notify(f"{len(lost) + len(unlisted)} task(s) not found, left for now: {sorted(receiving)} have a reply unread")
+        return [], []
     return lost, unlisted
+
+
+def _await_new_beats(client, before: dict[str, float], timeout: float) -> None:
+    """Until each worker alive at the first look has beaten again (or died), `timeout` at most. A beat
+    is compared with that worker's own previous one, so the hosts' clocks need not agree."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = {incarnation: b["at"] for incarnation, b in liveness.beats(client).items()}
+        if all(now.get(incarnation) != at for incarnation, at in before.items()):
+            return
+        time.sleep(0.1)
 
 
 def _restart(lost: list[dict], orphans: list[dict], unfinalized: list[dict], undispatched: list[dict]) -> None:

@@ -45,6 +45,18 @@ def held_ids(client: redis.Redis, queue: str) -> set[str]:
     return queued_ids(client, queue) | {d.task_id for d in deliveries(client)}
 
 
+def reply_unread(channel) -> bool:
+    """Whether this consumer has a BRPOP in flight that it may not read yet, having no free prefetch slot.
+
+    Redis takes a message off the queue when it answers a BRPOP; kombu puts it in `unacked` only once
+    it reads the reply, and it reads it only while the channel can consume (kombu >= 5.7 parks the
+    reply, older versions leave it unread). A Celery worker's slots shrink under a BRPOP in flight when
+    a countdown (ETA) task it holds becomes due: the task takes the slot the BRPOP was sent for. Until
+    a slot frees up, the message in that reply is in neither the queue nor `unacked`.
+    """
+    return bool(getattr(channel, "_in_poll", None)) and not channel.qos.can_consume()
+
+
 def restore(app, tags: list[str]) -> None:
     """Put delivered messages back on their queue now, by kombu's own restore (first in line)."""
     if not tags:

@@ -33,10 +33,21 @@ def held_here() -> set[str]:
     return set()
 
 
+def receiving_here(consumer) -> bool:
+    """Whether this worker's task consumer has a reply from Redis it cannot read yet: a message in it
+    is off the queue and not in `unacked` (see transport.reply_unread)."""
+    task_consumer = getattr(consumer, "task_consumer", None)  # None while the consumer reconnects
+    try:
+        return task_consumer is not None and transport.reply_unread(task_consumer.channel)
+    except Exception:  # a channel being replaced: the next beat tells
+        return False
+
+
 class Watchdog(threading.Thread):
-    def __init__(self, app, incarnation: str, settings: Settings, held=held_here):
+    def __init__(self, app, incarnation: str, settings: Settings, held=held_here, receiving=lambda: False):
         super().__init__(name="cvunet-watchdog", daemon=True)
         self.app, self.incarnation, self.settings, self.held = app, incarnation, settings, held
+        self.receiving = receiving
         self.stopped = threading.Event()
         self.next_reconcile = 0.0
         self.next_expiry = time.monotonic() + EXPIRY_DELAY_S
@@ -53,7 +64,7 @@ class Watchdog(threading.Thread):
 
     def tick(self) -> None:
         client = get_redis()
-        liveness.beat(client, self.incarnation, self.held(), self.settings.heartbeat_ttl)
+        self.beat(client)
         if not liveness.lead(client, self.incarnation, ttl=self.settings.heartbeat_ttl):
             return
         self.sweep(client)
@@ -64,6 +75,10 @@ class Watchdog(threading.Thread):
             self.next_expiry = time.monotonic() + EXPIRY_INTERVAL_S
             self.expire()
 
+    def beat(self, client) -> None:
+        receiving = self.receiving()
+        liveness.beat(client, self.incarnation, self.held(), self.settings.heartbeat_ttl, receiving=receiving)
+
     def sweep(self, client) -> None:
         lost = liveness.find_abandoned(client, grace=self.settings.heartbeat_ttl)
         if lost:
@@ -73,7 +88,8 @@ class Watchdog(threading.Thread):
     def reconcile(self) -> None:
         from .recovery import reconcile  # the orchestration side, loaded only in the leader
 
-        found = reconcile(settle_s=self.settings.heartbeat_ttl, notify=log.info)
+        # This thread beats for its worker: again before reconcile's second look, which trusts the beats.
+        found = reconcile(settle_s=self.settings.heartbeat_ttl, notify=log.info, beat=lambda: self.beat(get_redis()))
         if found["lost"] or found["stalled_batches"] or found["storage_requeued"]:
             counts = (len(found["lost"]), len(found["stalled_batches"]), len(found["storage_requeued"]))
             log.warning("reconcile: %d lost task(s), %d stalled batch(es), %d storage failure(s) requeued", *counts)

@@ -14,7 +14,7 @@ from celery import signals
 from . import liveness
 from .config import get_settings
 from .redis_client import get_redis
-from .watchdog import Watchdog
+from .watchdog import Watchdog, receiving_here
 
 log = logging.getLogger(__name__)
 _state: dict = {}
@@ -41,7 +41,8 @@ def on_received(request=None, **_):
 def on_worker_ready(sender=None, **_):
     if "incarnation" not in _state:
         return
-    watchdog = Watchdog(sender.app, _state["incarnation"], get_settings())
+    # The sender is the worker's consumer: its beat tells whether it has a reply it cannot read yet.
+    watchdog = Watchdog(sender.app, _state["incarnation"], get_settings(), receiving=lambda: receiving_here(sender))
     watchdog.start()
     _state["watchdog"] = watchdog
 

@@ -199,6 +199,63 @@ def test_a_task_seen_missing_once_is_not_republished_if_it_shows_up_a_moment_lat
     assert support.redis().llen("matting") == 1
 
 
+def test_a_message_in_a_reply_a_busy_worker_has_not_read_is_not_republished(clean_state):
+    """A worker holding a countdown task keeps a BRPOP out for the slot that task lends it. When the
+    task comes due it takes the slot back, and a message Redis hands to that BRPOP stays in the unread
+    reply until the worker has room again: off the queue, not in `unacked`, for as long as a task runs
+    (the storage retries' extra run, RELIABILITY.md). The worker's beat says so; reconcile waits."""
+    import contextlib
+    import socket
+    import uuid
+    from types import SimpleNamespace
+
+    from kombu import Consumer
+
+    from cvunet_matting import dispatch, worker_main
+    from cvunet_matting.celery_app import app
+    from cvunet_matting.db import writes
+    from cvunet_matting.recovery import reconcile
+
+    rows = [
+        {"id": uuid.uuid4(), "filename": f"{n}.png", "input_key": n, "options": {}, "output_path": f"o/{n}.png"}
+        for n in "ab"
+    ]
+    with db.transaction() as cur:
+        writes.create_tasks(cur, rows)
+        cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute'")
+    received = []
+    with app.connection_for_read() as conn:
+        queue = app.amqp.queues[load_settings().queue]
+        on_message = lambda body, message: received.append(message)  # noqa: E731
+        consumer = Consumer(conn.default_channel, [queue], callbacks=[on_message], accept=["json"])
+        consumer.qos(prefetch_count=1)
+        consumer.consume()
+        dispatch.publish_image(rows[0])
+        conn.drain_events(timeout=5)  # the one slot taken
+        consumer.qos(prefetch_count=2)  # a countdown task received lends one more: a BRPOP goes out
+        with contextlib.suppress(socket.timeout):
+            conn.drain_events(timeout=0.05)
+        consumer.qos(prefetch_count=1)  # the countdown task comes due and takes it back
+        dispatch.publish_image(rows[1])  # Redis hands it to the BRPOP in flight
+        client = support.redis()
+        assert str(rows[1]["id"]) not in transport.held_ids(client, load_settings().queue)
+        client.set(liveness.LEADER, "another-worker", ex=60)  # this watchdog only beats
+        worker_main.on_worker_init(sender=SimpleNamespace(hostname="busy@test"))
+        worker_main.on_worker_ready(sender=SimpleNamespace(app=app, task_consumer=consumer))  # as Celery calls it
+        try:
+            support.wait_until(lambda: liveness.live_workers(client), 10, message="no beat")
+            found = reconcile(settle_s=5, notify=lambda *_: None)
+        finally:
+            worker_main.on_worker_shutdown()
+            worker_main._state.clear()
+        received[0].ack()  # room again: the reply is read, and the second image was in it
+        conn.drain_events(timeout=5)
+        republished = transport.queued_ids(client, load_settings().queue)
+        received[1].ack()
+    assert [m.headers["id"] for m in received] == [str(r["id"]) for r in rows]
+    assert found["lost"] == [] and not republished, "republished a message a live worker held in an unread reply"
+
+
 def test_a_second_copy_of_a_message_is_not_counted_as_a_crash(clean_state, worker_factory):
     """Two copies of one task (a republish the watchdog made in error) both run and both end: no
     process died, so the poison-input cap, here 1, must not fail the image as 'crashed'."""
