@@ -24,7 +24,7 @@ from .api_auth import bearer_actor, unauthorized
 from .config import Settings
 
 log = logging.getLogger(__name__)
-OPEN_ENDPOINTS = {"static", "health.healthz", "health.readyz", "signin.login", "signin.sign_in"}
+OPEN_ENDPOINTS = {"static", "health.healthz", "health.readyz", "signin.login", "signin.sign_in", "edge_refusal"}
 MIN_TOKEN_CHARS = 32
 SIGNED_IN_AT = "signed_in_at"
 
@@ -74,7 +74,7 @@ def gate():
     if request.endpoint == "metrics" or request.endpoint == "signin.check_admin":
         actor = bearer_actor() or session_actor()
         if actor is None:
-            return unauthorized()
+            return flower_sign_in() or unauthorized()
         if not actor.is_admin:
             abort(403, description="Admins only.")
     else:
@@ -85,6 +85,20 @@ def gate():
             abort(401, description="Sign in first.")
     g.actor = actor
     return None
+
+
+def flower_sign_in():
+    """Traefik's admin check for a signed-out browser opening Flower: off to sign in, and back.
+
+    forwardAuth hands the check's answer to the client as it is, so a redirect reaches the browser;
+    X-Forwarded-Uri (set by Traefik) says where it was going. Scripts, which do not ask for HTML,
+    keep the 401 (curl's */* included)."""
+    if request.endpoint != "signin.check_admin" or "text/html" not in request.headers.get("Accept", ""):
+        return None
+    target = request.headers.get("X-Forwarded-Uri", "")
+    if not target.startswith("/flower") or "//" in target or "\\" in target:
+        target = "/flower/"
+    return redirect(url_for("signin.login", next=target))
 
 
 def init_app(app: Flask, settings: Settings) -> AuthConfig:

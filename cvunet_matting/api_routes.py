@@ -7,7 +7,7 @@ from .api_spec import FlagQuery, NumberQuery, Operation
 from .waiting import MAX_WAIT_S
 
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
-SUBMIT_ERRORS = (400, 401, 413, 415, 429, 503)
+SUBMIT_ERRORS = (400, 401, 413, 415, 422, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
 DOWNLOAD_ERRORS = (*READ_ERRORS, 410)  # retention removed the file
 PAGE = (NumberQuery("offset", 0, 2**31 - 1), NumberQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
@@ -51,7 +51,7 @@ OPERATIONS = {
         "/batches/folder",
         "Submit every image of a server-side folder (admins only)",
         _queued("BatchAccepted"),
-        (400, 401, 403, 404, 429, 503),
+        (400, 401, 403, 404, 422, 429, 503),
         body={"required": True, "content": {"application/json": {"schema": ref("FolderRequest")}}},
     ),
     "batch_status": Operation(
@@ -82,7 +82,7 @@ OPERATIONS = {
         "/tasks/<task_id>/retry",
         "Requeue a failed task (one that crashed the worker: admins only, with force=1)",
         _queued("TaskAccepted", "Requeued"),
-        (400, 401, 404, 409, 429, 503),
+        (400, 401, 404, 409, 422, 429, 503),
         query=(FlagQuery("force", "admins: retry even an input that crashed the worker"),),
     ),
     "task_result": Operation(

@@ -7,11 +7,12 @@ under a status is sent with it, and the description is what the document publish
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 import kombu.exceptions
 import psycopg2
 import redis
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, abort, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import InputError
@@ -38,14 +39,14 @@ ERROR_STATUSES = {
         ("not_failed", "poison_input", "expired_task"),
     ),
     410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
-    413: (
-        "The upload is over the size limit (code `too_large`), or holds more images than a quota of this account"
-        " ever allows at once (code `batch_too_large`: split it)",
-        ("too_large", "batch_too_large"),
-    ),
+    413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
         ("svg", "not_an_image", "unsupported_format"),
+    ),
+    422: (
+        "More images at once than a quota of this account ever allows (code `batch_too_large`): split them",
+        ("batch_too_large",),
     ),
     429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),
     503: ("Redis or PostgreSQL cannot be reached", ()),
@@ -87,10 +88,24 @@ def _input_error(exc: InputError):
     return render_template("error.html", status=status, title="Refused", message=exc.reason), status, headers
 
 
+def _too_large(json: bool):
+    message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
+    return error_json("too_large", message, 413) if json else _error_page(413, "Too large", message)
+
+
+def edge_refusal(status: int):
+    """The body Traefik sends instead of its own plain-text 413 (its buffering middleware refuses an
+    upload over the limit before the app sees it; the errors middleware asks this page, passing the
+    original URL): the same answer the app gives, JSON under /api and /page."""
+    if status != 413:
+        abort(404)
+    path = urlsplit(request.args.get("url", "")).path
+    return _too_large(path.startswith(("/api/", "/page/")))
+
+
 def _http_error(exc: HTTPException):
     if exc.code == 413:
-        message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
-        return error_json("too_large", message, 413) if wants_json() else _error_page(413, "Too large", message)
+        return _too_large(wants_json())
     response = exc.get_response()  # keeps headers such as Allow on a 405
     if not wants_json():
         response.set_data(render_template("error.html", status=exc.code, title=exc.name, message=exc.description))
@@ -118,3 +133,4 @@ def register_errors(app: Flask) -> None:
     for exc_class in UNAVAILABLE:
         app.register_error_handler(exc_class, _unavailable)
     app.register_error_handler(Exception, _unexpected)
+    app.add_url_rule("/errors/<int:status>", "edge_refusal", edge_refusal)

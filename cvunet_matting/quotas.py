@@ -31,7 +31,7 @@ class QuotaExceeded(OverQuota):
 
 
 class BatchTooLarge(OverQuota):
-    """More images at once than a quota ever allows: waiting never helps, only splitting (413)."""
+    """More images at once than a quota ever allows: waiting never helps, only splitting (422)."""
 
     code = "batch_too_large"
 

@@ -10,6 +10,7 @@ import time
 import types
 import uuid
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -248,8 +249,8 @@ def test_quotas_answer_429_with_retry_after(app):
     assert int(over.headers["Retry-After"]) > 0 and "still waiting" in over.get_json()["error"]["message"]
     files = {"files": [(io.BytesIO(png_bytes(s)), f"{s}.png") for s in (13, 14, 15)]}
     batch = api.post("/api/v1/batches", data=files, content_type="multipart/form-data", headers=tight.bearer)
-    # Waiting would never help a batch bigger than a limit: 413, no Retry-After, split it.
-    assert batch.status_code == 413 and "Retry-After" not in batch.headers
+    # Waiting would never help a batch bigger than a limit: 422, no Retry-After, split it.
+    assert batch.status_code == 422 and "Retry-After" not in batch.headers
     error = batch.get_json()["error"]
     assert error["code"] == "batch_too_large" and error["message"] == (
         "3 images at once are more than this account may send (at most 2 per batch, at most 1 waiting or running"
@@ -335,6 +336,19 @@ def test_guessing_from_many_addresses_locks_the_name_until_an_operator_unlocks_i
     assert guess(browser, token, alice.name, alice.password, "198.51.100.7").status_code == 429
     assert signin_limits.clear(alice.name)  # `cvunet-matting user unlock` (tests/test_cli.py)
     assert guess(browser, token, alice.name, alice.password, "198.51.100.7").status_code == 302
+
+
+def test_flowers_admin_check_sends_a_signed_out_browser_to_sign_in_and_back(app):
+    client = app.test_client()
+    html = {"Accept": "text/html,*/*;q=0.8"}
+    back = client.get("/auth/admin", headers={**html, "X-Forwarded-Uri": "/flower/tasks?state=FAILURE"})
+    assert back.status_code == 302
+    assert unquote(back.headers["Location"]) == "/login?next=/flower/tasks?state=FAILURE"
+    for elsewhere in ("//evil.example/flower", "/history", "/flower\\..\\x"):
+        sent = client.get("/auth/admin", headers={**html, "X-Forwarded-Uri": elsewhere})
+        assert unquote(sent.headers["Location"]) == "/login?next=/flower/"
+    script = client.get("/auth/admin", headers={"Accept": "*/*", "X-Forwarded-Uri": "/flower/"})
+    assert script.status_code == 401 and script.get_json()["error"]["code"] == "unauthorized"
 
 
 def test_next_after_sign_in_stays_on_this_site(app, alice):

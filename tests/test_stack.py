@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import signal
@@ -112,6 +113,49 @@ def test_flower_needs_a_signed_in_admin_and_its_password(stack):
     assert b"flower" in argv and b"flower-test-pw" not in argv
 
 
+def get_unfollowed(stack, path: str, headers: dict | None = None):
+    """(status, Location): urllib would follow the redirect."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.ports.http, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.getheader("Location")
+    finally:
+        conn.close()
+
+
+def test_a_signed_out_browser_opening_flower_is_sent_to_sign_in_and_back(stack):
+    web1_up(stack)
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    assert get_unfollowed(stack, "/flower", browser) == (301, f"{stack.url}/flower/")
+    status, location = get_unfollowed(stack, "/flower/tasks?state=FAILURE", browser)
+    target = urllib.parse.urlsplit(location)
+    assert status == 302 and target.path == "/login"
+    # Back to Flower; to the very page where Traefik's X-Forwarded-Uri reaches the app (compose's check
+    # asks the app directly; this stack's goes through its own entrypoint, which drops the header).
+    assert urllib.parse.parse_qs(target.query)["next"][0].startswith("/flower/")
+    assert get_unfollowed(stack, "/flower/", {"Accept": "*/*"})[0] == 401  # a script keeps its 401
+
+
+def test_an_upload_over_traefiks_limit_gets_the_apps_json_error(stack, user):
+    """Traefik refuses by Content-Length before reading the body; the headers alone are sent, as a
+    client still sending would be cut off (reset) before it could read the answer."""
+    for path in ("/api/v1/images", "/page/batches"):
+        conn = http.client.HTTPConnection("127.0.0.1", stack.ports.http, timeout=10)
+        try:
+            conn.putrequest("POST", path)
+            for name, value in {**user.bearer, "Content-Type": "multipart/form-data; boundary=x"}.items():
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(64 * 1024 * 1024 + 1))
+            conn.endheaders()
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        assert response.status == 413 and response.getheader("Content-Type") == "application/json", (path, raw)
+        assert json.loads(raw)["error"]["code"] == "too_large"
+
+
 def test_flowers_admin_check_outlives_web1(stack):
     """The admin check goes through Traefik's app service (both instances), not to web1 alone."""
     web1_up(stack)
@@ -167,10 +211,15 @@ def test_two_users_and_an_admin_through_traefik(stack):
     as_json = {"Content-Type": "application/json"}
     assert request("POST", f"{stack.url}/api/v1/batches/folder", folder, {**as_json, **alice.bearer})[0] == 403
     assert request("POST", f"{stack.url}/api/v1/batches/folder", folder, {**as_json, **admin.bearer})[0] == 404
-    # A quota answers 429 with Retry-After through the proxy.
-    capped = support.make_user(prefix="capped", max_in_flight=0)
-    status, raw, headers = support_fetch(f"{stack.url}/api/v1/images", body, {"Content-Type": ctype, **capped.bearer})
+    # A quota answers 429 with Retry-After through the proxy; one no wait can satisfy, 422.
+    capped = support.make_user(prefix="capped", max_per_day=1)
+    as_capped = {"Content-Type": ctype, **capped.bearer}
+    assert support_fetch(f"{stack.url}/api/v1/images", body, as_capped)[0] == 202
+    status, raw, headers = support_fetch(f"{stack.url}/api/v1/images", body, as_capped)
     assert status == 429 and int(headers["Retry-After"]) > 0
+    closed = support.make_user(prefix="closed", max_in_flight=0)
+    status, raw, headers = support_fetch(f"{stack.url}/api/v1/images", body, {"Content-Type": ctype, **closed.bearer})
+    assert status == 422 and json.loads(raw)["error"]["code"] == "batch_too_large" and "Retry-After" not in headers
 
 
 def support_fetch(url: str, body: bytes | None = None, headers: dict | None = None):

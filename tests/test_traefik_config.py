@@ -300,7 +300,8 @@ def test_production_dynamic_config_structure():
     assert app["healthCheck"]["path"] == "/healthz"
 
     flower_mw = [next(iter(middlewares[name])) for name in routers["flower"]["middlewares"]]
-    assert flower_mw == ["ipAllowList", "forwardAuth", "basicAuth"]  # network, then an app admin, then Flower's
+    # /flower gets its slash; then the network, then an app admin, then Flower's own password.
+    assert flower_mw == ["redirectRegex", "ipAllowList", "forwardAuth", "basicAuth"]
     check = middlewares["admin-session"]["forwardAuth"]
     # `web`: compose's alias of every web service, so the check outlives one of them.
     assert check["address"] == "http://web:8000/auth/admin" and check["trustForwardHeader"] is False
@@ -314,6 +315,11 @@ def test_production_dynamic_config_structure():
         assert auth["usersFile"] == "/etc/traefik/secrets/htpasswd"
 
     assert middlewares["body-limit"]["buffering"]["maxRequestBodyBytes"] == BODY_LIMIT
+    # body-limit's plain-text 413 is replaced by the app's answer: the errors middleware wraps it.
+    for name in ("app", "api"):
+        assert routers[name]["middlewares"][:2] == ["upload-refused", "body-limit"]
+    refused = middlewares["upload-refused"]["errors"]
+    assert refused["status"] == ["413"] and refused["service"] == "app" and "{url}" in refused["query"]
     app_rate = middlewares["app-ratelimit"]["rateLimit"]
     api_rate = middlewares["api-ratelimit"]["rateLimit"]
     assert {"app-ratelimit", "retry-idempotent"} <= set(routers["app"]["middlewares"])
