@@ -80,10 +80,10 @@ OPERATIONS = {
     "retry": Operation(
         "POST",
         "/tasks/<task_id>/retry",
-        "Requeue a failed task (one that crashed the worker: admins only, with force=1)",
+        "Requeue a failed task (one that crashed the worker: admins only, with force=1; a refused input: force=1)",
         _queued("TaskAccepted", "Requeued"),
         (400, 401, 404, 409, 422, 429, 503),
-        query=(FlagQuery("force", "admins: retry even an input that crashed the worker"),),
+        query=(FlagQuery("force", "retry a refused input anyway; admins: even one that crashed the worker"),),
     ),
     "task_result": Operation(
         "GET",

@@ -34,9 +34,9 @@ ERROR_STATUSES = {
         ("not_found", "not_ready"),
     ),
     409: (
-        "Only failed, unexpired tasks can be retried (`expired_task`), and an input that crashed the worker only by"
-        " an admin (`poison_input`)",
-        ("not_failed", "poison_input", "expired_task"),
+        "Only failed, unexpired tasks can be retried (`expired_task`), an input that crashed the worker only by"
+        " an admin (`poison_input`), and an input refused for what it is only with force=1 (`refused_input`)",
+        ("not_failed", "poison_input", "expired_task", "refused_input"),
     ),
     410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
     413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),

@@ -125,7 +125,8 @@ def task_status(via: str, task_id: str, wait: float = 0.0, seen: str | None = No
 
 def retry(via: str, task_id: str, force: bool = False):
     """Requeue the actor's failed task. An input that crashed the worker up to the cap stays failed
-    unless an admin forces it: otherwise each retry would cost the workers as many crashes again."""
+    unless an admin forces it: otherwise each retry would cost the workers as many crashes again. An
+    input refused for what it is (truncated, not an image, too many pixels) is retried only when forced."""
     from .recovery import retry_task
 
     who = actor()
@@ -136,6 +137,12 @@ def retry(via: str, task_id: str, force: bool = False):
         raise InputError(
             "this input crashed the worker process too many times; only an admin can force a retry",
             code="poison_input",
+        )
+    if row["state"] == "failure" and row.get("error_code") == "refused" and not force:
+        raise InputError(
+            f"this input was refused for what it is ({row.get('error')}): it would fail the same way; submit a"
+            " fixed file, or force a retry if a limit has been raised since",
+            code="refused_input",
         )
     quotas.precheck(who, 1, new=False)
     if retry_task(row["id"]) != "requeued":
