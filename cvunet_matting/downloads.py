@@ -10,8 +10,9 @@ from __future__ import annotations
 from io import BytesIO
 from pathlib import Path
 
-from flask import send_file
+from flask import current_app, send_file
 
+from . import polling
 from .alpha_matte import alpha_png
 from .encoding import OutputOptions
 from .errors import InputError
@@ -40,9 +41,15 @@ def expired(what: str, row: dict, whose: str = "task"):
 
 
 def not_ready(what: str, row: dict):
-    code = "failed" if row["state"] == "failure" else "not_ready"
-    message = f"the task failed: {public_error(row)}" if code == "failed" else f"the {what} is not ready yet"
-    return error_json(code, message, 404, state=row["state"])
+    if row["state"] == "failure":
+        return error_json("failed", f"the task failed: {public_error(row)}", 404, state=row["state"])
+    return ask_again_later(error_json("not_ready", f"the {what} is not ready yet", 404, state=row["state"]), row)
+
+
+def ask_again_later(answer: tuple, row: dict) -> tuple:
+    """Unfinished work's 404 with the same Retry-After its status would give."""
+    seconds = polling.retry_after(row, current_app.extensions["cvunet.pace"])
+    return (*answer, {"Retry-After": polling.header(seconds)})
 
 
 def result(row: dict, attachment: bool):
@@ -85,7 +92,9 @@ def batch_zip(batch: dict):
     if batch.get("expired_at"):
         return expired("ZIP", batch, "batch")
     if batch["state"] != "done":
-        return error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"])
+        return ask_again_later(
+            error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"]), batch
+        )
     if not batch["zip_path"]:
         return error_json("no_zip", "the batch has no ZIP: it could not be written (the details were logged)", 404)
     path = stored(batch["zip_path"])

@@ -279,11 +279,13 @@ def test_results_are_404_json_until_ready(client):
             "message": f"the {'result' if what == 'result' else 'alpha matte'} is not ready yet",
             "state": "pending",
         }
+        assert int(response.headers["Retry-After"]) >= 0  # as its status would say: ask again later
     assert client.get(f"/api/v1/tasks/{body['task_id']}/input", buffered=True).data == png_bytes(7)
     files = {"files": [(io.BytesIO(png_bytes(8)), "x.png"), (io.BytesIO(png_bytes(9)), "y.png")]}
     batch = client.post("/api/v1/batches", data=files, content_type="multipart/form-data").get_json()
     response = client.get(f"/api/v1/batches/{batch['batch_id']}/zip")
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_ready"
+    assert int(response.headers["Retry-After"]) >= 0
 
 
 @services
