@@ -59,7 +59,9 @@ def result(row: dict, attachment: bool):
         return not_ready("result", row)
     path = stored(row["output_path"])
     mimetype = OutputOptions.from_dict(row["options"]).mimetype
-    return send_file(path, mimetype=mimetype, as_attachment=attachment, download_name=path.name)
+    # Never the upload's own name: a JPEG flattened from photo.jpg would land on the original.
+    name = f"{safe_stem(path.name)}-cutout{path.suffix}"
+    return send_file(path, mimetype=mimetype, as_attachment=attachment, download_name=name)
 
 
 def matte(row: dict, attachment: bool):

@@ -104,7 +104,7 @@ def test_upload_poll_download_rgba_png(client, worker_factory):
 
     result = client.get(status["result_url"] + "?download=1", buffered=True)
     assert result.status_code == 200 and result.mimetype == "image/png"
-    assert 'attachment; filename="my cat.png"' in result.headers["Content-Disposition"]
+    assert 'attachment; filename="my cat-cutout.png"' in result.headers["Content-Disposition"]
     pixels = decode(result.data)
     assert pixels.shape == (*SIZE, 4)  # RGBA, same size as the upload
 
