@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+import uuid
 
 import click
 import psycopg2
@@ -36,10 +37,20 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def batch_option(ctx, param, value: str | None) -> str | None:
+    """A batch id as the pages and the API show it, checked here rather than by PostgreSQL."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a batch id (a UUID such as the batch page's URL shows)") from None
+
+
 @click.command("requeue")
 @click.option("--failed", is_flag=True, help="Requeue tasks that ended as failed.")
 @click.option("--stuck-for", default=None, help="Requeue tasks unfinished for longer than this (e.g. 15m).")
-@click.option("--batch", "batch_id", default=None, help="Only tasks of this batch id.")
+@click.option("--batch", "batch_id", default=None, callback=batch_option, help="Only tasks of this batch id.")
 @click.option(
     "--include-refused", is_flag=True, help="Also inputs refused for what they are (truncated, not an image...)."
 )
@@ -58,6 +69,18 @@ def requeue(failed, stuck_for, batch_id, include_refused, dry_run):
     for row in rows:
         click.echo(describe(row))
     click.echo(f"{len(rows)} task(s) {'would be ' if dry_run else ''}requeued")
+    if failed and not include_refused:
+        refused = count_refused(batch_id)
+        if refused:  # left out on purpose, but an operator looking for "what failed" should know
+            click.echo(f"{refused} refused input(s) left failed: they would fail the same way (--include-refused)")
+
+
+def count_refused(batch_id: str | None) -> int:
+    from . import db
+    from .db import reads
+
+    with db.transaction() as cur:
+        return reads.count_refused(cur, batch_id)
 
 
 @click.command("reconcile")
@@ -105,8 +128,8 @@ def expire(dry_run):
             measure(settings)  # now, not in expire's background thread, which this command would not wait for
     except psycopg2.Error as exc:
         _fail(f"postgres: {one_line(exc)}")
-    verb = "would expire" if dry_run else "expired"
+    verb, removed = ("would expire", "would remove") if dry_run else ("expired", "removed")
     click.echo(
         f"{verb} {done['tasks']} task(s) and {done['batches']} batch(es) finished over "
-        f"{settings.retention_days} days ago; removed {done['files']} file(s) and {done['inputs']} input(s)"
+        f"{settings.retention_days} days ago; {removed} {done['files']} file(s) and {done['inputs']} input(s)"
     )

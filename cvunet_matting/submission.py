@@ -37,7 +37,10 @@ def allowed_folder(folder: str, settings: Settings) -> tuple[Path, Path]:
     path = Path(folder).expanduser().resolve()
     root = next((r for r in settings.allowed_roots if path.is_relative_to(r)), None)
     if root is None:
-        raise InputError(f"folder {folder!r} is outside the allowed roots", code="forbidden_path")
+        roots = ", ".join(str(r) for r in settings.allowed_roots) or "none set"
+        raise InputError(
+            f"folder {folder!r} is outside the allowed roots (CVUNET_ALLOWED_ROOTS: {roots})", code="forbidden_path"
+        )
     if not path.is_dir():
         raise InputError(f"folder {folder!r} does not exist", code="not_found")
     return path, root

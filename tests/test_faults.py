@@ -118,6 +118,7 @@ def test_requeue_failed_from_the_celery_cli(clean_state, worker_factory):
     # Too many pixels is a refusal of the input: requeued only when asked for, as after raising the limit.
     plain = subprocess.run([*celery, "--dry-run"], capture_output=True, text=True)
     assert plain.returncode == 0 and "0 task(s) would be requeued" in plain.stdout, plain.stdout + plain.stderr
+    assert "1 refused input(s) left failed: they would fail the same way (--include-refused)" in plain.stdout
     celery.append("--include-refused")
     dry = subprocess.run([*celery, "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
@@ -134,3 +135,9 @@ def test_requeue_failed_from_the_celery_cli(clean_state, worker_factory):
 def test_requeue_without_a_selection_is_refused():
     done = subprocess.run([sys.executable, "-m", "cvunet_matting.cli", "requeue"], capture_output=True, text=True)
     assert done.returncode == 1 and "--failed" in done.stderr
+
+
+def test_requeue_of_a_batch_id_that_is_no_id_says_so_not_postgres():
+    argv = [sys.executable, "-m", "cvunet_matting.cli", "requeue", "--failed", "--batch", "nope"]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 2 and "'nope' is not a batch id" in done.stderr and "postgres" not in done.stderr

@@ -342,6 +342,7 @@ def test_folder_submission_stays_inside_the_allowed_roots(admin_client, tmp_root
     for outside in ("/etc", "../../etc", str(root / ".." / "secret.png"), "shoot/../../"):
         response = post(outside)
         assert response.status_code == 403 and response.get_json()["error"]["code"] == "forbidden_path", outside
+        assert f"(CVUNET_ALLOWED_ROOTS: {root})" in response.get_json()["error"]["message"]  # where it may be
     assert post("linked").get_json()["error"]["code"] == "empty_folder"  # the symlink leads outside
     assert post("no-such-folder").status_code == 404
     assert post("shoot", options={"format": "bmp"}).get_json()["error"]["code"] == "bad_option"

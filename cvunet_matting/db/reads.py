@@ -50,6 +50,15 @@ def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_S
     return cur.fetchall(), total
 
 
+def count_refused(cur, batch_id=None) -> int:
+    """Failed tasks whose input was refused for what it is, optionally in one batch."""
+    sql = "SELECT count(*) AS n FROM tasks WHERE state = 'failure' AND error_code = 'refused'"
+    if batch_id:
+        sql += " AND batch_id = %(batch)s"
+    cur.execute(sql, {"batch": batch_id})
+    return cur.fetchone()["n"]
+
+
 def requeue_candidates(
     cur, failed: bool, stuck_seconds: int | None, batch_id=None, include_refused: bool = False
 ) -> list[dict]:
