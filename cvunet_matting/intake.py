@@ -17,7 +17,7 @@ from .http_errors import error_json, status_for
 from .http_support import settings
 from .presenters import batch_json, task_json
 from .states import FINAL_TASK_STATES
-from .web_input import check_filename, load_batch, parse_id, parse_options, probe_uploads, task_row
+from .web_input import check_api_fields, check_filename, load_batch, parse_id, parse_options, probe_uploads, task_row
 
 # Unfinished work tells clients when to poll (polling.py: half the expected wait, sub-second in the
 # body, whole seconds in Retry-After), and where to wait instead: ?wait= answers the moment it ends.
@@ -76,6 +76,8 @@ def held_task(task_id: str, wait: float, seen: str | None = None) -> dict:
 
 
 def submit_image(via: str, wait: float = 0.0):
+    if via == "api":  # the pages send only what their own form holds
+        check_api_fields(request.form, request.files, "file", one_file=True)
     upload = request.files.get("file")
     if upload is None:
         raise InputError("send the image as the multipart form field 'file'", code="no_file")
@@ -98,6 +100,8 @@ def submit_image(via: str, wait: float = 0.0):
 
 
 def submit_batch(via: str):
+    if via == "api":
+        check_api_fields(request.form, request.files, "files", one_file=False)
     options = parse_options(request.form)
     items, refused = probe_uploads(request.files.getlist("files"))
     if not items and not refused:

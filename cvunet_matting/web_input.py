@@ -47,6 +47,25 @@ def parse_options(values, form: bool = True) -> OutputOptions:
     return OutputOptions.parse(fmt, color, alpha, **edges)
 
 
+OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_KEYS)
+
+
+def check_api_fields(form, files, file_field: str, one_file: bool) -> None:
+    """Refuse form fields nobody reads: a misspelt option (`alpha-threshold`) ran with the default,
+    and a second file on /images was dropped without a word."""
+    # A part without a name comes through as None.
+    unknown = sorted((set(form) - set(OPTION_FIELDS)) | (set(files) - {file_field}), key=str)
+    if unknown:
+        named = ", ".join("a field without a name" if name is None else repr(name) for name in unknown)
+        raise InputError(
+            f"unknown form field(s) {named}: the image goes in {file_field!r}, the options"
+            f" are {', '.join(OPTION_FIELDS)}",
+            code="unknown_field",
+        )
+    if one_file and len(files.getlist(file_field)) > 1:
+        raise InputError("one image per request here: send several to /api/v1/batches as 'files'", code="one_file")
+
+
 def check_filename(name: str | None) -> str:
     """An upload's name as sent, refused (400) when it holds control characters or is absurdly long."""
     name = name or "image"

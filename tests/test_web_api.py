@@ -159,7 +159,7 @@ def test_batch_with_broken_and_refused_files_completes_with_a_zip(client, worker
     # Repair the stored input and retry the failed item: the batch reopens and its ZIP is rebuilt.
     key = task_row(broken["task_id"])["input_key"]
     (get_settings().data_dir / "inputs" / key[:2] / key).write_bytes(png_bytes(40))
-    assert client.post(f"/api/v1/tasks/{broken['task_id']}/retry").status_code == 202
+    assert client.post(f"/api/v1/tasks/{broken['task_id']}/retry?force=1").status_code == 202
     status = support.wait_for(finished, 90, "batch not done after the retry")
     assert (status["done"], status["failed"]) == (3, 0)
     with zipfile.ZipFile(io.BytesIO(client.get(status["zip_url"], buffered=True).data)) as zf:
@@ -537,6 +537,23 @@ def test_metrics_in_prometheus_multiprocess_mode(clean_state, tmp_path):
     assert 'cvunet_http_requests_total{endpoint="/healthz",method="GET",status="200"} 1.0' in done.stdout
     assert "cvunet_queue_length 0.0" in done.stdout
     assert any(tmp_path.glob("counter_*.db"))  # the values went through the shared files
+
+
+@services
+def test_a_misspelt_option_or_a_second_file_is_refused_not_ignored(client):
+    typo = upload(client, png_bytes(24), **{"alpha-threshold": "64"})
+    assert typo.status_code == 400 and typo.get_json()["error"]["code"] == "unknown_field"
+    assert "'alpha-threshold'" in typo.get_json()["error"]["message"]
+    assert "alpha_threshold" in typo.get_json()["error"]["message"]  # the right name, for the caller to fix
+    two = {"file": [(io.BytesIO(png_bytes(25)), "a.png"), (io.BytesIO(png_bytes(26)), "b.png")]}
+    second = client.post("/api/v1/images", data=two, content_type="multipart/form-data")
+    assert second.status_code == 400 and second.get_json()["error"]["code"] == "one_file"
+    wrong_field = {"file": [(io.BytesIO(png_bytes(27)), "a.png")]}
+    batch = client.post("/api/v1/batches", data=wrong_field, content_type="multipart/form-data")
+    assert batch.status_code == 400 and "'files'" in batch.get_json()["error"]["message"]
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM tasks")
+        assert cur.fetchone()["n"] == 0  # nothing was stored for any of them
 
 
 @services
