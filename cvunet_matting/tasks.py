@@ -43,7 +43,9 @@ def storage_retry_left(retries: int, budget_s: float) -> bool:
 
 # No retry count: a storage retry is bounded by its time budget (CVUNET_STORAGE_RETRY_S), crashes by
 # the attempt counter. Celery's default (3) would end a storage retry after ~15 s, as a failure.
-@app.task(bind=True, name=MATTE_IMAGE, max_retries=None)
+# ImageFailed is the image's own verdict (a refused input, say): Celery logs it in a line, as
+# expected, not as an error with a traceback; the task still ends FAILURE for Flower and the mirror.
+@app.task(bind=True, name=MATTE_IMAGE, max_retries=None, throws=(ImageFailed,))
 def matte_image(self, input_key: str, options: dict, output_path: str, batch_id: str | None = None) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written

@@ -174,8 +174,11 @@ def test_history_shows_failure_reason_and_retry_requeues_it(client, worker_facto
     # Damage the stored input before any worker runs: the first attempt fails for a known reason.
     stored = get_settings().data_dir / "inputs" / task_row(task_id)["input_key"][:2] / task_row(task_id)["input_key"]
     stored.write_bytes(original[: len(original) // 2])
-    worker_factory()
+    worker = worker_factory()
     wait_task(client, task_id, ("failure",))
+    # The image's own failure is logged in a line, not as a worker error with a traceback.
+    log = worker.log_path.read_text(errors="replace")
+    assert "raised expected: ImageFailed" in log and "Traceback" not in log, log[-2000:]
 
     page = client.get("/history?state=failure").get_data(as_text=True)
     assert "flaky.png" in page and "truncated" in page
