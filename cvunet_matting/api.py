@@ -63,6 +63,11 @@ def submit_folder():
 
 
 @route
+def list_tasks(state: str | None, offset: int, limit: int):
+    return intake.list_tasks(VIA, state, offset, limit)
+
+
+@route
 def task_status(task_id: str, wait: float):
     return intake.task_status(VIA, task_id, wait)
 

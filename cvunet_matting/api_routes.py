@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .api_schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response, json_response, multipart, ref, string
-from .api_spec import FlagQuery, NumberQuery, Operation
+from .api_spec import ChoiceQuery, FlagQuery, NumberQuery, Operation
+from .states import TASK_STATES
 from .waiting import MAX_WAIT_S
 
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
+TASKS_LIMIT = 100  # the most tasks one listing response holds
 SUBMIT_ERRORS = (400, 401, 413, 415, 422, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
 DOWNLOAD_ERRORS = (*READ_ERRORS, 410)  # retention removed the file
@@ -68,6 +70,18 @@ OPERATIONS = {
         "The finished batch's ZIP (results and manifest.json)",
         (200, binary_response("ZIP archive", ["application/zip"])),
         DOWNLOAD_ERRORS,
+    ),
+    "list_tasks": Operation(
+        "GET",
+        "/tasks",
+        "Your tasks, newest first (an admin's: everyone's), optionally in one state",
+        (200, json_response("A page of tasks", ref("TaskList"))),
+        (400, 401, 503),
+        query=(
+            ChoiceQuery("state", TASK_STATES, "only tasks in this state"),
+            NumberQuery("offset", 0, 2**31 - 1),
+            NumberQuery("limit", 50, TASKS_LIMIT),
+        ),
     ),
     "task_status": Operation(
         "GET",

@@ -177,6 +177,13 @@ SCHEMAS = {
             ),
         ]
     },
+    "TaskList": obj(
+        ["tasks", "total", "offset", "limit"],
+        tasks={"type": "array", "items": ref("Task")},
+        total={"type": "integer", "description": "tasks in this listing, over all pages"},
+        offset={"type": "integer"},
+        limit={"type": "integer"},
+    ),
     "Batch": obj(
         ["batch_id", "state", "total", "done", "failed", "pending", "expired", "expired_at", "items"],
         batch_id=string(format="uuid"),

@@ -71,6 +71,26 @@ class FlagQuery:
 
 
 @dataclass(frozen=True)
+class ChoiceQuery:
+    """One of `choices`, or None when absent or empty; a 400 naming the choices for anything else."""
+
+    name: str
+    choices: tuple[str, ...]
+    description: str
+
+    def parse(self, raw: str | None) -> str | None:
+        if not raw:
+            return None
+        if raw not in self.choices:
+            raise InputError(f"{self.name} must be one of {', '.join(self.choices)}", code="bad_request")
+        return raw
+
+    def openapi(self) -> dict:
+        schema = string(enum=list(self.choices))
+        return {"name": self.name, "in": "query", "schema": schema, "description": self.description}
+
+
+@dataclass(frozen=True)
 class Operation:
     """One method on one route under PREFIX, as served and as published."""
 
@@ -80,7 +100,7 @@ class Operation:
     ok: tuple[int, dict]  # the success status and its response
     errors: tuple[int, ...] = ()  # statuses from http_errors.ERROR_STATUSES
     body: dict | None = None
-    query: tuple[NumberQuery | FlagQuery, ...] = ()
+    query: tuple[NumberQuery | FlagQuery | ChoiceQuery, ...] = ()
     public: bool = False  # served without a token even when API tokens are enabled
     also: tuple[tuple[int, dict], ...] = ()  # other success statuses, e.g. 200 when ?wait= saw the end
 

@@ -12,6 +12,7 @@ from werkzeug.exceptions import TooManyRequests
 from . import db, downloads, polling, quotas, submission, waiting
 from .accounts import Actor
 from .api_schemas import FAILURES_LISTED
+from .db import reads
 from .errors import InputError
 from .http_errors import error_json, status_for
 from .http_support import settings
@@ -118,6 +119,14 @@ def submit_batch(via: str):
         url_for(f"{via}.batch_status", batch_id=batch_id),
         {"state": "pending", "created_at": batch["created_at"]},
     )
+
+
+def list_tasks(via: str, state: str | None, offset: int, limit: int):
+    """The actor's tasks (an admin's: everyone's), newest first: what the history page shows."""
+    who = actor()
+    with db.transaction() as cur:
+        rows, total = reads.task_listing(cur, None if who.is_admin else who.id, state, offset, limit)
+    return jsonify({"tasks": [task_json(r, via) for r in rows], "total": total, "offset": offset, "limit": limit})
 
 
 def task_status(via: str, task_id: str, wait: float = 0.0, seen: str | None = None):

@@ -237,6 +237,24 @@ def test_a_poison_input_is_not_retried_unless_an_admin_forces_it(app, alice, adm
     assert row_of(task_id)["state"] == "pending"
 
 
+def test_the_task_listing_shows_a_user_their_own_tasks_only(app, alice, bob, admin):
+    api = app.test_client()
+    mine = [upload(api, png_bytes(70 + n), f"a{n}.png", headers=alice.bearer).get_json()["task_id"] for n in range(3)]
+    theirs = upload(api, png_bytes(80), "b.png", headers=bob.bearer).get_json()["task_id"]
+    listing = api.get("/api/v1/tasks", headers=alice.bearer).get_json()
+    assert [t["task_id"] for t in listing["tasks"]] == mine[::-1] and listing["total"] == 3  # newest first
+    page = api.get("/api/v1/tasks?offset=1&limit=1", headers=alice.bearer).get_json()
+    assert [t["task_id"] for t in page["tasks"]] == [mine[1]] and (page["offset"], page["limit"]) == (1, 1)
+    assert api.get("/api/v1/tasks?state=success", headers=alice.bearer).get_json()["total"] == 0
+    assert api.get("/api/v1/tasks?state=pending", headers=alice.bearer).get_json()["total"] == 3
+    bad = api.get("/api/v1/tasks?state=done", headers=alice.bearer)
+    assert bad.status_code == 400 and "pending, started, retry, success, failure" in bad.get_json()["error"]["message"]
+    assert [t["task_id"] for t in api.get("/api/v1/tasks", headers=bob.bearer).get_json()["tasks"]] == [theirs]
+    everyone = {t["task_id"] for t in api.get("/api/v1/tasks", headers=admin.bearer).get_json()["tasks"]}
+    assert everyone >= {*mine, theirs}
+    assert api.get("/api/v1/tasks").status_code == 401
+
+
 # ------------------------------------------------------------------ quotas
 
 

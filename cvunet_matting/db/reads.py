@@ -293,6 +293,21 @@ def list_keys(cur, user_id) -> list[dict]:
     return _all(cur, "SELECT * FROM api_keys WHERE user_id = %s ORDER BY created_at", (user_id,))
 
 
+def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> tuple[list[dict], int]:
+    """Tasks newest first from `offset`, and their total: one owner's (or everyone's, owner None)."""
+    clauses, params = [], []
+    if owner_id is not None:
+        clauses, params = ["owner_id = %s"], [owner_id]
+    if state:
+        clauses, params = [*clauses, "state = %s"], [*params, state]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608 (fixed clauses, values bound)
+    total = cur.fetchone()["n"]
+    sql = f"SELECT * FROM tasks {where} ORDER BY created_at DESC, position LIMIT %s OFFSET %s"  # noqa: S608
+    cur.execute(sql, [*params, limit, offset])
+    return cur.fetchall(), total
+
+
 def history_of(cur, owner_id, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE):
     """history() for one owner's tasks only."""
     where, params = "WHERE owner_id = %s", [owner_id]
