@@ -111,7 +111,9 @@ def submit_batch(via: str):
         first = refused[0]
         message = f"no file was accepted: {first['message']}"
         return error_json(first["code"], message, status_for(first["code"]), refused=refused)
-    batch_id = submission.submit_batch(items, options, source="upload", settings=settings(), owner=actor())
+    batch_id = submission.submit_batch(
+        items, options, source="upload", settings=settings(), owner=actor(), refused=refused
+    )
     view_url = url_for("ui.batch_view", batch_id=batch_id)
     batch, _, _ = load_batch(batch_id, 0, 0, actor())
     return accepted(

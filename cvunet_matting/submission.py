@@ -110,14 +110,18 @@ def submit_batch(
     source: str = "upload",
     settings: Settings | None = None,
     owner: Actor | None = None,
+    refused: list[dict] = (),
 ) -> str:
-    """Record every item as `owner`'s, then dispatch the first chunks; later chunks follow as earlier ones finish."""
+    """Record every item as `owner`'s, then dispatch the first chunks; later chunks follow as earlier ones finish.
+
+    `refused` uploads (filename, message) join the batch as failed rows after the items, so that its
+    page, its status and its manifest keep saying which files were turned away and why."""
     settings = settings or get_settings()
     quotas.precheck(owner, len(items))
     storage = Storage(settings.data_dir)
     batch_id = uuid.uuid4()
     run_dir = storage.relative(storage.new_run_dir())
-    names = unique_names([i.filename for i in items], options.extension)
+    names = unique_names([i.filename for i in items] + [r["filename"] for r in refused], options.extension)
     rows = [
         {
             "id": uuid.uuid4(),
@@ -129,13 +133,27 @@ def submit_batch(
             "options": options.to_dict(),
             "output_path": f"{run_dir}/{name}",
         }
-        for pos, (item, name) in enumerate(zip(items, names, strict=True))
+        for pos, (item, name) in enumerate(zip(items, names, strict=False))
+    ]
+    rows += [
+        {
+            "id": uuid.uuid4(),
+            "batch_id": batch_id,
+            "chunk": pos // settings.batch_chunk,
+            "position": pos,
+            "filename": refusal["filename"],
+            "input_key": "",  # nothing stored, nothing queued (as a listed file found unreadable)
+            "options": options.to_dict(),
+            "output_path": f"{run_dir}/{names[pos]}",
+        }
+        for pos, refusal in enumerate(refused, start=len(items))
     ]
     chunks = (len(rows) + settings.batch_chunk - 1) // settings.batch_chunk
     with db.transaction() as cur:
-        quotas.reserve(cur, owner, len(rows))
+        quotas.reserve(cur, owner, len(items))
         writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
         writes.create_tasks(cur, rows)
+        writes.refuse_listed(cur, {row["id"]: r["message"] for row, r in zip(rows[len(items) :], refused, strict=True)})
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, batch_id=batch_id)
     batch_lifecycle.start(str(batch_id))

@@ -90,7 +90,7 @@ def upload_form():
     if len(items) == 1:
         task_id = submission.submit_image(items[0], options, settings=settings(), owner=g.actor)
         return redirect(url_for("ui.task_view", task_id=task_id))
-    batch_id = submission.submit_batch(items, options, settings=settings(), owner=g.actor)
+    batch_id = submission.submit_batch(items, options, settings=settings(), owner=g.actor, refused=refused)
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 

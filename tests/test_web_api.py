@@ -144,24 +144,30 @@ def test_batch_with_broken_and_refused_files_completes_with_a_zip(client, worker
         return status if status["state"] == "done" else None
 
     status = support.wait_for(finished, 90, "batch not done")
-    assert (status["total"], status["done"], status["failed"], status["pending"]) == (3, 2, 1, 0)
+    # The refused upload stays in the batch, failed with its reason: its page and manifest say so.
+    assert (status["total"], status["done"], status["failed"], status["pending"]) == (4, 2, 2, 0)
     broken = next(i for i in status["items"] if i["filename"] == "broken.png")
     assert broken["state"] == "failure" and "truncated" in broken["error"]
+    notes = next(i for i in status["items"] if i["filename"] == "notes.txt")
+    assert (notes["state"], notes["error_code"]) == ("failure", "refused") and notes["error"] == (
+        body["refused"][0]["message"]
+    )
 
     archive = client.get(status["zip_url"], buffered=True)
     assert archive.status_code == 200 and archive.mimetype == "application/zip"
     with zipfile.ZipFile(io.BytesIO(archive.data)) as zf:
         assert sorted(zf.namelist()) == ["a.png", "b.png", "manifest.json"]
-        assert json.loads(zf.read("manifest.json"))["total"] == 3
+        manifest = json.loads(zf.read("manifest.json"))
+        assert manifest["total"] == 4 and "notes.txt" in {i["filename"] for i in manifest["items"]}
     page = client.get(status["view_url"]).get_data(as_text=True)
-    assert "Download ZIP" in page and "truncated" in page
+    assert "Download ZIP" in page and "truncated" in page and "notes.txt" in page
 
     # Repair the stored input and retry the failed item: the batch reopens and its ZIP is rebuilt.
     key = task_row(broken["task_id"])["input_key"]
     (get_settings().data_dir / "inputs" / key[:2] / key).write_bytes(png_bytes(40))
     assert client.post(f"/api/v1/tasks/{broken['task_id']}/retry?force=1").status_code == 202
     status = support.wait_for(finished, 90, "batch not done after the retry")
-    assert (status["done"], status["failed"]) == (3, 0)
+    assert (status["done"], status["failed"]) == (3, 1)
     with zipfile.ZipFile(io.BytesIO(client.get(status["zip_url"], buffered=True).data)) as zf:
         assert sorted(zf.namelist()) == ["a.png", "b.png", "broken.png", "manifest.json"]
 
