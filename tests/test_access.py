@@ -288,6 +288,19 @@ def test_quotas_answer_429_with_retry_after(app):
     with db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM tasks WHERE owner_id = %s", (tight.id,))
         assert cur.fetchone()["n"] == 3
+    # A refused input costs no model time: it is not one of the day's images.
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE tasks SET error_code = 'refused' WHERE id = (SELECT id FROM tasks WHERE owner_id = %s LIMIT 1)",
+            (tight.id,),
+        )
+    files = {"files": [(io.BytesIO(png_bytes(19)), "ok.png"), (io.BytesIO(b"notes"), "notes.txt")]}
+    mixed = api.post("/api/v1/batches", data=files, content_type="multipart/form-data", headers=tight.bearer)
+    assert mixed.status_code == 202 and [r["filename"] for r in mixed.get_json()["refused"]] == ["notes.txt"]
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET state = 'success' WHERE owner_id = %s AND error_code IS NULL", (tight.id,))
+    full = upload(api, png_bytes(20), headers=tight.bearer)  # ok.png took the room notes.txt did not
+    assert full.status_code == 429 and "3 so far" in full.get_json()["error"]["message"]
 
 
 # ------------------------------------------------------------------ sessions

@@ -323,11 +323,12 @@ def history_of(cur, owner_id, page: int = 1, state: str | None = None, per_page:
 
 
 def owner_load(cur, owner_id) -> dict:
-    """An owner's images in flight and submitted since midnight UTC (quota checks)."""
+    """An owner's images in flight and submitted since midnight UTC (quota checks); inputs refused for
+    what they are cost no model time and do not count."""
     cur.execute(
         "SELECT count(*) FILTER (WHERE state IN ('pending', 'started', 'retry')) AS in_flight, "
-        "count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') "
-        "AS today FROM tasks WHERE owner_id = %s",
+        "count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        " AND error_code IS DISTINCT FROM 'refused') AS today FROM tasks WHERE owner_id = %s",
         (owner_id,),
     )
     return cur.fetchone()
