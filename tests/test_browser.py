@@ -36,7 +36,7 @@ def page():
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM) if CHROMIUM else pw.chromium.launch()
-        page = browser.new_page()
+        page = browser.new_context().new_page()  # a context of its own: a test may open a second tab
         page.console_errors = []
         page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
         page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
@@ -221,3 +221,84 @@ def test_the_batch_card_names_the_files_that_failed(server, signed_in, worker_fa
     assert "1 done · 1 failed" in page.inner_text("#progress-text")
     assert page.inner_text("#failed").startswith("broken.png: ")
     assert page.console_errors == []
+
+
+# ------------------------------------------------------------------ polling: bounded, and ends
+def submit_by_api(server: str, user: support.TestUser, name: str, data: bytes) -> str:
+    """A task submitted with the user's API key (no worker runs it yet): its id."""
+    from tests.support.httpclient import fetch, multipart
+
+    body, ctype = multipart("file", name, data)
+    status, raw, _ = fetch("POST", f"{server}/api/v1/images", body, {"Content-Type": ctype, **user.bearer})
+    assert status == 202, raw
+    return json.loads(raw)["task_id"]
+
+
+def truncated_png(seed: int) -> bytes:
+    whole = png_bytes(seed)
+    return whole[: len(whole) // 2]  # header intact: accepted, then refused by the worker
+
+
+def status_requests(page, part: str) -> list:
+    """The status requests the page sends from now on (URLs with `part` and a query)."""
+    asked = []
+    page.on("request", lambda request: part in request.url and "?" in request.url and asked.append(request.url))
+    return asked
+
+
+def test_a_task_page_reloads_once_when_its_task_fails(server, signed_in, worker_factory):
+    """A failed task's JSON carries its reason in "error": the page must take it as the final answer,
+    reload once to show the failure, and stop asking (it used to ask again at once, forever)."""
+    page = signed_in
+    task_id = submit_by_api(server, page.user, "cut-short.png", truncated_png(61))
+    page.goto(f"{server}/tasks/{task_id}")
+    asked = status_requests(page, "/page/tasks/")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    worker_factory()
+    page.wait_for_selector("text=This image could not be processed", timeout=60_000)
+    page.wait_for_timeout(3000)
+    assert len(loads) == 1 and len(asked) <= 4, (len(loads), len(asked))
+    assert "truncated" in page.inner_text(".failed .reason")
+    assert page.console_errors == []
+
+
+def test_a_task_page_stops_asking_when_its_task_is_gone(server, signed_in):
+    page = signed_in
+    task_id = submit_by_api(server, page.user, "gone.png", png_bytes(62))
+    gone = json.dumps({"error": {"code": "not_found", "message": "No such task."}})
+    page.route("**/page/tasks/*?*", lambda route: route.fulfill(status=404, content_type="application/json", body=gone))
+    asked = status_requests(page, "/page/tasks/")
+    page.goto(f"{server}/tasks/{task_id}")
+    page.wait_for_selector(".poll-note:text('No such task.')")
+    page.wait_for_timeout(3000)
+    assert len(asked) == 1, asked
+
+
+def test_the_upload_card_backs_off_on_errors_and_stops_when_signed_out(server, signed_in, tmp_path):
+    """No worker: the batch stays pending. The server fails (503) for a while, then the session is ended
+    from another tab: the card waits longer after each error, then says so and stops at the 401."""
+    page = signed_in
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"wait{i}.png")
+        paths[-1].write_bytes(png_bytes(63 + i))
+    page.route("**/page/batches/*?*", lambda route: route.fulfill(status=503, body="Service Unavailable"))
+    asked = status_requests(page, "/page/batches/")
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress .poll-note:text('Lost contact')")
+    page.wait_for_timeout(5000)
+    assert 2 <= len(asked) <= 4, asked  # 1 s, 2 s, 4 s apart: not a request a millisecond
+    other = page.context.new_page()
+    other.goto(server + "/history")
+    other.click("#sign-out")
+    other.wait_for_url("**/login**")
+    page.unroute("**/page/batches/*?*")  # the server's own answer now: 401
+    page.wait_for_selector("#sign-in-again", timeout=20_000)
+    assert page.inner_text("#progress .poll-note") == "Signed out: sign in again"
+    assert page.get_attribute("#sign-in-again", "href") == "/login?next=%2F"
+    before = len(asked)
+    page.wait_for_timeout(3000)
+    assert len(asked) == before
