@@ -302,3 +302,32 @@ def test_the_upload_card_backs_off_on_errors_and_stops_when_signed_out(server, s
     before = len(asked)
     page.wait_for_timeout(3000)
     assert len(asked) == before
+
+
+# ------------------------------------------------------------------ the batch page while it runs
+def test_batch_cards_show_each_image_as_it_finishes(server, signed_in, worker_factory, tmp_root, tmp_path):
+    """A worker that takes 4 s an image, one at a time: the first card shows its cut-out and its
+    Download link while the second image is still being matted, without a reload."""
+    page = signed_in
+    model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"step{i}.png")
+        paths[-1].write_bytes(png_bytes(70 + i))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a")
+    page.click("text=Open the batch")
+    page.wait_for_url("**/batches/*")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    worker_factory("slow@%h", CVUNET_MODEL=str(model), **support.simulated_device_env(tmp_root / "sim", 4000))
+    first = page.locator(".tile", has_text="step0.png")
+    first.locator("img").wait_for(timeout=60_000)
+    assert page.locator(".tile", has_text="step1.png").locator("img").count() == 0  # still running
+    assert loads == [] and first.locator("text=Download").count() == 1
+    assert page.eval_on_selector(".tile img", "img => img.complete && img.naturalWidth > 0")
+    assert page.inner_text("#count-done") == "1"
+    page.wait_for_selector("#batch-state:text('finished')", timeout=60_000)
+    assert page.locator(".tile img").count() == 2 and page.console_errors == []

@@ -311,6 +311,7 @@
       if (!body) return;
       seen = body.done + body.failed;
       showCounts(body, seen);
+      (body.items || []).forEach(updateTile);
       // The folder's listing ended (or a batch finished): the page shows every image and the ZIP.
       if (body.state === "done" || body.state !== el.dataset.batchState) return window.location.reload();
     }
@@ -324,6 +325,45 @@
     document.getElementById("count-failed").textContent = body.failed;
     document.getElementById("count-pending").textContent = body.pending;
     document.getElementById("count-total").textContent = body.total;
+  }
+
+  // A card of the batch page redrawn once its image moved on, as batch.html draws it; the badges and
+  // the Retry form are cloned from what the page's <template> holds, so their words and rules (who may
+  // retry what) stay the templates' own.
+  function updateTile(item) {
+    const tile = document.querySelector('.tile[data-task-id="' + item.task_id + '"]');
+    if (!tile || tile.dataset.state === item.state) return;
+    tile.dataset.state = item.state;
+    const parts = document.getElementById("tile-parts").content;
+    const thumb = tile.querySelector(".thumb");
+    const body = tile.querySelector(".tile-body");
+    body.querySelectorAll(":scope > :not(.filename)").forEach((node) => node.remove());
+    if (item.result_url) {
+      const img = document.createElement("img");
+      img.src = item.result_url;
+      img.alt = item.filename;
+      thumb.className = "thumb checker";
+      thumb.replaceChildren(img);
+      const download = document.createElement("a");
+      download.className = "small-link";
+      download.href = item.result_url + "?download=1";
+      download.textContent = "Download";
+      body.append(download);
+      return;
+    }
+    thumb.className = "thumb empty";
+    thumb.replaceChildren(parts.querySelector(".badge.state-" + item.state)?.cloneNode(true) || "");
+    if (item.state !== "failure") return;
+    const reason = document.createElement("p");
+    reason.className = "reason";
+    reason.textContent = item.error || "";
+    body.append(reason);
+    const byCode = (code) => parts.querySelector('[data-error-code="' + code + '"]');
+    const form = (byCode(item.error_code || "") || byCode(""))?.querySelector("form")?.cloneNode(true);
+    if (form && !item.expired) {
+      form.action = tile.dataset.retryUrl;
+      body.append(form);
+    }
   }
 
   function followPage(el) {
