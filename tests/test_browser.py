@@ -331,3 +331,45 @@ def test_batch_cards_show_each_image_as_it_finishes(server, signed_in, worker_fa
     assert page.inner_text("#count-done") == "1"
     page.wait_for_selector("#batch-state:text('finished')", timeout=60_000)
     assert page.locator(".tile img").count() == 2 and page.console_errors == []
+
+
+def set_failure_kind(task_id: str, code: str) -> None:
+    from cvunet_matting import db
+
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET error_code = %s WHERE id = %s", (code, task_id))
+
+
+def test_retry_is_not_offered_for_refused_input_and_its_flash_outlives_the_reload(
+    server, signed_in, worker_factory, tmp_path
+):
+    """A truncated input fails again within milliseconds: no Retry for it. A failure of another kind
+    keeps its Retry; after it, the batch page reloads itself when the batch ends, and the flash that
+    said the task went back to the queue is still there."""
+    page = signed_in
+    worker_factory()
+    fine, short_file = tmp_path / "fine.png", tmp_path / "short.png"
+    fine.write_bytes(png_bytes(72))
+    short_file.write_bytes(truncated_png(73))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(fine), str(short_file)])
+    page.click("#submit")
+    page.wait_for_selector("#progress-title:text-is('Finished')", timeout=90_000)
+    batch_id = page.get_attribute("#progress-links a", "href").rsplit("/", 1)[1]
+    short = [r for r in support.rows_of(batch_id) if r["filename"] == "short.png"][0]
+    assert short["error_code"] == "refused"
+    page.goto(f"{server}/batches/{batch_id}")
+    assert page.locator(".tile", has_text="short.png").locator("text=Retry").count() == 0
+    page.goto(f"{server}/tasks/{short['id']}")
+    assert page.locator("text=Retry").count() == 0 and "truncated" in page.inner_text(".failed .reason")
+
+    set_failure_kind(short["id"], "internal")  # say it failed on our side: worth a retry
+    page.goto(f"{server}/batches/{batch_id}")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    page.locator(".tile", has_text="short.png").locator("text=Retry").click()
+    page.wait_for_selector("#batch-state:text('finished')", timeout=60_000)
+    assert len(loads) == 2, loads  # the redirect after Retry, then the reload when the batch ended
+    assert page.inner_text("#flashes") == "The task was sent back to the queue."
+    assert page.locator(".tile", has_text="short.png").locator("text=Retry").count() == 0
+    assert page.console_errors == []

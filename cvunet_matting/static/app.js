@@ -290,6 +290,33 @@
   }
 
   // ---------------------------------------------------- task and batch pages
+  // A reload would drop the flash the page arrived with ("The task was sent back to the queue."):
+  // it is kept for the reloaded page, which shows it once more.
+  const KEPT_FLASHES = "cvunet-kept-flashes";
+
+  function reloadKeepingFlashes() {
+    const shown = Array.from(document.querySelectorAll("#flashes .flash"), (li) => ({
+      category: li.dataset.category || "",
+      text: li.textContent,
+    }));
+    if (shown.length) sessionStorage.setItem(KEPT_FLASHES, JSON.stringify({ url: window.location.href, shown }));
+    window.location.reload();
+  }
+
+  function restoreFlashes() {
+    const kept = JSON.parse(sessionStorage.getItem(KEPT_FLASHES) || "null");
+    sessionStorage.removeItem(KEPT_FLASHES);
+    const list = document.getElementById("flashes");
+    if (!kept || kept.url !== window.location.href || !list || list.children.length) return;
+    for (const { category, text } of kept.shown) {
+      const li = document.createElement("li");
+      li.className = "flash " + category;
+      li.dataset.category = category;
+      li.textContent = text;
+      list.append(li);
+    }
+  }
+
   async function followTask(el) {
     const notice = noticeIn(el);
     let seen = el.dataset.pollState;
@@ -299,7 +326,7 @@
       // A failed task's answer carries its reason in `error`: it is an answer like any other.
       if (body.state === seen) continue;
       seen = body.state;
-      if (FINAL.has(seen)) return window.location.reload();
+      if (FINAL.has(seen)) return reloadKeepingFlashes();
     }
   }
 
@@ -313,7 +340,7 @@
       showCounts(body, seen);
       (body.items || []).forEach(updateTile);
       // The folder's listing ended (or a batch finished): the page shows every image and the ZIP.
-      if (body.state === "done" || body.state !== el.dataset.batchState) return window.location.reload();
+      if (body.state === "done" || body.state !== el.dataset.batchState) return reloadKeepingFlashes();
     }
   }
 
@@ -373,6 +400,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     const form = document.getElementById("upload-form");
     if (form) initUpload(form);
+    restoreFlashes();
     document.querySelectorAll("[data-poll-url]").forEach((el) => followPage(el));
   });
 })();
