@@ -169,6 +169,10 @@ def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, 
     page.wait_for_url("**/tasks/*", timeout=60_000)
     page.wait_for_load_state("load")
     assert loaded(page, 'img[alt="cut-out"]')
+    assert (
+        page.inner_text("#task-options")
+        == "PNG, transparent background · edges: refine on, remove background colour on, feather 2 px"
+    )
     mine = accounts_row(page.url.rsplit("/", 1)[1])
     assert mine["options"]["feather"] == 2 and mine["owner_id"] == me.id
     page.goto(server + "/history")
@@ -373,3 +377,99 @@ def test_retry_is_not_offered_for_refused_input_and_its_flash_outlives_the_reloa
     assert page.inner_text("#flashes") == "The task was sent back to the queue."
     assert page.locator(".tile", has_text="short.png").locator("text=Retry").count() == 0
     assert page.console_errors == []
+
+
+# ------------------------------------------------------------------ layout and forms
+PHONE = {"width": 375, "height": 740}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def test_every_page_fits_a_phone(server, signed_in, worker_factory, tmp_path):
+    """At 375 px nothing widens the page (the header and the history's Download column used to make it
+    428 px); tables scroll inside their own box. Screenshots at both widths are kept to look at."""
+    page = signed_in
+    worker_factory()
+    image = tmp_path / "a-photo-with-a-rather-long-name-from-a-camera-IMG_20260101_123456.png"
+    image.write_bytes(png_bytes(80))
+    page.set_input_files("#file-input", str(image))
+    page.click("#submit")
+    page.wait_for_url("**/tasks/*", timeout=60_000)
+    pages = {"upload": "/", "history": "/history", "task": page.url.removeprefix(server)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    for size_name, size in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(size)
+        for name, path in pages.items():
+            page.goto(server + path)
+            page.wait_for_load_state("load")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= size["width"], (name, size_name, width)
+            page.screenshot(path=str(ARTIFACTS / f"browser-{name}-{size_name}.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.goto(server + "/history")
+    assert page.is_visible("#sign-out") and page.locator(".history >> text=Download").count() == 1
+    assert page.console_errors == []
+
+
+def test_sign_in_keeps_the_name_after_a_wrong_password(server, page):
+    user = support.make_user(prefix="typo")
+    page.goto(server + "/login")
+    assert page.evaluate("document.activeElement.id") == "signin-name"
+    page.fill("#signin-name", user.name)
+    page.fill("#signin-password", "not-the-password")
+    page.click("#signin-submit")
+    page.wait_for_selector("text=Wrong name or password.")
+    assert page.input_value("#signin-name") == user.name
+    assert page.evaluate("document.activeElement.id") == "signin-password"
+    radius = page.eval_on_selector("#signin-name", "el => getComputedStyle(el).borderRadius")
+    assert radius == "8px", radius  # styled like the rest, not the browser's bare field
+    page.screenshot(path=str(ARTIFACTS / "browser-signin.png"), full_page=True)
+
+
+def test_form_controls_are_styled_and_the_dropzone_shows_keyboard_focus(server, signed_in):
+    page = signed_in
+    page.click("#advanced summary")
+    radius = page.eval_on_selector("#opt-erode", "el => getComputedStyle(el).borderRadius")
+    assert radius == "8px", radius
+    page.focus("#submit")
+    page.evaluate("document.activeElement.blur()")
+    for _ in range(20):  # by keyboard from the top of the page to the file input
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "file-input":
+            break
+    assert page.evaluate("document.activeElement.id") == "file-input"
+    ring = page.eval_on_selector(
+        "#dropzone", "el => [getComputedStyle(el).outlineStyle, getComputedStyle(el).outlineColor]"
+    )
+    accent = page.eval_on_selector(".link", "el => getComputedStyle(el).color")
+    assert ring == ["solid", accent], (ring, accent)
+    page.screenshot(path=str(ARTIFACTS / "browser-dropzone-focus.png"))
+
+
+def test_the_progress_card_is_brought_into_view(server, signed_in, tmp_path):
+    """Twelve files make a long list: the card that follows the batch starts below it."""
+    page = signed_in
+    page.set_viewport_size(PHONE)
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"many{i:02}.png")
+        paths[-1].write_bytes(png_bytes(90 + i))
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a")
+    page.wait_for_selector("#progress-text:not(:empty)")
+    card = page.eval_on_selector(
+        "#progress", "el => [el.getBoundingClientRect().top, el.getBoundingClientRect().bottom]"
+    )
+    header = page.eval_on_selector(".topbar", "el => el.getBoundingClientRect().bottom")
+    assert header <= card[0] and card[1] <= PHONE["height"], (header, card)  # the whole card, clear of the bar
+
+
+def test_the_history_says_its_filter_in_words(server, signed_in):
+    page = signed_in
+    submit_by_api(server, page.user, "waiting.png", png_bytes(81))
+    page.goto(server + "/history?state=failure")
+    assert page.inner_text("#history-summary") == "No failed images"
+    page.goto(server + "/history?state=pending")
+    assert page.inner_text("#history-summary") == "1 queued image, newest first"
+    page.goto(server + "/history")
+    assert page.inner_text("#history-summary") == "1 image, newest first"

@@ -174,6 +174,7 @@
     links.replaceChildren(link(accepted.view_url, accepted.batch_id ? "Open the batch" : "Open the result"));
     showRefused(accepted.refused || []);
     title.textContent = count === 1 ? "Removing the background…" : "Processing " + accepted.total + " images…";
+    card.scrollIntoView({ block: "start" }); // below the form and a long file list it is out of view
     bar.removeAttribute("value");
     const batch = Boolean(accepted.batch_id);
     const statusUrl = batch ? accepted.status_url + "?limit=0" : accepted.status_url;
