@@ -38,13 +38,13 @@ def sign_in():
     wait = signin_limits.locked_for(name, address)
     if wait:
         flash(f"Too many wrong passwords for this name: try again in {wait // 60 + 1} minutes.", "error")
-        page = render_template("login.html", next=request.form.get("next", ""), no_users=False)
+        page = render_template("login.html", next=request.form.get("next", ""), no_users=False, name=name)
         return page, 429, {"Retry-After": str(wait)}
     actor = accounts.by_password(name, password) if name and password else None
     if actor is None:
         signin_limits.count_failure(name, address)
         flash("Wrong name or password.", "error")
-        return render_template("login.html", next=request.form.get("next", ""), no_users=False), 401
+        return render_template("login.html", next=request.form.get("next", ""), no_users=False, name=name), 401
     signin_limits.clear(name)
     session.clear()  # a fresh session (and CSRF token) after sign-in: no fixation
     login_user(actor)

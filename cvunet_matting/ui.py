@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 
 from . import db, submission
 from .db import reads
-from .encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE
+from .encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, OutputOptions
 from .errors import InputError
 from .http_support import csrf_token, csrf_valid, settings
 from .imaging import SUPPORTED_FORMATS
@@ -100,7 +100,8 @@ def task_view(task_id: str):
         row = reads.get_task(cur, uuid_or_404(task_id))
     if row is None or not g.actor.owns(row):
         abort(404, description="No such task: it may have been removed.")
-    return render_template("task.html", task=task_json(row, "page"))
+    # The options it ran with: the page says them (the JSON keeps to its documented shape).
+    return render_template("task.html", task=task_json(row, "page"), options=OutputOptions.from_dict(row["options"]))
 
 
 @bp.post("/tasks/<task_id>/retry")

@@ -36,7 +36,7 @@ def page():
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM) if CHROMIUM else pw.chromium.launch()
-        page = browser.new_page()
+        page = browser.new_context().new_page()  # a context of its own: a test may open a second tab
         page.console_errors = []
         page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
         page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
@@ -169,6 +169,10 @@ def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, 
     page.wait_for_url("**/tasks/*", timeout=60_000)
     page.wait_for_load_state("load")
     assert loaded(page, 'img[alt="cut-out"]')
+    assert (
+        page.inner_text("#task-options")
+        == "PNG, transparent background · edges: refine on, remove background colour on, feather 2 px"
+    )
     mine = accounts_row(page.url.rsplit("/", 1)[1])
     assert mine["options"]["feather"] == 2 and mine["owner_id"] == me.id
     page.goto(server + "/history")
@@ -221,3 +225,251 @@ def test_the_batch_card_names_the_files_that_failed(server, signed_in, worker_fa
     assert "1 done · 1 failed" in page.inner_text("#progress-text")
     assert page.inner_text("#failed").startswith("broken.png: ")
     assert page.console_errors == []
+
+
+# ------------------------------------------------------------------ polling: bounded, and ends
+def submit_by_api(server: str, user: support.TestUser, name: str, data: bytes) -> str:
+    """A task submitted with the user's API key (no worker runs it yet): its id."""
+    from tests.support.httpclient import fetch, multipart
+
+    body, ctype = multipart("file", name, data)
+    status, raw, _ = fetch("POST", f"{server}/api/v1/images", body, {"Content-Type": ctype, **user.bearer})
+    assert status == 202, raw
+    return json.loads(raw)["task_id"]
+
+
+def truncated_png(seed: int) -> bytes:
+    whole = png_bytes(seed)
+    return whole[: len(whole) // 2]  # header intact: accepted, then refused by the worker
+
+
+def status_requests(page, part: str) -> list:
+    """The status requests the page sends from now on (URLs with `part` and a query)."""
+    asked = []
+    page.on("request", lambda request: part in request.url and "?" in request.url and asked.append(request.url))
+    return asked
+
+
+def test_a_task_page_reloads_once_when_its_task_fails(server, signed_in, worker_factory):
+    """A failed task's JSON carries its reason in "error": the page must take it as the final answer,
+    reload once to show the failure, and stop asking (it used to ask again at once, forever)."""
+    page = signed_in
+    task_id = submit_by_api(server, page.user, "cut-short.png", truncated_png(61))
+    page.goto(f"{server}/tasks/{task_id}")
+    asked = status_requests(page, "/page/tasks/")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    worker_factory()
+    page.wait_for_selector("text=This image could not be processed", timeout=60_000)
+    page.wait_for_timeout(3000)
+    assert len(loads) == 1 and len(asked) <= 4, (len(loads), len(asked))
+    assert "truncated" in page.inner_text(".failed .reason")
+    assert page.console_errors == []
+
+
+def test_a_task_page_stops_asking_when_its_task_is_gone(server, signed_in):
+    page = signed_in
+    task_id = submit_by_api(server, page.user, "gone.png", png_bytes(62))
+    gone = json.dumps({"error": {"code": "not_found", "message": "No such task."}})
+    page.route("**/page/tasks/*?*", lambda route: route.fulfill(status=404, content_type="application/json", body=gone))
+    asked = status_requests(page, "/page/tasks/")
+    page.goto(f"{server}/tasks/{task_id}")
+    page.wait_for_selector(".poll-note:text('No such task.')")
+    page.wait_for_timeout(3000)
+    assert len(asked) == 1, asked
+
+
+def test_the_upload_card_backs_off_on_errors_and_stops_when_signed_out(server, signed_in, tmp_path):
+    """No worker: the batch stays pending. The server fails (503) for a while, then the session is ended
+    from another tab: the card waits longer after each error, then says so and stops at the 401."""
+    page = signed_in
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"wait{i}.png")
+        paths[-1].write_bytes(png_bytes(63 + i))
+    page.route("**/page/batches/*?*", lambda route: route.fulfill(status=503, body="Service Unavailable"))
+    asked = status_requests(page, "/page/batches/")
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress .poll-note:text('Lost contact')")
+    page.wait_for_timeout(5000)
+    assert 2 <= len(asked) <= 4, asked  # 1 s, 2 s, 4 s apart: not a request a millisecond
+    other = page.context.new_page()
+    other.goto(server + "/history")
+    other.click("#sign-out")
+    other.wait_for_url("**/login**")
+    page.unroute("**/page/batches/*?*")  # the server's own answer now: 401
+    page.wait_for_selector("#sign-in-again", timeout=20_000)
+    assert page.inner_text("#progress .poll-note") == "Signed out: sign in again"
+    assert page.get_attribute("#sign-in-again", "href") == "/login?next=%2F"
+    before = len(asked)
+    page.wait_for_timeout(3000)
+    assert len(asked) == before
+
+
+# ------------------------------------------------------------------ the batch page while it runs
+def test_batch_cards_show_each_image_as_it_finishes(server, signed_in, worker_factory, tmp_root, tmp_path):
+    """A worker that takes 4 s an image, one at a time: the first card shows its cut-out and its
+    Download link while the second image is still being matted, without a reload."""
+    page = signed_in
+    model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"step{i}.png")
+        paths[-1].write_bytes(png_bytes(70 + i))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a")
+    page.click("text=Open the batch")
+    page.wait_for_url("**/batches/*")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    worker_factory("slow@%h", CVUNET_MODEL=str(model), **support.simulated_device_env(tmp_root / "sim", 4000))
+    first = page.locator(".tile", has_text="step0.png")
+    first.locator("img").wait_for(timeout=60_000)
+    assert page.locator(".tile", has_text="step1.png").locator("img").count() == 0  # still running
+    assert loads == [] and first.locator("text=Download").count() == 1
+    assert page.eval_on_selector(".tile img", "img => img.complete && img.naturalWidth > 0")
+    assert page.inner_text("#count-done") == "1"
+    page.wait_for_selector("#batch-state:text('finished')", timeout=60_000)
+    assert page.locator(".tile img").count() == 2 and page.console_errors == []
+
+
+def set_failure_kind(task_id: str, code: str) -> None:
+    from cvunet_matting import db
+
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET error_code = %s WHERE id = %s", (code, task_id))
+
+
+def test_retry_is_not_offered_for_refused_input_and_its_flash_outlives_the_reload(
+    server, signed_in, worker_factory, tmp_path
+):
+    """A truncated input fails again within milliseconds: no Retry for it. A failure of another kind
+    keeps its Retry; after it, the batch page reloads itself when the batch ends, and the flash that
+    said the task went back to the queue is still there."""
+    page = signed_in
+    worker_factory()
+    fine, short_file = tmp_path / "fine.png", tmp_path / "short.png"
+    fine.write_bytes(png_bytes(72))
+    short_file.write_bytes(truncated_png(73))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(fine), str(short_file)])
+    page.click("#submit")
+    page.wait_for_selector("#progress-title:text-is('Finished')", timeout=90_000)
+    batch_id = page.get_attribute("#progress-links a", "href").rsplit("/", 1)[1]
+    short = [r for r in support.rows_of(batch_id) if r["filename"] == "short.png"][0]
+    assert short["error_code"] == "refused"
+    page.goto(f"{server}/batches/{batch_id}")
+    assert page.locator(".tile", has_text="short.png").locator("text=Retry").count() == 0
+    page.goto(f"{server}/tasks/{short['id']}")
+    assert page.locator("text=Retry").count() == 0 and "truncated" in page.inner_text(".failed .reason")
+
+    set_failure_kind(short["id"], "internal")  # say it failed on our side: worth a retry
+    page.goto(f"{server}/batches/{batch_id}")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    page.locator(".tile", has_text="short.png").locator("text=Retry").click()
+    page.wait_for_selector("#batch-state:text('finished')", timeout=60_000)
+    assert len(loads) == 2, loads  # the redirect after Retry, then the reload when the batch ended
+    assert page.inner_text("#flashes") == "The task was sent back to the queue."
+    assert page.locator(".tile", has_text="short.png").locator("text=Retry").count() == 0
+    assert page.console_errors == []
+
+
+# ------------------------------------------------------------------ layout and forms
+PHONE = {"width": 375, "height": 740}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def test_every_page_fits_a_phone(server, signed_in, worker_factory, tmp_path):
+    """At 375 px nothing widens the page (the header and the history's Download column used to make it
+    428 px); tables scroll inside their own box. Screenshots at both widths are kept to look at."""
+    page = signed_in
+    worker_factory()
+    image = tmp_path / "a-photo-with-a-rather-long-name-from-a-camera-IMG_20260101_123456.png"
+    image.write_bytes(png_bytes(80))
+    page.set_input_files("#file-input", str(image))
+    page.click("#submit")
+    page.wait_for_url("**/tasks/*", timeout=60_000)
+    pages = {"upload": "/", "history": "/history", "task": page.url.removeprefix(server)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    for size_name, size in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(size)
+        for name, path in pages.items():
+            page.goto(server + path)
+            page.wait_for_load_state("load")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= size["width"], (name, size_name, width)
+            page.screenshot(path=str(ARTIFACTS / f"browser-{name}-{size_name}.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.goto(server + "/history")
+    assert page.is_visible("#sign-out") and page.locator(".history >> text=Download").count() == 1
+    assert page.console_errors == []
+
+
+def test_sign_in_keeps_the_name_after_a_wrong_password(server, page):
+    user = support.make_user(prefix="typo")
+    page.goto(server + "/login")
+    assert page.evaluate("document.activeElement.id") == "signin-name"
+    page.fill("#signin-name", user.name)
+    page.fill("#signin-password", "not-the-password")
+    page.click("#signin-submit")
+    page.wait_for_selector("text=Wrong name or password.")
+    assert page.input_value("#signin-name") == user.name
+    assert page.evaluate("document.activeElement.id") == "signin-password"
+    radius = page.eval_on_selector("#signin-name", "el => getComputedStyle(el).borderRadius")
+    assert radius == "8px", radius  # styled like the rest, not the browser's bare field
+    page.screenshot(path=str(ARTIFACTS / "browser-signin.png"), full_page=True)
+
+
+def test_form_controls_are_styled_and_the_dropzone_shows_keyboard_focus(server, signed_in):
+    page = signed_in
+    page.click("#advanced summary")
+    radius = page.eval_on_selector("#opt-erode", "el => getComputedStyle(el).borderRadius")
+    assert radius == "8px", radius
+    page.focus("#submit")
+    page.evaluate("document.activeElement.blur()")
+    for _ in range(20):  # by keyboard from the top of the page to the file input
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "file-input":
+            break
+    assert page.evaluate("document.activeElement.id") == "file-input"
+    ring = page.eval_on_selector(
+        "#dropzone", "el => [getComputedStyle(el).outlineStyle, getComputedStyle(el).outlineColor]"
+    )
+    accent = page.eval_on_selector(".link", "el => getComputedStyle(el).color")
+    assert ring == ["solid", accent], (ring, accent)
+    page.screenshot(path=str(ARTIFACTS / "browser-dropzone-focus.png"))
+
+
+def test_the_progress_card_is_brought_into_view(server, signed_in, tmp_path):
+    """Twelve files make a long list: the card that follows the batch starts below it."""
+    page = signed_in
+    page.set_viewport_size(PHONE)
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"many{i:02}.png")
+        paths[-1].write_bytes(png_bytes(90 + i))
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a")
+    page.wait_for_selector("#progress-text:not(:empty)")
+    card = page.eval_on_selector(
+        "#progress", "el => [el.getBoundingClientRect().top, el.getBoundingClientRect().bottom]"
+    )
+    header = page.eval_on_selector(".topbar", "el => el.getBoundingClientRect().bottom")
+    assert header <= card[0] and card[1] <= PHONE["height"], (header, card)  # the whole card, clear of the bar
+
+
+def test_the_history_says_its_filter_in_words(server, signed_in):
+    page = signed_in
+    submit_by_api(server, page.user, "waiting.png", png_bytes(81))
+    page.goto(server + "/history?state=failure")
+    assert page.inner_text("#history-summary") == "No failed images"
+    page.goto(server + "/history?state=pending")
+    assert page.inner_text("#history-summary") == "1 queued image, newest first"
+    page.goto(server + "/history")
+    assert page.inner_text("#history-summary") == "1 image, newest first"

@@ -7,6 +7,8 @@
   const FINAL = new Set(["success", "failure"]);
   const ACCEPTED = /\.(jpe?g|jfif|png|webp|bmp|tiff?|gif)$/i;
   const WAIT_S = 25; // how long the server may hold a status request (it allows 30)
+  const BACKOFF_MIN_MS = 1000; // first wait after a server error or a lost connection, doubled each time
+  const BACKOFF_MAX_MS = 30000;
 
   function formatSize(bytes) {
     if (bytes < 1024) return bytes + " B";
@@ -172,17 +174,15 @@
     links.replaceChildren(link(accepted.view_url, accepted.batch_id ? "Open the batch" : "Open the result"));
     showRefused(accepted.refused || []);
     title.textContent = count === 1 ? "Removing the background…" : "Processing " + accepted.total + " images…";
+    card.scrollIntoView({ block: "start" }); // below the form and a long file list it is out of view
     bar.removeAttribute("value");
     const batch = Boolean(accepted.batch_id);
     const statusUrl = batch ? accepted.status_url + "?limit=0" : accepted.status_url;
+    const notice = noticeIn(card);
     let seen = batch ? 0 : "pending";
     for (;;) {
-      const { response, body } = await waitForChange(statusUrl, seen);
-      if (!response) continue;
-      if (!response.ok) {
-        text.textContent = errorMessage(response, body);
-        continue;
-      }
+      const body = await waitForChange(statusUrl, seen, notice);
+      if (!body) return;
       if (!batch) {
         seen = body.state;
         text.textContent = "Status: " + body.state;
@@ -226,54 +226,182 @@
 
   // Ask the server to answer once the work moves past what the page shows (`seen`: a task's state,
   // or a batch's finished count): it holds the request and answers the moment the worker reports,
-  // so there is no poll interval. A refusal (429: every wait slot taken) or a lost connection waits
-  // as long as the server says, then asks again.
-  async function waitForChange(url, seen) {
+  // so there is no poll interval. Returns the answer's body, or null once asking again cannot help
+  // (signed out, gone), after `notice` told the reader why. A refusal (429: every wait slot taken)
+  // waits as long as the server says; a server error or a lost connection waits twice as long each
+  // time (1 s up to 30 s), so that a page left open on a broken server does not hammer it.
+  async function waitForChange(url, seen, notice) {
     const sep = url.includes("?") ? "&" : "?";
-    let answer;
-    try {
-      answer = await getJSON(url + sep + "wait=" + WAIT_S + "&seen=" + encodeURIComponent(seen));
-    } catch (_) {
-      await sleep(1000);
-      return {};
+    let delay = 0;
+    for (;;) {
+      let answer = null;
+      try {
+        answer = await getJSON(url + sep + "wait=" + WAIT_S + "&seen=" + encodeURIComponent(seen));
+      } catch (_) {
+        answer = null; // offline, or the connection dropped
+      }
+      const status = answer ? answer.response.status : 0;
+      if (answer && answer.response.ok && answer.body) {
+        if (delay) notice(null);
+        return answer.body;
+      }
+      if (status === 401) {
+        notice(signedOut());
+        return null;
+      }
+      if (status === 429) {
+        await sleep(1000 * Number(answer.response.headers.get("Retry-After") || 1));
+        continue;
+      }
+      if (status >= 400 && status < 500) {
+        notice(errorMessage(answer.response, answer.body));
+        return null;
+      }
+      delay = Math.min(delay ? delay * 2 : BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+      notice("Lost contact with the server: trying again in " + delay / 1000 + " s…");
+      await sleep(delay);
     }
-    if (answer.response.status === 429) {
-      await sleep(1000 * Number(answer.response.headers.get("Retry-After") || 1));
-      return {};
-    }
-    return answer;
+  }
+
+  // "Signed out: sign in again", the link coming back to this page.
+  function signedOut() {
+    const login = document.querySelector('meta[name="login-url"]')?.content || "/login";
+    const a = document.createElement("a");
+    a.href = login + "?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+    a.textContent = "sign in again";
+    a.id = "sign-in-again";
+    const note = document.createDocumentFragment();
+    note.append("Signed out: ", a);
+    return note;
+  }
+
+  // A notice (text, nodes, or null to clear it) in a line of its own at the end of `card`.
+  function noticeIn(card) {
+    return (content) => {
+      let line = card.querySelector(".poll-note");
+      if (!line) {
+        line = document.createElement("p");
+        line.className = "poll-note";
+        line.setAttribute("role", "status");
+        card.append(line);
+      }
+      line.replaceChildren(content || "");
+      line.hidden = !content;
+    };
   }
 
   // ---------------------------------------------------- task and batch pages
-  async function followPage(el) {
-    const url = el.dataset.pollUrl;
+  // A reload would drop the flash the page arrived with ("The task was sent back to the queue."):
+  // it is kept for the reloaded page, which shows it once more.
+  const KEPT_FLASHES = "cvunet-kept-flashes";
+
+  function reloadKeepingFlashes() {
+    const shown = Array.from(document.querySelectorAll("#flashes .flash"), (li) => ({
+      category: li.dataset.category || "",
+      text: li.textContent,
+    }));
+    if (shown.length) sessionStorage.setItem(KEPT_FLASHES, JSON.stringify({ url: window.location.href, shown }));
+    window.location.reload();
+  }
+
+  function restoreFlashes() {
+    const kept = JSON.parse(sessionStorage.getItem(KEPT_FLASHES) || "null");
+    sessionStorage.removeItem(KEPT_FLASHES);
+    const list = document.getElementById("flashes");
+    if (!kept || kept.url !== window.location.href || !list || list.children.length) return;
+    for (const { category, text } of kept.shown) {
+      const li = document.createElement("li");
+      li.className = "flash " + category;
+      li.dataset.category = category;
+      li.textContent = text;
+      list.append(li);
+    }
+  }
+
+  async function followTask(el) {
+    const notice = noticeIn(el);
     let seen = el.dataset.pollState;
     for (;;) {
-      const { response, body } = await waitForChange(url, seen);
-      if (!response || !response.ok || !body || body.error) {
-        if (response && !response.ok) await sleep(1000);
-        continue;
-      }
-      if ("done" in body && "total" in body) {
-        seen = body.done + body.failed;
-        document.getElementById("batch-progress").value = seen;
-        document.getElementById("count-done").textContent = body.done;
-        document.getElementById("count-failed").textContent = body.failed;
-        document.getElementById("count-pending").textContent = body.pending;
-        document.getElementById("count-total").textContent = body.total;
-        document.getElementById("batch-progress").max = Math.max(body.total, 1);
-        // The folder's listing ended (or a batch finished): the page shows every image now.
-        if (body.state === "done" || body.state !== el.dataset.batchState) return window.location.reload();
-      } else if (body.state !== seen) {
-        seen = body.state;
-        if (FINAL.has(seen)) return window.location.reload();
-      }
+      const body = await waitForChange(el.dataset.pollUrl, seen, notice);
+      if (!body) return;
+      // A failed task's answer carries its reason in `error`: it is an answer like any other.
+      if (body.state === seen) continue;
+      seen = body.state;
+      if (FINAL.has(seen)) return reloadKeepingFlashes();
     }
+  }
+
+  async function followBatch(el) {
+    const notice = noticeIn(el);
+    let seen = el.dataset.pollState;
+    for (;;) {
+      const body = await waitForChange(el.dataset.pollUrl, seen, notice);
+      if (!body) return;
+      seen = body.done + body.failed;
+      showCounts(body, seen);
+      (body.items || []).forEach(updateTile);
+      // The folder's listing ended (or a batch finished): the page shows every image and the ZIP.
+      if (body.state === "done" || body.state !== el.dataset.batchState) return reloadKeepingFlashes();
+    }
+  }
+
+  function showCounts(body, finished) {
+    const bar = document.getElementById("batch-progress");
+    bar.max = Math.max(body.total, 1);
+    bar.value = finished;
+    document.getElementById("count-done").textContent = body.done;
+    document.getElementById("count-failed").textContent = body.failed;
+    document.getElementById("count-pending").textContent = body.pending;
+    document.getElementById("count-total").textContent = body.total;
+  }
+
+  // A card of the batch page redrawn once its image moved on, as batch.html draws it; the badges and
+  // the Retry form are cloned from what the page's <template> holds, so their words and rules (who may
+  // retry what) stay the templates' own.
+  function updateTile(item) {
+    const tile = document.querySelector('.tile[data-task-id="' + item.task_id + '"]');
+    if (!tile || tile.dataset.state === item.state) return;
+    tile.dataset.state = item.state;
+    const parts = document.getElementById("tile-parts").content;
+    const thumb = tile.querySelector(".thumb");
+    const body = tile.querySelector(".tile-body");
+    body.querySelectorAll(":scope > :not(.filename)").forEach((node) => node.remove());
+    if (item.result_url) {
+      const img = document.createElement("img");
+      img.src = item.result_url;
+      img.alt = item.filename;
+      thumb.className = "thumb checker";
+      thumb.replaceChildren(img);
+      const download = document.createElement("a");
+      download.className = "small-link";
+      download.href = item.result_url + "?download=1";
+      download.textContent = "Download";
+      body.append(download);
+      return;
+    }
+    thumb.className = "thumb empty";
+    thumb.replaceChildren(parts.querySelector(".badge.state-" + item.state)?.cloneNode(true) || "");
+    if (item.state !== "failure") return;
+    const reason = document.createElement("p");
+    reason.className = "reason";
+    reason.textContent = item.error || "";
+    body.append(reason);
+    const byCode = (code) => parts.querySelector('[data-error-code="' + code + '"]');
+    const form = (byCode(item.error_code || "") || byCode(""))?.querySelector("form")?.cloneNode(true);
+    if (form && !item.expired) {
+      form.action = tile.dataset.retryUrl;
+      body.append(form);
+    }
+  }
+
+  function followPage(el) {
+    return el.dataset.pollKind === "batch" ? followBatch(el) : followTask(el);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     const form = document.getElementById("upload-form");
     if (form) initUpload(form);
+    restoreFlashes();
     document.querySelectorAll("[data-poll-url]").forEach((el) => followPage(el));
   });
 })();
