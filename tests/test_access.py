@@ -369,6 +369,11 @@ def test_guessing_from_many_addresses_locks_the_name_until_an_operator_unlocks_i
     assert guess(browser, token, alice.name, alice.password, "198.51.100.7").status_code == 302
 
 
+def test_the_pages_link_flower_for_admins_only(app, alice, admin):
+    assert 'href="/flower/"' in support.user_client(app, admin).get("/").get_data(as_text=True)
+    assert "/flower/" not in support.user_client(app, alice).get("/").get_data(as_text=True)
+
+
 def test_flowers_admin_check_sends_a_signed_out_browser_to_sign_in_and_back(app):
     client = app.test_client()
     html = {"Accept": "text/html,*/*;q=0.8"}
