@@ -153,6 +153,10 @@ def retry(via: str, task_id: str, force: bool = False):
             "this input crashed the worker process too many times; only an admin can force a retry",
             code="poison_input",
         )
+    if row["state"] == "failure" and not row["input_key"]:  # refused at upload or listing: nothing to run
+        raise InputError(
+            "nothing was stored for this file (it was refused on arrival): send it again", code="refused_input"
+        )
     if row["state"] == "failure" and row.get("error_code") == "refused" and not force:
         raise InputError(
             f"this input was refused for what it is ({row.get('error')}): it would fail the same way; submit a"

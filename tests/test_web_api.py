@@ -152,6 +152,8 @@ def test_batch_with_broken_and_refused_files_completes_with_a_zip(client, worker
     assert (notes["state"], notes["error_code"]) == ("failure", "refused") and notes["error"] == (
         body["refused"][0]["message"]
     )
+    again = client.post(f"/api/v1/tasks/{notes['task_id']}/retry?force=1")  # nothing stored to run again
+    assert again.status_code == 409 and "send it again" in again.get_json()["error"]["message"]
 
     archive = client.get(status["zip_url"], buffered=True)
     assert archive.status_code == 200 and archive.mimetype == "application/zip"
