@@ -101,11 +101,10 @@ def requeue_storage_failures() -> list[dict]:
     return rows
 
 
-def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, notify=print, beat=None) -> dict:
+def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, notify=print) -> dict:
     """Re-enqueue what PostgreSQL expects but Redis lost, and restart batches whose chain broke.
 
     Rows touched in the last `settle_s` seconds are left alone: they may be on their way to Redis.
-    `beat` refreshes the caller's own heartbeat, when the caller is a worker's watchdog.
     """
     in_workers = held_by_workers() if dry_run else wait_for_orphaned_runs(wait_s, notify)
     notify("comparing PostgreSQL's unfinished tasks with what Redis and the workers hold ...")
@@ -119,7 +118,7 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]
     unlisted = [b for b in listing if dispatch.listing_id(str(b["id"])) not in in_redis | in_workers]
     if (lost or unlisted) and not dry_run:
-        lost, unlisted = confirmed_lost(lost, unlisted, settle_s, beat, notify)
+        lost, unlisted = confirmed_lost(lost, unlisted, settle_s, notify)
     if in_workers - in_redis:
         orphans = []  # their chunks resume once those runs end (see wait_for_orphaned_runs)
     if not dry_run:
@@ -132,7 +131,7 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
 
 
 def confirmed_lost(
-    lost: list[dict], unlisted: list[dict], settle_s: float, beat=None, notify=print
+    lost: list[dict], unlisted: list[dict], settle_s: float, notify=print
 ) -> tuple[list[dict], list[dict]]:
     """Of what looked lost, what still does a moment later: a message a worker is taking is off the
     queue and not yet in `unacked` for a few milliseconds (kombu pops it, then records it), and a
@@ -147,8 +146,6 @@ def confirmed_lost(
     client = get_redis()
     before = {incarnation: b["at"] for incarnation, b in liveness.beats(client).items()}
     time.sleep(RECHECK_S)
-    if beat is not None:
-        beat()
     _await_new_beats(client, before, get_settings().heartbeat_ttl)
     held = held_by_redis() | held_by_workers()
     receiving = liveness.receiving_workers(client)

@@ -52,6 +52,7 @@ class Watchdog(threading.Thread):
         self.next_reconcile = 0.0
         self.next_expiry = time.monotonic() + EXPIRY_DELAY_S
         self.expiring: threading.Thread | None = None
+        self.reconciling: threading.Thread | None = None
 
     def run(self) -> None:
         while True:  # the first beat at once: a worker is not alive until it says so
@@ -86,10 +87,21 @@ class Watchdog(threading.Thread):
             log.warning("returned %d task(s) held by dead workers: %s", len(lost), [d.task_id for d in lost])
 
     def reconcile(self) -> None:
+        """In a thread of its own, one at a time: its second look waits for a fresh beat from every
+        worker, this one's among them, and a beat or a lead that lapsed meanwhile would have another
+        watchdog take this live worker for dead (and run what it holds twice)."""
+        if self.reconciling is None or not self.reconciling.is_alive():
+            self.reconciling = threading.Thread(target=self._reconcile, name="cvunet-reconcile", daemon=True)
+            self.reconciling.start()
+
+    def _reconcile(self) -> None:
         from .recovery import reconcile  # the orchestration side, loaded only in the leader
 
-        # This thread beats for its worker: again before reconcile's second look, which trusts the beats.
-        found = reconcile(settle_s=self.settings.heartbeat_ttl, notify=log.info, beat=lambda: self.beat(get_redis()))
+        try:
+            found = reconcile(settle_s=self.settings.heartbeat_ttl, notify=log.info)
+        except Exception as exc:  # Redis or PostgreSQL away: the next round tries again
+            log.warning("reconcile: %s", exc)
+            return
         if found["lost"] or found["stalled_batches"] or found["storage_requeued"]:
             counts = (len(found["lost"]), len(found["stalled_batches"]), len(found["storage_requeued"]))
             log.warning("reconcile: %d lost task(s), %d stalled batch(es), %d storage failure(s) requeued", *counts)
