@@ -63,6 +63,11 @@ def submit_folder():
 
 
 @route
+def list_batches(offset: int, limit: int):
+    return intake.list_batches(VIA, offset, limit)
+
+
+@route
 def list_tasks(state: str | None, offset: int, limit: int):
     return intake.list_tasks(VIA, state, offset, limit)
 

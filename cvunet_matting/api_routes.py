@@ -8,7 +8,7 @@ from .states import TASK_STATES
 from .waiting import MAX_WAIT_S
 
 ITEMS_LIMIT = 1000  # the most items of a batch one status response lists
-TASKS_LIMIT = 100  # the most tasks one listing response holds
+TASKS_LIMIT = 100  # the most tasks (or batches) one listing response holds
 SUBMIT_ERRORS = (400, 401, 413, 415, 422, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
 DOWNLOAD_ERRORS = (*READ_ERRORS, 410)  # retention removed the file
@@ -70,6 +70,14 @@ OPERATIONS = {
         "The finished batch's ZIP (results and manifest.json)",
         (200, binary_response("ZIP archive", ["application/zip"])),
         DOWNLOAD_ERRORS,
+    ),
+    "list_batches": Operation(
+        "GET",
+        "/batches",
+        "Your batches, newest first (an admin's: everyone's), with their progress",
+        (200, json_response("A page of batches", ref("BatchList"))),
+        (400, 401, 503),
+        query=(NumberQuery("offset", 0, 2**31 - 1), NumberQuery("limit", 50, TASKS_LIMIT)),
     ),
     "list_tasks": Operation(
         "GET",

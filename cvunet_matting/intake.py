@@ -16,7 +16,7 @@ from .db import reads
 from .errors import InputError
 from .http_errors import error_json, status_for
 from .http_support import settings
-from .presenters import batch_json, task_json
+from .presenters import batch_json, listed_batch_json, task_json
 from .states import FINAL_TASK_STATES
 from .web_input import check_api_fields, check_filename, load_batch, parse_id, parse_options, probe_uploads, task_row
 
@@ -129,6 +129,15 @@ def list_tasks(via: str, state: str | None, offset: int, limit: int):
     with db.transaction() as cur:
         rows, total = reads.task_listing(cur, None if who.is_admin else who.id, state, offset, limit)
     return jsonify({"tasks": [task_json(r, via) for r in rows], "total": total, "offset": offset, "limit": limit})
+
+
+def list_batches(via: str, offset: int, limit: int):
+    """The actor's batches (an admin's: everyone's), newest first, with their progress."""
+    who = actor()
+    with db.transaction() as cur:
+        rows, total = reads.batch_listing(cur, None if who.is_admin else who.id, offset, limit)
+        batches = [listed_batch_json(b, reads.batch_counts(cur, b["id"]), via) for b in rows]
+    return jsonify({"batches": batches, "total": total, "offset": offset, "limit": limit})
 
 
 def task_status(via: str, task_id: str, wait: float = 0.0, seen: str | None = None):

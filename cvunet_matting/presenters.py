@@ -85,6 +85,14 @@ def failure_json(row: dict) -> dict:
     return {"task_id": str(row["id"]), "filename": row["filename"], "error": public_error(row)}
 
 
+def listed_batch_json(batch: dict, counts: dict, via: str = "api") -> dict:
+    """A batch as a listing shows it: its progress and links, without its items."""
+    payload = batch_json(batch, counts, [], 0, via)
+    for detail in ("items", "items_offset", "failures"):
+        del payload[detail]
+    return {**payload, "status_url": url_for(f"{via}.batch_status", batch_id=payload["batch_id"])}
+
+
 def batch_json(
     batch: dict, counts: dict, rows: list[dict], offset: int, via: str = "api", failures: list[dict] = ()
 ) -> dict:

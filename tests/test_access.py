@@ -255,6 +255,29 @@ def test_the_task_listing_shows_a_user_their_own_tasks_only(app, alice, bob, adm
     assert api.get("/api/v1/tasks").status_code == 401
 
 
+def test_the_batch_listing_shows_a_user_their_own_batches_only(app, alice, bob, admin):
+    api = app.test_client()
+
+    def batch(user, *seeds) -> str:
+        files = {"files": [(io.BytesIO(png_bytes(s)), f"{s}.png") for s in seeds]}
+        response = api.post("/api/v1/batches", data=files, content_type="multipart/form-data", headers=user.bearer)
+        return response.get_json()["batch_id"]
+
+    first, second = batch(alice, 90, 91), batch(alice, 92, 93, 94)
+    theirs = batch(bob, 95, 96)
+    listing = api.get("/api/v1/batches", headers=alice.bearer).get_json()
+    assert [b["batch_id"] for b in listing["batches"]] == [second, first] and listing["total"] == 2
+    newest = listing["batches"][0]
+    assert (newest["total"], newest["pending"], newest["done"]) == (3, 3, 0) and "items" not in newest
+    assert api.get(newest["status_url"], headers=alice.bearer).get_json()["batch_id"] == second
+    assert [b["batch_id"] for b in api.get("/api/v1/batches?offset=1", headers=alice.bearer).get_json()["batches"]] == [
+        first
+    ]
+    assert [b["batch_id"] for b in api.get("/api/v1/batches", headers=bob.bearer).get_json()["batches"]] == [theirs]
+    everyone = {b["batch_id"] for b in api.get("/api/v1/batches", headers=admin.bearer).get_json()["batches"]}
+    assert everyone >= {first, second, theirs}
+
+
 # ------------------------------------------------------------------ quotas
 
 

@@ -308,6 +308,16 @@ def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> t
     return cur.fetchall(), total
 
 
+def batch_listing(cur, owner_id, offset: int, limit: int) -> tuple[list[dict], int]:
+    """Batches newest first from `offset`, and their total: one owner's (or everyone's, owner None)."""
+    where, params = ("WHERE owner_id = %s", [owner_id]) if owner_id is not None else ("", [])
+    cur.execute(f"SELECT count(*) AS n FROM batches {where}", params)  # noqa: S608 (fixed clauses, values bound)
+    total = cur.fetchone()["n"]
+    sql = f"SELECT * FROM batches {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"  # noqa: S608
+    cur.execute(sql, [*params, limit, offset])
+    return cur.fetchall(), total
+
+
 def history_of(cur, owner_id, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE):
     """history() for one owner's tasks only."""
     where, params = "WHERE owner_id = %s", [owner_id]
