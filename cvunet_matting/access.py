@@ -24,7 +24,15 @@ from .api_auth import bearer_actor, unauthorized
 from .config import Settings
 
 log = logging.getLogger(__name__)
-OPEN_ENDPOINTS = {"static", "health.healthz", "health.readyz", "signin.login", "signin.sign_in", "edge_refusal"}
+OPEN_ENDPOINTS = {
+    "static",
+    "health.healthz",
+    "health.readyz",
+    "signin.login",
+    "signin.sign_in",
+    "edge_refusal",  # Traefik's errors middleware asks it, for anyone
+    "ui.api_docs",  # as open as the OpenAPI document it shows
+}
 MIN_TOKEN_CHARS = 32
 SIGNED_IN_AT = "signed_in_at"
 

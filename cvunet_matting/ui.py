@@ -130,6 +130,14 @@ def batch_view(batch_id: str):
     return render_template("batch.html", batch=data, page=page, pages=pages)
 
 
+@bp.get("/api-docs")
+def api_docs():
+    """The JSON API for people: open to all, as the OpenAPI document it is drawn from."""
+    from .api_docs import operations
+
+    return render_template("api_docs.html", operations=operations())
+
+
 @bp.get("/history")
 def history():
     page = page_number()

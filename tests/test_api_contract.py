@@ -135,3 +135,16 @@ def test_waiting_is_published_where_it_is_served():
     assert finished["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Task"}
     task = spec["components"]["schemas"]["Task"]["allOf"][1]["properties"]
     assert task["poll_after_s"]["type"] == "number" and "wait_url" in task
+
+
+def test_the_api_page_shows_every_operation_to_anyone_without_a_script():
+    app = create_app({"TESTING": True})
+    page = app.test_client().get("/api-docs")  # no session, no key: as open as the document
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    for path, methods in document()["paths"].items():
+        for method in methods:
+            assert f"{method.upper()}</span> <code>{path}</code>" in html, (method, path)
+    assert "<code>alpha_threshold</code>" in html and "integer 0-255" in html  # a form field, its range
+    assert "<code>state</code>" in html and "one of pending, started, retry, success, failure" in html
+    assert "<script>" not in html.split("</head>")[1]  # drawn on the server; the page's own app.js only
