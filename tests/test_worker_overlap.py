@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cvunet_matting import db
+from cvunet_matting import db, transport
 from cvunet_matting.config import load_settings
 from cvunet_matting.encoding import OutputOptions
 from cvunet_matting.submission import Item, submit_batch, submit_image
@@ -142,3 +143,72 @@ def test_the_time_limit_still_applies_while_an_image_waits_for_the_device(clean_
     task_id = submit_image(Item("slow.png", png_bytes(7)), OutputOptions())
     row = wait_task(task_id, "failure", timeout=60)
     assert row["error_code"] == "timeout"
+
+
+def test_a_device_that_cannot_start_stops_the_worker_before_it_takes_an_image(clean_state, simulated, tmp_path):
+    """No CUDA, a broken driver, a bad model: the worker exits (its supervisor starts it again), and
+    the queue keeps its images for a worker that can run them, instead of this one holding them."""
+    import subprocess
+
+    from cvunet_matting.device_host import EXIT_NO_DEVICE
+    from cvunet_matting.workers import WorkerSpec, command
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    task_id = submit_image(Item("waiting.png", png_bytes(8)), OutputOptions())
+    spec = WorkerSpec("gpu0@%h", {"CVUNET_DEVICE": "cpu", **simulated(5, CVUNET_MODEL=str(broken))})
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        argv = command(spec, "matting", "INFO")
+        env = {**os.environ, **spec.env}
+        proc = subprocess.Popen(
+            argv, cwd=support.REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        assert proc.wait(timeout=120) == EXIT_NO_DEVICE, log.read_text()[-3000:]
+    finally:
+        support.kill_group(proc)
+    text = log.read_text()
+    assert "this worker stops before it takes any image" in text and " ready." not in text, text[-3000:]
+    with db.transaction() as cur:
+        cur.execute("SELECT state FROM tasks WHERE id = %s", (task_id,))
+        assert cur.fetchone()["state"] == "pending"
+    assert support.redis().llen("matting") == 1  # still queued, for another worker
+
+
+def children_running(parent: int, module: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == parent and module in argv:
+            found.append(int(entry))
+    return found
+
+
+def test_a_device_that_never_comes_back_stops_the_worker_and_frees_its_images(
+    clean_state, worker_factory, simulated, tmp_path
+):
+    """The driver dies under a running worker: after a few restarts that never serve, a cold shutdown
+    puts what it held back on the queue, rather than holding it for the time limit."""
+    import shutil
+    import signal
+
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(simulated(5)["CVUNET_MODEL"], model)
+    worker = worker_factory("gpu0@%h", **simulated(5, CVUNET_MODEL=str(model)))
+    (device,) = children_running(worker.pid, "cvunet_matting.device_server")
+    model.write_bytes(b"no longer a model")  # every restart from now on fails to load it
+    os.kill(device, signal.SIGKILL)
+    task_id = submit_image(Item("held.png", png_bytes(9)), OutputOptions())  # taken, waiting for the device
+    assert worker.wait(timeout=120) is not None
+    log = worker.log_path.read_text(errors="replace")
+    assert "5 times in a row: stopping this worker" in log, log[-3000:]
+    # Not failed, not lost: its message is still Redis's, for the next worker (or the sweep) to run.
+    with db.transaction() as cur:
+        cur.execute("SELECT state FROM tasks WHERE id = %s", (task_id,))
+        assert cur.fetchone()["state"] in {"pending", "started"}
+    assert task_id in transport.held_ids(support.redis(), settings().queue)
