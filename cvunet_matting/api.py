@@ -17,7 +17,7 @@ from .api_spec import PREFIX, router
 from .errors import InputError
 from .http_support import settings
 from .openapi import document
-from .web_input import parse_options
+from .web_input import check_json_fields, parse_options
 
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
 bp.before_request(authenticate)
@@ -44,6 +44,7 @@ def submit_folder():
     folder = body.get("folder") if isinstance(body, dict) else None
     if not isinstance(folder, str) or not folder.strip() or "\x00" in folder:
         raise InputError('send JSON {"folder": "...", "options": {...}}', code="bad_request")
+    check_json_fields(body, body.get("options"))
     options = parse_options(body.get("options"), form=False)
     cfg = settings()
     path = Path(folder) if Path(folder).is_absolute() else cfg.allowed_roots[0] / folder

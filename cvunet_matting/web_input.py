@@ -66,6 +66,19 @@ def check_api_fields(form, files, file_field: str, one_file: bool) -> None:
         raise InputError("one image per request here: send several to /api/v1/batches as 'files'", code="one_file")
 
 
+def check_json_fields(body: dict, options) -> None:
+    """The folder request's JSON, held to the same rule: a key nobody reads is refused, not ignored."""
+    unknown = sorted(set(body) - {"folder", "options"}, key=str)
+    if isinstance(options, dict):
+        unknown += [f"options.{name}" for name in sorted(set(options) - set(OPTION_FIELDS), key=str)]
+    if unknown:
+        raise InputError(
+            f'unknown field(s) {", ".join(map(repr, unknown))}: send {{"folder": ..., "options": {{...}}}} with'
+            f" options among {', '.join(OPTION_FIELDS)}",
+            code="unknown_field",
+        )
+
+
 def check_filename(name: str | None) -> str:
     """An upload's name as sent, refused (400) when it holds control characters or is absurdly long."""
     name = name or "image"

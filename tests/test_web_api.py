@@ -358,6 +358,11 @@ def test_folder_submission_stays_inside_the_allowed_roots(admin_client, tmp_root
     assert post("no-such-folder").status_code == 404
     assert post("shoot", options={"format": "bmp"}).get_json()["error"]["code"] == "bad_option"
     assert post("shoot", options={"alpha_only": "yes"}).status_code == 400
+    typo = post("shoot", options={"alpha-threshold": 9})  # refused, not run with the default
+    assert typo.status_code == 400 and typo.get_json()["error"]["code"] == "unknown_field"
+    assert "'options.alpha-threshold'" in typo.get_json()["error"]["message"]
+    top = client.post("/api/v1/batches/folder", json={"folder": "shoot", "format": "jpg"})
+    assert top.status_code == 400 and "'format'" in top.get_json()["error"]["message"]
     assert client.post("/api/v1/batches/folder", data="folder=/etc").status_code == 400
 
 
