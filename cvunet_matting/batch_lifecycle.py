@@ -85,16 +85,19 @@ def _archive_page(batch_id: str, after: int) -> list[dict]:
         return reads.archive_page(cur, batch_id, after)
 
 
-def finalize(batch_id: str, settings: Settings | None = None) -> dict:
-    """Write manifest.json and the batch ZIP into the batch's output folder (once per batch).
+def finalize(batch_id: str, settings: Settings | None = None, rebuild: bool = False) -> dict:
+    """Write manifest.json and the batch ZIP into the batch's output folder (once per batch, or again
+    with `rebuild`: an operator whose ZIP was lost; not once retention removed the results).
 
     Raises NotReady while that cannot be done yet (the task retries it)."""
     settings = settings or get_settings()
     storage = Storage(settings.data_dir)
     with db.transaction() as cur:
         batch = reads.get_batch(cur, batch_id)
-        if batch is None or batch["state"] == "done":
+        if batch is None or batch.get("expired_at") or (batch["state"] == "done" and not rebuild):
             return {"batch_id": batch_id, "finalized": False}
+        if batch["state"] == "done":
+            writes.reopen_batches(cur, [batch["id"]])
         check_ready(cur, batch, storage)
         if not writes.claim_finalize(cur, batch_id, stale_s=finalizer_dead_after(settings)):
             return {"batch_id": batch_id, "finalized": False}

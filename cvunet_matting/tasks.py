@@ -128,9 +128,10 @@ def chunk_done(batch_id: str, idx: int) -> None:
 
 
 @app.task(name=FINALIZE_BATCH, **{**DB_RETRY, "autoretry_for": (*DB_RETRY["autoretry_for"], batch_lifecycle.NotReady)})
-def finalize_batch(batch_id: str) -> dict:
-    """Write the batch's manifest and ZIP once every row is final and its folder can be written."""
-    return batch_lifecycle.finalize(batch_id)
+def finalize_batch(batch_id: str, rebuild: bool = False) -> dict:
+    """Write the batch's manifest and ZIP once every row is final and its folder can be written
+    (`rebuild`: again, for a finished batch whose ZIP was lost)."""
+    return batch_lifecycle.finalize(batch_id, rebuild=rebuild)
 
 
 @app.task(bind=True, name=LIST_FOLDER, **DB_RETRY)

@@ -172,6 +172,14 @@ def test_batch_with_broken_and_refused_files_completes_with_a_zip(client, worker
     assert (status["done"], status["failed"]) == (3, 1)
     with zipfile.ZipFile(io.BytesIO(client.get(status["zip_url"], buffered=True).data)) as zf:
         assert sorted(zf.namelist()) == ["a.png", "b.png", "broken.png", "manifest.json"]
+    # An operator whose ZIP was lost rebuilds it (README: finalize_batch with rebuild).
+    from cvunet_matting import batch_lifecycle
+
+    stored_zip = get_settings().data_dir / support.batch_row(body["batch_id"])["zip_path"]
+    stored_zip.unlink()
+    assert batch_lifecycle.finalize(body["batch_id"])["finalized"] is False  # done: left alone
+    assert batch_lifecycle.finalize(body["batch_id"], rebuild=True)["finalized"] is True
+    assert stored_zip.is_file() and client.get(status["zip_url"], buffered=True).status_code == 200
 
 
 @pytest.mark.services
