@@ -65,7 +65,7 @@ reliability: model
 	$(PYTHON) benchmarks/reliability.py
 
 clean:
-	rm -rf build *.egg-info .pytest_cache .ruff_cache outputs test-artifacts $(VENV)
+	rm -rf build *.egg-info .pytest_cache .ruff_cache test-artifacts $(VENV)
 
 # The compose stack for real (root, Debian): dockerd started and stopped, local base images, the
 # project's images, the stack with three CPU workers, end-to-end and failover tests through Traefik

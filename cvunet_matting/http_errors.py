@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Status -> (what the OpenAPI document says of it, the InputError codes sent with it).
 # Any code not listed is a plain 400.
 ERROR_STATUSES = {
-    400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, truncated...)", ()),
+    400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, unknown_field...)", ()),
     401: ("No valid API key was sent (`Authorization: Bearer <key>`)", ("unauthorized",)),
     403: (
         "Admins only (code `forbidden`), or the folder lies outside the allowed roots",
