@@ -407,6 +407,10 @@ def test_every_page_fits_a_phone(server, signed_in, worker_factory, tmp_path):
     page.set_viewport_size(PHONE)
     page.goto(server + "/history")
     assert page.is_visible("#sign-out") and page.locator(".history >> text=Download").count() == 1
+    # Each row fits as it is: nothing to scroll sideways for, the Download button whole on screen.
+    assert page.evaluate("(w => w.scrollWidth <= w.clientWidth)(document.querySelector('.table-wrap'))")
+    box = page.locator(".history >> text=Download").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
     assert page.console_errors == []
 
 
@@ -473,3 +477,5 @@ def test_the_history_says_its_filter_in_words(server, signed_in):
     assert page.inner_text("#history-summary") == "1 queued image, newest first"
     page.goto(server + "/history")
     assert page.inner_text("#history-summary") == "1 image, newest first"
+    page.goto(server + "/history?page=999")  # past the end: the last page, not "nothing here yet"
+    assert page.url.endswith("/history?page=1") and page.inner_text("#history-summary") == "1 image, newest first"
