@@ -12,17 +12,21 @@ from .config import get_settings
 from .errors import MattingError, one_line
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Automatic image matting (background removal)."""
+    try:
+        settings = get_settings()  # read once here: a bad CVUNET_* value is one line, not a traceback
+    except ValueError as exc:
+        fail(f"configuration: {exc}", code=2)
     logging.basicConfig(
-        level=logging.DEBUG if verbose else get_settings().log_level,
+        level=logging.DEBUG if verbose else settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

@@ -39,6 +39,16 @@ def _auth_mode(env) -> str:
     return mode
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env) -> str:
+    level = env.get("CVUNET_LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise ValueError(f"CVUNET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return level
+
+
 def _worker_role(env) -> str:
     role = env.get("CVUNET_WORKER_ROLE", "").strip() or "model"
     if role not in {"model", "bookkeeping"}:
@@ -158,7 +168,7 @@ def load_settings(env=None) -> Settings:
         allowed_roots=tuple(Path(r).expanduser().resolve() for r in roots),
         api_tokens=_list(env, "CVUNET_API_TOKENS"),
         secret_key=env.get("CVUNET_SECRET_KEY", ""),
-        log_level=env.get("CVUNET_LOG_LEVEL", "INFO").upper(),
+        log_level=_log_level(env),
         crash_on_inputs=_list(env, "CVUNET_TEST_CRASH_ON"),
         test_delay_s=_float(env, "CVUNET_TEST_DELAY_S", 0.0),
         metrics_port=_int(env, "CVUNET_METRICS_PORT", 0),

@@ -176,3 +176,13 @@ def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh
     imported = cli({**env, "CVUNET_API_TOKENS": token}, "user", "key", "import", "dave")
     assert imported.returncode == 0 and "imported 1 token" in imported.stdout
     assert "imported from CVUNET_API_TOKENS" in cli(env, "user", "key", "list", "dave").stdout
+
+
+@pytest.mark.parametrize(
+    "setting", ["CVUNET_MAX_PIXELS=abc", "CVUNET_AUTH=none", "CVUNET_LOG_LEVEL=verbose", "CVUNET_HEARTBEAT_TTL=soon"]
+)
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(setting):
+    name, value = setting.split("=")
+    done = support.run_cli("user", "list", env={name: value})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: configuration: {name} ") and done.stderr.count("\n") == 1, done.stderr
