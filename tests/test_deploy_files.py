@@ -192,6 +192,16 @@ def test_worker_host_runs_only_gpu_workers_against_the_central_host(worker_host)
     assert {s["hostname"] for s in services.values()} == {"gpuhost2-gpu0", "gpuhost2-gpu1"}
 
 
+def test_worker_hosts_reach_redis_and_postgres_on_the_ports_the_central_host_publishes(tmp_path):
+    moved = {**WORKER_HOST_ENV, "REDIS_PORT": "6390", "POSTGRES_PORT": "5440", "POSTGRES_SSLMODE": "require"}
+    result = compose_config(WORKER_HOST, moved, tmp_path)
+    assert result.returncode == 0, result.stderr
+    for service in yaml.safe_load(result.stdout)["services"].values():
+        env = service["environment"]
+        assert f"@{WORKER_HOST_ENV['CENTRAL_HOST']}:6390/0" in env["CVUNET_REDIS_URL"]
+        assert env["CVUNET_DATABASE_URL"].endswith(f"@{WORKER_HOST_ENV['CENTRAL_HOST']}:5440/cvunet?sslmode=require")
+
+
 def test_worker_host_data_is_the_nfs_export(worker_host):
     opts = worker_host["volumes"]["data"]["driver_opts"]
     assert opts["type"] == "nfs"
