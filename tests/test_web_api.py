@@ -478,7 +478,9 @@ def test_pages_render_and_reference_nothing_outside(client):
     html = index.get_data(as_text=True)
     assert index.status_code == 200 and 'id="dropzone"' in html and 'name="csrf_token"' in html
     assert "Content-Security-Policy" in index.headers
-    for path in ("/static/style.css", "/static/app.js", "/history", "/history?state=failure&page=3"):
+    past_the_end = client.get("/history?state=failure&page=3")  # no failures yet: one (empty) page
+    assert past_the_end.status_code == 302 and past_the_end.headers["Location"] == "/history?page=1&state=failure"
+    for path in ("/static/style.css", "/static/app.js", "/history", "/history?state=failure&page=1"):
         response = client.get(path)
         assert response.status_code == 200, path
         body = response.get_data(as_text=True)
