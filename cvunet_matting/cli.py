@@ -31,6 +31,40 @@ def main(verbose: bool) -> None:
     )
 
 
+def output_options(command):
+    """The options of a result, as `matte` and `submit` take them (the API's and the form's, by name)."""
+    options = [
+        click.option("--format", "fmt", default="png", show_default=True, help="png, webp or jpg."),
+        click.option("--bg-color", default=None, help="Flatten onto this colour, e.g. '#ffffff' or 'white'."),
+        click.option("--alpha", "alpha_only", is_flag=True, help="Write the alpha matte only (grey PNG)."),
+        click.option(
+            "--alpha-threshold", type=int, default=0, show_default=True, help="Alpha below this (0-255) becomes 0."
+        ),
+        click.option(
+            "--opaque-threshold",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Alpha at or above this (1-255) becomes 255: a subject left partly see-through (0: off).",
+        ),
+        click.option("--erode", type=int, default=0, show_default=True, help="Shrink the matte (px)."),
+        click.option("--feather", type=int, default=0, show_default=True, help="Soften the matte's edge (px)."),
+        click.option(
+            "--refine/--no-refine",
+            default=None,
+            help="Re-fit the upscaled matte to the full-size photo's edges (guided filter; default on).",
+        ),
+        click.option(
+            "--decontaminate/--no-decontaminate",
+            default=None,
+            help="Take the old background's colour out of edge pixels (foreground estimation; default on).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -40,29 +74,7 @@ def main(verbose: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (default: outputs/outputs_YYYYMMDDHHMMSS).",
 )
-@click.option("--format", "fmt", default="png", show_default=True, help="png, webp or jpg.")
-@click.option("--bg-color", default=None, help="Flatten onto this colour, e.g. '#ffffff' or 'white'.")
-@click.option("--alpha", "alpha_only", is_flag=True, help="Write the alpha matte only (grey PNG).")
-@click.option("--alpha-threshold", type=int, default=0, show_default=True, help="Alpha below this (0-255) becomes 0.")
-@click.option(
-    "--opaque-threshold",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Alpha at or above this (1-255) becomes 255: a subject left partly see-through (0: off).",
-)
-@click.option("--erode", type=int, default=0, show_default=True, help="Shrink the matte (px).")
-@click.option("--feather", type=int, default=0, show_default=True, help="Soften the matte's edge (px).")
-@click.option(
-    "--refine/--no-refine",
-    default=None,
-    help="Re-fit the upscaled matte to the full-size photo's edges (guided filter; default on).",
-)
-@click.option(
-    "--decontaminate/--no-decontaminate",
-    default=None,
-    help="Take the old background's colour out of edge pixels (foreground estimation; default on).",
-)
+@output_options
 def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     """Matte image files and folders (recursively) with no server."""
     from .encoding import OutputOptions
@@ -197,10 +209,8 @@ def worker(gpus: str, cpus: int, bookkeeping: bool, bookkeeping_only: bool) -> N
 
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="png", show_default=True)
-@click.option("--bg-color", default=None)
-@click.option("--alpha", "alpha_only", is_flag=True)
-def submit(folder, fmt, bg_color, alpha_only) -> None:
+@output_options
+def submit(folder, fmt, bg_color, alpha_only, **edges) -> None:
     """Submit a server-side folder (under an allowed root) as one batch; prints the batch id.
 
     A bookkeeping worker lists the folder (see `cvunet-matting worker`): the command returns at once."""
@@ -209,7 +219,7 @@ def submit(folder, fmt, bg_color, alpha_only) -> None:
 
     settings = get_settings()
     try:
-        options = OutputOptions.parse(fmt, bg_color, alpha_only)
+        options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
         click.echo(submit_folder(str(folder), options, settings=settings))
     except MattingError as exc:
         fail(exc.reason)

@@ -186,3 +186,21 @@ def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(setting):
     done = support.run_cli("user", "list", env={name: value})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith(f"error: configuration: {name} ") and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.services
+def test_submit_takes_the_edge_options_as_matte_does(clean_state):
+    from cvunet_matting import db
+    from cvunet_matting.config import get_settings
+
+    folder = get_settings().allowed_roots[0] / "shoot-edges"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "one.png").write_bytes(support.png_bytes(3))
+    done = support.run_cli("submit", str(folder), "--alpha-threshold", "64", "--no-refine")
+    assert done.returncode == 0, done.stderr
+    with db.transaction() as cur:
+        cur.execute("SELECT options FROM batches WHERE id = %s", (done.stdout.strip(),))
+        options = cur.fetchone()["options"]
+    assert options["alpha_threshold"] == 64 and options["refine"] is False
+    bad = support.run_cli("submit", str(folder), "--erode", "999")
+    assert bad.returncode == 1 and "erode" in bad.stderr
