@@ -50,7 +50,8 @@ def check(cur, actor: Actor, images: int, new: bool = True) -> None:
     load = reads.owner_load(cur, actor.id)
     if actor.max_in_flight is not None and load["in_flight"] + images > actor.max_in_flight:
         raise QuotaExceeded(
-            f"{load['in_flight']} images of this account are still waiting or running "
+            f"{load['in_flight']} {'image' if load['in_flight'] == 1 else 'images'} of this account"
+            f" {'is' if load['in_flight'] == 1 else 'are'} still waiting or running "
             f"(at most {actor.max_in_flight}): try again when some have finished",
             IN_FLIGHT_RETRY_S,
         )

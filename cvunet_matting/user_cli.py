@@ -137,7 +137,10 @@ def user_role(name: str, role: str) -> None:
 def user_quota(name: str, in_flight, per_day, max_batch) -> None:
     """Set a user's quotas; over one, submissions get 429 with Retry-After."""
     given = {"max_in_flight": _limit(in_flight), "max_per_day": _limit(per_day), "max_batch": _limit(max_batch)}
-    _update(name, **{k: v for k, v in given.items() if v is not False})
+    changed = {k: v for k, v in given.items() if v is not False}
+    if not changed:
+        _fail("say which quota: --in-flight, --per-day and/or --max-batch (a number, or 'none')")
+    _update(name, **changed)
     click.echo(f"quotas of {name!r} updated")
 
 

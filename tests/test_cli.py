@@ -154,6 +154,8 @@ def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh
     assert carol.split()[1:5] == ["user", "active", "5", "-"]
     assert next(line for line in table.splitlines() if line.startswith("admin")).split()[1] == "admin"
     assert cli(env, "user", "quota", "carol", "--in-flight", "lots").returncode == 2
+    nothing = cli(env, "user", "quota", "carol")
+    assert nothing.returncode == 1 and "say which quota" in nothing.stderr
     key_id = listed.split()[0]
     assert cli(env, "user", "key", "revoke", "carol", key_id).returncode == 0
     assert "revoked" in cli(env, "user", "key", "list", "carol").stdout
