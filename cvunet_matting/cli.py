@@ -78,7 +78,7 @@ def output_options(command):
 def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     """Matte image files and folders (recursively) with no server."""
     from .encoding import OutputOptions
-    from .local_matting import collect, run_all
+    from .local_matting import collect, not_images, run_all
     from .model import get_session
     from .storage import new_run_dir
 
@@ -89,6 +89,10 @@ def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     except MattingError as exc:
         fail(exc.reason)
     jobs = collect(paths)
+    skipped = not_images(paths)
+    if skipped:  # said, not silently passed over: a .heic or a misnamed photo would be missing
+        names = ", ".join(str(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        click.echo(f"skipped {len(skipped)} file(s) in the folders whose names are no image format: {names}", err=True)
     if not jobs:
         fail("no image files found in the given paths")
     out_dir = out_dir or new_run_dir(Path("outputs"))
@@ -103,7 +107,8 @@ def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
             if outcome.error:
                 failed += 1
                 click.echo(f"\nfailed: {outcome.job.source}: {outcome.error}", err=True)
-    click.echo(f"{len(jobs) - failed} done, {failed} failed -> {out_dir}")
+    written = f"-> {out_dir}" if failed < len(jobs) else "(nothing written)"
+    click.echo(f"{len(jobs) - failed} done, {failed} failed {written}")
     sys.exit(1 if failed else 0)
 
 

@@ -39,6 +39,15 @@ def collect(paths: Iterable[Path]) -> list[Job]:
     return jobs
 
 
+def not_images(paths: Iterable[Path]) -> list[Path]:
+    """Files inside the given folders that collect() passes over: their names are no image format's."""
+    found = set()
+    for path in paths:
+        if path.is_dir():
+            found |= {p for p in path.rglob("*") if p.is_file()} - set(image_files(path))
+    return sorted(found)
+
+
 def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSession, settings: Settings) -> Outcome:
     try:
         data = job.source.read_bytes()

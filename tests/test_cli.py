@@ -29,6 +29,8 @@ def test_matte_files_and_folders_recursively(tmp_path):
     rgba = cv2.imread(str(tmp_path / "out" / "in" / "a.png"), cv2.IMREAD_UNCHANGED)
     assert rgba.shape == (30, 40, 4)
     assert "3 done, 0 failed" in done.stdout
+    assert "skipped 1 file(s) in the folders whose names are no image format: " in done.stderr
+    assert str(tmp_path / "in" / "readme.txt") in done.stderr
 
 
 def test_default_output_folder_is_timestamped_and_nothing_is_overwritten(tmp_path):
@@ -57,6 +59,8 @@ def test_bad_files_get_a_reason_each_and_the_good_ones_finish(tmp_path):
     assert any("empty.jpg" in f and "empty" in f.split(":")[-1] for f in failures)
     assert any("vector.svg" in f and "SVG" in f for f in failures)
     assert "Traceback" not in done.stderr
+    only_bad = support.run_cli("matte", str(tmp_path / "fake.png"), "-o", str(tmp_path / "never"))
+    assert only_bad.returncode == 1 and "0 done, 1 failed (nothing written)" in only_bad.stdout
 
 
 @pytest.mark.parametrize(
