@@ -152,7 +152,7 @@ def history():
     pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
     if page > pages:  # a page past the end (the list shrank, or a typed URL): its last page instead
         return redirect(url_for("ui.history", page=pages, state=state))
-    tasks = [task_json(r, "page") for r in rows]
+    tasks = [{**task_json(r, "page"), "owner": r.get("owner_name")} for r in rows]  # owners: admins' view
     return render_template(
         "history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=TASK_STATES
     )

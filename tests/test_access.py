@@ -156,10 +156,12 @@ def test_a_user_sees_downloads_and_retries_only_their_own(app, alice, bob, admin
     token = support.page_csrf(bob_pages, "/history")
     assert bob_pages.post(f"/tasks/{task_id}/retry", data={"csrf_token": token}).status_code == 404
     alice_pages = support.user_client(app, alice)
-    assert "alice-secret.png" in alice_pages.get("/history").get_data(as_text=True)
+    own = alice_pages.get("/history").get_data(as_text=True)
+    assert "alice-secret.png" in own and f"by {alice.name}" not in own  # her own: no owner said
     assert alice_pages.get(f"/page/tasks/{task_id}/input").status_code == 200
     admin_pages = support.user_client(app, admin)
-    assert "alice-secret.png" in admin_pages.get("/history").get_data(as_text=True)
+    everyone = admin_pages.get("/history").get_data(as_text=True)
+    assert "alice-secret.png" in everyone and f"by {alice.name}" in everyone  # whose, for an admin
 
 
 def test_the_folder_api_is_for_admins(app, alice, admin, tmp_root):
@@ -478,8 +480,10 @@ def test_names_are_checked_before_anything_is_stored(app, alice):
 
 def test_page_numbers_are_bounded(app, alice):
     pages = support.user_client(app, alice)
-    for query in ("page=99999999999999999999", "page=-5", "page=abc"):
+    for query in ("page=-5", "page=abc"):
         assert pages.get(f"/history?{query}").status_code == 200, query
+    huge = pages.get("/history?page=99999999999999999999")  # clamped, then past the end: the last page
+    assert huge.status_code == 302 and huge.headers["Location"] == "/history?page=1"
 
 
 def test_clients_get_a_code_and_a_short_reason_never_internals(app, alice):

@@ -39,12 +39,14 @@ def batch_tasks(cur, batch_id, chunk: int | None = None) -> list[dict]:
 
 
 def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE) -> tuple[list[dict], int]:
-    """A page of tasks, newest first, and the total count, optionally for one state."""
+    """A page of everyone's tasks with their owner's name, newest first, and the total count,
+    optionally for one state."""
     where, params = ("WHERE state = %s", [state]) if state else ("", [])
     cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608
     total = cur.fetchone()["n"]
     cur.execute(
-        f"SELECT * FROM tasks {where} ORDER BY created_at DESC, position LIMIT %s OFFSET %s",  # noqa: S608
+        f"SELECT tasks.*, users.name AS owner_name FROM tasks LEFT JOIN users ON users.id = tasks.owner_id"  # noqa: S608
+        f" {where} ORDER BY tasks.created_at DESC, tasks.position LIMIT %s OFFSET %s",
         [*params, per_page, (max(page, 1) - 1) * per_page],
     )
     return cur.fetchall(), total
