@@ -196,7 +196,8 @@ def _add_user_commands() -> None:
 )
 @click.option("--bookkeeping-only", is_flag=True, help="Run only the bookkeeping worker (no model, no GPU).")
 def worker(gpus: str, cpus: int, bookkeeping: bool, bookkeeping_only: bool) -> None:
-    """Start one Celery worker per GPU (concurrency 1 each) and the bookkeeping worker; supervise them."""
+    """Start one Celery worker per GPU (each holding CVUNET_IN_FLIGHT images around one model process) or N CPU
+    workers, and the bookkeeping worker; restart any that exits."""
     from .workers import Supervisor, bookkeeper, plan
 
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()]
