@@ -107,6 +107,10 @@ def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
             if outcome.error:
                 failed += 1
                 click.echo(f"\nfailed: {outcome.job.source}: {outcome.error}", err=True)
+                continue
+            natural = (out_dir / outcome.job.relative).with_suffix(options.extension)
+            if outcome.output != natural:  # x.jpg and x.png, or a file there already: say which is which
+                click.echo(f"\n{outcome.job.source} -> {outcome.output} ({natural.name} was taken)", err=True)
     written = f"-> {out_dir}" if failed < len(jobs) else "(nothing written)"
     click.echo(f"{len(jobs) - failed} done, {failed} failed {written}")
     sys.exit(1 if failed else 0)

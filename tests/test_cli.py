@@ -39,6 +39,7 @@ def test_default_output_folder_is_timestamped_and_nothing_is_overwritten(tmp_pat
         done = support.run_cli("matte", str(image), "-o", str(tmp_path / "same"))
         assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["x-1.png", "x.png"]
+    assert f"{image} -> {tmp_path / 'same' / 'x-1.png'} (x.png was taken)" in done.stderr  # which became which
     done = support.run_cli("matte", str(image), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (run_dir,) = (tmp_path / "outputs").iterdir()
