@@ -29,6 +29,8 @@ def image_signature(row: dict):
         "output_path": row["output_path"],
         "batch_id": str(row["batch_id"]) if row.get("batch_id") else None,
     }
+    if row.get("owner_id") is not None:  # results are reused within one owner's work only
+        kwargs["owner"] = row["owner_id"]
     return app.signature(MATTE_IMAGE, kwargs=kwargs, task_id=str(row["id"]), immutable=True)
 
 

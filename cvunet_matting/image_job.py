@@ -28,9 +28,13 @@ class TransientError(Exception):
     """Worth retrying: shared storage hiccups and the like."""
 
 
-def idem_key(input_key: str, model_version: str, options: OutputOptions) -> str:
-    """Same input bytes, same model, same output options and post-processing: the same result."""
+def idem_key(input_key: str, model_version: str, options: OutputOptions, owner: int | None = None) -> str:
+    """Same input bytes, same model, same output options and post-processing: the same result, for
+    one owner. Never across owners: an instant answer would tell a user that someone else had sent
+    the very same photo. Work with no owner (the operator's) keeps the key it always had."""
     parts = f"{input_key}|{model_version}|post{POSTPROCESS_VERSION}|{options.key()}"
+    if owner is not None:
+        parts += f"|owner{owner}"
     return hashlib.sha256(parts.encode()).hexdigest()
 
 
@@ -92,10 +96,11 @@ def process(
     session: MattingSession,
     storage: Storage,
     settings: Settings,
+    owner: int | None = None,
 ) -> dict:
     """Run one image; returns the fields to mirror. Raises InputError or TransientError."""
     opts = OutputOptions.from_dict(options)
-    key = idem_key(input_key, session.version, opts)
+    key = idem_key(input_key, session.version, opts, owner)
     target = output_target(storage, output_path)
     result = {"idem_key": key, "output_path": output_path}
     existing = lookup_result(key)

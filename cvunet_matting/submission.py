@@ -100,6 +100,7 @@ def submit_image(
         writes.create_tasks(cur, [row])
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, task_ids=[task_id])
+            row["owner_id"] = owner.id
     dispatch.publish_image(row)
     return str(task_id)
 

@@ -46,14 +46,16 @@ def storage_retry_left(retries: int, budget_s: float) -> bool:
 # ImageFailed is the image's own verdict (a refused input, say): Celery logs it in a line, as
 # expected, not as an error with a traceback; the task still ends FAILURE for Flower and the mirror.
 @app.task(bind=True, name=MATTE_IMAGE, max_retries=None, throws=(ImageFailed,))
-def matte_image(self, input_key: str, options: dict, output_path: str, batch_id: str | None = None) -> dict:
+def matte_image(
+    self, input_key: str, options: dict, output_path: str, batch_id: str | None = None, owner: int | None = None
+) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written
     by `signals.mirror_end`, the one writer of a task's final state, and only by the run that
     finishes the task first (a message can run twice when its worker was declared dead)."""
     if getattr(self.request, "cvunet_finished", False):
         raise Ignore()  # another run finished this task already (see signals.on_prerun)
-    outcome = run_image(self, input_key, options, output_path, batch_id)
+    outcome = run_image(self, input_key, options, output_path, batch_id, owner)
     if not finish.claim(get_redis(), app, self.request.id, owner=f"{self.request.hostname}/{os.getpid()}"):
         raise Ignore()
     signals.mirror_end(outcome)
@@ -62,7 +64,9 @@ def matte_image(self, input_key: str, options: dict, output_path: str, batch_id:
     return outcome
 
 
-def run_image(task, input_key: str, options: dict, output_path: str, batch_id: str | None) -> dict:
+def run_image(
+    task, input_key: str, options: dict, output_path: str, batch_id: str | None, owner: int | None = None
+) -> dict:
     """The image's outcome as a dict (state success or failure); raises Retry, which Celery handles."""
     settings = get_settings()
     if overlapped():
@@ -85,6 +89,7 @@ def run_image(task, input_key: str, options: dict, output_path: str, batch_id: s
             session=worker_session(settings, alone=crashes > 0),
             storage=Storage(settings.data_dir),
             settings=settings,
+            owner=owner,
         )
     except InputError as exc:
         return failed(base, "refused", exc.reason)

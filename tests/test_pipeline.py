@@ -101,6 +101,19 @@ def test_identical_request_reuses_the_result(clean_state, worker_factory):
         assert cur.fetchone()["n"] == 2
 
 
+def test_a_result_is_reused_within_one_owner_only(clean_state, worker_factory):
+    """An instant answer to a second user would tell them someone else had sent that very photo."""
+    from cvunet_matting import accounts
+
+    alice, bob = (accounts.by_key(support.make_user(prefix=name).key) for name in ("alice", "bob"))
+    worker_factory()
+    first = wait_task(submit_image(Item("a.png", png_bytes(6)), PNG, owner=alice))
+    again = wait_task(submit_image(Item("a-again.png", png_bytes(6)), PNG, owner=alice))
+    theirs = wait_task(submit_image(Item("b.png", png_bytes(6)), PNG, owner=bob))
+    assert (first["reused"], again["reused"], theirs["reused"]) == (False, True, False)
+    assert again["idem_key"] == first["idem_key"] != theirs["idem_key"]
+
+
 def test_poisoned_input_fails_after_three_crashes_and_the_queue_moves_on(clean_state, worker_factory):
     from cvunet_matting.storage import sha256_bytes
 
