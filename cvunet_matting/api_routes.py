@@ -12,7 +12,9 @@ TASKS_LIMIT = 100  # the most tasks (or batches) one listing response holds
 SUBMIT_ERRORS = (400, 401, 413, 415, 422, 429, 503)
 READ_ERRORS = (400, 401, 404, 503)
 DOWNLOAD_ERRORS = (*READ_ERRORS, 410)  # retention removed the file
-PAGE = (NumberQuery("offset", 0, 2**31 - 1), NumberQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
+OFFSET = NumberQuery("offset", 0, 2**31 - 1)
+PAGE = (OFFSET, NumberQuery("limit", ITEMS_LIMIT, ITEMS_LIMIT))
+LISTING = (OFFSET, NumberQuery("limit", 50, TASKS_LIMIT))  # a page of a caller's tasks or batches
 DOWNLOAD = (FlagQuery("download", "as attachment"),)
 WAIT = NumberQuery(
     "wait",
@@ -77,7 +79,7 @@ OPERATIONS = {
         "Your batches, newest first (an admin's: everyone's), with their progress",
         (200, json_response("A page of batches", ref("BatchList"))),
         (400, 401, 503),
-        query=(NumberQuery("offset", 0, 2**31 - 1), NumberQuery("limit", 50, TASKS_LIMIT)),
+        query=LISTING,
     ),
     "list_tasks": Operation(
         "GET",
@@ -85,11 +87,7 @@ OPERATIONS = {
         "Your tasks, newest first (an admin's: everyone's), optionally in one state",
         (200, json_response("A page of tasks", ref("TaskList"))),
         (400, 401, 503),
-        query=(
-            ChoiceQuery("state", TASK_STATES, "only tasks in this state"),
-            NumberQuery("offset", 0, 2**31 - 1),
-            NumberQuery("limit", 50, TASKS_LIMIT),
-        ),
+        query=(ChoiceQuery("state", TASK_STATES, "only tasks in this state"), *LISTING),
     ),
     "task_status": Operation(
         "GET",

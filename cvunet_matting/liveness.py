@@ -61,11 +61,6 @@ def live_workers(client: redis.Redis) -> dict[str, set[str]]:
     return {incarnation: set(b["held"]) for incarnation, b in beats(client).items()}
 
 
-def receiving_workers(client: redis.Redis) -> set[str]:
-    """Live incarnations whose consumer had, at their last beat, a reply from Redis it could not read yet."""
-    return {incarnation for incarnation, b in beats(client).items() if b.get("receiving")}
-
-
 def held_by_live_workers(client: redis.Redis) -> set[str]:
     return set().union(*live_workers(client).values())
 

@@ -10,6 +10,7 @@ from .config import Settings
 from .encoding import OutputOptions
 from .errors import MattingError
 from .folders import image_files
+from .imaging import IMAGE_SUFFIXES
 from .matting import matte_bytes
 from .model import MattingSession
 from .storage import create_new
@@ -41,11 +42,8 @@ def collect(paths: Iterable[Path]) -> list[Job]:
 
 def not_images(paths: Iterable[Path]) -> list[Path]:
     """Files inside the given folders that collect() passes over: their names are no image format's."""
-    found = set()
-    for path in paths:
-        if path.is_dir():
-            found |= {p for p in path.rglob("*") if p.is_file()} - set(image_files(path))
-    return sorted(found)
+    folders = [path for path in paths if path.is_dir()]
+    return sorted(p for f in folders for p in f.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
 
 
 def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSession, settings: Settings) -> Outcome:

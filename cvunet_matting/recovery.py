@@ -146,9 +146,9 @@ def confirmed_lost(
     client = get_redis()
     before = {incarnation: b["at"] for incarnation, b in liveness.beats(client).items()}
     time.sleep(RECHECK_S)
-    _await_new_beats(client, before, get_settings().heartbeat_ttl)
-    held = held_by_redis() | held_by_workers()
-    receiving = liveness.receiving_workers(client)
+    beats = _await_new_beats(client, before, get_settings().heartbeat_ttl)
+    held = held_by_redis() | set().union(*(set(b["held"]) for b in beats.values()))
+    receiving = {incarnation for incarnation, b in beats.items() if b.get("receiving")}
     with db.transaction() as cur:
         unfinished = {str(r["id"]) for r in reads.unfinished(cur, settle_s)}
         listing = {str(b["id"]) for b in reads.listing_batches(cur, settle_s)}
@@ -160,14 +160,17 @@ def confirmed_lost(
     return lost, unlisted
 
 
-def _await_new_beats(client, before: dict[str, float], timeout: float) -> None:
-    """Until each worker alive at the first look has beaten again (or died), `timeout` at most. A beat
-    is compared with that worker's own previous one, so the hosts' clocks need not agree."""
+def _await_new_beats(client, before: dict[str, float], timeout: float) -> dict[str, dict]:
+    """The live workers' beats once each worker alive at the first look has beaten again (or died),
+    `timeout` at most. A beat is compared with that worker's own previous one, so the hosts' clocks
+    need not agree."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = {incarnation: b["at"] for incarnation, b in liveness.beats(client).items()}
-        if all(now.get(incarnation) != at for incarnation, at in before.items()):
-            return
+    while True:
+        beats = liveness.beats(client)
+        if time.monotonic() >= deadline or all(
+            beats.get(incarnation, {}).get("at") != at for incarnation, at in before.items()
+        ):
+            return beats
         time.sleep(0.1)
 
 

@@ -144,11 +144,9 @@ def history():
     state = request.args.get("state") or None
     if state not in TASK_STATES:
         state = None
+    owner = None if g.actor.is_admin else g.actor.id  # an admin sees everyone's, with their names
     with db.transaction() as cur:
-        if g.actor.is_admin:
-            rows, total = reads.history(cur, page, state)
-        else:
-            rows, total = reads.history_of(cur, g.actor.id, page, state)
+        rows, total = reads.task_listing(cur, owner, state, (page - 1) * reads.PAGE_SIZE, reads.PAGE_SIZE)
     pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
     if page > pages:  # a page past the end (the list shrank, or a typed URL): its last page instead
         return redirect(url_for("ui.history", page=pages, state=state))

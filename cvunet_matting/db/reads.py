@@ -39,17 +39,8 @@ def batch_tasks(cur, batch_id, chunk: int | None = None) -> list[dict]:
 
 
 def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE) -> tuple[list[dict], int]:
-    """A page of everyone's tasks with their owner's name, newest first, and the total count,
-    optionally for one state."""
-    where, params = ("WHERE state = %s", [state]) if state else ("", [])
-    cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608
-    total = cur.fetchone()["n"]
-    cur.execute(
-        f"SELECT tasks.*, users.name AS owner_name FROM tasks LEFT JOIN users ON users.id = tasks.owner_id"  # noqa: S608
-        f" {where} ORDER BY tasks.created_at DESC, tasks.position LIMIT %s OFFSET %s",
-        [*params, per_page, (max(page, 1) - 1) * per_page],
-    )
-    return cur.fetchall(), total
+    """A page of everyone's tasks (task_listing), counted from page 1."""
+    return task_listing(cur, None, state, (max(page, 1) - 1) * per_page, per_page)
 
 
 def count_refused(cur, batch_id=None) -> int:
@@ -296,16 +287,22 @@ def list_keys(cur, user_id) -> list[dict]:
 
 
 def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> tuple[list[dict], int]:
-    """Tasks newest first from `offset`, and their total: one owner's (or everyone's, owner None)."""
+    """Tasks newest first from `offset`, and their total: one owner's, or everyone's (owner None),
+    each then with its owner's name (owner_name) for the admin who reads it."""
     clauses, params = [], []
     if owner_id is not None:
-        clauses, params = ["owner_id = %s"], [owner_id]
+        clauses, params = ["tasks.owner_id = %s"], [owner_id]
     if state:
-        clauses, params = [*clauses, "state = %s"], [*params, state]
+        clauses, params = [*clauses, "tasks.state = %s"], [*params, state]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608 (fixed clauses, values bound)
     total = cur.fetchone()["n"]
-    sql = f"SELECT * FROM tasks {where} ORDER BY created_at DESC, position LIMIT %s OFFSET %s"  # noqa: S608
+    owners = ", users.name AS owner_name" if owner_id is None else ""
+    joined = " LEFT JOIN users ON users.id = tasks.owner_id" if owner_id is None else ""
+    sql = (
+        f"SELECT tasks.*{owners} FROM tasks{joined} {where}"  # noqa: S608 (fixed clauses, values bound)
+        " ORDER BY tasks.created_at DESC, tasks.position LIMIT %s OFFSET %s"
+    )
     cur.execute(sql, [*params, limit, offset])
     return cur.fetchall(), total
 
@@ -317,20 +314,6 @@ def batch_listing(cur, owner_id, offset: int, limit: int) -> tuple[list[dict], i
     total = cur.fetchone()["n"]
     sql = f"SELECT * FROM batches {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"  # noqa: S608
     cur.execute(sql, [*params, limit, offset])
-    return cur.fetchall(), total
-
-
-def history_of(cur, owner_id, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE):
-    """history() for one owner's tasks only."""
-    where, params = "WHERE owner_id = %s", [owner_id]
-    if state:
-        where, params = where + " AND state = %s", [*params, state]
-    cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608 (fixed clauses, values bound)
-    total = cur.fetchone()["n"]
-    cur.execute(
-        f"SELECT * FROM tasks {where} ORDER BY created_at DESC, position LIMIT %s OFFSET %s",  # noqa: S608
-        [*params, per_page, (max(page, 1) - 1) * per_page],
-    )
     return cur.fetchall(), total
 
 
