@@ -136,7 +136,8 @@ def list_batches(via: str, offset: int, limit: int):
     who = actor()
     with db.transaction() as cur:
         rows, total = reads.batch_listing(cur, None if who.is_admin else who.id, offset, limit)
-        batches = [listed_batch_json(b, reads.batch_counts(cur, b["id"]), via) for b in rows]
+        counts = reads.many_batch_counts(cur, [b["id"] for b in rows])
+    batches = [listed_batch_json(b, counts[b["id"]], via) for b in rows]
     return jsonify({"batches": batches, "total": total, "offset": offset, "limit": limit})
 
 

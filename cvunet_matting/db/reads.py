@@ -21,12 +21,25 @@ def get_batch(cur, batch_id) -> dict | None:
 
 
 def batch_counts(cur, batch_id) -> dict:
-    cur.execute("SELECT state, count(*) AS n FROM tasks WHERE batch_id = %s GROUP BY state", (batch_id,))
-    counts = {row["state"]: row["n"] for row in cur.fetchall()}
+    return many_batch_counts(cur, [batch_id])[batch_id]
+
+
+def many_batch_counts(cur, batch_ids: list) -> dict:
+    """Each batch's tasks by outcome (success, failure, pending: the rest), in one query."""
+    cur.execute(
+        "SELECT batch_id, state, count(*) AS n FROM tasks WHERE batch_id = ANY(%s::uuid[]) GROUP BY batch_id, state",
+        ([str(b) for b in batch_ids],),
+    )
+    by_batch = {str(b): {} for b in batch_ids}
+    for row in cur.fetchall():
+        by_batch[str(row["batch_id"])][row["state"]] = row["n"]
     return {
-        "success": counts.get("success", 0),
-        "failure": counts.get("failure", 0),
-        "pending": sum(n for s, n in counts.items() if s not in {"success", "failure"}),
+        b: {
+            "success": by_batch[str(b)].get("success", 0),
+            "failure": by_batch[str(b)].get("failure", 0),
+            "pending": sum(n for s, n in by_batch[str(b)].items() if s not in {"success", "failure"}),
+        }
+        for b in batch_ids
     }
 
 
