@@ -373,6 +373,12 @@ def test_retry_is_not_offered_for_refused_input_and_its_flash_outlives_the_reloa
     page.on("load", lambda _: loads.append(1))
     page.locator(".tile", has_text="short.png").locator("text=Retry").click()
     page.wait_for_selector("#batch-state:text('finished')", timeout=60_000)
+    # The reloaded page's text shows before its load event (its images still loading): wait for that.
+    page.wait_for_load_state("load")
+    for _ in range(50):
+        if len(loads) >= 2:
+            break
+        page.wait_for_timeout(100)
     assert len(loads) == 2, loads  # the redirect after Retry, then the reload when the batch ended
     assert page.inner_text("#flashes") == "The task was sent back to the queue."
     assert page.locator(".tile", has_text="short.png").locator("text=Retry").count() == 0
