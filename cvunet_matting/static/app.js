@@ -180,6 +180,9 @@
     const statusUrl = batch ? accepted.status_url + "?limit=0" : accepted.status_url;
     const notice = noticeIn(card);
     let seen = batch ? 0 : "pending";
+    const refusedCount = (accepted.refused || []).length; // the batch keeps them as failed items
+    // Said at once: the first answer comes only when something changes, which a queue can delay.
+    text.textContent = batch ? batchCounts(0, refusedCount, accepted.total, accepted.total + refusedCount) : "Status: pending";
     for (;;) {
       const body = await waitForChange(statusUrl, seen, notice);
       if (!body) return;
@@ -197,7 +200,7 @@
         seen = body.done + body.failed;
         bar.max = Math.max(body.total, 1);
         bar.value = seen;
-        text.textContent = body.done + " done · " + body.failed + " failed · " + body.pending + " waiting · of " + body.total;
+        text.textContent = batchCounts(body.done, body.failed, body.pending, body.total);
         showFailures(body.failures || [], body.failed);
         if (body.state === "done") {
           title.textContent = "Finished";
@@ -206,6 +209,10 @@
         }
       }
     }
+  }
+
+  function batchCounts(done, failed, waiting, total) {
+    return done + " done · " + failed + " failed · " + waiting + " waiting · of " + total;
   }
 
   // The failed files of a batch, by name, on the upload page's card (the server lists the first few).
