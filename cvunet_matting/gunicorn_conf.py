@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -31,6 +33,23 @@ def on_starting(server):
     Only prometheus_client's files go: the folder may be one an operator named."""
     for stale in _DIR.glob("*.db"):
         stale.unlink(missing_ok=True)
+
+
+def post_worker_init(worker):
+    """On SIGTERM (a stop, a deploy, a scale-down) the requests held for a result (?wait=, event streams)
+    answer at once: gunicorn waits for in-flight requests, and a held one would keep the process up to
+    its graceful timeout and then be cut off without an answer. gunicorn's own handler runs after."""
+    from cvunet_matting import waiting  # the app is loaded by now: the metrics folder is long settled
+
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        # Not in the handler itself: it interrupts the main thread, which may hold a lock close_all needs.
+        threading.Thread(target=waiting.close_all, name="wait-close", daemon=True).start()
+        if callable(graceful):
+            graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def child_exit(server, worker):

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import redis
@@ -52,6 +53,8 @@ class Hub:
     def __init__(self, redis_url: str, slots: int = DEFAULT_SLOTS):
         self.redis_url, self.slots = redis_url, slots
         self.listening = threading.Event()
+        self.closing = threading.Event()
+        _HUBS.add(self)
         self._watches: dict[str, set[Watch]] = {}
         self._held = 0
         self._lock = threading.Lock()
@@ -127,6 +130,22 @@ class Hub:
                 for watch in watches:
                     watch.event.set()
 
+    def close(self) -> None:
+        """The process is stopping: every held request answers now with what it has, and none waits from
+        here on. Otherwise each would hold the process's graceful shutdown for up to MAX_WAIT_S (longer
+        than gunicorn's graceful timeout allows, so cut off unanswered); the page asks again, elsewhere."""
+        self.closing.set()
+        self._wake_all()
+
+
+_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every hub of this process (gunicorn_conf calls it when a worker is told to stop)."""
+    for hub in list(_HUBS):
+        hub.close()
+
 
 def changes(
     hub: Hub, ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict], bool], seconds: float
@@ -138,7 +157,7 @@ def changes(
     with hub.watch(*ids) as watch:
         value = read()
         yield value
-        while not final(value) and (left := deadline - time.monotonic()) > 0:
+        while not final(value) and not hub.closing.is_set() and (left := deadline - time.monotonic()) > 0:
             ended = watch.wait(min(left, RECHECK_S))
             new = read()
             for pause in SETTLE_S if ended and new == value else ():

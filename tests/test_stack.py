@@ -172,6 +172,50 @@ def test_flowers_admin_check_outlives_web1(stack):
         stack.start_web(0)
 
 
+def pending_task_of(user: support.TestUser) -> str:
+    """A task row of the user's with no message: pending until the watchdog's reconcile republishes it
+    (seconds later: rows younger than its settle time are left alone). End it with ended_by_hand."""
+    import uuid
+
+    from cvunet_matting.db import writes
+
+    row = {"id": uuid.uuid4(), "filename": "held.png", "input_key": "none", "options": {}, "output_path": "/none"}
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row])
+        writes.set_owner(cur, user.id, task_ids=(row["id"],))
+    return str(row["id"])
+
+
+def ended_by_hand(task_id: str) -> None:
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET state = 'failure', error = 'ended by the test' WHERE id = %s", (task_id,))
+
+
+def test_a_stopping_web_instance_answers_the_stream_it_holds(stack):
+    """SIGTERM while web1 holds a task's event stream (open up to 30 s, past web1's 20 s graceful timeout):
+    the stream ends cleanly and at once, where gunicorn used to wait for it and then cut it off."""
+    web1_up(stack)
+    user = support.make_user(prefix="held")
+    cookie = support.http_sign_in(stack.url, user)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.ports.web[0], timeout=60)
+    task_id = pending_task_of(user)
+    try:
+        conn.request("GET", f"/page/tasks/{task_id}/events", headers=cookie)
+        response = conn.getresponse()
+        assert response.status == 200
+        first = b""
+        while b"event: change" not in first:  # the state as it is: the stream now holds its wait slot
+            first += response.read1(4096)
+        stack.procs["web1"].send_signal(signal.SIGTERM)
+        rest = response.read()  # IncompleteRead, had the stream been cut off
+        assert b"event" not in rest and response.isclosed()
+        stack.procs["web1"].wait(timeout=30)
+    finally:
+        ended_by_hand(task_id)
+        conn.close()
+        stack.start_web(0)
+
+
 def test_two_users_and_an_admin_through_traefik(stack):
     """Each user's work is theirs alone; an admin sees all, and alone reaches /metrics and folders."""
     web1_up(stack)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cvunet_matting.notify import DONE_PREFIX, ids_in, publish_done
-from cvunet_matting.waiting import Hub, Watch, changes
+from cvunet_matting.waiting import Hub, Watch, changes, hold
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -87,6 +87,28 @@ def test_changes_yield_each_new_value_until_final_and_stop_at_the_bound():
     started = time.monotonic()
     stuck = list(changes(hub, ("y",), lambda: {"s": "pending"}, lambda v: False, 0.2))
     assert stuck == [{"s": "pending"}] and time.monotonic() - started >= 0.2
+
+
+def test_a_closing_hub_answers_what_it_holds_at_once_and_holds_nothing_more():
+    """A web process told to stop (gunicorn_conf closes its hubs on SIGTERM): a held request answers now
+    with what it has, instead of keeping the process up until it is cut off; a new one does not wait."""
+    hub = Hub("redis://127.0.0.1:1/0", slots=2)
+    hub._start = lambda: None
+    answers = []
+
+    def held():
+        answers.append(hold(hub, ("z",), lambda: {"s": "pending"}, lambda v: False, 30))
+
+    first = threading.Thread(target=held, daemon=True)
+    first.start()
+    support.wait_for(lambda: hub.held == 1, 10, "the request holds its slot")
+    hub.close()
+    first.join(10)
+    assert answers == [{"s": "pending"}] and hub.held == 0
+    second = threading.Thread(target=held, daemon=True)
+    second.start()
+    second.join(10)
+    assert not second.is_alive() and answers[1:] == [{"s": "pending"}]
 
 
 # ------------------------------------------------------------------ through the app, real Redis, real workers
