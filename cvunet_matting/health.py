@@ -40,12 +40,16 @@ def ping_workers() -> int:
         return 0
 
 
+NONE_CACHE_SECONDS = 1.0
+
+
 def workers_cached() -> int:
-    """The worker count, asked at most every READY_CACHE_SECONDS so health checks don't flood the broker."""
+    """The worker count, asked at most every READY_CACHE_SECONDS so health checks don't flood the broker.
+    "None" is asked again after a second at most: a stack starting up is ready when its first worker is."""
     cache = current_app.extensions.setdefault("cvunet.ready_cache", {"at": float("-inf"), "workers": 0})
     ttl = current_app.config["READY_CACHE_SECONDS"]
     with _lock:
-        if time.monotonic() - cache["at"] >= ttl:
+        if time.monotonic() - cache["at"] >= (ttl if cache["workers"] else min(ttl, NONE_CACHE_SECONDS)):
             cache["workers"], cache["at"] = ping_workers(), time.monotonic()
         return cache["workers"]
 

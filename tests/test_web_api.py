@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -226,11 +227,17 @@ def test_readyz_needs_a_worker_and_caches_the_worker_check(clean_state, worker_f
         response = client.get("/readyz")
         assert response.status_code == 503
         assert response.get_json()["failed"] == ["workers"]
-    worker_factory()
+    asked = time.monotonic()
+    worker = worker_factory()
     response = fresh.get("/readyz")
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["checks"] == {"redis": True, "postgres": True, "workers": True}
-    assert cached.get("/readyz").status_code == 503  # still the answer cached before the worker came
+    # "No worker" is kept a second at most: asked again.
+    time.sleep(max(0.0, asked + 1.1 - time.monotonic()))
+    assert cached.get("/readyz").status_code == 200
+    support.kill_group(worker)
+    assert cached.get("/readyz").status_code == 200  # a worker count is kept READY_CACHE_SECONDS
+    assert fresh.get("/readyz").status_code == 503
 
 
 # ------------------------------------------------------------------ refusals and errors
