@@ -22,10 +22,12 @@ ARTIFACTS = support.REPO / "test-artifacts"  # screenshots kept after the run (i
 
 @pytest.fixture
 def server(clean_state):
-    httpd = make_server("127.0.0.1", support.free_port(), create_app(), threaded=True)
+    app = create_app()
+    httpd = make_server("127.0.0.1", support.free_port(), app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}"
+    app.extensions["cvunet.waits"].close()  # as gunicorn's workers do: no held request outlives the test
     httpd.shutdown()
     httpd.server_close()
 
