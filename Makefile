@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency
+.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -87,3 +87,8 @@ bench-quality: model
 # BENCH_LATENCY_ARGS, e.g. --rembg /tmp/rembg-venv/bin/python for rembg's server side by side.
 bench-latency: model
 	$(PYTHON) benchmarks/bench_latency.py $(BENCH_LATENCY_ARGS)
+
+# A web instance stopped (SIGTERM) while a client's ?wait= request is held on it: when the client is
+# answered and when the instance exits (its graceful timeout is 20 s); prints, never asserts.
+bench-web-stop: model
+	$(PYTHON) benchmarks/bench_web_stop.py
