@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import unicodedata
+from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
@@ -16,8 +18,13 @@ MAX_FIELD = 1024  # argon2 would hash a megabyte of "password" too: refuse befor
 
 
 def local_target(target: str | None, fallback: str) -> str:
-    """Only a path on this site: never an open redirect to another one."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this site: never an open redirect to another one. Whitespace and control
+    characters are refused outright: the Location header drops tabs (urlsplit, as browsers do), so
+    "/<TAB>/evil.example" would leave as "//evil.example", and a newline would fail the response."""
+    if not target or any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or target.startswith("//") or "\\" in target:
         return fallback
     return target
 

@@ -413,11 +413,35 @@ def test_flowers_admin_check_sends_a_signed_out_browser_to_sign_in_and_back(app)
     assert script.status_code == 401 and script.get_json()["error"]["code"] == "unauthorized"
 
 
-def test_next_after_sign_in_stays_on_this_site(app, alice):
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "//evil.example/",
+        "/\t/evil.example/",
+        "/\n/evil.example/",
+        "/\r\n/x",
+        "/\\evil.example",
+        "\\/evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\x00/x",
+        "/\u2028/x",
+        "history",
+    ],
+)
+def test_next_after_sign_in_stays_on_this_site(app, alice, elsewhere):
+    """A tab or a newline is dropped from Location on its way out: "/<TAB>/evil" left as "//evil"."""
     browser = app.test_client()
     token = support.page_csrf(browser, "/login")
-    form = {"csrf_token": token, "name": alice.name, "password": alice.password, "next": "//evil.example/"}
+    form = {"csrf_token": token, "name": alice.name, "password": alice.password, "next": elsewhere}
     assert browser.post("/login", data=form).headers["Location"] == "/"
+
+
+def test_next_after_sign_in_keeps_a_path_of_this_site(app, alice):
+    browser = app.test_client()
+    token = support.page_csrf(browser, "/login")
+    form = {"csrf_token": token, "name": alice.name, "password": alice.password, "next": "/history?state=failure&q=é"}
+    assert unquote(browser.post("/login", data=form).headers["Location"]) == "/history?state=failure&q=é"
 
 
 # ------------------------------------------------------------------ never silently open
