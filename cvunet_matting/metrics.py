@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 DISK = ("used", "free", "total")
 DATA_BYTES_HELP = "Bytes of the service's inputs and outputs (archives included), as retention last measured"
 
+# Labels are series: a method as the client spelt it ("X000001", ...) would let anyone grow /metrics
+# (and gunicorn's metric files) without bound, one request at a time.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class ScrapeCollector:
     """Queue length (Redis LLEN), task counts by state (PostgreSQL) and the data disk, read when scraped."""
@@ -138,9 +142,10 @@ def init_app(app: Flask) -> CollectorRegistry:
     def record(response):
         started = g.pop("metrics_started", None)
         endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
-        requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        requests.labels(endpoint, method, str(response.status_code)).inc()
         if started is not None:
-            latency.labels(endpoint, request.method).observe(time.perf_counter() - started)
+            latency.labels(endpoint, method).observe(time.perf_counter() - started)
         return response
 
     def metrics():

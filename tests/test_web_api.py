@@ -509,6 +509,16 @@ def test_metrics_count_requests_and_read_queue_and_states(admin_client):
     assert 'cvunet_tasks{state="pending"} 1.0' in text
 
 
+@services
+def test_made_up_methods_share_one_metrics_label(admin_client):
+    """Each method a client invents was a new series: anyone could grow /metrics without bound."""
+    for i in range(3):
+        assert admin_client.open("/", method=f"X{i:06d}").status_code == 405
+    text = admin_client.get("/metrics").get_data(as_text=True)
+    assert "X000001" not in text
+    assert 'cvunet_http_requests_total{endpoint="<unmatched>",method="other",status="405"} 3.0' in text
+
+
 # ------------------------------------------------------------------ the web process itself
 
 
