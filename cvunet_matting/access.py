@@ -18,7 +18,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, logout_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import accounts
+from . import accounts, single_user
 from .accounts import Actor
 from .api_auth import bearer_actor, unauthorized
 from .config import Settings
@@ -42,6 +42,7 @@ class AuthConfig:
     single_user: bool
     legacy_tokens: tuple[str, ...]
     session_hours: float
+    allowed_hosts: tuple[str, ...] = ()  # single-user mode: names (besides addresses) it answers to
 
 
 def auth_config(settings: Settings) -> AuthConfig:
@@ -52,7 +53,7 @@ def auth_config(settings: Settings) -> AuthConfig:
             f"CVUNET_API_TOKENS: every token needs at least {MIN_TOKEN_CHARS} characters "
             "(better: per-user keys, `cvunet-matting user key add NAME`)"
         )
-    return AuthConfig(settings.single_user, settings.api_tokens, settings.session_hours)
+    return AuthConfig(settings.single_user, settings.api_tokens, settings.session_hours, settings.allowed_hosts)
 
 
 class SessionCookies(SecureCookieSessionInterface):
@@ -120,6 +121,8 @@ def init_app(app: Flask, settings: Settings) -> AuthConfig:
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False  # a session ends session_hours after sign-in
     manager = LoginManager(app)
     manager.user_loader(accounts.by_session_id)
+    if cfg.single_user:
+        app.before_request(single_user.guard)  # before everything: the API's hook too
     app.before_request(gate)
     if cfg.single_user:
         log.warning("SINGLE-USER MODE (CVUNET_AUTH=single-user): no sign-in, every visitor acts as the operator")

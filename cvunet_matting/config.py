@@ -119,6 +119,7 @@ class Settings:
     batch_wait_ms: float = 2.0  # how long the device waits for a batch to fill
     wait_slots: int = 24  # requests a web process holds for ?wait= at once (fewer than its threads)
     single_user: bool = False  # CVUNET_AUTH=single-user: no sign-in, every visitor is the operator
+    allowed_hosts: tuple[str, ...] = ()  # single-user mode: host names it answers to besides addresses
     session_hours: float = 12.0  # a browser session ends this long after sign-in
     # What this worker process serves: "model" (images, the model loaded) or "bookkeeping" (no model).
     worker_role: str = "model"
@@ -185,6 +186,7 @@ def load_settings(env=None) -> Settings:
         batch_wait_ms=max(0.0, _float(env, "CVUNET_BATCH_WAIT_MS", 2.0)),
         wait_slots=max(1, _int(env, "CVUNET_WAIT_SLOTS", 24)),
         single_user=_auth_mode(env) == "single-user",
+        allowed_hosts=tuple(name.lower() for name in _list(env, "CVUNET_ALLOWED_HOSTS")),
         session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),
         worker_role=_worker_role(env),
         max_tasks_per_child=max(0, _int(env, "CVUNET_MAX_TASKS_PER_CHILD", 1000)),

@@ -26,8 +26,10 @@ ERROR_STATUSES = {
     400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, unknown_field...)", ()),
     401: ("No valid API key was sent (`Authorization: Bearer <key>`)", ("unauthorized",)),
     403: (
-        "Admins only (code `forbidden`), or the folder lies outside the allowed roots",
-        ("forbidden", "forbidden_path"),
+        "Admins only (code `forbidden`), or the folder lies outside the allowed roots (`forbidden_path`); in"
+        " single-user mode, a Host it does not answer to (`unknown_host`) or a change asked by another site's"
+        " page (`cross_site`)",
+        ("forbidden", "forbidden_path", "unknown_host", "cross_site"),
     ),
     404: (
         "Unknown id, or the file is not ready (code `not_ready`) or the task failed (code `failed`)",

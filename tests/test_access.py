@@ -468,6 +468,38 @@ def test_single_user_mode_is_explicit_and_announced(clean_state, caplog):
         create_app({"CVUNET_AUTH": "open"})
 
 
+def test_single_user_mode_refuses_other_sites_pages_and_names_it_was_not_given(clean_state):
+    """No sign-in, so the browser is the way in: a page of another site posting to the API (which takes no
+    key in this mode), or a name of an attacker's resolving to this server (DNS rebinding: the browser
+    would let that page read every answer). Addresses, localhost and CVUNET_ALLOWED_HOSTS are answered."""
+    app = create_app({"TESTING": True, "CVUNET_AUTH": "single-user", "CVUNET_ALLOWED_HOSTS": "Matting.lan"})
+    client = app.test_client()
+    for elsewhere in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+    ):
+        refused = upload(client, headers=elsewhere)
+        assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "cross_site", elsewhere
+    for name in ("rebind.evil.example", "rebind.evil.example:8080", "localhost.evil.example"):
+        refused = client.get("/api/v1/tasks", headers={"Host": name})
+        assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "unknown_host", name
+    page = client.get("/history", headers={"Host": "rebind.evil.example"})
+    assert page.status_code == 403 and "CVUNET_ALLOWED_HOSTS" in page.get_data(as_text=True)
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM tasks")
+        assert cur.fetchone()["n"] == 0  # nothing was queued for another site
+    for name in ("127.0.0.1:8080", "localhost", "[::1]:8080", "matting.lan:8080", "192.168.1.20", "app.localhost"):
+        assert client.get("/api/v1/tasks", headers={"Host": name}).status_code == 200, name
+    assert upload(client, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 202
+    assert upload(client, headers={"Origin": "http://localhost"}).status_code == 202
+    assert upload(client).status_code == 202  # a script: no browser headers at all
+    # With sign-in, the session's CSRF token and the API's key do this work: nothing changes there.
+    users = create_app({"TESTING": True}).test_client()
+    assert users.get("/api/v1/tasks", headers={"Host": "rebind.evil.example"}).status_code == 401
+
+
 def test_with_no_users_nobody_gets_in_and_the_first_admin_is_made_once(clean_state):
     from cvunet_matting import accounts
 
