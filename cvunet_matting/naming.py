@@ -28,15 +28,24 @@ def safe_stem(filename: str, fallback: str = "image") -> str:
 
 
 def unique_names(filenames: list[str], extension: str) -> list[str]:
-    """One output name per input, never two alike (case-insensitive): `a.png`, `a-1.png`..."""
+    """One output name per input, never two alike (case-insensitive): `a.png`, `a-1.png`...
+
+    Each name is its stem, or else the stem with the lowest suffix `-1`, `-2`... not yet taken. The
+    lowest free suffix of a stem only grows as names are taken, so the search for a stem's next one
+    resumes where its last ended: linear in the number of names (a batch of 10,000 alike is 10,000
+    steps, not 50 million)."""
     taken: set[str] = set()
+    next_suffix: dict[str, int] = {}  # a stem (lower case) that has been taken bare -> its next suffix to try
     names = []
     for filename in filenames:
         stem = safe_stem(filename)
-        candidate, n = f"{stem}{extension}", 0
-        while candidate.lower() in taken:
-            n += 1
-            candidate = f"{stem}-{n}{extension}"
+        candidate = f"{stem}{extension}"
+        if candidate.lower() in taken:
+            key = stem.lower()
+            n = next_suffix.get(key, 1)
+            while (candidate := f"{stem}-{n}{extension}").lower() in taken:
+                n += 1
+            next_suffix[key] = n + 1
         taken.add(candidate.lower())
         names.append(candidate)
     return names
