@@ -47,7 +47,8 @@ ERROR_STATUSES = {
         ("svg", "not_an_image", "unsupported_format"),
     ),
     422: (
-        "More images at once than a quota of this account ever allows (code `batch_too_large`): split them",
+        "More files at once (refused ones included) than a quota of this account ever allows (code"
+        " `batch_too_large`): split them",
         ("batch_too_large",),
     ),
     429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),

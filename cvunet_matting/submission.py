@@ -116,9 +116,10 @@ def submit_batch(
     """Record every item as `owner`'s, then dispatch the first chunks; later chunks follow as earlier ones finish.
 
     `refused` uploads (filename, message) join the batch as failed rows after the items, so that its
-    page, its status and its manifest keep saying which files were turned away and why."""
+    page, its status and its manifest keep saying which files were turned away and why. Each is a
+    row: they count toward the owner's batch size and day (quotas.check), before anything is stored."""
     settings = settings or get_settings()
-    quotas.precheck(owner, len(items))
+    quotas.precheck(owner, len(items), refused=len(refused))
     storage = Storage(settings.data_dir)
     batch_id = uuid.uuid4()
     run_dir = storage.relative(storage.new_run_dir())
@@ -151,7 +152,7 @@ def submit_batch(
     ]
     chunks = (len(rows) + settings.batch_chunk - 1) // settings.batch_chunk
     with db.transaction() as cur:
-        quotas.reserve(cur, owner, len(items))
+        quotas.reserve(cur, owner, len(items), refused=len(refused))
         writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
         writes.create_tasks(cur, rows)
         writes.refuse_listed(cur, {row["id"]: r["message"] for row, r in zip(rows[len(items) :], refused, strict=True)})

@@ -314,19 +314,66 @@ def test_quotas_answer_429_with_retry_after(app):
     with db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM tasks WHERE owner_id = %s", (tight.id,))
         assert cur.fetchone()["n"] == 3
-    # A refused input costs no model time: it is not one of the day's images.
+    # An input a worker refused for what it is cost no model time: it is no longer one of the day's images.
     with db.transaction() as cur:
         cur.execute(
             "UPDATE tasks SET error_code = 'refused' WHERE id = (SELECT id FROM tasks WHERE owner_id = %s LIMIT 1)",
             (tight.id,),
         )
-    files = {"files": [(io.BytesIO(png_bytes(19)), "ok.png"), (io.BytesIO(b"notes"), "notes.txt")]}
-    mixed = api.post("/api/v1/batches", data=files, content_type="multipart/form-data", headers=tight.bearer)
-    assert mixed.status_code == 202 and [r["filename"] for r in mixed.get_json()["refused"]] == ["notes.txt"]
+    assert upload(api, png_bytes(19), headers=tight.bearer).status_code == 202
     with db.transaction() as cur:
         cur.execute("UPDATE tasks SET state = 'success' WHERE owner_id = %s AND error_code IS NULL", (tight.id,))
-    full = upload(api, png_bytes(20), headers=tight.bearer)  # ok.png took the room notes.txt did not
+    full = upload(api, png_bytes(20), headers=tight.bearer)  # the 19th took the room the refused one left
     assert full.status_code == 429 and "3 so far" in full.get_json()["error"]["message"]
+
+
+def owned_rows(user) -> tuple[int, int]:
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM batches WHERE owner_id = %s", (user.id,))
+        batches = cur.fetchone()["n"]
+        cur.execute("SELECT count(*) AS n FROM tasks WHERE owner_id = %s", (user.id,))
+        return batches, cur.fetchone()["n"]
+
+
+def test_files_refused_on_arrival_count_toward_the_batch_and_the_day(app):
+    """The audit: one PNG and 9,998 empty parts made 9,999 rows per request while the quotas counted one
+    image. Refused files are rows too: a batch counts them toward its size and the day's files."""
+    user = support.make_user(prefix="refusals", max_per_day=5, max_batch=3)
+    api = app.test_client()
+
+    def parts(good: int, empty: int) -> dict:
+        return {
+            "files": [(io.BytesIO(png_bytes(30 + i)), f"{i}.png") for i in range(good)]
+            + [(io.BytesIO(b""), "x.png") for _ in range(empty)]
+        }
+
+    message = (
+        "4 files (1 image and 3 refused) at once are more than this account may send (at most 3 per batch):"
+        " split them into batches of at most 3"
+    )
+    big = api.post("/api/v1/batches", data=parts(1, 3), content_type="multipart/form-data", headers=user.bearer)
+    assert big.status_code == 422 and "Retry-After" not in big.headers
+    assert big.get_json() == {"error": {"code": "batch_too_large", "message": message}}
+    pages = support.user_client(app, user)
+    pages.environ_base.pop("HTTP_AUTHORIZATION")
+    token = support.page_csrf(pages, "/")
+    page = pages.post("/page/batches", data=parts(1, 3), headers={"X-CSRF-Token": token})
+    assert page.status_code == 422 and page.get_json()["error"]["code"] == "batch_too_large"
+    form = pages.post("/", data={"csrf_token": token, **parts(2, 2)})
+    assert form.status_code == 422 and "at most 3 per batch" in form.get_data(as_text=True)
+    assert owned_rows(user) == (0, 0) and stored_inputs() == []  # refused before anything was stored
+
+    # Within the batch size they run as before, and the day counts all three files.
+    fits = api.post("/api/v1/batches", data=parts(1, 2), content_type="multipart/form-data", headers=user.bearer)
+    assert fits.status_code == 202 and len(fits.get_json()["refused"]) == 2
+    assert owned_rows(user) == (1, 3)
+    day = api.post("/api/v1/batches", data=parts(1, 2), content_type="multipart/form-data", headers=user.bearer)
+    assert day.status_code == 429 and day.get_json()["error"]["code"] == "quota_exceeded"
+    assert "3 so far" in day.get_json()["error"]["message"]
+    assert upload(api, png_bytes(40), headers=user.bearer).status_code == 202  # the day's fourth and fifth
+    assert upload(api, png_bytes(41), headers=user.bearer).status_code == 202
+    assert upload(api, png_bytes(42), headers=user.bearer).status_code == 429
+    assert owned_rows(user) == (1, 5)
 
 
 # ------------------------------------------------------------------ sessions
