@@ -41,7 +41,7 @@ ERROR_STATUSES = {
         ("not_failed", "poison_input", "expired_task", "refused_input"),
     ),
     410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
-    413: ("The upload is over the size limit (code `too_large`)", ("too_large",)),
+    413: ("The upload is over the size limit, or has too many parts (code `too_large`)", ("too_large",)),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
         ("svg", "not_an_image", "unsupported_format"),
@@ -92,7 +92,16 @@ def _input_error(exc: InputError):
 
 
 def _too_large(json: bool):
-    message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and (limit is None or length <= limit):
+        # Not the size: the multipart parser refused more parts than MAX_FORM_PARTS (the audit's request of
+        # 10,000 empty files was 1.2 MB), or a field it holds in memory over MAX_FORM_MEMORY_SIZE.
+        message = (
+            f"the form has more than {request.max_form_parts} parts (one per file or field), or a field over"
+            f" {request.max_form_memory_size} bytes: send fewer files per request"
+        )
+    else:
+        message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
     return error_json("too_large", message, 413) if json else _error_page(413, "Too large", message)
 
 

@@ -275,6 +275,12 @@ def test_missing_file_and_limits(clean_state, user):
     # The same limit on the page's form is a friendly HTML page, not JSON nor a traceback.
     page = small.post("/", data={"files": (io.BytesIO(bytes(1536 * 1024)), "big.png")})
     assert page.status_code == 413 and page.mimetype == "text/html" and "1 MB" in page.get_data(as_text=True)
+    # Under the size limit but with more parts than the form may hold: said so, not "larger than 1 MB".
+    few = support.user_client(create_app({"CVUNET_MAX_UPLOAD_MB": 1, "MAX_FORM_PARTS": 5}), user)
+    files = {"files": [(io.BytesIO(png_bytes(7)), f"{n}.png") for n in range(6)]}
+    many = few.post("/api/v1/batches", data=files, content_type="multipart/form-data")
+    assert many.status_code == 413 and many.get_json()["error"]["code"] == "too_large"
+    assert many.get_json()["error"]["message"].startswith("the form has more than 5 parts (one per file or field)")
 
 
 @services
