@@ -60,7 +60,8 @@ def check(cur, actor: Actor, images: int, new: bool = True, refused: int = 0) ->
         )
     if new and actor.max_per_day is not None and load["today"] + images + refused > actor.max_per_day:
         raise QuotaExceeded(
-            f"this account may submit {actor.max_per_day} images per day (UTC); {load['today']} so far",
+            f"this account may submit {actor.max_per_day} images per day (UTC), files refused on arrival included;"
+            f" {load['today']} so far",
             seconds_to_midnight(),
         )
 
