@@ -15,12 +15,15 @@ from flask import Flask
 from werkzeug.routing import BaseConverter
 
 from . import access, api, health, metrics, page_api, signin, ui
+from .accounts import DEFAULT_QUOTAS
 from .config import Settings, get_settings, load_settings
 from .http_errors import register_errors
 from .http_support import security_headers
 from .malloc import tune_for_large_buffers
 from .polling import PaceCache
 from .waiting import Hub
+
+FORM_FIELDS_ROOM = 64  # parts beyond the files: csrf_token and the options (about a dozen today)
 
 
 class BatchIdConverter(BaseConverter):
@@ -61,7 +64,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=cfg.max_upload_mb * 1024 * 1024,
-        MAX_FORM_PARTS=10_000,  # a batch is one part per file
+        # A batch is one part per file, plus the form's option fields: the default largest batch fits.
+        MAX_FORM_PARTS=DEFAULT_QUOTAS["max_batch"] + FORM_FIELDS_ROOM,
         SECRET_KEY=cfg.secret_key or shared_secret(cfg.data_dir),
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,

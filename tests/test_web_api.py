@@ -528,6 +528,16 @@ def test_made_up_methods_share_one_metrics_label(admin_client):
 # ------------------------------------------------------------------ the web process itself
 
 
+def test_the_largest_default_batch_fits_in_one_form_with_every_option():
+    """A form holds MAX_FORM_PARTS parts: the default quota's largest batch, each option and the CSRF
+    token must fit, or that batch would be refused as too large (413) before its quota was read."""
+    from cvunet_matting.accounts import DEFAULT_QUOTAS
+    from cvunet_matting.web_input import OPTION_FIELDS
+
+    parts = create_app({"TESTING": True}).config["MAX_FORM_PARTS"]
+    assert parts >= DEFAULT_QUOTAS["max_batch"] + len(OPTION_FIELDS) + 1
+
+
 def test_secret_key_is_created_once_and_shared(tmp_path):
     first = create_app({"CVUNET_SECRET_KEY": "", "CVUNET_DATA_DIR": str(tmp_path)})
     second = create_app({"CVUNET_SECRET_KEY": "", "CVUNET_DATA_DIR": str(tmp_path)})
