@@ -68,6 +68,19 @@ def index():
     )
 
 
+# Flashes live in the session cookie until shown: one per refused file, for a folder of them, made a
+# cookie no browser keeps (about 4 KB), and the page a wall of lines.
+FLASHED_REFUSALS = 5
+
+
+def flash_refusals(refused: list[dict]) -> None:
+    for item in refused[:FLASHED_REFUSALS]:
+        flash(f"{item['filename']}: {item['message']}", "error")
+    if len(refused) > FLASHED_REFUSALS:
+        more = len(refused) - FLASHED_REFUSALS
+        flash(f"… and {more} more file{'s' if more > 1 else ''} refused.", "error")
+
+
 @bp.post("/")
 def upload_form():
     """The same upload without JavaScript: one file goes to its result page, several to a batch."""
@@ -81,8 +94,7 @@ def upload_form():
         }
     )
     items, refused = probe_uploads(request.files.getlist("files"))
-    for item in refused:
-        flash(f"{item['filename']}: {item['message']}", "error")
+    flash_refusals(refused)
     if not items:
         if not refused:
             flash("Choose at least one image.", "error")

@@ -486,6 +486,20 @@ def test_form_upload_without_javascript(client):
 
 
 @services
+def test_the_form_names_the_first_refused_files_and_counts_the_rest(client):
+    """Forty files the form refuses: five are named, the rest counted. One flash each (they wait in the
+    session cookie) grew the cookie with every file, past the 4 KB browsers keep, sign-in and all."""
+    token = page_csrf(client)
+    files = [(io.BytesIO(b"<svg></svg>"), f"logo-{n:02}.svg") for n in range(40)]
+    refused = client.post("/", data={"csrf_token": token, "files": files})
+    assert refused.status_code == 302
+    cookie = refused.headers["Set-Cookie"].split(";", 1)[0]
+    assert len(cookie) < 4000, len(cookie)
+    page = client.get(refused.headers["Location"]).get_data(as_text=True)
+    assert "logo-04.svg" in page and "logo-05.svg" not in page and "… and 35 more files refused." in page
+
+
+@services
 def test_pages_render_and_reference_nothing_outside(client):
     index = client.get("/")
     html = index.get_data(as_text=True)
