@@ -118,6 +118,7 @@ class Settings:
     max_batch: int = 4  # images per model run, fixed-size models only
     batch_wait_ms: float = 2.0  # how long the device waits for a batch to fill
     wait_slots: int = 24  # requests a web process holds for ?wait= at once (fewer than its threads)
+    alpha_derivations: int = 2  # alpha mattes a web process derives from stored results at once (alpha_matte)
     single_user: bool = False  # CVUNET_AUTH=single-user: no sign-in, every visitor is the operator
     allowed_hosts: tuple[str, ...] = ()  # single-user mode: host names it answers to besides addresses
     session_hours: float = 12.0  # a browser session ends this long after sign-in
@@ -185,6 +186,7 @@ def load_settings(env=None) -> Settings:
         max_batch=max(1, _int(env, "CVUNET_MAX_BATCH", 4)),
         batch_wait_ms=max(0.0, _float(env, "CVUNET_BATCH_WAIT_MS", 2.0)),
         wait_slots=max(1, _int(env, "CVUNET_WAIT_SLOTS", 24)),
+        alpha_derivations=max(1, _int(env, "CVUNET_ALPHA_DERIVATIONS", 2)),
         single_user=_auth_mode(env) == "single-user",
         allowed_hosts=tuple(name.lower() for name in _list(env, "CVUNET_ALLOWED_HOSTS")),
         session_hours=_float(env, "CVUNET_SESSION_HOURS", 12.0),

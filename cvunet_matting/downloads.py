@@ -3,6 +3,8 @@
 Each answers from the row alone: a stored file (reached only through Storage.resolve), its media
 type and a download name that never comes from the client as a path; a 404 JSON while not ready,
 a 410 once retention removed it (the caller has already checked that the row is the actor's).
+Files go out through send_file with their path, so ETag, Last-Modified, conditional GETs (304) and
+ranges come with them; the alpha matte of a cut-out too, once derived (alpha_matte).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from flask import current_app, send_file
 
 from . import polling
-from .alpha_matte import alpha_png
+from .alpha_matte import Busy
 from .encoding import OutputOptions
 from .errors import InputError
 from .http_errors import error_json
@@ -73,9 +75,16 @@ def matte(row: dict, attachment: bool):
     if not has_alpha(row):
         raise InputError("this result was flattened on a colour: it has no alpha channel", code="not_found")
     path = stored(row["output_path"])
-    matte = path if OutputOptions.from_dict(row["options"]).alpha_only else BytesIO(alpha_png(path))
     name = f"{safe_stem(path.name)}-alpha.png"
-    return send_file(matte, mimetype="image/png", as_attachment=attachment, download_name=name)
+    if OutputOptions.from_dict(row["options"]).alpha_only:  # the result is the matte itself
+        return send_file(path, mimetype="image/png", as_attachment=attachment, download_name=name)
+    try:  # a cut-out: its matte, derived on the first request and kept beside it
+        matte = current_app.extensions["cvunet.alpha"].matte(path)
+    except Busy as busy:
+        message = "too many alpha mattes are being prepared at once; try again shortly"
+        return (*error_json("busy", message, 503), {"Retry-After": str(busy.retry_after)})
+    body = BytesIO(matte) if isinstance(matte, bytes) else matte  # bytes: it could not be stored, this once
+    return send_file(body, mimetype="image/png", as_attachment=attachment, download_name=name)
 
 
 def original(row: dict, attachment: bool):

@@ -52,7 +52,11 @@ ERROR_STATUSES = {
         ("batch_too_large",),
     ),
     429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),
-    503: ("Redis or PostgreSQL cannot be reached", ()),
+    503: (
+        "Redis or PostgreSQL cannot be reached, or (an alpha matte's first download) this web process is"
+        " preparing as many mattes as it may at once (code `busy`): see Retry-After",
+        (),
+    ),
 }
 _STATUS_BY_CODE = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
 UNAVAILABLE = (kombu.exceptions.OperationalError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)

@@ -32,11 +32,13 @@ def public_mode() -> int:
 
 
 @contextmanager
-def atomic_file(path: Path, private: bool = False) -> Iterator[BinaryIO]:
-    """A file written in place under a temporary name, synced and renamed over `path` when the block
-    ends without error: readers never see a partial file. Mode 0600 if `private`, else the umask's."""
+def atomic_file(path: Path, private: bool = False, temp_prefix: str | None = None) -> Iterator[BinaryIO]:
+    """A file written in place under a temporary name (`temp_prefix`, default `.NAME.`, then 8 random
+    characters and `.part`), synced and renamed over `path` when the block ends without error: readers
+    never see a partial file. Mode 0600 if `private`, else the umask's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")  # 0600
+    prefix = temp_prefix or f".{path.name}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".part")  # 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -50,8 +52,8 @@ def atomic_file(path: Path, private: bool = False) -> Iterator[BinaryIO]:
         raise
 
 
-def write_atomic(path: Path, data: bytes, private: bool = False) -> Path:
-    with atomic_file(path, private) as fh:
+def write_atomic(path: Path, data: bytes, private: bool = False, temp_prefix: str | None = None) -> Path:
+    with atomic_file(path, private, temp_prefix) as fh:
         fh.write(data)
     return path
 
@@ -73,6 +75,14 @@ def create_new(path: Path, data: bytes) -> Path:
         except BaseException:
             candidate.unlink(missing_ok=True)
             raise
+
+
+def alpha_path(result: Path) -> Path:
+    """Where the alpha matte derived from the cut-out at `result` is kept (alpha_matte): beside it, as
+    `.NAME.alpha.png`. No output takes such a name (naming.safe_stem strips leading dots, and the
+    temporary files of atomic_file end in `.part`), so the matte can neither overwrite a result nor be
+    overwritten by one; retention removes it with its result."""
+    return result.with_name(f".{result.name}.alpha.png")
 
 
 def new_run_dir(parent: Path, now: datetime | None = None) -> Path:

@@ -16,6 +16,7 @@ from werkzeug.routing import BaseConverter
 
 from . import access, api, health, metrics, page_api, signin, ui
 from .accounts import DEFAULT_QUOTAS
+from .alpha_matte import Derivations
 from .config import Settings, get_settings, load_settings
 from .http_errors import register_errors
 from .http_support import security_headers
@@ -79,6 +80,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Requests held by ?wait= (and event streams), woken by Redis pub/sub: at most CVUNET_WAIT_SLOTS
     # per process, fewer than its gunicorn threads so that ordinary requests always find one.
     app.extensions["cvunet.waits"] = Hub(cfg.redis_url, cfg.wait_slots)
+    # Alpha mattes derived from stored cut-outs on their first request: at most CVUNET_ALPHA_DERIVATIONS
+    # at once per process (each decodes a whole RGBA result: ~375 MB at its peak for 7000x7000).
+    app.extensions["cvunet.alpha"] = Derivations(cfg.alpha_derivations)
     app.url_map.converters["batch_id"] = BatchIdConverter
     register_errors(app)
     app.after_request(security_headers)

@@ -9,18 +9,22 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from cvunet_matting import db
+from cvunet_matting import alpha_matte, db
 from cvunet_matting.config import get_settings
-from cvunet_matting.db import reads
+from cvunet_matting.db import reads, writes
 from cvunet_matting.folder_listing import list_folder
+from cvunet_matting.storage import Storage, alpha_path
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -86,6 +90,10 @@ def decode(data: bytes) -> np.ndarray:
 def task_row(task_id: str) -> dict:
     with db.transaction() as cur:
         return reads.get_task(cur, task_id)
+
+
+def result_of(task_id: str) -> Path:
+    return get_settings().data_dir / task_row(task_id)["output_path"]
 
 
 # ------------------------------------------------------------------ end to end with a worker
@@ -346,6 +354,134 @@ def test_the_alpha_matte_is_taken_from_the_stored_cut_out(tmp_path):
     with pytest.raises(InputError) as info:
         alpha_png(tmp_path / "flat.png")
     assert info.value.code == "not_found"
+
+
+def test_a_stored_matte_follows_its_result_and_never_outlives_it(tmp_path, monkeypatch):
+    from cvunet_matting.errors import InputError
+
+    derivations = alpha_matte.Derivations(1)
+    result, rgba = tmp_path / "cut.png", support.noise((*SIZE, 4), 6)
+    cv2.imwrite(str(result), rgba)
+    matte = derivations.matte(result)
+    assert matte == alpha_path(result) and np.array_equal(decode(matte.read_bytes()), rgba[..., 3])
+    os.utime(matte, ns=(0, 0))  # older than its result (written again): derived again, not served stale
+    assert derivations.matte(result) == matte and matte.stat().st_mtime_ns >= result.stat().st_mtime_ns
+
+    def unwritable(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    matte.unlink()
+    with monkeypatch.context() as m:  # storage full: served from memory all the same, nothing half-written
+        m.setattr(alpha_matte, "write_atomic", unwritable)
+        assert decode(derivations.matte(result)).tolist() == rgba[..., 3].tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.png"]
+
+    real = alpha_matte.alpha_png
+
+    def expired_meanwhile(path):  # retention removes the result (and finds no matte) during the derivation
+        data = real(path)
+        path.unlink()
+        return data
+
+    monkeypatch.setattr(alpha_matte, "alpha_png", expired_meanwhile)
+    with pytest.raises(InputError) as info:
+        derivations.matte(result)
+    assert info.value.code == "not_found" and list(tmp_path.iterdir()) == []  # no matte left behind
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_the_alpha_matte_is_derived_once_then_served_from_its_stored_file(client, worker_factory, monkeypatch):
+    derived = []
+    real = alpha_matte.alpha_png
+    monkeypatch.setattr(alpha_matte, "alpha_png", lambda path: derived.append(path) or real(path))
+    worker_factory()
+    status = wait_task(client, upload(client, png_bytes(31), "portrait.png").get_json()["task_id"])
+    result = result_of(status["task_id"])
+    cut_out = result.read_bytes()
+    before = cv2.imencode(".png", decode(cut_out)[..., 3])[1].tobytes()  # what /alpha sent on every request
+
+    first = client.get(status["alpha_url"], buffered=True)
+    assert first.status_code == 200 and first.mimetype == "image/png" and first.data == before
+    assert len(derived) == 1 and alpha_path(result).read_bytes() == before  # kept beside the result
+    again = client.get(status["alpha_url"], buffered=True)
+    page = client.get(status["alpha_url"].replace("/api/v1/", "/page/") + "?download=1", buffered=True)
+    assert again.data == page.data == before and len(derived) == 1  # from the stored file: not decoded again
+    assert page.headers["Content-Disposition"] == "attachment; filename=portrait-alpha.png"
+    # A file on disk, so conditional requests work as for the other downloads (before: no ETag at all).
+    assert again.headers["ETag"] and again.headers["Last-Modified"]
+    cached = client.get(status["alpha_url"], headers={"If-None-Match": again.headers["ETag"]})
+    assert cached.status_code == 304 and len(derived) == 1
+    assert result.read_bytes() == cut_out  # the result itself is untouched
+    assert sorted(p.name for p in result.parent.iterdir()) == sorted([result.name, alpha_path(result).name])
+
+
+def finished_task(owner: support.TestUser, rgba: np.ndarray, name: str) -> str:
+    """A task of `owner`'s finished with `rgba` as its PNG cut-out, written here (no worker)."""
+    storage = Storage(get_settings().data_dir)
+    task_id = uuid.uuid4()
+    row = {
+        "id": task_id,
+        "batch_id": None,
+        "filename": name,
+        "input_key": storage.put_input(png_bytes(0)),
+        "options": {},
+        "output_path": f"outputs/images/{task_id}/{name}",
+    }
+    (storage.root / row["output_path"]).parent.mkdir(parents=True)
+    cv2.imwrite(str(storage.root / row["output_path"]), rgba)
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row])
+        cur.execute("UPDATE tasks SET state = 'success', finished_at = now() WHERE id = %s", (task_id,))
+        writes.set_owner(cur, owner.id, task_ids=[task_id])
+    return str(task_id)
+
+
+@services
+def test_alpha_mattes_derived_at_once_are_bounded_per_process(clean_state, user, monkeypatch):
+    app = create_app({"TESTING": True, "CVUNET_ALPHA_DERIVATIONS": "2"})
+    tasks = [finished_task(user, support.noise((*SIZE, 4), seed), f"t{seed}.png") for seed in range(6)]
+    inside, release = threading.Semaphore(0), threading.Event()
+    running, most = [0], [0]
+    lock, real = threading.Lock(), alpha_matte.alpha_png
+
+    def held(path):  # a derivation that lasts until the test lets it end
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        inside.release()
+        release.wait(60)
+        with lock:
+            running[0] -= 1
+        return real(path)
+
+    def get(task_id):
+        return app.test_client().get(f"/api/v1/tasks/{task_id}/alpha", headers=user.bearer, buffered=True)
+
+    monkeypatch.setattr(alpha_matte, "alpha_png", held)
+    monkeypatch.setattr(alpha_matte, "WAIT_S", 0.1)
+    with ThreadPoolExecutor(2) as pool:
+        holding = [pool.submit(get, task_id) for task_id in tasks[:2]]
+        assert inside.acquire(timeout=60) and inside.acquire(timeout=60)  # two derive at once
+        busy = get(tasks[2])  # a third finds both slots taken for WAIT_S
+        release.set()
+        assert [f.result().status_code for f in holding] == [200, 200]
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert busy.get_json()["error"]["code"] == "busy" and busy.get_json()["error"]["message"]
+    assert most[0] == 2 and not alpha_path(result_of(tasks[2])).exists()
+    assert get(tasks[2]).status_code == 200  # a slot is free again
+
+    # Waiting longer than a derivation lasts, a burst is queued: all answered, never more than two at once.
+    release.clear()
+    monkeypatch.setattr(alpha_matte, "WAIT_S", 60)
+    with ThreadPoolExecutor(3) as pool:
+        burst = [pool.submit(get, task_id) for task_id in tasks[3:]]
+        assert inside.acquire(timeout=60) and inside.acquire(timeout=60)
+        release.set()
+        answers = [f.result() for f in burst]
+    assert [a.status_code for a in answers] == [200, 200, 200] and most[0] == 2
+    for seed, answer in enumerate(answers, start=3):
+        assert np.array_equal(decode(answer.data), support.noise((*SIZE, 4), seed)[..., 3])
 
 
 @services
