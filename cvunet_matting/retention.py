@@ -1,4 +1,5 @@
-"""Retention: inputs, results and archives older than CVUNET_RETENTION_DAYS are removed from disk.
+"""Retention: inputs, results (with the alpha mattes derived from them) and archives older than
+CVUNET_RETENTION_DAYS are removed from disk.
 
 A task expires once it finished longer ago than the retention; a batch once it did and none of its
 tasks is still kept. An input file is shared by every task with the same bytes, so it goes only when
@@ -25,7 +26,7 @@ from . import db
 from .config import Settings
 from .db import reads, writes
 from .redis_client import get_redis
-from .storage import Storage
+from .storage import Storage, alpha_path
 
 log = logging.getLogger(__name__)
 PAGE = 1000  # rows expired per transaction, so a year of history does not make one huge one
@@ -57,7 +58,7 @@ def _expire(settings: Settings, dry_run: bool) -> dict:
             writes.expire_tasks(cur, [t["id"] for t in tasks])
             unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks})
         totals["tasks"] += len(tasks)
-        totals["files"] += _remove(storage.root / t["output_path"] for t in tasks)
+        totals["files"] += _remove(_result_files(storage, tasks))
         totals["inputs"] += _remove(storage.input_path(key) for key in unused)
     with db.transaction() as cur:
         batches = reads.batches_past_retention(cur, settings.retention_days)
@@ -67,6 +68,15 @@ def _expire(settings: Settings, dry_run: bool) -> dict:
     if not dry_run:
         totals["files"] += sum(_remove_batch_files(storage, b) for b in batches)
     return totals
+
+
+def _result_files(storage: Storage, tasks: list[dict]):
+    """Each result, then the alpha matte derived from it (if the web ever served one): in that order,
+    so that a matte being derived meanwhile is removed by one side or the other (alpha_matte)."""
+    for task in tasks:
+        result = storage.root / task["output_path"]
+        yield result
+        yield alpha_path(result)
 
 
 def _remove(paths) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import cv2
 import pytest
 
 from cvunet_matting import db
@@ -19,15 +20,23 @@ from tests.support import png_bytes
 pytestmark = [pytest.mark.services]
 
 
-def add_task(storage: Storage, data: bytes, days_old: float, batch_id=None, name: str = "a.png", owner=None) -> dict:
-    """A finished task `days_old` days ago, with its input and result files on disk."""
+def add_task(
+    storage: Storage,
+    data: bytes,
+    days_old: float,
+    batch_id=None,
+    name: str = "a.png",
+    owner=None,
+    folder: str | None = None,
+) -> dict:
+    """A finished task `days_old` days ago, with its input and result files on disk (in `folder`, or one of its own)."""
     row = {
         "id": uuid.uuid4(),
         "batch_id": batch_id,
         "filename": name,
         "input_key": storage.put_input(data),
         "options": {},
-        "output_path": f"outputs/retention/{uuid.uuid4()}/{name}",
+        "output_path": f"{folder or f'outputs/retention/{uuid.uuid4()}'}/{name}",
     }
     result = storage.root / row["output_path"]
     result.parent.mkdir(parents=True, exist_ok=True)
@@ -229,3 +238,30 @@ def test_an_expired_batch_offers_no_zip_and_its_zip_answers_410(app, alice):
 
     html = support.user_client(app, alice).get(f"/batches/{old}").get_data(as_text=True)
     assert "state-expired" in html and "Download ZIP" not in html
+
+
+def test_expiry_removes_the_alpha_matte_derived_beside_a_result(app, alice):
+    settings = support.settings(CVUNET_RETENTION_DAYS=RETENTION)
+    storage = Storage(settings.data_dir)
+    batch_id, folder = uuid.uuid4(), storage.outputs / "outputs_20260102000000"
+    folder.mkdir(parents=True)
+    with db.transaction() as cur:
+        writes.create_batch(cur, batch_id, "upload", 1, {}, storage.relative(folder), chunks=1)
+        writes.finish_batch(cur, batch_id, None, None)
+        cur.execute("UPDATE batches SET finished_at = now() - interval '40 days' WHERE id = %s", (batch_id,))
+        writes.set_owner(cur, alice.id, batch_id=batch_id)
+    cut_out = cv2.imencode(".png", support.noise((48, 64, 4), 12))[1].tobytes()
+    old = add_task(storage, png_bytes(12), RETENTION + 10, batch_id, "old.png", alice.id, storage.relative(folder))
+    (storage.root / old["output_path"]).write_bytes(cut_out)
+    kept = add_task(storage, png_bytes(13), days_old=1, name="kept.png", owner=alice.id)
+    (storage.root / kept["output_path"]).write_bytes(cut_out)
+    api = app.test_client()
+    for task in (old, kept):  # served once: each matte is now stored beside its result
+        assert api.get(f"/api/v1/tasks/{task['id']}/alpha", headers=alice.bearer).status_code == 200
+    kept_folder = (storage.root / kept["output_path"]).parent
+    assert len(list(folder.iterdir())) == len(list(kept_folder.iterdir())) == 2
+
+    done = expire(settings)
+    assert done["tasks"] == 1 and done["batches"] == 1 and done["files"] == 2  # the result and its matte
+    assert not folder.exists()  # nothing left in the batch's folder, so it went too
+    assert len(list(kept_folder.iterdir())) == 2  # a kept result keeps its matte
