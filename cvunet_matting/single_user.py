@@ -20,8 +20,9 @@ from .errors import InputError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOCAL_NAMES = frozenset({"localhost"})
-# Health checks come by the server's own name (Traefik's, compose's) and tell nothing about anyone's work.
-PROBES = frozenset({"health.healthz", "health.readyz"})
+# Asked by the proxy by the server's own name (Traefik's health checks, its Flower check: compose calls
+# the server "web"), and telling nothing about anyone's work.
+PROBES = frozenset({"health.healthz", "health.readyz", "signin.check_admin"})
 
 
 def host_name(host: str) -> str:
