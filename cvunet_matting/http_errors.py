@@ -6,6 +6,7 @@ under a status is sent with it, and the description is what the document publish
 
 from __future__ import annotations
 
+import errno
 import logging
 from urllib.parse import urlsplit
 
@@ -53,7 +54,8 @@ ERROR_STATUSES = {
     ),
     429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),
     503: (
-        "Redis or PostgreSQL cannot be reached, or (an alpha matte's first download) this web process is"
+        "Redis or PostgreSQL cannot be reached, or the data volume is full or read-only (code"
+        " `storage_unavailable`, with Retry-After), or (an alpha matte's first download) this web process is"
         " preparing as many mattes as it may at once (code `busy`): see Retry-After",
         (),
     ),
@@ -137,6 +139,24 @@ def _unavailable(exc: Exception):
     return _error_page(503, "Unavailable", "the queue or the database cannot be reached; try again shortly")
 
 
+# The data volume full or read-only: the service's state, not the request's fault, and it passes.
+STORAGE_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only"}
+STORAGE_RETRY_S = 60
+
+
+def _storage(exc: OSError):
+    state = STORAGE_ERRNOS.get(exc.errno)
+    if state is None:
+        return _unexpected(exc)
+    log.warning("storage %s on %s %s: %s", state, request.method, request.path, exc)  # no traceback: ops know
+    message = f"the service's storage is {state}: nothing was kept of this request; try again later"
+    headers = {"Retry-After": str(STORAGE_RETRY_S)}
+    if wants_json():
+        response, status = error_json("storage_unavailable", message, 503)
+        return response, status, headers
+    return render_template("error.html", status=503, title="Unavailable", message=message), 503, headers
+
+
 def _unexpected(exc: Exception):
     log.exception("unhandled error on %s %s", request.method, request.path)
     return _error_page(500, "Internal error", "something went wrong on our side; the error was logged")
@@ -148,5 +168,6 @@ def register_errors(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     for exc_class in UNAVAILABLE:
         app.register_error_handler(exc_class, _unavailable)
+    app.register_error_handler(OSError, _storage)
     app.register_error_handler(Exception, _unexpected)
     app.add_url_rule("/errors/<int:status>", "edge_refusal", edge_refusal)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -619,6 +620,33 @@ def test_form_upload_without_javascript(client):
     task = task_row(two.headers["Location"].rsplit("/", 1)[1])
     chosen = {key: task["options"][key] for key in ("format", "bg_color", "alpha_only")}
     assert chosen == {"format": "jpg", "bg_color": [0x33, 0x66, 0x99], "alpha_only": False}
+
+
+@services
+@pytest.mark.parametrize(("error", "state"), [(errno.ENOSPC, "full"), (errno.EROFS, "read-only")])
+def test_a_full_or_read_only_data_volume_is_a_503_with_retry_after_and_keeps_nothing(
+    client, monkeypatch, caplog, error, state
+):
+    """The service's disk, not the request: said so (it was a 500 "something went wrong" and a traceback)."""
+    from cvunet_matting import storage
+
+    def no_room(*args, **kwargs):
+        raise OSError(error, os.strerror(error), "/data/inputs/ab/abcdef")
+
+    monkeypatch.setattr(storage, "write_atomic", no_room)
+    api = upload(client, png_bytes(28))
+    assert api.status_code == 503 and api.headers["Retry-After"] == "60"
+    assert api.get_json()["error"] == {
+        "code": "storage_unavailable",
+        "message": f"the service's storage is {state}: nothing was kept of this request; try again later",
+    }
+    form = client.post("/", data={"csrf_token": page_csrf(client), "files": (io.BytesIO(png_bytes(29)), "a.png")})
+    assert form.status_code == 503 and form.mimetype == "text/html"
+    assert "/data/inputs" not in api.get_data(as_text=True) + form.get_data(as_text=True)
+    assert "Traceback" not in caplog.text and f"storage {state} on POST" in caplog.text
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM tasks")
+        assert cur.fetchone()["n"] == 0
 
 
 @services
