@@ -35,9 +35,14 @@ def check_csrf():
             abort(403, description="The form has expired or did not come from this site: reload the page and retry.")
 
 
+# A task's state in the pages' words: the badges, and the upload card as it follows one image.
+STATE_WORDS = {"pending": "queued", "started": "working", "retry": "retrying", "success": "done", "failure": "failed"}
+
+
 @bp.app_context_processor
 def template_globals():
     return {
+        "state_words": STATE_WORDS,
         "csrf_token": csrf_token,
         "max_upload_mb": settings().max_upload_mb,
         "actor": g.get("actor"),

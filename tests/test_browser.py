@@ -491,7 +491,7 @@ def test_one_queued_image_says_so_at_once(server, signed_in, tmp_path):
     page.click("#submit")
     page.wait_for_selector("#progress-links a")
     assert page.inner_text("#progress-title") == "Removing the background…"
-    assert page.inner_text("#progress-text") == "Status: pending"
+    assert page.inner_text("#progress-text") == "Status: queued"  # the badges' word
 
 
 def test_the_history_says_its_filter_in_words(server, signed_in):

@@ -182,13 +182,15 @@
     let seen = batch ? 0 : "pending";
     const refusedCount = (accepted.refused || []).length; // the batch keeps them as failed items
     // Said at once: the first answer comes only when something changes, which a queue can delay.
-    text.textContent = batch ? batchCounts(0, refusedCount, accepted.total, accepted.total + refusedCount) : "Status: pending";
+    const words = JSON.parse(text.dataset.stateWords || "{}"); // the badges' words, from the template
+    const said = (state) => "Status: " + (words[state] || state);
+    text.textContent = batch ? batchCounts(0, refusedCount, accepted.total, accepted.total + refusedCount) : said("pending");
     for (;;) {
       const body = await waitForChange(statusUrl, seen, notice);
       if (!body) return;
       if (!batch) {
         seen = body.state;
-        text.textContent = "Status: " + body.state;
+        text.textContent = said(body.state);
         if (body.state === "success") return window.location.assign(body.view_url);
         if (body.state === "failure") {
           title.textContent = "This image could not be processed";
