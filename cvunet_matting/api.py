@@ -84,6 +84,16 @@ def retry(task_id: str, force: bool):
 
 
 @route
+def cancel_task(task_id: str):
+    return jsonify(intake.cancel_task(task_id))
+
+
+@route
+def cancel_batch(batch_id: str):
+    return jsonify(intake.cancel_batch(batch_id))
+
+
+@route
 def batch_status(batch_id: str, offset: int, limit: int, wait: float):
     return intake.batch_status(VIA, batch_id, offset, limit, wait)
 

@@ -105,6 +105,20 @@ OPERATIONS = {
         (400, 401, 404, 409, 422, 429, 503),
         query=(FlagQuery("force", "retry a refused input anyway; admins: even one that crashed the worker"),),
     ),
+    "cancel_task": Operation(
+        "POST",
+        "/tasks/<task_id>/cancel",
+        "Cancel a task no worker has started (it ends as failed, code `cancelled`; a retry runs it after all)",
+        (200, json_response("Cancelled", ref("Cancelled"))),
+        (400, 401, 404, 409, 503),
+    ),
+    "cancel_batch": Operation(
+        "POST",
+        "/batches/<batch_id>/cancel",
+        "Cancel a batch's tasks that no worker has started (those running finish; the batch then ends)",
+        (200, json_response("Cancelled", ref("Cancelled"))),
+        READ_ERRORS,
+    ),
     "task_result": Operation(
         "GET",
         "/tasks/<task_id>/result",

@@ -129,6 +129,17 @@ SCHEMAS = {
         folder=string(minLength=1, description="a folder under CVUNET_ALLOWED_ROOTS (relative: under the first)"),
         options=ref("Options"),
     ),
+    "Cancelled": obj(
+        ["cancelled"],
+        task_id=string(format="uuid"),
+        batch_id=string(format="uuid"),
+        cancelled={
+            "type": "integer",
+            "minimum": 0,
+            "description": "tasks cancelled (not started yet); each ends as failed, code `cancelled`, when a"
+            " worker reaches it: at once, without running the model",
+        },
+    ),
     "TaskAccepted": obj(
         ["task_id", "status_url"], task_id=string(format="uuid"), status_url=string(), view_url=string(), **POLL_HINT
     ),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
-from . import db, downloads, polling, quotas, submission, waiting
+from . import cancelling, db, downloads, polling, quotas, submission, waiting
 from .accounts import Actor
 from .api_schemas import FAILURES_LISTED
 from .db import reads
@@ -17,6 +17,7 @@ from .errors import InputError
 from .http_errors import error_json, status_for
 from .http_support import settings
 from .presenters import batch_json, listed_batch_json, task_json
+from .redis_client import get_redis
 from .states import FINAL_TASK_STATES
 from .web_input import check_api_fields, check_filename, load_batch, parse_id, parse_options, probe_uploads, task_row
 
@@ -177,6 +178,23 @@ def retry(via: str, task_id: str, force: bool = False):
     if retry_task(row["id"]) != "requeued":
         raise InputError(f"task {task_id} is {row['state']}: only failed tasks can be retried", code="not_failed")
     return accepted({"task_id": str(row["id"]), "state": "pending"}, url_for(f"{via}.task_status", task_id=row["id"]))
+
+
+def cancel_task(task_id: str) -> dict:
+    """Cancel the actor's task if no worker has started it (409 `not_pending` otherwise)."""
+    row = task_row(task_id, actor())
+    cancelled = cancelling.cancel(get_redis(), task_id=row["id"])
+    if not cancelled:
+        raise InputError(
+            f"task {task_id} is {row['state']}: only work no worker has started can be cancelled", code="not_pending"
+        )
+    return {"task_id": str(row["id"]), "cancelled": cancelled}
+
+
+def cancel_batch(batch_id: str) -> dict:
+    """Cancel what the actor's batch has not started; what runs finishes, and the batch ends as usual."""
+    batch, _, _ = load_batch(batch_id, 0, 0, actor())
+    return {"batch_id": str(batch["id"]), "cancelled": cancelling.cancel(get_redis(), batch_id=batch["id"])}
 
 
 def batch_progress(batch_id: str, who: Actor):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from . import batch_lifecycle, db, dispatch, finish, liveness, transport
+from . import batch_lifecycle, cancelling, db, dispatch, finish, liveness, transport
 from .celery_app import app
 from .config import get_settings
 from .db import reads, writes
@@ -43,6 +43,7 @@ def retry_task(task_id) -> str:
         if row["state"] != "failure":
             return "not_failed"
         _requeue_rows(cur, [row])
+    cancelling.clear(get_redis(), [row["id"]])  # asked to run again: it runs
     _publish_again([row])
     return "requeued"
 
@@ -56,7 +57,7 @@ def requeue(
         if dry_run or not rows:
             return rows
         _requeue_rows(cur, rows)
-    _publish_again(rows)
+    _publish_again(rows)  # a cancelled one among the stuck stays cancelled: its worker ends it at once
     return rows
 
 

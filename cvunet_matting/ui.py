@@ -121,6 +121,34 @@ def task_view(task_id: str):
     return render_template("task.html", task=task_json(row, "page"), options=OutputOptions.from_dict(row["options"]))
 
 
+@bp.post("/tasks/<task_id>/cancel")
+def cancel_task(task_id: str):
+    from .intake import cancel_task as cancel_as_actor
+
+    try:
+        cancel_as_actor(uuid_or_404(task_id))
+        flash("Cancelled: it will not run.", "info")
+    except InputError as exc:
+        if exc.code == "not_found":
+            abort(404, description="No such task.")
+        flash("It had started already: it runs to its end.", "error")
+    return redirect(url_for("ui.task_view", task_id=task_id))
+
+
+@bp.post("/batches/<batch_id>/cancel")
+def cancel_batch(batch_id: str):
+    from .intake import cancel_batch as cancel_as_actor
+
+    try:
+        count = cancel_as_actor(batch_id)["cancelled"]
+    except InputError as exc:
+        if exc.code in ("not_found", "bad_id"):
+            abort(404, description="No such batch.")
+        raise
+    flash(f"{count} waiting image{'s' if count != 1 else ''} cancelled; those already running finish.", "info")
+    return redirect(url_for("ui.batch_view", batch_id=batch_id))
+
+
 @bp.post("/tasks/<task_id>/retry")
 def retry(task_id: str):
     from .intake import retry as retry_as_actor

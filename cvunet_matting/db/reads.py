@@ -71,11 +71,12 @@ def requeue_candidates(
     """Failed tasks and/or tasks not finished after `stuck_seconds`, optionally in one batch.
 
     Inputs refused for what they are (truncated, not an image...) fail the same way every time:
-    they are left out unless asked for."""
+    they are left out unless asked for. Tasks their owner cancelled are always left out (their owner
+    may retry them)."""
     clauses = []
     if failed:
         refused = "" if include_refused else " AND error_code IS DISTINCT FROM 'refused'"
-        clauses.append(f"(state = 'failure'{refused})")
+        clauses.append(f"(state = 'failure' AND error_code IS DISTINCT FROM 'cancelled'{refused})")
     if stuck_seconds is not None:
         clauses.append(
             "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s))"
@@ -215,6 +216,16 @@ def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
 def _all(cur, sql: str, params=None) -> list[dict]:
     cur.execute(sql, params)
     return cur.fetchall()
+
+
+def not_started(cur, batch_id=None, task_id=None) -> list[str]:
+    """The ids of a batch's tasks (or of the one task) that no worker has started: pending or retrying."""
+    column, value = ("batch_id", batch_id) if batch_id is not None else ("id", task_id)
+    cur.execute(
+        f"SELECT id FROM tasks WHERE {column} = %s AND state IN ('pending', 'retry')",  # noqa: S608 (fixed names)
+        (value,),
+    )
+    return [str(row["id"]) for row in cur.fetchall()]
 
 
 def lock_task(cur, task_id) -> dict | None:

@@ -1,0 +1,47 @@
+"""Cancelling work that has not started: its owner changed their mind (a folder of 10,000 sent by mistake).
+
+A cancelled task keeps its message. The worker that receives it ends it at once, as failed with the
+code `cancelled`, before reading its input or touching the model: its batch's chord counts it like any
+other, the batch finishes (its ZIP holds what was done), the row says what happened, and a retry runs it
+after all. Which tasks are cancelled is said in Redis (a key a task, kept a week, longer than any queue
+wait), which the worker reads first. A task already running finishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+
+from . import db
+from .db import reads
+
+CANCELLED = "cvunet:cancelled:"
+TTL_S = 7 * 24 * 3600
+REASON = "cancelled by its owner before it ran"
+
+
+def mark(client: redis.Redis, task_ids: Iterable[str]) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.set(CANCELLED + str(task_id), 1, ex=TTL_S)
+        pipe.execute()
+
+
+def is_cancelled(client: redis.Redis, task_id: str) -> bool:
+    return bool(client.exists(CANCELLED + task_id))
+
+
+def clear(client: redis.Redis, task_ids: Iterable[str]) -> None:
+    """Before a retry or a requeue: asked to run again, they run."""
+    keys = [CANCELLED + str(t) for t in task_ids]
+    if keys:
+        client.delete(*keys)
+
+
+def cancel(client: redis.Redis, batch_id=None, task_id=None) -> int:
+    """Cancel a batch's tasks that have not started, or one task: how many were cancelled."""
+    with db.transaction() as cur:
+        ids = reads.not_started(cur, batch_id=batch_id, task_id=task_id)
+    mark(client, ids)
+    return len(ids)

@@ -1,0 +1,124 @@
+"""Cancelling work not yet started: a batch's waiting images, or one task; what runs finishes."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from cvunet_matting import cancelling, db
+from cvunet_matting.config import get_settings
+from cvunet_matting.db import reads
+from cvunet_matting.redis_client import get_redis
+from cvunet_matting.storage import Storage
+from cvunet_matting.web import create_app
+from tests import support
+from tests.support import png_bytes
+
+pytestmark = pytest.mark.services
+SLOW_MS = 3000  # long enough that the batch's later images are still waiting when it is cancelled
+
+
+@pytest.fixture
+def app(clean_state):
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def alice(database):
+    return support.make_user(prefix="alice")
+
+
+def submit_batch(client, count: int, seed: int) -> str:
+    files = [(io.BytesIO(png_bytes(seed + n)), f"img{n}.png") for n in range(count)]
+    response = client.post("/api/v1/batches", data={"files": files}, content_type="multipart/form-data")
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["batch_id"]
+
+
+def started(batch_id: str) -> bool:
+    return any(row["state"] == "started" for row in support.rows_of(batch_id))
+
+
+@pytest.mark.stack
+def test_a_cancelled_batch_ends_with_what_ran_and_its_waiting_images_never_run(app, alice, worker_factory, tmp_root):
+    model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
+    worker_factory("slow@%h", CVUNET_MODEL=str(model), **support.simulated_device_env(tmp_root / "sim", SLOW_MS))
+    client = support.user_client(app, alice)
+    batch_id = submit_batch(client, 4, seed=300)
+    support.wait_for(lambda: started(batch_id), 60, "the first image running")
+
+    other = support.user_client(app, support.make_user(prefix="mallory"))
+    assert other.post(f"/api/v1/batches/{batch_id}/cancel").status_code == 404  # not theirs
+    answer = client.post(f"/api/v1/batches/{batch_id}/cancel")
+    assert answer.status_code == 200
+    cancelled = answer.get_json()["cancelled"]
+    assert answer.get_json()["batch_id"] == batch_id and 1 <= cancelled <= 3
+
+    batch = support.wait_batch(batch_id, timeout=120)
+    rows = support.rows_of(batch_id)
+    done = [r for r in rows if r["state"] == "success"]
+    dropped = [r for r in rows if r["error_code"] == "cancelled"]
+    assert len(done) + len(dropped) == 4 and len(dropped) == cancelled and done
+    assert all(r["state"] == "failure" and r["error"] == cancelling.REASON for r in dropped)
+    assert all(r["width"] is None for r in dropped)  # never decoded, never run
+    with zipfile.ZipFile(Storage(get_settings().data_dir).resolve(batch["zip_path"])) as z:
+        names = set(z.namelist())
+    assert {f"img{r['position']}.png" for r in done} <= names
+    assert not {f"img{r['position']}.png" for r in dropped} & names
+
+    # Asked to run after all, a cancelled image runs.
+    again = client.post(f"/api/v1/tasks/{dropped[0]['id']}/retry")
+    assert again.status_code == 202
+    assert support.wait_task(str(dropped[0]["id"]), "success", timeout=60)["error_code"] is None
+
+
+@pytest.mark.stack
+def test_one_waiting_task_is_cancelled_and_a_finished_one_is_not(app, alice, worker_factory):
+    client = support.user_client(app, alice)
+    body = {"file": (io.BytesIO(png_bytes(310)), "one.png")}
+    task_id = client.post("/api/v1/images", data=body, content_type="multipart/form-data").get_json()["task_id"]
+    other = support.user_client(app, support.make_user(prefix="eve"))
+    assert other.post(f"/api/v1/tasks/{task_id}/cancel").status_code == 404
+    answer = client.post(f"/api/v1/tasks/{task_id}/cancel")  # no worker yet: it waits in the queue
+    assert answer.status_code == 200 and answer.get_json() == {"task_id": task_id, "cancelled": 1}
+    worker_factory()
+    row = support.wait_task(task_id, "failure", timeout=60)
+    assert row["error_code"] == "cancelled" and row["error"] == cancelling.REASON
+    late = client.post(f"/api/v1/tasks/{task_id}/cancel")
+    assert late.status_code == 409 and late.get_json()["error"]["code"] == "not_pending"
+    status = client.get(f"/api/v1/tasks/{task_id}").get_json()
+    assert status["state"] == "failure" and status["error_code"] == "cancelled"
+
+
+def test_the_pages_offer_cancel_while_work_waits(app, alice):
+    pages = support.user_client(app, alice)
+    api = support.user_client(app, alice)
+    body = {"file": (io.BytesIO(png_bytes(320)), "wait.png")}
+    task_id = api.post("/api/v1/images", data=body, content_type="multipart/form-data").get_json()["task_id"]
+    page = pages.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert f"/tasks/{task_id}/cancel" in page
+    token = support.page_csrf(pages, f"/tasks/{task_id}")
+    assert pages.post(f"/tasks/{task_id}/cancel").status_code == 403  # the form's token is required
+    sent = pages.post(f"/tasks/{task_id}/cancel", data={"csrf_token": token})
+    assert sent.status_code == 302 and "Cancelled: it will not run." in pages.get(sent.headers["Location"]).get_data(
+        as_text=True
+    )
+    assert cancelling.is_cancelled(get_redis(), task_id)
+
+    batch_id = submit_batch(api, 2, seed=321)
+    assert f"/batches/{batch_id}/cancel" in pages.get(f"/batches/{batch_id}").get_data(as_text=True)
+    sent = pages.post(f"/batches/{batch_id}/cancel", data={"csrf_token": token})
+    assert "2 waiting images cancelled" in pages.get(sent.headers["Location"]).get_data(as_text=True)
+
+
+def test_an_operators_requeue_of_failures_leaves_cancelled_tasks_alone(app, alice):
+    api = support.user_client(app, alice)
+    body = {"file": (io.BytesIO(png_bytes(330)), "x.png")}
+    task_id = api.post("/api/v1/images", data=body, content_type="multipart/form-data").get_json()["task_id"]
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET state = 'failure', error_code = 'cancelled' WHERE id = %s", (task_id,))
+        assert reads.requeue_candidates(cur, failed=True, stuck_seconds=None) == []
+        cur.execute("UPDATE tasks SET error_code = 'internal' WHERE id = %s", (task_id,))
+        assert [str(r["id"]) for r in reads.requeue_candidates(cur, failed=True, stuck_seconds=None)] == [task_id]
