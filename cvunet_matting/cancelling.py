@@ -39,8 +39,18 @@ def clear(client: redis.Redis, task_ids: Iterable[str]) -> None:
         client.delete(*keys)
 
 
+def batch_cancelled(client: redis.Redis, batch_id) -> bool:
+    """Whether the batch was cancelled: a folder's listing then records no more of it."""
+    return bool(client.exists(CANCELLED + f"batch:{batch_id}"))
+
+
 def cancel(client: redis.Redis, batch_id=None, task_id=None) -> int:
-    """Cancel a batch's tasks that have not started, or one task: how many were cancelled."""
+    """Cancel a batch's tasks that have not started, or one task: how many were cancelled.
+
+    A batch is marked first, then its rows are read: a folder's page recorded after that read was
+    recorded after the mark, and its listing, which looks for the mark after each page, cancels it."""
+    if batch_id is not None:
+        client.set(CANCELLED + f"batch:{batch_id}", 1, ex=TTL_S)
     with db.transaction() as cur:
         ids = reads.not_started(cur, batch_id=batch_id, task_id=task_id)
     mark(client, ids)

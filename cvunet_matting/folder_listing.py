@@ -13,17 +13,21 @@ from __future__ import annotations
 import logging
 import uuid
 
-from . import batch_lifecycle, db, quotas
+from . import batch_lifecycle, cancelling, db, quotas
 from .accounts import Actor
 from .config import Settings, get_settings
 from .db import reads, writes
 from .encoding import OutputOptions
 from .errors import InputError
 from .naming import unique_names
+from .redis_client import get_redis
 from .storage import Storage
 from .submission import Item, folder_items
 
 log = logging.getLogger(__name__)
+
+
+LISTING_CANCELLED = "cancelled by its owner: the rest of the folder was not listed"
 
 
 class ListingStopped(Exception):
@@ -45,15 +49,26 @@ def list_folder(batch_id: str, settings: Settings | None = None) -> dict:
         items = listed_items(batch, owner, settings)
         names = unique_names([i.filename for i in items], OutputOptions.from_dict(batch["options"]).extension)
         for idx, start in enumerate(range(recorded, len(items), settings.batch_chunk), next_chunk):
+            stop_if_cancelled(batch_id)
             end = start + settings.batch_chunk
-            record_page(batch, idx, start, items[start:end], names[start:end], owner)
+            page = record_page(batch, idx, start, items[start:end], names[start:end], owner)
             batch_lifecycle.fill_window(batch_id)
             recorded = min(end, len(items))
+            stop_if_cancelled(batch_id, page)
     except ListingStopped as exc:
         error = str(exc)
         log.warning("listing of batch %s stopped after %d image(s): %s", batch_id, recorded, error)
     batch_lifecycle.end_listing(batch_id, error)
     return {"batch_id": batch_id, "listed": recorded, "error": error}
+
+
+def stop_if_cancelled(batch_id: str, page: list[str] = ()) -> None:
+    """Its owner cancelled the batch: no more pages; the page just recorded (perhaps after the cancel
+    read the batch's rows) is cancelled too."""
+    client = get_redis()
+    if cancelling.batch_cancelled(client, batch_id):
+        cancelling.mark(client, page)
+        raise ListingStopped(LISTING_CANCELLED)
 
 
 def owner_of(cur, batch: dict) -> Actor | None:
@@ -74,8 +89,8 @@ def listed_items(batch: dict, owner: Actor | None, settings: Settings) -> list[I
     return items
 
 
-def record_page(batch: dict, idx: int, start: int, items: list[Item], names: list[str], owner) -> None:
-    """One chunk's rows, their inputs stored; a file that cannot be read fails alone, at once."""
+def record_page(batch: dict, idx: int, start: int, items: list[Item], names: list[str], owner) -> list[str]:
+    """One chunk's rows, their inputs stored; a file that cannot be read fails alone, at once. Their ids."""
     storage = Storage(get_settings().data_dir)
     rows, refused = [], {}
     for pos, (item, name) in enumerate(zip(items, names, strict=True), start):
@@ -101,3 +116,4 @@ def record_page(batch: dict, idx: int, start: int, items: list[Item], names: lis
             raise ListingStopped(exc.reason) from exc
         writes.add_listed_chunk(cur, batch["id"], idx, rows)
         writes.refuse_listed(cur, refused)
+    return [str(row["id"]) for row in rows]

@@ -122,3 +122,40 @@ def test_an_operators_requeue_of_failures_leaves_cancelled_tasks_alone(app, alic
         assert reads.requeue_candidates(cur, failed=True, stuck_seconds=None) == []
         cur.execute("UPDATE tasks SET error_code = 'internal' WHERE id = %s", (task_id,))
         assert [str(r["id"]) for r in reads.requeue_candidates(cur, failed=True, stuck_seconds=None)] == [task_id]
+
+
+def listed_folder(count: int):
+    from cvunet_matting.encoding import OutputOptions
+    from cvunet_matting.submission import submit_folder
+
+    folder = get_settings().allowed_roots[0] / f"cancel-{count}-{support.free_port()}"
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"img{i:02d}.png").write_bytes(png_bytes(340 + i, (40, 30)))
+    return submit_folder(str(folder), OutputOptions())
+
+
+def test_a_folder_batch_cancelled_while_it_is_listed_records_no_more_pages(clean_state, monkeypatch):
+    """Cancelled between two pages of its listing, as its owner would: the page recorded after the
+    cancel read the rows is cancelled by the listing itself, and no page follows."""
+    from cvunet_matting import folder_listing
+
+    settings = support.settings(CVUNET_BATCH_CHUNK=2)
+    batch_id = listed_folder(6)
+    real = folder_listing.record_page
+
+    def record_then_cancel(*args, **kwargs):
+        recorded = real(*args, **kwargs)
+        get_redis().set(cancelling.CANCELLED + f"batch:{batch_id}", 1)  # the cancel's mark, its read just before
+        return recorded
+
+    monkeypatch.setattr(folder_listing, "record_page", record_then_cancel)
+    result = folder_listing.list_folder(batch_id, settings)
+    rows = support.rows_of(batch_id)
+    assert result["listed"] == 2 and result["error"] == folder_listing.LISTING_CANCELLED and len(rows) == 2
+    assert all(cancelling.is_cancelled(get_redis(), str(r["id"])) for r in rows)
+    assert folder_listing.LISTING_CANCELLED in support.batch_row(batch_id)["error"]
+
+    before = listed_folder(3)  # cancelled before its listing began: nothing is recorded
+    assert cancelling.cancel(get_redis(), batch_id=before) == 0
+    assert folder_listing.list_folder(before, settings)["listed"] == 0 and support.rows_of(before) == []
