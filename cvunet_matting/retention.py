@@ -56,7 +56,8 @@ def _expire(settings: Settings, dry_run: bool) -> dict:
                 totals["tasks"] += len(tasks)
                 break
             writes.expire_tasks(cur, [t["id"] for t in tasks])
-            unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks})
+            # A file refused on arrival has no input ('' for a key): nothing to look for, nothing to remove.
+            unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks if t["input_key"]})
         totals["tasks"] += len(tasks)
         totals["files"] += _remove(_result_files(storage, tasks))
         totals["inputs"] += _remove(storage.input_path(key) for key in unused)

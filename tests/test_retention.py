@@ -90,6 +90,23 @@ def test_old_results_and_inputs_go_and_what_is_kept_stays(clean_state):
     assert expire(settings)["tasks"] == 0  # nothing twice
 
 
+def test_files_refused_on_arrival_expire_beside_the_rest(clean_state):
+    """A refused upload is a row with no input (its key ''): retention raised on it, after marking its
+    page expired and before removing that page's files, which were then left on disk for good."""
+    settings = support.settings(CVUNET_RETENTION_DAYS=30)
+    storage = Storage(settings.data_dir)
+    kept_file = add_task(storage, png_bytes(4), days_old=45)
+    refused = {"id": uuid.uuid4(), "filename": "empty.png", "input_key": "", "options": {}, "output_path": "x/e.png"}
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [refused])
+        writes.refuse_listed(cur, {refused["id"]: "the file is empty"})
+        cur.execute("UPDATE tasks SET finished_at = now() - interval '45 days' WHERE id = %s", (refused["id"],))
+    done = expire(settings)
+    assert done["tasks"] == 2 and done["files"] == 1 and done["inputs"] == 1
+    assert not (storage.root / kept_file["output_path"]).exists()
+    assert expired_at("tasks", refused["id"]) is not None
+
+
 def test_a_batch_expires_with_its_last_task_and_its_archive_goes(clean_state):
     settings = support.settings(CVUNET_RETENTION_DAYS=7)
     storage = Storage(settings.data_dir)
