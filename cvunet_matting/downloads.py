@@ -91,6 +91,8 @@ def original(row: dict, attachment: bool):
     """The upload as stored, its type sniffed from its first bytes (never the client's file name)."""
     if row.get("expired_at"):
         return expired("upload", row)
+    if not row["input_key"]:
+        raise InputError("nothing was stored for this file: it was refused on arrival", code="not_found")
     storage = Storage(settings().data_dir)
     path = stored(storage.relative(storage.input_path(row["input_key"])))
     with path.open("rb") as fh:

@@ -61,7 +61,8 @@ def item_json(row: dict, via: str = "api") -> dict:
     }
     if item["expired"]:
         return item
-    item["input_url"] = url_for(f"{via}.task_input", task_id=tid)
+    if row.get("input_key"):  # none for a file refused on arrival: nothing was stored
+        item["input_url"] = url_for(f"{via}.task_input", task_id=tid)
     if row["state"] == "success":
         item["result_url"] = url_for(f"{via}.task_result", task_id=tid)
         if has_alpha(row):

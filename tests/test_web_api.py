@@ -650,6 +650,21 @@ def test_a_full_or_read_only_data_volume_is_a_503_with_retry_after_and_keeps_not
 
 
 @services
+def test_a_file_refused_on_arrival_offers_no_original(client):
+    """Nothing was stored for it: its input was a 500 (no storage key), and its page a broken image."""
+    files = [(io.BytesIO(png_bytes(30)), "a.png"), (io.BytesIO(b""), "empty.png")]
+    batch = client.post("/api/v1/batches", data={"files": files}, content_type="multipart/form-data").get_json()
+    refused = [r for r in support.rows_of(batch["batch_id"]) if r["filename"] == "empty.png"][0]
+    status = client.get(f"/api/v1/tasks/{refused['id']}").get_json()
+    assert status["state"] == "failure" and "input_url" not in status
+    original = client.get(f"/api/v1/tasks/{refused['id']}/input")
+    assert original.status_code == 404 and original.get_json()["error"]["code"] == "not_found"
+    assert "refused on arrival" in original.get_json()["error"]["message"]
+    page = client.get(f"/tasks/{refused['id']}")
+    assert page.status_code == 200 and 'alt="original image"' not in page.get_data(as_text=True)
+
+
+@services
 def test_the_form_names_the_first_refused_files_and_counts_the_rest(client):
     """Forty files the form refuses: five are named, the rest counted. One flash each (they wait in the
     session cookie) grew the cookie with every file, past the 4 KB browsers keep, sign-in and all."""
