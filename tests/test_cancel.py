@@ -113,7 +113,7 @@ def test_the_pages_offer_cancel_while_work_waits(app, alice):
     assert "2 waiting images cancelled" in pages.get(sent.headers["Location"]).get_data(as_text=True)
 
 
-def test_an_operators_requeue_of_failures_leaves_cancelled_tasks_alone(app, alice):
+def test_an_operators_requeue_of_failures_leaves_cancelled_and_unstored_tasks_alone(app, alice):
     api = support.user_client(app, alice)
     body = {"file": (io.BytesIO(png_bytes(330)), "x.png")}
     task_id = api.post("/api/v1/images", data=body, content_type="multipart/form-data").get_json()["task_id"]
@@ -122,6 +122,9 @@ def test_an_operators_requeue_of_failures_leaves_cancelled_tasks_alone(app, alic
         assert reads.requeue_candidates(cur, failed=True, stuck_seconds=None) == []
         cur.execute("UPDATE tasks SET error_code = 'internal' WHERE id = %s", (task_id,))
         assert [str(r["id"]) for r in reads.requeue_candidates(cur, failed=True, stuck_seconds=None)] == [task_id]
+        # A file refused on arrival has nothing stored to run, even with --include-refused.
+        cur.execute("UPDATE tasks SET error_code = 'refused', input_key = '' WHERE id = %s", (task_id,))
+        assert reads.requeue_candidates(cur, failed=True, stuck_seconds=None, include_refused=True) == []
 
 
 def listed_folder(count: int):
