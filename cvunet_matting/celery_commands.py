@@ -1,6 +1,7 @@
-"""`celery -A cvunet_matting requeue|reconcile`: operator commands registered through `celery.commands`.
+"""`celery -A cvunet_matting requeue|reconcile|expire|cancel`: operator commands registered through
+`celery.commands`.
 
-The same click commands are also `cvunet-matting requeue|reconcile`.
+The same click commands are also `cvunet-matting requeue|reconcile|expire|cancel`.
 """
 
 from __future__ import annotations
@@ -39,12 +40,20 @@ def _fail(message: str) -> None:
 
 def batch_option(ctx, param, value: str | None) -> str | None:
     """A batch id as the pages and the API show it, checked here rather than by PostgreSQL."""
+    return _id_option(value, "batch")
+
+
+def task_option(ctx, param, value: str | None) -> str | None:
+    return _id_option(value, "task")
+
+
+def _id_option(value: str | None, kind: str) -> str | None:
     if value is None:
         return None
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a batch id (a UUID such as the batch page's URL shows)") from None
+        raise click.BadParameter(f"{value!r} is not a {kind} id (a UUID such as the {kind} page's URL shows)") from None
 
 
 @click.command("requeue")
@@ -73,6 +82,30 @@ def requeue(failed, stuck_for, batch_id, include_refused, dry_run):
         refused = count_refused(batch_id)
         if refused:  # left out on purpose, but an operator looking for "what failed" should know
             click.echo(f"{refused} refused input(s) left failed: they would fail the same way (--include-refused)")
+
+
+@click.command("cancel")
+@click.option("--batch", "batch_id", default=None, callback=batch_option, help="This batch's images not yet started.")
+@click.option("--task", "task_id", default=None, callback=task_option, help="This task, if not yet started.")
+def cancel(batch_id, task_id):
+    """Cancel matting work no worker has started: each image ends as failed (code cancelled) when a
+    worker reaches it, without running the model; what runs finishes. `--batch` also stops a folder's
+    listing. A retry (the pages, the API) runs a cancelled image after all."""
+    from . import cancelling, db
+    from .db import reads
+    from .redis_client import get_redis
+
+    if (batch_id is None) == (task_id is None):
+        _fail("say what to cancel: --batch ID or --task ID")
+    try:
+        with db.transaction() as cur:
+            found = reads.get_batch(cur, batch_id) if batch_id else reads.get_task(cur, task_id)
+        if found is None:
+            _fail(f"no {'batch' if batch_id else 'task'} {batch_id or task_id}")
+        count = cancelling.cancel(get_redis(), batch_id=batch_id, task_id=task_id)
+    except psycopg2.Error as exc:
+        _fail(f"postgres: {one_line(exc)}")
+    click.echo(f"{count} task(s) cancelled" + ("" if count else ": none was waiting (what runs finishes)"))
 
 
 def count_refused(batch_id: str | None) -> int:

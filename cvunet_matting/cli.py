@@ -254,11 +254,12 @@ def stop_stack() -> None:
 
 
 def _add_operator_commands() -> None:
-    from .celery_commands import expire, reconcile, requeue
+    from .celery_commands import cancel, expire, reconcile, requeue
 
     main.add_command(requeue)
     main.add_command(reconcile)
     main.add_command(expire)
+    main.add_command(cancel)
 
 
 _add_operator_commands()

@@ -162,3 +162,22 @@ def test_a_folder_batch_cancelled_while_it_is_listed_records_no_more_pages(clean
     before = listed_folder(3)  # cancelled before its listing began: nothing is recorded
     assert cancelling.cancel(get_redis(), batch_id=before) == 0
     assert folder_listing.list_folder(before, settings)["listed"] == 0 and support.rows_of(before) == []
+
+
+def test_an_operator_cancels_from_the_command_line(app, alice):
+    """`cvunet-matting cancel` (also `celery -A cvunet_matting cancel`): a batch's waiting images, one
+    task; a wrong or unknown id is a one-line error, not a traceback."""
+    api = support.user_client(app, alice)
+    batch_id = submit_batch(api, 2, seed=350)
+    done = support.run_cli("cancel", "--batch", batch_id)
+    assert done.returncode == 0 and done.stdout.strip() == "2 task(s) cancelled", done.stdout + done.stderr
+    assert all(cancelling.is_cancelled(get_redis(), str(r["id"])) for r in support.rows_of(batch_id))
+    again = support.run_cli("cancel", "--task", str(support.rows_of(batch_id)[0]["id"]))
+    assert again.returncode == 0 and "1 task(s) cancelled" in again.stdout  # still waiting: cancelled still
+    for argv, words in (
+        ((), "say what to cancel"),
+        (("--batch", "nope"), "'nope' is not a batch id"),
+        (("--task", "00000000-0000-0000-0000-000000000000"), "no task 00000000-0000-0000-0000-000000000000"),
+    ):
+        refused = support.run_cli("cancel", *argv)
+        assert refused.returncode != 0 and words in refused.stderr and "Traceback" not in refused.stderr, argv
