@@ -33,15 +33,19 @@ def is_cancelled(client: redis.Redis, task_id: str) -> bool:
 
 
 def clear(client: redis.Redis, task_ids: Iterable[str]) -> None:
-    """Before a retry or a requeue: asked to run again, they run."""
+    """Before a retry: asked to run again, it runs (an operator's bulk requeue leaves the marks)."""
     keys = [CANCELLED + str(t) for t in task_ids]
     if keys:
         client.delete(*keys)
 
 
+def _batch_key(batch_id) -> str:
+    return f"{CANCELLED}batch:{batch_id}"
+
+
 def batch_cancelled(client: redis.Redis, batch_id) -> bool:
     """Whether the batch was cancelled: a folder's listing then records no more of it."""
-    return bool(client.exists(CANCELLED + f"batch:{batch_id}"))
+    return bool(client.exists(_batch_key(batch_id)))
 
 
 def cancel(client: redis.Redis, batch_id=None, task_id=None) -> int:
@@ -50,7 +54,7 @@ def cancel(client: redis.Redis, batch_id=None, task_id=None) -> int:
     A batch is marked first, then its rows are read: a folder's page recorded after that read was
     recorded after the mark, and its listing, which looks for the mark after each page, cancels it."""
     if batch_id is not None:
-        client.set(CANCELLED + f"batch:{batch_id}", 1, ex=TTL_S)
+        client.set(_batch_key(batch_id), 1, ex=TTL_S)
     with db.transaction() as cur:
         ids = reads.not_started(cur, batch_id=batch_id, task_id=task_id)
     mark(client, ids)
