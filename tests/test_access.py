@@ -251,6 +251,7 @@ def test_the_task_listing_shows_a_user_their_own_tasks_only(app, alice, bob, adm
     assert api.get("/api/v1/tasks?state=pending", headers=alice.bearer).get_json()["total"] == 3
     bad = api.get("/api/v1/tasks?state=done", headers=alice.bearer)
     assert bad.status_code == 400 and "pending, started, retry, success, failure" in bad.get_json()["error"]["message"]
+    assert api.get("/api/v1/tasks?state=", headers=alice.bearer).status_code == 400  # the enum has no ""
     assert [t["task_id"] for t in api.get("/api/v1/tasks", headers=bob.bearer).get_json()["tasks"]] == [theirs]
     everyone = {t["task_id"] for t in api.get("/api/v1/tasks", headers=admin.bearer).get_json()["tasks"]}
     assert everyone >= {*mine, theirs}
