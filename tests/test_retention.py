@@ -282,3 +282,20 @@ def test_expiry_removes_the_alpha_matte_derived_beside_a_result(app, alice):
     assert done["tasks"] == 1 and done["batches"] == 1 and done["files"] == 2  # the result and its matte
     assert not folder.exists()  # nothing left in the batch's folder, so it went too
     assert len(list(kept_folder.iterdir())) == 2  # a kept result keeps its matte
+
+
+def test_requeue_of_failures_leaves_expired_ones_alone(clean_state):
+    """`requeue --failed` republished failures retention had expired: their inputs were gone, so they
+    failed again, and each one's batch was reopened and its ZIP rebuilt where retention never looks again."""
+    from cvunet_matting.recovery import requeue
+
+    settings = support.settings(CVUNET_RETENTION_DAYS=30)
+    storage = Storage(settings.data_dir)
+    old, recent = add_task(storage, png_bytes(7), days_old=45), add_task(storage, png_bytes(8), days_old=1)
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE tasks SET state = 'failure', error_code = 'storage' WHERE id = ANY(%s)",
+            ([old["id"], recent["id"]],),
+        )
+    expire(settings)
+    assert [row["id"] for row in requeue(failed=True, stuck_seconds=None, dry_run=True)] == [recent["id"]]

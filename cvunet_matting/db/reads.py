@@ -72,11 +72,15 @@ def requeue_candidates(
 
     Inputs refused for what they are (truncated, not an image...) fail the same way every time:
     they are left out unless asked for. Tasks their owner cancelled are always left out (their owner
-    may retry them), and so are files refused on arrival: nothing was stored to run."""
+    may retry them), and so are files refused on arrival (nothing was stored to run) and expired ones
+    (retention removed their inputs)."""
     clauses = []
     if failed:
         refused = "" if include_refused else " AND error_code IS DISTINCT FROM 'refused'"
-        clauses.append(f"(state = 'failure' AND error_code IS DISTINCT FROM 'cancelled' AND input_key <> ''{refused})")
+        clauses.append(
+            f"(state = 'failure' AND error_code IS DISTINCT FROM 'cancelled' AND input_key <> ''"
+            f" AND expired_at IS NULL{refused})"
+        )
     if stuck_seconds is not None:
         clauses.append(
             "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s))"
