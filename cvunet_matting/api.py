@@ -94,6 +94,16 @@ def cancel_batch(batch_id: str):
 
 
 @route
+def delete_task(task_id: str):
+    return jsonify(intake.delete_task(task_id))
+
+
+@route
+def delete_batch(batch_id: str):
+    return jsonify(intake.delete_batch(batch_id))
+
+
+@route
 def batch_status(batch_id: str, offset: int, limit: int, wait: float):
     return intake.batch_status(VIA, batch_id, offset, limit, wait)
 

@@ -119,6 +119,20 @@ OPERATIONS = {
         (200, json_response("Cancelled", ref("Cancelled"))),
         READ_ERRORS,
     ),
+    "delete_task": Operation(
+        "DELETE",
+        "/tasks/<task_id>",
+        "Delete a finished task outside any batch: its files go now, and it leaves the history (404 from then on)",
+        (200, json_response("Deleted", ref("Deleted"))),
+        (400, 401, 404, 409, 503),
+    ),
+    "delete_batch": Operation(
+        "DELETE",
+        "/batches/<batch_id:batch_id>",
+        "Delete a finished batch with all its images: their files and its ZIP go now (404 from then on)",
+        (200, json_response("Deleted", ref("Deleted"))),
+        (400, 401, 404, 409, 503),
+    ),
     "task_result": Operation(
         "GET",
         "/tasks/<task_id>/result",

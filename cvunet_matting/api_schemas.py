@@ -140,6 +140,18 @@ SCHEMAS = {
             " worker reaches it: at once, without running the model",
         },
     ),
+    "Deleted": obj(
+        ["deleted", "files_removed"],
+        task_id=string(format="uuid"),
+        batch_id=string(format="uuid"),
+        deleted={"type": "integer", "minimum": 0, "description": "tasks deleted (a batch's: all its images)"},
+        files_removed={
+            "type": "integer",
+            "minimum": 0,
+            "description": "files removed from disk: results, alpha mattes, originals no other kept task shares,"
+            " a batch's ZIP and manifest",
+        },
+    ),
     "TaskAccepted": obj(
         ["task_id", "status_url"], task_id=string(format="uuid"), status_url=string(), view_url=string(), **POLL_HINT
     ),

@@ -39,8 +39,9 @@ ERROR_STATUSES = {
     409: (
         "Only failed, unexpired tasks can be retried (`expired_task`), an input that crashed the worker only by"
         " an admin (`poison_input`), and an input refused for what it is only with force=1 (`refused_input`);"
-        " only a task no worker has started can be cancelled (`not_pending`)",
-        ("not_failed", "poison_input", "expired_task", "refused_input", "not_pending"),
+        " only a task no worker has started can be cancelled (`not_pending`); only finished work can be deleted"
+        " (`not_finished`), and an image of a batch only with its batch (`in_batch`)",
+        ("not_failed", "poison_input", "expired_task", "refused_input", "not_pending", "not_finished", "in_batch"),
     ),
     410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
     413: ("The upload is over the size limit, or has too many parts (code `too_large`)", ("too_large",)),

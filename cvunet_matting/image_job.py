@@ -54,7 +54,10 @@ def reuse(existing: dict, target: Path, storage: Storage) -> bool:
         return False
     if source.resolve() != target.resolve():
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError:  # its owner deleted it (or retention took it) since the lookup: run
+            return False
     return True
 
 

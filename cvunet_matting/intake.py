@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
-from . import cancelling, db, downloads, polling, quotas, submission, waiting
+from . import cancelling, db, deleting, downloads, polling, quotas, submission, waiting
 from .accounts import Actor
 from .api_schemas import FAILURES_LISTED
 from .db import reads
@@ -19,6 +19,7 @@ from .http_support import settings
 from .presenters import batch_json, listed_batch_json, task_json
 from .redis_client import get_redis
 from .states import FINAL_TASK_STATES
+from .storage import Storage
 from .web_input import check_api_fields, check_filename, load_batch, parse_id, parse_options, probe_uploads, task_row
 
 # Unfinished work tells clients when to poll (polling.py: half the expected wait, sub-second in the
@@ -175,7 +176,10 @@ def retry(via: str, task_id: str, force: bool = False):
             code="refused_input",
         )
     quotas.precheck(who, 1, new=False)
-    if retry_task(row["id"]) != "requeued":
+    outcome = retry_task(row["id"])
+    if outcome == "expired":
+        raise InputError("this task expired or was deleted meanwhile: its files are gone", code="expired_task")
+    if outcome != "requeued":
         raise InputError(f"task {task_id} is {row['state']}: only failed tasks can be retried", code="not_failed")
     return accepted({"task_id": str(row["id"]), "state": "pending"}, url_for(f"{via}.task_status", task_id=row["id"]))
 
@@ -195,6 +199,18 @@ def cancel_batch(batch_id: str) -> dict:
     """Cancel what the actor's batch has not started; what runs finishes, and the batch ends as usual."""
     batch, _, _ = load_batch(batch_id, 0, 0, actor())
     return {"batch_id": str(batch["id"]), "cancelled": cancelling.cancel(get_redis(), batch_id=batch["id"])}
+
+
+def delete_task(task_id: str) -> dict:
+    """Delete the actor's finished task (not one of a batch's: 409 `in_batch`)."""
+    row = task_row(task_id, actor())
+    return deleting.delete_task(Storage(settings().data_dir), row["id"])
+
+
+def delete_batch(batch_id: str) -> dict:
+    """Delete the actor's finished batch, every image in it with it."""
+    batch, _, _ = load_batch(batch_id, 0, 0, actor())
+    return deleting.delete_batch(Storage(settings().data_dir), batch["id"])
 
 
 def batch_progress(batch_id: str, who: Actor):

@@ -35,13 +35,15 @@ def _publish_again(rows: list[dict]) -> None:
 
 
 def retry_task(task_id) -> str:
-    """Requeue a failed task under its own id: 'requeued', 'not_found' or 'not_failed'."""
+    """Requeue a failed task under its own id: 'requeued', 'not_found', 'not_failed' or 'expired'."""
     with db.transaction() as cur:
         row = reads.lock_task(cur, task_id)  # two clicks at once requeue it once
         if row is None:
             return "not_found"
         if row["state"] != "failure":
             return "not_failed"
+        if row["expired_at"]:  # expired or deleted while the caller looked: its input may be gone
+            return "expired"
         _requeue_rows(cur, [row])
     cancelling.clear(get_redis(), [row["id"]])  # asked to run again: it runs
     _publish_again([row])

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import redis
 
-from . import db
+from . import db, purging
 from .config import Settings
 from .db import reads, writes
 from .redis_client import get_redis
-from .storage import Storage, alpha_path
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 PAGE = 1000  # rows expired per transaction, so a year of history does not make one huge one
@@ -59,43 +59,16 @@ def _expire(settings: Settings, dry_run: bool) -> dict:
             # A file refused on arrival has no input ('' for a key): nothing to look for, nothing to remove.
             unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks if t["input_key"]})
         totals["tasks"] += len(tasks)
-        totals["files"] += _remove(_result_files(storage, tasks))
-        totals["inputs"] += _remove(storage.input_path(key) for key in unused)
+        totals["files"] += purging.remove_task_files(storage, tasks)
+        totals["inputs"] += purging.remove_inputs(storage, unused)
     with db.transaction() as cur:
         batches = reads.batches_past_retention(cur, settings.retention_days)
         if batches and not dry_run:
             writes.expire_batches(cur, [b["id"] for b in batches])
     totals["batches"] = len(batches)
     if not dry_run:
-        totals["files"] += sum(_remove_batch_files(storage, b) for b in batches)
+        totals["files"] += sum(purging.remove_batch_files(storage, b) for b in batches)
     return totals
-
-
-def _result_files(storage: Storage, tasks: list[dict]):
-    """Each result, then the alpha matte derived from it (if the web ever served one): in that order,
-    so that a matte being derived meanwhile is removed by one side or the other (alpha_matte)."""
-    for task in tasks:
-        result = storage.root / task["output_path"]
-        yield result
-        yield alpha_path(result)
-
-
-def _remove(paths) -> int:
-    removed = 0
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    return removed
-
-
-def _remove_batch_files(storage: Storage, batch: dict) -> int:
-    """The ZIP and manifest, then the batch folder if nothing else is left in it."""
-    removed = _remove(storage.root / p for p in (batch["zip_path"], batch["manifest_path"]) if p)
-    folder = Path(storage.root / batch["output_dir"])
-    with contextlib.suppress(OSError):  # not empty (a file someone put there): left alone
-        folder.rmdir()
-    return removed
 
 
 def measure_soon(settings: Settings) -> None:

@@ -115,8 +115,8 @@ def upload_form():
 def task_view(task_id: str):
     with db.transaction() as cur:
         row = reads.get_task(cur, uuid_or_404(task_id))
-    if row is None or not g.actor.owns(row):
-        abort(404, description="No such task: it may have been removed.")
+    if row is None or row["deleted_at"] or not g.actor.owns(row):
+        abort(404, description="No such task: it may have been deleted.")
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
     return render_template("task.html", task=task_json(row, "page"), options=OutputOptions.from_dict(row["options"]))
 
@@ -147,6 +147,36 @@ def cancel_batch(batch_id: str):
         raise
     flash(f"{count} waiting image{'s' if count != 1 else ''} cancelled; those already running finish.", "info")
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
+
+
+@bp.post("/tasks/<task_id>/delete")
+def delete_task(task_id: str):
+    from .intake import delete_task as delete_as_actor
+
+    try:
+        delete_as_actor(uuid_or_404(task_id))
+    except InputError as exc:
+        if exc.code == "not_found":
+            abort(404, description="No such task.")
+        flash(exc.reason, "error")
+        return redirect(url_for("ui.task_view", task_id=task_id))
+    flash("Deleted: its original and its cut-out are gone.", "info")
+    return redirect(url_for("ui.history"))
+
+
+@bp.post("/batches/<batch_id>/delete")
+def delete_batch(batch_id: str):
+    from .intake import delete_batch as delete_as_actor
+
+    try:
+        count = delete_as_actor(uuid_or_404(batch_id))["deleted"]
+    except InputError as exc:
+        if exc.code == "not_found":
+            abort(404, description="No such batch.")
+        flash(exc.reason, "error")
+        return redirect(url_for("ui.batch_view", batch_id=batch_id))
+    flash(f"Batch deleted: {count} image{'s' if count != 1 else ''}, their cut-outs and the ZIP are gone.", "info")
+    return redirect(url_for("ui.history"))
 
 
 @bp.post("/tasks/<task_id>/retry")

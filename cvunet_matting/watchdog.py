@@ -114,10 +114,13 @@ class Watchdog(threading.Thread):
             self.expiring.start()
 
     def _expire(self) -> None:
+        from .deleting import purge_leftovers
         from .retention import expire
+        from .storage import Storage
 
         try:
             done = expire(self.settings)
+            purged = purge_leftovers(Storage(self.settings.data_dir))
         except Exception as exc:  # PostgreSQL or storage away: the next hour tries again
             log.warning("retention: %s", exc)
             return
@@ -126,6 +129,11 @@ class Watchdog(threading.Thread):
                 "retention: expired %(tasks)d task(s), %(batches)d batch(es), removed %(files)d file(s) "
                 "and %(inputs)d input(s)",
                 done,
+            )
+        if any(purged.values()):  # a web process died while it removed what its owner deleted
+            log.warning(
+                "deleted work left on disk: removed %(files)d file(s) of %(tasks)d task(s) and %(batches)d batch(es)",
+                purged,
             )
 
     def stop(self) -> None:

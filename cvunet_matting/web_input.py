@@ -113,7 +113,7 @@ def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
 def task_row(task_id: str, actor: Actor) -> dict:
     with db.transaction() as cur:
         row = reads.get_task(cur, parse_id(task_id))
-    if row is None or not actor.owns(row):
+    if row is None or row["deleted_at"] or not actor.owns(row):
         raise InputError(f"no task {task_id}", code="not_found")
     return row
 
@@ -123,6 +123,6 @@ def load_batch(batch_id: str, offset: int, limit: int, actor: Actor) -> tuple[di
     bid = parse_id(batch_id)
     with db.transaction() as cur:
         batch = reads.get_batch(cur, bid)
-        if batch is None or not actor.owns(batch):
+        if batch is None or batch["deleted_at"] or not actor.owns(batch):
             raise InputError(f"no batch {batch_id}", code="not_found")
         return batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit)

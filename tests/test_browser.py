@@ -505,3 +505,24 @@ def test_the_history_says_its_filter_in_words(server, signed_in):
     assert page.inner_text("#history-summary") == "1 image, newest first"
     page.goto(server + "/history?page=999")  # past the end: the last page, not "nothing here yet"
     assert page.url.endswith("/history?page=1") and page.inner_text("#history-summary") == "1 image, newest first"
+
+
+def test_delete_asks_first_and_a_no_keeps_the_image(server, signed_in):
+    from tests.test_delete import finish
+
+    page = signed_in
+    task_id = submit_by_api(server, page.user, "keep-or-not.png", png_bytes(66))
+    finish(task_id)
+    page.goto(f"{server}/tasks/{task_id}")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("#delete-task")
+    page.wait_for_timeout(500)
+    assert asked and "removed for good" in asked[0]
+    assert page.url.endswith(f"/tasks/{task_id}") and accounts_row(task_id)["deleted_at"] is None
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-task")
+    page.wait_for_url("**/history")
+    assert "Deleted: its original and its cut-out are gone." in page.inner_text("body")
+    assert accounts_row(task_id)["deleted_at"] is not None
+    assert page.console_errors == []  # the confirm runs from app.js: no Content-Security-Policy violation

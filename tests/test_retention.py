@@ -82,6 +82,7 @@ def test_old_results_and_inputs_go_and_what_is_kept_stays(clean_state):
     done = expire(settings)
     assert done["tasks"] == 2 and done["files"] == 2 and done["inputs"] == 1
     assert not (storage.root / old["output_path"]).exists() and not storage.input_path(old["input_key"]).exists()
+    assert not (storage.root / old["output_path"]).parent.exists()  # a single image's own folder goes too
     assert not (storage.root / shared_old["output_path"]).exists()
     assert storage.input_path(shared_new["input_key"]).exists()  # a kept task still reads it
     assert (storage.root / recent["output_path"]).exists() and (storage.root / shared_new["output_path"]).exists()

@@ -90,7 +90,9 @@ def requeue_candidates(
     sql = f"SELECT * FROM tasks WHERE ({' OR '.join(clauses)})"  # noqa: S608 (fixed clauses, values bound)
     if batch_id:
         sql += " AND batch_id = %(batch)s"
-    return _all(cur, sql + " ORDER BY created_at, position", {"stuck": stuck_seconds, "batch": batch_id})
+    # Locked: a task its owner deletes meanwhile is re-read once the delete commits, and left out.
+    sql += " ORDER BY created_at, position FOR UPDATE"
+    return _all(cur, sql, {"stuck": stuck_seconds, "batch": batch_id})
 
 
 def unfinished(cur, settle_s: float = 0) -> list[dict]:
@@ -182,7 +184,7 @@ def tasks_past_retention(cur, days: int, limit: int) -> list[dict]:
     """Finished tasks not yet expired whose end is older than `days` days, oldest first."""
     return _all(
         cur,
-        "SELECT id, input_key, output_path FROM tasks WHERE expired_at IS NULL AND finished_at IS NOT NULL"
+        "SELECT id, batch_id, input_key, output_path FROM tasks WHERE expired_at IS NULL AND finished_at IS NOT NULL"
         " AND finished_at < now() - make_interval(days => %s) ORDER BY finished_at LIMIT %s",
         (days, limit),
     )
@@ -194,6 +196,25 @@ def inputs_no_longer_used(cur, keys: set[str]) -> set[str]:
         return set()
     cur.execute("SELECT DISTINCT input_key FROM tasks WHERE input_key = ANY(%s) AND expired_at IS NULL", (list(keys),))
     return keys - {row["input_key"] for row in cur.fetchall()}
+
+
+def unpurged_tasks(cur, settle_s: float, limit: int) -> list[dict]:
+    """Deleted tasks whose files were not seen removed (the web process that deleted them died first)."""
+    return _all(
+        cur,
+        "SELECT id, batch_id, input_key, output_path FROM tasks WHERE deleted_at IS NOT NULL AND purged_at IS NULL"
+        " AND deleted_at < now() - make_interval(secs => %s) ORDER BY deleted_at LIMIT %s",
+        (settle_s, limit),
+    )
+
+
+def unpurged_batches(cur, settle_s: float) -> list[dict]:
+    return _all(
+        cur,
+        "SELECT * FROM batches WHERE deleted_at IS NOT NULL AND purged_at IS NULL"
+        " AND deleted_at < now() - make_interval(secs => %s)",
+        (settle_s,),
+    )
 
 
 def batches_past_retention(cur, days: int) -> list[dict]:
@@ -235,6 +256,17 @@ def not_started(cur, batch_id=None, task_id=None) -> list[str]:
 def lock_task(cur, task_id) -> dict | None:
     """The task row, locked until the transaction ends (one retry at a time)."""
     cur.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+    return cur.fetchone()
+
+
+def lock_batch_tasks(cur, batch_id) -> list[dict]:
+    """A batch's tasks, locked until the transaction ends (in the order a retry takes them: tasks, then
+    their batch, so a retry and a delete of the same batch never deadlock)."""
+    return _all(cur, "SELECT * FROM tasks WHERE batch_id = %s ORDER BY position FOR UPDATE", (batch_id,))
+
+
+def lock_batch(cur, batch_id) -> dict | None:
+    cur.execute("SELECT * FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
     return cur.fetchone()
 
 
@@ -317,12 +349,12 @@ def list_keys(cur, user_id) -> list[dict]:
 def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> tuple[list[dict], int]:
     """Tasks newest first from `offset`, and their total: one owner's, or everyone's (owner None),
     each then with its owner's name (owner_name) for the admin who reads it."""
-    clauses, params = [], []
+    clauses, params = ["tasks.deleted_at IS NULL"], []
     if owner_id is not None:
-        clauses, params = ["tasks.owner_id = %s"], [owner_id]
+        clauses, params = [*clauses, "tasks.owner_id = %s"], [owner_id]
     if state:
         clauses, params = [*clauses, "tasks.state = %s"], [*params, state]
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where = f"WHERE {' AND '.join(clauses)}"
     cur.execute(f"SELECT count(*) AS n FROM tasks {where}", params)  # noqa: S608 (fixed clauses, values bound)
     total = cur.fetchone()["n"]
     owners = ", users.name AS owner_name" if owner_id is None else ""
@@ -337,7 +369,9 @@ def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> t
 
 def batch_listing(cur, owner_id, offset: int, limit: int) -> tuple[list[dict], int]:
     """Batches newest first from `offset`, and their total: one owner's (or everyone's, owner None)."""
-    where, params = ("WHERE owner_id = %s", [owner_id]) if owner_id is not None else ("", [])
+    where, params = "WHERE deleted_at IS NULL", []
+    if owner_id is not None:
+        where, params = f"{where} AND owner_id = %s", [owner_id]
     cur.execute(f"SELECT count(*) AS n FROM batches {where}", params)  # noqa: S608 (fixed clauses, values bound)
     total = cur.fetchone()["n"]
     sql = f"SELECT * FROM batches {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"  # noqa: S608

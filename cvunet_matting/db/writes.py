@@ -268,3 +268,22 @@ def expire_tasks(cur, task_ids: list) -> None:
 
 def expire_batches(cur, batch_ids: list) -> None:
     cur.execute("UPDATE batches SET expired_at = now() WHERE id = ANY(%s)", (list(batch_ids),))
+
+
+def delete_tasks(cur, task_ids: list) -> None:
+    """Mark tasks deleted by their owner, and expired (their files go now: see deleting)."""
+    expire_tasks(cur, task_ids)
+    cur.execute("UPDATE tasks SET deleted_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+
+
+def mark_purged(cur, task_ids: list, batch_id=None) -> None:
+    """The files of these deleted tasks (and batch) are gone: retention's sweep need not look again."""
+    cur.execute("UPDATE tasks SET purged_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    if batch_id is not None:
+        cur.execute("UPDATE batches SET purged_at = now() WHERE id = %s", (batch_id,))
+
+
+def delete_batch(cur, batch_id) -> None:
+    cur.execute(
+        "UPDATE batches SET deleted_at = now(), expired_at = coalesce(expired_at, now()) WHERE id = %s", (batch_id,)
+    )

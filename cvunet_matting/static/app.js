@@ -407,7 +407,15 @@
     return el.dataset.pollKind === "batch" ? followBatch(el) : followTask(el);
   }
 
+  // A form that removes something for good asks first (an inline onsubmit would break the CSP).
+  function confirmBeforeSubmit(form) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("form[data-confirm]").forEach(confirmBeforeSubmit);
     const form = document.getElementById("upload-form");
     if (form) initUpload(form);
     restoreFlashes();
