@@ -98,6 +98,20 @@ def clean_state(database):
 
 
 @pytest.fixture
+def app(clean_state):
+    """The web app with its default settings, on a clean slate (a module that needs others makes its own)."""
+    from cvunet_matting.web import create_app
+
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def alice(database):
+    """A user with a name of their own (users outlive clean_state: each test gets a new one)."""
+    return support.make_user(prefix="alice")
+
+
+@pytest.fixture
 def worker_factory(database):
     """Start real Celery worker processes (CPU); all are killed at the end of the test."""
     started = []

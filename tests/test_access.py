@@ -30,11 +30,6 @@ pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def app(clean_state):
-    return create_app({"TESTING": True})
-
-
-@pytest.fixture
 def alice(app):
     return support.make_user(prefix="alice")
 

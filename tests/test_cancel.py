@@ -12,22 +12,11 @@ from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
 from cvunet_matting.redis_client import get_redis
 from cvunet_matting.storage import Storage
-from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
 
 pytestmark = pytest.mark.services
 SLOW_MS = 3000  # long enough that the batch's later images are still waiting when it is cancelled
-
-
-@pytest.fixture
-def app(clean_state):
-    return create_app({"TESTING": True})
-
-
-@pytest.fixture
-def alice(database):
-    return support.make_user(prefix="alice")
 
 
 def submit_batch(client, count: int, seed: int) -> str:

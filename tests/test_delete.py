@@ -14,21 +14,10 @@ from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.recovery import retry_task
 from cvunet_matting.storage import Storage, alpha_path
-from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def app(clean_state):
-    return create_app({"TESTING": True})
-
-
-@pytest.fixture
-def alice(database):
-    return support.make_user(prefix="alice")
 
 
 def storage() -> Storage:
