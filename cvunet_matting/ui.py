@@ -15,7 +15,7 @@ from .encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, OutputOptio
 from .errors import InputError
 from .http_support import csrf_token, csrf_valid, settings
 from .imaging import SUPPORTED_FORMATS
-from .presenters import batch_json, task_json
+from .presenters import batch_json, listed_batch_json, task_json
 from .signin import local_target
 from .states import TASK_STATES
 from .web_input import load_batch, parse_id, parse_options, probe_uploads
@@ -176,7 +176,7 @@ def delete_batch(batch_id: str):
         flash(exc.reason, "error")
         return redirect(url_for("ui.batch_view", batch_id=batch_id))
     flash(f"Batch deleted: {count} image{'s' if count != 1 else ''}, their cut-outs and the ZIP are gone.", "info")
-    return redirect(url_for("ui.history"))
+    return redirect(url_for("ui.batches"))
 
 
 @bp.post("/tasks/<task_id>/retry")
@@ -211,6 +211,21 @@ def api_docs():
     from .api_docs import operations
 
     return render_template("api_docs.html", operations=operations())
+
+
+@bp.get("/batches")
+def batches():
+    """The batches, newest first, with their progress: a batch of thousands is one row here."""
+    page = page_number()
+    owner = None if g.actor.is_admin else g.actor.id
+    with db.transaction() as cur:
+        rows, total = reads.batch_listing(cur, owner, (page - 1) * reads.PAGE_SIZE, reads.PAGE_SIZE)
+        counts = reads.many_batch_counts(cur, [b["id"] for b in rows])
+    pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
+    if page > pages:
+        return redirect(url_for("ui.batches", page=pages))
+    listed = [{**listed_batch_json(b, counts[b["id"]], "page"), "owner": b.get("owner_name")} for b in rows]
+    return render_template("batches.html", batches=listed, total=total, page=page, pages=pages)
 
 
 @bp.get("/history")

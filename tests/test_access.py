@@ -104,7 +104,7 @@ def test_keys_are_checked_revoked_and_die_with_their_user(app, alice):
 
 def test_pages_need_sign_in(app):
     anonymous = app.test_client()
-    for path in ("/", "/history", f"/tasks/{uuid.uuid4()}", "/page/tasks/" + str(uuid.uuid4())):
+    for path in ("/", "/history", "/batches", f"/tasks/{uuid.uuid4()}", "/page/tasks/" + str(uuid.uuid4())):
         response = anonymous.get(path)
         assert response.status_code in {302, 401}, path
         if response.status_code == 302:
@@ -274,6 +274,13 @@ def test_the_batch_listing_shows_a_user_their_own_batches_only(app, alice, bob, 
     assert [b["batch_id"] for b in api.get("/api/v1/batches", headers=bob.bearer).get_json()["batches"]] == [theirs]
     everyone = {b["batch_id"] for b in api.get("/api/v1/batches", headers=admin.bearer).get_json()["batches"]}
     assert everyone >= {first, second, theirs}
+
+    # The Batches page: the same listing for people, one row a batch, each linking to its page.
+    page = support.user_client(app, alice).get("/batches").get_data(as_text=True)
+    assert "2 batches, newest first" in page and page.index(second) < page.index(first) and theirs not in page
+    assert "3 image" in page and "<b>3</b> waiting" in page and f'href="/batches/{second}"' in page
+    admins = support.user_client(app, admin).get("/batches").get_data(as_text=True)
+    assert theirs in admins and f"by {bob.name}" in admins and f"by {alice.name}" in admins
 
 
 # ------------------------------------------------------------------ quotas

@@ -408,6 +408,16 @@ def test_every_page_fits_a_phone(server, signed_in, worker_factory, tmp_path):
     page.click("#submit")
     page.wait_for_url("**/tasks/*", timeout=60_000)
     pages = {"upload": "/", "history": "/history", "task": page.url.removeprefix(server)}
+    both = [tmp_path / f"batch-IMG_2026010{n}_123456-with-a-long-name.png" for n in (1, 2)]
+    for n, path in enumerate(both):
+        path.write_bytes(png_bytes(81 + n))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in both])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a.btn.primary", timeout=90_000)
+    page.click("text=Open the batch")
+    page.wait_for_url("**/batches/*")
+    pages |= {"batch": page.url.removeprefix(server), "batches": "/batches"}
     ARTIFACTS.mkdir(exist_ok=True)
     for size_name, size in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(size)
@@ -419,10 +429,10 @@ def test_every_page_fits_a_phone(server, signed_in, worker_factory, tmp_path):
             page.screenshot(path=str(ARTIFACTS / f"browser-{name}-{size_name}.png"), full_page=True)
     page.set_viewport_size(PHONE)
     page.goto(server + "/history")
-    assert page.is_visible("#sign-out") and page.locator(".history >> text=Download").count() == 1
+    assert page.is_visible("#sign-out") and page.locator(".history >> text=Download").count() == 3  # 1 + the batch's 2
     # Each row fits as it is: nothing to scroll sideways for, the Download button whole on screen.
     assert page.evaluate("(w => w.scrollWidth <= w.clientWidth)(document.querySelector('.table-wrap'))")
-    box = page.locator(".history >> text=Download").bounding_box()
+    box = page.locator(".history >> text=Download").first.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
     assert page.console_errors == []
 

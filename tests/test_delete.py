@@ -104,6 +104,16 @@ def test_a_finished_batch_is_deleted_whole_and_its_images_only_with_it(app, alic
     assert batch_id not in {b["batch_id"] for b in listed}
     assert support.batch_row(batch_id)["deleted_at"] is not None
 
+    # The same from the batch page's button, which lands on the Batches page.
+    other = submit_batch(client, [413, 414])
+    support.wait_batch(other, timeout=120)
+    pages = support.user_client(app, alice)
+    assert f"/batches/{other}/delete" in pages.get(f"/batches/{other}").get_data(as_text=True)
+    sent = pages.post(f"/batches/{other}/delete", data={"csrf_token": support.page_csrf(pages, f"/batches/{other}")})
+    assert sent.status_code == 302 and sent.headers["Location"].endswith("/batches")
+    listing = pages.get("/batches").get_data(as_text=True)
+    assert "Batch deleted: 2 images" in listing and other not in listing and "No batches yet" in listing
+
 
 def test_an_unfinished_batch_is_not_deleted(app, alice):
     client = support.user_client(app, alice)

@@ -368,13 +368,22 @@ def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> t
 
 
 def batch_listing(cur, owner_id, offset: int, limit: int) -> tuple[list[dict], int]:
-    """Batches newest first from `offset`, and their total: one owner's (or everyone's, owner None)."""
-    where, params = "WHERE deleted_at IS NULL", []
+    """Batches newest first from `offset`, and their total: one owner's, or everyone's (owner None),
+    each then with its owner's name (owner_name) for the admin who reads it."""
+    where, params = "WHERE batches.deleted_at IS NULL", []
     if owner_id is not None:
-        where, params = f"{where} AND owner_id = %s", [owner_id]
+        where, params = f"{where} AND batches.owner_id = %s", [owner_id]
     cur.execute(f"SELECT count(*) AS n FROM batches {where}", params)  # noqa: S608 (fixed clauses, values bound)
     total = cur.fetchone()["n"]
-    sql = f"SELECT * FROM batches {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"  # noqa: S608
+    owners, joined = (
+        (", users.name AS owner_name", " LEFT JOIN users ON users.id = batches.owner_id")
+        if owner_id is None
+        else ("", "")
+    )
+    sql = (
+        f"SELECT batches.*{owners} FROM batches{joined} {where}"  # noqa: S608 (fixed clauses, values bound)
+        " ORDER BY batches.created_at DESC, batches.id LIMIT %s OFFSET %s"
+    )
     cur.execute(sql, [*params, limit, offset])
     return cur.fetchall(), total
 
