@@ -55,6 +55,32 @@ def delete_batch(storage: Storage, batch_id) -> dict:
     return {"batch_id": str(batch["id"]), "deleted": len(tasks), "files_removed": removed}
 
 
+def delete_all_of(storage: Storage, owner_id) -> dict:
+    """Delete every finished batch and image of one owner (an operator's erasure request): counts of
+    what went, and of the images left because they have not finished yet."""
+    with db.transaction() as cur:
+        batch_ids, task_ids = reads.owned_undeleted(cur, owner_id)
+    totals = {"batches": 0, "images": 0, "files": 0, "unfinished": 0}
+    for kind, ids, delete in (("batches", batch_ids, delete_batch), ("images", task_ids, delete_task)):
+        for one in ids:
+            try:
+                done = delete(storage, one)
+            except InputError as exc:
+                if exc.code != "not_finished":
+                    raise
+                totals["unfinished"] += _unfinished_images(one) if kind == "batches" else 1
+                continue
+            totals[kind] += 1
+            totals["images"] += done["deleted"] if kind == "batches" else 0
+            totals["files"] += done["files_removed"]
+    return totals
+
+
+def _unfinished_images(batch_id) -> int:
+    with db.transaction() as cur:
+        return sum(state not in FINAL_TASK_STATES for state in reads.batch_states(cur, batch_id))
+
+
 def _remove(storage: Storage, tasks: list[dict], unused_inputs: set[str], batch: dict | None = None) -> int:
     """Files go once the rows say deleted (committed), then the rows say so: a web process killed in
     between leaves them unpurged, and purge_leftovers removes them later."""

@@ -90,6 +90,30 @@ def user_disable(name: str) -> None:
     click.echo(f"disabled {name!r}")
 
 
+@user.command("purge")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+def user_purge(name: str, yes: bool) -> None:
+    """Delete all of a user's finished work now (an erasure request, a user who leaves): the files go,
+    as with the pages' Delete; the account stays (`disable` it too). Unfinished work is left: cancel it
+    (`cvunet-matting cancel`) or wait for it, then run this again."""
+    from .config import get_settings
+    from .deleting import delete_all_of
+    from .storage import Storage
+
+    with db.transaction() as cur:
+        row = reads.get_user_by_name(cur, name)
+    if row is None:
+        _fail(f"no user {name!r}")
+    if not yes:
+        click.confirm(f"Delete every finished image and batch of {name!r}, files included, for good?", abort=True)
+    done = delete_all_of(Storage(get_settings().data_dir), row["id"])
+    went = f"{done['batches']} batch(es) and {done['images']} image(s)"
+    click.echo(f"deleted {went} of {name!r}; removed {done['files']} file(s)")
+    if done["unfinished"]:  # not all done: a script must not take it for finished
+        _fail(f"{done['unfinished']} image(s) not finished were left: cancel them or wait, then run this again")
+
+
 @user.command("enable")
 @click.argument("name")
 def user_enable(name: str) -> None:

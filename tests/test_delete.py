@@ -252,3 +252,32 @@ def test_a_deleted_batchs_files_are_purged_after_a_crash(app, alice, worker_fact
     assert done == {"tasks": 2, "batches": 1, "files": 2 + 2 + 2}
     assert not storage().resolve(batch["zip_path"]).parent.exists()
     assert support.batch_row(batch_id)["purged_at"] is not None
+
+
+def test_an_operator_purges_a_users_finished_work_and_is_told_what_remains(app, alice):
+    from click.testing import CliRunner
+
+    from cvunet_matting.db import writes
+    from cvunet_matting.user_cli import user
+
+    client, bob = support.user_client(app, alice), support.make_user(prefix="bob")
+    done, waiting = submit_image(client, 480, "done.png"), submit_image(client, 481, "waiting.png")
+    batch_id = submit_batch(client, [482, 483])
+    for task_id in (done, *(str(r["id"]) for r in support.rows_of(batch_id))):
+        finish(task_id)
+    with db.transaction() as cur:
+        writes.finish_batch(cur, batch_id, None, None)
+    theirs = submit_image(support.user_client(app, bob), 484, "bobs.png")
+    finish(theirs)
+    runner = CliRunner()
+
+    asked = runner.invoke(user, ["purge", alice.name], input="n\n")
+    assert asked.exit_code == 1 and "for good?" in asked.output and support.task_row(done)["deleted_at"] is None
+    purged = runner.invoke(user, ["purge", alice.name, "--yes"])
+    assert f"deleted 1 batch(es) and 3 image(s) of {alice.name!r}; removed 6 file(s)" in purged.output
+    assert purged.exit_code == 1 and "1 image(s) not finished were left" in purged.output  # the waiting one
+    assert support.task_row(done)["deleted_at"] is not None and support.batch_row(batch_id)["deleted_at"] is not None
+    assert support.task_row(waiting)["deleted_at"] is None and support.task_row(theirs)["deleted_at"] is None
+    assert (storage().root / support.task_row(theirs)["output_path"]).exists()
+    unknown = runner.invoke(user, ["purge", "nobody-at-all", "--yes"])
+    assert unknown.exit_code == 1 and "no user 'nobody-at-all'" in unknown.output

@@ -259,6 +259,22 @@ def lock_task(cur, task_id) -> dict | None:
     return cur.fetchone()
 
 
+def owned_undeleted(cur, owner_id) -> tuple[list, list]:
+    """An owner's batches and the images sent on their own, not deleted: (batch ids, task ids)."""
+    cur.execute("SELECT id FROM batches WHERE owner_id = %s AND deleted_at IS NULL ORDER BY created_at", (owner_id,))
+    batches = [row["id"] for row in cur.fetchall()]
+    cur.execute(
+        "SELECT id FROM tasks WHERE owner_id = %s AND batch_id IS NULL AND deleted_at IS NULL ORDER BY created_at",
+        (owner_id,),
+    )
+    return batches, [row["id"] for row in cur.fetchall()]
+
+
+def batch_states(cur, batch_id) -> list[str]:
+    cur.execute("SELECT state FROM tasks WHERE batch_id = %s", (batch_id,))
+    return [row["state"] for row in cur.fetchall()]
+
+
 def lock_batch_tasks(cur, batch_id) -> list[dict]:
     """A batch's tasks, locked until the transaction ends (in the order a retry takes them: tasks, then
     their batch, so a retry and a delete of the same batch never deadlock)."""
