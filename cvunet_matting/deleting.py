@@ -66,6 +66,8 @@ def delete_all_of(storage: Storage, owner_id) -> dict:
             try:
                 done = delete(storage, one)
             except InputError as exc:
+                if exc.code == "not_found":  # its owner deleted it meanwhile
+                    continue
                 if exc.code != "not_finished":
                     raise
                 totals["unfinished"] += _unfinished_images(one) if kind == "batches" else 1
