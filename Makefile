@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete
+.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -99,3 +99,6 @@ bench-alpha: install
 
 bench-delete: install
 	$(PYTHON) benchmarks/bench_delete.py
+
+bench-cancel: install
+	$(PYTHON) benchmarks/bench_cancel.py

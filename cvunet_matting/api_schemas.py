@@ -136,8 +136,9 @@ SCHEMAS = {
         cancelled={
             "type": "integer",
             "minimum": 0,
-            "description": "tasks cancelled (not started yet); each ends as failed, code `cancelled`, when a"
-            " worker reaches it: at once, without running the model",
+            "description": "tasks cancelled (not started yet); each ends as failed, code `cancelled`: a"
+            " batch's images not yet on the queue at once, the others when a worker reaches them, without"
+            " running the model",
         },
     ),
     "Deleted": obj(

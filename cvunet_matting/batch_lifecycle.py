@@ -26,17 +26,25 @@ def fill_window(batch_id: str) -> None:
 
 
 def dispatch_next(batch_id: str) -> bool:
-    with db.transaction() as cur:
-        idx = writes.claim_chunk(cur, batch_id)
-        rows = reads.batch_tasks(cur, batch_id, idx) if idx is not None else []
-    if idx is None:
-        return False
-    pending = [r for r in rows if r["state"] == "pending"]  # a listed file found unreadable failed already
-    if pending:
-        dispatch.publish_chunk(pending, dispatch.chunk_done(batch_id, idx))
-    else:
-        on_chunk_done(batch_id, idx)
-    return True
+    """Dispatch the batch's next chunk with something to run (False: none was queued). Chunks with
+    nothing left (every file unreadable, or cancelled) complete on the way, in a loop: a cancelled
+    folder of 100,000 has 500 of them, one after another, too many for recursion."""
+    while True:
+        with db.transaction() as cur:
+            idx = writes.claim_chunk(cur, batch_id)
+            rows = reads.batch_tasks(cur, batch_id, idx) if idx is not None else []
+        if idx is None:
+            return False
+        pending = [r for r in rows if r["state"] == "pending"]
+        if pending:
+            dispatch.publish_chunk(pending, dispatch.chunk_done(batch_id, idx))
+            return True
+        with db.transaction() as cur:
+            outcome = writes.complete_chunk(cur, batch_id, idx)
+        if outcome == "last":
+            dispatch.finalize_batch(batch_id).apply_async()
+        if outcome != "more":
+            return True
 
 
 def end_listing(batch_id: str, error: str | None = None) -> None:

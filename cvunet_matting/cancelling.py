@@ -4,7 +4,8 @@ A cancelled task keeps its message. The worker that receives it ends it at once,
 code `cancelled`, before reading its input or touching the model: its batch's chord counts it like any
 other, the batch finishes (its ZIP holds what was done), the row says what happened, and a retry runs it
 after all. Which tasks are cancelled is said in Redis (a key a task, kept a week, longer than any queue
-wait), which the worker reads first. A task already running finishes.
+wait), which the worker reads first. A task already running finishes. A batch's images with no message
+yet (their chunk not dispatched) end in PostgreSQL at once: see end_undispatched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 import redis
 
 from . import db
-from .db import reads
+from .db import reads, writes
 
 CANCELLED = "cvunet:cancelled:"
 TTL_S = 7 * 24 * 3600
@@ -58,4 +59,16 @@ def cancel(client: redis.Redis, batch_id=None, task_id=None) -> int:
     with db.transaction() as cur:
         ids = reads.not_started(cur, batch_id=batch_id, task_id=task_id)
     mark(client, ids)
+    if batch_id is not None:
+        end_undispatched(batch_id)
     return len(ids)
+
+
+def end_undispatched(batch_id) -> int:
+    """End at once, in PostgreSQL, the cancelled batch's images whose chunk was never dispatched: only
+    the chunks already on the queue (two at most, see batch_lifecycle.WINDOW) wait for a worker to reach
+    them, and the batch ends when they have (the chain skips chunks with nothing left to run), not
+    after the whole folder's messages were drained behind everyone else's work. Their ids are marked
+    first (mark): a chunk dispatched meanwhile ends them the usual way, as cancelled too."""
+    with db.transaction() as cur:
+        return writes.cancel_undispatched(cur, batch_id, REASON)

@@ -12,6 +12,7 @@ from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
 from cvunet_matting.redis_client import get_redis
 from cvunet_matting.storage import Storage
+from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
 
@@ -170,3 +171,50 @@ def test_an_operator_cancels_from_the_command_line(app, alice):
     ):
         refused = support.run_cli("cancel", *argv)
         assert refused.returncode != 0 and words in refused.stderr and "Traceback" not in refused.stderr, argv
+
+
+@pytest.mark.stack
+def test_a_cancelled_batchs_undispatched_chunks_end_at_once_and_the_batch_soon_after(alice, worker_factory, tmp_root):
+    """Chunks of 2, two in flight: of 10 images, 6 were never sent to the queue. Cancelled, they end in
+    the request itself, and the batch ends once the 4 on the queue are reached, not after 10 messages."""
+    app = create_app({"TESTING": True, "CVUNET_BATCH_CHUNK": "2"})
+    model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
+    worker_factory("slow@%h", CVUNET_MODEL=str(model), **support.simulated_device_env(tmp_root / "sim", 5000))
+    client = support.user_client(app, alice)
+    batch_id = submit_batch(client, 10, seed=360)
+    support.wait_for(lambda: started(batch_id), 60, "the first image running")
+    assert client.post(f"/api/v1/batches/{batch_id}/cancel").get_json()["cancelled"] == 9
+    at_once = [r for r in support.rows_of(batch_id) if r["error_code"] == "cancelled"]
+    assert len(at_once) == 6 and {r["chunk"] for r in at_once} == {2, 3, 4}
+    assert all(r["state"] == "failure" and r["error"] == cancelling.REASON for r in at_once)
+    assert client.get(f"/api/v1/batches/{batch_id}").get_json()["failed"] == 6  # the owner sees it now
+
+    batch = support.wait_batch(batch_id, timeout=120)
+    rows = support.rows_of(batch_id)
+    assert [r["state"] for r in rows].count("success") == 1 and batch["zip_path"]
+    assert sum(r["error_code"] == "cancelled" for r in rows) == 9 and all(r["width"] is None for r in rows[1:])
+
+
+def test_hundreds_of_empty_chunks_in_a_row_complete_without_recursion(clean_state):
+    """A cancelled folder of 100,000 leaves 500 chunks with nothing to run: the chain walks them in a
+    loop (it recursed twice a chunk, past Python's limit) and finalizes the batch."""
+    import uuid
+
+    from cvunet_matting import batch_lifecycle
+    from cvunet_matting.db import writes
+
+    batch_id, chunks = uuid.uuid4(), 600
+    rows = [
+        {"id": uuid.uuid4(), "batch_id": batch_id, "chunk": n, "position": n, "filename": f"{n}.png",
+         "input_key": "", "options": {}, "output_path": f"outputs/many/{n}.png"}
+        for n in range(chunks)
+    ]  # fmt: skip
+    with db.transaction() as cur:
+        writes.create_batch(cur, batch_id, "upload", chunks, {}, "outputs/many", chunks=chunks)
+        writes.create_tasks(cur, rows)
+        writes.cancel_undispatched(cur, batch_id, cancelling.REASON)
+    batch_lifecycle.start(str(batch_id))
+    with db.transaction() as cur:
+        cur.execute("SELECT state, count(*) AS n FROM chunks WHERE batch_id = %s GROUP BY state", (batch_id,))
+        assert {row["state"]: row["n"] for row in cur.fetchall()} == {"done": chunks}
+    assert support.redis().llen(get_settings().bookkeeping_queue) == 1  # the finalize, published once

@@ -54,6 +54,18 @@ def refuse_listed(cur, refused: dict) -> None:
         )
 
 
+def cancel_undispatched(cur, batch_id, reason: str) -> int:
+    """A cancelled batch's waiting images that were never sent to the queue (their chunk not dispatched)
+    fail at once, code `cancelled`: no message will ever reach a worker for them (see cancelling)."""
+    cur.execute(
+        "UPDATE tasks t SET state = 'failure', error_code = 'cancelled', error = %s, finished_at = now(),"
+        " event_at = now() FROM chunks c WHERE t.batch_id = %s AND c.batch_id = t.batch_id AND c.idx = t.chunk"
+        " AND c.state = 'queued' AND t.state = 'pending'",
+        (reason, batch_id),
+    )
+    return cur.rowcount
+
+
 def end_listing(cur, batch_id, error: str | None) -> int:
     """The listing is over: the batch runs on (under its row lock, see complete_chunk); returns
     how many of its chunks are not done yet."""
