@@ -136,9 +136,8 @@ SCHEMAS = {
         cancelled={
             "type": "integer",
             "minimum": 0,
-            "description": "tasks cancelled (not started yet); each ends as failed, code `cancelled`: a"
-            " batch's images not yet on the queue at once, the others when a worker reaches them, without"
-            " running the model",
+            "description": "tasks cancelled (not started yet); each ends at once as failed, code `cancelled`"
+            " (a batch ends once workers have dropped those of its messages already on the queue)",
         },
     ),
     "Deleted": obj(

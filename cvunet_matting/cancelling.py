@@ -1,11 +1,12 @@
 """Cancelling work that has not started: its owner changed their mind (a folder of 10,000 sent by mistake).
 
-A cancelled task keeps its message. The worker that receives it ends it at once, as failed with the
-code `cancelled`, before reading its input or touching the model: its batch's chord counts it like any
-other, the batch finishes (its ZIP holds what was done), the row says what happened, and a retry runs it
-after all. Which tasks are cancelled is said in Redis (a key a task, kept a week, longer than any queue
-wait), which the worker reads first. A task already running finishes. A batch's images with no message
-yet (their chunk not dispatched) end in PostgreSQL at once: see end_undispatched.
+A cancelled image ends at once: its row fails, code `cancelled` (its owner sees it, its quota is free
+again, and a retry runs it after all), and its id is marked in Redis (a key a task, kept a week, longer
+than any queue wait) first. Its message, if it has one, stays on the queue: the worker that receives
+it reads the mark before anything else, records no start, and ends it the same way without reading its
+input or touching the model, so its batch's chord counts it like any other and the batch finishes (its
+ZIP holds what was done). A batch's images whose chunk was never dispatched have no message yet: the
+chunk chain skips them. A task already running finishes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 
 import redis
 
-from . import db
+from . import db, notify
 from .db import reads, writes
 
 CANCELLED = "cvunet:cancelled:"
@@ -23,10 +24,16 @@ REASON = "cancelled by its owner before it ran"
 
 
 def mark(client: redis.Redis, task_ids: Iterable[str]) -> None:
+    """Mark the ids in Redis, then end their rows: a worker that receives one of them after the mark
+    drops it, and one that started before runs it to its end (its success overwrites the row)."""
+    ids = [str(t) for t in task_ids]
     with client.pipeline(transaction=False) as pipe:
-        for task_id in task_ids:
-            pipe.set(CANCELLED + str(task_id), 1, ex=TTL_S)
+        for task_id in ids:
+            pipe.set(CANCELLED + task_id, 1, ex=TTL_S)
         pipe.execute()
+    if ids:
+        with db.transaction() as cur:
+            writes.end_cancelled(cur, ids, REASON)
 
 
 def is_cancelled(client: redis.Redis, task_id: str) -> bool:
@@ -59,16 +66,6 @@ def cancel(client: redis.Redis, batch_id=None, task_id=None) -> int:
     with db.transaction() as cur:
         ids = reads.not_started(cur, batch_id=batch_id, task_id=task_id)
     mark(client, ids)
-    if batch_id is not None:
-        end_undispatched(batch_id)
+    if ids:  # wake the pages waiting on it, or on its batch
+        notify.publish_done(ids[0], str(batch_id) if batch_id is not None else None, client)
     return len(ids)
-
-
-def end_undispatched(batch_id) -> int:
-    """End at once, in PostgreSQL, the cancelled batch's images whose chunk was never dispatched: only
-    the chunks already on the queue (two at most, see batch_lifecycle.WINDOW) wait for a worker to reach
-    them, and the batch ends when they have (the chain skips chunks with nothing left to run), not
-    after the whole folder's messages were drained behind everyone else's work. Their ids are marked
-    first (mark): a chunk dispatched meanwhile ends them the usual way, as cancelled too."""
-    with db.transaction() as cur:
-        return writes.cancel_undispatched(cur, batch_id, REASON)

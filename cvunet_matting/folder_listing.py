@@ -68,7 +68,6 @@ def stop_if_cancelled(batch_id: str, page: list[str] = ()) -> None:
     client = get_redis()
     if cancelling.batch_cancelled(client, batch_id):
         cancelling.mark(client, page)
-        cancelling.end_undispatched(batch_id)
         raise ListingStopped(LISTING_CANCELLED)
 
 

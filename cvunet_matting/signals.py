@@ -10,12 +10,12 @@ import redis
 from celery import signals
 from celery.exceptions import Retry
 
-from . import finish, notify, worker_metrics
+from . import cancelling, finish, notify, worker_metrics
 from .config import get_settings
 from .dispatch import MATTE_IMAGE
 from .errors import ImageFailed
 from .mirror import get_mirror, now_iso
-from .redis_client import count_attempt, count_end
+from .redis_client import count_attempt, count_end, get_redis
 
 log = logging.getLogger(__name__)
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
@@ -41,6 +41,8 @@ def on_prerun(task_id=None, task=None, **_):
         # all): no started event, which would be newer than the row's final one; the task drops it.
         task.request.cvunet_finished = True
         return
+    if _cancelled(task_id):
+        return  # no start to show: it ends at once, as its row already says (cancelling)
     attempts = count_attempt(task_id)
     task.request.cvunet_attempts = attempts
     # In the background: the task's own work need not wait for a state shown for information.
@@ -54,6 +56,14 @@ def on_prerun(task_id=None, task=None, **_):
             "error": None,
         }
     )
+
+
+def _cancelled(task_id: str) -> bool:
+    try:
+        return cancelling.is_cancelled(get_redis(), task_id)
+    except Exception as exc:  # Redis away: record the start; the task itself looks again
+        log.warning("could not read whether %s was cancelled: %s", task_id, exc)
+        return False
 
 
 def _finished_already(app, task_id: str) -> bool:

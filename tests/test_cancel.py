@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -52,7 +53,7 @@ def test_a_cancelled_batch_ends_with_what_ran_and_its_waiting_images_never_run(a
     dropped = [r for r in rows if r["error_code"] == "cancelled"]
     assert len(done) + len(dropped) == 4 and len(dropped) == cancelled and done
     assert all(r["state"] == "failure" and r["error"] == cancelling.REASON for r in dropped)
-    assert all(r["width"] is None for r in dropped)  # never decoded, never run
+    assert all(r["width"] is None and r["started_at"] is None for r in dropped)  # never decoded, never "started"
     with zipfile.ZipFile(Storage(get_settings().data_dir).resolve(batch["zip_path"])) as z:
         names = set(z.namelist())
     assert {f"img{r['position']}.png" for r in done} <= names
@@ -80,6 +81,24 @@ def test_one_waiting_task_is_cancelled_and_a_finished_one_is_not(app, alice, wor
     assert late.status_code == 409 and late.get_json()["error"]["code"] == "not_pending"
     status = client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert status["state"] == "failure" and status["error_code"] == "cancelled"
+
+
+@pytest.mark.stack
+def test_a_cancelled_image_ends_at_once_and_a_retry_runs_it_once(app, alice, worker_factory):
+    """No worker yet: the cancel ends the row in the request (its owner sees it, and may retry it at
+    once); the retry takes the original message off the queue, so the image runs once, not twice."""
+    client = support.user_client(app, alice)
+    body = {"file": (io.BytesIO(png_bytes(315)), "changed-my-mind.png")}
+    task_id = client.post("/api/v1/images", data=body, content_type="multipart/form-data").get_json()["task_id"]
+    assert client.post(f"/api/v1/tasks/{task_id}/cancel").status_code == 200
+    status = client.get(f"/api/v1/tasks/{task_id}").get_json()
+    assert status["state"] == "failure" and status["error_code"] == "cancelled"
+    assert client.post(f"/api/v1/tasks/{task_id}/retry").status_code == 202
+    queue = get_settings().queue
+    messages = [json.loads(raw)["headers"]["id"] for raw in get_redis().lrange(queue, 0, -1)]
+    assert messages == [task_id]  # the original went: one message, not two
+    worker_factory()
+    assert support.wait_task(task_id, "success", timeout=60)["attempts"] == 1
 
 
 def test_the_pages_offer_cancel_while_work_waits(app, alice):
@@ -161,9 +180,11 @@ def test_an_operator_cancels_from_the_command_line(app, alice):
     batch_id = submit_batch(api, 2, seed=350)
     done = support.run_cli("cancel", "--batch", batch_id)
     assert done.returncode == 0 and done.stdout.strip() == "2 task(s) cancelled", done.stdout + done.stderr
-    assert all(cancelling.is_cancelled(get_redis(), str(r["id"])) for r in support.rows_of(batch_id))
-    again = support.run_cli("cancel", "--task", str(support.rows_of(batch_id)[0]["id"]))
-    assert again.returncode == 0 and "1 task(s) cancelled" in again.stdout  # still waiting: cancelled still
+    rows = support.rows_of(batch_id)
+    assert all(cancelling.is_cancelled(get_redis(), str(r["id"])) for r in rows)
+    assert all(r["state"] == "failure" and r["error_code"] == "cancelled" for r in rows)  # at once
+    again = support.run_cli("cancel", "--task", str(rows[0]["id"]))
+    assert again.returncode == 0 and "0 task(s) cancelled: none was waiting" in again.stdout  # ended already
     for argv, words in (
         ((), "say what to cancel"),
         (("--batch", "nope"), "'nope' is not a batch id"),
@@ -174,9 +195,10 @@ def test_an_operator_cancels_from_the_command_line(app, alice):
 
 
 @pytest.mark.stack
-def test_a_cancelled_batchs_undispatched_chunks_end_at_once_and_the_batch_soon_after(alice, worker_factory, tmp_root):
-    """Chunks of 2, two in flight: of 10 images, 6 were never sent to the queue. Cancelled, they end in
-    the request itself, and the batch ends once the 4 on the queue are reached, not after 10 messages."""
+def test_a_cancelled_batchs_waiting_images_end_at_once_and_the_batch_soon_after(alice, worker_factory, tmp_root):
+    """Chunks of 2, two in flight: of 10 images, 6 were never sent to the queue. Cancelled, all 9 waiting
+    end in the request itself; the batch ends once the 3 messages on the queue are reached and dropped,
+    not chunk after chunk, and no dropped one ever showed as started."""
     app = create_app({"TESTING": True, "CVUNET_BATCH_CHUNK": "2"})
     model = support.build_isnet_shaped_model(tmp_root / "models" / "sim-isnet-64.onnx", size=64)
     worker_factory("slow@%h", CVUNET_MODEL=str(model), **support.simulated_device_env(tmp_root / "sim", 5000))
@@ -185,14 +207,16 @@ def test_a_cancelled_batchs_undispatched_chunks_end_at_once_and_the_batch_soon_a
     support.wait_for(lambda: started(batch_id), 60, "the first image running")
     assert client.post(f"/api/v1/batches/{batch_id}/cancel").get_json()["cancelled"] == 9
     at_once = [r for r in support.rows_of(batch_id) if r["error_code"] == "cancelled"]
-    assert len(at_once) == 6 and {r["chunk"] for r in at_once} == {2, 3, 4}
+    assert len(at_once) == 9 and {r["chunk"] for r in at_once} == {0, 1, 2, 3, 4}
     assert all(r["state"] == "failure" and r["error"] == cancelling.REASON for r in at_once)
-    assert client.get(f"/api/v1/batches/{batch_id}").get_json()["failed"] == 6  # the owner sees it now
+    status = client.get(f"/api/v1/batches/{batch_id}").get_json()
+    assert (status["failed"], status["pending"]) == (9, 1)  # the owner sees it now; the running one finishes
 
     batch = support.wait_batch(batch_id, timeout=120)
     rows = support.rows_of(batch_id)
     assert [r["state"] for r in rows].count("success") == 1 and batch["zip_path"]
-    assert sum(r["error_code"] == "cancelled" for r in rows) == 9 and all(r["width"] is None for r in rows[1:])
+    dropped = [r for r in rows if r["error_code"] == "cancelled"]
+    assert len(dropped) == 9 and all(r["width"] is None and r["started_at"] is None for r in dropped)  # never "started"
 
 
 def test_hundreds_of_empty_chunks_in_a_row_complete_without_recursion(clean_state):
@@ -212,7 +236,7 @@ def test_hundreds_of_empty_chunks_in_a_row_complete_without_recursion(clean_stat
     with db.transaction() as cur:
         writes.create_batch(cur, batch_id, "upload", chunks, {}, "outputs/many", chunks=chunks)
         writes.create_tasks(cur, rows)
-        writes.cancel_undispatched(cur, batch_id, cancelling.REASON)
+        writes.end_cancelled(cur, [r["id"] for r in rows], cancelling.REASON)
     batch_lifecycle.start(str(batch_id))
     with db.transaction() as cur:
         cur.execute("SELECT state, count(*) AS n FROM chunks WHERE batch_id = %s GROUP BY state", (batch_id,))

@@ -54,14 +54,12 @@ def refuse_listed(cur, refused: dict) -> None:
         )
 
 
-def cancel_undispatched(cur, batch_id, reason: str) -> int:
-    """A cancelled batch's waiting images that were never sent to the queue (their chunk not dispatched)
-    fail at once, code `cancelled`: no message will ever reach a worker for them (see cancelling)."""
+def end_cancelled(cur, task_ids: list, reason: str) -> int:
+    """Cancelled images that no worker has started fail at once, code `cancelled` (see cancelling)."""
     cur.execute(
-        "UPDATE tasks t SET state = 'failure', error_code = 'cancelled', error = %s, finished_at = now(),"
-        " event_at = now() FROM chunks c WHERE t.batch_id = %s AND c.batch_id = t.batch_id AND c.idx = t.chunk"
-        " AND c.state = 'queued' AND t.state = 'pending'",
-        (reason, batch_id),
+        "UPDATE tasks SET state = 'failure', error_code = 'cancelled', error = %s, finished_at = now(),"
+        " event_at = now() WHERE id = ANY(%s::uuid[]) AND state IN ('pending', 'retry')",
+        (reason, [str(t) for t in task_ids]),
     )
     return cur.rowcount
 
