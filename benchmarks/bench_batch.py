@@ -126,16 +126,21 @@ def _settings():
     return get_settings()
 
 
+def start_workers(name: str):
+    """As `cvunet-matting worker` runs them, with the tiny model: the model worker mattes, the
+    bookkeeper lists and finalizes. Stop both with support.kill_group."""
+    model = support.build_tiny_model(harness.ROOT / "models" / "tiny-cvunet.onnx")
+    worker = support.start_worker(f"{name}@%h", harness.ROOT / "logs", {"CVUNET_MODEL": str(model)}, "matting")
+    return worker, support.start_worker("books@%h", harness.ROOT / "logs", BOOKKEEPER, "bookkeeping")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--small", type=int, default=1_000)
     args = parser.parse_args()
     harness.setup()
-    model = support.build_tiny_model(harness.ROOT / "models" / "tiny-cvunet.onnx")
-    # As `cvunet-matting worker` runs them: the model worker mattes, the bookkeeper lists and finalizes.
-    worker = support.start_worker("batch0@%h", harness.ROOT / "logs", {"CVUNET_MODEL": str(model)}, "matting")
-    books = support.start_worker("books@%h", harness.ROOT / "logs", BOOKKEEPER, "bookkeeping")
+    worker, books = start_workers("batch0")
     try:
         small = run_batch(worker, books, args.small, "small")
         large = run_batch(worker, books, args.images, "large")

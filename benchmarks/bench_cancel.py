@@ -14,7 +14,7 @@ import argparse
 import time
 
 import harness
-from bench_batch import BOOKKEEPER, make_folder
+from bench_batch import make_folder, start_workers
 
 from tests import support
 from tests.support import batch_row, rows_of
@@ -54,9 +54,7 @@ def main() -> None:
     harness.setup()
     from cvunet_matting import cancelling
 
-    model = support.build_tiny_model(harness.ROOT / "models" / "tiny-cvunet.onnx")
-    worker = support.start_worker("cancel0@%h", harness.ROOT / "logs", {"CVUNET_MODEL": str(model)}, "matting")
-    books = support.start_worker("books@%h", harness.ROOT / "logs", BOOKKEEPER, "bookkeeping")
+    worker, books = start_workers("cancel0")
     try:
         before = run(args.images, "before", cancel_as_before)
         now = run(args.images, "now", lambda client, batch_id: cancelling.cancel(client, batch_id=batch_id))
