@@ -39,11 +39,7 @@ def dispatch_next(batch_id: str) -> bool:
         if pending:
             dispatch.publish_chunk(pending, dispatch.chunk_done(batch_id, idx))
             return True
-        with db.transaction() as cur:
-            outcome = writes.complete_chunk(cur, batch_id, idx)
-        if outcome == "last":
-            dispatch.finalize_batch(batch_id).apply_async()
-        if outcome != "more":
+        if not _complete(batch_id, idx):
             return True
 
 
@@ -59,12 +55,17 @@ def end_listing(batch_id: str, error: str | None = None) -> None:
 
 def on_chunk_done(batch_id: str, idx: int) -> None:
     """A chunk's chord completed: dispatch the next chunk, or finalize when none is left."""
+    if _complete(batch_id, idx):
+        dispatch_next(batch_id)
+
+
+def _complete(batch_id: str, idx: int) -> bool:
+    """Mark a chunk done and finalize the batch if it was the last: whether more chunks remain."""
     with db.transaction() as cur:
         outcome = writes.complete_chunk(cur, batch_id, idx)
     if outcome == "last":
         dispatch.finalize_batch(batch_id).apply_async()
-    elif outcome == "more":
-        dispatch_next(batch_id)
+    return outcome == "more"
 
 
 def finalizer_dead_after(settings: Settings) -> float:

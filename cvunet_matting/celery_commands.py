@@ -88,8 +88,8 @@ def requeue(failed, stuck_for, batch_id, include_refused, dry_run):
 @click.option("--batch", "batch_id", default=None, callback=batch_option, help="This batch's images not yet started.")
 @click.option("--task", "task_id", default=None, callback=task_option, help="This task, if not yet started.")
 def cancel(batch_id, task_id):
-    """Cancel matting work no worker has started: each image ends as failed (code cancelled) when a
-    worker reaches it, without running the model; what runs finishes. `--batch` also stops a folder's
+    """Cancel matting work no worker has started: each image ends at once as failed (code cancelled),
+    and a message of it already queued is dropped unrun; what runs finishes. `--batch` also stops a folder's
     listing. A retry (the pages, the API) runs a cancelled image after all."""
     from . import cancelling, db
     from .db import reads

@@ -80,7 +80,7 @@ def delete_all_of(storage: Storage, owner_id) -> dict:
 
 def _unfinished_images(batch_id) -> int:
     with db.transaction() as cur:
-        return sum(state not in FINAL_TASK_STATES for state in reads.batch_states(cur, batch_id))
+        return reads.batch_counts(cur, batch_id)["pending"]
 
 
 def _remove(storage: Storage, tasks: list[dict], unused_inputs: set[str], batch: dict | None = None) -> int:

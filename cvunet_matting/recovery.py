@@ -59,7 +59,7 @@ def requeue(
         if dry_run or not rows:
             return rows
         _requeue_rows(cur, rows)
-    _publish_again(rows)  # a cancelled one among the stuck stays cancelled: its worker ends it at once
+    _publish_again(rows)
     return rows
 
 

@@ -41,7 +41,8 @@ def on_prerun(task_id=None, task=None, **_):
         # all): no started event, which would be newer than the row's final one; the task drops it.
         task.request.cvunet_finished = True
         return
-    if _cancelled(task_id):
+    task.request.cvunet_cancelled = _cancelled(task_id)  # read once: the task body uses it too
+    if task.request.cvunet_cancelled:
         return  # no start to show: it ends at once, as its row already says (cancelling)
     attempts = count_attempt(task_id)
     task.request.cvunet_attempts = attempts
@@ -58,12 +59,14 @@ def on_prerun(task_id=None, task=None, **_):
     )
 
 
-def _cancelled(task_id: str) -> bool:
+def _cancelled(task_id: str) -> bool | None:
+    """Whether the task was cancelled; None when Redis cannot tell (the start is recorded, and the task
+    itself looks again)."""
     try:
         return cancelling.is_cancelled(get_redis(), task_id)
-    except Exception as exc:  # Redis away: record the start; the task itself looks again
+    except Exception as exc:
         log.warning("could not read whether %s was cancelled: %s", task_id, exc)
-        return False
+        return None
 
 
 def _finished_already(app, task_id: str) -> bool:

@@ -74,7 +74,10 @@ def run_image(
         settings = replace(settings, encode_threads=1)  # the pool's processes are the parallelism
     attempts = getattr(task.request, "cvunet_attempts", None) or count_attempt(task.request.id)
     base = {"task_id": task.request.id, "batch_id": batch_id, "attempts": attempts}
-    if cancelling.is_cancelled(get_redis(), task.request.id):  # before the input is read or the model touched
+    cancelled = getattr(task.request, "cvunet_cancelled", None)  # as the prerun signal read it
+    if cancelled is None:
+        cancelled = cancelling.is_cancelled(get_redis(), task.request.id)
+    if cancelled:  # before the input is read or the model touched
         return failed(base, "cancelled", cancelling.REASON)
     # Runs that started before this one and never ended: their process died (a crash, out of memory).
     # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash.

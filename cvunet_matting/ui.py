@@ -18,7 +18,7 @@ from .imaging import SUPPORTED_FORMATS
 from .presenters import batch_json, listed_batch_json, task_json
 from .signin import local_target
 from .states import TASK_STATES
-from .web_input import load_batch, parse_id, parse_options, probe_uploads
+from .web_input import load_batch, parse_id, parse_options, probe_uploads, task_row
 
 bp = Blueprint("ui", __name__)
 BATCH_PAGE = 60
@@ -113,9 +113,9 @@ def upload_form():
 
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
-    with db.transaction() as cur:
-        row = reads.get_task(cur, uuid_or_404(task_id))
-    if row is None or row["deleted_at"] or not g.actor.owns(row):
+    try:
+        row = task_row(uuid_or_404(task_id), g.actor)
+    except InputError:
         abort(404, description="No such task: it may have been deleted.")
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
     return render_template("task.html", task=task_json(row, "page"), options=OutputOptions.from_dict(row["options"]))

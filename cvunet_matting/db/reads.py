@@ -270,11 +270,6 @@ def owned_undeleted(cur, owner_id) -> tuple[list, list]:
     return batches, [row["id"] for row in cur.fetchall()]
 
 
-def batch_states(cur, batch_id) -> list[str]:
-    cur.execute("SELECT state FROM tasks WHERE batch_id = %s", (batch_id,))
-    return [row["state"] for row in cur.fetchall()]
-
-
 def lock_batch_tasks(cur, batch_id) -> list[dict]:
     """A batch's tasks, locked until the transaction ends (in the order a retry takes them: tasks, then
     their batch, so a retry and a delete of the same batch never deadlock)."""

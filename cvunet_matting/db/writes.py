@@ -273,6 +273,10 @@ def lock_owner(cur, owner_id) -> None:
 def expire_tasks(cur, task_ids: list) -> None:
     """Mark tasks expired, and forget their results so that no new task reuses a removed file."""
     cur.execute("UPDATE tasks SET expired_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    _forget_results(cur, task_ids)
+
+
+def _forget_results(cur, task_ids: list) -> None:
     cur.execute("DELETE FROM results WHERE task_id = ANY(%s)", (list(task_ids),))
 
 
@@ -282,8 +286,8 @@ def expire_batches(cur, batch_ids: list) -> None:
 
 def delete_tasks(cur, task_ids: list) -> None:
     """Mark tasks deleted by their owner, and expired (their files go now: see deleting)."""
-    expire_tasks(cur, task_ids)
-    cur.execute("UPDATE tasks SET deleted_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    cur.execute("UPDATE tasks SET deleted_at = now(), expired_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    _forget_results(cur, task_ids)
 
 
 def mark_purged(cur, task_ids: list, batch_id=None) -> None:
