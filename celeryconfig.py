@@ -3,7 +3,7 @@
 from kombu import Exchange, Queue
 
 from cvunet_matting.config import get_settings
-from cvunet_matting.dispatch import BOOKKEEPING_TASKS
+from cvunet_matting.pipeline.dispatch import BOOKKEEPING_TASKS
 
 _settings = get_settings()
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 def warmed_up(first_image: bytes) -> Callable[[list[bytes]], tuple[float, list[dict]]]:
     """Load the model, run it once, and return `run(images) -> (seconds, per-image stage timings)`."""
     from cvunet_matting.config import get_settings
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.matting import matte_bytes
-    from cvunet_matting.model import get_session
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.image.matting import matte_bytes
+    from cvunet_matting.model.session import get_session
 
     settings = get_settings()
     session = get_session(settings)

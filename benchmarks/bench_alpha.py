@@ -26,11 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvunet_matting import alpha_matte
-from cvunet_matting.encoding import PNG_LEVEL, OutputOptions, encode
+from cvunet_matting.image.encoding import PNG_LEVEL, OutputOptions, encode
+from cvunet_matting.image.png import encode_png
 from cvunet_matting.malloc import tune_for_large_buffers
-from cvunet_matting.png import encode_png
-from cvunet_matting.storage import alpha_path
+from cvunet_matting.storage.files import alpha_path
+from cvunet_matting.webapp import alpha_matte
 
 
 def status_kb(field: str) -> int:

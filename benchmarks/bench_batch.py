@@ -63,8 +63,8 @@ class RssSampler(threading.Thread):
 
 
 def run_batch(worker, books, count: int, name: str) -> dict:
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.submission import submit_folder
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.pipeline.submission import submit_folder
 
     folder = make_folder(count, name)
     rss_before = tree_rss_mb(worker.pid)

@@ -21,8 +21,9 @@ from tests.support import batch_row, rows_of
 
 
 def cancel_as_before(client, batch_id: str) -> None:
-    from cvunet_matting import cancelling, db
+    from cvunet_matting import db
     from cvunet_matting.db import reads
+    from cvunet_matting.pipeline import cancelling
 
     client.set(cancelling.CANCELLED + f"batch:{batch_id}", 1, ex=cancelling.TTL_S)
     with db.transaction() as cur:
@@ -32,9 +33,9 @@ def cancel_as_before(client, batch_id: str) -> None:
 
 
 def run(count: int, name: str, cancel) -> tuple[float, int]:
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.redis_client import get_redis
-    from cvunet_matting.submission import submit_folder
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.pipeline.submission import submit_folder
+    from cvunet_matting.storage.redis_client import get_redis
 
     batch_id = submit_folder(make_folder(count, name), OutputOptions())
     support.wait_until(lambda: batch_row(batch_id)["state"] != "listing", 600, interval=0.2, message="listing")
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     args = parser.parse_args()
     harness.setup()
-    from cvunet_matting import cancelling
+    from cvunet_matting.pipeline import cancelling
 
     worker, books = start_workers("cancel0")
     try:

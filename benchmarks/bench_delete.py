@@ -18,7 +18,7 @@ from harness import ROOT, setup  # noqa: I001  (first: it isolates the run befor
 from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import writes
-from cvunet_matting.storage import Storage, alpha_path
+from cvunet_matting.storage.files import Storage, alpha_path
 from cvunet_matting.web import create_app
 from tests import support
 

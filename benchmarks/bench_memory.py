@@ -1,7 +1,7 @@
 """The CPU worker's resident memory with ISNet fp16, by onnxruntime SessionOptions (prints; asserts nothing).
 
 For each candidate set of options and each image size (800x800 and 12 MP JPEGs), a fresh process
-builds the model's session exactly as cvunet_matting.model does (MattingSession), with the candidate
+builds the model's session exactly as cvunet_matting.model.session does (MattingSession), with the candidate
 laid over its SessionOptions, then mattes three images through the worker's own path (decode,
 model, edges, PNG encode: matting.matte_bytes); and a mixed series (12 MP, 800x800, 3 MP in turn,
 three times). It reports the RSS once the session is loaded, the peak RSS (VmHWM) over the images,
@@ -101,7 +101,7 @@ def speed(names: list[str], runs: int) -> None:
 
     from cvunet_matting.config import get_settings
     from cvunet_matting.malloc import tune_for_large_buffers
-    from cvunet_matting.model import resolve_model
+    from cvunet_matting.model.session import resolve_model
 
     tune_for_large_buffers()  # as the worker does: without the arena, each run's buffers are fresh mappings
     path, _ = resolve_model(get_settings())
@@ -142,10 +142,10 @@ def child(name: str, size: str, count: int) -> dict:
     if "session.use_env_allocators" in entries:
         register_exact_arena(ort)
     from cvunet_matting.config import get_settings
-    from cvunet_matting.encoding import OutputOptions
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.image.matting import matte_bytes
     from cvunet_matting.malloc import tune_for_large_buffers
-    from cvunet_matting.matting import matte_bytes
-    from cvunet_matting.model import get_session
+    from cvunet_matting.model.session import get_session
 
     tune_for_large_buffers()  # as the worker does
     settings = get_settings()

@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 
 from cvunet_matting.config import get_settings
-from cvunet_matting.encoding import OutputOptions
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.matting import MODEL_STAGES as STAGES
+from cvunet_matting.image.matting import matte_bytes
 from cvunet_matting.malloc import tune_for_large_buffers
-from cvunet_matting.matting import MODEL_STAGES as STAGES
-from cvunet_matting.matting import matte_bytes
-from cvunet_matting.model import get_session
+from cvunet_matting.model.session import get_session
 
 SIZES = {"512x512": (512, 512), "1024x1024": (1024, 1024), "4000x3000": (3000, 4000)}
 

@@ -32,7 +32,7 @@ def bare(images: list[bytes]) -> tuple[float, float]:
 def bare_parallel(images: list[bytes], processes: int) -> float:
     """Images/s of `processes` bare-model processes at once, each with the threads a CPU worker gets:
     what this machine does with N workers' worth of matting and no queue at all."""
-    from cvunet_matting.workers import plan
+    from cvunet_matting.worker.supervisor import plan
 
     procs = []
     for index, spec in enumerate(plan([], processes)):
@@ -63,9 +63,9 @@ def bare_parallel(images: list[bytes], processes: int) -> float:
 def through_queue(images: list[bytes], workers: int, tag: str) -> tuple[float, tuple, float]:
     from cvunet_matting import db
     from cvunet_matting.db import reads
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.submission import Item, submit_batch
-    from cvunet_matting.workers import plan
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.pipeline.submission import Item, submit_batch
+    from cvunet_matting.worker.supervisor import plan
 
     # As `cvunet-matting worker --cpu N` would start them: N workers share the cores.
     specs = plan([], workers)
@@ -121,7 +121,7 @@ def overheads(rows: list[dict]) -> tuple[list[float], list[float], list[float], 
 
 
 def model_seconds(row: dict) -> float:
-    from cvunet_matting.matting import MODEL_STAGES
+    from cvunet_matting.image.matting import MODEL_STAGES
 
     return sum(row["timings"][s] for s in MODEL_STAGES)
 

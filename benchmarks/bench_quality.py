@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from cvunet_matting.config import get_settings
-from cvunet_matting.edges import controls, finish, refine
-from cvunet_matting.encoding import DECONTAMINATE, REFINE, OutputOptions
-from cvunet_matting.foreground import decontaminate
-from cvunet_matting.model import get_session
+from cvunet_matting.image.edges import controls, finish, refine
+from cvunet_matting.image.encoding import DECONTAMINATE, REFINE, OutputOptions
+from cvunet_matting.image.foreground import decontaminate
+from cvunet_matting.model.session import get_session
 
 FOREGROUNDS = ("astronaut", "chelsea", "coffee", "rocket", "retina")
 # Backgrounds without a subject of their own (ISNet would cut out a cat in the background instead).

@@ -33,7 +33,7 @@ class FakeDevice:
     """The overlapped worker's session with the device answering at once: CPU stages only."""
 
     def __init__(self):
-        from cvunet_matting.manifest import builtin
+        from cvunet_matting.model.manifest import builtin
 
         self.manifest, self.version = builtin("isnet-fp16"), "bench"
         self.answer = np.zeros((1, 1, *self.manifest.size), np.uint8)
@@ -41,7 +41,7 @@ class FakeDevice:
         self.answer[..., height // 5 : height - height // 5, width // 4 : width - width // 4] = 255
 
     def preprocess(self, rgb):
-        from cvunet_matting.model import model_input
+        from cvunet_matting.model.session import model_input
 
         return model_input(rgb, self.manifest, uint8=True)
 
@@ -49,25 +49,25 @@ class FakeDevice:
         return self.answer
 
     def postprocess(self, raw, height, width):
-        from cvunet_matting.model import alpha_from_output
+        from cvunet_matting.model.session import alpha_from_output
 
         return alpha_from_output(raw, self.manifest, height, width)
 
     def predict_alpha(self, rgb, timings=None):
-        from cvunet_matting.model import predict_alpha
+        from cvunet_matting.model.session import predict_alpha
 
         return predict_alpha(self, rgb, timings)
 
 
 def _cpu_stages(index: int) -> float:
     from cvunet_matting.config import get_settings
-    from cvunet_matting.device_client import one_thread_each
     from cvunet_matting.malloc import tune_for_large_buffers
+    from cvunet_matting.worker.device_client import one_thread_each
 
     tune_for_large_buffers()  # the workers' allocator settings (their image buffers are each mapped afresh)
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.matting import matte_bytes
-    from cvunet_matting.storage import write_atomic
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.image.matting import matte_bytes
+    from cvunet_matting.storage.files import write_atomic
 
     data = (harness.ROOT / "cpu-in" / f"{index:04d}.jpg").read_bytes()
     # As in the overlapped worker's pool processes: one thread each, the processes are the parallelism.
@@ -116,8 +116,8 @@ def successes(batch_id: str) -> int:
 def through_worker(images: list[bytes], latency_ms: float, batch: int | None, tag: str) -> tuple[float, str]:
     """Images/s of one worker (batch None: today's loop), from its first finished image to its last;
     and the device's mean batch size as it logged it."""
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.submission import Item, submit_batch
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.pipeline.submission import Item, submit_batch
 
     env = support.simulated_device_env(harness.ROOT / "sim", latency_ms)
     env |= {"CVUNET_OVERLAP": "1" if batch else "0", "CVUNET_MAX_BATCH": str(batch or 1)}

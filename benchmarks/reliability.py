@@ -42,7 +42,7 @@ class Row:
 
 
 def photos(count: int, seed: int) -> list:
-    from cvunet_matting.submission import Item
+    from cvunet_matting.pipeline.submission import Item
 
     return [Item(f"{seed}-{i}.jpg", data) for i, data in enumerate(harness.photos(count + seed)[seed:])]
 
@@ -81,8 +81,8 @@ def audit(name: str, batch_id: str, inputs: int, expect_failure=lambda row: Fals
 
 def submit(items, **overrides) -> str:
     from cvunet_matting.config import load_settings
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.submission import submit_batch
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.pipeline.submission import submit_batch
 
     settings = load_settings({**os.environ, **overrides})
     return submit_batch(items, OutputOptions(), settings=settings)
@@ -150,7 +150,7 @@ def scenario_postgres_outage() -> Row:
 
 
 def scenario_poison() -> Row:
-    from cvunet_matting.storage import sha256_bytes
+    from cvunet_matting.storage.files import sha256_bytes
 
     items = photos(5, 60)
     proc = worker("x0@%h", CVUNET_TEST_CRASH_ON=sha256_bytes(items[0].data))
@@ -249,7 +249,7 @@ def server_outcome(data: bytes, result: dict, wait_s: float = 60) -> str:
     the history), 'refused, nothing stored' (the client was told and nothing was accepted: it may
     send again) or 'lost' (accepted but never finished)."""
     from cvunet_matting import db
-    from cvunet_matting.storage import sha256_bytes
+    from cvunet_matting.storage.files import sha256_bytes
 
     if result["ok"]:
         return "done"

@@ -10,22 +10,20 @@ from dataclasses import replace
 import psycopg2
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
-from . import (
-    batch_lifecycle,
-    cancelling,
-    device_host,  # noqa: F401 (starts an overlapped worker's device process from its main process)
-    finish,
-    image_job,
-    signals,
-    worker_main,  # noqa: F401 (its signal handlers run in the worker's main process)
-)
 from .celery_app import app
 from .config import get_settings
-from .device_client import DeviceLost, overlapped, worker_session
-from .dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .errors import ImageFailed, InputError
-from .redis_client import count_attempt, ended_runs, get_redis
-from .storage import Storage
+from .pipeline import batch_lifecycle, cancelling, finish
+from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
+from .storage.files import Storage
+from .storage.redis_client import count_attempt, ended_runs, get_redis
+from .worker import (
+    device_host,  # noqa: F401 (starts an overlapped worker's device process from its main process)
+    image_job,
+    main_process,  # noqa: F401 (its signal handlers run in the worker's main process)
+    signals,
+)
+from .worker.device_client import DeviceLost, overlapped, worker_session
 
 log = logging.getLogger(__name__)
 STORAGE_BACKOFF_MAX_S = 30
@@ -148,7 +146,7 @@ def finalize_batch(batch_id: str, rebuild: bool = False) -> dict:
 @app.task(bind=True, name=LIST_FOLDER, **DB_RETRY)
 def list_folder(self, batch_id: str) -> dict:
     """Record a folder batch's images a chunk at a time, dispatching them as it goes (folder_listing.py)."""
-    from .folder_listing import list_folder as record_listing
+    from .pipeline.folder_listing import list_folder as record_listing
 
     try:
         return record_listing(batch_id)

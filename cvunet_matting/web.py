@@ -14,15 +14,19 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.routing import BaseConverter
 
-from . import access, api, health, metrics, page_api, signin, ui
-from .accounts import DEFAULT_QUOTAS
-from .alpha_matte import Derivations
+from .accounts.users import DEFAULT_QUOTAS
 from .config import Settings, get_settings, load_settings
-from .http_errors import register_errors
-from .http_support import security_headers
 from .malloc import tune_for_large_buffers
-from .polling import PaceCache
-from .waiting import Hub
+from .webapp import access, health, metrics
+from .webapp.alpha_matte import Derivations
+from .webapp.api import views as api
+from .webapp.errors import register_errors
+from .webapp.pages import json_routes as page_api
+from .webapp.pages import signin
+from .webapp.pages import views as ui
+from .webapp.polling import PaceCache
+from .webapp.support import security_headers
+from .webapp.waiting import Hub
 
 FORM_FIELDS_ROOM = 64  # parts beyond the files: csrf_token and the options (about a dozen today)
 
@@ -62,7 +66,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     tune_for_large_buffers()  # uploads are image-sized buffers too
     test_config = dict(test_config or {})
     cfg = app_settings(test_config)
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder="webapp/templates", static_folder="webapp/static")
     app.config.update(
         MAX_CONTENT_LENGTH=cfg.max_upload_mb * 1024 * 1024,
         # A batch is one part per file, plus the form's option fields: the default largest batch fits.

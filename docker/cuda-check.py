@@ -20,7 +20,7 @@ import numpy as np
 
 from cvunet_matting.config import load_settings
 from cvunet_matting.errors import MattingError
-from cvunet_matting.model import MattingSession, resolve_model
+from cvunet_matting.model.session import MattingSession, resolve_model
 
 DRIVER = ("libcuda.so",)
 # cuDNN 9 loads these by name (dlopen) when the first convolution runs, not at link time.

@@ -14,15 +14,16 @@ from urllib.parse import unquote
 
 import pytest
 
-from cvunet_matting import db, submission
-from cvunet_matting.access import SIGNED_IN_AT
+from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
 from cvunet_matting.errors import InputError
-from cvunet_matting.folder_listing import list_folder
-from cvunet_matting.image_job import output_target, process
-from cvunet_matting.storage import Storage
+from cvunet_matting.pipeline import submission
+from cvunet_matting.pipeline.folder_listing import list_folder
+from cvunet_matting.storage.files import Storage
 from cvunet_matting.web import create_app
+from cvunet_matting.webapp.access import SIGNED_IN_AT
+from cvunet_matting.worker.image_job import output_target, process
 from tests import support
 from tests.support import png_bytes
 
@@ -78,7 +79,7 @@ def test_a_page_session_and_its_csrf_token_never_pass_the_api(app, alice):
 
 
 def test_keys_are_checked_revoked_and_die_with_their_user(app, alice):
-    from cvunet_matting import accounts
+    from cvunet_matting.accounts import users as accounts
 
     client = app.test_client()
     for header in (f"Bearer {alice.key}x", f"Basic {alice.key}", alice.key, "Bearer " + "k" * 300):
@@ -417,7 +418,7 @@ def guess(browser, token: str, name: str, password: str, address: str):
 
 
 def test_password_guessing_is_stopped_per_address_without_locking_the_owner_out(app, alice):
-    from cvunet_matting.signin_limits import FAILS_PER_ADDRESS
+    from cvunet_matting.accounts.signin_limits import FAILS_PER_ADDRESS
 
     browser = app.test_client()
     token = support.page_csrf(browser, "/login")
@@ -434,7 +435,7 @@ def test_password_guessing_is_stopped_per_address_without_locking_the_owner_out(
 
 
 def test_guessing_from_many_addresses_locks_the_name_until_an_operator_unlocks_it(app, alice):
-    from cvunet_matting import signin_limits
+    from cvunet_matting.accounts import signin_limits
 
     browser = app.test_client()
     token = support.page_csrf(browser, "/login")
@@ -552,7 +553,7 @@ def test_single_user_mode_refuses_other_sites_pages_and_names_it_was_not_given(c
 
 
 def test_with_no_users_nobody_gets_in_and_the_first_admin_is_made_once(clean_state):
-    from cvunet_matting import accounts
+    from cvunet_matting.accounts import users as accounts
 
     with db.transaction() as cur:
         has_users = reads.count_users(cur) > 0
@@ -654,7 +655,7 @@ def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admi
     assert {k: row_of(located.rsplit("/", 1)[1])["options"][k] for k in expected} == expected
     html = pages.get("/").get_data(as_text=True)
     assert 'name="feather"' in html and 'name="opaque_threshold"' in html
-    from cvunet_matting.encoding import DECONTAMINATE, REFINE
+    from cvunet_matting.image.encoding import DECONTAMINATE, REFINE
 
     for name, default in (("refine", REFINE), ("decontaminate", DECONTAMINATE)):  # the form starts at the defaults
         chosen = re.search(rf'name="{name}".*?<option value="(\w+)" selected>', html, re.S).group(1)
@@ -677,8 +678,8 @@ def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admi
 @pytest.mark.stack
 def test_a_forged_message_cannot_make_the_worker_write_outside_the_data_root(clean_state, worker_factory, tmp_root):
     """What anyone with broker access (or Flower) could send: an absolute output path."""
-    from cvunet_matting import dispatch
     from cvunet_matting.db import writes
+    from cvunet_matting.pipeline import dispatch
 
     storage = Storage(get_settings().data_dir)
     target = tmp_root / "outside" / "planted.png"

@@ -10,14 +10,14 @@ from flask import Blueprint
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from cvunet_matting import waiting
-from cvunet_matting.api_routes import OPERATIONS
-from cvunet_matting.api_spec import router
-from cvunet_matting.http_errors import ERROR_STATUSES
-from cvunet_matting.imaging import INPUT_FORMATS
-from cvunet_matting.openapi import document
+from cvunet_matting.image.imaging import INPUT_FORMATS
 from cvunet_matting.states import BATCH_STATES, TASK_STATES
 from cvunet_matting.web import create_app
+from cvunet_matting.webapp import waiting
+from cvunet_matting.webapp.api.openapi import document
+from cvunet_matting.webapp.api.operations import OPERATIONS
+from cvunet_matting.webapp.api.spec import router
+from cvunet_matting.webapp.errors import ERROR_STATUSES
 from tests import support
 
 MAX_EXAMPLES = 15

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import zipfile
 
-from cvunet_matting import archives
-from cvunet_matting.storage import Storage
+from cvunet_matting.pipeline import archives
+from cvunet_matting.storage.files import Storage
 
 
 def rows_and_files(storage: Storage, count: int) -> list[dict]:

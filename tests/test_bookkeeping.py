@@ -10,11 +10,11 @@ import uuid
 
 import pytest
 
-from cvunet_matting import dispatch
 from cvunet_matting.celery_app import app
-from cvunet_matting.encoding import OutputOptions
-from cvunet_matting.submission import Item, submit_batch
-from cvunet_matting.workers import bookkeeper, command, concurrency
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.pipeline import dispatch
+from cvunet_matting.pipeline.submission import Item, submit_batch
+from cvunet_matting.worker.supervisor import bookkeeper, command, concurrency
 from tests import support
 from tests.support import png_bytes, wait_batch
 
@@ -57,7 +57,7 @@ def test_the_bookkeeper_loads_no_model_and_takes_two_tasks_at_once():
 def test_worker_command_runs_the_bookkeeper_and_a_batch_finishes_through_it(clean_state, tmp_root):
     log = open(tmp_root / "worker-cli.log", "wb")  # noqa: SIM115 (closed after the process)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cvunet_matting.cli", "worker", "--cpu", "1"],
+        [sys.executable, "-m", "cvunet_matting.commands.cli", "worker", "--cpu", "1"],
         cwd=support.REPO,
         env={**os.environ, "CVUNET_DEVICE": "cpu"},
         stdout=log,

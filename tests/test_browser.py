@@ -150,7 +150,7 @@ def test_dropping_a_file_and_a_refusal_message(server, signed_in):
 
 def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, worker_factory, tmp_path):
     """Two people on one server: each history lists only its own work; the other's ids are 404."""
-    from cvunet_matting import accounts
+    from cvunet_matting.accounts import users as accounts
     from tests.support.httpclient import fetch, multipart
 
     other = support.make_user(prefix="other")

@@ -8,11 +8,12 @@ import zipfile
 
 import pytest
 
-from cvunet_matting import cancelling, db
+from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
-from cvunet_matting.redis_client import get_redis
-from cvunet_matting.storage import Storage
+from cvunet_matting.pipeline import cancelling
+from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.redis_client import get_redis
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -137,8 +138,8 @@ def test_an_operators_requeue_of_failures_leaves_cancelled_and_unstored_tasks_al
 
 
 def listed_folder(count: int):
-    from cvunet_matting.encoding import OutputOptions
-    from cvunet_matting.submission import submit_folder
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.pipeline.submission import submit_folder
 
     folder = get_settings().allowed_roots[0] / f"cancel-{count}-{support.free_port()}"
     folder.mkdir(parents=True)
@@ -150,7 +151,7 @@ def listed_folder(count: int):
 def test_a_folder_batch_cancelled_while_it_is_listed_records_no_more_pages(clean_state, monkeypatch):
     """Cancelled between two pages of its listing, as its owner would: the page recorded after the
     cancel read the rows is cancelled by the listing itself, and no page follows."""
-    from cvunet_matting import folder_listing
+    from cvunet_matting.pipeline import folder_listing
 
     settings = support.settings(CVUNET_BATCH_CHUNK=2)
     batch_id = listed_folder(6)
@@ -224,8 +225,8 @@ def test_hundreds_of_empty_chunks_in_a_row_complete_without_recursion(clean_stat
     loop (it recursed twice a chunk, past Python's limit) and finalizes the batch."""
     import uuid
 
-    from cvunet_matting import batch_lifecycle
     from cvunet_matting.db import writes
+    from cvunet_matting.pipeline import batch_lifecycle
 
     batch_id, chunks = uuid.uuid4(), 600
     rows = [

@@ -122,7 +122,7 @@ def cli(env: dict, *args: str, stdin: str | None = None):
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "cvunet_matting.cli", *args],
+        [sys.executable, "-m", "cvunet_matting.commands.cli", *args],
         cwd=support.REPO,
         capture_output=True,
         text=True,
@@ -168,7 +168,7 @@ def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh
     assert cli(env, "user", "disable", "carol").returncode == 0
     assert "disabled" in cli(env, "user", "list").stdout
     # Too many wrong passwords: the operator lifts the lock (a new password or enable lifts it too).
-    from cvunet_matting import signin_limits
+    from cvunet_matting.accounts import signin_limits
 
     assert cli(env, "user", "unlock", "carol").stdout.strip() == "'carol' was not locked"
     signin_limits.count_failure("carol", "203.0.113.9")

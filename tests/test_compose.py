@@ -144,7 +144,7 @@ class Stack:
 
     def live_workers(self) -> set[str]:
         """Containers (hostnames) whose worker keeps a live heartbeat; an incarnation in Redis is
-        NODE@HOSTNAME/PID/RANDOM (cvunet_matting.liveness)."""
+        NODE@HOSTNAME/PID/RANDOM (cvunet_matting.recovery.liveness)."""
         keys = self.redis().scan_iter("cvunet:beat:*")
         return {k.decode()[len("cvunet:beat:") :].split("/")[0].split("@")[-1] for k in keys}
 

@@ -12,8 +12,8 @@ import pytest
 
 from cvunet_matting import db
 from cvunet_matting.config import get_settings
-from cvunet_matting.recovery import retry_task
-from cvunet_matting.storage import Storage, alpha_path
+from cvunet_matting.recovery.requeue import retry_task
+from cvunet_matting.storage.files import Storage, alpha_path
 from tests import support
 from tests.support import png_bytes
 
@@ -189,7 +189,7 @@ def test_a_result_deleted_between_its_lookup_and_its_copy_is_made_again(tmp_path
     runs (reuse says no) instead of failing the task."""
     import shutil
 
-    from cvunet_matting import image_job
+    from cvunet_matting.worker import image_job
 
     store = Storage(tmp_path)
     (tmp_path / "outputs/images/a").mkdir(parents=True)
@@ -207,9 +207,9 @@ def test_a_result_deleted_between_its_lookup_and_its_copy_is_made_again(tmp_path
 def test_files_a_killed_web_process_left_are_purged_by_the_sweep(app, alice):
     """The rows said deleted, then the process died before removing the files (or before saying so):
     the watchdog's hourly sweep removes them once the deletion is older than SETTLE_S."""
+    from cvunet_matting.cleanup.deleting import SETTLE_S, purge_leftovers
     from cvunet_matting.db import writes
-    from cvunet_matting.deleting import SETTLE_S, purge_leftovers
-    from cvunet_matting.watchdog import Watchdog
+    from cvunet_matting.worker.watchdog import Watchdog
 
     client = support.user_client(app, alice)
     old, recent = submit_image(client, 460, "old.png"), submit_image(client, 461, "recent.png")
@@ -236,8 +236,8 @@ def test_files_a_killed_web_process_left_are_purged_by_the_sweep(app, alice):
 
 @pytest.mark.stack
 def test_a_deleted_batchs_files_are_purged_after_a_crash(app, alice, worker_factory):
+    from cvunet_matting.cleanup.deleting import purge_leftovers
     from cvunet_matting.db import writes
-    from cvunet_matting.deleting import purge_leftovers
 
     client = support.user_client(app, alice)
     worker_factory()
@@ -257,8 +257,8 @@ def test_a_deleted_batchs_files_are_purged_after_a_crash(app, alice, worker_fact
 def test_an_operator_purges_a_users_finished_work_and_is_told_what_remains(app, alice):
     from click.testing import CliRunner
 
+    from cvunet_matting.commands.users import user
     from cvunet_matting.db import writes
-    from cvunet_matting.user_cli import user
 
     client, bob = support.user_client(app, alice), support.make_user(prefix="bob")
     done, waiting = submit_image(client, 480, "done.png"), submit_image(client, 481, "waiting.png")

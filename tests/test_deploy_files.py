@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import subprocess
@@ -312,7 +313,7 @@ def test_web_image_serves_gunicorn_on_8000():
     assert "gunicorn" in cmd and "0.0.0.0:8000" in cmd and "cvunet_matting.web:create_app()" in cmd
     assert "/healthz" in args_of(path, "HEALTHCHECK")[0]
     # Its hooks add up /metrics over the processes; the folder is not baked in (Flower runs this image).
-    assert '"-c", "python:cvunet_matting.gunicorn_conf"' in cmd
+    assert '"-c", "python:cvunet_matting.webapp.gunicorn_conf"' in cmd
     assert not any("PROMETHEUS_MULTIPROC_DIR" in env for env in args_of(path, "ENV"))
 
 
@@ -359,26 +360,49 @@ def test_dependencies_come_from_setup_cfg_in_a_layer_below_the_source(path):
     assert all(i < source for i in fetches)
 
 
-def package_imports(module: str) -> set[str]:
-    """cvunet_matting modules (file names) that `module` imports, directly or not."""
+def module_file(parts: list[str]) -> str | None:
+    """The file (relative to the package) of module `parts` below cvunet_matting, if there is one."""
     package = REPO / "cvunet_matting"
+    for candidate in ("/".join(parts) + ".py", "/".join([*parts, "__init__.py"])):
+        if parts and (package / candidate).is_file():
+            return candidate
+    return None
+
+
+def imported_files(rel: str) -> set[str]:
+    """Package files that the module at `rel` imports itself (relative or absolute imports)."""
+    here = rel.removesuffix(".py").split("/")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse((REPO / "cvunet_matting" / rel).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[: len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cvunet_matting"):
+            base = node.module.split(".")[1:]
+        else:
+            continue
+        for alias in node.names:
+            found.add(module_file([*base, alias.name]) or module_file(base) or "__init__.py")
+    return found
+
+
+def package_imports(module: str) -> set[str]:
+    """cvunet_matting files (paths inside it) that `module` imports, directly or not, with the
+    __init__.py of every package on their way."""
     seen, todo = set(), [module]
     while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        text = (package / name).read_text()
-        todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(\w+) import", text, re.MULTILINE)]
-        todo += [f"{m}.py" for m in re.findall(r"^\s*from \. import (\w+)", text, re.MULTILINE)]
-    return seen | {"__init__.py"}
+        rel = todo.pop()
+        if rel not in seen:
+            seen.add(rel)
+            todo += imported_files(rel)
+    packages = {"/".join([*rel.split("/")[:n], "__init__.py"]) for rel in seen for n in range(rel.count("/") + 1)}
+    return seen | packages
 
 
 def test_the_model_fetchers_copy_is_all_that_fetch_py_imports():
     copies = " ".join(args_of(DOCKER / "Dockerfile.worker", "COPY"))
-    copied = set(re.findall(r"cvunet_matting/(\w+\.py)", copies))
-    assert copied == package_imports("fetch.py")
-    assert "cvunet_matting/manifests /tmp/fetcher/cvunet_matting/manifests" in copies
+    copied = set(re.findall(r"cvunet_matting/([\w/]+\.py)", copies))
+    assert copied == package_imports("model/fetch.py")
+    assert "cvunet_matting/model/manifests /tmp/fetcher/cvunet_matting/model/manifests" in copies
 
 
 def test_the_requirements_script_reads_setup_cfg():

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from cvunet_matting import device_host
+from cvunet_matting.worker import device_host
 
 
 def test_a_pool_fork_waits_while_the_device_process_is_spawned():

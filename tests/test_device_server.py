@@ -9,7 +9,7 @@ from multiprocessing import Pipe
 
 import numpy as np
 
-from cvunet_matting.device_server import DeviceServer, Job
+from cvunet_matting.worker.device_server import DeviceServer, Job
 
 
 class RecordingSession:

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cvunet_matting.config import load_settings
-from cvunet_matting.edges import controls, finish, refine, with_input_alpha
-from cvunet_matting.encoding import OutputOptions
 from cvunet_matting.errors import InputError
-from cvunet_matting.foreground import FADE, decontaminate
-from cvunet_matting.input_alpha import read_alpha
-from cvunet_matting.matting import matte_bytes
-from cvunet_matting.model import MattingSession, resolve_model
+from cvunet_matting.image.edges import controls, finish, refine, with_input_alpha
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.foreground import FADE, decontaminate
+from cvunet_matting.image.input_alpha import read_alpha
+from cvunet_matting.image.matting import matte_bytes
+from cvunet_matting.model.session import MattingSession, resolve_model
 
 FORE, BACK, GREEN = (200, 40, 40), (30, 60, 200), (40, 170, 70)
 
@@ -262,7 +262,7 @@ def test_the_key_changes_with_each_edge_option():
 
 
 def test_the_matte_command_takes_the_edge_flags(tmp_path, tiny):
-    from cvunet_matting.cli import main
+    from cvunet_matting.commands.cli import main
 
     source = tmp_path / "in.png"
     source.write_bytes(png(np.full((16, 16, 3), 255, np.uint8), "RGB"))

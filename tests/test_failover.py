@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from cvunet_matting import db, liveness, transport
+from cvunet_matting import db
 from cvunet_matting.config import load_settings
-from cvunet_matting.encoding import OutputOptions
-from cvunet_matting.submission import Item, submit_batch
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.pipeline.submission import Item, submit_batch
+from cvunet_matting.recovery import liveness, transport
 from tests import support
 from tests.support import png_bytes, rows_of, wait_batch
 
@@ -158,7 +159,7 @@ def test_abandoned_deliveries_are_those_of_dead_or_unknown_owners():
 
 
 def test_a_finalizer_that_died_is_taken_over_by_reconcile(clean_state, worker_factory):
-    from cvunet_matting.recovery import reconcile
+    from cvunet_matting.recovery.requeue import reconcile
 
     worker_factory("cpu0@%h")  # the tiny model: the finalizer is under test, not the matting
     batch_id = submit_batch(photos(3), OutputOptions())
@@ -181,9 +182,9 @@ def test_a_task_seen_missing_once_is_not_republished_if_it_shows_up_a_moment_lat
     import threading
     import uuid
 
-    from cvunet_matting import dispatch
     from cvunet_matting.db import writes
-    from cvunet_matting.recovery import reconcile
+    from cvunet_matting.pipeline import dispatch
+    from cvunet_matting.recovery.requeue import reconcile
 
     row = {"id": uuid.uuid4(), "filename": "a.png", "input_key": "k", "options": {}, "output_path": "o/a.png"}
     with db.transaction() as cur:
@@ -211,10 +212,11 @@ def test_a_message_in_a_reply_a_busy_worker_has_not_read_is_not_republished(clea
 
     from kombu import Consumer
 
-    from cvunet_matting import dispatch, worker_main
     from cvunet_matting.celery_app import app
     from cvunet_matting.db import writes
-    from cvunet_matting.recovery import reconcile
+    from cvunet_matting.pipeline import dispatch
+    from cvunet_matting.recovery.requeue import reconcile
+    from cvunet_matting.worker import main_process as worker_main
 
     rows = [
         {"id": uuid.uuid4(), "filename": f"{n}.png", "input_key": n, "options": {}, "output_path": f"o/{n}.png"}
@@ -259,8 +261,8 @@ def test_a_message_in_a_reply_a_busy_worker_has_not_read_is_not_republished(clea
 def test_a_second_copy_of_a_message_is_not_counted_as_a_crash(clean_state, worker_factory):
     """Two copies of one task (a republish the watchdog made in error) both run and both end: no
     process died, so the poison-input cap, here 1, must not fail the image as 'crashed'."""
-    from cvunet_matting import dispatch
-    from cvunet_matting.submission import submit_image
+    from cvunet_matting.pipeline import dispatch
+    from cvunet_matting.pipeline.submission import submit_image
 
     task_id = submit_image(Item("a.png", png_bytes(77, (64, 48))), OutputOptions())
     row = support.task_row(task_id)

@@ -15,8 +15,8 @@ import pytest
 
 from cvunet_matting import db
 from cvunet_matting.config import load_settings
-from cvunet_matting.encoding import OutputOptions
-from cvunet_matting.submission import Item, submit_batch
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.pipeline.submission import Item, submit_batch
 from tests import support
 from tests.support import png_bytes, rows_of, settings, wait_batch
 
@@ -70,7 +70,9 @@ def test_redis_flushed_mid_batch_then_reconcile(clean_state, worker_factory, rea
     support.redis().flushdb()  # the queue, unacked tasks and chord counters are gone
     # At once, while the worker still runs an image whose chord counter is gone: reconcile waits
     # for it, or its chunk (and so the batch) would never complete.
-    done = subprocess.run([sys.executable, "-m", "cvunet_matting.cli", "reconcile"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "cvunet_matting.commands.cli", "reconcile"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert "re-enqueued" in done.stdout
     wait_batch(batch_id, timeout=180)
@@ -133,11 +135,13 @@ def test_requeue_failed_from_the_celery_cli(clean_state, worker_factory):
 
 
 def test_requeue_without_a_selection_is_refused():
-    done = subprocess.run([sys.executable, "-m", "cvunet_matting.cli", "requeue"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "cvunet_matting.commands.cli", "requeue"], capture_output=True, text=True
+    )
     assert done.returncode == 1 and "--failed" in done.stderr
 
 
 def test_requeue_of_a_batch_id_that_is_no_id_says_so_not_postgres():
-    argv = [sys.executable, "-m", "cvunet_matting.cli", "requeue", "--failed", "--batch", "nope"]
+    argv = [sys.executable, "-m", "cvunet_matting.commands.cli", "requeue", "--failed", "--batch", "nope"]
     done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 2 and "'nope' is not a batch id" in done.stderr and "postgres" not in done.stderr

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from cvunet_matting import fetch
 from cvunet_matting.errors import ModelError
+from cvunet_matting.model import fetch
 
 
 def fake_package(path, chunks: list[bytes], corrupt: bool = False):

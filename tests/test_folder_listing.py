@@ -8,12 +8,14 @@ import zipfile
 
 import pytest
 
-from cvunet_matting import accounts, db, dispatch, folder_listing
+from cvunet_matting import db
+from cvunet_matting.accounts import users as accounts
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads
-from cvunet_matting.encoding import OutputOptions
-from cvunet_matting.recovery import reconcile
-from cvunet_matting.submission import folder_items, submit_folder
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.pipeline import dispatch, folder_listing
+from cvunet_matting.pipeline.submission import folder_items, submit_folder
+from cvunet_matting.recovery.requeue import reconcile
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes, rows_of, wait_batch

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from cvunet_matting import imaging
-from cvunet_matting.encoding import OutputOptions, encode
 from cvunet_matting.errors import InputError
-from cvunet_matting.imaging import decode, probe, sniff_extension
+from cvunet_matting.image import imaging
+from cvunet_matting.image.encoding import OutputOptions, encode
+from cvunet_matting.image.imaging import decode, probe, sniff_extension
 
 LIMIT = 50_000_000
 RED, GREEN, BLUE, WHITE = (220, 30, 40), (30, 200, 60), (20, 40, 230), (250, 250, 250)
@@ -410,8 +410,8 @@ def test_from_dict_refuses_bad_dicts(data):
 
 
 def test_the_published_spellings_are_exactly_the_accepted_ones():
-    from cvunet_matting.encoding import FLAG_WORDS, FORMAT_WORDS
-    from cvunet_matting.openapi import document
+    from cvunet_matting.image.encoding import FLAG_WORDS, FORMAT_WORDS
+    from cvunet_matting.webapp.api.openapi import document
 
     form = document()["paths"]["/api/v1/images"]["post"]["requestBody"]["content"]["multipart/form-data"]
     properties = form["schema"]["properties"]

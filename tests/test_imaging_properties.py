@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cvunet_matting.encoding import OutputOptions, encode
 from cvunet_matting.errors import InputError
-from cvunet_matting.imaging import decode
+from cvunet_matting.image.encoding import OutputOptions, encode
+from cvunet_matting.image.imaging import decode
 
 FAST = settings(max_examples=80, deadline=None)
 LIMIT = 1_000_000

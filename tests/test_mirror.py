@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from cvunet_matting.celery_commands import parse_duration
-from cvunet_matting.mirror import Mirror
+from cvunet_matting.commands.operator import parse_duration
+from cvunet_matting.pipeline.mirror import Mirror
 
 
 class FlakyDatabase:

@@ -11,9 +11,9 @@ import pytest
 
 from cvunet_matting.config import load_settings
 from cvunet_matting.errors import DeviceError, ModelError
-from cvunet_matting.manifest import Manifest, builtin
-from cvunet_matting.model import MattingSession, resolve_model, shrink
-from cvunet_matting.providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
+from cvunet_matting.model.manifest import Manifest, builtin
+from cvunet_matting.model.providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
+from cvunet_matting.model.session import MattingSession, resolve_model, shrink
 
 # (subject boxes, background boxes) as (x0, y0, x1, y1), read off the photos by eye.
 EXPECTED = {
@@ -47,7 +47,7 @@ def test_isnet_separates_subject_from_background(isnet, name):
 
 @pytest.mark.model
 def test_isnet_manifest_version_is_the_file_hash(isnet, real_model_path):
-    from cvunet_matting.manifest import sha256_file
+    from cvunet_matting.model.manifest import sha256_file
 
     assert isnet.version == sha256_file(real_model_path)
     assert isnet.providers[-1] == CPU

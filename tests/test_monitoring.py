@@ -11,8 +11,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cvunet_matting.retention import expire
-from cvunet_matting.storage import Storage
+from cvunet_matting.cleanup.retention import expire
+from cvunet_matting.storage.files import Storage
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import REPO, require_tool

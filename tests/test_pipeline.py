@@ -10,10 +10,10 @@ import pytest
 
 from cvunet_matting import db
 from cvunet_matting.config import load_settings
-from cvunet_matting.encoding import OutputOptions
-from cvunet_matting.imaging import decode
-from cvunet_matting.matting import MODEL_STAGES
-from cvunet_matting.submission import Item, submit_batch, submit_image
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.imaging import decode
+from cvunet_matting.image.matting import MODEL_STAGES
+from cvunet_matting.pipeline.submission import Item, submit_batch, submit_image
 from tests import support
 from tests.support import batch_row, png_bytes, rows_of, settings, task_row, wait_batch, wait_task
 
@@ -103,7 +103,7 @@ def test_identical_request_reuses_the_result(clean_state, worker_factory):
 
 def test_a_result_is_reused_within_one_owner_only(clean_state, worker_factory):
     """An instant answer to a second user would tell them someone else had sent that very photo."""
-    from cvunet_matting import accounts
+    from cvunet_matting.accounts import users as accounts
 
     alice, bob = (accounts.by_key(support.make_user(prefix=name).key) for name in ("alice", "bob"))
     worker_factory()
@@ -115,7 +115,7 @@ def test_a_result_is_reused_within_one_owner_only(clean_state, worker_factory):
 
 
 def test_poisoned_input_fails_after_three_crashes_and_the_queue_moves_on(clean_state, worker_factory):
-    from cvunet_matting.storage import sha256_bytes
+    from cvunet_matting.storage.files import sha256_bytes
 
     poison = png_bytes(99)
     worker_factory(CVUNET_TEST_CRASH_ON=sha256_bytes(poison))
@@ -146,7 +146,7 @@ def test_a_large_batch_keeps_redis_small(clean_state, worker_factory):
 
 
 def test_requeue_stuck_tasks(clean_state):
-    from cvunet_matting.recovery import requeue
+    from cvunet_matting.recovery.requeue import requeue
 
     task_id = submit_image(Item("stuck.png", png_bytes(3)), PNG)  # no worker: it stays pending
     with db.transaction() as cur:

@@ -13,9 +13,9 @@ import pytest
 from isal import isal_zlib
 from PIL import Image
 
-from cvunet_matting import png
 from cvunet_matting.config import load_settings
-from cvunet_matting.encoding import OutputOptions, encode
+from cvunet_matting.image import png
+from cvunet_matting.image.encoding import OutputOptions, encode
 
 
 def random_image(shape, seed=0) -> np.ndarray:

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cvunet_matting import db
-from cvunet_matting.polling import MAX_S, MIN_S, UNKNOWN_S, Pace, PaceCache, header, poll_after
 from cvunet_matting.web import create_app
+from cvunet_matting.webapp.polling import MAX_S, MIN_S, UNKNOWN_S, Pace, PaceCache, header, poll_after
 from tests import support
 from tests.support import png_bytes
 

@@ -10,9 +10,9 @@ import cv2
 import pytest
 
 from cvunet_matting import db
+from cvunet_matting.cleanup.retention import expire
 from cvunet_matting.db import writes
-from cvunet_matting.retention import expire
-from cvunet_matting.storage import Storage
+from cvunet_matting.storage.files import Storage
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -288,7 +288,7 @@ def test_expiry_removes_the_alpha_matte_derived_beside_a_result(app, alice):
 def test_requeue_of_failures_leaves_expired_ones_alone(clean_state):
     """`requeue --failed` republished failures retention had expired: their inputs were gone, so they
     failed again, and each one's batch was reopened and its ZIP rebuilt where retention never looks again."""
-    from cvunet_matting.recovery import requeue
+    from cvunet_matting.recovery.requeue import requeue
 
     settings = support.settings(CVUNET_RETENTION_DAYS=30)
     storage = Storage(settings.data_dir)

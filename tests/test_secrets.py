@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cvunet_matting.workers import WorkerSpec, command
+from cvunet_matting.worker.supervisor import WorkerSpec, command
 from tests import support
 
 REDIS_SECRET = "redis-secret-3f9a"

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from cvunet_matting.naming import safe_stem, unique_names
-from cvunet_matting.storage import Storage, create_new, new_run_dir
+from cvunet_matting.storage.files import Storage, create_new, new_run_dir
+from cvunet_matting.storage.naming import safe_stem, unique_names
 
 
 def test_inputs_are_content_addressed_and_stored_once(tmp_path):
@@ -102,7 +102,7 @@ def test_unique_names_of_many_alike_take_linear_work():
     """The audit's batch: 10,000 parts all named x.png cost ~17 s (50 million tries) with the old search."""
     import sys
 
-    from cvunet_matting import naming
+    from cvunet_matting.storage import naming
 
     lines = 0
 

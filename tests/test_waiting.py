@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cvunet_matting.notify import DONE_PREFIX, ids_in, publish_done
-from cvunet_matting.waiting import Hub, Watch, changes, hold
+from cvunet_matting.pipeline.notify import DONE_PREFIX, ids_in, publish_done
 from cvunet_matting.web import create_app
+from cvunet_matting.webapp.waiting import Hub, Watch, changes, hold
 from tests import support
 from tests.support import png_bytes
 

@@ -21,12 +21,13 @@ import cv2
 import numpy as np
 import pytest
 
-from cvunet_matting import alpha_matte, db
+from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads, writes
-from cvunet_matting.folder_listing import list_folder
-from cvunet_matting.storage import Storage, alpha_path
+from cvunet_matting.pipeline.folder_listing import list_folder
+from cvunet_matting.storage.files import Storage, alpha_path
 from cvunet_matting.web import create_app
+from cvunet_matting.webapp import alpha_matte
 from tests import support
 from tests.support import png_bytes
 
@@ -183,7 +184,7 @@ def test_batch_with_broken_and_refused_files_completes_with_a_zip(client, worker
     with zipfile.ZipFile(io.BytesIO(client.get(status["zip_url"], buffered=True).data)) as zf:
         assert sorted(zf.namelist()) == ["a.png", "b.png", "broken.png", "manifest.json"]
     # An operator whose ZIP was lost rebuilds it (README: finalize_batch with rebuild).
-    from cvunet_matting import batch_lifecycle
+    from cvunet_matting.pipeline import batch_lifecycle
 
     stored_zip = get_settings().data_dir / support.batch_row(body["batch_id"])["zip_path"]
     stored_zip.unlink()
@@ -345,8 +346,8 @@ def test_declared_query_parameters_are_checked_and_download_stays_a_lenient_swit
 
 
 def test_the_alpha_matte_is_taken_from_the_stored_cut_out(tmp_path):
-    from cvunet_matting.alpha_matte import alpha_png
     from cvunet_matting.errors import InputError
+    from cvunet_matting.webapp.alpha_matte import alpha_png
 
     rgba = np.random.default_rng(5).integers(0, 256, (*SIZE, 4), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "cut.png"), rgba)
@@ -627,7 +628,7 @@ def test_a_full_or_read_only_data_volume_is_a_503_with_retry_after_and_keeps_not
     client, monkeypatch, caplog, error, state
 ):
     """The service's disk, not the request: said so (it was a 500 "something went wrong" and a traceback)."""
-    from cvunet_matting import storage
+    from cvunet_matting.storage import files as storage
 
     def no_room(*args, **kwargs):
         raise OSError(error, os.strerror(error), "/data/inputs/ab/abcdef")
@@ -723,8 +724,8 @@ def test_made_up_methods_share_one_metrics_label(admin_client):
 def test_the_largest_default_batch_fits_in_one_form_with_every_option():
     """A form holds MAX_FORM_PARTS parts: the default quota's largest batch, each option and the CSRF
     token must fit, or that batch would be refused as too large (413) before its quota was read."""
-    from cvunet_matting.accounts import DEFAULT_QUOTAS
-    from cvunet_matting.web_input import OPTION_FIELDS
+    from cvunet_matting.accounts.users import DEFAULT_QUOTAS
+    from cvunet_matting.webapp.inputs import OPTION_FIELDS
 
     parts = create_app({"TESTING": True}).config["MAX_FORM_PARTS"]
     assert parts >= DEFAULT_QUOTAS["max_batch"] + len(OPTION_FIELDS) + 1
@@ -752,7 +753,7 @@ def test_the_web_process_never_loads_the_model(clean_state):
         codes = [client.get(p).status_code for p in
                  ("/", "/history", "/healthz", "/metrics", "/api/v1/openapi.json", r.json["status_url"])]
         print(json.dumps({"codes": codes, "onnxruntime": "onnxruntime" in sys.modules,
-                          "model": "cvunet_matting.model" in sys.modules}))
+                          "model": "cvunet_matting.model.session" in sys.modules}))
         """
     )
     image = Path(get_settings().data_dir) / "probe.png"

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvunet_matting import db, transport
+from cvunet_matting import db
 from cvunet_matting.config import load_settings
-from cvunet_matting.encoding import OutputOptions
-from cvunet_matting.submission import Item, submit_batch, submit_image
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.pipeline.submission import Item, submit_batch, submit_image
+from cvunet_matting.recovery import transport
 from tests import support
 from tests.support import png_bytes, rows_of, settings, wait_batch, wait_task
 
@@ -150,8 +151,8 @@ def test_a_device_that_cannot_start_stops_the_worker_before_it_takes_an_image(cl
     the queue keeps its images for a worker that can run them, instead of this one holding them."""
     import subprocess
 
-    from cvunet_matting.device_host import EXIT_NO_DEVICE
-    from cvunet_matting.workers import WorkerSpec, command
+    from cvunet_matting.worker.device_host import EXIT_NO_DEVICE
+    from cvunet_matting.worker.supervisor import WorkerSpec, command
 
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
@@ -200,7 +201,7 @@ def test_a_device_that_never_comes_back_stops_the_worker_and_frees_its_images(
     model = tmp_path / "model.onnx"
     shutil.copyfile(simulated(5)["CVUNET_MODEL"], model)
     worker = worker_factory("gpu0@%h", **simulated(5, CVUNET_MODEL=str(model)))
-    (device,) = children_running(worker.pid, "cvunet_matting.device_server")
+    (device,) = children_running(worker.pid, "cvunet_matting.worker.device_server")
     model.write_bytes(b"no longer a model")  # every restart from now on fails to load it
     os.kill(device, signal.SIGKILL)
     task_id = submit_image(Item("held.png", png_bytes(9)), OutputOptions())  # taken, waiting for the device

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cvunet_matting.workers import command, plan
+from cvunet_matting.worker.supervisor import command, plan
 
 
 def test_one_worker_per_gpu_pinned_to_it():
@@ -38,7 +38,7 @@ def test_a_gpu_worker_holds_several_images_a_cpu_worker_one():
 
 
 def test_overlap_settings():
-    from cvunet_matting.overlap import load_overlap
+    from cvunet_matting.worker.overlap import load_overlap
 
     assert not load_overlap({"CVUNET_DEVICE": "cpu"}).enabled
     gpu = load_overlap({"CVUNET_DEVICE": "cuda", "CVUNET_MAX_BATCH": "8"}, cores=16)
@@ -51,7 +51,7 @@ def test_overlap_settings():
 def test_a_model_worker_serving_metrics_gets_its_own_empty_multiprocess_folder():
     from pathlib import Path
 
-    from cvunet_matting.workers import bookkeeper, metrics_folder
+    from cvunet_matting.worker.supervisor import bookkeeper, metrics_folder
 
     gpu0, gpu1 = plan(["0", "1"], 0, metrics_port=9100)
     first, second = Path(metrics_folder(gpu0)["PROMETHEUS_MULTIPROC_DIR"]), metrics_folder(gpu1)

@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 import psycopg2
 import psycopg2.extras
 
-from ..config import get_settings
+from cvunet_matting.config import get_settings
 
 psycopg2.extras.register_uuid()
 

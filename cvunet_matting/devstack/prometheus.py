@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from string import Template
 
-from .. import accounts
-from ..errors import InputError
+from cvunet_matting.accounts import users as accounts
+from cvunet_matting.errors import InputError
 
 log = logging.getLogger(__name__)
 REPO_MONITORING = Path(__file__).resolve().parents[2] / "monitoring"

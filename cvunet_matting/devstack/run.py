@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 
-from ..accounts import bootstrap_admin
-from ..config import Settings
-from ..db import schema
-from ..fetch import fetch_model
-from ..manifest import BUILTIN
+from cvunet_matting.accounts.users import bootstrap_admin
+from cvunet_matting.config import Settings
+from cvunet_matting.db import schema
+from cvunet_matting.model.fetch import fetch_model
+from cvunet_matting.model.manifest import BUILTIN
+
 from .services import ensure_postgres, ensure_redis
 from .stack import Ports, Stack
 

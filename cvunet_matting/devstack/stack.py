@@ -109,7 +109,7 @@ class Stack:
                 "gunicorn",
                 # Its hooks: the folder above emptied at start, dead workers marked (gunicorn_conf).
                 "-c",
-                "python:cvunet_matting.gunicorn_conf",
+                "python:cvunet_matting.webapp.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
@@ -136,7 +136,7 @@ class Stack:
             self.start_web(index)
         self.spawn(
             "worker",
-            [sys.executable, "-m", "cvunet_matting.cli", "worker", "--cpu", str(self.workers)],
+            [sys.executable, "-m", "cvunet_matting.commands.cli", "worker", "--cpu", str(self.workers)],
             # Its metrics for Prometheus, on 127.0.0.1 (the setting's default, 0.0.0.0, suits containers).
             own_env={"CVUNET_METRICS_PORT": str(self.ports.worker_metrics), "CVUNET_METRICS_ADDR": "127.0.0.1"},
         )

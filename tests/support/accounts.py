@@ -28,7 +28,7 @@ def make_user(admin: bool = False, prefix: str = "user", **quotas) -> TestUser:
     """A new user in this run's database (a unique name), with a password and one API key.
 
     Quotas default to none; pass max_in_flight=..., max_per_day=..., max_batch=... to set them."""
-    from cvunet_matting import accounts
+    from cvunet_matting.accounts import users as accounts
 
     name = f"{prefix}-{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(16)

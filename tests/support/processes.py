@@ -23,7 +23,7 @@ def start_worker(name: str, log_dir: Path, env: dict, queues: str = BOTH_QUEUES)
 
     By default it serves the bookkeeping queue too: one process per test instead of two, where the
     split is not under test (test_workers.py runs them apart, as `cvunet-matting worker` does)."""
-    from cvunet_matting.workers import WorkerSpec, command
+    from cvunet_matting.worker.supervisor import WorkerSpec, command
 
     log_dir.mkdir(parents=True, exist_ok=True)
     spec = WorkerSpec(name, {"CVUNET_DEVICE": "cpu", **env})
@@ -69,7 +69,7 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cvunet_matting.cli", *args],
+        [sys.executable, "-m", "cvunet_matting.commands.cli", *args],
         cwd=cwd or REPO,
         capture_output=True,
         text=True,

@@ -1,0 +1,1 @@
+"""Users, API keys, quotas and sign-in limits: who is asking and what they may do."""

@@ -1,0 +1,1 @@
+"""Files removed: retention's expiry and an owner's delete, through one purge."""

@@ -1,0 +1,49 @@
+"""One image, bytes in and bytes out: decode, predict the alpha, finish its edges, encode.
+
+Shared by the CLI and the workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from cvunet_matting.config import Settings
+from cvunet_matting.model.session import MattingSession
+
+from .edges import finish
+from .encoding import OutputOptions, encode
+from .imaging import decode
+from .input_alpha import read_alpha
+
+# The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
+MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
+
+# Bump when the pixels a result holds change for the same options (edge refinement and
+# decontamination came with 2): results of an earlier version are not reused for new requests.
+POSTPROCESS_VERSION = 2
+
+
+@dataclass
+class MatteResult:
+    data: bytes
+    width: int
+    height: int
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+
+def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, settings: Settings) -> MatteResult:
+    """Raise InputError for a bad image; the original pixels are kept but at the edges, alpha is added."""
+    timings: dict = {}
+    clock = time.perf_counter()
+    rgb = decode(data, settings.max_pixels)
+    input_alpha = read_alpha(data, rgb.shape[:2])
+    timings["decode"] = time.perf_counter() - clock
+    alpha = session.predict_alpha(rgb, timings)
+    clock = time.perf_counter()
+    rgb, alpha = finish(rgb, alpha, input_alpha, options)
+    timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
+    clock = time.perf_counter()
+    out = encode(rgb, alpha, options, settings.encode_threads)
+    timings["encode"] = time.perf_counter() - clock
+    return MatteResult(out, rgb.shape[1], rgb.shape[0], timings)

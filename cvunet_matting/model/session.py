@@ -1,0 +1,210 @@
+"""The ONNX model: one MattingSession per process turns RGB pixels into an alpha matte."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cvunet_matting.config import Settings, get_settings
+from cvunet_matting.errors import DeviceError, ModelError
+
+from .graph_edit import edited_model
+from .manifest import BUILTIN, Manifest, guess_template, manifest_path, sha256_file
+from .providers import CUDA, TENSORRT, choose_providers, provider_names
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(settings: Settings) -> tuple[Path, Manifest | None]:
+    """The .onnx to load and its manifest (None: guess it from the graph once loaded)."""
+    if settings.model in BUILTIN:
+        path = settings.model_dir / f"{settings.model}.onnx"
+        if not path.exists():
+            raise ModelError(
+                f"model {settings.model} is not installed in {settings.model_dir}: "
+                "run `cvunet-matting model fetch` (or `make model`)"
+            )
+    else:
+        path = Path(settings.model).expanduser()
+        if not path.exists():
+            raise ModelError(f"CVUNET_MODEL={settings.model}: no such file")
+    beside = manifest_path(path)
+    if beside.exists():
+        return path, Manifest.from_dict(json.loads(beside.read_text()))
+    return path, None
+
+
+def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average resize to width x height, in two steps for a large image.
+
+    OpenCV's area resize has a fast path for whole-number factors and a slow general one: halving a
+    12 MP photo first (fast path) and then resizing the quarter-size image takes 11 ms instead of 26,
+    for the same averaging within a grey level or two.
+    """
+    factor = min(image.shape[1] // width, image.shape[0] // height)
+    if factor >= 2:
+        # Whole blocks only (at most factor-1 edge rows and columns dropped), so blocks stay aligned.
+        rows, cols = image.shape[0] - image.shape[0] % factor, image.shape[1] - image.shape[1] % factor
+        image = cv2.resize(image[:rows, :cols], None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def model_input(rgb: np.ndarray, manifest: Manifest, uint8: bool = False) -> np.ndarray:
+    """What the model is fed: the manifest's colour order and size, then either normalised float
+    (NCHW, batch of one) or, for a graph given a uint8 prefix, the pixels themselves (NHWC)."""
+    image = rgb if manifest.color == "RGB" else rgb[:, :, ::-1]
+    if manifest.layout == "NCHW":
+        height, width = manifest.size
+        image = shrink(image, width, height)
+    if uint8:
+        return np.ascontiguousarray(image[None] if manifest.layout == "NCHW" else image)
+    tensor = (image.astype(np.float32) - np.float32(manifest.mean)) / np.float32(manifest.std)
+    if manifest.layout == "NCHW":
+        tensor = np.ascontiguousarray(tensor.transpose(2, 0, 1)[None])
+    return tensor
+
+
+def alpha_from_output(raw: np.ndarray, manifest: Manifest, height: int, width: int) -> np.ndarray:
+    """Alpha as uint8 at the original size; the model's own resolution is resized up. A uint8 answer
+    (the graph's uint8 suffix) is already scaled."""
+    alpha = raw.reshape(raw.shape[-2:]) if manifest.output_kind == "alpha" else raw.reshape(raw.shape[-3:])[..., 3]
+    if alpha.dtype != np.uint8:
+        scale = np.float32(255.0 / manifest.output_scale)
+        alpha = np.clip(alpha.astype(np.float32) * scale + 0.5, 0.0, 255.0).astype(np.uint8)
+    if alpha.shape != (height, width):
+        # Resized as uint8 at the end: a float matte of 12 MP would cost 10x more here.
+        alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
+    return alpha
+
+
+class MattingSession:
+    """Owns the onnxruntime session and the model's pre- and post-processing.
+
+    `uint8_io` and `dynamic_batch` edit the graph at load (graph_edit): the device worker's session
+    takes uint8 pixels and runs several images of a fixed-size model as one batch.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest | None,
+        settings: Settings,
+        *,
+        uint8_io: bool = False,
+        dynamic_batch: bool = False,
+    ):
+        import onnxruntime as ort  # imported here: CUDA libraries load only when a session is wanted
+
+        started = time.perf_counter()
+        providers = choose_providers(
+            ort.get_available_providers(),
+            settings.device,
+            settings.tensorrt,
+            settings.gpu_mem_limit_mb,
+            engine_cache=engine_cache_dir(settings),
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_threads
+        options.inter_op_num_threads = settings.inter_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads would hold a core for a while after each run, just when the worker's
+        # queue and mirror work (and its neighbours') needs it; inference itself was no faster.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_spin else "0")
+        # Without onnxruntime's CPU arena the worker holds ~1.2 GB instead of ~2.1 GB with ISNet, and
+        # returns to ~0.3 GB between images (benchmarks/bench_memory.py); inference was as fast in
+        # one side-by-side run and 11% slower in another. The fixed mmap threshold (malloc.py) keeps
+        # the freed buffers from fragmenting the heap, which had made the arena worth keeping.
+        options.enable_cpu_mem_arena = False
+        self.uint8_io, self.batched = uint8_io, False
+        source: str | bytes = str(path)
+        self.input_name = self.output_name = ""
+        if uint8_io or dynamic_batch:
+            edited = edited_model(path, manifest, dynamic_batch, uint8_io)
+            source, manifest, self.batched = edited.model, edited.manifest, edited.batched
+            self.input_name, self.output_name = edited.input_name, edited.output_name
+        self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        self.providers = self.session.get_providers()
+        if settings.device == "cuda" and self.providers[0] not in {CUDA, TENSORRT}:
+            raise DeviceError(f"CUDA was required but the session runs on {self.providers[0]}")
+        if manifest is None:
+            manifest = guess_template([i.name for i in self.session.get_inputs()])
+        if not manifest.version:
+            manifest = replace(manifest, version=sha256_file(path))
+        self.manifest = manifest
+        self.input_name = self.input_name or manifest.input_name
+        self.output_name = self.output_name or manifest.output_name
+        self.path = path
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "model %s (%s) loaded in %.2fs on %s (asked %s)",
+            manifest.name,
+            manifest.version[:12],
+            self.load_seconds,
+            self.providers,
+            provider_names(providers),
+        )
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        return model_input(rgb, self.manifest, self.uint8_io)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: tensor})[0]
+
+    def infer_batch(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
+        """Several model inputs in one run where the graph takes a batch, else one run each."""
+        if len(tensors) == 1 or not self.batched:
+            return [self.infer(t) for t in tensors]
+        raw = self.infer(np.concatenate(tensors))
+        return [raw[i : i + 1] for i in range(len(tensors))]
+
+    def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
+        return alpha_from_output(raw, self.manifest, height, width)
+
+    def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+        return predict_alpha(self, rgb, timings)
+
+
+def predict_alpha(session, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB -> HxW uint8 alpha through `session` (its preprocess, infer, postprocess);
+    fills `timings` (seconds) when given."""
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+    tensor = session.preprocess(rgb)
+    timings["preprocess"] = (now := time.perf_counter()) - clock
+    raw = session.infer(tensor)
+    timings["inference"] = (clock := time.perf_counter()) - now
+    alpha = session.postprocess(raw, rgb.shape[0], rgb.shape[1])
+    timings["postprocess"] = time.perf_counter() - clock
+    return alpha
+
+
+def engine_cache_dir(settings: Settings) -> Path:
+    """TensorRT engines, on the shared volume: the first worker to load a model builds them, the
+    others (and this one after a restart) load them."""
+    return settings.data_dir / "trt-engines"
+
+
+_session: MattingSession | None = None
+_session_lock = threading.Lock()
+
+
+def get_session(settings: Settings | None = None) -> MattingSession:
+    """The process's one session, created on first use (after fork in a worker, never at import)."""
+    global _session
+    with _session_lock:  # the warm-up thread and the first task may ask at once
+        if _session is None:
+            settings = settings or get_settings()
+            path, manifest = resolve_model(settings)
+            _session = MattingSession(path, manifest, settings)
+        return _session

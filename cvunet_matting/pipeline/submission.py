@@ -1,0 +1,165 @@
+"""The web side of the work: store uploads, record rows, enqueue single images and batches."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvunet_matting import db
+from cvunet_matting.accounts import quotas
+from cvunet_matting.accounts.users import Actor
+from cvunet_matting.config import Settings, get_settings
+from cvunet_matting.db import writes
+from cvunet_matting.errors import InputError
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.folders import has_image_file, image_files, read_inside
+from cvunet_matting.image.imaging import probe
+from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.naming import unique_names
+
+from . import batch_lifecycle, dispatch
+
+
+@dataclass
+class Item:
+    """An image to submit: upload bytes, or a file read only when it is stored."""
+
+    filename: str
+    content: bytes | None = None
+    path: Path | None = None
+    root: Path | None = None  # a folder item is read only if it still lies under this root
+
+    @property
+    def data(self) -> bytes:
+        return self.content if self.content is not None else read_inside(self.path, self.root)
+
+
+def allowed_folder(folder: str, settings: Settings) -> tuple[Path, Path]:
+    """A server-side folder and the allowed root it lies in; refused outside the roots or if missing."""
+    path = Path(folder).expanduser().resolve()
+    root = next((r for r in settings.allowed_roots if path.is_relative_to(r)), None)
+    if root is None:
+        roots = ", ".join(str(r) for r in settings.allowed_roots) or "none set"
+        raise InputError(
+            f"folder {folder!r} is outside the allowed roots (CVUNET_ALLOWED_ROOTS: {roots})", code="forbidden_path"
+        )
+    if not path.is_dir():
+        raise InputError(f"folder {folder!r} does not exist", code="not_found")
+    return path, root
+
+
+def folder_items(folder: str, settings: Settings) -> list[Item]:
+    """Image files under a server-side folder, refused unless it lies inside an allowed root."""
+    path, root = allowed_folder(folder, settings)
+    # A symbolic link inside the folder must not reach outside the allowed root either.
+    files = [p for p in image_files(path) if p.resolve().is_relative_to(root)]
+    if not files:
+        raise InputError(f"no image files in {folder!r}", code="empty_folder")
+    return [Item(str(p.relative_to(path)), path=p, root=root) for p in files]
+
+
+def submit_folder(
+    folder: str, options: OutputOptions, settings: Settings | None = None, owner: Actor | None = None
+) -> str:
+    """Record a folder batch as 'listing' and queue its listing (folder_listing.py); answers at once,
+    whatever the folder holds: only the folder itself and its first image are looked at here."""
+    settings = settings or get_settings()
+    path, root = allowed_folder(folder, settings)
+    if not has_image_file(path, root):
+        raise InputError(f"no image files in {folder!r}", code="empty_folder")
+    quotas.precheck(owner, 1)
+    batch_id = uuid.uuid4()
+    storage = Storage(settings.data_dir)
+    run_dir = storage.relative(storage.new_run_dir())
+    with db.transaction() as cur:
+        writes.create_batch(cur, batch_id, str(path), 0, options.to_dict(), run_dir, chunks=0, state="listing")
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, batch_id=batch_id)
+    dispatch.publish_listing(str(batch_id))
+    return str(batch_id)
+
+
+def submit_image(
+    item: Item, options: OutputOptions, settings: Settings | None = None, owner: Actor | None = None
+) -> str:
+    """Store the upload, record it as `owner`'s (None: the operator), enqueue it; bad images and
+    quotas are refused here (InputError)."""
+    settings = settings or get_settings()
+    quotas.precheck(owner, 1)
+    probe(item.data, settings.max_pixels)
+    storage = Storage(settings.data_dir)
+    task_id = uuid.uuid4()
+    name = unique_names([item.filename], options.extension)[0]
+    row = {
+        "id": task_id,
+        "filename": item.filename,
+        "input_key": storage.put_input(item.data),
+        "options": options.to_dict(),
+        "output_path": f"outputs/images/{task_id}/{name}",
+    }
+    with db.transaction() as cur:
+        quotas.reserve(cur, owner, 1)
+        writes.create_tasks(cur, [row])
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, task_ids=[task_id])
+            row["owner_id"] = owner.id
+    dispatch.publish_image(row)
+    return str(task_id)
+
+
+def submit_batch(
+    items: list[Item],
+    options: OutputOptions,
+    source: str = "upload",
+    settings: Settings | None = None,
+    owner: Actor | None = None,
+    refused: list[dict] = (),
+) -> str:
+    """Record every item as `owner`'s, then dispatch the first chunks; later chunks follow as earlier ones finish.
+
+    `refused` uploads (filename, message) join the batch as failed rows after the items, so that its
+    page, its status and its manifest keep saying which files were turned away and why. Each is a
+    row: they count toward the owner's batch size and day (quotas.check), before anything is stored."""
+    settings = settings or get_settings()
+    quotas.precheck(owner, len(items), refused=len(refused))
+    storage = Storage(settings.data_dir)
+    batch_id = uuid.uuid4()
+    run_dir = storage.relative(storage.new_run_dir())
+    names = unique_names([i.filename for i in items] + [r["filename"] for r in refused], options.extension)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "batch_id": batch_id,
+            "chunk": pos // settings.batch_chunk,
+            "position": pos,
+            "filename": item.filename,
+            "input_key": storage.put_input(item.data),
+            "options": options.to_dict(),
+            "output_path": f"{run_dir}/{name}",
+        }
+        for pos, (item, name) in enumerate(zip(items, names, strict=False))
+    ]
+    rows += [
+        {
+            "id": uuid.uuid4(),
+            "batch_id": batch_id,
+            "chunk": pos // settings.batch_chunk,
+            "position": pos,
+            "filename": refusal["filename"],
+            "input_key": "",  # nothing stored, nothing queued (as a listed file found unreadable)
+            "options": options.to_dict(),
+            "output_path": f"{run_dir}/{names[pos]}",
+        }
+        for pos, refusal in enumerate(refused, start=len(items))
+    ]
+    chunks = (len(rows) + settings.batch_chunk - 1) // settings.batch_chunk
+    with db.transaction() as cur:
+        quotas.reserve(cur, owner, len(items), refused=len(refused))
+        writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
+        writes.create_tasks(cur, rows)
+        writes.refuse_listed(cur, {row["id"]: r["message"] for row, r in zip(rows[len(items) :], refused, strict=True)})
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, batch_id=batch_id)
+    batch_lifecycle.start(str(batch_id))
+    return str(batch_id)

@@ -1,0 +1,56 @@
+"""Who may call /api/v1: a bearer API key (per user, see accounts), never the browser session.
+
+CVUNET_API_TOKENS, if still set, are accepted as the operator's keys (see access.legacy_tokens).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import current_app, g, request
+
+from cvunet_matting.accounts import users as accounts
+from cvunet_matting.accounts.users import Actor
+from cvunet_matting.webapp.errors import error_json
+
+from .operations import PUBLIC_ENDPOINTS
+
+
+def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
+    """Compare against every token in constant time (no early exit that would time the match)."""
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given.encode(), token.encode())
+    return found
+
+
+def bearer_actor() -> Actor | None:
+    """The actor an `Authorization: Bearer KEY` header names, or None."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given or len(given) > 256:
+        return None
+    legacy = current_app.extensions["cvunet.auth"].legacy_tokens
+    if legacy and token_matches(given, legacy):
+        return accounts.OPERATOR
+    return accounts.by_key(given)
+
+
+def unauthorized():
+    response, status = error_json("unauthorized", "a valid 'Authorization: Bearer <API key>' header is required", 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="cvunet-matting"'
+    return response, status
+
+
+def authenticate():
+    """A before_request hook of the API: sets g.actor, or answers 401."""
+    if current_app.extensions["cvunet.auth"].single_user:
+        g.actor = accounts.OPERATOR
+        return None
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    actor = bearer_actor()
+    if actor is None:
+        return unauthorized()
+    g.actor = actor
+    return None

@@ -1,0 +1,115 @@
+"""What the API's downloads send: a task's result, alpha matte or original, and a batch's ZIP.
+
+Each answers from the row alone: a stored file (reached only through Storage.resolve), its media
+type and a download name that never comes from the client as a path; a 404 JSON while not ready,
+a 410 once retention removed it (the caller has already checked that the row is the actor's).
+Files go out through send_file with their path, so ETag, Last-Modified, conditional GETs (304) and
+ranges come with them; the alpha matte of a cut-out too, once derived (alpha_matte).
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+from flask import current_app, send_file
+
+from cvunet_matting.errors import InputError
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.imaging import input_media_type, sniff_extension
+from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.naming import safe_stem
+
+from . import polling
+from .alpha_matte import Busy
+from .errors import error_json
+from .presenters import has_alpha, iso, public_error
+from .support import settings
+
+
+def stored(relative: str) -> Path:
+    """A stored file, only ever reached through Storage.resolve (which refuses escapes)."""
+    path = Storage(settings().data_dir).resolve(relative)
+    if not path.is_file():
+        raise InputError("the file is no longer in storage", code="not_found")
+    return path
+
+
+def expired(what: str, row: dict, whose: str = "task"):
+    """410, not 404: the file existed and will not come back, so a client should stop asking."""
+    days = settings().retention_days
+    after = f"after {days} days" if days > 0 else "after the retention period"
+    message = f"this {what} was removed {after} (retention); the {whose}'s record is kept"
+    return error_json("expired", message, 410, expired_at=iso(row["expired_at"]))
+
+
+def not_ready(what: str, row: dict):
+    if row["state"] == "failure":
+        return error_json("failed", f"the task failed: {public_error(row)}", 404, state=row["state"])
+    return ask_again_later(error_json("not_ready", f"the {what} is not ready yet", 404, state=row["state"]), row)
+
+
+def ask_again_later(answer: tuple, row: dict) -> tuple:
+    """Unfinished work's 404 with the same Retry-After its status would give."""
+    seconds = polling.retry_after(row, current_app.extensions["cvunet.pace"])
+    return (*answer, {"Retry-After": polling.header(seconds)})
+
+
+def result(row: dict, attachment: bool):
+    if row.get("expired_at"):
+        return expired("result", row)
+    if row["state"] != "success":
+        return not_ready("result", row)
+    path = stored(row["output_path"])
+    mimetype = OutputOptions.from_dict(row["options"]).mimetype
+    # Never the upload's own name: a JPEG flattened from photo.jpg would land on the original.
+    name = f"{safe_stem(path.name)}-cutout{path.suffix}"
+    return send_file(path, mimetype=mimetype, as_attachment=attachment, download_name=name)
+
+
+def matte(row: dict, attachment: bool):
+    """The alpha matte as a grey PNG, taken from the stored cut-out (flattened outputs have none)."""
+    if row.get("expired_at"):
+        return expired("alpha matte", row)
+    if row["state"] != "success":
+        return not_ready("alpha matte", row)
+    if not has_alpha(row):
+        raise InputError("this result was flattened on a colour: it has no alpha channel", code="not_found")
+    path = stored(row["output_path"])
+    name = f"{safe_stem(path.name)}-alpha.png"
+    if OutputOptions.from_dict(row["options"]).alpha_only:  # the result is the matte itself
+        return send_file(path, mimetype="image/png", as_attachment=attachment, download_name=name)
+    try:  # a cut-out: its matte, derived on the first request and kept beside it
+        matte = current_app.extensions["cvunet.alpha"].matte(path)
+    except Busy as busy:
+        message = "too many alpha mattes are being prepared at once; try again shortly"
+        return (*error_json("busy", message, 503), {"Retry-After": str(busy.retry_after)})
+    body = BytesIO(matte) if isinstance(matte, bytes) else matte  # bytes: it could not be stored, this once
+    return send_file(body, mimetype="image/png", as_attachment=attachment, download_name=name)
+
+
+def original(row: dict, attachment: bool):
+    """The upload as stored, its type sniffed from its first bytes (never the client's file name)."""
+    if row.get("expired_at"):
+        return expired("upload", row)
+    if not row["input_key"]:
+        raise InputError("nothing was stored for this file: it was refused on arrival", code="not_found")
+    storage = Storage(settings().data_dir)
+    path = stored(storage.relative(storage.input_path(row["input_key"])))
+    with path.open("rb") as fh:
+        extension = sniff_extension(fh.read(64)) or ".bin"
+    name = f"{safe_stem(row['filename'])}{extension}"
+    return send_file(path, mimetype=input_media_type(extension), as_attachment=attachment, download_name=name)
+
+
+def batch_zip(batch: dict):
+    if batch.get("expired_at"):
+        return expired("ZIP", batch, "batch")
+    if batch["state"] != "done":
+        return ask_again_later(
+            error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"]), batch
+        )
+    if not batch["zip_path"]:
+        return error_json("no_zip", "the batch has no ZIP: it could not be written (the details were logged)", 404)
+    path = stored(batch["zip_path"])
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)

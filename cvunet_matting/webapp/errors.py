@@ -1,0 +1,176 @@
+"""Errors over HTTP: which status each error code gets, and the handlers (JSON under /api, pages elsewhere).
+
+The status table is the one fact both the handlers and the OpenAPI document read: a code listed
+under a status is sent with it, and the description is what the document publishes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from urllib.parse import urlsplit
+
+import kombu.exceptions
+import psycopg2
+import redis
+from flask import Flask, abort, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from cvunet_matting.errors import InputError
+
+from .support import settings
+
+log = logging.getLogger(__name__)
+
+# Status -> (what the OpenAPI document says of it, the InputError codes sent with it).
+# Any code not listed is a plain 400.
+ERROR_STATUSES = {
+    400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, unknown_field...)", ()),
+    401: ("No valid API key was sent (`Authorization: Bearer <key>`)", ("unauthorized",)),
+    403: (
+        "Admins only (code `forbidden`), or the folder lies outside the allowed roots (`forbidden_path`); in"
+        " single-user mode, a Host it does not answer to (`unknown_host`) or a change asked by another site's"
+        " page (`cross_site`)",
+        ("forbidden", "forbidden_path", "unknown_host", "cross_site"),
+    ),
+    404: (
+        "Unknown id, or the file is not ready (code `not_ready`) or the task failed (code `failed`)",
+        ("not_found", "not_ready"),
+    ),
+    409: (
+        "Only failed, unexpired tasks can be retried (`expired_task`), an input that crashed the worker only by"
+        " an admin (`poison_input`), and an input refused for what it is only with force=1 (`refused_input`);"
+        " only a task no worker has started can be cancelled (`not_pending`); only finished work can be deleted"
+        " (`not_finished`), and an image of a batch only with its batch (`in_batch`)",
+        ("not_failed", "poison_input", "expired_task", "refused_input", "not_pending", "not_finished", "in_batch"),
+    ),
+    410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
+    413: ("The upload is over the size limit, or has too many parts (code `too_large`)", ("too_large",)),
+    415: (
+        "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
+        ("svg", "not_an_image", "unsupported_format"),
+    ),
+    422: (
+        "More files at once (refused ones included) than a quota of this account ever allows (code"
+        " `batch_too_large`): split them",
+        ("batch_too_large",),
+    ),
+    429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),
+    503: (
+        "Redis or PostgreSQL cannot be reached, or the data volume is full or read-only (code"
+        " `storage_unavailable`, with Retry-After), or (an alpha matte's first download) this web process is"
+        " preparing as many mattes as it may at once (code `busy`): see Retry-After",
+        (),
+    ),
+}
+_STATUS_BY_CODE = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
+UNAVAILABLE = (kombu.exceptions.OperationalError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def status_for(code: str) -> int:
+    """The HTTP status an InputError code is sent with."""
+    return _STATUS_BY_CODE.get(code, 400)
+
+
+def error_json(code: str, message: str, status: int, **extra):
+    return jsonify({"error": {"code": code, "message": message, **extra}}), status
+
+
+def wants_json() -> bool:
+    return request.path.startswith(("/api/", "/page/"))
+
+
+def _code(title: str | None) -> str:
+    """A stable code from a status title: "Method Not Allowed" -> method_not_allowed."""
+    return (title or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def _error_page(status: int, title: str, message: str):
+    if wants_json():
+        return error_json(_code(title), message, status)
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def _input_error(exc: InputError):
+    status = status_for(exc.code)
+    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else {}
+    if wants_json():
+        response, status = error_json(exc.code, exc.reason, status)
+        return response, status, headers
+    return render_template("error.html", status=status, title="Refused", message=exc.reason), status, headers
+
+
+def _too_large(json: bool):
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and (limit is None or length <= limit):
+        # Not the size: the multipart parser refused more parts than MAX_FORM_PARTS (the audit's request of
+        # 10,000 empty files was 1.2 MB), or a field it holds in memory over MAX_FORM_MEMORY_SIZE.
+        message = (
+            f"the form has more than {request.max_form_parts} parts (one per file or field), or a field over"
+            f" {request.max_form_memory_size} bytes: send fewer files per request"
+        )
+    else:
+        message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
+    return error_json("too_large", message, 413) if json else _error_page(413, "Too large", message)
+
+
+def edge_refusal(status: int):
+    """The body Traefik sends instead of its own plain-text 413 (its buffering middleware refuses an
+    upload over the limit before the app sees it; the errors middleware asks this page, passing the
+    original URL): the same answer the app gives, JSON under /api and /page."""
+    if status != 413:
+        abort(404)
+    path = urlsplit(request.args.get("url", "")).path
+    return _too_large(path.startswith(("/api/", "/page/")))
+
+
+def _http_error(exc: HTTPException):
+    if exc.code == 413:
+        return _too_large(wants_json())
+    response = exc.get_response()  # keeps headers such as Allow on a 405
+    if not wants_json():
+        response.set_data(render_template("error.html", status=exc.code, title=exc.name, message=exc.description))
+        response.content_type = "text/html; charset=utf-8"
+        return response
+    response.set_data(jsonify({"error": {"code": _code(exc.name), "message": exc.description}}).get_data())
+    response.content_type = "application/json"
+    return response
+
+
+def _unavailable(exc: Exception):
+    log.warning("service unavailable on %s %s: %s", request.method, request.path, exc)
+    return _error_page(503, "Unavailable", "the queue or the database cannot be reached; try again shortly")
+
+
+# The data volume full or read-only: the service's state, not the request's fault, and it passes.
+STORAGE_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only"}
+STORAGE_RETRY_S = 60
+
+
+def _storage(exc: OSError):
+    state = STORAGE_ERRNOS.get(exc.errno)
+    if state is None:
+        return _unexpected(exc)
+    log.warning("storage %s on %s %s: %s", state, request.method, request.path, exc)  # no traceback: ops know
+    message = f"the service's storage is {state}: nothing was kept of this request; try again later"
+    headers = {"Retry-After": str(STORAGE_RETRY_S)}
+    if wants_json():
+        response, status = error_json("storage_unavailable", message, 503)
+        return response, status, headers
+    return render_template("error.html", status=503, title="Unavailable", message=message), 503, headers
+
+
+def _unexpected(exc: Exception):
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _error_page(500, "Internal error", "something went wrong on our side; the error was logged")
+
+
+def register_errors(app: Flask) -> None:
+    """Refusals, HTTP errors, an unreachable Redis or Postgres (503) and anything else (500, logged)."""
+    app.register_error_handler(InputError, _input_error)
+    app.register_error_handler(HTTPException, _http_error)
+    for exc_class in UNAVAILABLE:
+        app.register_error_handler(exc_class, _unavailable)
+    app.register_error_handler(OSError, _storage)
+    app.register_error_handler(Exception, _unexpected)
+    app.add_url_rule("/errors/<int:status>", "edge_refusal", edge_refusal)

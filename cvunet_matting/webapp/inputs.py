@@ -1,0 +1,130 @@
+"""What the API and the pages read from a request: ids, output options, uploads, and the rows they name.
+
+Everything here refuses bad input with an InputError, which the error handlers turn into a 4xx. A
+row the asking actor does not own is answered exactly like a missing one (404), so ids leak nothing.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+
+from cvunet_matting import db
+from cvunet_matting.accounts.users import Actor
+from cvunet_matting.db import reads
+from cvunet_matting.errors import InputError
+from cvunet_matting.image.encoding import EDGE_KEYS, EDGE_NUMBERS, EDGE_SWITCHES, OutputOptions
+from cvunet_matting.image.imaging import probe
+from cvunet_matting.pipeline import submission
+
+from .support import settings
+
+MAX_NAME_CHARS = 1024  # a display name; the stored output name is cut much shorter (naming.py)
+
+
+def parse_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InputError(f"{value!r} is not a valid id (a UUID)", code="bad_id") from None
+
+
+def parse_options(values, form: bool = True) -> OutputOptions:
+    """Output options from form fields (strings) or a JSON object (flags booleans, numbers integers)."""
+    values = {} if values is None else values
+    if not hasattr(values, "get"):
+        raise InputError("options must be an object", code="bad_option")
+    fmt, color, alpha = values.get("format"), values.get("bg_color"), values.get("alpha_only", False)
+    alpha_types = str if form else bool
+    if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, alpha_types | bool):
+        raise InputError("format and bg_color must be strings, alpha_only a boolean", code="bad_option")
+    edges = {name: values.get(name) for name in EDGE_KEYS}
+    if form and not all(v is None or isinstance(v, str) for v in edges.values()):
+        raise InputError("form fields are strings", code="bad_option")
+    if not form:
+        flags_ok = all(isinstance(edges[n], bool | None) for n in EDGE_SWITCHES)
+        numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in EDGE_NUMBERS)
+        if not (flags_ok and numbers_ok):
+            raise InputError("refine and decontaminate are booleans, the others integers", code="bad_option")
+    return OutputOptions.parse(fmt, color, alpha, **edges)
+
+
+OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_KEYS)
+
+
+def check_api_fields(form, files, file_field: str, one_file: bool) -> None:
+    """Refuse form fields nobody reads: a misspelt option (`alpha-threshold`) ran with the default,
+    and a second file on /images was dropped without a word."""
+    # A part without a name comes through as None.
+    unknown = sorted((set(form) - set(OPTION_FIELDS)) | (set(files) - {file_field}), key=str)
+    if unknown:
+        named = ", ".join("a field without a name" if name is None else repr(name) for name in unknown)
+        raise InputError(
+            f"unknown form field(s) {named}: the image goes in {file_field!r}, the options"
+            f" are {', '.join(OPTION_FIELDS)}",
+            code="unknown_field",
+        )
+    if one_file and len(files.getlist(file_field)) > 1:
+        raise InputError("one image per request here: send several to /api/v1/batches as 'files'", code="one_file")
+
+
+def check_json_fields(body: dict, options) -> None:
+    """The folder request's JSON, held to the same rule: a key nobody reads is refused, not ignored."""
+    unknown = sorted(set(body) - {"folder", "options"}, key=str)
+    if isinstance(options, dict):
+        unknown += [f"options.{name}" for name in sorted(set(options) - set(OPTION_FIELDS), key=str)]
+    if unknown:
+        raise InputError(
+            f'unknown field(s) {", ".join(map(repr, unknown))}: send {{"folder": ..., "options": {{...}}}} with'
+            f" options among {', '.join(OPTION_FIELDS)}",
+            code="unknown_field",
+        )
+
+
+def check_filename(name: str | None) -> str:
+    """An upload's name as sent, refused (400) when it holds control characters or is absurdly long."""
+    name = name or "image"
+    if len(name) > MAX_NAME_CHARS:
+        raise InputError(f"a file name is at most {MAX_NAME_CHARS} characters", code="bad_filename")
+    if any(unicodedata.category(c) in {"Cc", "Cs"} for c in name):
+        raise InputError("a file name must not contain control characters (such as NUL)", code="bad_filename")
+    return name
+
+
+def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
+    """Read every upload, refusing bad ones from their header alone; names are never used as paths.
+
+    Every name is checked before any upload is read, so a bad name stores nothing."""
+    files = list(files)
+    for upload in files:
+        check_filename(upload.filename)
+    items, refused = [], []
+    for upload in files:
+        data = upload.read()
+        if not upload.filename and not data:
+            continue  # the empty part a browser sends for an empty file picker
+        name = upload.filename or "image"
+        try:
+            probe(data, settings().max_pixels)
+            items.append(submission.Item(name, data))
+        except InputError as exc:
+            refused.append({"filename": name, "code": exc.code, "message": exc.reason})
+    return items, refused
+
+
+def task_row(task_id: str, actor: Actor) -> dict:
+    with db.transaction() as cur:
+        row = reads.get_task(cur, parse_id(task_id))
+    if row is None or row["deleted_at"] or not actor.owns(row):
+        raise InputError(f"no task {task_id}", code="not_found")
+    return row
+
+
+def load_batch(batch_id: str, offset: int, limit: int, actor: Actor) -> tuple[dict, dict, list[dict]]:
+    """The batch row, its counts by state, and `limit` of its items from `offset`."""
+    bid = parse_id(batch_id)
+    with db.transaction() as cur:
+        batch = reads.get_batch(cur, bid)
+        if batch is None or batch["deleted_at"] or not actor.owns(batch):
+            raise InputError(f"no batch {batch_id}", code="not_found")
+        return batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit)

@@ -1,0 +1,1 @@
+"""The browser pages, their own JSON routes under /page, and sign-in."""

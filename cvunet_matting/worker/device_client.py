@@ -1,0 +1,208 @@
+"""A pool process's session when its worker has a device process: the same interface as
+MattingSession (preprocess, infer, postprocess, predict_alpha), with the model run sent over the
+worker's Unix socket. Pre- and post-processing stay here, in the pool process, beside the other
+images' decode and encode, while the device runs the model for the image before."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import threading
+import time
+from dataclasses import replace
+from multiprocessing.connection import Client, Connection
+from multiprocessing.reduction import send_handle
+
+import numpy as np
+
+from cvunet_matting.config import Settings
+from cvunet_matting.model.manifest import Manifest
+from cvunet_matting.model.session import alpha_from_output, get_session, model_input, predict_alpha
+
+log = logging.getLogger(__name__)
+SOCKET_ENV, AUTHKEY_ENV = "CVUNET_DEVICE_SOCKET", "CVUNET_DEVICE_AUTHKEY"
+# A device process (re)starting loads the model first: on a GPU with TensorRT's first engine build
+# that takes minutes; otherwise seconds.
+CONNECT_TIMEOUT_S = 600.0
+
+
+class DeviceLost(Exception):
+    """The device process died with this image's request in hand (it crashed, or was killed)."""
+
+
+class DeviceError(Exception):
+    """The model failed on this input (a batch is rerun image by image first, so it failed alone)."""
+
+
+class Slot:
+    """Memory both processes map (a memfd, freed with the last process that holds it, even after a
+    kill -9): the model input crosses without being pickled, sent and copied again on each side
+    (measured: the device process spent 11 ms of CPU per 1024x1024 image on that alone)."""
+
+    def __init__(self, size: int):
+        self.size = max(size, 1)
+        self.fd = os.memfd_create("cvunet-model-input")
+        os.ftruncate(self.fd, self.size)
+        self.map = mmap.mmap(self.fd, self.size)
+
+    def put(self, tensor: np.ndarray) -> None:
+        np.ndarray(tensor.shape, tensor.dtype, buffer=self.map)[...] = tensor
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            self.map.close()
+        os.close(self.fd)
+
+
+class RemoteSession:
+    def __init__(self, address: str, authkey: bytes, connect_timeout: float = CONNECT_TIMEOUT_S):
+        self.address, self.authkey, self.connect_timeout = address, authkey, connect_timeout
+        self.lock = threading.Lock()
+        self.conn: Connection | None = None
+        self.slot: Slot | None = None
+        self.shared_with: Connection | None = None
+        info = self.call(("hello",))
+        self.manifest = Manifest.from_dict(info["manifest"])
+        self.providers = info["providers"]
+        self.max_batch = info["max_batch"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        return model_input(rgb, self.manifest, uint8=True)
+
+    def infer(self, tensor: np.ndarray, alone: bool = False) -> np.ndarray:
+        return self.call(("run", tuple(tensor.shape), tensor.dtype.str, alone), tensor)
+
+    def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
+        return alpha_from_output(raw, self.manifest, height, width)
+
+    def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+        return predict_alpha(self, rgb, timings)
+
+    def isolated(self) -> Alone:
+        return Alone(self)
+
+    def stats(self) -> dict:
+        return self.call(("stats",))
+
+    def call(self, request: tuple, tensor: np.ndarray | None = None):
+        """Send `request` (and `tensor`, through the shared slot) and return the answer. A device
+        process that dies before this image's run started is only waited for (it restarts) and asked
+        again; one that dies during the run raises DeviceLost: this image may be what killed it."""
+        with self.lock:
+            while True:
+                conn, running = self._connection(), False
+                try:
+                    if tensor is not None:
+                        self._share(conn, tensor)
+                    conn.send(request)
+                    status, payload = conn.recv()
+                    while status == "running":
+                        running = True
+                        status, payload = conn.recv()
+                    break
+                except (EOFError, OSError) as exc:
+                    self._drop()
+                    if running:
+                        raise DeviceLost(f"the device process died running this image: {exc!r}") from exc
+                    log.warning("device process went away before this image's run; asking again: %r", exc)
+                except BaseException:  # a time limit mid-request: the reply must not meet the next one
+                    self._drop()
+                    raise
+        if status != "ok":
+            raise DeviceError(payload)
+        return payload
+
+    def _connection(self) -> Connection:
+        # Readable while idle means closed: the device process restarted since our last request.
+        if self.conn is not None and self.conn.poll(0):
+            self._drop()
+        deadline = time.monotonic() + self.connect_timeout
+        while self.conn is None:
+            try:
+                self.conn = Client(self.address, "AF_UNIX", authkey=self.authkey)
+            except OSError as exc:  # not listening yet (loading the model) or restarting
+                if time.monotonic() > deadline:
+                    raise DeviceLost(f"no device process at {self.address}: {exc}") from exc
+                time.sleep(0.1)
+        return self.conn
+
+    def _share(self, conn: Connection, tensor: np.ndarray) -> None:
+        """Put the model input in the slot, first handing the slot to this connection's device
+        process (a file descriptor sent over the socket) when it has not seen it yet."""
+        if self.slot is None or self.slot.size < tensor.nbytes:
+            if self.slot is not None:
+                self.slot.close()
+            self.slot, self.shared_with = Slot(tensor.nbytes), None
+        if self.shared_with is not conn:
+            conn.send(("slot", self.slot.size))
+            send_handle(conn, self.slot.fd, 0)
+            self.shared_with = conn
+        self.slot.put(tensor)
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class Alone:
+    """The session for an image that was in hand when a worker died: its model run is never batched."""
+
+    def __init__(self, remote: RemoteSession):
+        self.remote = remote
+        self.manifest, self.providers = remote.manifest, remote.providers
+
+    @property
+    def version(self) -> str:
+        return self.remote.version
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        return self.remote.preprocess(rgb)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        return self.remote.infer(tensor, alone=True)
+
+    def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
+        return self.remote.postprocess(raw, height, width)
+
+    def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+        return predict_alpha(self, rgb, timings)
+
+
+def overlapped() -> bool:
+    """Whether this process is a pool process of a worker with a device process."""
+    return bool(os.environ.get(SOCKET_ENV))
+
+
+def one_thread_each(settings: Settings) -> Settings:
+    """In an overlapped worker the pool's processes are the parallelism: each runs OpenCV and the PNG
+    deflate on one thread. N processes of one thread per core each would oversubscribe the cores N
+    times over (measured, 3 processes on 2 busy cores: the edge steps 4.6x slower, encode 4x)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return replace(settings, encode_threads=1)
+
+
+_remote: RemoteSession | None = None
+_remote_pid = 0
+_remote_lock = threading.Lock()
+
+
+def worker_session(settings: Settings | None = None, alone: bool = False):
+    """The session a task uses: the device process's when the worker has one, else the process's own."""
+    global _remote, _remote_pid
+    address = os.environ.get(SOCKET_ENV)
+    if not address:
+        return get_session(settings)
+    with _remote_lock:  # the warm-up thread and the first task may ask at once
+        if _remote is None or _remote_pid != os.getpid():
+            _remote = RemoteSession(address, bytes.fromhex(os.environ[AUTHKEY_ENV]))
+            _remote_pid = os.getpid()
+    return _remote.isolated() if alone else _remote

@@ -1,0 +1,130 @@
+"""What a worker does for one image: reuse an identical result or run the model, then store it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import psycopg2
+
+from cvunet_matting import db
+from cvunet_matting.config import Settings
+from cvunet_matting.db import reads
+from cvunet_matting.errors import InputError
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
+from cvunet_matting.model.session import MattingSession
+from cvunet_matting.storage.files import Storage, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """Worth retrying: shared storage hiccups and the like."""
+
+
+def idem_key(input_key: str, model_version: str, options: OutputOptions, owner: int | None = None) -> str:
+    """Same input bytes, same model, same output options and post-processing: the same result, for
+    one owner. Never across owners: an instant answer would tell a user that someone else had sent
+    the very same photo. Work with no owner (the operator's) keeps the key it always had."""
+    parts = f"{input_key}|{model_version}|post{POSTPROCESS_VERSION}|{options.key()}"
+    if owner is not None:
+        parts += f"|owner{owner}"
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
+def lookup_result(key: str) -> dict | None:
+    """An earlier identical result, or None (also when Postgres is down: then the model runs)."""
+    try:
+        with db.autocommit() as cur:  # one round trip: the lookup is on every task's path
+            return reads.find_result(cur, key)
+    except psycopg2.Error as exc:
+        log.warning("result lookup skipped, postgres unavailable: %s", exc)
+        return None
+
+
+def reuse(existing: dict, target: Path, storage: Storage) -> bool:
+    source = storage.root / existing["output_path"]
+    if not source.exists():
+        return False
+    if source.resolve() != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError:  # its owner deleted it (or retention took it) since the lookup: run
+            return False
+    return True
+
+
+# The longest output name the worker writes: 255 bytes less storage.write_atomic's `.NAME.XXXXXXXX.part`.
+MAX_OUTPUT_NAME_BYTES = 255 - len("..XXXXXXXX.part")
+
+
+def output_target(storage: Storage, output_path: str) -> Path:
+    """Where the result goes: only ever under the data root, whatever the message said.
+
+    The message comes from the broker (and Flower can send one): an absolute or climbing path is
+    refused for good (InputError), and so is a name too long to write, before the model runs."""
+    root = storage.root.resolve()
+    relative = Path(output_path)
+    if relative.is_absolute() or ".." in relative.parts or not output_path.strip():
+        raise InputError("the output path lies outside the data root", code="bad_output_path")
+    target = root / relative
+    if not target.resolve().is_relative_to(root):  # a link on the way out of the root
+        raise InputError("the output path lies outside the data root", code="bad_output_path")
+    if len(target.name.encode()) > MAX_OUTPUT_NAME_BYTES:
+        raise InputError("the output file name is too long", code="bad_output_path")
+    return target
+
+
+def inject_faults(input_key: str, settings: Settings) -> None:
+    """Fault injection for the fault tests: die like an OOM-killed process on chosen inputs, or hold
+    every image longer, like a slow device."""
+    if input_key in settings.crash_on_inputs:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if settings.test_delay_s:
+        time.sleep(settings.test_delay_s)
+
+
+def process(
+    input_key: str,
+    options: dict,
+    output_path: str,
+    *,
+    session: MattingSession,
+    storage: Storage,
+    settings: Settings,
+    owner: int | None = None,
+) -> dict:
+    """Run one image; returns the fields to mirror. Raises InputError or TransientError."""
+    opts = OutputOptions.from_dict(options)
+    key = idem_key(input_key, session.version, opts, owner)
+    target = output_target(storage, output_path)
+    result = {"idem_key": key, "output_path": output_path}
+    existing = lookup_result(key)
+    if existing and reuse(existing, target, storage):
+        return {**result, "reused": True, "width": existing["width"], "height": existing["height"]}
+    clock = time.perf_counter()
+    try:
+        data = storage.read_input(input_key)
+    except FileNotFoundError:
+        raise InputError("the stored input is missing from the shared storage", code="missing_input") from None
+    except OSError as exc:
+        raise TransientError(f"cannot read input: {exc}") from exc
+    read_s = time.perf_counter() - clock
+    inject_faults(input_key, settings)
+    matted = matte_bytes(data, opts, session, settings)
+    clock = time.perf_counter()
+    try:
+        write_atomic(target, matted.data)
+    except OSError as exc:
+        raise TransientError(f"cannot write {output_path}: {exc.strerror or exc}") from exc
+    # The shared storage's own stages, beside the model's: slow NFS shows up here, not as queue time.
+    storage_timings = {"read": read_s, "write": time.perf_counter() - clock}
+    timings = {k: round(v, 4) for k, v in (matted.timings | storage_timings).items()}
+    return {**result, "reused": False, "width": matted.width, "height": matted.height, "timings": timings}

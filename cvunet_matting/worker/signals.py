@@ -1,0 +1,168 @@
+"""Celery signal handlers: mirror every matte_image event into PostgreSQL, warm workers up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import kombu.exceptions
+import redis
+from celery import signals
+from celery.exceptions import Retry
+
+from cvunet_matting.config import get_settings
+from cvunet_matting.errors import ImageFailed
+from cvunet_matting.pipeline import cancelling, finish, notify
+from cvunet_matting.pipeline.dispatch import MATTE_IMAGE
+from cvunet_matting.pipeline.mirror import get_mirror, now_iso
+from cvunet_matting.storage.redis_client import count_attempt, count_end, get_redis
+
+from . import metrics as worker_metrics
+
+log = logging.getLogger(__name__)
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "error", "error_code", "attempts")
+# Tasks whose success this process has mirrored: a later failure to store the result in Redis
+# (a restart at that moment) must not turn them into failed images.
+_succeeded: set[str] = set()
+
+
+def _record(event: dict) -> None:
+    try:
+        get_mirror().record(event)
+    except Exception:  # the mirror must never fail a task; the event is logged instead
+        log.exception("could not mirror event %s", event)
+
+
+@signals.task_prerun.connect
+def on_prerun(task_id=None, task=None, **_):
+    if task is None or task.name != MATTE_IMAGE:
+        return
+    if _finished_already(task.app, task_id):
+        # A second run of a finished task (its first worker was declared dead, then finished after
+        # all): no started event, which would be newer than the row's final one; the task drops it.
+        task.request.cvunet_finished = True
+        return
+    task.request.cvunet_cancelled = _cancelled(task_id)  # read once: the task body uses it too
+    if task.request.cvunet_cancelled:
+        return  # no start to show: it ends at once, as its row already says (cancelling)
+    attempts = count_attempt(task_id)
+    task.request.cvunet_attempts = attempts
+    # In the background: the task's own work need not wait for a state shown for information.
+    get_mirror().record_later(
+        {
+            "task_id": task_id,
+            "state": "started",
+            "attempts": attempts,
+            "worker": task.request.hostname,
+            "started_at": now_iso(),
+            "error": None,
+        }
+    )
+
+
+def _cancelled(task_id: str) -> bool | None:
+    """Whether the task was cancelled; None when Redis cannot tell (the start is recorded, and the task
+    itself looks again)."""
+    try:
+        return cancelling.is_cancelled(get_redis(), task_id)
+    except Exception as exc:
+        log.warning("could not read whether %s was cancelled: %s", task_id, exc)
+        return None
+
+
+def _finished_already(app, task_id: str) -> bool:
+    try:
+        return finish.is_finished(app, task_id)
+    except Exception as exc:  # Redis away: run it; the finish claim still keeps one result
+        log.warning("could not read the state of %s: %s", task_id, exc)
+        return False
+
+
+@signals.task_retry.connect
+def on_retry(request=None, reason=None, **_):
+    if request is not None and request.task == MATTE_IMAGE:
+        _record({"task_id": request.id, "state": "retry", "error": str(reason)})
+
+
+def mirror_end(result: dict) -> dict:
+    """The task's end event (success or failure): the one writer of a task's final row.
+
+    Its write starts now, in the background, while Celery stores the same result in Redis; the
+    success signal waits for it, so it is committed (or spooled) before the task is acknowledged.
+    """
+    event = {"task_id": result["task_id"], "state": result["state"], "finished_at": now_iso()}
+    event.update({k: result[k] for k in RESULT_FIELDS if k in result})
+    if result["state"] == "success":
+        _succeeded.add(result["task_id"])
+        event["error"] = None
+        event["error_code"] = None
+        if not result.get("reused"):
+            event["result"] = {k: result[k] for k in ("idem_key", "output_path", "task_id", "width", "height")}
+    get_mirror().record_later(event)
+    return result
+
+
+@signals.task_success.connect
+def on_success(sender=None, result=None, **_):
+    if sender is None or sender.name != MATTE_IMAGE or not isinstance(result, dict):
+        return
+    worker_metrics.observe(result)
+    get_mirror().wait_background()
+    notify.publish_done(result["task_id"], result.get("batch_id"))  # its row is committed: wake the waiters
+
+
+@signals.task_failure.connect
+def on_failure(sender=None, task_id=None, exception=None, **_):
+    """A lone image's failure was mirrored by the task; anything else that escaped it is, here."""
+    if sender is None or sender.name != MATTE_IMAGE or isinstance(exception, Retry):
+        return
+    if task_id in _succeeded:  # the image succeeded; only Celery's own result write failed
+        log.warning("task %s succeeded but its result was not stored in Redis: %s", task_id, exception)
+    elif isinstance(exception, REDIS_UNREACHABLE):
+        # Cut off from Redis, this worker cannot finish the task: it is not over. Its message is
+        # returned to the queue by another worker's watchdog (or the visibility timeout).
+        log.warning("task %s left unfinished, Redis unreachable: %s", task_id, exception)
+    elif not isinstance(exception, ImageFailed):
+        mirror_end({"task_id": task_id, "state": "failure", "error_code": "internal", "error": str(exception)})
+    get_mirror().wait_background()
+    if not isinstance(exception, REDIS_UNREACHABLE):
+        notify.publish_done(task_id)
+
+
+@signals.task_postrun.connect
+def on_postrun(task_id=None, task=None, **_):
+    _succeeded.discard(task_id)
+    # Only a run that counted its start (a run of a finished task is dropped before it counts).
+    if task is not None and task.name == MATTE_IMAGE and getattr(task.request, "cvunet_attempts", None):
+        try:
+            count_end(task_id)
+        except Exception as exc:  # Redis away: at worst a later run counts this one as a crash
+            log.warning("could not count the end of %s: %s", task_id, exc)
+
+
+@signals.worker_process_init.connect
+def on_process_init(**_):
+    """After fork: start the spool flusher and load the model in the background (not in the 4 s window)."""
+    from cvunet_matting.malloc import tune_for_large_buffers
+
+    from .device_client import one_thread_each, overlapped, worker_session
+
+    tune_for_large_buffers()
+    get_mirror().start_flusher()
+    if get_settings().worker_role == "bookkeeping":
+        return  # no model, no device, no worker metrics: the batches' callbacks only
+    if overlapped():
+        one_thread_each(get_settings())
+    try:
+        worker_metrics.serve(get_settings().metrics_port, get_settings().metrics_addr)
+    except OSError as exc:  # a restarted child may find the port still held briefly
+        log.warning("worker metrics not served: %s", exc)
+    threading.Thread(target=_warm, args=(worker_session,), name="model-warmup", daemon=True).start()
+
+
+def _warm(get_session) -> None:
+    try:
+        get_session()
+    except Exception:
+        log.exception("model warm-up failed; tasks will report the error")
