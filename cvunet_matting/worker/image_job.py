@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
 from cvunet_matting.model.session import MattingSession
 from cvunet_matting.storage.files import Storage, write_atomic
+from cvunet_matting.worker.faults import inject_faults
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +81,6 @@ def output_target(storage: Storage, output_path: str) -> Path:
     return target
 
 
-def inject_faults(input_key: str, settings: Settings) -> None:
-    """Fault injection for the fault tests: die like an OOM-killed process on chosen inputs, or hold
-    every image longer, like a slow device."""
-    if input_key in settings.crash_on_inputs:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if settings.test_delay_s:
-        time.sleep(settings.test_delay_s)
-
-
 def process(
     input_key: str,
     options: dict,
@@ -117,7 +107,7 @@ def process(
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
     read_s = time.perf_counter() - clock
-    inject_faults(input_key, settings)
+    inject_faults(input_key)
     matted = matte_bytes(data, opts, session, settings)
     clock = time.perf_counter()
     try:
