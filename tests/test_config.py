@@ -1,5 +1,5 @@
-"""Settings: safe defaults, derived limits, clear errors for bad values, and the tests' fault injection
-kept out of them. Pure: no service is touched."""
+"""Settings: safe defaults, derived limits, clear errors for bad values, README's table generated from the
+declarations, and the tests' fault injection kept out of them. Pure: no service is touched."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cvunet_matting.config import Settings, load_settings
-from cvunet_matting.config_fields import declarations
+from cvunet_matting import config_fields
+from cvunet_matting.config import Settings, load_settings, settings_table
+from cvunet_matting.config_fields import declarations, table_in, with_table
 from cvunet_matting.worker import faults
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_defaults_are_safe_and_local():
@@ -199,6 +202,26 @@ def test_each_variable_is_declared_once_with_a_help():
     assert len(variables) == len(set(variables))
     assert all(one.help.strip() for one in declared)
     assert {one.name for one in declared if not one.env} == {"heartbeat_interval", "single_user"}
+
+
+def test_the_readme_table_is_the_generated_one():
+    """When this fails, `make settings-table` rewrites README's table from config.py."""
+    assert table_in(README.read_text()) == settings_table()
+
+
+def test_the_table_has_a_row_per_variable_and_none_for_the_tests():
+    rows = settings_table()[2:]
+    assert [row.split("`")[1] for row in rows] == [one.env for one in declarations(Settings) if one.env]
+    assert not any("CVUNET_TEST_" in row for row in rows)
+    assert "| `CVUNET_VISIBILITY_TIMEOUT` | `3600`, at least twice the hard limit |" in "\n".join(rows)
+
+
+def test_the_table_is_replaced_between_its_markers_only():
+    readme = f"intro\n{config_fields.TABLE_START}\n| old |\n{config_fields.TABLE_END}\noutro\n"
+    rewritten = with_table(readme, ["| new |", "| rows |"])
+    assert rewritten == f"intro\n{config_fields.TABLE_START}\n| new |\n| rows |\n{config_fields.TABLE_END}\noutro\n"
+    with pytest.raises(ValueError, match="markers"):
+        table_in("a README without the markers")
 
 
 def test_fault_injection_is_not_a_setting():
