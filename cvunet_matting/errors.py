@@ -5,11 +5,13 @@ class MattingError(Exception):
     """Base class: `code` is stable for scripts, the message is for people."""
 
     code = "error"
+    retry_after: int | None = None  # seconds after which asking again may succeed (a quota), if known
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, **details: object):
         super().__init__(message)
         if code:
             self.code = code
+        self.details = details  # more for a script to read (e.g. the files a batch refused), sent beside the code
 
     @property
     def reason(self) -> str:

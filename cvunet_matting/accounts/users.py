@@ -52,6 +52,11 @@ class Actor:
         """Admins see everything; a user sees only rows they own."""
         return self.is_admin or (self.id is not None and row.get("owner_id") == self.id)
 
+    @property
+    def listing_owner(self) -> int | None:
+        """Whose work a listing shows this actor: their own, or everyone's (None) for an admin."""
+        return None if self.is_admin else self.id
+
     @classmethod
     def from_row(cls, row: dict) -> Actor:
         return cls(

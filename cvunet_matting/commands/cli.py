@@ -225,13 +225,14 @@ def submit(folder, fmt, bg_color, alpha_only, **edges) -> None:
     """Submit a server-side folder (under an allowed root) as one batch; prints the batch id.
 
     A bookkeeping worker lists the folder (see `cvunet-matting worker`): the command returns at once."""
+    from cvunet_matting.accounts.users import OPERATOR
     from cvunet_matting.image.encoding import OutputOptions
-    from cvunet_matting.pipeline.submission import submit_folder
+    from cvunet_matting.services.submitting import submit_folder
 
-    settings = get_settings()
     try:
         options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
-        click.echo(submit_folder(str(folder), options, settings=settings))
+        # A relative folder is this shell's, not the first allowed root's as over the API.
+        click.echo(submit_folder(OPERATOR, str(folder.expanduser().resolve()), options, get_settings()))
     except MattingError as exc:
         fail(exc.reason)
 

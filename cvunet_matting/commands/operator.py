@@ -13,7 +13,7 @@ import uuid
 import click
 import psycopg2
 
-from cvunet_matting.errors import one_line
+from cvunet_matting.errors import InputError, one_line
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -91,19 +91,20 @@ def cancel(batch_id, task_id):
     """Cancel matting work no worker has started: each image ends at once as failed (code cancelled),
     and a message of it already queued is dropped unrun; what runs finishes. `--batch` also stops a folder's
     listing. A retry (the pages, the API) runs a cancelled image after all."""
-    from cvunet_matting import db
-    from cvunet_matting.db import reads
-    from cvunet_matting.pipeline import cancelling
-    from cvunet_matting.storage.redis_client import get_redis
+    from cvunet_matting.accounts.users import OPERATOR
+    from cvunet_matting.services import actions
 
     if (batch_id is None) == (task_id is None):
         _fail("say what to cancel: --batch ID or --task ID")
     try:
-        with db.transaction() as cur:
-            found = reads.get_batch(cur, batch_id) if batch_id else reads.get_task(cur, task_id)
-        if found is None:
-            _fail(f"no {'batch' if batch_id else 'task'} {batch_id or task_id}")
-        count = cancelling.cancel(get_redis(), batch_id=batch_id, task_id=task_id)
+        if batch_id:
+            count = actions.cancel_batch(OPERATOR, batch_id)["cancelled"]
+        else:
+            count = actions.cancel_task(OPERATOR, task_id)["cancelled"]
+    except InputError as exc:
+        if exc.code != "not_pending":
+            _fail(exc.reason)
+        count = 0
     except psycopg2.Error as exc:
         _fail(f"postgres: {one_line(exc)}")
     click.echo(f"{count} task(s) cancelled" + ("" if count else ": none was waiting (what runs finishes)"))

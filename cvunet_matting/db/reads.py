@@ -281,6 +281,15 @@ def lock_batch(cur, batch_id) -> dict | None:
     return cur.fetchone()
 
 
+def failed_items(cur, batch_id, limit: int) -> list[dict]:
+    """A batch's first failed images, in submission order (the tasks_batch index, a short walk)."""
+    return _all(
+        cur,
+        "SELECT * FROM tasks WHERE batch_id = %s AND state = 'failure' ORDER BY position LIMIT %s",
+        (batch_id, limit),
+    )
+
+
 def batch_items(cur, batch_id, offset: int = 0, limit: int = 100) -> list[dict]:
     """One page of a batch's tasks, in submission order."""
     cur.execute(

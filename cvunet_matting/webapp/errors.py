@@ -91,12 +91,19 @@ def _error_page(status: int, title: str, message: str):
     return render_template("error.html", status=status, title=title, message=message), status
 
 
+# On a page, an id that names nothing the visitor may see, or is no id at all, is a page that does not exist.
+PAGE_NOT_FOUND = {"not_found", "bad_id"}
+
+
 def _input_error(exc: InputError):
+    """A refusal, in the one place that gives it its HTTP status (status_for), as JSON or as a page."""
     status = status_for(exc.code)
-    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else {}
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     if wants_json():
-        response, status = error_json(exc.code, exc.reason, status)
+        response, status = error_json(exc.code, exc.reason, status, **exc.details)
         return response, status, headers
+    if exc.code in PAGE_NOT_FOUND:
+        return render_template("error.html", status=404, title="Not found", message=f"{exc.reason}."), 404
     return render_template("error.html", status=status, title="Refused", message=exc.reason), status, headers
 
 

@@ -17,14 +17,16 @@ from collections.abc import Callable
 
 from flask import Response, stream_with_context
 
-from . import intake, waiting
+from cvunet_matting.services.lookup import batch_for, task_for
+
+from . import replies, waiting
 from .presenters import task_json
 
 RECONNECT_MS = 1000
 
 
 def stream(ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict], bool], present) -> Response:
-    changes = waiting.changes(intake.hub(), ids, read, final, waiting.MAX_WAIT_S)
+    changes = waiting.changes(replies.hub(), ids, read, final, waiting.MAX_WAIT_S)
     first = next(changes)  # takes the slot (429 when none is free) and reads (404) before the stream starts
 
     def body():
@@ -37,14 +39,12 @@ def stream(ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict
     return Response(stream_with_context(body()), mimetype="text/event-stream", headers=headers)
 
 
-def task_stream(via: str, task_id: str) -> Response:
-    row = intake.task_row(task_id, intake.actor())  # an unknown id is a 404 before any slot is taken
-    return stream(
-        (str(row["id"]),), intake.task_read(task_id, intake.actor()), intake.task_final, lambda r: task_json(r, via)
-    )
+def task_stream(task_id: str) -> Response:
+    row = task_for(replies.actor(), task_id)  # an unknown id is a 404 before any slot is taken
+    return stream((str(row["id"]),), replies.task_reader(task_id, replies.actor()), replies.task_final, task_json)
 
 
-def batch_stream(via: str, batch_id: str) -> Response:
-    read = intake.batch_summary(via, batch_id, intake.actor())
-    first = read()  # an unknown id is a 404 before any slot is taken
-    return stream((first["batch_id"],), read, lambda b: b["state"] == "done", lambda b: b)
+def batch_stream(batch_id: str) -> Response:
+    batch = batch_for(replies.actor(), batch_id).batch  # an unknown id is a 404 before any slot is taken
+    read = replies.batch_summary_reader(batch_id, replies.actor())
+    return stream((str(batch["id"]),), read, lambda b: b["state"] == "done", lambda b: b)

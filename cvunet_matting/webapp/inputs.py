@@ -1,17 +1,12 @@
-"""What the API and the pages read from a request: ids, output options, uploads, and the rows they name.
+"""What the API and the pages read from a request: output options, form fields, uploads.
 
-Everything here refuses bad input with an InputError, which the error handlers turn into a 4xx. A
-row the asking actor does not own is answered exactly like a missing one (404), so ids leak nothing.
+Everything here refuses bad input with an InputError, which the error handlers turn into a 4xx.
 """
 
 from __future__ import annotations
 
 import unicodedata
-import uuid
 
-from cvunet_matting import db
-from cvunet_matting.accounts.users import Actor
-from cvunet_matting.db import reads
 from cvunet_matting.errors import InputError
 from cvunet_matting.image.encoding import EDGE_KEYS, EDGE_NUMBERS, EDGE_SWITCHES, OutputOptions
 from cvunet_matting.image.imaging import probe
@@ -20,13 +15,6 @@ from cvunet_matting.pipeline import submission
 from .support import settings
 
 MAX_NAME_CHARS = 1024  # a display name; the stored output name is cut much shorter (naming.py)
-
-
-def parse_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise InputError(f"{value!r} is not a valid id (a UUID)", code="bad_id") from None
 
 
 def parse_options(values, form: bool = True) -> OutputOptions:
@@ -91,6 +79,14 @@ def check_filename(name: str | None) -> str:
     return name
 
 
+def one_upload(files) -> submission.Item:
+    """The image sent as the form field 'file', read whole (its name checked, never used as a path)."""
+    upload = files.get("file")
+    if upload is None:
+        raise InputError("send the image as the multipart form field 'file'", code="no_file")
+    return submission.Item(check_filename(upload.filename), upload.read())
+
+
 def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
     """Read every upload, refusing bad ones from their header alone; names are never used as paths.
 
@@ -110,21 +106,3 @@ def probe_uploads(files) -> tuple[list[submission.Item], list[dict]]:
         except InputError as exc:
             refused.append({"filename": name, "code": exc.code, "message": exc.reason})
     return items, refused
-
-
-def task_row(task_id: str, actor: Actor) -> dict:
-    with db.transaction() as cur:
-        row = reads.get_task(cur, parse_id(task_id))
-    if row is None or row["deleted_at"] or not actor.owns(row):
-        raise InputError(f"no task {task_id}", code="not_found")
-    return row
-
-
-def load_batch(batch_id: str, offset: int, limit: int, actor: Actor) -> tuple[dict, dict, list[dict]]:
-    """The batch row, its counts by state, and `limit` of its items from `offset`."""
-    bid = parse_id(batch_id)
-    with db.transaction() as cur:
-        batch = reads.get_batch(cur, bid)
-        if batch is None or batch["deleted_at"] or not actor.owns(batch):
-            raise InputError(f"no batch {batch_id}", code="not_found")
-        return batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit)

@@ -1,15 +1,20 @@
 """Task and batch rows as the JSON the API sends and the pages render (one shape for both).
 
-`via` names the blueprint whose links are given: "api" (bearer keys) or "page" (the browser session's
-own routes, so that a session cookie never reaches the API).
+Links follow the blueprint serving the request (`links`): the API's own for an API request (bearer
+keys), the pages' /page routes for everything else, so that a session cookie never reaches the API.
 A row past retention (`expired_at` set) keeps its state but offers no file links: they would be 410.
 """
 
 from __future__ import annotations
 
-from flask import url_for
+from flask import request, url_for
 
 from cvunet_matting.image.encoding import OutputOptions
+
+
+def links() -> str:
+    """The blueprint whose routes the answer links to: the API's for an API request, else the pages'."""
+    return "api" if request.blueprint == "api" else "page"
 
 
 def iso(value) -> str | None:
@@ -46,9 +51,9 @@ def expiry(row: dict) -> dict:
     return {"expired": row.get("expired_at") is not None, "expired_at": iso(row.get("expired_at"))}
 
 
-def item_json(row: dict, via: str = "api") -> dict:
+def item_json(row: dict) -> dict:
     """A task as a batch lists it: its state and the links that exist in that state."""
-    tid = str(row["id"])
+    tid, routes = str(row["id"]), links()
     item = {
         "task_id": tid,
         "filename": row["filename"],
@@ -56,23 +61,23 @@ def item_json(row: dict, via: str = "api") -> dict:
         "error": public_error(row),
         "error_code": row.get("error_code"),
         **expiry(row),
-        "status_url": url_for(f"{via}.task_status", task_id=tid),
+        "status_url": url_for(f"{routes}.task_status", task_id=tid),
         "view_url": url_for("ui.task_view", task_id=tid),
     }
     if item["expired"]:
         return item
     if row.get("input_key"):  # none for a file refused on arrival: nothing was stored
-        item["input_url"] = url_for(f"{via}.task_input", task_id=tid)
+        item["input_url"] = url_for(f"{routes}.task_input", task_id=tid)
     if row["state"] == "success":
-        item["result_url"] = url_for(f"{via}.task_result", task_id=tid)
+        item["result_url"] = url_for(f"{routes}.task_result", task_id=tid)
         if has_alpha(row):
-            item["alpha_url"] = url_for(f"{via}.task_alpha", task_id=tid)
+            item["alpha_url"] = url_for(f"{routes}.task_alpha", task_id=tid)
     return item
 
 
-def task_json(row: dict, via: str = "api") -> dict:
+def task_json(row: dict) -> dict:
     return {
-        **item_json(row, via),
+        **item_json(row),
         "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
         "attempts": row["attempts"],
         "width": row["width"],
@@ -86,17 +91,15 @@ def failure_json(row: dict) -> dict:
     return {"task_id": str(row["id"]), "filename": row["filename"], "error": public_error(row)}
 
 
-def listed_batch_json(batch: dict, counts: dict, via: str = "api") -> dict:
+def listed_batch_json(batch: dict, counts: dict) -> dict:
     """A batch as a listing shows it: its progress and links, without its items."""
-    payload = batch_json(batch, counts, [], 0, via)
+    payload = batch_json(batch, counts, [], 0)
     for detail in ("items", "items_offset", "failures"):
         del payload[detail]
-    return {**payload, "status_url": url_for(f"{via}.batch_status", batch_id=payload["batch_id"])}
+    return {**payload, "status_url": url_for(f"{links()}.batch_status", batch_id=payload["batch_id"])}
 
 
-def batch_json(
-    batch: dict, counts: dict, rows: list[dict], offset: int, via: str = "api", failures: list[dict] = ()
-) -> dict:
+def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int, failures: list[dict] = ()) -> dict:
     """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists
     (until it expires); the first of its failed images by name, whatever the page."""
     bid = str(batch["id"])
@@ -114,9 +117,9 @@ def batch_json(
         **expiry(batch),
         "view_url": url_for("ui.batch_view", batch_id=bid),
         "items_offset": offset,
-        "items": [item_json(r, via) for r in rows],
+        "items": [item_json(r) for r in rows],
         "failures": [failure_json(r) for r in failures],
     }
     if batch["state"] == "done" and batch["zip_path"] and not payload["expired"]:
-        payload["zip_url"] = url_for(f"{via}.batch_zip", batch_id=bid)
+        payload["zip_url"] = url_for(f"{links()}.batch_zip", batch_id=bid)
     return payload

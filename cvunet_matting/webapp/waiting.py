@@ -3,7 +3,7 @@
 One subscriber thread per web process pattern-subscribes to the channels in notify.PATTERNS and sets
 the event of every request watching an id a message names. A watching request holds one of the
 process's gunicorn threads, so there are `slots` of them per process at most (the rest are kept
-for ordinary requests); one more is refused with 429 and Retry-After (see intake).
+for ordinary requests); one more is refused with 429 and Retry-After (see replies).
 """
 
 from __future__ import annotations

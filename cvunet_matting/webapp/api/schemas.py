@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from cvunet_matting.image.encoding import DECONTAMINATE, FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX, REFINE
 from cvunet_matting.image.imaging import INPUT_FORMATS
+from cvunet_matting.services.lookup import FAILURES_LISTED
 from cvunet_matting.states import BATCH_STATES, TASK_STATES
 
 IMAGE_TYPES = ("image/png", "image/webp", "image/jpeg")  # what a result can be
 INPUT_TYPES = tuple(media_type for _, media_type in INPUT_FORMATS.values())
-FAILURES_LISTED = 20  # a batch's failed images named in its status, whatever page of items is asked
 
 
 def ref(name: str) -> dict:

@@ -1,17 +1,20 @@
 """The pages' own JSON and file routes under /page: what app.js and <img> tags fetch with the
-signed-in session (writes carry the CSRF token). The same work as the API (see intake), so the
-browser session never needs to reach /api/v1, where only API keys count.
+signed-in session (writes carry the CSRF token). The same work as the API (services/, shaped by
+replies), so the browser session never needs to reach /api/v1, where only API keys count.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, request
 
-from cvunet_matting.webapp import events, intake
+from cvunet_matting.services import submitting
+from cvunet_matting.webapp import events, replies
 from cvunet_matting.webapp.api.operations import DOWNLOAD, PAGE, WAIT
+from cvunet_matting.webapp.inputs import one_upload, parse_options, probe_uploads
+from cvunet_matting.webapp.replies import actor
+from cvunet_matting.webapp.support import settings
 
 bp = Blueprint("page", __name__, url_prefix="/page")
-VIA = "page"
 _OFFSET, _LIMIT = PAGE
 _DOWNLOAD = DOWNLOAD[0]
 
@@ -29,39 +32,44 @@ def seen() -> str | None:
     return request.args.get("seen") or None
 
 
+# The pages send only what their own form holds: unlike the API, unknown fields are not looked for.
 @bp.post("/images")
 def submit_image():
-    return intake.submit_image(VIA)
+    task_id = submitting.submit_image(actor(), one_upload(request.files), parse_options(request.form), settings())
+    return replies.image_accepted(task_id)
 
 
 @bp.post("/batches")
 def submit_batch():
-    return intake.submit_batch(VIA)
+    options = parse_options(request.form)
+    items, refused = probe_uploads(request.files.getlist("files"))
+    batch_id = submitting.submit_batch(actor(), items, refused, options, settings())
+    return replies.batch_accepted(batch_id, len(items), refused)
 
 
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str):
-    return intake.task_status(VIA, task_id, wait(), seen())
+    return replies.task_status(task_id, wait(), seen())
 
 
 @bp.get("/tasks/<task_id>/events")
 def task_events(task_id: str):
-    return events.task_stream(VIA, task_id)
+    return events.task_stream(task_id)
 
 
 @bp.get("/tasks/<task_id>/result")
 def task_result(task_id: str):
-    return intake.task_file("result", task_id, download())
+    return replies.task_file("result", task_id, download())
 
 
 @bp.get("/tasks/<task_id>/alpha")
 def task_alpha(task_id: str):
-    return intake.task_file("alpha", task_id, download())
+    return replies.task_file("alpha", task_id, download())
 
 
 @bp.get("/tasks/<task_id>/input")
 def task_input(task_id: str):
-    return intake.task_file("input", task_id, download())
+    return replies.task_file("input", task_id, download())
 
 
 @bp.get("/batches/<batch_id>")
@@ -71,14 +79,14 @@ def batch_status(batch_id: str):
     shown = seen()
     if shown is not None and not shown.isdigit():
         shown = None
-    return intake.batch_status(VIA, batch_id, offset, limit, wait(), None if shown is None else int(shown))
+    return replies.batch_status(batch_id, offset, limit, wait(), None if shown is None else int(shown))
 
 
 @bp.get("/batches/<batch_id>/events")
 def batch_events(batch_id: str):
-    return events.batch_stream(VIA, batch_id)
+    return events.batch_stream(batch_id)
 
 
 @bp.get("/batches/<batch_id>/zip")
 def batch_zip(batch_id: str):
-    return intake.batch_zip(batch_id)
+    return replies.batch_zip(batch_id)

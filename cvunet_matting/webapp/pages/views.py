@@ -5,18 +5,17 @@ work, an admin everything."""
 
 from __future__ import annotations
 
-import math
-
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
-from cvunet_matting import db
-from cvunet_matting.db import reads
 from cvunet_matting.errors import InputError
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
-from cvunet_matting.pipeline import submission
+from cvunet_matting.services import actions, listings, submitting
+from cvunet_matting.services.lookup import batch_for, task_for
 from cvunet_matting.states import TASK_STATES
-from cvunet_matting.webapp.inputs import load_batch, parse_id, parse_options, probe_uploads, task_row
+from cvunet_matting.webapp.api.docs import operations
+from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
+from cvunet_matting.webapp.inputs import parse_options, probe_uploads
 from cvunet_matting.webapp.presenters import batch_json, listed_batch_json, task_json
 from cvunet_matting.webapp.support import csrf_token, csrf_valid, settings
 
@@ -24,6 +23,7 @@ from .signin import local_target
 
 bp = Blueprint("ui", __name__)
 BATCH_PAGE = 60
+LISTING_PAGE = 25
 MAX_PAGE = 100_000  # `page` beyond this is clamped: OFFSET work stays bounded
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -56,11 +56,16 @@ def page_number() -> int:
     return min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
 
 
-def uuid_or_404(value: str) -> str:
-    try:
-        return parse_id(value)
-    except InputError:
-        abort(404)
+def offset_of(page: int, per_page: int) -> int:
+    return (page - 1) * per_page
+
+
+def reason_to_flash(exc: InputError) -> str:
+    """A refused action's reason, to flash on the page it came from; an id that names nothing the
+    visitor may see is not flashed but answered as a missing page (errors.PAGE_NOT_FOUND)."""
+    if exc.code in PAGE_NOT_FOUND:
+        raise exc
+    return exc.reason
 
 
 @bp.get("/")
@@ -107,60 +112,43 @@ def upload_form():
             flash("Choose at least one image.", "error")
         return redirect(url_for("ui.index"))
     if len(items) == 1:
-        task_id = submission.submit_image(items[0], options, settings=settings(), owner=g.actor)
+        task_id = submitting.submit_image(g.actor, items[0], options, settings())
         return redirect(url_for("ui.task_view", task_id=task_id))
-    batch_id = submission.submit_batch(items, options, settings=settings(), owner=g.actor, refused=refused)
+    batch_id = submitting.submit_batch(g.actor, items, refused, options, settings())
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
-    try:
-        row = task_row(uuid_or_404(task_id), g.actor)
-    except InputError:
-        abort(404, description="No such task: it may have been deleted.")
+    row = task_for(g.actor, task_id)
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
-    return render_template("task.html", task=task_json(row, "page"), options=OutputOptions.from_dict(row["options"]))
+    return render_template("task.html", task=task_json(row), options=OutputOptions.from_dict(row["options"]))
 
 
 @bp.post("/tasks/<task_id>/cancel")
 def cancel_task(task_id: str):
-    from cvunet_matting.webapp.intake import cancel_task as cancel_as_actor
-
     try:
-        cancel_as_actor(uuid_or_404(task_id))
+        actions.cancel_task(g.actor, task_id)
         flash("Cancelled: it will not run.", "info")
     except InputError as exc:
-        if exc.code == "not_found":
-            abort(404, description="No such task.")
+        reason_to_flash(exc)
         flash("It had started already: it runs to its end.", "error")
     return redirect(url_for("ui.task_view", task_id=task_id))
 
 
 @bp.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str):
-    from cvunet_matting.webapp.intake import cancel_batch as cancel_as_actor
-
-    try:
-        count = cancel_as_actor(batch_id)["cancelled"]
-    except InputError as exc:
-        if exc.code in ("not_found", "bad_id"):
-            abort(404, description="No such batch.")
-        raise
+    count = actions.cancel_batch(g.actor, batch_id)["cancelled"]
     flash(f"{count} waiting image{'s' if count != 1 else ''} cancelled; those already running finish.", "info")
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 
 @bp.post("/tasks/<task_id>/delete")
 def delete_task(task_id: str):
-    from cvunet_matting.webapp.intake import delete_task as delete_as_actor
-
     try:
-        delete_as_actor(uuid_or_404(task_id))
+        actions.delete_task(g.actor, task_id, settings())
     except InputError as exc:
-        if exc.code == "not_found":
-            abort(404, description="No such task.")
-        flash(exc.reason, "error")
+        flash(reason_to_flash(exc), "error")
         return redirect(url_for("ui.task_view", task_id=task_id))
     flash("Deleted: its original and its cut-out are gone.", "info")
     return redirect(url_for("ui.history"))
@@ -168,14 +156,10 @@ def delete_task(task_id: str):
 
 @bp.post("/batches/<batch_id>/delete")
 def delete_batch(batch_id: str):
-    from cvunet_matting.webapp.intake import delete_batch as delete_as_actor
-
     try:
-        count = delete_as_actor(uuid_or_404(batch_id))["deleted"]
+        count = actions.delete_batch(g.actor, batch_id, settings())["deleted"]
     except InputError as exc:
-        if exc.code == "not_found":
-            abort(404, description="No such batch.")
-        flash(exc.reason, "error")
+        flash(reason_to_flash(exc), "error")
         return redirect(url_for("ui.batch_view", batch_id=batch_id))
     flash(f"Batch deleted: {count} image{'s' if count != 1 else ''}, their cut-outs and the ZIP are gone.", "info")
     return redirect(url_for("ui.batches"))
@@ -183,35 +167,27 @@ def delete_batch(batch_id: str):
 
 @bp.post("/tasks/<task_id>/retry")
 def retry(task_id: str):
-    from cvunet_matting.webapp.intake import retry as retry_as_actor
-
     try:
-        retry_as_actor("page", uuid_or_404(task_id), force=request.form.get("force") == "1")
+        actions.retry(g.actor, task_id, force=request.form.get("force") == "1")
         flash("The task was sent back to the queue.", "info")
     except InputError as exc:
-        if exc.code == "not_found":
-            abort(404, description="No such task.")
-        flash(exc.reason if exc.code != "not_failed" else "Only failed tasks can be retried.", "error")
+        reason = reason_to_flash(exc)
+        flash(reason if exc.code != "not_failed" else "Only failed tasks can be retried.", "error")
     return redirect(local_target(request.form.get("next"), url_for("ui.task_view", task_id=task_id)))
 
 
 @bp.get("/batches/<batch_id>")
 def batch_view(batch_id: str):
     page = page_number()
-    try:
-        batch, counts, rows = load_batch(uuid_or_404(batch_id), (page - 1) * BATCH_PAGE, BATCH_PAGE, g.actor)
-    except InputError:
-        abort(404, description="No such batch.")
-    data = batch_json(batch, counts, rows, (page - 1) * BATCH_PAGE, "page")
-    pages = max(math.ceil(batch["total"] / BATCH_PAGE), 1)
+    view = batch_for(g.actor, batch_id, offset_of(page, BATCH_PAGE), BATCH_PAGE)
+    data = batch_json(view.batch, view.counts, view.items, offset_of(page, BATCH_PAGE))
+    pages = max(-(-view.batch["total"] // BATCH_PAGE), 1)
     return render_template("batch.html", batch=data, page=page, pages=pages)
 
 
 @bp.get("/api-docs")
 def api_docs():
     """The JSON API for people: open to all, as the OpenAPI document it is drawn from."""
-    from cvunet_matting.webapp.api.docs import operations
-
     return render_template("api_docs.html", operations=operations())
 
 
@@ -219,15 +195,11 @@ def api_docs():
 def batches():
     """The batches, newest first, with their progress: a batch of thousands is one row here."""
     page = page_number()
-    owner = None if g.actor.is_admin else g.actor.id
-    with db.transaction() as cur:
-        rows, total = reads.batch_listing(cur, owner, (page - 1) * reads.PAGE_SIZE, reads.PAGE_SIZE)
-        counts = reads.many_batch_counts(cur, [b["id"] for b in rows])
-    pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
-    if page > pages:
-        return redirect(url_for("ui.batches", page=pages))
-    listed = [{**listed_batch_json(b, counts[b["id"]], "page"), "owner": b.get("owner_name")} for b in rows]
-    return render_template("batches.html", batches=listed, total=total, page=page, pages=pages)
+    listing = listings.batches(g.actor, offset_of(page, LISTING_PAGE), LISTING_PAGE)
+    if page > listing.pages:
+        return redirect(url_for("ui.batches", page=listing.pages))
+    listed = [{**listed_batch_json(b.batch, b.counts), "owner": b.batch.get("owner_name")} for b in listing.rows]
+    return render_template("batches.html", batches=listed, total=listing.total, page=page, pages=listing.pages)
 
 
 @bp.get("/history")
@@ -236,13 +208,16 @@ def history():
     state = request.args.get("state") or None
     if state not in TASK_STATES:
         state = None
-    owner = None if g.actor.is_admin else g.actor.id  # an admin sees everyone's, with their names
-    with db.transaction() as cur:
-        rows, total = reads.task_listing(cur, owner, state, (page - 1) * reads.PAGE_SIZE, reads.PAGE_SIZE)
-    pages = max(math.ceil(total / reads.PAGE_SIZE), 1)
-    if page > pages:  # a page past the end (the list shrank, or a typed URL): its last page instead
-        return redirect(url_for("ui.history", page=pages, state=state))
-    tasks = [{**task_json(r, "page"), "owner": r.get("owner_name")} for r in rows]  # owners: admins' view
+    listing = listings.tasks(g.actor, state, offset_of(page, LISTING_PAGE), LISTING_PAGE)
+    if page > listing.pages:  # a page past the end (the list shrank, or a typed URL): its last page instead
+        return redirect(url_for("ui.history", page=listing.pages, state=state))
+    tasks = [{**task_json(r), "owner": r.get("owner_name")} for r in listing.rows]  # owners: admins' view
     return render_template(
-        "history.html", tasks=tasks, total=total, page=page, pages=pages, state=state, states=TASK_STATES
+        "history.html",
+        tasks=tasks,
+        total=listing.total,
+        page=page,
+        pages=listing.pages,
+        state=state,
+        states=TASK_STATES,
     )

@@ -1,0 +1,47 @@
+"""An actor's work, newest first, a page at a time: their own, or everyone's for an admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cvunet_matting import db
+from cvunet_matting.accounts.users import Actor
+from cvunet_matting.db import reads
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: its rows, how many there are in all, and where the page starts."""
+
+    rows: list[dict]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def pages(self) -> int:
+        """Pages of `limit` rows the whole listing fills (at least one, even empty)."""
+        return max(-(-self.total // self.limit), 1) if self.limit else 1
+
+
+def tasks(actor: Actor, state: str | None, offset: int, limit: int) -> Page:
+    """The actor's tasks in `state` (None: any), with their owners' names."""
+    with db.transaction() as cur:
+        rows, total = reads.task_listing(cur, actor.listing_owner, state, offset, limit)
+    return Page(rows, total, offset, limit)
+
+
+@dataclass(frozen=True)
+class ListedBatch:
+    """A batch as a listing shows it: its row and its images counted by state."""
+
+    batch: dict
+    counts: dict
+
+
+def batches(actor: Actor, offset: int, limit: int) -> Page:
+    """The actor's batches (rows: ListedBatch), with their progress and owners' names."""
+    with db.transaction() as cur:
+        rows, total = reads.batch_listing(cur, actor.listing_owner, offset, limit)
+        counts = reads.many_batch_counts(cur, [b["id"] for b in rows])
+    return Page([ListedBatch(b, counts[b["id"]]) for b in rows], total, offset, limit)
