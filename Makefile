@@ -48,9 +48,11 @@ test: machine install model
 test-fast: install
 	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser and not compose" $(PYTEST_ARGS)
 
+# ruff, then the import contracts (pyproject.toml, [tool.importlinter]): the layers run one way.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: model
 	$(PYTHON) benchmarks/bench_model.py

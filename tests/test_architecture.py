@@ -1,126 +1,75 @@
-"""The package's import graph: no cycles, and the edges (HTTP API, pages, CLI, Celery tasks) depend on
-the core, never on each other. Read from the source, so a function-level import counts too."""
+"""The package's shape: import-linter's contracts (pyproject.toml, [tool.importlinter]) hold on the real
+package, and each kind of contract catches a deliberate violation planted in a copy of it."""
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = "cvunet_matting"
-ROOT = Path(__file__).resolve().parents[1] / PACKAGE
-# Module -> the edge it belongs to. `web` (the app factory) is the one place that knows every web edge.
-EDGES = {
-    f"{PACKAGE}.webapp.api.views": "json-api",
-    f"{PACKAGE}.webapp.pages.views": "pages",
-    f"{PACKAGE}.webapp.pages.json_routes": "pages",
-    f"{PACKAGE}.webapp.pages.signin": "pages",
-    f"{PACKAGE}.webapp.health": "health",
-    f"{PACKAGE}.webapp.metrics": "web-metrics",
-    f"{PACKAGE}.commands.cli": "cli",
-    f"{PACKAGE}.commands.operator": "cli",
-    f"{PACKAGE}.tasks": "celery-tasks",
-}
-FACTORY = f"{PACKAGE}.web"
+from tests.support import REPO
+
+PACKAGE = REPO / "cvunet_matting"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+# The top of the package: entry points and foundations only; everything else lives in its layer's package.
+MOST_TOP_LEVEL_MODULES = 12
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """lint-imports on the package under `root`, with the project's contracts, as `make lint` runs it."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    config = str(root / "pyproject.toml")
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", config, "--no-cache"], cwd=root, env=env, capture_output=True, text=True
+    )
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in ROOT.rglob("*.py")}
+def test_the_contracts_hold_on_the_package():
+    done = lint_imports(REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
 
 
-def resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
-    if not node.level:
-        return node.module or ""
-    base = importer.split(".")
-    base = base if is_package else base[:-1]
-    base = base[: len(base) - (node.level - 1)]
-    return ".".join(base + ([node.module] if node.module else []))
+@pytest.fixture
+def package_copy(tmp_path: Path) -> Path:
+    shutil.copytree(PACKAGE, tmp_path / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    return tmp_path
 
 
-def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """Package modules `name` imports anywhere in its body (`from . import x` counts x if it is a module)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith(PACKAGE)}
-        elif isinstance(node, ast.ImportFrom):
-            target = resolve(name, path.name == "__init__.py", node)
-            if not target.startswith(PACKAGE):
-                continue
-            submodules = {f"{target}.{alias.name}" for alias in node.names} & known
-            found |= submodules or {target}
-    return (found & known) - {name}
+def plant(root: Path, module: str, line: str) -> None:
+    path = root / PACKAGE.name / module
+    path.write_text(path.read_text() + f"\n{line}\n")
 
 
-def graph() -> dict[str, set[str]]:
-    found = modules()
-    return {name: imports_of(name, path, set(found)) for name, path in found.items()}
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        # the web side reaching the model: it would load onnxruntime in every web process
+        ("webapp/health.py", "from cvunet_matting.image import matting", "The HTTP side never reaches the model"),
+        ("services/lookup.py", "import cvunet_matting.tasks", "The HTTP side never reaches the model"),
+        # a lower layer importing a higher one
+        ("image/encoding.py", "from cvunet_matting.pipeline import dispatch", "Each layer imports only from"),
+        ("db/reads.py", "from cvunet_matting.accounts import users", "Each layer imports only from"),
+        # two packages of one row
+        ("worker/overlap.py", "from cvunet_matting.webapp import polling", "Each layer imports only from"),
+        # one web edge importing another, or a shared module importing an edge
+        ("webapp/api/views.py", "from cvunet_matting.webapp.pages import signin", "The web edges never import"),
+        ("webapp/presenters.py", "from cvunet_matting.webapp import health", "Only the app factory"),
+    ],
+)
+def test_a_planted_violation_breaks_its_contract(package_copy, module, line, contract):
+    plant(package_copy, module, line)
+    done = lint_imports(package_copy)
+    assert done.returncode != 0, done.stdout
+    broken = [text for text in done.stdout.splitlines() if text.endswith("BROKEN")]
+    assert any(text.startswith(contract) for text in broken), done.stdout
 
 
-def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle as a path that ends where it starts, or None."""
-    state: dict[str, str] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = "open"
-        stack.append(node)
-        for nxt in sorted(edges.get(node, ())):
-            if state.get(nxt) == "open":
-                return stack[stack.index(nxt) :] + [nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        stack.pop()
-        state[node] = "done"
-        return None
-
-    for node in sorted(edges):
-        if node not in state and (cycle := visit(node)):
-            return cycle
-    return None
-
-
-def test_the_graph_is_read_from_the_real_package():
-    edges = graph()
-    assert f"{PACKAGE}.tasks" in edges and f"{PACKAGE}.db" in edges
-    assert f"{PACKAGE}.db" in edges[f"{PACKAGE}.pipeline.submission"]  # a real import is seen
-
-
-def test_the_package_has_no_import_cycle():
-    assert find_cycle(graph()) is None, " -> ".join(find_cycle(graph()))
-
-
-@pytest.mark.parametrize("edge", sorted(EDGES))
-def test_an_edge_never_imports_another_edge(edge):
-    crossing = {m for m in graph()[edge] if m in EDGES and EDGES[m] != EDGES[edge]}
-    assert not crossing, f"{edge} imports {sorted(crossing)}"
-
-
-def test_only_the_factory_imports_the_web_edges():
-    web_kinds = {"json-api", "pages", "health", "web-metrics"}
-    web_edges = {m for m, kind in EDGES.items() if kind in web_kinds}
-    importers = {name for name, deps in graph().items() if deps & web_edges and EDGES.get(name) not in web_kinds}
-    assert importers <= {FACTORY}, sorted(importers)
-
-
-def test_the_web_side_never_imports_the_model_runtime():
-    """The web process enqueues by task name (`dispatch`): it must not load onnxruntime through tasks."""
-    edges = graph()
-    seen, todo = set(), [FACTORY]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(edges[name])
-    assert not seen & {f"{PACKAGE}.tasks", f"{PACKAGE}.model.session", f"{PACKAGE}.image.matting"}
-
-
-def test_the_cycle_finder_finds_a_cycle():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set()}) is None
+def test_the_package_top_holds_entry_points_and_foundations_only():
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in {"__init__.py", "tasks.py", "web.py"})
+    assert len(top) <= MOST_TOP_LEVEL_MODULES, top
