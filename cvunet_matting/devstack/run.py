@@ -13,10 +13,11 @@ import click
 from cvunet_matting.accounts.users import bootstrap_admin
 from cvunet_matting.config import Settings
 from cvunet_matting.db import schema
+from cvunet_matting.errors import MattingError, one_line
 from cvunet_matting.model.fetch import fetch_model
 from cvunet_matting.model.manifest import BUILTIN
 
-from .services import ensure_postgres, ensure_redis
+from .services import ServiceError, ensure_postgres, ensure_redis
 from .stack import Ports, Stack
 
 
@@ -33,7 +34,10 @@ def prepare(settings: Settings) -> tuple[str, str] | None:
     first_admin = bootstrap_admin()
     if settings.model in BUILTIN:
         click.echo("checking the model ...")
-        fetch_model(settings.model, settings.model_dir)
+        try:  # downloads it where `make model` did not run first
+            fetch_model(settings.model, settings.model_dir)
+        except (MattingError, OSError) as exc:
+            raise ServiceError(f"the model: {one_line(exc)}") from exc
     return first_admin
 
 
@@ -53,6 +57,15 @@ def wait_ready(url: str, stack: Stack, timeout: float = 120) -> None:
 
 
 def run_forever(settings: Settings, port: int, workers: int) -> int:
+    """The stack until SIGTERM or Ctrl-C. A missing prerequisite (Redis, PostgreSQL, Traefik, the
+    model) ends it with one line saying what to install or set (click prints it), not a traceback."""
+    try:
+        return supervise(settings, port, workers)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def supervise(settings: Settings, port: int, workers: int) -> int:
     first_admin = prepare(settings)
     stack = Stack(settings.data_dir / "stack", Ports(http=port, ping=port + 1), workers=workers)
     stopping = []

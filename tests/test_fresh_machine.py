@@ -1,0 +1,117 @@
+"""`make run` on a machine without Redis or PostgreSQL: one line saying what to install, no traceback.
+
+Both ways in: the Makefile's (.ci/prepare-machine run, before anything is installed) and `cvunet-matting
+run` itself (devstack.services). Nothing is installed or started here: the tools are hidden from PATH,
+and every URL names a port where nothing listens, or a listener that is not the service.
+docker/ci/fresh-run.sh proves the other half, `make run` on a bare Debian image, for real.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from cvunet_matting.devstack import services
+from tests import support
+
+REDIS_LINE = (
+    "redis-server not found: install Redis (Debian: apt-get install redis-server) "
+    "or set CVUNET_REDIS_URL to a running one"
+)
+POSTGRES_LINE = (
+    "pg_ctlcluster not found: install PostgreSQL (Debian: apt-get install postgresql) "
+    "or set CVUNET_DATABASE_URL to a running one"
+)
+
+
+def nothing_listening() -> int:
+    return support.free_port()
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port that accepts connections and never answers: something that is not Redis or PostgreSQL."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def test_cvunet_matting_run_without_redis_server_is_one_line(tmp_path):
+    env = {
+        "PATH": str(tmp_path),  # no redis-server on it
+        "CVUNET_REDIS_URL": f"redis://127.0.0.1:{nothing_listening()}/0",
+        "CVUNET_DATA_DIR": str(tmp_path / "data"),
+    }
+    done = support.run_cli("run", env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"Error: {REDIS_LINE}"]
+
+
+@pytest.mark.services  # Redis answers (this run's own database); PostgreSQL is the missing one
+def test_cvunet_matting_run_without_postgresql_is_one_line(tmp_path):
+    env = {
+        "PATH": str(tmp_path),  # no pg_ctlcluster on it
+        "CVUNET_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{nothing_listening()}/cvunet",
+        "CVUNET_DATA_DIR": str(tmp_path / "data"),
+    }
+    done = support.run_cli("run", env=env)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    # Which of the two depends on this machine: a PostgreSQL cluster configured or none at all.
+    no_cluster = f"no PostgreSQL cluster in /etc/postgresql: {services.INSTALL_POSTGRES}"
+    assert line in {f"Error: {POSTGRES_LINE}", f"Error: {no_cluster}"}
+
+
+def test_no_cluster_folder_names_the_folder_and_what_to_install(tmp_path):
+    missing = tmp_path / "etc-postgresql"
+    with pytest.raises(services.ServiceError) as raised:
+        services.ensure_postgres(f"postgresql://postgres@127.0.0.1:{nothing_listening()}/x", clusters=missing)
+    assert str(raised.value) == f"no PostgreSQL cluster in {missing}: {services.INSTALL_POSTGRES}"
+
+
+def test_a_cluster_without_pg_ctlcluster_says_what_to_install(tmp_path, monkeypatch):
+    (tmp_path / "clusters" / "15" / "main").mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(services.ServiceError) as raised:
+        services.ensure_postgres(f"postgresql://postgres@127.0.0.1:{nothing_listening()}/x", tmp_path / "clusters")
+    assert str(raised.value) == POSTGRES_LINE
+
+
+def test_the_newest_cluster_is_chosen_by_version_not_by_text(tmp_path, monkeypatch):
+    for version in ("9.6", "15", "13"):
+        (tmp_path / version / "main").mkdir(parents=True)
+    ctl = tmp_path / "bin" / "pg_ctlcluster"
+    ctl.parent.mkdir()
+    ctl.symlink_to(shutil.which("true"))
+    monkeypatch.setenv("PATH", str(ctl.parent))
+    assert services.cluster_start_argv(tmp_path) == [str(ctl), "--skip-systemctl-redirect", "15", "main", "start"]
+
+
+def test_a_local_port_held_by_something_else_is_not_started_over(silent_listener, tmp_path, monkeypatch):
+    """A password, TLS or another program on the port: the message says so; no second server is tried."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # were redis-server tried, it would say "not found"
+    with pytest.raises(services.ServiceError) as raised:
+        services.ensure_redis(f"redis://127.0.0.1:{silent_listener}/0")
+    message = str(raised.value)
+    assert message.startswith(f"Redis at 127.0.0.1:{silent_listener} is not usable (")
+    assert message.endswith("): check CVUNET_REDIS_URL") and "\n" not in message
+
+
+def test_postgres_that_does_not_let_us_in_names_the_url_and_pg_hba(silent_listener):
+    with pytest.raises(services.ServiceError) as raised:
+        services.ensure_postgres(f"postgresql://postgres:pw-7d1e@127.0.0.1:{silent_listener}/x")
+    message = str(raised.value)
+    assert message.startswith(f"PostgreSQL at 127.0.0.1:{silent_listener} does not let us in (")
+    assert "CVUNET_DATABASE_URL" in message and "pg_hba.conf" in message
+    assert "pw-7d1e" not in message and "\n" not in message
+
+
+def test_another_machines_redis_is_never_started_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    port = nothing_listening()
+    # 127.0.0.2 is loopback yet not a name the stack starts services for: as good as another machine.
+    with pytest.raises(services.ServiceError) as raised:
+        services.ensure_redis(f"redis://127.0.0.2:{port}/0")
+    assert str(raised.value).startswith(f"Redis at 127.0.0.2:{port} is not usable (")
