@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel
+.PHONY: machine machine-run install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -32,15 +32,21 @@ install-gpu: install
 model: install
 	$(BIN)/cvunet-matting model fetch
 
-run: install model
+# machine-run first: on a fresh machine the venv needs Python's venv module, the stack Redis and PostgreSQL.
+run: machine-run install model
 	$(BIN)/cvunet-matting run
 
 stop: install
 	$(BIN)/cvunet-matting stop
 
-# machine: system packages the tests drive (apt-get, only what is missing), Redis and Postgres up.
+# machine: system packages the tests drive (apt-get, only what is missing), Redis and Postgres up;
+# machine-run: only what `make run` needs (Python's venv, Redis, PostgreSQL). Not root on Debian and
+# something missing: one line each saying what to install, and make stops.
 machine:
-	bash .ci/prepare-machine
+	VENV=$(VENV) BOOTSTRAP_PYTHON=$(BOOTSTRAP_PYTHON) bash .ci/prepare-machine test
+
+machine-run:
+	VENV=$(VENV) BOOTSTRAP_PYTHON=$(BOOTSTRAP_PYTHON) bash .ci/prepare-machine run
 
 test: machine install model
 	$(PYTHON) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)

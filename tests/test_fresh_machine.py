@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from cvunet_matting.devstack import services
 from tests import support
 
+REPO = Path(__file__).resolve().parents[1]
+PREPARE = REPO / ".ci" / "prepare-machine"
 REDIS_LINE = (
     "redis-server not found: install Redis (Debian: apt-get install redis-server) "
     "or set CVUNET_REDIS_URL to a running one"
@@ -36,6 +41,51 @@ def silent_listener() -> Iterator[int]:
     """A port that accepts connections and never answers: something that is not Redis or PostgreSQL."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         yield server.getsockname()[1]
+
+
+def bare_path(tmp_path: Path, *tools: str) -> str:
+    """A PATH holding only `tools` (links to the real ones): a machine with no Redis or PostgreSQL."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    for tool in tools:
+        (folder / tool).symlink_to(shutil.which(tool))
+    return str(folder)
+
+
+def prepare_machine(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """`.ci/prepare-machine run` as on a machine without apt-get (not Debian): it can install nothing."""
+    base = {
+        "PATH": bare_path(tmp_path, "id"),
+        "BOOTSTRAP_PYTHON": sys.executable,  # a Python with venv: only the services are missing
+        "VENV": str(tmp_path / "no-venv"),
+    }
+    return subprocess.run(
+        ["/bin/bash", str(PREPARE), "run"], cwd=REPO, env=base | env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_make_run_prepares_the_machine_before_anything_else():
+    planned = subprocess.run(
+        ["make", "-n", "-B", "run"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert planned[0].endswith("bash .ci/prepare-machine run")  # before the venv is made: it needs venv
+    assert planned[-1].endswith("cvunet-matting run")
+
+
+def test_make_run_without_redis_or_postgres_says_what_to_install_and_stops(tmp_path):
+    done = prepare_machine(tmp_path)
+    assert done.returncode == 1
+    # Only what `make run` needs: no Chromium, no docker-compose (those are `make test`'s).
+    assert done.stderr.splitlines() == [f"error: {REDIS_LINE}", f"error: {POSTGRES_LINE}"]
+
+
+def test_make_run_needs_nothing_local_when_the_urls_name_other_machines(tmp_path):
+    done = prepare_machine(
+        tmp_path,
+        CVUNET_REDIS_URL="redis://:secret@redis.example:6379/0",
+        CVUNET_DATABASE_URL="postgresql://cvunet:secret@db.example/cvunet",
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
 def test_cvunet_matting_run_without_redis_server_is_one_line(tmp_path):
