@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# `make compose-test`: build the images and run the compose stack for real, then test it end to end
-# through Traefik over HTTPS (tests/test_compose.py, marker `compose`), and tear everything down,
-# whatever happened: the stack and its volumes removed, dockerd stopped by its pid, its iptables
-# rules and bridges removed. Needs root on Debian (it installs the engine when it is missing).
+# `make compose-test`: `make run` on a fresh machine (docker/ci/fresh-run.sh), then build the images
+# and run the compose stack for real, test it end to end through Traefik over HTTPS
+# (tests/test_compose.py, marker `compose`), and tear everything down, whatever happened: the stack
+# and its volumes removed, dockerd stopped by its pid, its iptables rules and bridges removed. Needs
+# root on Debian (it installs the engine when it is missing).
 #
 #   docker/ci/compose-test.sh [pytest arguments]     # e.g. -k failover, or -x
 #   COMPOSE_TEST_SOURCE=head ...                      # images from the last commit, not the tree
 #   COMPOSE_TEST_KEEP=1 ...                           # leave the stack and dockerd running afterwards
 #   COMPOSE_TEST_GPU_IMAGE=0 ...                      # skip building the GPU worker image (~2 min, 4 GB)
+#   COMPOSE_TEST_FRESH_RUN=0 ...                      # skip `make run` on a fresh machine (~5 min)
 #
 # Figures (failover times, scaling) are printed and written to var/compose-test/figures.json.
 set -euo pipefail
@@ -21,16 +23,7 @@ mkdir -p "$STATE"
 rm -f "$STATE/figures.json"
 step() { printf '\n== %s (%ds)\n' "$*" $(($(date +%s) - started)); }
 
-need_apt=()
-command -v dockerd >/dev/null || need_apt+=(docker.io)
-command -v iptables >/dev/null || need_apt+=(iptables)
-command -v docker-compose >/dev/null || need_apt+=(docker-compose)
-command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  step "installing ${need_apt[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+bash docker/ci/engine-packages.sh
 
 compose() { docker-compose -p "$PROJECT" -f docker/compose.yml -f docker/compose.ci.yml --env-file "$STATE/ci.env" "$@"; }
 
@@ -64,6 +57,13 @@ bash docker/ci/dockerd.sh start "$STATE"
 
 step "local base images (docker/local)"
 PYTHON=$PYTHON bash docker/local/build-bases.sh
+
+# `make run` on a fresh machine (the bare Python image), on this engine: docker/ci/fresh-run.sh.
+if [ "${COMPOSE_TEST_FRESH_RUN:-1}" = 1 ]; then
+  step "make run on a fresh machine (docker/ci/fresh-run.sh)"
+  FRESH_RUN_SOURCE=${COMPOSE_TEST_SOURCE:-tree} FRESH_RUN_STATE=$STATE/fresh-run PYTHON=$PYTHON \
+    bash docker/ci/fresh-run.sh
+fi
 
 # The images are built from the working tree, or with COMPOSE_TEST_SOURCE=head from the last commit
 # (a working tree that others are editing at the same time).

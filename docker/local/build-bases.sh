@@ -4,7 +4,8 @@
 # own apt sources and CA certificates, imports it, and builds on it the stand-ins for the images
 # the compose files name upstream: Python 3.11, Redis, PostgreSQL, Traefik and Prometheus.
 #
-#   docker/local/build-bases.sh     # tags cvunet-local/{debian,python,redis,postgres,traefik,prometheus}:bookworm
+#   docker/local/build-bases.sh          # tags cvunet-local/{debian,python,redis,postgres,traefik,prometheus}:bookworm
+#   docker/local/build-bases.sh python   # Debian and Python only (docker/ci/fresh-run.sh needs no more)
 #
 # pip inside the builds uses this host's index (PIP_INDEX_URL, or pip's own configuration), read
 # now and passed as build arguments: no host name is written in any committed file.
@@ -49,6 +50,10 @@ build() {
     -f "Dockerfile.$name" -t "$PREFIX/$name:$TAG" . >/dev/null
   echo "built $PREFIX/$name:$TAG"
 }
+if [ "${1:-}" = python ]; then
+  build python
+  exit 0
+fi
 # Python first (Traefik's stand-in builds on it), the others alongside it: mostly package downloads.
 pids=()
 for name in redis postgres prometheus; do
