@@ -9,6 +9,7 @@ from multiprocessing import Pipe
 
 import numpy as np
 
+from cvunet_matting.worker.device_protocol import Reply
 from cvunet_matting.worker.device_server import DeviceServer, Job
 
 
@@ -49,7 +50,7 @@ def messages(pool_end) -> list:
     got = []
     while pool_end.poll(5):
         got.append(pool_end.recv())
-        if got[-1][0] != "running":
+        if got[-1][0] != Reply.RUNNING:
             return got
     return got
 
@@ -71,7 +72,7 @@ def test_a_run_starts_only_once_the_run_before_has_sent_its_answers():
     assert first.answered.is_set()
     second_started = session.runs[1][0]
     assert second_started - session.runs[0][0] >= 0.3
-    assert messages(first_end)[-1][0] == "ok"
+    assert messages(first_end)[-1][0] == Reply.OK
 
 
 def test_alone_images_are_never_batched_and_the_others_are():
@@ -83,8 +84,8 @@ def test_alone_images_are_never_batched_and_the_others_are():
     assert [values for _, values in session.runs] == [[1, 2], [3], [4, 5, 6], [7]]
     for value, pool_end in zip((1, 2, 3, 4, 5, 6, 7), ends, strict=True):
         got = messages(pool_end)
-        assert got[0] == ("running", None)
-        assert got[-1][0] == "ok" and got[-1][1].tolist() == [value * 2]
+        assert got[0] == (Reply.RUNNING, None)
+        assert got[-1][0] == Reply.OK and got[-1][1].tolist() == [value * 2]
 
 
 def test_a_failed_batch_runs_again_image_by_image_and_only_the_bad_input_fails():
@@ -94,7 +95,7 @@ def test_a_failed_batch_runs_again_image_by_image_and_only_the_bad_input_fails()
     run_batches(server, 1)
     assert [values for _, values in session.runs] == [[1, 255, 3], [1], [255], [3]]
     outcomes = [messages(pool_end)[-1] for pool_end in ends]
-    assert [status for status, _ in outcomes] == ["ok", "error", "ok"]
+    assert [status for status, _ in outcomes] == [Reply.OK, Reply.ERROR, Reply.OK]
     assert outcomes[1][1] == "ValueError: bad input"
 
 

@@ -1,7 +1,7 @@
 """A pool process's session when its worker has a device process: the same interface as
 MattingSession (preprocess, infer, postprocess, predict_alpha), with the model run sent over the
-worker's Unix socket. Pre- and post-processing stay here, in the pool process, beside the other
-images' decode and encode, while the device runs the model for the image before."""
+worker's Unix socket (device_protocol.py). Pre- and post-processing stay here, in the pool process,
+beside the other images' decode and encode, while the device runs the model for the image before."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from multiprocessing.connection import Client, Connection
 from multiprocessing.reduction import send_handle
+from typing import Any
 
 import numpy as np
 
@@ -21,19 +22,19 @@ from cvunet_matting.config import Settings
 from cvunet_matting.model.manifest import Manifest
 from cvunet_matting.model.session import alpha_from_output, get_session, model_input, predict_alpha
 
+from . import device_protocol as wire
+from .device_protocol import AUTHKEY_ENV, CONNECT_TIMEOUT_S, SOCKET_ENV
+
 log = logging.getLogger(__name__)
-SOCKET_ENV, AUTHKEY_ENV = "CVUNET_DEVICE_SOCKET", "CVUNET_DEVICE_AUTHKEY"
-# A device process (re)starting loads the model first: on a GPU with TensorRT's first engine build
-# that takes minutes; otherwise seconds.
-CONNECT_TIMEOUT_S = 600.0
 
 
 class DeviceLost(Exception):
     """The device process died with this image's request in hand (it crashed, or was killed)."""
 
 
-class DeviceError(Exception):
-    """The model failed on this input (a batch is rerun image by image first, so it failed alone)."""
+class DeviceRunError(Exception):
+    """The device process ran the model on this input and it failed (a batch is rerun image by image
+    first, so it failed alone). Not errors.DeviceError, which says the requested device is missing."""
 
 
 class Slot:
@@ -63,7 +64,7 @@ class RemoteSession:
         self.conn: Connection | None = None
         self.slot: Slot | None = None
         self.shared_with: Connection | None = None
-        info = self.call(("hello",))
+        info: wire.Hello = self.call(wire.hello_request())
         self.manifest = Manifest.from_dict(info["manifest"])
         self.providers = info["providers"]
         self.max_batch = info["max_batch"]
@@ -76,7 +77,7 @@ class RemoteSession:
         return model_input(rgb, self.manifest, uint8=True)
 
     def infer(self, tensor: np.ndarray, alone: bool = False) -> np.ndarray:
-        return self.call(("run", tuple(tensor.shape), tensor.dtype.str, alone), tensor)
+        return self.call(wire.RunOrder.of_tensor(tensor, alone).message(), tensor)
 
     def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
         return alpha_from_output(raw, self.manifest, height, width)
@@ -87,10 +88,10 @@ class RemoteSession:
     def isolated(self) -> Alone:
         return Alone(self)
 
-    def stats(self) -> dict:
-        return self.call(("stats",))
+    def stats(self) -> wire.Stats:
+        return self.call(wire.stats_request())
 
-    def call(self, request: tuple, tensor: np.ndarray | None = None):
+    def call(self, request: tuple, tensor: np.ndarray | None = None) -> Any:
         """Send `request` (and `tensor`, through the shared slot) and return the answer. A device
         process that dies before this image's run started is only waited for (it restarts) and asked
         again; one that dies during the run raises DeviceLost: this image may be what killed it."""
@@ -102,7 +103,7 @@ class RemoteSession:
                         self._share(conn, tensor)
                     conn.send(request)
                     status, payload = conn.recv()
-                    while status == "running":
+                    while status == wire.Reply.RUNNING:
                         running = True
                         status, payload = conn.recv()
                     break
@@ -114,8 +115,8 @@ class RemoteSession:
                 except BaseException:  # a time limit mid-request: the reply must not meet the next one
                     self._drop()
                     raise
-        if status != "ok":
-            raise DeviceError(payload)
+        if status != wire.Reply.OK:
+            raise DeviceRunError(payload)
         return payload
 
     def _connection(self) -> Connection:
@@ -140,7 +141,7 @@ class RemoteSession:
                 self.slot.close()
             self.slot, self.shared_with = Slot(tensor.nbytes), None
         if self.shared_with is not conn:
-            conn.send(("slot", self.slot.size))
+            conn.send(wire.slot_request(self.slot.size))
             send_handle(conn, self.slot.fd, 0)
             self.shared_with = conn
         self.slot.put(tensor)

@@ -11,6 +11,7 @@ those still waiting are sent again to the restarted process. A run starts only o
 the run before has its answer: one dying before that answer left would take an image it had
 finished down with it, and charge it a crash.
 Started and restarted by `device_host` in the worker's main process: `python -m cvunet_matting.worker.device_server`.
+What it hears and answers is declared in device_protocol.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import device_protocol as wire
+from .device_protocol import AUTHKEY_ENV
+
 log = logging.getLogger(__name__)
 STATS_EVERY = 50  # images between two log lines of the batches' mean size
 ANSWER_WAIT_S = 10.0  # for a pool process that stopped reading its answers (it has a socket, not a hang)
@@ -41,7 +45,8 @@ class Job:
     __slots__ = ("alone", "answered", "conn", "done", "error", "result", "tensor")
 
     def __init__(self, tensor: np.ndarray, alone: bool, conn: Connection):
-        self.tensor, self.alone, self.conn = tensor, alone, conn
+        self.tensor: np.ndarray | None = tensor  # None once answered: the slot is the pool process's again
+        self.alone, self.conn = alone, conn
         self.done = threading.Event()
         self.answered = threading.Event()
         self.result: np.ndarray | None = None
@@ -55,7 +60,7 @@ class Job:
         """Send the outcome to the pool process (from its handler thread, so that the answers of one
         batch leave side by side), then let the next run start."""
         try:
-            self.conn.send(("ok", self.result) if self.error is None else ("error", self.error))
+            self.conn.send(wire.ok(self.result) if self.error is None else wire.error(self.error))
         finally:
             self.answered.set()
 
@@ -70,9 +75,12 @@ class DeviceServer:
         self.finished: list[Job] = []  # the last run's images, whose answers may not have left yet
         self.runs = self.images = 0
 
-    def hello(self) -> dict:
+    def hello(self) -> wire.Hello:
         s = self.session
         return {"manifest": s.manifest.to_dict(), "providers": s.providers, "max_batch": self.max_batch}
+
+    def stats(self) -> wire.Stats:
+        return {"runs": self.runs, "images": self.images}
 
     def handle(self, conn: Connection) -> None:
         """One pool process's requests, one at a time (it holds one image). Its model input arrives
@@ -81,21 +89,22 @@ class DeviceServer:
         try:
             while True:
                 request = conn.recv()
-                if request[0] == "run":
-                    _, shape, dtype, alone = request
-                    job = Job(np.ndarray(shape, np.dtype(dtype), buffer=slot), bool(alone), conn)
+                kind = wire.kind_of(request)
+                if kind is wire.Request.RUN:
+                    order = wire.RunOrder.read(request)
+                    job = Job(np.ndarray(order.shape, np.dtype(order.dtype), buffer=slot), order.alone, conn)
                     self.jobs.put(job)
                     job.done.wait()
                     job.reply()
                     job.tensor = None  # the slot is the pool process's again
-                elif request[0] == "slot":
+                elif kind is wire.Request.SLOT:
                     fd = recv_handle(conn)
-                    slot = mmap.mmap(fd, request[1])
+                    slot = mmap.mmap(fd, wire.slot_size(request))
                     os.close(fd)
-                elif request[0] == "hello":
-                    conn.send(("ok", self.hello()))
-                elif request[0] == "stats":
-                    conn.send(("ok", {"runs": self.runs, "images": self.images}))
+                elif kind is wire.Request.HELLO:
+                    conn.send(wire.ok(self.hello()))
+                elif kind is wire.Request.STATS:
+                    conn.send(wire.ok(self.stats()))
         except (EOFError, OSError):  # the pool process finished, was replaced or was killed
             pass
         finally:
@@ -127,7 +136,7 @@ class DeviceServer:
         # run (a crash to count against them); the others waiting here are only sent again.
         for job in batch:
             with contextlib.suppress(OSError):
-                job.conn.send(("running", None))
+                job.conn.send(wire.running())
         try:
             outputs = self.session.infer_batch([job.tensor for job in batch])
         except Exception as exc:
@@ -204,7 +213,7 @@ def main() -> None:
     tune_for_large_buffers()
     overlap = overlap_of(settings)
     session = MattingSession(*resolve_model(settings), settings, uint8_io=True, dynamic_batch=overlap.max_batch > 1)
-    authkey = bytes.fromhex(os.environ["CVUNET_DEVICE_AUTHKEY"])
+    authkey = bytes.fromhex(os.environ[AUTHKEY_ENV])
     serve(args.socket, authkey, DeviceServer(session, overlap.max_batch, overlap.batch_wait_s))
 
 
