@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from cvunet_matting.config import Settings
-from cvunet_matting.model.session import MattingSession
+from cvunet_matting.model.protocols import Session
 
 from .edges import finish
 from .encoding import OutputOptions, encode
@@ -32,9 +32,9 @@ class MatteResult:
     timings: dict = field(default_factory=dict)  # seconds per stage
 
 
-def matte_bytes(data: bytes, options: OutputOptions, session: MattingSession, settings: Settings) -> MatteResult:
+def matte_bytes(data: bytes, options: OutputOptions, session: Session, settings: Settings) -> MatteResult:
     """Raise InputError for a bad image; the original pixels are kept but at the edges, alpha is added."""
-    timings: dict = {}
+    timings: dict[str, float] = {}
     clock = time.perf_counter()
     rgb = decode(data, settings.max_pixels)
     input_alpha = read_alpha(data, rgb.shape[:2])

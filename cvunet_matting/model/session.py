@@ -17,6 +17,7 @@ from cvunet_matting.errors import DeviceError, ModelError
 
 from .graph_edit import edited_model
 from .manifest import BUILTIN, Manifest, guess_template, manifest_path, sha256_file
+from .protocols import ModelStages
 from .providers import CUDA, TENSORRT, choose_providers, provider_names
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,11 @@ class MattingSession:
     def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
         return alpha_from_output(raw, self.manifest, height, width)
 
-    def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+    def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
         return predict_alpha(self, rgb, timings)
 
 
-def predict_alpha(session, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+def predict_alpha(session: ModelStages, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
     """HxWx3 uint8 RGB -> HxW uint8 alpha through `session` (its preprocess, infer, postprocess);
     fills `timings` (seconds) when given."""
     timings = {} if timings is None else timings

@@ -1,7 +1,7 @@
-"""A pool process's session when its worker has a device process: the same interface as
-MattingSession (preprocess, infer, postprocess, predict_alpha), with the model run sent over the
-worker's Unix socket (device_protocol.py). Pre- and post-processing stay here, in the pool process,
-beside the other images' decode and encode, while the device runs the model for the image before."""
+"""A pool process's session when its worker has a device process: a `Session` (model/protocols.py)
+as MattingSession is, with the model run sent over the worker's Unix socket (device_protocol.py).
+Pre- and post-processing stay here, in the pool process, beside the other images' decode and encode,
+while the device runs the model for the image before."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from cvunet_matting.config import Settings
 from cvunet_matting.model.manifest import Manifest
+from cvunet_matting.model.protocols import Session
 from cvunet_matting.model.session import alpha_from_output, get_session, model_input, predict_alpha
 
 from . import device_protocol as wire
@@ -82,7 +83,7 @@ class RemoteSession:
     def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
         return alpha_from_output(raw, self.manifest, height, width)
 
-    def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+    def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
         return predict_alpha(self, rgb, timings)
 
     def isolated(self) -> Alone:
@@ -172,7 +173,7 @@ class Alone:
     def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
         return self.remote.postprocess(raw, height, width)
 
-    def predict_alpha(self, rgb: np.ndarray, timings: dict | None = None) -> np.ndarray:
+    def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
         return predict_alpha(self, rgb, timings)
 
 
@@ -196,7 +197,7 @@ _remote_pid = 0
 _remote_lock = threading.Lock()
 
 
-def worker_session(settings: Settings | None = None, alone: bool = False):
+def worker_session(settings: Settings | None = None, alone: bool = False) -> Session:
     """The session a task uses: the device process's when the worker has one, else the process's own."""
     global _remote, _remote_pid
     address = os.environ.get(SOCKET_ENV)

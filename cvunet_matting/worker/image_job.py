@@ -16,7 +16,7 @@ from cvunet_matting.db import reads
 from cvunet_matting.errors import InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
-from cvunet_matting.model.session import MattingSession
+from cvunet_matting.model.protocols import Session
 from cvunet_matting.storage.files import Storage, write_atomic
 from cvunet_matting.worker.faults import inject_faults
 
@@ -86,7 +86,7 @@ def process(
     options: dict,
     output_path: str,
     *,
-    session: MattingSession,
+    session: Session,
     storage: Storage,
     settings: Settings,
     owner: int | None = None,
