@@ -17,12 +17,7 @@ from .pipeline import batch_lifecycle, cancelling, finish
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .storage.files import Storage
 from .storage.redis_client import count_attempt, ended_runs, get_redis
-from .worker import (
-    device_host,  # noqa: F401 (starts an overlapped worker's device process from its main process)
-    image_job,
-    main_process,  # noqa: F401 (its signal handlers run in the worker's main process)
-    signals,
-)
+from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
 
 log = logging.getLogger(__name__)

@@ -218,7 +218,7 @@ def test_a_message_in_a_reply_a_busy_worker_has_not_read_is_not_republished(clea
     from cvunet_matting.db import writes
     from cvunet_matting.pipeline import dispatch
     from cvunet_matting.recovery.requeue import reconcile
-    from cvunet_matting.worker import main_process as worker_main
+    from cvunet_matting.worker.steps import LivenessStep
 
     rows = [
         {"id": uuid.uuid4(), "filename": f"{n}.png", "input_key": n, "options": {}, "output_path": f"o/{n}.png"}
@@ -244,14 +244,14 @@ def test_a_message_in_a_reply_a_busy_worker_has_not_read_is_not_republished(clea
         client = support.redis()
         assert str(rows[1]["id"]) not in transport.held_ids(client, load_settings().queue)
         client.set(liveness.LEADER, "another-worker", ex=60)  # this watchdog only beats
-        worker_main.on_worker_init(sender=SimpleNamespace(hostname="busy@test"))
-        worker_main.on_worker_ready(sender=SimpleNamespace(app=app, task_consumer=consumer))  # as Celery calls it
+        worker_consumer = SimpleNamespace(hostname="busy@test", app=app, task_consumer=consumer)
+        step = LivenessStep(worker_consumer)  # as the worker's consumer blueprint makes it and starts it
+        step.start(worker_consumer)
         try:
             support.wait_until(lambda: liveness.live_workers(client), 10, message="no beat")
             found = reconcile(settle_s=5, notify=lambda *_: None)
         finally:
-            worker_main.on_worker_shutdown()
-            worker_main._state.clear()
+            step.shutdown(worker_consumer)
         received[0].ack()  # room again: the reply is read, and the second image was in it
         conn.drain_events(timeout=5)
         republished = transport.queued_ids(client, load_settings().queue)

@@ -1,6 +1,6 @@
-"""Signal handlers of an overlapped worker's main process: start the device process before the
-pool forks (its socket and key reach the pool processes through the environment), restart it if it
-dies, stop it once the pool has finished its images.
+"""An overlapped worker's device process, from its main process: started before the pool forks (its
+socket and key reach the pool processes through the environment), restarted if it dies, stopped once
+the pool has finished its images. When each happens is the worker's DeviceHostStep (steps.py).
 
 A device that cannot start (no CUDA, a broken driver, a bad model) stops the worker instead: at
 start, before it takes any image (it exits, and its supervisor or compose starts it again); later,
@@ -22,15 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from celery import signals
-
-from cvunet_matting.config import get_settings
-
-from .device_client import AUTHKEY_ENV, CONNECT_TIMEOUT_S, SOCKET_ENV
-from .overlap import overlap_of
+from .device_protocol import AUTHKEY_ENV, CONNECT_TIMEOUT_S, SOCKET_ENV
 
 log = logging.getLogger(__name__)
-_state: dict = {}
 MAX_FAILED_STARTS = 5  # restarts in a row whose process exited before it served: the device is gone
 EXIT_NO_DEVICE = 3  # the worker's exit status when its device never started
 
@@ -54,7 +48,7 @@ def hold_forks_while_spawning() -> None:
 
 
 class DeviceHost:
-    def __init__(self):
+    def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="cvunet-device-"))
         self.address = str(self.folder / "device.sock")
         self.authkey = secrets.token_bytes(32)
@@ -66,42 +60,44 @@ class DeviceHost:
         # Set before the pool forks: every pool process inherits where the device is, and its key.
         os.environ[SOCKET_ENV] = self.address
         os.environ[AUTHKEY_ENV] = self.authkey.hex()
-        self._spawn()
-        self.wait_serving()
-        threading.Thread(target=self._watch, name="device-host", daemon=True).start()
+        proc = self._spawn()
+        self.wait_serving(proc)
+        threading.Thread(target=self._watch, args=(proc,), name="device-host", daemon=True).start()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> subprocess.Popen:
         argv = [sys.executable, "-m", "cvunet_matting.worker.device_server", "--socket", self.address]
         with spawn_lock:
-            self.proc = subprocess.Popen([*argv, "--parent", str(os.getpid())])
-        log.info("device process started (pid %d)", self.proc.pid)
+            proc = subprocess.Popen([*argv, "--parent", str(os.getpid())])
+        self.proc = proc
+        log.info("device process started (pid %d)", proc.pid)
+        return proc
 
-    def wait_serving(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
-        """Until the device process listens (it has loaded the model); DeviceUnavailable if it exits
-        first, or does not listen within `timeout` (TensorRT's first engine build takes minutes)."""
+    def wait_serving(self, proc: subprocess.Popen, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Until the device process `proc` listens (it has loaded the model); DeviceUnavailable if it
+        exits first, or does not listen within `timeout` (TensorRT's first engine build takes minutes)."""
         deadline = time.monotonic() + timeout
         while not Path(self.address).exists():
-            code = self.proc.poll()
+            code = proc.poll()
             if code is not None:
                 raise DeviceUnavailable(f"the device process exited with {code} before it could serve (see above)")
             if time.monotonic() > deadline:
-                self.proc.kill()
+                proc.kill()
                 raise DeviceUnavailable(f"the device process did not serve within {timeout:.0f}s")
             time.sleep(0.1)
 
-    def _watch(self) -> None:
+    def _watch(self, proc: subprocess.Popen) -> None:
         failed_starts = 0
         while not self.stopping.is_set():
-            code = self.proc.wait()
+            code = proc.wait()
             if self.stopping.is_set():
                 return
             # Its pool processes' images in hand fail with DeviceLost and go back to the queue.
             log.error("device process exited with %s; starting another", code)
             time.sleep(1.0)
             Path(self.address).unlink(missing_ok=True)  # the last one's: only a new listener counts
-            self._spawn()
+            proc = self._spawn()
             try:
-                self.wait_serving()
+                self.wait_serving(proc)
                 failed_starts = 0
             except DeviceUnavailable as exc:
                 failed_starts += 1
@@ -116,25 +112,3 @@ class DeviceHost:
             self.proc.kill()  # the pool has finished: nothing is in hand any more
             self.proc.wait(timeout=10)
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@signals.worker_init.connect
-def on_worker_init(**_):
-    settings = get_settings()
-    if settings.worker_role == "model" and overlap_of(settings).enabled and "host" not in _state:
-        host = DeviceHost()
-        try:
-            host.start()
-        except DeviceUnavailable as exc:
-            host.stop()
-            log.critical("%s: this worker stops before it takes any image", exc)
-            # SystemExit, not an exception: Celery's signal dispatch would log one and start anyway.
-            sys.exit(EXIT_NO_DEVICE)
-        _state["host"] = host
-
-
-@signals.worker_shutdown.connect
-def on_worker_shutdown(**_):
-    host = _state.pop("host", None)
-    if host is not None:
-        host.stop()

@@ -138,6 +138,9 @@ class Watchdog(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            # A beat in flight would otherwise land after the removal below, and outlive the worker.
+            self.join(self.settings.heartbeat_ttl)
         try:
             get_redis().delete(liveness.BEAT + self.incarnation)  # a clean stop is not a death
         except Exception as exc:
