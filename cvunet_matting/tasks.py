@@ -16,9 +16,10 @@ from .errors import ImageFailed, InputError
 from .pipeline import batch_lifecycle, cancelling, finish
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .storage.files import Storage
-from .storage.redis_client import count_attempt, ended_runs, get_redis
+from .storage.redis_client import ended_runs, get_redis
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
+from .worker.image_run import ImageRun, ImageTask
 
 log = logging.getLogger(__name__)
 STORAGE_BACKOFF_MAX_S = 30
@@ -39,42 +40,51 @@ def storage_retry_left(retries: int, budget_s: float) -> bool:
 # the attempt counter. Celery's default (3) would end a storage retry after ~15 s, as a failure.
 # ImageFailed is the image's own verdict (a refused input, say): Celery logs it in a line, as
 # expected, not as an error with a traceback; the task still ends FAILURE for Flower and the mirror.
-@app.task(bind=True, name=MATTE_IMAGE, max_retries=None, throws=(ImageFailed,))
+@app.task(bind=True, base=ImageTask, name=MATTE_IMAGE, max_retries=None, throws=(ImageFailed,))
 def matte_image(
-    self, input_key: str, options: dict, output_path: str, batch_id: str | None = None, owner: int | None = None
+    self: ImageTask,
+    input_key: str,
+    options: dict,
+    output_path: str,
+    batch_id: str | None = None,
+    owner: int | None = None,
 ) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written
     by `signals.mirror_end`, the one writer of a task's final state, and only by the run that
     finishes the task first (a message can run twice when its worker was declared dead)."""
-    if getattr(self.request, "cvunet_finished", False):
-        raise Ignore()  # another run finished this task already (see signals.on_prerun)
-    outcome = run_image(self, input_key, options, output_path, batch_id, owner)
-    if not finish.claim(get_redis(), app, self.request.id, owner=f"{self.request.hostname}/{os.getpid()}"):
-        raise Ignore()
-    signals.mirror_end(outcome)
-    if outcome["state"] == "failure" and batch_id is None:
-        raise ImageFailed(outcome["error"])
-    return outcome
+    with self.begin_run() as run:  # Ignore when another run finished this task already
+        outcome = run_image(self, run, input_key, options, output_path, batch_id, owner)
+        if not finish.claim(get_redis(), app, run.task_id, owner=f"{self.request.hostname}/{os.getpid()}"):
+            raise Ignore()
+        signals.mirror_end(outcome)
+        if outcome["state"] == "failure" and batch_id is None:
+            raise ImageFailed(outcome["error"])
+        return outcome
 
 
 def run_image(
-    task, input_key: str, options: dict, output_path: str, batch_id: str | None, owner: int | None = None
+    task: ImageTask,
+    run: ImageRun,
+    input_key: str,
+    options: dict,
+    output_path: str,
+    batch_id: str | None,
+    owner: int | None = None,
 ) -> dict:
     """The image's outcome as a dict (state success or failure); raises Retry, which Celery handles."""
     settings = get_settings()
     if overlapped():
         settings = replace(settings, encode_threads=1)  # the pool's processes are the parallelism
-    attempts = getattr(task.request, "cvunet_attempts", None) or count_attempt(task.request.id)
-    base = {"task_id": task.request.id, "batch_id": batch_id, "attempts": attempts}
-    cancelled = getattr(task.request, "cvunet_cancelled", None)  # as the prerun signal read it
-    if cancelled is None:
-        cancelled = cancelling.is_cancelled(get_redis(), task.request.id)
+    base = {"task_id": run.task_id, "batch_id": batch_id, "attempts": run.attempts}
+    cancelled = run.cancelled
+    if cancelled is None:  # Redis could not tell when the run began
+        cancelled = cancelling.is_cancelled(get_redis(), run.task_id)
     if cancelled:  # before the input is read or the model touched
         return failed(base, "cancelled", cancelling.REASON)
     # Runs that started before this one and never ended: their process died (a crash, out of memory).
     # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash.
-    crashes = attempts - 1 - ended_runs(task.request.id)
+    crashes = run.attempts - 1 - ended_runs(run.task_id)
     if crashes >= settings.max_attempts:
         reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
         return failed(base, "crashed", reason)

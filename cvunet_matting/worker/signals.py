@@ -1,4 +1,8 @@
-"""Celery signal handlers: mirror every matte_image event into PostgreSQL, warm workers up."""
+"""Celery signal handlers: mirror every matte_image event into PostgreSQL, warm workers up.
+
+A run's start and its end are written by the task itself (`mirror_start` from image_run.py,
+`mirror_end` from tasks.py); the handlers here write what happens around it (a retry, a failure
+that escaped it) and tell the waiters once a final row is committed."""
 
 from __future__ import annotations
 
@@ -12,10 +16,9 @@ from celery.exceptions import Retry
 
 from cvunet_matting.config import get_settings
 from cvunet_matting.errors import ImageFailed
-from cvunet_matting.pipeline import cancelling, finish, notify
+from cvunet_matting.pipeline import notify
 from cvunet_matting.pipeline.dispatch import MATTE_IMAGE
 from cvunet_matting.pipeline.mirror import get_mirror, now_iso
-from cvunet_matting.storage.redis_client import count_attempt, count_end, get_redis
 
 from . import metrics as worker_metrics
 
@@ -34,49 +37,19 @@ def _record(event: dict) -> None:
         log.exception("could not mirror event %s", event)
 
 
-@signals.task_prerun.connect
-def on_prerun(task_id=None, task=None, **_):
-    if task is None or task.name != MATTE_IMAGE:
-        return
-    if _finished_already(task.app, task_id):
-        # A second run of a finished task (its first worker was declared dead, then finished after
-        # all): no started event, which would be newer than the row's final one; the task drops it.
-        task.request.cvunet_finished = True
-        return
-    task.request.cvunet_cancelled = _cancelled(task_id)  # read once: the task body uses it too
-    if task.request.cvunet_cancelled:
-        return  # no start to show: it ends at once, as its row already says (cancelling)
-    attempts = count_attempt(task_id)
-    task.request.cvunet_attempts = attempts
-    # In the background: the task's own work need not wait for a state shown for information.
+def mirror_start(task_id: str, attempts: int, worker: str | None) -> None:
+    """A run's start (image_run.py decides which runs show one), written in the background: the task's
+    own work need not wait for a state shown for information."""
     get_mirror().record_later(
         {
             "task_id": task_id,
             "state": "started",
             "attempts": attempts,
-            "worker": task.request.hostname,
+            "worker": worker,
             "started_at": now_iso(),
             "error": None,
         }
     )
-
-
-def _cancelled(task_id: str) -> bool | None:
-    """Whether the task was cancelled; None when Redis cannot tell (the start is recorded, and the task
-    itself looks again)."""
-    try:
-        return cancelling.is_cancelled(get_redis(), task_id)
-    except Exception as exc:
-        log.warning("could not read whether %s was cancelled: %s", task_id, exc)
-        return None
-
-
-def _finished_already(app, task_id: str) -> bool:
-    try:
-        return finish.is_finished(app, task_id)
-    except Exception as exc:  # Redis away: run it; the finish claim still keeps one result
-        log.warning("could not read the state of %s: %s", task_id, exc)
-        return False
 
 
 @signals.task_retry.connect
@@ -131,14 +104,8 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
 
 
 @signals.task_postrun.connect
-def on_postrun(task_id=None, task=None, **_):
+def on_postrun(task_id=None, **_):
     _succeeded.discard(task_id)
-    # Only a run that counted its start (a run of a finished task is dropped before it counts).
-    if task is not None and task.name == MATTE_IMAGE and getattr(task.request, "cvunet_attempts", None):
-        try:
-            count_end(task_id)
-        except Exception as exc:  # Redis away: at worst a later run counts this one as a crash
-            log.warning("could not count the end of %s: %s", task_id, exc)
 
 
 @signals.worker_process_init.connect
