@@ -60,7 +60,7 @@ def rss(stack) -> dict:
 
 def run_load(images: int, clients: int, deadline_s: float = 1800):
     from bench_http import start_stack
-    from reliability import Row
+    from outcomes import Row
 
     from cvunet_matting import db
 

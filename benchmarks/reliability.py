@@ -13,10 +13,10 @@ import argparse
 import os
 import subprocess
 import time
-from dataclasses import dataclass
 
 import harness
 import node_faults
+from outcomes import Row
 
 from tests.support import PrivateRedis  # noqa: E402 (harness first: it sets the environment)
 
@@ -27,18 +27,6 @@ from tests import support  # noqa: E402
 from tests.support import rows_of  # noqa: E402
 
 ISNET = {"CVUNET_MODEL": "isnet-fp16"}
-
-
-@dataclass
-class Row:
-    scenario: str
-    inputs: int
-    completed: int
-    failed_expected: int
-    lost: int
-    duplicated: int
-    note: str = ""
-    recovery_s: float | None = None  # from the fault to the image running again
 
 
 def photos(count: int, seed: int) -> list:
