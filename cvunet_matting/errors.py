@@ -1,13 +1,75 @@
-"""Exceptions that carry a user-facing reason."""
+"""Exceptions that carry a user-facing reason, and the stable codes scripts read from them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Why a request was refused, as the JSON API's `error.code` says it (webapp/errors.py gives each
+    its HTTP status). A StrEnum: each member is its own string in JSON, logs and comparisons."""
+
+    ERROR = "error"
+    BAD_INPUT = "bad_input"
+    MODEL = "model"
+    DEVICE = "device"
+    # the request itself
+    BAD_ID = "bad_id"
+    BAD_OPTION = "bad_option"
+    BAD_REQUEST = "bad_request"
+    BAD_FILENAME = "bad_filename"
+    BAD_OUTPUT_PATH = "bad_output_path"
+    NO_FILE = "no_file"
+    ONE_FILE = "one_file"
+    UNKNOWN_FIELD = "unknown_field"
+    TOO_LARGE = "too_large"
+    # the image
+    EMPTY = "empty"
+    SVG = "svg"
+    NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TRUNCATED = "truncated"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    MISSING_INPUT = "missing_input"
+    # a server-side folder
+    FORBIDDEN_PATH = "forbidden_path"
+    EMPTY_FOLDER = "empty_folder"
+    # who asks
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    UNKNOWN_HOST = "unknown_host"
+    CROSS_SITE = "cross_site"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    BATCH_TOO_LARGE = "batch_too_large"
+    # accounts
+    BAD_NAME = "bad_name"
+    WEAK_PASSWORD = "weak_password"  # noqa: S105 (an error code, not a password)
+    EXISTS = "exists"
+    # the work named
+    NOT_FOUND = "not_found"
+    NOT_READY = "not_ready"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    NO_ZIP = "no_zip"
+    NOT_FAILED = "not_failed"
+    POISON_INPUT = "poison_input"
+    EXPIRED_TASK = "expired_task"
+    REFUSED_INPUT = "refused_input"
+    NOT_PENDING = "not_pending"
+    NOT_FINISHED = "not_finished"
+    IN_BATCH = "in_batch"
+    # the service's own state
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    BUSY = "busy"
 
 
 class MattingError(Exception):
     """Base class: `code` is stable for scripts, the message is for people."""
 
-    code = "error"
+    code: ErrorCode = ErrorCode.ERROR
     retry_after: int | None = None  # seconds after which asking again may succeed (a quota), if known
 
-    def __init__(self, message: str, code: str | None = None, **details: object):
+    def __init__(self, message: str, code: ErrorCode | None = None, **details: object):
         super().__init__(message)
         if code:
             self.code = code
@@ -21,19 +83,19 @@ class MattingError(Exception):
 class InputError(MattingError):
     """The input itself is bad (not an image, too large...): retrying cannot help."""
 
-    code = "bad_input"
+    code = ErrorCode.BAD_INPUT
 
 
 class ModelError(MattingError):
     """The model file or its manifest is missing or inconsistent."""
 
-    code = "model"
+    code = ErrorCode.MODEL
 
 
 class DeviceError(MattingError):
     """The requested execution provider (e.g. CUDA) is not available."""
 
-    code = "device"
+    code = ErrorCode.DEVICE
 
 
 def one_line(error: object) -> str:

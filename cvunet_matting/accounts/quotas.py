@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from cvunet_matting import db
 from cvunet_matting.db import reads, writes
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 
 from .users import Actor
 
@@ -24,7 +24,7 @@ class OverQuota(InputError):
 class QuotaExceeded(OverQuota):
     """Over a quota for now: sent as 429 with Retry-After."""
 
-    code = "quota_exceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
@@ -34,7 +34,7 @@ class QuotaExceeded(OverQuota):
 class BatchTooLarge(OverQuota):
     """More images at once than a quota ever allows: waiting never helps, only splitting (422)."""
 
-    code = "batch_too_large"
+    code = ErrorCode.BATCH_TOO_LARGE
 
 
 def seconds_to_midnight(now: datetime | None = None) -> int:

@@ -17,7 +17,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from cvunet_matting import db
 from cvunet_matting.db import reads, writes
-from cvunet_matting.errors import InputError
+from cvunet_matting.db.rows import BatchRow, TaskRow, UserRow
+from cvunet_matting.errors import ErrorCode, InputError
 
 HASHER = PasswordHasher()  # argon2id with the library's current recommended cost
 KEY_PREFIX = "cvm_"
@@ -48,7 +49,7 @@ class Actor:
     def get_id(self) -> str:
         return f"{self.id}:{self.session_epoch}"
 
-    def owns(self, row: dict) -> bool:
+    def owns(self, row: TaskRow | BatchRow) -> bool:
         """Admins see everything; a user sees only rows they own."""
         return self.is_admin or (self.id is not None and row.get("owner_id") == self.id)
 
@@ -58,7 +59,7 @@ class Actor:
         return None if self.is_admin else self.id
 
     @classmethod
-    def from_row(cls, row: dict) -> Actor:
+    def from_row(cls, row: UserRow) -> Actor:
         return cls(
             row["id"],
             row["name"],
@@ -79,15 +80,15 @@ def hash_key(key: str) -> str:
 
 def check_name(name: str) -> str:
     if not (1 <= len(name) <= 64) or not all(c.isascii() and (c.isalnum() or c in "._@-") for c in name):
-        raise InputError("a user name is 1-64 characters: letters, digits and . _ @ -", code="bad_name")
+        raise InputError("a user name is 1-64 characters: letters, digits and . _ @ -", code=ErrorCode.BAD_NAME)
     if not name[0].isalnum():
-        raise InputError("a user name starts with a letter or a digit", code="bad_name")
+        raise InputError("a user name starts with a letter or a digit", code=ErrorCode.BAD_NAME)
     return name
 
 
 def check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise InputError(f"a password has at least {MIN_PASSWORD} characters", code="weak_password")
+        raise InputError(f"a password has at least {MIN_PASSWORD} characters", code=ErrorCode.WEAK_PASSWORD)
     return password
 
 
@@ -97,15 +98,15 @@ def add_user(name: str, password: str | None, is_admin: bool = False, quotas: di
     quotas = ({} if is_admin else DEFAULT_QUOTAS) if quotas is None else quotas
     with db.transaction() as cur:
         if reads.get_user_by_name(cur, check_name(name)):
-            raise InputError(f"user {name!r} exists already", code="exists")
+            raise InputError(f"user {name!r} exists already", code=ErrorCode.EXISTS)
         return writes.create_user(cur, name, hashed, is_admin, quotas)
 
 
-def find_user(name: str) -> dict:
+def find_user(name: str) -> UserRow:
     with db.transaction() as cur:
         row = reads.get_user_by_name(cur, name)
     if row is None:
-        raise InputError(f"no user {name!r}", code="not_found")
+        raise InputError(f"no user {name!r}", code=ErrorCode.NOT_FOUND)
     return row
 
 
@@ -115,7 +116,7 @@ def update_user(name: str, **fields) -> None:
     with db.transaction() as cur:
         row = reads.get_user_by_name(cur, name)
         if row is None:
-            raise InputError(f"no user {name!r}", code="not_found")
+            raise InputError(f"no user {name!r}", code=ErrorCode.NOT_FOUND)
         writes.update_user(cur, row["id"], **fields)
 
 
@@ -129,7 +130,7 @@ def store_key(name: str, key: str, label: str = "") -> dict:
     with db.transaction() as cur:
         row = reads.get_user_by_name(cur, name)
         if row is None:
-            raise InputError(f"no user {name!r}", code="not_found")
+            raise InputError(f"no user {name!r}", code=ErrorCode.NOT_FOUND)
         return writes.create_key(cur, row["id"], key[:12], hash_key(key), label)
 
 
@@ -168,7 +169,7 @@ def by_password(name: str, password: str) -> Actor | None:
     if HASHER.check_needs_rehash(stored):
         with db.transaction() as cur:
             writes.update_user(cur, row["id"], password_hash=HASHER.hash(password))
-            row = reads.get_user(cur, row["id"])  # the rehash moved the session epoch on
+            row = reads.get_user(cur, row["id"]) or row  # the rehash moved the session epoch on
     return Actor.from_row(row)
 
 

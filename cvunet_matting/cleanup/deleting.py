@@ -10,10 +10,14 @@ still waiting is cancelled first, and an image of a batch goes with its batch, w
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from cvunet_matting import db
 from cvunet_matting.db import reads, writes
-from cvunet_matting.errors import InputError
-from cvunet_matting.states import FINAL_TASK_STATES
+from cvunet_matting.db.rows import BatchRow
+from cvunet_matting.errors import ErrorCode, InputError
+from cvunet_matting.states import FINAL_TASK_STATES, BatchState
 from cvunet_matting.storage.files import Storage
 
 from . import purging
@@ -27,14 +31,14 @@ def delete_task(storage: Storage, task_id) -> dict:
     with db.transaction() as cur:
         row = reads.lock_task(cur, task_id)  # a retry of the same task waits, then finds it expired
         if row is None or row["deleted_at"]:
-            raise InputError(f"no task {task_id}", code="not_found")
+            raise InputError(f"no task {task_id}", code=ErrorCode.NOT_FOUND)
         if row["batch_id"]:
             raise InputError(
                 f"task {task_id} belongs to batch {row['batch_id']}, whose ZIP holds it: delete the batch",
-                code="in_batch",
+                code=ErrorCode.IN_BATCH,
             )
         if row["state"] not in FINAL_TASK_STATES:
-            raise InputError(f"task {task_id} is {row['state']}: {UNFINISHED}", code="not_finished")
+            raise InputError(f"task {task_id} is {row['state']}: {UNFINISHED}", code=ErrorCode.NOT_FINISHED)
         writes.delete_tasks(cur, [row["id"]])
         unused = reads.inputs_no_longer_used(cur, {row["input_key"]} - {""})
     return {"task_id": str(row["id"]), "deleted": 1, "files_removed": _remove(storage, [row], unused)}
@@ -46,10 +50,12 @@ def delete_batch(storage: Storage, batch_id) -> dict:
         tasks = reads.lock_batch_tasks(cur, batch_id)  # tasks first, then the batch: as a retry locks them
         batch = reads.lock_batch(cur, batch_id)
         if batch is None or batch["deleted_at"]:
-            raise InputError(f"no batch {batch_id}", code="not_found")
+            raise InputError(f"no batch {batch_id}", code=ErrorCode.NOT_FOUND)
         running = sum(t["state"] not in FINAL_TASK_STATES for t in tasks)
-        if batch["state"] != "done" or running:
-            raise InputError(f"batch {batch_id} has {running} image(s) not finished: {UNFINISHED}", code="not_finished")
+        if batch["state"] != BatchState.DONE or running:
+            raise InputError(
+                f"batch {batch_id} has {running} image(s) not finished: {UNFINISHED}", code=ErrorCode.NOT_FINISHED
+            )
         writes.delete_tasks(cur, [t["id"] for t in tasks])
         writes.delete_batch(cur, batch["id"])
         unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks} - {""})
@@ -68,9 +74,9 @@ def delete_all_of(storage: Storage, owner_id) -> dict:
             try:
                 done = delete(storage, one)
             except InputError as exc:
-                if exc.code == "not_found":  # its owner deleted it meanwhile
+                if exc.code == ErrorCode.NOT_FOUND:  # its owner deleted it meanwhile
                     continue
-                if exc.code != "not_finished":
+                if exc.code != ErrorCode.NOT_FINISHED:
                     raise
                 totals["unfinished"] += _unfinished_images(one) if kind == "batches" else 1
                 continue
@@ -85,7 +91,9 @@ def _unfinished_images(batch_id) -> int:
         return reads.batch_counts(cur, batch_id)["pending"]
 
 
-def _remove(storage: Storage, tasks: list[dict], unused_inputs: set[str], batch: dict | None = None) -> int:
+def _remove(
+    storage: Storage, tasks: Sequence[Mapping[str, Any]], unused_inputs: set[str], batch: BatchRow | None = None
+) -> int:
     """Files go once the rows say deleted (committed), then the rows say so: a web process killed in
     between leaves them unpurged, and purge_leftovers removes them later."""
     removed = purging.remove_task_files(storage, tasks) + purging.remove_inputs(storage, unused_inputs)

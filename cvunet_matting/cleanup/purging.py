@@ -8,9 +8,11 @@ Every removal tolerates a file already gone: a sweep run twice, or after a crash
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from cvunet_matting.db.rows import BatchRow
 from cvunet_matting.storage.files import Storage, alpha_path
 
 
@@ -24,7 +26,7 @@ def remove(paths: Iterable[Path]) -> int:
     return removed
 
 
-def remove_task_files(storage: Storage, tasks: list[dict]) -> int:
+def remove_task_files(storage: Storage, tasks: Sequence[Mapping[str, Any]]) -> int:
     """Each result, then the alpha matte derived from it (if the web ever served one): in that order,
     so that a matte being derived meanwhile is removed by one side or the other (alpha_matte). A
     single image's own folder goes with them once empty; a batch's waits for its batch."""
@@ -45,7 +47,7 @@ def remove_inputs(storage: Storage, keys: Iterable[str]) -> int:
     return remove(storage.input_path(key) for key in keys)
 
 
-def remove_batch_files(storage: Storage, batch: dict) -> int:
+def remove_batch_files(storage: Storage, batch: BatchRow) -> int:
     """The ZIP and manifest, then the batch folder if nothing else is left in it."""
     removed = remove(storage.root / p for p in (batch["zip_path"], batch["manifest_path"]) if p)
     with contextlib.suppress(OSError):  # not empty (a file someone put there): left alone

@@ -106,7 +106,7 @@ def data_bytes(client: redis.Redis) -> tuple[int, float] | None:
 
 def _tree_bytes(folder: Path) -> int:
     """Sizes of the regular files under `folder` (links not followed); files removed meanwhile skipped."""
-    total, todo = 0, [folder]
+    total, todo = 0, [str(folder)]
     while todo:
         try:
             with os.scandir(todo.pop()) as entries:

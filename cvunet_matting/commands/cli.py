@@ -11,10 +11,7 @@ import click
 from cvunet_matting.config import get_settings
 from cvunet_matting.errors import MattingError, one_line
 
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+from .console import fail
 
 
 @click.group()

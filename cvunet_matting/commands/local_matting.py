@@ -31,7 +31,7 @@ class Outcome:
 
 def collect(paths: Iterable[Path]) -> list[Job]:
     """Files as given; folders walked recursively for image files, keeping their sub-folders."""
-    jobs = []
+    jobs: list[Job] = []
     for path in paths:
         if path.is_dir():
             jobs.extend(Job(found, Path(path.name) / found.relative_to(path)) for found in image_files(path))

@@ -7,13 +7,15 @@ The same click commands are also `cvunet-matting requeue|reconcile|expire|cancel
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 
 import click
 import psycopg2
 
-from cvunet_matting.errors import InputError, one_line
+from cvunet_matting.db.rows import TaskRow
+from cvunet_matting.errors import ErrorCode, InputError, one_line
+
+from .console import fail
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -26,16 +28,11 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * UNITS[match.group(2) or "s"]
 
 
-def describe(row: dict) -> str:
+def describe(row: TaskRow) -> str:
     batch = f" batch={row['batch_id']}" if row["batch_id"] else ""
     kind = f" ({row['error_code']})" if row.get("error_code") else ""
     error = f" error={row['error']!r}" if row["error"] else ""
     return f"{row['id']} {row['state']:<8} attempts={row['attempts']} {row['filename']}{batch}{kind}{error}"
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def batch_option(ctx, param, value: str | None) -> str | None:
@@ -69,12 +66,12 @@ def requeue(failed, stuck_for, batch_id, include_refused, dry_run):
     from cvunet_matting.recovery.requeue import requeue as do_requeue
 
     if not failed and stuck_for is None:
-        _fail("say what to requeue: --failed and/or --stuck-for DURATION")
+        fail("say what to requeue: --failed and/or --stuck-for DURATION")
     stuck = parse_duration(stuck_for) if stuck_for is not None else None
     try:
         rows = do_requeue(failed, stuck, batch_id, dry_run, include_refused)
     except psycopg2.Error as exc:
-        _fail(f"postgres: {one_line(exc)}")
+        fail(f"postgres: {one_line(exc)}")
     for row in rows:
         click.echo(describe(row))
     click.echo(f"{len(rows)} task(s) {'would be ' if dry_run else ''}requeued")
@@ -95,18 +92,18 @@ def cancel(batch_id, task_id):
     from cvunet_matting.services import actions
 
     if (batch_id is None) == (task_id is None):
-        _fail("say what to cancel: --batch ID or --task ID")
+        fail("say what to cancel: --batch ID or --task ID")
     try:
         if batch_id:
             count = actions.cancel_batch(OPERATOR, batch_id)["cancelled"]
         else:
             count = actions.cancel_task(OPERATOR, task_id)["cancelled"]
     except InputError as exc:
-        if exc.code != "not_pending":
-            _fail(exc.reason)
+        if exc.code != ErrorCode.NOT_PENDING:
+            fail(exc.reason)
         count = 0
     except psycopg2.Error as exc:
-        _fail(f"postgres: {one_line(exc)}")
+        fail(f"postgres: {one_line(exc)}")
     click.echo(f"{count} task(s) cancelled" + ("" if count else ": none was waiting (what runs finishes)"))
 
 
@@ -134,7 +131,7 @@ def reconcile(dry_run, wait_for):
     try:
         found = do_reconcile(dry_run, parse_duration(wait_for), notify=click.echo)
     except psycopg2.Error as exc:
-        _fail(f"postgres: {one_line(exc)}")
+        fail(f"postgres: {one_line(exc)}")
     for row in found["lost"]:
         click.echo(describe(row))
     verb = "would be " if dry_run else ""
@@ -162,7 +159,7 @@ def expire(dry_run):
         if not dry_run:
             measure(settings)  # now, not in expire's background thread, which this command would not wait for
     except psycopg2.Error as exc:
-        _fail(f"postgres: {one_line(exc)}")
+        fail(f"postgres: {one_line(exc)}")
     verb, removed = ("would expire", "would remove") if dry_run else ("expired", "removed")
     click.echo(
         f"{verb} {done['tasks']} task(s) and {done['batches']} batch(es) finished over "

@@ -17,10 +17,7 @@ from cvunet_matting.accounts import users as accounts
 from cvunet_matting.db import reads, writes
 from cvunet_matting.errors import MattingError
 
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+from .console import fail
 
 
 def _password(from_stdin: bool) -> tuple[str, bool]:
@@ -59,7 +56,7 @@ def user_add(name: str, admin: bool, password_stdin: bool, no_password: bool) ->
     try:
         accounts.add_user(name, password, is_admin=admin)
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     click.echo(f"created {'admin' if admin else 'user'} {name!r}")
     if generated:
         click.echo(f"password: {password}  (shown once)")
@@ -81,7 +78,7 @@ def _update(name: str, **fields) -> None:
     try:
         accounts.update_user(name, **fields)
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
 
 
 @user.command("disable")
@@ -106,14 +103,14 @@ def user_purge(name: str, yes: bool) -> None:
     with db.transaction() as cur:
         row = reads.get_user_by_name(cur, name)
     if row is None:
-        _fail(f"no user {name!r}")
+        fail(f"no user {name!r}")
     if not yes:
         click.confirm(f"Delete every finished image and batch of {name!r}, files included, for good?", abort=True)
     done = delete_all_of(Storage(get_settings().data_dir), row["id"])
     went = f"{done['batches']} batch(es) and {done['images']} image(s)"
     click.echo(f"deleted {went} of {name!r}; removed {done['files']} file(s)")
     if done["unfinished"]:  # not all done: a script must not take it for finished
-        _fail(f"{done['unfinished']} image(s) not finished were left: cancel them or wait, then run this again")
+        fail(f"{done['unfinished']} image(s) not finished were left: cancel them or wait, then run this again")
 
 
 @user.command("enable")
@@ -132,7 +129,7 @@ def user_unlock(name: str) -> None:
     try:
         accounts.find_user(name)
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     click.echo(f"unlocked {name!r}" if signin_limits.clear(name) else f"{name!r} was not locked")
 
 
@@ -165,7 +162,7 @@ def user_quota(name: str, in_flight, per_day, max_batch) -> None:
     given = {"max_in_flight": _limit(in_flight), "max_per_day": _limit(per_day), "max_batch": _limit(max_batch)}
     changed = {k: v for k, v in given.items() if v is not False}
     if not changed:
-        _fail("say which quota: --in-flight, --per-day and/or --max-batch (a number, or 'none')")
+        fail("say which quota: --in-flight, --per-day and/or --max-batch (a number, or 'none')")
     _update(name, **changed)
     click.echo(f"quotas of {name!r} updated")
 
@@ -183,7 +180,7 @@ def key_add(name: str, label: str) -> None:
     try:
         secret, row = accounts.new_key(name, label)
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     click.echo(f"key {row['id']} for {name!r} (shown once): {secret}")
 
 
@@ -193,7 +190,7 @@ def key_list(name: str) -> None:
     try:
         owner = accounts.find_user(name)
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     with db.transaction() as cur:
         rows = reads.list_keys(cur, owner["id"])
     for r in rows:
@@ -209,11 +206,11 @@ def key_revoke(name: str, key_id: int) -> None:
     try:
         owner = accounts.find_user(name)
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     with db.transaction() as cur:
         done = writes.revoke_key(cur, owner["id"], key_id)
     if not done:
-        _fail(f"{name!r} has no active key {key_id}")
+        fail(f"{name!r} has no active key {key_id}")
     click.echo(f"revoked key {key_id} of {name!r}")
 
 
@@ -223,12 +220,12 @@ def key_import(name: str) -> None:
     """Store each token of CVUNET_API_TOKENS as a key of NAME (then unset the variable)."""
     tokens = [t.strip() for t in os.environ.get("CVUNET_API_TOKENS", "").split(",") if t.strip()]
     if not tokens:
-        _fail("CVUNET_API_TOKENS is empty: nothing to import")
+        fail("CVUNET_API_TOKENS is empty: nothing to import")
     if any(len(t) < 32 for t in tokens):
-        _fail("a token under 32 characters is too weak to keep: issue new keys with `user key add` instead")
+        fail("a token under 32 characters is too weak to keep: issue new keys with `user key add` instead")
     try:
         for token in tokens:
             accounts.store_key(name, token, label="imported from CVUNET_API_TOKENS")
     except MattingError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
     click.echo(f"imported {len(tokens)} token(s) as keys of {name!r}; now remove CVUNET_API_TOKENS")

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from .rows import BatchCounts, BatchRow, KeyRow, ResultRow, TaskRow, UserRow
+
 PAGE_SIZE = 25
 
 
-def find_result(cur, idem_key: str) -> dict | None:
+def find_result(cur, idem_key: str) -> ResultRow | None:
     cur.execute("SELECT * FROM results WHERE idem_key = %s", (idem_key,))
     return cur.fetchone()
 
 
-def get_task(cur, task_id) -> dict | None:
+def get_task(cur, task_id) -> TaskRow | None:
     cur.execute("SELECT * FROM tasks WHERE id = %s", (task_id,))
     return cur.fetchone()
 
 
-def get_batch(cur, batch_id) -> dict | None:
+def get_batch(cur, batch_id) -> BatchRow | None:
     cur.execute("SELECT * FROM batches WHERE id = %s", (batch_id,))
     return cur.fetchone()
 
 
-def batch_counts(cur, batch_id) -> dict:
+def batch_counts(cur, batch_id) -> BatchCounts:
     return many_batch_counts(cur, [batch_id])[batch_id]
 
 
-def many_batch_counts(cur, batch_ids: list) -> dict:
+def many_batch_counts(cur, batch_ids: list) -> dict[Any, BatchCounts]:
     """Each batch's tasks by outcome (success, failure, pending: the rest), in one query."""
     cur.execute(
         "SELECT batch_id, state, count(*) AS n FROM tasks WHERE batch_id = ANY(%s::uuid[]) GROUP BY batch_id, state",
         ([str(b) for b in batch_ids],),
     )
-    by_batch = {str(b): {} for b in batch_ids}
+    by_batch: dict[str, dict[str, int]] = {str(b): {} for b in batch_ids}
     for row in cur.fetchall():
         by_batch[str(row["batch_id"])][row["state"]] = row["n"]
     return {
@@ -43,7 +47,7 @@ def many_batch_counts(cur, batch_ids: list) -> dict:
     }
 
 
-def batch_tasks(cur, batch_id, chunk: int | None = None) -> list[dict]:
+def batch_tasks(cur, batch_id, chunk: int | None = None) -> list[TaskRow]:
     if chunk is None:
         cur.execute("SELECT * FROM tasks WHERE batch_id = %s ORDER BY position", (batch_id,))
     else:
@@ -51,7 +55,7 @@ def batch_tasks(cur, batch_id, chunk: int | None = None) -> list[dict]:
     return cur.fetchall()
 
 
-def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE) -> tuple[list[dict], int]:
+def history(cur, page: int = 1, state: str | None = None, per_page: int = PAGE_SIZE) -> tuple[list[TaskRow], int]:
     """A page of everyone's tasks (task_listing), counted from page 1."""
     return task_listing(cur, None, state, (max(page, 1) - 1) * per_page, per_page)
 
@@ -67,7 +71,7 @@ def count_refused(cur, batch_id=None) -> int:
 
 def requeue_candidates(
     cur, failed: bool, stuck_seconds: int | None, batch_id=None, include_refused: bool = False
-) -> list[dict]:
+) -> list[TaskRow]:
     """Failed tasks and/or tasks not finished after `stuck_seconds`, optionally in one batch.
 
     Inputs refused for what they are (truncated, not an image...) fail the same way every time:
@@ -95,7 +99,7 @@ def requeue_candidates(
     return _all(cur, sql, {"stuck": stuck_seconds, "batch": batch_id})
 
 
-def unfinished(cur, settle_s: float = 0) -> list[dict]:
+def unfinished(cur, settle_s: float = 0) -> list[TaskRow]:
     """Tasks Postgres still expects to run, untouched for `settle_s`: the candidates for `reconcile`.
 
     Tasks of chunks not yet dispatched are waiting in PostgreSQL by design, not lost; a task
@@ -121,7 +125,7 @@ def orphan_chunks(cur, settle_s: float = 0) -> list[dict]:
     )
 
 
-def unfinalized_batches(cur, stale_s: float) -> list[dict]:
+def unfinalized_batches(cur, stale_s: float) -> list[BatchRow]:
     """Batches whose every chunk is done but which were never finalized, or whose finalizer died
     (finalizing for longer than `stale_s`)."""
     return _all(
@@ -170,7 +174,7 @@ def listing_batches(cur, settle_s: float = 0) -> list[dict]:
     )
 
 
-def storage_failures(cur, max_requeues: int) -> list[dict]:
+def storage_failures(cur, max_requeues: int) -> list[TaskRow]:
     """Tasks that failed because storage could not be read or written, not yet requeued too often."""
     return _all(
         cur,
@@ -208,7 +212,7 @@ def unpurged_tasks(cur, settle_s: float, limit: int) -> list[dict]:
     )
 
 
-def unpurged_batches(cur, settle_s: float) -> list[dict]:
+def unpurged_batches(cur, settle_s: float) -> list[BatchRow]:
     return _all(
         cur,
         "SELECT * FROM batches WHERE deleted_at IS NOT NULL AND purged_at IS NULL"
@@ -217,7 +221,7 @@ def unpurged_batches(cur, settle_s: float) -> list[dict]:
     )
 
 
-def batches_past_retention(cur, days: int) -> list[dict]:
+def batches_past_retention(cur, days: int) -> list[BatchRow]:
     """Finished batches not yet expired, older than `days` days, none of whose tasks is still kept."""
     return _all(
         cur,
@@ -238,7 +242,7 @@ def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
     )
 
 
-def _all(cur, sql: str, params=None) -> list[dict]:
+def _all(cur, sql: str, params=None) -> list[Any]:
     cur.execute(sql, params)
     return cur.fetchall()
 
@@ -253,7 +257,7 @@ def not_started(cur, batch_id=None, task_id=None) -> list[str]:
     return [str(row["id"]) for row in cur.fetchall()]
 
 
-def lock_task(cur, task_id) -> dict | None:
+def lock_task(cur, task_id) -> TaskRow | None:
     """The task row, locked until the transaction ends (one retry at a time)."""
     cur.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
     return cur.fetchone()
@@ -270,18 +274,18 @@ def owned_undeleted(cur, owner_id) -> tuple[list, list]:
     return batches, [row["id"] for row in cur.fetchall()]
 
 
-def lock_batch_tasks(cur, batch_id) -> list[dict]:
+def lock_batch_tasks(cur, batch_id) -> list[TaskRow]:
     """A batch's tasks, locked until the transaction ends (in the order a retry takes them: tasks, then
     their batch, so a retry and a delete of the same batch never deadlock)."""
     return _all(cur, "SELECT * FROM tasks WHERE batch_id = %s ORDER BY position FOR UPDATE", (batch_id,))
 
 
-def lock_batch(cur, batch_id) -> dict | None:
+def lock_batch(cur, batch_id) -> BatchRow | None:
     cur.execute("SELECT * FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
     return cur.fetchone()
 
 
-def failed_items(cur, batch_id, limit: int) -> list[dict]:
+def failed_items(cur, batch_id, limit: int) -> list[TaskRow]:
     """A batch's first failed images, in submission order (the tasks_batch index, a short walk)."""
     return _all(
         cur,
@@ -290,7 +294,7 @@ def failed_items(cur, batch_id, limit: int) -> list[dict]:
     )
 
 
-def batch_items(cur, batch_id, offset: int = 0, limit: int = 100) -> list[dict]:
+def batch_items(cur, batch_id, offset: int = 0, limit: int = 100) -> list[TaskRow]:
     """One page of a batch's tasks, in submission order."""
     cur.execute(
         "SELECT * FROM tasks WHERE batch_id = %s ORDER BY position LIMIT %s OFFSET %s", (batch_id, limit, offset)
@@ -329,17 +333,17 @@ def recent_pace(cur, sample: int = 50) -> dict:
 # ------------------------------------------------------------------ accounts (migration 004)
 
 
-def get_user(cur, user_id) -> dict | None:
+def get_user(cur, user_id) -> UserRow | None:
     cur.execute("SELECT * FROM users WHERE id = %s", (user_id,))
     return cur.fetchone()
 
 
-def get_user_by_name(cur, name: str) -> dict | None:
+def get_user_by_name(cur, name: str) -> UserRow | None:
     cur.execute("SELECT * FROM users WHERE name = %s", (name,))
     return cur.fetchone()
 
 
-def user_by_key_hash(cur, key_hash: str) -> dict | None:
+def user_by_key_hash(cur, key_hash: str) -> UserRow | None:
     """The enabled user an unrevoked API key belongs to, with the key's id as `key_id`."""
     cur.execute(
         "SELECT u.*, k.id AS key_id FROM api_keys k JOIN users u ON u.id = k.user_id "
@@ -349,7 +353,7 @@ def user_by_key_hash(cur, key_hash: str) -> dict | None:
     return cur.fetchone()
 
 
-def list_users(cur) -> list[dict]:
+def list_users(cur) -> list[UserRow]:
     return _all(
         cur,
         "SELECT u.*, (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL) AS keys "
@@ -362,11 +366,11 @@ def count_users(cur) -> int:
     return cur.fetchone()["n"]
 
 
-def list_keys(cur, user_id) -> list[dict]:
+def list_keys(cur, user_id) -> list[KeyRow]:
     return _all(cur, "SELECT * FROM api_keys WHERE user_id = %s ORDER BY created_at", (user_id,))
 
 
-def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> tuple[list[dict], int]:
+def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> tuple[list[TaskRow], int]:
     """Tasks newest first from `offset`, and their total: one owner's, or everyone's (owner None),
     each then with its owner's name (owner_name) for the admin who reads it."""
     clauses, params = ["tasks.deleted_at IS NULL"], []
@@ -387,7 +391,7 @@ def task_listing(cur, owner_id, state: str | None, offset: int, limit: int) -> t
     return cur.fetchall(), total
 
 
-def batch_listing(cur, owner_id, offset: int, limit: int) -> tuple[list[dict], int]:
+def batch_listing(cur, owner_id, offset: int, limit: int) -> tuple[list[BatchRow], int]:
     """Batches newest first from `offset`, and their total: one owner's, or everyone's (owner None),
     each then with its owner's name (owner_name) for the admin who reads it."""
     where, params = "WHERE batches.deleted_at IS NULL", []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from psycopg2.extras import Json, execute_values
+
+from cvunet_matting.states import BatchState, TaskState
 
 # Columns an event may set on a task row; anything else in an event is ignored.
 EVENT_COLUMNS = (
@@ -22,7 +26,7 @@ EVENT_COLUMNS = (
 
 
 def create_batch(
-    cur, batch_id, source: str, total: int, options: dict, output_dir: str, chunks: int, state: str = "running"
+    cur, batch_id, source: str, total: int, options: dict, output_dir: str, chunks: int, state: str = BatchState.RUNNING
 ) -> None:
     """A batch and its chunk rows; a folder batch starts 'listing', with none yet (see add_listed_chunk)."""
     cur.execute(
@@ -133,12 +137,12 @@ def apply_events(cur, events: list[dict]) -> None:
     statements = [cur.mogrify(sql, params) for event in events for sql, params in event_statements(event)]
     if not statements:
         return
-    if all(event.get("state") == "started" for event in events):
+    if all(event.get("state") == TaskState.STARTED for event in events):
         statements.insert(0, b"SET LOCAL synchronous_commit TO OFF")
     cur.execute(b";\n".join(statements))
 
 
-def reset_for_requeue(cur, task_ids: list) -> None:
+def reset_for_requeue(cur, task_ids: Collection) -> None:
     """Back to pending before a re-publish; attempts and history of the error are kept."""
     cur.execute(
         "UPDATE tasks SET state = 'pending', event_at = now(), finished_at = NULL, requeues = requeues + 1 "
@@ -171,7 +175,7 @@ def complete_chunk(cur, batch_id, idx: int) -> str:
     # Locked, so that this and the end of a folder's listing (end_listing) see each other's change.
     cur.execute("SELECT state FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
     batch = cur.fetchone()
-    if batch is not None and batch["state"] == "listing":
+    if batch is not None and batch["state"] == BatchState.LISTING:
         return "more"  # more chunks are on their way; end_listing finalizes if none is left
     cur.execute("SELECT count(*) AS n FROM chunks WHERE batch_id = %s AND state <> 'done'", (batch_id,))
     return "last" if cur.fetchone()["n"] == 0 else "more"
@@ -196,7 +200,7 @@ def finish_batch(cur, batch_id, zip_path: str | None, manifest_path: str | None,
     )
 
 
-def reopen_batches(cur, batch_ids: list) -> None:
+def reopen_batches(cur, batch_ids: Collection) -> None:
     """A requeued item reopens its finished batch so the ZIP and manifest are rebuilt."""
     cur.execute("UPDATE batches SET state = 'running', finished_at = NULL WHERE id = ANY(%s)", (list(batch_ids),))
 

@@ -27,7 +27,7 @@ def _box(image: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(image, -1, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
 
 
-def _solve(var: list[np.ndarray], cov: np.ndarray, eps: float) -> np.ndarray:
+def _solve(var: list[np.ndarray], cov: np.ndarray, eps: float | np.floating) -> np.ndarray:
     """a = (Sigma + eps U)^-1 cov for N symmetric 3x3 systems (six entries each), by cofactors."""
     rr, rg, rb, gg, gb, bb = var
     rr, gg, bb = rr + eps, gg + eps, bb + eps

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 
 from .png import encode_png
 
@@ -60,7 +60,7 @@ _COLOR_HELP = "use #RRGGBB, #RGB, r,g,b or a name (" + ", ".join(_NAMED) + ")"
 
 
 def _bad(message: str) -> InputError:
-    return InputError(message, code="bad_option")
+    return InputError(message, code=ErrorCode.BAD_OPTION)
 
 
 def _show(value: object) -> str:
@@ -88,10 +88,12 @@ def parse_color(value: object) -> tuple[int, int, int] | None:
     if text and (_HEX6.fullmatch(text) or _HEX3.fullmatch(text)):
         digits = text.lstrip("#")
         digits = digits if len(digits) == 6 else "".join(c * 2 for c in digits)
-        return tuple(bytes.fromhex(digits))
+        red, green, blue = bytes.fromhex(digits)
+        return red, green, blue
     triple = _TRIPLE.fullmatch(text) if text else None
     if triple and all(int(part) <= 255 for part in triple.groups()):
-        return tuple(int(part) for part in triple.groups())
+        red, green, blue = (int(part) for part in triple.groups())
+        return red, green, blue
     raise _bad(f"bad bg_color {_show(value)}: {_COLOR_HELP}")
 
 
@@ -111,7 +113,7 @@ def _parse_int(value: object, name: str, top: int) -> int:
     if value is None or value == "":
         return 0
     number = int(value) if isinstance(value, str) and _INT.fullmatch(value) else value
-    if not _is_int(number, top):
+    if not isinstance(number, int) or not _is_int(number, top):
         raise _bad(f"bad {name} {_show(value)}: use a whole number from 0 to {top}")
     return number
 

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 
 from .imaging import IMAGE_SUFFIXES
 
@@ -38,12 +38,12 @@ def read_inside(path: Path, root: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise InputError(f"{path.name} became a symbolic link: not read", code="forbidden_path") from None
+            raise InputError(f"{path.name} became a symbolic link: not read", code=ErrorCode.FORBIDDEN_PATH) from None
         raise
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"{path.name} is not a regular file", code="forbidden_path")
+            raise InputError(f"{path.name} is not a regular file", code=ErrorCode.FORBIDDEN_PATH)
         real = Path(os.readlink(f"/proc/self/fd/{fd}"))
         if not real.is_relative_to(root):
-            raise InputError(f"{path.name} lies outside the allowed root", code="forbidden_path")
+            raise InputError(f"{path.name} lies outside the allowed root", code=ErrorCode.FORBIDDEN_PATH)
         return fh.read()

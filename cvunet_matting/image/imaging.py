@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -112,12 +112,12 @@ def _unrecognised(data: bytes) -> InputError:
     """Say what the upload is, since it is none of our formats."""
     head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"<") and (b"<svg" in head or head.startswith(b"<?xml")):
-        return InputError("SVG images are not supported: send a raster image (PNG, JPEG, WebP...)", code="svg")
+        return InputError("SVG images are not supported: send a raster image (PNG, JPEG, WebP...)", code=ErrorCode.SVG)
     other = _other_format(data)
     if other:
-        return InputError(f"{other} images are not supported: send {_NAMES}", code="unsupported_format")
+        return InputError(f"{other} images are not supported: send {_NAMES}", code=ErrorCode.UNSUPPORTED_FORMAT)
     kind = "text" if not data[:1024].translate(None, _TEXT_BYTES) else "binary data of an unknown kind"
-    return InputError(f"not an image: the data looks like {kind}", code="not_an_image")
+    return InputError(f"not an image: the data looks like {kind}", code=ErrorCode.NOT_AN_IMAGE)
 
 
 def _jpeg_junk(data: bytes) -> bool:
@@ -168,7 +168,8 @@ def _jpeg_cut_short(data: bytes) -> bool:
         if marker == 0xD9:
             return False
         if marker == 0xFF:  # a run of fill bytes, skipped in one step
-            pos = _FILL.match(data, pos).end() - 1
+            fill = _FILL.match(data, pos)  # matches here: data[pos] is a fill byte
+            pos = (fill.end() if fill else pos + 1) - 1
             continue
         if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # no length
             pos += 2
@@ -202,9 +203,11 @@ def _cut_short(data: bytes, fmt: str) -> bool:
 def _broken(data: bytes, fmt: str, exc: Exception) -> InputError:
     """'truncated' when the structure or the decoder says the data stops early, else corrupt."""
     if _cut_short(data, fmt) or isinstance(exc, EOFError) or "truncated" in str(exc).lower():
-        return InputError(f"the {fmt.upper()} file is truncated: the image data stops early", code="truncated")
+        return InputError(f"the {fmt.upper()} file is truncated: the image data stops early", code=ErrorCode.TRUNCATED)
     reason = str(exc)[:80] or type(exc).__name__
-    return InputError(f"the {fmt.upper()} data is corrupt and cannot be decoded ({reason})", code="not_an_image")
+    return InputError(
+        f"the {fmt.upper()} data is corrupt and cannot be decoded ({reason})", code=ErrorCode.NOT_AN_IMAGE
+    )
 
 
 def _orientation(img: Image.Image) -> int:
@@ -230,21 +233,21 @@ def _inspect(data: bytes, fmt: str) -> tuple[int, int, str]:
 def _header(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:
     """probe(), plus the Pillow mode that decode() needs to pick a decoder."""
     if not data:
-        raise InputError("the file is empty (0 bytes)", code="empty")
+        raise InputError("the file is empty (0 bytes)", code=ErrorCode.EMPTY)
     fmt = _sniff(data)
     if fmt is None:
         raise _unrecognised(data)
     if fmt == "jpeg" and _jpeg_junk(data):
-        raise InputError("the JPEG data is corrupt: no frame header where one belongs", code="not_an_image")
+        raise InputError("the JPEG data is corrupt: no frame header where one belongs", code=ErrorCode.NOT_AN_IMAGE)
     if fmt == "png" and _png_junk(data):
-        raise InputError("the PNG data is corrupt: too many chunks before the image data", code="not_an_image")
+        raise InputError("the PNG data is corrupt: too many chunks before the image data", code=ErrorCode.NOT_AN_IMAGE)
     width, height, mode = _inspect(data, fmt)
     if width < 1 or height < 1:
-        raise InputError(f"the {fmt.upper()} header says {width}x{height} pixels", code="not_an_image")
+        raise InputError(f"the {fmt.upper()} header says {width}x{height} pixels", code=ErrorCode.NOT_AN_IMAGE)
     if width * height > max_pixels:
         raise InputError(
             f"the image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,}",
-            code="too_many_pixels",
+            code=ErrorCode.TOO_MANY_PIXELS,
         )
     return ImageInfo(fmt, width, height), mode
 
@@ -277,7 +280,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     info, mode = _header(data, max_pixels)
     if _cut_short(data, info.format):
         raise InputError(
-            f"the {info.format.upper()} file is truncated: it ends before its end marker", code="truncated"
+            f"the {info.format.upper()} file is truncated: it ends before its end marker", code=ErrorCode.TRUNCATED
         )
     # OpenCV reads TIFF through libtiff's RGBA interface, which premultiplies alpha into the colour.
     rgb = None if info.format == "tiff" and mode in _ALPHA_MODES else _decode_cv2(data)

@@ -14,11 +14,13 @@ all the rest of a task's image handling together. Two things make it cheap:
 from __future__ import annotations
 
 import struct
+import types
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+deflate: types.ModuleType
 try:
     from isal import isal_zlib as deflate
 except ImportError:  # a platform without an isal wheel: the standard library's zlib, slower
@@ -69,7 +71,7 @@ def adler32_combine(first: int, second: int, second_len: int) -> int:
 def _strip(image: np.ndarray, rows: range, level: int, last: bool) -> tuple[list[bytes], int, int]:
     """Filter and deflate some rows: (an IDAT chunk of raw deflate, the scanlines' Adler-32, their length)."""
     scanlines = filter_up(image[rows.start : rows.stop], image[rows.start - 1] if rows.start else None)
-    data = memoryview(scanlines).cast("B")
+    data = scanlines.data.cast("B")
     compressor = deflate.compressobj(level, deflate.DEFLATED, -15)
     # A sync flush ends the strip on a byte boundary, so the next strip's stream can follow it.
     body = (compressor.compress(data), compressor.flush(deflate.Z_FINISH if last else deflate.Z_SYNC_FLUSH))

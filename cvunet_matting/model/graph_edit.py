@@ -71,8 +71,8 @@ def _prepend_uint8_prefix(graph, original, manifest: Manifest) -> None:
     name = original.name
     elem_type = original.type.tensor_type.elem_type
     nchw = manifest.layout == "NCHW"
-    dims = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
-    shape = [dims[0], dims[2], dims[3], dims[1]] if nchw and len(dims) == 4 else ["h", "w", 3]
+    dims: list[str | int] = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
+    shape: list[str | int] = [dims[0], dims[2], dims[3], dims[1]] if nchw and len(dims) == 4 else ["h", "w", 3]
     new_input = helper.make_tensor_value_info(name + UINT8_SUFFIX, TensorProto.UINT8, shape)
     mean = numpy_helper.from_array(np.asarray(manifest.mean, np.float32), name + "_mean")
     std = numpy_helper.from_array(np.asarray(manifest.std, np.float32), name + "_std")
@@ -102,7 +102,7 @@ def _append_uint8_alpha(graph, manifest: Manifest) -> None:
 
     name = manifest.output_name
     (original,) = [o for o in graph.output if o.name == name]
-    dims = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
+    dims: list[str | int] = [d.dim_param or d.dim_value for d in original.type.tensor_type.shape.dim]
     consts = {
         "_gain": np.float32(255.0 / manifest.output_scale),
         "_half": np.float32(0.5),

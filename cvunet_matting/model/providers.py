@@ -32,7 +32,7 @@ def tensorrt_options(device_id: int, engine_cache: Path | None) -> dict:
     CUDA graphs (`trt_cuda_graph_enable`) stay off: they need one fixed input shape, and a micro-
     batching worker runs batches of varying size. Untested here (no GPU on the development host).
     """
-    options = {"device_id": device_id, "trt_engine_cache_enable": True}
+    options: dict[str, object] = {"device_id": device_id, "trt_engine_cache_enable": True}
     if engine_cache is not None:
         engine_cache.mkdir(parents=True, exist_ok=True)
         options |= {

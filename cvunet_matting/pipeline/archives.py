@@ -13,6 +13,8 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cvunet_matting.db.rows import BatchRow
+from cvunet_matting.states import TaskState
 from cvunet_matting.storage.files import Storage, atomic_file
 
 # A page of the batch's rows, after a position: (columns named in reads.ARCHIVE_COLUMNS).
@@ -24,7 +26,7 @@ def manifest_entry(row: dict) -> dict:
         "filename": row["filename"],
         "state": row["state"],
         "error": row["error"],
-        "output": Path(row["output_path"]).name if row["state"] == "success" else None,
+        "output": Path(row["output_path"]).name if row["state"] == TaskState.SUCCESS else None,
         "width": row["width"],
         "height": row["height"],
         "task_id": str(row["id"]),
@@ -38,7 +40,7 @@ def each_row(pages: RowPages) -> Iterator[dict]:
         after = rows[-1]["position"]
 
 
-def write_manifest(path: Path, batch: dict, pages: RowPages) -> Path:
+def write_manifest(path: Path, batch: BatchRow, pages: RowPages) -> Path:
     """The manifest, the same JSON as one json.dumps of it would give, written an item at a time."""
     head = {"batch_id": str(batch["id"]), "source": batch["source"], "total": batch["total"]}
     with atomic_file(path) as fh:
@@ -54,13 +56,13 @@ def write_zip(path: Path, pages: RowPages, manifest: Path, storage: Storage) -> 
     """The successful results and the manifest, stored uncompressed (PNG, WebP and JPEG already are)."""
     with atomic_file(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for row in each_row(pages):
-            if row["state"] == "success":
+            if row["state"] == TaskState.SUCCESS:
                 archive.write(storage.root / row["output_path"], Path(row["output_path"]).name)
         archive.write(manifest, "manifest.json")
     return path
 
 
-def write_batch_files(out_dir: Path, batch: dict, pages: RowPages, storage: Storage) -> tuple[Path, Path]:
+def write_batch_files(out_dir: Path, batch: BatchRow, pages: RowPages, storage: Storage) -> tuple[Path, Path]:
     """(zip, manifest) in the batch's output folder."""
     manifest = write_manifest(out_dir / "manifest.json", batch, pages)
     return write_zip(out_dir / f"{out_dir.name}.zip", pages, manifest, storage), manifest

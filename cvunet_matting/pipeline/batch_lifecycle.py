@@ -5,6 +5,8 @@ from __future__ import annotations
 from cvunet_matting import db
 from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.db import reads, writes
+from cvunet_matting.db.rows import BatchRow
+from cvunet_matting.states import BatchState, TaskState
 from cvunet_matting.storage.files import Storage
 
 from . import dispatch
@@ -37,7 +39,7 @@ def dispatch_next(batch_id: str) -> bool:
             rows = reads.batch_tasks(cur, batch_id, idx) if idx is not None else []
         if idx is None:
             return False
-        pending = [r for r in rows if r["state"] == "pending"]
+        pending = [r for r in rows if r["state"] == TaskState.PENDING]
         if pending:
             dispatch.publish_chunk(pending, dispatch.chunk_done(batch_id, idx))
             return True
@@ -79,7 +81,7 @@ class NotReady(Exception):
     """The batch cannot be finalized yet: a result is still being recorded, or storage is away."""
 
 
-def check_ready(cur, batch: dict, storage: Storage) -> None:
+def check_ready(cur, batch: BatchRow, storage: Storage) -> None:
     """Raise NotReady unless every row is final and the output folder can be written.
 
     Celery counts a chord's last image before that image's row is committed (and rows wait in the
@@ -105,9 +107,9 @@ def finalize(batch_id: str, settings: Settings | None = None, rebuild: bool = Fa
     storage = Storage(settings.data_dir)
     with db.transaction() as cur:
         batch = reads.get_batch(cur, batch_id)
-        if batch is None or batch.get("expired_at") or (batch["state"] == "done" and not rebuild):
+        if batch is None or batch.get("expired_at") or (batch["state"] == BatchState.DONE and not rebuild):
             return {"batch_id": batch_id, "finalized": False}
-        if batch["state"] == "done":
+        if batch["state"] == BatchState.DONE:
             writes.reopen_batches(cur, [batch["id"]])
         check_ready(cur, batch, storage)
         if not writes.claim_finalize(cur, batch_id, stale_s=finalizer_dead_after(settings)):

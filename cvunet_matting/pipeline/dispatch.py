@@ -8,6 +8,8 @@ model's runtime).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from celery import chord, group
 
@@ -21,7 +23,7 @@ LIST_FOLDER = "cvunet_matting.list_folder"
 BOOKKEEPING_TASKS = (CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER)
 
 
-def image_signature(row: dict):
+def image_signature(row: Mapping[str, Any]):
     """The matte_image task for a task row, under the row's own id."""
     kwargs = {
         "input_key": row["input_key"],
@@ -51,16 +53,16 @@ def publish_listing(batch_id: str) -> None:
     app.signature(LIST_FOLDER, args=(batch_id,), immutable=True).apply_async(task_id=listing_id(batch_id))
 
 
-def publish_image(row: dict) -> None:
+def publish_image(row: Mapping[str, Any]) -> None:
     image_signature(row).apply_async()
 
 
-def publish_chunk(rows: list[dict], callback) -> None:
+def publish_chunk(rows: Sequence[Mapping[str, Any]], callback) -> None:
     """The rows as one chord: `callback` runs once every image has returned its outcome."""
     chord(group(image_signature(r) for r in rows), callback).apply_async()
 
 
-def republish(rows: list[dict], callback_for_chunk=finalize_batch) -> None:
+def republish(rows: Sequence[Mapping[str, Any]], callback_for_chunk=finalize_batch) -> None:
     """Publish rows again under their own ids; batch members as one chord per (batch, chunk).
 
     `callback_for_chunk(batch_id, chunk)` is the chord's callback: finalize again after a requeue,

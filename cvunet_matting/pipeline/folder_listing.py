@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 
 from cvunet_matting import db
 from cvunet_matting.accounts import quotas
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.db import reads, writes
+from cvunet_matting.db.rows import BatchRow
 from cvunet_matting.errors import InputError
 from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.states import BatchState
 from cvunet_matting.storage.files import Storage
 from cvunet_matting.storage.naming import unique_names
 from cvunet_matting.storage.redis_client import get_redis
@@ -45,7 +48,7 @@ def list_folder(batch_id: str, settings: Settings | None = None) -> dict:
         recorded = reads.listed_count(cur, batch_id) if batch else 0
         next_chunk = reads.chunk_count(cur, batch_id) if batch else 0
         owner = owner_of(cur, batch) if batch else None
-    if batch is None or batch["state"] != "listing":
+    if batch is None or batch["state"] != BatchState.LISTING:
         return {"batch_id": batch_id, "listed": 0}  # listed already: a duplicate delivery
     error = None
     try:
@@ -65,7 +68,7 @@ def list_folder(batch_id: str, settings: Settings | None = None) -> dict:
     return {"batch_id": batch_id, "listed": recorded, "error": error}
 
 
-def stop_if_cancelled(batch_id: str, page: list[str] = ()) -> None:
+def stop_if_cancelled(batch_id: str, page: Sequence[str] = ()) -> None:
     """Its owner cancelled the batch: no more pages; the page just recorded (perhaps after the cancel
     read the batch's rows) is cancelled too."""
     client = get_redis()
@@ -74,13 +77,13 @@ def stop_if_cancelled(batch_id: str, page: list[str] = ()) -> None:
         raise ListingStopped(LISTING_CANCELLED)
 
 
-def owner_of(cur, batch: dict) -> Actor | None:
+def owner_of(cur, batch: BatchRow) -> Actor | None:
     """Whose quotas the listed images count against (None: the operator's, unlimited)."""
     user = reads.get_user(cur, batch["owner_id"]) if batch.get("owner_id") is not None else None
     return Actor.from_row(user) if user else None
 
 
-def listed_items(batch: dict, owner: Actor | None, settings: Settings) -> list[Item]:
+def listed_items(batch: BatchRow, owner: Actor | None, settings: Settings) -> list[Item]:
     try:
         items = folder_items(batch["source"], settings)
     except (InputError, OSError) as exc:  # emptied, removed or moved since it was submitted
@@ -92,7 +95,7 @@ def listed_items(batch: dict, owner: Actor | None, settings: Settings) -> list[I
     return items
 
 
-def record_page(batch: dict, idx: int, start: int, items: list[Item], names: list[str], owner) -> list[str]:
+def record_page(batch: BatchRow, idx: int, start: int, items: list[Item], names: list[str], owner) -> list[str]:
     """One chunk's rows, their inputs stored; a file that cannot be read fails alone, at once. Their ids."""
     storage = Storage(get_settings().data_dir)
     rows, refused = [], {}
@@ -108,9 +111,12 @@ def record_page(batch: dict, idx: int, start: int, items: list[Item], names: lis
         }
         try:
             row["input_key"] = storage.put_input(item.data)
-        except (InputError, OSError) as exc:  # gone since the listing, or swapped for a link
+        except InputError as exc:  # swapped for a link leading out of its root, say
             row["input_key"] = ""
-            refused[row["id"]] = getattr(exc, "reason", None) or f"could not be read: {exc.strerror or exc}"
+            refused[row["id"]] = exc.reason
+        except OSError as exc:  # gone since the listing
+            row["input_key"] = ""
+            refused[row["id"]] = f"could not be read: {exc.strerror or exc}"
         rows.append(row)
     with db.transaction() as cur:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from cvunet_matting.accounts import quotas
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.db import writes
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.folders import has_image_file, image_files, read_inside
 from cvunet_matting.image.imaging import probe
+from cvunet_matting.states import BatchState
 from cvunet_matting.storage.files import Storage
 from cvunet_matting.storage.naming import unique_names
 
@@ -32,7 +34,11 @@ class Item:
 
     @property
     def data(self) -> bytes:
-        return self.content if self.content is not None else read_inside(self.path, self.root)
+        if self.content is not None:
+            return self.content
+        if self.path is None or self.root is None:
+            raise ValueError(f"item {self.filename!r} has neither bytes nor a file under a root")
+        return read_inside(self.path, self.root)
 
 
 def allowed_folder(folder: str, settings: Settings) -> tuple[Path, Path]:
@@ -42,10 +48,11 @@ def allowed_folder(folder: str, settings: Settings) -> tuple[Path, Path]:
     if root is None:
         roots = ", ".join(str(r) for r in settings.allowed_roots) or "none set"
         raise InputError(
-            f"folder {folder!r} is outside the allowed roots (CVUNET_ALLOWED_ROOTS: {roots})", code="forbidden_path"
+            f"folder {folder!r} is outside the allowed roots (CVUNET_ALLOWED_ROOTS: {roots})",
+            code=ErrorCode.FORBIDDEN_PATH,
         )
     if not path.is_dir():
-        raise InputError(f"folder {folder!r} does not exist", code="not_found")
+        raise InputError(f"folder {folder!r} does not exist", code=ErrorCode.NOT_FOUND)
     return path, root
 
 
@@ -55,7 +62,7 @@ def folder_items(folder: str, settings: Settings) -> list[Item]:
     # A symbolic link inside the folder must not reach outside the allowed root either.
     files = [p for p in image_files(path) if p.resolve().is_relative_to(root)]
     if not files:
-        raise InputError(f"no image files in {folder!r}", code="empty_folder")
+        raise InputError(f"no image files in {folder!r}", code=ErrorCode.EMPTY_FOLDER)
     return [Item(str(p.relative_to(path)), path=p, root=root) for p in files]
 
 
@@ -67,13 +74,13 @@ def submit_folder(
     settings = settings or get_settings()
     path, root = allowed_folder(folder, settings)
     if not has_image_file(path, root):
-        raise InputError(f"no image files in {folder!r}", code="empty_folder")
+        raise InputError(f"no image files in {folder!r}", code=ErrorCode.EMPTY_FOLDER)
     quotas.precheck(owner, 1)
     batch_id = uuid.uuid4()
     storage = Storage(settings.data_dir)
     run_dir = storage.relative(storage.new_run_dir())
     with db.transaction() as cur:
-        writes.create_batch(cur, batch_id, str(path), 0, options.to_dict(), run_dir, chunks=0, state="listing")
+        writes.create_batch(cur, batch_id, str(path), 0, options.to_dict(), run_dir, chunks=0, state=BatchState.LISTING)
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, batch_id=batch_id)
     dispatch.publish_listing(str(batch_id))
@@ -114,7 +121,7 @@ def submit_batch(
     source: str = "upload",
     settings: Settings | None = None,
     owner: Actor | None = None,
-    refused: list[dict] = (),
+    refused: Sequence[dict] = (),
 ) -> str:
     """Record every item as `owner`'s, then dispatch the first chunks; later chunks follow as earlier ones finish.
 

@@ -10,7 +10,9 @@ from cvunet_matting import db
 from cvunet_matting.celery_app import app
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads, writes
+from cvunet_matting.db.rows import BatchRow, TaskRow
 from cvunet_matting.pipeline import batch_lifecycle, cancelling, dispatch, finish
+from cvunet_matting.states import TaskState
 from cvunet_matting.storage.files import Storage
 from cvunet_matting.storage.redis_client import get_redis, reset_attempts
 
@@ -21,13 +23,13 @@ STORAGE_REQUEUES = 3
 RECHECK_S = 1.0  # between the two looks that must both find a task missing before it is republished
 
 
-def _requeue_rows(cur, rows: list[dict]) -> None:
+def _requeue_rows(cur, rows: list[TaskRow]) -> None:
     """Rows back to pending and their batches reopened (the ZIP and manifest are rebuilt)."""
     writes.reset_for_requeue(cur, [r["id"] for r in rows])
     writes.reopen_batches(cur, {r["batch_id"] for r in rows if r["batch_id"]})
 
 
-def _publish_again(rows: list[dict]) -> None:
+def _publish_again(rows: list[TaskRow]) -> None:
     """Publish rows under their own ids as new work: their attempts, claims and old results forgotten,
     and any message still around for them (a stuck task's) removed so it cannot run later."""
     ids = [str(r["id"]) for r in rows]
@@ -43,19 +45,19 @@ def retry_task(task_id) -> str:
         row = reads.lock_task(cur, task_id)  # two clicks at once requeue it once
         if row is None:
             return "not_found"
-        if row["state"] != "failure":
+        if row["state"] != TaskState.FAILURE:
             return "not_failed"
         if row["expired_at"]:  # expired or deleted while the caller looked: its input may be gone
             return "expired"
         _requeue_rows(cur, [row])
-    cancelling.clear(get_redis(), [row["id"]])  # asked to run again: it runs
+    cancelling.clear(get_redis(), [str(row["id"])])  # asked to run again: it runs
     _publish_again([row])
     return "requeued"
 
 
 def requeue(
     failed: bool, stuck_seconds: int | None, batch_id=None, dry_run: bool = False, include_refused: bool = False
-) -> list[dict]:
+) -> list[TaskRow]:
     """Send failed and/or stuck tasks back to the queue; each batch touched is finalized again."""
     with db.transaction() as cur:
         rows = reads.requeue_candidates(cur, failed, stuck_seconds, batch_id, include_refused)
@@ -96,7 +98,7 @@ def wait_for_orphaned_runs(wait_s: float, notify=print) -> set[str]:
         time.sleep(2)
 
 
-def requeue_storage_failures() -> list[dict]:
+def requeue_storage_failures() -> list[TaskRow]:
     """Images that failed because storage was away go back on the queue once it can be written."""
     with db.transaction() as cur:
         rows = reads.storage_failures(cur, STORAGE_REQUEUES)
@@ -137,8 +139,8 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
 
 
 def confirmed_lost(
-    lost: list[dict], unlisted: list[dict], settle_s: float, notify=print
-) -> tuple[list[dict], list[dict]]:
+    lost: list[TaskRow], unlisted: list[dict], settle_s: float, notify=print
+) -> tuple[list[TaskRow], list[dict]]:
     """Of what looked lost, what still does a moment later: a message a worker is taking is off the
     queue and not yet in `unacked` for a few milliseconds (kombu pops it, then records it), and a
     task may finish between the two reads. Republishing either would run the image twice, and a
@@ -180,11 +182,11 @@ def _await_new_beats(client, before: dict[str, float], timeout: float) -> dict[s
         time.sleep(0.1)
 
 
-def _restart(lost: list[dict], orphans: list[dict], unfinalized: list[dict], undispatched: list[dict]) -> None:
+def _restart(lost: list[TaskRow], orphans: list[dict], unfinalized: list[BatchRow], undispatched: list[dict]) -> None:
     dispatch.republish(lost, dispatch.chunk_done)
     for chunk in orphans:
         dispatch.chunk_done(str(chunk["batch_id"]), chunk["idx"]).apply_async()
     for batch in unfinalized:
         dispatch.finalize_batch(str(batch["id"])).apply_async()
-    for batch in undispatched:
-        batch_lifecycle.dispatch_next(str(batch["id"]))
+    for waiting in undispatched:
+        batch_lifecycle.dispatch_next(str(waiting["id"]))

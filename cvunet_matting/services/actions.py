@@ -7,50 +7,54 @@ from cvunet_matting.accounts import quotas
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.cleanup import deleting
 from cvunet_matting.config import Settings
-from cvunet_matting.errors import InputError
+from cvunet_matting.db.rows import TaskRow
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.pipeline import cancelling
 from cvunet_matting.recovery.requeue import retry_task
+from cvunet_matting.states import FailureCode, TaskState
 from cvunet_matting.storage.files import Storage
 from cvunet_matting.storage.redis_client import get_redis
 
 from .lookup import batch_for, task_for
 
 
-def check_retry(actor: Actor, row: dict, force: bool) -> None:
+def check_retry(actor: Actor, row: TaskRow, force: bool) -> None:
     """Refuse a retry that cannot help: an expired task, an input that crashed the worker up to the cap
     (unless an admin forces it: each retry would cost as many crashes again), a file refused on arrival
     (nothing was stored), an input refused for what it is (unless forced: a limit may have been raised)."""
     if row.get("expired_at"):
-        raise InputError("this task expired: retention removed its files, its input too", code="expired_task")
-    if row["state"] != "failure":
+        raise InputError("this task expired: retention removed its files, its input too", code=ErrorCode.EXPIRED_TASK)
+    if row["state"] != TaskState.FAILURE:
         return
-    if row.get("error_code") == "crashed" and not (force and actor.is_admin):
+    if row.get("error_code") == FailureCode.CRASHED and not (force and actor.is_admin):
         raise InputError(
             "this input crashed the worker process too many times; only an admin can force a retry",
-            code="poison_input",
+            code=ErrorCode.POISON_INPUT,
         )
     if not row["input_key"]:
         raise InputError(
-            "nothing was stored for this file (it was refused on arrival): send it again", code="refused_input"
+            "nothing was stored for this file (it was refused on arrival): send it again", code=ErrorCode.REFUSED_INPUT
         )
-    if row.get("error_code") == "refused" and not force:
+    if row.get("error_code") == FailureCode.REFUSED and not force:
         raise InputError(
             f"this input was refused for what it is ({row.get('error')}): it would fail the same way; submit a"
             " fixed file, or force a retry if a limit has been raised since",
-            code="refused_input",
+            code=ErrorCode.REFUSED_INPUT,
         )
 
 
-def retry(actor: Actor, task_id: str, force: bool = False) -> dict:
+def retry(actor: Actor, task_id: str, force: bool = False) -> TaskRow:
     """Requeue the actor's failed task under its own id; returns its row as it was."""
     row = task_for(actor, task_id)
     check_retry(actor, row, force)
     quotas.precheck(actor, 1, new=False)
     outcome = retry_task(row["id"])
     if outcome == "expired":
-        raise InputError("this task expired or was deleted meanwhile: its files are gone", code="expired_task")
+        raise InputError("this task expired or was deleted meanwhile: its files are gone", code=ErrorCode.EXPIRED_TASK)
     if outcome != "requeued":
-        raise InputError(f"task {task_id} is {row['state']}: only failed tasks can be retried", code="not_failed")
+        raise InputError(
+            f"task {task_id} is {row['state']}: only failed tasks can be retried", code=ErrorCode.NOT_FAILED
+        )
     return row
 
 
@@ -59,7 +63,8 @@ def cancel_task(actor: Actor, task_id: str) -> dict:
     row = task_for(actor, task_id)
     if not cancelling.cancel(get_redis(), task_id=row["id"]):
         raise InputError(
-            f"task {task_id} is {row['state']}: only work no worker has started can be cancelled", code="not_pending"
+            f"task {task_id} is {row['state']}: only work no worker has started can be cancelled",
+            code=ErrorCode.NOT_PENDING,
         )
     return {"task_id": str(row["id"]), "cancelled": 1}
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from cvunet_matting import db
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.db import reads
+from cvunet_matting.db.rows import BatchCounts, BatchRow, TaskRow
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
-class Page:
+class Page(Generic[Row]):
     """One page of a listing: its rows, how many there are in all, and where the page starts."""
 
-    rows: list[dict]
+    rows: list[Row]
     total: int
     offset: int
     limit: int
@@ -24,7 +28,7 @@ class Page:
         return max(-(-self.total // self.limit), 1) if self.limit else 1
 
 
-def tasks(actor: Actor, state: str | None, offset: int, limit: int) -> Page:
+def tasks(actor: Actor, state: str | None, offset: int, limit: int) -> Page[TaskRow]:
     """The actor's tasks in `state` (None: any), with their owners' names."""
     with db.transaction() as cur:
         rows, total = reads.task_listing(cur, actor.listing_owner, state, offset, limit)
@@ -35,11 +39,11 @@ def tasks(actor: Actor, state: str | None, offset: int, limit: int) -> Page:
 class ListedBatch:
     """A batch as a listing shows it: its row and its images counted by state."""
 
-    batch: dict
-    counts: dict
+    batch: BatchRow
+    counts: BatchCounts
 
 
-def batches(actor: Actor, offset: int, limit: int) -> Page:
+def batches(actor: Actor, offset: int, limit: int) -> Page[ListedBatch]:
     """The actor's batches (rows: ListedBatch), with their progress and owners' names."""
     with db.transaction() as cur:
         rows, total = reads.batch_listing(cur, actor.listing_owner, offset, limit)

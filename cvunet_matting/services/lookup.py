@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from cvunet_matting import db
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.db import reads
-from cvunet_matting.errors import InputError
+from cvunet_matting.db.rows import BatchCounts, BatchRow, TaskRow
+from cvunet_matting.errors import ErrorCode, InputError
 
 FAILURES_LISTED = 20  # a batch's status names its first failed images, whatever page of items it shows
 
@@ -19,15 +20,15 @@ def parse_id(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise InputError(f"{value!r} is not a valid id (a UUID)", code="bad_id") from None
+        raise InputError(f"{value!r} is not a valid id (a UUID)", code=ErrorCode.BAD_ID) from None
 
 
-def task_for(actor: Actor, task_id: str) -> dict:
+def task_for(actor: Actor, task_id: str) -> TaskRow:
     """The task's row, if the actor may see it."""
     with db.transaction() as cur:
         row = reads.get_task(cur, parse_id(task_id))
     if row is None or row["deleted_at"] or not actor.owns(row):
-        raise InputError(f"no task {task_id}", code="not_found")
+        raise InputError(f"no task {task_id}", code=ErrorCode.NOT_FOUND)
     return row
 
 
@@ -35,9 +36,9 @@ def task_for(actor: Actor, task_id: str) -> dict:
 class BatchView:
     """A batch's row, its images counted by state, and one page of its images."""
 
-    batch: dict
-    counts: dict
-    items: list[dict]
+    batch: BatchRow
+    counts: BatchCounts
+    items: list[TaskRow]
 
     @property
     def finished(self) -> int:
@@ -50,11 +51,11 @@ def batch_for(actor: Actor, batch_id: str, offset: int = 0, limit: int = 0) -> B
     with db.transaction() as cur:
         batch = reads.get_batch(cur, bid)
         if batch is None or batch["deleted_at"] or not actor.owns(batch):
-            raise InputError(f"no batch {batch_id}", code="not_found")
+            raise InputError(f"no batch {batch_id}", code=ErrorCode.NOT_FOUND)
         return BatchView(batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit))
 
 
-def batch_failures(view: BatchView) -> list[dict]:
+def batch_failures(view: BatchView) -> list[TaskRow]:
     """The batch's first failed images, in submission order (none read when nothing failed)."""
     if not view.counts["failure"]:
         return []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.config import Settings
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.pipeline import submission
 from cvunet_matting.pipeline.submission import Item
@@ -26,7 +26,7 @@ def submit_batch(
     """The new batch's id; `refused` (filename, code, message) uploads join it as failed images.
     A batch with no image accepted is refused whole, naming every refusal."""
     if not items and not refused:
-        raise InputError("send the images as multipart form fields named 'files'", code="no_file")
+        raise InputError("send the images as multipart form fields named 'files'", code=ErrorCode.NO_FILE)
     if not items:
         first = refused[0]
         raise InputError(f"no file was accepted: {first['message']}", code=first["code"], refused=refused)
@@ -36,7 +36,7 @@ def submit_batch(
 def check_may_submit_folders(actor: Actor) -> None:
     """Folders on the server are the operator's bulk path: admins only."""
     if not actor.is_admin:
-        raise InputError("only admins may submit server-side folders", code="forbidden")
+        raise InputError("only admins may submit server-side folders", code=ErrorCode.FORBIDDEN)
 
 
 def submit_folder(actor: Actor, folder: str, options: OutputOptions, settings: Settings) -> str:
@@ -47,4 +47,4 @@ def submit_folder(actor: Actor, folder: str, options: OutputOptions, settings: S
     try:
         return submission.submit_folder(str(path), options, settings=settings, owner=actor)
     except (OSError, ValueError):  # too long a name, unencodable characters...
-        raise InputError("the folder cannot be read", code="not_found") from None
+        raise InputError("the folder cannot be read", code=ErrorCode.NOT_FOUND) from None

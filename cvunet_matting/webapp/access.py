@@ -116,8 +116,8 @@ def init_app(app: Flask, settings: Settings) -> AuthConfig:
     cfg = auth_config(settings)
     app.extensions["cvunet.auth"] = cfg
     # Traefik, the one hop in front, says whether it was HTTPS and who asked (sign-in limits count
-    # wrong passwords per client address).
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)
+    # wrong passwords per client address). Wrapping wsgi_app is Flask's documented way to add middleware.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)  # type: ignore[method-assign]
     app.session_interface = SessionCookies()
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=cfg.session_hours)
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False  # a session ends session_hours after sign-in

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.storage.files import alpha_path, write_atomic
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def alpha_png(path: Path) -> bytes:
     """Decode the stored RGBA result and encode its alpha channel alone (an 8-bit grey PNG)."""
     pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
-        raise InputError("the stored result has no alpha channel", code="not_found")
+        raise InputError("the stored result has no alpha channel", code=ErrorCode.NOT_FOUND)
     _, buffer = cv2.imencode(".png", pixels[..., 3])  # an 8-bit grey PNG always encodes
     return buffer.tobytes()
 
@@ -78,7 +78,7 @@ class Derivations:
         try:
             data = alpha_png(result)
         except FileNotFoundError:  # retention removed it since the row was read
-            raise InputError("the file is no longer in storage", code="not_found") from None
+            raise InputError("the file is no longer in storage", code=ErrorCode.NOT_FOUND) from None
         try:
             write_atomic(stored, data, temp_prefix=TEMP_PREFIX)  # concurrent first requests: the last rename wins
         except OSError as exc:
@@ -88,5 +88,5 @@ class Derivations:
             # Retention removed the result (and looked for the matte) while it was derived: a matte
             # left now would never be removed. Retention unlinks the result first, so one of us sees it.
             stored.unlink(missing_ok=True)
-            raise InputError("the file is no longer in storage", code="not_found")
+            raise InputError("the file is no longer in storage", code=ErrorCode.NOT_FOUND)
         return stored

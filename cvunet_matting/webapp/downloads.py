@@ -14,9 +14,11 @@ from pathlib import Path
 
 from flask import current_app, send_file
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.db.rows import BatchRow, TaskRow
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.imaging import input_media_type, sniff_extension
+from cvunet_matting.states import BatchState, TaskState
 from cvunet_matting.storage.files import Storage
 from cvunet_matting.storage.naming import safe_stem
 
@@ -31,34 +33,36 @@ def stored(relative: str) -> Path:
     """A stored file, only ever reached through Storage.resolve (which refuses escapes)."""
     path = Storage(settings().data_dir).resolve(relative)
     if not path.is_file():
-        raise InputError("the file is no longer in storage", code="not_found")
+        raise InputError("the file is no longer in storage", code=ErrorCode.NOT_FOUND)
     return path
 
 
-def expired(what: str, row: dict, whose: str = "task"):
+def expired(what: str, row: TaskRow | BatchRow, whose: str = "task"):
     """410, not 404: the file existed and will not come back, so a client should stop asking."""
     days = settings().retention_days
     after = f"after {days} days" if days > 0 else "after the retention period"
     message = f"this {what} was removed {after} (retention); the {whose}'s record is kept"
-    return error_json("expired", message, 410, expired_at=iso(row["expired_at"]))
+    return error_json(ErrorCode.EXPIRED, message, 410, expired_at=iso(row["expired_at"]))
 
 
-def not_ready(what: str, row: dict):
-    if row["state"] == "failure":
-        return error_json("failed", f"the task failed: {public_error(row)}", 404, state=row["state"])
-    return ask_again_later(error_json("not_ready", f"the {what} is not ready yet", 404, state=row["state"]), row)
+def not_ready(what: str, row: TaskRow):
+    if row["state"] == TaskState.FAILURE:
+        return error_json(ErrorCode.FAILED, f"the task failed: {public_error(row)}", 404, state=row["state"])
+    return ask_again_later(
+        error_json(ErrorCode.NOT_READY, f"the {what} is not ready yet", 404, state=row["state"]), row
+    )
 
 
-def ask_again_later(answer: tuple, row: dict) -> tuple:
+def ask_again_later(answer: tuple, row: TaskRow | BatchRow) -> tuple:
     """Unfinished work's 404 with the same Retry-After its status would give."""
     seconds = polling.retry_after(row, current_app.extensions["cvunet.pace"])
     return (*answer, {"Retry-After": polling.header(seconds)})
 
 
-def result(row: dict, attachment: bool):
+def result(row: TaskRow, attachment: bool):
     if row.get("expired_at"):
         return expired("result", row)
-    if row["state"] != "success":
+    if row["state"] != TaskState.SUCCESS:
         return not_ready("result", row)
     path = stored(row["output_path"])
     mimetype = OutputOptions.from_dict(row["options"]).mimetype
@@ -67,14 +71,14 @@ def result(row: dict, attachment: bool):
     return send_file(path, mimetype=mimetype, as_attachment=attachment, download_name=name)
 
 
-def matte(row: dict, attachment: bool):
+def matte(row: TaskRow, attachment: bool):
     """The alpha matte as a grey PNG, taken from the stored cut-out (flattened outputs have none)."""
     if row.get("expired_at"):
         return expired("alpha matte", row)
-    if row["state"] != "success":
+    if row["state"] != TaskState.SUCCESS:
         return not_ready("alpha matte", row)
     if not has_alpha(row):
-        raise InputError("this result was flattened on a colour: it has no alpha channel", code="not_found")
+        raise InputError("this result was flattened on a colour: it has no alpha channel", code=ErrorCode.NOT_FOUND)
     path = stored(row["output_path"])
     name = f"{safe_stem(path.name)}-alpha.png"
     if OutputOptions.from_dict(row["options"]).alpha_only:  # the result is the matte itself
@@ -83,17 +87,17 @@ def matte(row: dict, attachment: bool):
         matte = current_app.extensions["cvunet.alpha"].matte(path)
     except Busy as busy:
         message = "too many alpha mattes are being prepared at once; try again shortly"
-        return (*error_json("busy", message, 503), {"Retry-After": str(busy.retry_after)})
+        return (*error_json(ErrorCode.BUSY, message, 503), {"Retry-After": str(busy.retry_after)})
     body = BytesIO(matte) if isinstance(matte, bytes) else matte  # bytes: it could not be stored, this once
     return send_file(body, mimetype="image/png", as_attachment=attachment, download_name=name)
 
 
-def original(row: dict, attachment: bool):
+def original(row: TaskRow, attachment: bool):
     """The upload as stored, its type sniffed from its first bytes (never the client's file name)."""
     if row.get("expired_at"):
         return expired("upload", row)
     if not row["input_key"]:
-        raise InputError("nothing was stored for this file: it was refused on arrival", code="not_found")
+        raise InputError("nothing was stored for this file: it was refused on arrival", code=ErrorCode.NOT_FOUND)
     storage = Storage(settings().data_dir)
     path = stored(storage.relative(storage.input_path(row["input_key"])))
     with path.open("rb") as fh:
@@ -102,14 +106,16 @@ def original(row: dict, attachment: bool):
     return send_file(path, mimetype=input_media_type(extension), as_attachment=attachment, download_name=name)
 
 
-def batch_zip(batch: dict):
+def batch_zip(batch: BatchRow):
     if batch.get("expired_at"):
         return expired("ZIP", batch, "batch")
-    if batch["state"] != "done":
+    if batch["state"] != BatchState.DONE:
         return ask_again_later(
-            error_json("not_ready", "the batch is not finished yet", 404, state=batch["state"]), batch
+            error_json(ErrorCode.NOT_READY, "the batch is not finished yet", 404, state=batch["state"]), batch
         )
     if not batch["zip_path"]:
-        return error_json("no_zip", "the batch has no ZIP: it could not be written (the details were logged)", 404)
+        return error_json(
+            ErrorCode.NO_ZIP, "the batch has no ZIP: it could not be written (the details were logged)", 404
+        )
     path = stored(batch["zip_path"])
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)

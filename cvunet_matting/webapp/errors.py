@@ -16,7 +16,7 @@ import redis
 from flask import Flask, abort, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 
 from .support import settings
 
@@ -26,36 +26,44 @@ log = logging.getLogger(__name__)
 # Any code not listed is a plain 400.
 ERROR_STATUSES = {
     400: ("Bad input: the `code` says what (bad_id, bad_option, no_file, empty, unknown_field...)", ()),
-    401: ("No valid API key was sent (`Authorization: Bearer <key>`)", ("unauthorized",)),
+    401: ("No valid API key was sent (`Authorization: Bearer <key>`)", (ErrorCode.UNAUTHORIZED,)),
     403: (
         "Admins only (code `forbidden`), or the folder lies outside the allowed roots (`forbidden_path`); in"
         " single-user mode, a Host it does not answer to (`unknown_host`) or a change asked by another site's"
         " page (`cross_site`)",
-        ("forbidden", "forbidden_path", "unknown_host", "cross_site"),
+        (ErrorCode.FORBIDDEN, ErrorCode.FORBIDDEN_PATH, ErrorCode.UNKNOWN_HOST, ErrorCode.CROSS_SITE),
     ),
     404: (
         "Unknown id, or the file is not ready (code `not_ready`) or the task failed (code `failed`)",
-        ("not_found", "not_ready"),
+        (ErrorCode.NOT_FOUND, ErrorCode.NOT_READY),
     ),
     409: (
         "Only failed, unexpired tasks can be retried (`expired_task`), an input that crashed the worker only by"
         " an admin (`poison_input`), and an input refused for what it is only with force=1 (`refused_input`);"
         " only a task no worker has started can be cancelled (`not_pending`); only finished work can be deleted"
         " (`not_finished`), and an image of a batch only with its batch (`in_batch`)",
-        ("not_failed", "poison_input", "expired_task", "refused_input", "not_pending", "not_finished", "in_batch"),
+        (
+            ErrorCode.NOT_FAILED,
+            ErrorCode.POISON_INPUT,
+            ErrorCode.EXPIRED_TASK,
+            ErrorCode.REFUSED_INPUT,
+            ErrorCode.NOT_PENDING,
+            ErrorCode.NOT_FINISHED,
+            ErrorCode.IN_BATCH,
+        ),
     ),
-    410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", ("expired",)),
-    413: ("The upload is over the size limit, or has too many parts (code `too_large`)", ("too_large",)),
+    410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", (ErrorCode.EXPIRED,)),
+    413: ("The upload is over the size limit, or has too many parts (code `too_large`)", (ErrorCode.TOO_LARGE,)),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
-        ("svg", "not_an_image", "unsupported_format"),
+        (ErrorCode.SVG, ErrorCode.NOT_AN_IMAGE, ErrorCode.UNSUPPORTED_FORMAT),
     ),
     422: (
         "More files at once (refused ones included) than a quota of this account ever allows (code"
         " `batch_too_large`): split them",
-        ("batch_too_large",),
+        (ErrorCode.BATCH_TOO_LARGE,),
     ),
-    429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", ("quota_exceeded",)),
+    429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", (ErrorCode.QUOTA_EXCEEDED,)),
     503: (
         "Redis or PostgreSQL cannot be reached, or the data volume is full or read-only (code"
         " `storage_unavailable`, with Retry-After), or (an alpha matte's first download) this web process is"
@@ -63,11 +71,11 @@ ERROR_STATUSES = {
         (),
     ),
 }
-_STATUS_BY_CODE = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
+_STATUS_BY_CODE: dict[str, int] = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
 UNAVAILABLE = (kombu.exceptions.OperationalError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-def status_for(code: str) -> int:
+def status_for(code: ErrorCode) -> int:
     """The HTTP status an InputError code is sent with."""
     return _STATUS_BY_CODE.get(code, 400)
 
@@ -92,7 +100,7 @@ def _error_page(status: int, title: str, message: str):
 
 
 # On a page, an id that names nothing the visitor may see, or is no id at all, is a page that does not exist.
-PAGE_NOT_FOUND = {"not_found", "bad_id"}
+PAGE_NOT_FOUND = {ErrorCode.NOT_FOUND, ErrorCode.BAD_ID}
 
 
 def _input_error(exc: InputError):
@@ -118,7 +126,7 @@ def _too_large(json: bool):
         )
     else:
         message = f"the upload is larger than the {settings().max_upload_mb} MB limit"
-    return error_json("too_large", message, 413) if json else _error_page(413, "Too large", message)
+    return error_json(ErrorCode.TOO_LARGE, message, 413) if json else _error_page(413, "Too large", message)
 
 
 def edge_refusal(status: int):
@@ -155,14 +163,14 @@ STORAGE_RETRY_S = 60
 
 
 def _storage(exc: OSError):
-    state = STORAGE_ERRNOS.get(exc.errno)
+    state = STORAGE_ERRNOS.get(exc.errno or 0)
     if state is None:
         return _unexpected(exc)
     log.warning("storage %s on %s %s: %s", state, request.method, request.path, exc)  # no traceback: ops know
     message = f"the service's storage is {state}: nothing was kept of this request; try again later"
     headers = {"Retry-After": str(STORAGE_RETRY_S)}
     if wants_json():
-        response, status = error_json("storage_unavailable", message, 503)
+        response, status = error_json(ErrorCode.STORAGE_UNAVAILABLE, message, 503)
         return response, status, headers
     return render_template("error.html", status=503, title="Unavailable", message=message), 503, headers
 

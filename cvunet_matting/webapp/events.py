@@ -14,18 +14,26 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Response, stream_with_context
 
 from cvunet_matting.services.lookup import batch_for, task_for
+from cvunet_matting.states import BatchState
 
 from . import replies, waiting
 from .presenters import task_json
 
 RECONNECT_MS = 1000
+Value = TypeVar("Value")
 
 
-def stream(ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict], bool], present) -> Response:
+def stream(
+    ids: tuple[str, ...],
+    read: Callable[[], Value],
+    final: Callable[[Value], bool],
+    present: Callable[[Value], dict[str, Any]],
+) -> Response:
     changes = waiting.changes(replies.hub(), ids, read, final, waiting.MAX_WAIT_S)
     first = next(changes)  # takes the slot (429 when none is free) and reads (404) before the stream starts
 
@@ -47,4 +55,4 @@ def task_stream(task_id: str) -> Response:
 def batch_stream(batch_id: str) -> Response:
     batch = batch_for(replies.actor(), batch_id).batch  # an unknown id is a 404 before any slot is taken
     read = replies.batch_summary_reader(batch_id, replies.actor())
-    return stream((str(batch["id"]),), read, lambda b: b["state"] == "done", lambda b: b)
+    return stream((str(batch["id"]),), read, lambda b: b["state"] == BatchState.DONE, lambda b: b)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import EDGE_KEYS, EDGE_NUMBERS, EDGE_SWITCHES, OutputOptions
 from cvunet_matting.image.imaging import probe
 from cvunet_matting.pipeline import submission
@@ -21,19 +21,19 @@ def parse_options(values, form: bool = True) -> OutputOptions:
     """Output options from form fields (strings) or a JSON object (flags booleans, numbers integers)."""
     values = {} if values is None else values
     if not hasattr(values, "get"):
-        raise InputError("options must be an object", code="bad_option")
+        raise InputError("options must be an object", code=ErrorCode.BAD_OPTION)
     fmt, color, alpha = values.get("format"), values.get("bg_color"), values.get("alpha_only", False)
     alpha_types = str if form else bool
     if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, alpha_types | bool):
-        raise InputError("format and bg_color must be strings, alpha_only a boolean", code="bad_option")
+        raise InputError("format and bg_color must be strings, alpha_only a boolean", code=ErrorCode.BAD_OPTION)
     edges = {name: values.get(name) for name in EDGE_KEYS}
     if form and not all(v is None or isinstance(v, str) for v in edges.values()):
-        raise InputError("form fields are strings", code="bad_option")
+        raise InputError("form fields are strings", code=ErrorCode.BAD_OPTION)
     if not form:
         flags_ok = all(isinstance(edges[n], bool | None) for n in EDGE_SWITCHES)
         numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in EDGE_NUMBERS)
         if not (flags_ok and numbers_ok):
-            raise InputError("refine and decontaminate are booleans, the others integers", code="bad_option")
+            raise InputError("refine and decontaminate are booleans, the others integers", code=ErrorCode.BAD_OPTION)
     return OutputOptions.parse(fmt, color, alpha, **edges)
 
 
@@ -50,10 +50,12 @@ def check_api_fields(form, files, file_field: str, one_file: bool) -> None:
         raise InputError(
             f"unknown form field(s) {named}: the image goes in {file_field!r}, the options"
             f" are {', '.join(OPTION_FIELDS)}",
-            code="unknown_field",
+            code=ErrorCode.UNKNOWN_FIELD,
         )
     if one_file and len(files.getlist(file_field)) > 1:
-        raise InputError("one image per request here: send several to /api/v1/batches as 'files'", code="one_file")
+        raise InputError(
+            "one image per request here: send several to /api/v1/batches as 'files'", code=ErrorCode.ONE_FILE
+        )
 
 
 def check_json_fields(body: dict, options) -> None:
@@ -65,7 +67,7 @@ def check_json_fields(body: dict, options) -> None:
         raise InputError(
             f'unknown field(s) {", ".join(map(repr, unknown))}: send {{"folder": ..., "options": {{...}}}} with'
             f" options among {', '.join(OPTION_FIELDS)}",
-            code="unknown_field",
+            code=ErrorCode.UNKNOWN_FIELD,
         )
 
 
@@ -73,9 +75,9 @@ def check_filename(name: str | None) -> str:
     """An upload's name as sent, refused (400) when it holds control characters or is absurdly long."""
     name = name or "image"
     if len(name) > MAX_NAME_CHARS:
-        raise InputError(f"a file name is at most {MAX_NAME_CHARS} characters", code="bad_filename")
+        raise InputError(f"a file name is at most {MAX_NAME_CHARS} characters", code=ErrorCode.BAD_FILENAME)
     if any(unicodedata.category(c) in {"Cc", "Cs"} for c in name):
-        raise InputError("a file name must not contain control characters (such as NUL)", code="bad_filename")
+        raise InputError("a file name must not contain control characters (such as NUL)", code=ErrorCode.BAD_FILENAME)
     return name
 
 
@@ -83,7 +85,7 @@ def one_upload(files) -> submission.Item:
     """The image sent as the form field 'file', read whole (its name checked, never used as a path)."""
     upload = files.get("file")
     if upload is None:
-        raise InputError("send the image as the multipart form field 'file'", code="no_file")
+        raise InputError("send the image as the multipart form field 'file'", code=ErrorCode.NO_FILE)
     return submission.Item(check_filename(upload.filename), upload.read())
 
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg2
 
 from cvunet_matting import db
 from cvunet_matting.db import reads
+from cvunet_matting.states import TaskState
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def poll_after(state: str, ahead: int, running_for: float, pace: Pace | None) ->
     """Seconds to wait before the next status request: half the expected remaining time, clamped."""
     if pace is None:
         return UNKNOWN_S
-    if state == "started":
+    if state == TaskState.STARTED:
         # Past the usual time the estimate is wrong (a bigger image, a slower worker): back off with
         # the time it has run, instead of asking MIN_S apart until it ends.
         remaining = max(pace.seconds_per_task - running_for, running_for / 2)
@@ -74,13 +76,13 @@ class PaceCache:
         return value
 
 
-def retry_after(row: dict, cache: PaceCache) -> float:
+def retry_after(row: Mapping[str, Any], cache: PaceCache) -> float:
     """The hint for an unfinished task row (or a batch's, as of its creation); UNKNOWN_S when the
     database cannot tell."""
     try:
         with db.transaction() as cur:
             pace = cache.get(cur)
-            waiting = pace is not None and row["state"] != "started"
+            waiting = pace is not None and row["state"] != TaskState.STARTED
             ahead = reads.waiting_ahead(cur, row["created_at"]) if waiting else 0
     except psycopg2.Error as exc:
         log.warning("poll hint falls back to %g s: %s", UNKNOWN_S, exc)

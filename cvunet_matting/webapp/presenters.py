@@ -7,9 +7,14 @@ A row past retention (`expired_at` set) keeps its state but offers no file links
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from flask import request, url_for
 
+from cvunet_matting.db.rows import BatchCounts, BatchRow, TaskRow
 from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.states import BatchState, FailureCode, TaskState
 
 
 def links() -> str:
@@ -21,7 +26,7 @@ def iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def has_alpha(row: dict) -> bool:
+def has_alpha(row: TaskRow) -> bool:
     """Whether the task's result keeps an alpha channel (a matte, or a cut-out not flattened on colour)."""
     options = OutputOptions.from_dict(row["options"])
     return options.alpha_only or (options.bg_color is None and options.format in {"png", "webp"})
@@ -29,29 +34,30 @@ def has_alpha(row: dict) -> bool:
 
 # What clients are told of a failure by its kind; refusals, crashes and timeouts keep their own
 # reason (it speaks of the input), the rest may name server paths or internals: those stay in logs.
-PUBLIC_REASONS = {
-    "storage": "the shared storage could not be read or written; try again later",
-    "internal": "internal error on the worker; the details were logged",
+PUBLIC_REASONS: dict[str, str] = {
+    FailureCode.STORAGE: "the shared storage could not be read or written; try again later",
+    FailureCode.INTERNAL: "internal error on the worker; the details were logged",
 }
-OWN_REASONS = {"refused", "crashed", "timeout"}
+UNKNOWN_REASON = "the image could not be processed; the details were logged"
+OWN_REASONS = {FailureCode.REFUSED, FailureCode.CRASHED, FailureCode.TIMEOUT}
 
 
-def public_error(row: dict) -> str | None:
+def public_error(row: TaskRow) -> str | None:
     """A failure's short reason as clients may see it."""
     error, code = row.get("error"), row.get("error_code")
     if error is None or code in OWN_REASONS:
         return error
-    if code is None and not error.startswith("internal error"):
-        return error  # rows from before error codes
-    return PUBLIC_REASONS.get(code, "the image could not be processed; the details were logged")
+    if code is None:  # rows from before error codes
+        return UNKNOWN_REASON if error.startswith("internal error") else error
+    return PUBLIC_REASONS.get(code, UNKNOWN_REASON)
 
 
-def expiry(row: dict) -> dict:
+def expiry(row: TaskRow | BatchRow) -> dict[str, Any]:
     """Whether retention removed the row's files, and when."""
     return {"expired": row.get("expired_at") is not None, "expired_at": iso(row.get("expired_at"))}
 
 
-def item_json(row: dict) -> dict:
+def item_json(row: TaskRow) -> dict[str, Any]:
     """A task as a batch lists it: its state and the links that exist in that state."""
     tid, routes = str(row["id"]), links()
     item = {
@@ -68,14 +74,14 @@ def item_json(row: dict) -> dict:
         return item
     if row.get("input_key"):  # none for a file refused on arrival: nothing was stored
         item["input_url"] = url_for(f"{routes}.task_input", task_id=tid)
-    if row["state"] == "success":
+    if row["state"] == TaskState.SUCCESS:
         item["result_url"] = url_for(f"{routes}.task_result", task_id=tid)
         if has_alpha(row):
             item["alpha_url"] = url_for(f"{routes}.task_alpha", task_id=tid)
     return item
 
 
-def task_json(row: dict) -> dict:
+def task_json(row: TaskRow) -> dict[str, Any]:
     return {
         **item_json(row),
         "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
@@ -87,11 +93,11 @@ def task_json(row: dict) -> dict:
     }
 
 
-def failure_json(row: dict) -> dict:
+def failure_json(row: TaskRow) -> dict[str, Any]:
     return {"task_id": str(row["id"]), "filename": row["filename"], "error": public_error(row)}
 
 
-def listed_batch_json(batch: dict, counts: dict) -> dict:
+def listed_batch_json(batch: BatchRow, counts: BatchCounts) -> dict[str, Any]:
     """A batch as a listing shows it: its progress and links, without its items."""
     payload = batch_json(batch, counts, [], 0)
     for detail in ("items", "items_offset", "failures"):
@@ -99,7 +105,9 @@ def listed_batch_json(batch: dict, counts: dict) -> dict:
     return {**payload, "status_url": url_for(f"{links()}.batch_status", batch_id=payload["batch_id"])}
 
 
-def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int, failures: list[dict] = ()) -> dict:
+def batch_json(
+    batch: BatchRow, counts: BatchCounts, rows: list[TaskRow], offset: int, failures: Sequence[TaskRow] = ()
+) -> dict[str, Any]:
     """A batch's progress and one page of its items (from `offset`); zip_url once its ZIP exists
     (until it expires); the first of its failed images by name, whatever the page."""
     bid = str(batch["id"])
@@ -120,6 +128,6 @@ def batch_json(batch: dict, counts: dict, rows: list[dict], offset: int, failure
         "items": [item_json(r) for r in rows],
         "failures": [failure_json(r) for r in failures],
     }
-    if batch["state"] == "done" and batch["zip_path"] and not payload["expired"]:
+    if batch["state"] == BatchState.DONE and batch["zip_path"] and not payload["expired"]:
         payload["zip_url"] = url_for(f"{links()}.batch_zip", batch_id=bid)
     return payload

@@ -10,15 +10,17 @@ its matting throughput).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flask import current_app, g, jsonify, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from cvunet_matting.accounts.users import Actor
+from cvunet_matting.db.rows import TaskRow
 from cvunet_matting.services import listings
 from cvunet_matting.services.lookup import BatchView, batch_failures, batch_for, parse_id, task_for
-from cvunet_matting.states import FINAL_TASK_STATES
+from cvunet_matting.states import FINAL_TASK_STATES, BatchState, TaskState
 
 from . import downloads, polling, waiting
 from .presenters import batch_json, links, listed_batch_json, task_json
@@ -33,7 +35,7 @@ def hub() -> waiting.Hub:
     return current_app.extensions["cvunet.waits"]
 
 
-def hint_for(row: dict) -> float:
+def hint_for(row: Mapping[str, Any]) -> float:
     """Seconds until an unfinished task (or a batch, from its row) is worth asking about again."""
     return polling.retry_after(row, current_app.extensions["cvunet.pace"])
 
@@ -45,7 +47,7 @@ def with_hint(payload: dict, seconds: float, status_url: str) -> tuple[dict, dic
     return body, {"Retry-After": polling.header(seconds)}
 
 
-def accepted(payload: dict, location: str, row: dict | None = None):
+def accepted(payload: dict, location: str, row: Mapping[str, Any] | None = None):
     """202 for new work; the hint from the queue ahead of `row` (a task's or a batch's)."""
     seconds = hint_for(row) if row else polling.UNKNOWN_S
     body, headers = with_hint({**payload, "status_url": location}, seconds, location)
@@ -59,15 +61,15 @@ def poll_hint(payload: dict, finished: bool, seconds: float = polling.UNKNOWN_S,
     return jsonify(body), 200, headers
 
 
-def task_final(row: dict) -> bool:
+def task_final(row: TaskRow) -> bool:
     return row["state"] in FINAL_TASK_STATES
 
 
-def task_reader(task_id: str, who: Actor) -> Callable[[], dict]:
+def task_reader(task_id: str, who: Actor) -> Callable[[], TaskRow]:
     return lambda: task_for(who, task_id)
 
 
-def held_task(task_id: str, wait: float, seen: str | None = None) -> dict:
+def held_task(task_id: str, wait: float, seen: str | None = None) -> TaskRow:
     """The task's row: at once, or once final (or not `seen`, for the pages), or after `wait` seconds."""
     read = task_reader(task_id, actor())
     row = read()  # a bad or unknown id answers at once, holding no slot
@@ -102,19 +104,20 @@ def batch_accepted(batch_id: str, total: int, refused: list[dict]):
             "view_url": url_for("ui.batch_view", batch_id=batch_id),
         },
         url_for(f"{links()}.batch_status", batch_id=batch_id),
-        {"state": "pending", "created_at": batch["created_at"]},
+        {"state": TaskState.PENDING, "created_at": batch["created_at"]},
     )
 
 
 def folder_accepted(batch_id: str):
-    payload = {"batch_id": batch_id, "state": "listing", "total": None}
+    payload = {"batch_id": batch_id, "state": BatchState.LISTING, "total": None}
     payload["view_url"] = url_for("ui.batch_view", batch_id=batch_id)
     return accepted(payload, url_for(f"{links()}.batch_status", batch_id=batch_id))
 
 
-def retried(row: dict):
+def retried(row: TaskRow):
     task_id = str(row["id"])
-    return accepted({"task_id": task_id, "state": "pending"}, url_for(f"{links()}.task_status", task_id=task_id))
+    location = url_for(f"{links()}.task_status", task_id=task_id)
+    return accepted({"task_id": task_id, "state": TaskState.PENDING}, location)
 
 
 def task_listing(state: str | None, offset: int, limit: int):
@@ -137,12 +140,12 @@ def task_status(task_id: str, wait: float = 0.0, seen: str | None = None):
     return poll_hint(task_json(row), finished=False, seconds=hint_for(row))
 
 
-def batch_summary(view: BatchView) -> dict:
+def batch_summary(view: BatchView) -> dict[str, Any]:
     """A batch's status without items (counts, state, failed images), as its events send it."""
     return batch_json(view.batch, view.counts, [], 0, batch_failures(view))
 
 
-def batch_summary_reader(batch_id: str, who: Actor) -> Callable[[], dict]:
+def batch_summary_reader(batch_id: str, who: Actor) -> Callable[[], dict[str, Any]]:
     return lambda: batch_summary(batch_for(who, batch_id))
 
 
@@ -155,7 +158,7 @@ def hold_batch(batch_id: str, wait: float, seen: int | None) -> None:
         return batch_for(who, batch_id)
 
     def stop(view: BatchView) -> bool:
-        return view.batch["state"] == "done" or (seen is not None and view.finished != seen)
+        return view.batch["state"] == BatchState.DONE or (seen is not None and view.finished != seen)
 
     first = read()  # a bad or unknown id answers at once, holding no slot
     if not stop(first):
@@ -168,9 +171,9 @@ def batch_status(batch_id: str, offset: int, limit: int, wait: float = 0.0, seen
         hold_batch(batch_id, wait, seen)
     view = batch_for(actor(), batch_id, offset, limit)
     payload = batch_json(view.batch, view.counts, view.items, offset, batch_failures(view))
-    if payload["state"] == "done":
+    if payload["state"] == BatchState.DONE:
         return poll_hint(payload, finished=True)
-    seconds = hint_for({"state": "pending", "created_at": view.batch["created_at"]})
+    seconds = hint_for({"state": TaskState.PENDING, "created_at": view.batch["created_at"]})
     return poll_hint(payload, False, seconds, url_for(f"{links()}.batch_status", batch_id=payload["batch_id"]))
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, request
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOCAL_NAMES = frozenset({"localhost"})
@@ -64,7 +64,9 @@ def guard() -> None:
         raise InputError(
             f"this server runs without sign-in (single-user mode) and answers only to its own addresses, not to"
             f" {host_name(request.host)!r}; its operator can add that name to CVUNET_ALLOWED_HOSTS",
-            code="unknown_host",
+            code=ErrorCode.UNKNOWN_HOST,
         )
     if from_elsewhere(request.method, request.headers, request.host):
-        raise InputError("a page of another site asked this server (single-user mode) to act: refused", "cross_site")
+        raise InputError(
+            "a page of another site asked this server (single-user mode) to act: refused", code=ErrorCode.CROSS_SITE
+        )

@@ -31,7 +31,9 @@ def csrf_token() -> str:
 def csrf_valid(given: str | None) -> bool:
     """The token matches this session's, compared in constant time."""
     expected = session.get(CSRF_KEY)
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+    if not (given and expected):
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def security_headers(response):

@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis
 from werkzeug.exceptions import TooManyRequests
@@ -22,6 +23,7 @@ from werkzeug.exceptions import TooManyRequests
 from cvunet_matting.pipeline.notify import PATTERNS, ids_in
 
 log = logging.getLogger(__name__)
+Value = TypeVar("Value")  # what a waiter reads and compares: a row, a batch view
 
 MAX_WAIT_S = 30.0  # the longest a request is held: below every proxy's idle timeout
 RECHECK_S = 5.0  # re-read this often anyway: a task ended by the watchdog publishes nothing
@@ -148,8 +150,8 @@ def close_all() -> None:
 
 
 def changes(
-    hub: Hub, ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict], bool], seconds: float
-) -> Iterator[dict]:
+    hub: Hub, ids: tuple[str, ...], read: Callable[[], Value], final: Callable[[Value], bool], seconds: float
+) -> Iterator[Value]:
     """read() now, then again whenever it changes, until final() or `seconds` have passed.
 
     Woken by an end that the row does not show yet, it re-reads a few times over SETTLE_S."""
@@ -169,9 +171,12 @@ def changes(
                 yield value
 
 
-def hold(hub: Hub, ids: tuple[str, ...], read: Callable[[], dict], final: Callable[[dict], bool], seconds: float):
+def hold(
+    hub: Hub, ids: tuple[str, ...], read: Callable[[], Value], final: Callable[[Value], bool], seconds: float
+) -> Value:
     """The value once final, or as it is after `seconds`."""
-    value = None
-    for value in changes(hub, ids, read, final, seconds):  # noqa: B007 (the last one is the answer)
+    values = changes(hub, ids, read, final, seconds)
+    value = next(values)
+    for value in values:  # noqa: B007 (the last one is the answer)
         pass
     return value

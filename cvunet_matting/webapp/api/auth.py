@@ -11,6 +11,7 @@ from flask import current_app, g, request
 
 from cvunet_matting.accounts import users as accounts
 from cvunet_matting.accounts.users import Actor
+from cvunet_matting.errors import ErrorCode
 from cvunet_matting.webapp.errors import error_json
 
 from .operations import PUBLIC_ENDPOINTS
@@ -37,7 +38,9 @@ def bearer_actor() -> Actor | None:
 
 
 def unauthorized():
-    response, status = error_json("unauthorized", "a valid 'Authorization: Bearer <API key>' header is required", 401)
+    response, status = error_json(
+        ErrorCode.UNAUTHORIZED, "a valid 'Authorization: Bearer <API key>' header is required", 401
+    )
     response.headers["WWW-Authenticate"] = 'Bearer realm="cvunet-matting"'
     return response, status
 

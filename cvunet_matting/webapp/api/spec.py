@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, request
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.webapp.errors import ERROR_STATUSES
 
 from .schemas import json_response, ref, string
@@ -34,13 +35,14 @@ class NumberQuery:
     kind: type = int
     description: str = ""
 
-    def parse(self, raw: str | None) -> float:
+    def parse(self, raw: str | None) -> Any:
+        """The value as `kind` (an int or a float): 400 `bad_request` outside 0..maximum."""
         if raw is None or (raw == "" and self.kind is float):
             return self.default
         value = self._number(raw)
         if value is None or not 0 <= value <= self.maximum:  # NaN fails this too
             noun, top = ("an integer", self.maximum) if self.kind is int else ("a number", f"{self.maximum:g}")
-            raise InputError(f"{self.name} must be {noun} from 0 to {top}", code="bad_request")
+            raise InputError(f"{self.name} must be {noun} from 0 to {top}", code=ErrorCode.BAD_REQUEST)
         return value
 
     def _number(self, raw: str) -> float | None:
@@ -84,7 +86,7 @@ class ChoiceQuery:
         if raw is None:
             return None
         if raw not in self.choices:
-            raise InputError(f"{self.name} must be one of {', '.join(self.choices)}", code="bad_request")
+            raise InputError(f"{self.name} must be one of {', '.join(self.choices)}", code=ErrorCode.BAD_REQUEST)
         return raw
 
     def openapi(self) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.services import actions, submitting
 from cvunet_matting.webapp import replies
 from cvunet_matting.webapp.inputs import (
@@ -53,9 +53,10 @@ def submit_folder():
     """Operator bulk path (admins only): a server-side folder under one of CVUNET_ALLOWED_ROOTS."""
     submitting.check_may_submit_folders(actor())  # before the body is read: refused whatever it holds
     body = request.get_json(silent=True)
-    folder = body.get("folder") if isinstance(body, dict) else None
+    body = body if isinstance(body, dict) else {}
+    folder = body.get("folder")
     if not isinstance(folder, str) or not folder.strip() or "\x00" in folder:
-        raise InputError('send JSON {"folder": "...", "options": {...}}', code="bad_request")
+        raise InputError('send JSON {"folder": "...", "options": {...}}', code=ErrorCode.BAD_REQUEST)
     check_json_fields(body, body.get("options"))
     options = parse_options(body.get("options"), form=False)
     return replies.folder_accepted(submitting.submit_folder(actor(), folder, options, settings()))

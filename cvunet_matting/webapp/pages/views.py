@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
-from cvunet_matting.errors import InputError
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
 from cvunet_matting.services import actions, listings, submitting
 from cvunet_matting.services.lookup import batch_for, task_for
-from cvunet_matting.states import TASK_STATES
+from cvunet_matting.states import TASK_STATES, TaskState
 from cvunet_matting.webapp.api.docs import operations
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
 from cvunet_matting.webapp.inputs import parse_options, probe_uploads
@@ -38,7 +38,13 @@ def check_csrf():
 
 
 # A task's state in the pages' words: the badges, and the upload card as it follows one image.
-STATE_WORDS = {"pending": "queued", "started": "working", "retry": "retrying", "success": "done", "failure": "failed"}
+STATE_WORDS = {
+    TaskState.PENDING: "queued",
+    TaskState.STARTED: "working",
+    TaskState.RETRY: "retrying",
+    TaskState.SUCCESS: "done",
+    TaskState.FAILURE: "failed",
+}
 
 
 @bp.app_context_processor
@@ -172,7 +178,7 @@ def retry(task_id: str):
         flash("The task was sent back to the queue.", "info")
     except InputError as exc:
         reason = reason_to_flash(exc)
-        flash(reason if exc.code != "not_failed" else "Only failed tasks can be retried.", "error")
+        flash(reason if exc.code != ErrorCode.NOT_FAILED else "Only failed tasks can be retried.", "error")
     return redirect(local_target(request.form.get("next"), url_for("ui.task_view", task_id=task_id)))
 
 
