@@ -54,11 +54,13 @@ test: machine install model
 test-fast: install
 	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser and not compose" $(PYTEST_ARGS)
 
-# ruff, then the import contracts (pyproject.toml, [tool.importlinter]): the layers run one way.
+# ruff, the import contracts (pyproject.toml, [tool.importlinter]: the layers run one way) and the
+# type checker (pyproject.toml, [tool.mypy]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: model
 	$(PYTHON) benchmarks/bench_model.py

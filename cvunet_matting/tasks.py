@@ -6,6 +6,7 @@ import logging
 import os
 import random
 from dataclasses import replace
+from typing import Any
 
 import psycopg2
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
@@ -15,6 +16,7 @@ from .config import get_settings
 from .errors import ImageFailed, InputError
 from .pipeline import batch_lifecycle, cancelling, finish
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
+from .states import FailureCode, TaskState
 from .storage.files import Storage
 from .storage.redis_client import ended_runs, get_redis
 from .worker import image_job, signals
@@ -58,7 +60,7 @@ def matte_image(
         if not finish.claim(get_redis(), app, run.task_id, owner=f"{self.request.hostname}/{os.getpid()}"):
             raise Ignore()
         signals.mirror_end(outcome)
-        if outcome["state"] == "failure" and batch_id is None:
+        if outcome["state"] == TaskState.FAILURE and batch_id is None:
             raise ImageFailed(outcome["error"])
         return outcome
 
@@ -81,13 +83,13 @@ def run_image(
     if cancelled is None:  # Redis could not tell when the run began
         cancelled = cancelling.is_cancelled(get_redis(), run.task_id)
     if cancelled:  # before the input is read or the model touched
-        return failed(base, "cancelled", cancelling.REASON)
+        return failed(base, FailureCode.CANCELLED, cancelling.REASON)
     # Runs that started before this one and never ended: their process died (a crash, out of memory).
     # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash.
     crashes = run.attempts - 1 - ended_runs(run.task_id)
     if crashes >= settings.max_attempts:
         reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
-        return failed(base, "crashed", reason)
+        return failed(base, FailureCode.CRASHED, reason)
     try:
         fields = image_job.process(
             input_key,
@@ -101,7 +103,7 @@ def run_image(
             owner=owner,
         )
     except InputError as exc:
-        return failed(base, "refused", exc.reason)
+        return failed(base, FailureCode.REFUSED, exc.reason)
     except DeviceLost as exc:
         # The model's process died with this image in hand (a crash, perhaps on this very input):
         # this pool process goes too, so Celery requeues the image as it does after any crash, and
@@ -109,25 +111,25 @@ def run_image(
         log.error("task %s: %s; leaving it to be redelivered", task.request.id, exc)
         os._exit(DEVICE_LOST_EXIT)
     except SoftTimeLimitExceeded:
-        return failed(base, "timeout", f"took longer than {settings.task_soft_limit}s")
+        return failed(base, FailureCode.TIMEOUT, f"took longer than {settings.task_soft_limit}s")
     except image_job.TransientError as exc:
         if storage_retry_left(task.request.retries, settings.storage_retry_s):
             delay = storage_backoff(task.request.retries) * random.uniform(0.75, 1.0)
             raise task.retry(exc=exc, countdown=delay) from exc
-        return failed(base, "storage", f"gave up after {settings.storage_retry_s}s of retries: {exc}")
+        return failed(base, FailureCode.STORAGE, f"gave up after {settings.storage_retry_s}s of retries: {exc}")
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
         log.exception("unexpected error on task %s", task.request.id)
-        return failed(base, "internal", f"internal error: {exc!r}")
-    return {**base, **fields, "state": "success"}
+        return failed(base, FailureCode.INTERNAL, f"internal error: {exc!r}")
+    return {**base, **fields, "state": TaskState.SUCCESS}
 
 
-def failed(base: dict, code: str, error: str) -> dict:
+def failed(base: dict, code: FailureCode, error: str) -> dict:
     """A failure, with `code` telling the operator what kind: refused inputs are not worth requeueing."""
-    return {**base, "state": "failure", "error_code": code, "error": error}
+    return {**base, "state": TaskState.FAILURE, "error_code": code, "error": error}
 
 
 # Bookkeeping tasks wait out a PostgreSQL outage instead of stalling the batch.
-DB_RETRY = {
+DB_RETRY: dict[str, Any] = {
     "autoretry_for": (psycopg2.OperationalError, psycopg2.InterfaceError),
     "retry_backoff": 1,
     "retry_backoff_max": 30,

@@ -61,12 +61,12 @@ def model_input(rgb: np.ndarray, manifest: Manifest, uint8: bool = False) -> np.
     """What the model is fed: the manifest's colour order and size, then either normalised float
     (NCHW, batch of one) or, for a graph given a uint8 prefix, the pixels themselves (NHWC)."""
     image = rgb if manifest.color == "RGB" else rgb[:, :, ::-1]
-    if manifest.layout == "NCHW":
+    if manifest.layout == "NCHW" and manifest.size:  # an NCHW manifest has one (Manifest checks it)
         height, width = manifest.size
         image = shrink(image, width, height)
     if uint8:
         return np.ascontiguousarray(image[None] if manifest.layout == "NCHW" else image)
-    tensor = (image.astype(np.float32) - np.float32(manifest.mean)) / np.float32(manifest.std)
+    tensor = (image.astype(np.float32) - np.asarray(manifest.mean, np.float32)) / np.asarray(manifest.std, np.float32)
     if manifest.layout == "NCHW":
         tensor = np.ascontiguousarray(tensor.transpose(2, 0, 1)[None])
     return tensor

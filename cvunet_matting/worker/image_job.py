@@ -13,7 +13,8 @@ import psycopg2
 from cvunet_matting import db
 from cvunet_matting.config import Settings
 from cvunet_matting.db import reads
-from cvunet_matting.errors import InputError
+from cvunet_matting.db.rows import ResultRow
+from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
 from cvunet_matting.model.protocols import Session
@@ -37,7 +38,7 @@ def idem_key(input_key: str, model_version: str, options: OutputOptions, owner: 
     return hashlib.sha256(parts.encode()).hexdigest()
 
 
-def lookup_result(key: str) -> dict | None:
+def lookup_result(key: str) -> ResultRow | None:
     """An earlier identical result, or None (also when Postgres is down: then the model runs)."""
     try:
         with db.autocommit() as cur:  # one round trip: the lookup is on every task's path
@@ -47,7 +48,7 @@ def lookup_result(key: str) -> dict | None:
         return None
 
 
-def reuse(existing: dict, target: Path, storage: Storage) -> bool:
+def reuse(existing: ResultRow, target: Path, storage: Storage) -> bool:
     source = storage.root / existing["output_path"]
     if not source.exists():
         return False
@@ -72,12 +73,12 @@ def output_target(storage: Storage, output_path: str) -> Path:
     root = storage.root.resolve()
     relative = Path(output_path)
     if relative.is_absolute() or ".." in relative.parts or not output_path.strip():
-        raise InputError("the output path lies outside the data root", code="bad_output_path")
+        raise InputError("the output path lies outside the data root", code=ErrorCode.BAD_OUTPUT_PATH)
     target = root / relative
     if not target.resolve().is_relative_to(root):  # a link on the way out of the root
-        raise InputError("the output path lies outside the data root", code="bad_output_path")
+        raise InputError("the output path lies outside the data root", code=ErrorCode.BAD_OUTPUT_PATH)
     if len(target.name.encode()) > MAX_OUTPUT_NAME_BYTES:
-        raise InputError("the output file name is too long", code="bad_output_path")
+        raise InputError("the output file name is too long", code=ErrorCode.BAD_OUTPUT_PATH)
     return target
 
 
@@ -103,7 +104,7 @@ def process(
     try:
         data = storage.read_input(input_key)
     except FileNotFoundError:
-        raise InputError("the stored input is missing from the shared storage", code="missing_input") from None
+        raise InputError("the stored input is missing from the shared storage", code=ErrorCode.MISSING_INPUT) from None
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
     read_s = time.perf_counter() - clock

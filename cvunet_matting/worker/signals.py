@@ -19,6 +19,7 @@ from cvunet_matting.errors import ImageFailed
 from cvunet_matting.pipeline import notify
 from cvunet_matting.pipeline.dispatch import MATTE_IMAGE
 from cvunet_matting.pipeline.mirror import get_mirror, now_iso
+from cvunet_matting.states import FailureCode, TaskState
 
 from . import metrics as worker_metrics
 
@@ -43,7 +44,7 @@ def mirror_start(task_id: str, attempts: int, worker: str | None) -> None:
     get_mirror().record_later(
         {
             "task_id": task_id,
-            "state": "started",
+            "state": TaskState.STARTED,
             "attempts": attempts,
             "worker": worker,
             "started_at": now_iso(),
@@ -55,7 +56,7 @@ def mirror_start(task_id: str, attempts: int, worker: str | None) -> None:
 @signals.task_retry.connect
 def on_retry(request=None, reason=None, **_):
     if request is not None and request.task == MATTE_IMAGE:
-        _record({"task_id": request.id, "state": "retry", "error": str(reason)})
+        _record({"task_id": request.id, "state": TaskState.RETRY, "error": str(reason)})
 
 
 def mirror_end(result: dict) -> dict:
@@ -66,7 +67,7 @@ def mirror_end(result: dict) -> dict:
     """
     event = {"task_id": result["task_id"], "state": result["state"], "finished_at": now_iso()}
     event.update({k: result[k] for k in RESULT_FIELDS if k in result})
-    if result["state"] == "success":
+    if result["state"] == TaskState.SUCCESS:
         _succeeded.add(result["task_id"])
         event["error"] = None
         event["error_code"] = None
@@ -97,7 +98,14 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
         # returned to the queue by another worker's watchdog (or the visibility timeout).
         log.warning("task %s left unfinished, Redis unreachable: %s", task_id, exception)
     elif not isinstance(exception, ImageFailed):
-        mirror_end({"task_id": task_id, "state": "failure", "error_code": "internal", "error": str(exception)})
+        mirror_end(
+            {
+                "task_id": task_id,
+                "state": TaskState.FAILURE,
+                "error_code": FailureCode.INTERNAL,
+                "error": str(exception),
+            }
+        )
     get_mirror().wait_background()
     if not isinstance(exception, REDIS_UNREACHABLE):
         notify.publish_done(task_id)
