@@ -10,6 +10,8 @@ import pytest
 
 from tests import support
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the matte commands run on CVUNET_MODEL's default
+
 
 def write_png(path, seed: int, size=(30, 40)):
     path.parent.mkdir(parents=True, exist_ok=True)

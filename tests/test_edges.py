@@ -24,9 +24,9 @@ FORE, BACK, GREEN = (200, 40, 40), (30, 60, 200), (40, 170, 70)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_root):
+def tiny(tiny_model):
     """The tiny CV-UNet-shaped model (its alpha is the brightness) and its settings."""
-    settings = load_settings({"CVUNET_MODEL": str(tmp_root / "models" / "tiny-cvunet.onnx")})
+    settings = load_settings({"CVUNET_MODEL": str(tiny_model)})
     return MattingSession(*resolve_model(settings), settings), settings
 
 

@@ -53,8 +53,8 @@ def test_isnet_manifest_version_is_the_file_hash(isnet, real_model_path):
     assert isnet.providers[-1] == CPU
 
 
-def test_tiny_cvunet_model_is_fed_hwc_and_read_as_rgba(tmp_root):
-    settings = load_settings({"CVUNET_MODEL": str(tmp_root / "models" / "tiny-cvunet.onnx")})
+def test_tiny_cvunet_model_is_fed_hwc_and_read_as_rgba(tiny_model):
+    settings = load_settings({"CVUNET_MODEL": str(tiny_model)})
     path, manifest = resolve_model(settings)
     assert manifest is None  # no JSON beside it: guessed from the input name
     session = MattingSession(path, manifest, settings)
@@ -67,8 +67,8 @@ def test_tiny_cvunet_model_is_fed_hwc_and_read_as_rgba(tmp_root):
 
 
 @pytest.mark.parametrize(("env", "spinning"), [({}, "0"), ({"CVUNET_INTRA_SPIN": "1"}, "1")])
-def test_inference_threads_spin_only_when_asked(tmp_root, env, spinning):
-    settings = load_settings({"CVUNET_MODEL": str(tmp_root / "models" / "tiny-cvunet.onnx"), **env})
+def test_inference_threads_spin_only_when_asked(tiny_model, env, spinning):
+    settings = load_settings({"CVUNET_MODEL": str(tiny_model), **env})
     session = MattingSession(*resolve_model(settings), settings)
     options = session.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
@@ -168,8 +168,8 @@ def test_uint8_io_and_a_dynamic_batch_give_what_the_float_graph_gives(isnet_shap
         assert np.abs(got.astype(int) - expected).max() <= 1
 
 
-def test_an_any_size_model_takes_uint8_and_runs_one_image_at_a_time(tmp_root):
-    settings = load_settings({"CVUNET_MODEL": str(tmp_root / "models" / "tiny-cvunet.onnx")})
+def test_an_any_size_model_takes_uint8_and_runs_one_image_at_a_time(tiny_model):
+    settings = load_settings({"CVUNET_MODEL": str(tiny_model)})
     path, manifest = resolve_model(settings)
     plain = MattingSession(path, manifest, settings)
     edited = MattingSession(path, manifest, settings, uint8_io=True, dynamic_batch=True)

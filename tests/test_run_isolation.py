@@ -57,6 +57,7 @@ def database_exists(name: str) -> bool:
         conn.close()
 
 
+@pytest.mark.services  # claims and releases databases on the shared servers itself
 def test_a_dead_runs_databases_are_emptied_and_its_lock_released():
     dead_run, run = secrets.token_hex(4), secrets.token_hex(4)
     dead_pg = f"cvunet_test_dead_{dead_run}"

@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def redis(db: int | None = None) -> redis_lib.Redis:
+    """Database `db` of the shared server, or by default this run's: CVUNET_REDIS_URL as it is, which
+    in a run that claimed no database leads nowhere (tests/conftest.py), never to the locks in db 0."""
     if db is None:
-        db = int(os.environ["CVUNET_REDIS_URL"].rsplit("/", 1)[1])
+        return redis_lib.Redis.from_url(os.environ["CVUNET_REDIS_URL"])
     return redis_lib.Redis(host="127.0.0.1", port=6379, db=db)
 
 
