@@ -54,18 +54,29 @@ def compose_config(path: Path, env: dict[str, str], tmp_path: Path) -> subproces
     return subprocess.run(argv, env=base | env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def stack(tmp_path) -> dict:
-    result = compose_config(COMPOSE, SECRETS, tmp_path)
+# Resolved once per module (docker-compose takes a CPU second a call), parsed afresh for each test.
+@pytest.fixture(scope="module")
+def stack_config(tmp_path_factory) -> str:
+    result = compose_config(COMPOSE, SECRETS, tmp_path_factory.mktemp("stack"))
     assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def worker_host_config(tmp_path_factory) -> str:
+    result = compose_config(WORKER_HOST, WORKER_HOST_ENV, tmp_path_factory.mktemp("worker-host"))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @pytest.fixture
-def worker_host(tmp_path) -> dict:
-    result = compose_config(WORKER_HOST, WORKER_HOST_ENV, tmp_path)
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)
+def stack(stack_config) -> dict:
+    return yaml.safe_load(stack_config)
+
+
+@pytest.fixture
+def worker_host(worker_host_config) -> dict:
+    return yaml.safe_load(worker_host_config)
 
 
 def gpu_devices(service: dict) -> list[dict]:
