@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine machine-run install install-gpu model run stop test test-fast lint bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -51,8 +51,13 @@ machine-run:
 test: machine install model
 	$(PYTHON) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-test-fast: install
-	$(PYTHON) -m pytest -p no:cacheprovider -m "not stack and not browser and not compose" $(PYTEST_ARGS)
+# The unit tier: every test that needs no Redis, PostgreSQL, Celery worker, Traefik, browser or real
+# ISNet (tests/conftest.py marks them `unit`). It passes with no server running, and claims none;
+# .ci/run proves it with no network at all. The tools a unit test drives (docker-compose, promtool)
+# come from `make machine`. Its tests are CPU work, so one process per core.
+UNIT_WORKERS ?= 2
+test-unit: install
+	$(PYTHON) -m pytest -p no:cacheprovider -m unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 # ruff, the import contracts (pyproject.toml, [tool.importlinter]: the layers run one way) and the
 # type checker (pyproject.toml, [tool.mypy]).
