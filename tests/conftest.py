@@ -47,6 +47,7 @@ def is_xdist_controller(config) -> bool:
 
 
 def tiny_model_path() -> Path:
+    assert TMP_ROOT is not None, "asked for before pytest_configure"
     return TMP_ROOT / "models" / "tiny-cvunet.onnx"
 
 
@@ -74,7 +75,7 @@ def pytest_configure(config):
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for fixture, marker in MARKED_BY_FIXTURE.items():
             if fixture in item.fixturenames:
@@ -83,7 +84,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.unit)
 
 
-def pytest_collection_finish(session):
+def pytest_collection_finish(session: pytest.Session) -> None:
     """Claim this run's Redis database when a selected test needs services (each xdist worker collects
     the same selection, so each claims its own), before any test runs and so before settings are read."""
     if TMP_ROOT is None or session.config.option.collectonly:
