@@ -120,6 +120,5 @@ bench-cancel: install
 
 # README's settings table, regenerated from the declarations in cvunet_matting/config.py
 # (tests/test_config.py fails while the two differ).
-.PHONY: settings-table
 settings-table: install
 	$(PYTHON) -c 'from cvunet_matting.config import write_settings_table; write_settings_table("README.md")'
