@@ -8,6 +8,7 @@ docker/ci/fresh-run.sh proves the other half, `make run` on a bare Debian image,
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -65,8 +66,11 @@ def prepare_machine(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_make_run_prepares_the_machine_before_anything_else():
+    # As a newcomer's shell runs it, not as a sub-make of `make test-unit` (which would add its
+    # "Entering directory" lines and pass its own flags down).
+    outside_make = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     planned = subprocess.run(
-        ["make", "-n", "-B", "run"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", "-B", "run"], cwd=REPO, env=outside_make, capture_output=True, text=True, timeout=60, check=True
     ).stdout.splitlines()
     assert planned[0].endswith("bash .ci/prepare-machine run")  # before the venv is made: it needs venv
     assert planned[-1].endswith("cvunet-matting run")
