@@ -19,11 +19,10 @@ from .config import Settings, get_settings, load_settings
 from .malloc import tune_for_large_buffers
 from .webapp import access, health, metrics
 from .webapp.alpha_matte import Derivations
-from .webapp.api import views as api
+from .webapp.api import views as api_views
 from .webapp.errors import register_errors
-from .webapp.pages import json_routes as page_api
-from .webapp.pages import signin
-from .webapp.pages import views as ui
+from .webapp.pages import json_routes, signin
+from .webapp.pages import views as page_views
 from .webapp.polling import PaceCache
 from .webapp.support import security_headers
 from .webapp.waiting import Hub
@@ -92,6 +91,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(security_headers)
     access.init_app(app, cfg)  # before the blueprints: it gates them
     metrics.init_app(app)
-    for blueprint in (api.bp, ui.bp, page_api.bp, signin.bp, health.bp):
+    for blueprint in (api_views.bp, page_views.bp, json_routes.bp, signin.bp, health.bp):
         app.register_blueprint(blueprint)
     return app

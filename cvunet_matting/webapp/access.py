@@ -1,4 +1,4 @@
-"""Who may reach what, for every route but the API (which api_auth guards): pages need a signed-in
+"""Who may reach what, for every route but the API (which api/auth.py guards): pages need a signed-in
 session, /metrics an admin (session or API key); sign-in state lives in Flask-Login.
 
 Never silently open: without users nobody gets in (a fresh install prints its first admin's

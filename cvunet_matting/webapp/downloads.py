@@ -24,7 +24,6 @@ from cvunet_matting.storage.naming import safe_stem
 
 from . import polling
 from .alpha_matte import Busy
-from .errors import error_json
 from .presenters import has_alpha, iso, public_error
 from .support import settings
 
@@ -37,33 +36,33 @@ def stored(relative: str) -> Path:
     return path
 
 
-def expired(what: str, row: TaskRow | BatchRow, whose: str = "task"):
+def expired(what: str, row: TaskRow | BatchRow, whose: str = "task") -> InputError:
     """410, not 404: the file existed and will not come back, so a client should stop asking."""
     days = settings().retention_days
     after = f"after {days} days" if days > 0 else "after the retention period"
     message = f"this {what} was removed {after} (retention); the {whose}'s record is kept"
-    return error_json(ErrorCode.EXPIRED, message, 410, expired_at=iso(row["expired_at"]))
+    return InputError(message, code=ErrorCode.EXPIRED, expired_at=iso(row["expired_at"]))
 
 
-def not_ready(what: str, row: TaskRow):
+def unfinished(message: str, row: TaskRow | BatchRow) -> InputError:
+    """A file of unfinished work: 404 with the same Retry-After its status would give."""
+    refusal = InputError(message, code=ErrorCode.NOT_READY, state=row["state"])
+    refusal.retry_after = int(polling.header(polling.retry_after(row, current_app.extensions["cvunet.pace"])))
+    return refusal
+
+
+def not_ready(what: str, row: TaskRow) -> InputError:
+    """A task's file before its success: a failed task's 404 is for good."""
     if row["state"] == TaskState.FAILURE:
-        return error_json(ErrorCode.FAILED, f"the task failed: {public_error(row)}", 404, state=row["state"])
-    return ask_again_later(
-        error_json(ErrorCode.NOT_READY, f"the {what} is not ready yet", 404, state=row["state"]), row
-    )
-
-
-def ask_again_later(answer: tuple, row: TaskRow | BatchRow) -> tuple:
-    """Unfinished work's 404 with the same Retry-After its status would give."""
-    seconds = polling.retry_after(row, current_app.extensions["cvunet.pace"])
-    return (*answer, {"Retry-After": polling.header(seconds)})
+        return InputError(f"the task failed: {public_error(row)}", code=ErrorCode.FAILED, state=row["state"])
+    return unfinished(f"the {what} is not ready yet", row)
 
 
 def result(row: TaskRow, attachment: bool):
     if row.get("expired_at"):
-        return expired("result", row)
+        raise expired("result", row)
     if row["state"] != TaskState.SUCCESS:
-        return not_ready("result", row)
+        raise not_ready("result", row)
     path = stored(row["output_path"])
     mimetype = OutputOptions.from_dict(row["options"]).mimetype
     # Never the upload's own name: a JPEG flattened from photo.jpg would land on the original.
@@ -74,9 +73,9 @@ def result(row: TaskRow, attachment: bool):
 def matte(row: TaskRow, attachment: bool):
     """The alpha matte as a grey PNG, taken from the stored cut-out (flattened outputs have none)."""
     if row.get("expired_at"):
-        return expired("alpha matte", row)
+        raise expired("alpha matte", row)
     if row["state"] != TaskState.SUCCESS:
-        return not_ready("alpha matte", row)
+        raise not_ready("alpha matte", row)
     if not has_alpha(row):
         raise InputError("this result was flattened on a colour: it has no alpha channel", code=ErrorCode.NOT_FOUND)
     path = stored(row["output_path"])
@@ -86,8 +85,9 @@ def matte(row: TaskRow, attachment: bool):
     try:  # a cut-out: its matte, derived on the first request and kept beside it
         matte = current_app.extensions["cvunet.alpha"].matte(path)
     except Busy as busy:
-        message = "too many alpha mattes are being prepared at once; try again shortly"
-        return (*error_json(ErrorCode.BUSY, message, 503), {"Retry-After": str(busy.retry_after)})
+        refusal = InputError("too many alpha mattes are being prepared at once; try again shortly", code=ErrorCode.BUSY)
+        refusal.retry_after = busy.retry_after
+        raise refusal from None
     body = BytesIO(matte) if isinstance(matte, bytes) else matte  # bytes: it could not be stored, this once
     return send_file(body, mimetype="image/png", as_attachment=attachment, download_name=name)
 
@@ -95,7 +95,7 @@ def matte(row: TaskRow, attachment: bool):
 def original(row: TaskRow, attachment: bool):
     """The upload as stored, its type sniffed from its first bytes (never the client's file name)."""
     if row.get("expired_at"):
-        return expired("upload", row)
+        raise expired("upload", row)
     if not row["input_key"]:
         raise InputError("nothing was stored for this file: it was refused on arrival", code=ErrorCode.NOT_FOUND)
     storage = Storage(settings().data_dir)
@@ -108,14 +108,12 @@ def original(row: TaskRow, attachment: bool):
 
 def batch_zip(batch: BatchRow):
     if batch.get("expired_at"):
-        return expired("ZIP", batch, "batch")
+        raise expired("ZIP", batch, "batch")
     if batch["state"] != BatchState.DONE:
-        return ask_again_later(
-            error_json(ErrorCode.NOT_READY, "the batch is not finished yet", 404, state=batch["state"]), batch
-        )
+        raise unfinished("the batch is not finished yet", batch)
     if not batch["zip_path"]:
-        return error_json(
-            ErrorCode.NO_ZIP, "the batch has no ZIP: it could not be written (the details were logged)", 404
+        raise InputError(
+            "the batch has no ZIP: it could not be written (the details were logged)", code=ErrorCode.NO_ZIP
         )
     path = stored(batch["zip_path"])
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)

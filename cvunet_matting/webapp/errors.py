@@ -35,7 +35,7 @@ ERROR_STATUSES = {
     ),
     404: (
         "Unknown id, or the file is not ready (code `not_ready`) or the task failed (code `failed`)",
-        (ErrorCode.NOT_FOUND, ErrorCode.NOT_READY),
+        (ErrorCode.NOT_FOUND, ErrorCode.NOT_READY, ErrorCode.FAILED, ErrorCode.NO_ZIP),
     ),
     409: (
         "Only failed, unexpired tasks can be retried (`expired_task`), an input that crashed the worker only by"
@@ -68,7 +68,7 @@ ERROR_STATUSES = {
         "Redis or PostgreSQL cannot be reached, or the data volume is full or read-only (code"
         " `storage_unavailable`, with Retry-After), or (an alpha matte's first download) this web process is"
         " preparing as many mattes as it may at once (code `busy`): see Retry-After",
-        (),
+        (ErrorCode.STORAGE_UNAVAILABLE, ErrorCode.BUSY),
     ),
 }
 _STATUS_BY_CODE: dict[str, int] = {code: status for status, (_, codes) in ERROR_STATUSES.items() for code in codes}
@@ -106,7 +106,7 @@ PAGE_NOT_FOUND = {ErrorCode.NOT_FOUND, ErrorCode.BAD_ID}
 def _input_error(exc: InputError):
     """A refusal, in the one place that gives it its HTTP status (status_for), as JSON or as a page."""
     status = status_for(exc.code)
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
     if wants_json():
         response, status = error_json(exc.code, exc.reason, status, **exc.details)
         return response, status, headers

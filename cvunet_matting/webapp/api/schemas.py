@@ -1,6 +1,6 @@
 """The pieces of the OpenAPI description of /api/v1: schema helpers and the shared component schemas.
 
-Operations (api_routes) and the document (openapi) are built from these, so a shape is written once.
+Operations (operations.py) and the document (openapi.py) are built from these, so a shape is written once.
 """
 
 from __future__ import annotations

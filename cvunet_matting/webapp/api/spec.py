@@ -1,6 +1,6 @@
 """One declaration per API operation: its Flask route, its query parameters and its OpenAPI entry.
 
-An `Operation` (see api_routes for the table) is the only place a route of /api/v1 is written:
+An `Operation` (see operations.py for the table) is the only place a route of /api/v1 is written:
 `route()` registers the view it names on the blueprint and parses the declared query parameters for
 it, and `Operation.openapi()` is its part of the published document, so the two cannot drift apart.
 """
@@ -102,7 +102,7 @@ class Operation:
     rule: str  # a Flask rule below PREFIX; its one path parameter is published as {id}
     summary: str
     ok: tuple[int, dict]  # the success status and its response
-    errors: tuple[int, ...] = ()  # statuses from http_errors.ERROR_STATUSES
+    errors: tuple[int, ...] = ()  # statuses from webapp/errors.py ERROR_STATUSES
     body: dict | None = None
     query: tuple[NumberQuery | FlagQuery | ChoiceQuery, ...] = ()
     public: bool = False  # served without a token even when API tokens are enabled

@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: submit images, batches and folders; poll status; download results.
 
-Each view is served on the operation api_routes declares under its name (see api_spec.router).
-Every request is authenticated by an API key (api_auth); the browser session never is.
+Each view is served on the operation operations.py declares under its name (see spec.router).
+Every request is authenticated by an API key (auth.py); the browser session never is.
 """
 
 from __future__ import annotations
