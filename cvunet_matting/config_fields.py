@@ -8,9 +8,10 @@ written once and the reading, the validation and README's table all follow from 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,16 +126,17 @@ def setting(env: str | None, default: Any, help: str, *, secret: bool = False, *
     return dataclasses.field(default=default, metadata={"setting": declared}, repr=not secret)
 
 
-def declarations(settings_class: type) -> list[Declared]:
+@functools.cache  # read by every load_settings: the class's fields and hints do not change
+def declarations(settings_class: type) -> tuple[Declared, ...]:
     """Every setting of `settings_class`, in the order it declares them."""
     kinds = typing.get_type_hints(settings_class)
-    return [
+    return tuple(
         dataclasses.replace(field.metadata["setting"], name=field.name, kind=kinds[field.name])
         for field in dataclasses.fields(settings_class)
-    ]
+    )
 
 
-def read_settings(declared: list[Declared], env: Mapping[str, str]) -> dict[str, Any]:
+def read_settings(declared: Sequence[Declared], env: Mapping[str, str]) -> dict[str, Any]:
     """Each setting's value from `env`, in declaration order: a computed one sees those before it."""
     earlier = SimpleNamespace(env=env)
     for one in declared:
@@ -142,7 +144,7 @@ def read_settings(declared: list[Declared], env: Mapping[str, str]) -> dict[str,
     return {one.name: getattr(earlier, one.name) for one in declared}
 
 
-def table(declared: list[Declared]) -> list[str]:
+def table(declared: Sequence[Declared]) -> list[str]:
     """README's settings table: a row for each variable (derived settings have none)."""
     return ["| variable | default | meaning |", "|---|---|---|", *(one.row() for one in declared if one.env)]
 

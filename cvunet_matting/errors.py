@@ -69,10 +69,14 @@ class MattingError(Exception):
     code: ErrorCode = ErrorCode.ERROR
     retry_after: int | None = None  # seconds after which asking again may succeed (a quota), if known
 
-    def __init__(self, message: str, code: ErrorCode | None = None, **details: object):
+    def __init__(
+        self, message: str, code: ErrorCode | None = None, *, retry_after: int | None = None, **details: object
+    ):
         super().__init__(message)
         if code:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
         self.details = details  # more for a script to read (e.g. the files a batch refused), sent beside the code
 
     @property

@@ -27,8 +27,7 @@ class QuotaExceeded(OverQuota):
     code = ErrorCode.QUOTA_EXCEEDED
 
     def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class BatchTooLarge(OverQuota):

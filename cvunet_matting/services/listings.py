@@ -24,8 +24,12 @@ class Page(Generic[Row]):
 
     @property
     def pages(self) -> int:
-        """Pages of `limit` rows the whole listing fills (at least one, even empty)."""
-        return max(-(-self.total // self.limit), 1) if self.limit else 1
+        return page_count(self.total, self.limit)
+
+
+def page_count(total: int, per_page: int) -> int:
+    """Pages of `per_page` rows that `total` rows fill (at least one, even empty)."""
+    return max(-(-total // per_page), 1) if per_page else 1
 
 
 def tasks(actor: Actor, state: str | None, offset: int, limit: int) -> Page[TaskRow]:

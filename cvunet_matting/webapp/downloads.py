@@ -46,9 +46,8 @@ def expired(what: str, row: TaskRow | BatchRow, whose: str = "task") -> InputErr
 
 def unfinished(message: str, row: TaskRow | BatchRow) -> InputError:
     """A file of unfinished work: 404 with the same Retry-After its status would give."""
-    refusal = InputError(message, code=ErrorCode.NOT_READY, state=row["state"])
-    refusal.retry_after = int(polling.header(polling.retry_after(row, current_app.extensions["cvunet.pace"])))
-    return refusal
+    seconds = int(polling.header(polling.retry_after(row, current_app.extensions["cvunet.pace"])))
+    return InputError(message, code=ErrorCode.NOT_READY, retry_after=seconds, state=row["state"])
 
 
 def not_ready(what: str, row: TaskRow) -> InputError:
@@ -85,9 +84,8 @@ def matte(row: TaskRow, attachment: bool):
     try:  # a cut-out: its matte, derived on the first request and kept beside it
         matte = current_app.extensions["cvunet.alpha"].matte(path)
     except Busy as busy:
-        refusal = InputError("too many alpha mattes are being prepared at once; try again shortly", code=ErrorCode.BUSY)
-        refusal.retry_after = busy.retry_after
-        raise refusal from None
+        message = "too many alpha mattes are being prepared at once; try again shortly"
+        raise InputError(message, code=ErrorCode.BUSY, retry_after=busy.retry_after) from None
     body = BytesIO(matte) if isinstance(matte, bytes) else matte  # bytes: it could not be stored, this once
     return send_file(body, mimetype="image/png", as_attachment=attachment, download_name=name)
 

@@ -187,7 +187,7 @@ def batch_view(batch_id: str):
     page = page_number()
     view = batch_for(g.actor, batch_id, offset_of(page, BATCH_PAGE), BATCH_PAGE)
     data = batch_json(view.batch, view.counts, view.items, offset_of(page, BATCH_PAGE))
-    pages = max(-(-view.batch["total"] // BATCH_PAGE), 1)
+    pages = listings.page_count(view.batch["total"], BATCH_PAGE)
     return render_template("batch.html", batch=data, page=page, pages=pages)
 
 
