@@ -18,8 +18,10 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import psycopg2.errors
 import pytest
 import redis
 
@@ -164,13 +166,27 @@ def database(services):
     db.close_pool()
 
 
+def truncate_pipeline_tables(db, attempts: int = 5) -> None:
+    """TRUNCATE takes every table's exclusive lock one by one: a transaction of the previous test's
+    still-exiting thread or process that reads two of them can deadlock with it, and Postgres then
+    cancels the TRUNCATE (seen once in CI). Waiting a moment and taking the locks again succeeds."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with db.transaction() as cur:
+                cur.execute("TRUNCATE batches, chunks, tasks, results CASCADE")
+            return
+        except psycopg2.errors.DeadlockDetected:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
 @pytest.fixture
 def clean_state(database):
     """Empty tables, Redis database and data folder before a pipeline test."""
     from cvunet_matting import db
 
-    with db.transaction() as cur:
-        cur.execute("TRUNCATE batches, chunks, tasks, results CASCADE")
+    truncate_pipeline_tables(db)
     support.redis().flushdb()
     shutil.rmtree(TMP_ROOT / "data", ignore_errors=True)
     yield
