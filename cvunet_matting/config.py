@@ -194,6 +194,14 @@ class Settings:
         secret=True,
         shown="generated once in the data dir",
     )
+    # Each argon2id check takes 64 MiB and four lanes for a moment: a flood of sign-ins must not take them all.
+    signin_hashes: int = setting(
+        "CVUNET_SIGNIN_HASHES",
+        2,
+        "passwords one web process checks at once (argon2id, 64 MiB each); beyond them sign-in answers 429 "
+        "with `Retry-After`, never queued",
+        minimum=1,
+    )
     # Fewer than a web process's threads, so that other requests still find one.
     wait_slots: int = setting(
         "CVUNET_WAIT_SLOTS",

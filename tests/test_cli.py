@@ -172,12 +172,19 @@ def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh
     # Too many wrong passwords: the operator lifts the lock (a new password or enable lifts it too).
     from cvunet_matting.accounts import signin_limits
 
+    guess = signin_limits.Attempt.of("carol", "203.0.113.9")
     assert cli(env, "user", "unlock", "carol").stdout.strip() == "'carol' was not locked"
-    signin_limits.count_failure("carol", "203.0.113.9")
+    # Claimed tries count as wrong: the delay doubles past FREE_FAILS, up to minutes long.
+    assert any(guess.claim() for _ in range(signin_limits.FREE_FAILS + 12))
     assert cli(env, "user", "unlock", "carol").stdout.strip() == "unlocked 'carol'"
-    assert signin_limits.locked_for("carol", "203.0.113.9") == 0 and not signin_limits.clear("carol")
-    signin_limits.count_failure("carol", "203.0.113.9")
+    assert guess.claim() == 0 and signin_limits.clear("carol")
+    guess.claim()
     assert cli(env, "user", "enable", "carol").returncode == 0 and not signin_limits.clear("carol")
+    # A new password: the addresses that signed in with the old one are trusted no more.
+    signin_limits.remember("carol", "203.0.113.9")
+    assert signin_limits.knows("carol", "203.0.113.9")
+    assert cli(env, "user", "password", "carol").returncode == 0
+    assert not signin_limits.knows("carol", "203.0.113.9")
     assert cli(env, "user", "unlock", "nobody").returncode == 1
     # The legacy tokens become keys of a user, then the variable can go.
     assert cli({**env, "CVUNET_API_TOKENS": "short"}, "user", "key", "import", "dave").returncode == 1

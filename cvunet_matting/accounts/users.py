@@ -8,6 +8,7 @@ the celery commands, legacy CVUNET_API_TOKENS, single-user mode), who owns NULL-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -25,8 +26,13 @@ KEY_PREFIX = "cvm_"
 MIN_PASSWORD = 12
 # New users get these quotas unless the admin says otherwise (admins get none).
 DEFAULT_QUOTAS = {"max_in_flight": 2000, "max_per_day": 20000, "max_batch": 10000}
-# Verified against when the name is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when the name is unknown (or has no password), so a wrong name costs the same
+    work as a wrong password: made by HASHER, so with its very parameters. Made on first use, not at import."""
+    return HASHER.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ def by_password(name: str, password: str) -> Actor | None:
     """The user whose password this is; the same work is done whether or not the name exists."""
     with db.transaction() as cur:
         row = reads.get_user_by_name(cur, name) if name else None
-    stored = row["password_hash"] if row and row["password_hash"] else _DUMMY_HASH
+    stored = row["password_hash"] if row and row["password_hash"] else dummy_hash()
     try:
         HASHER.verify(stored, password)
     except (VerificationError, InvalidHashError):

@@ -125,7 +125,8 @@ def user_enable(name: str) -> None:
 @user.command("unlock")
 @click.argument("name")
 def user_unlock(name: str) -> None:
-    """Let a name sign in again after too many wrong passwords (the lock would end by itself in 15 minutes)."""
+    """Let a name sign in again at once after too many wrong passwords (the delay shrinks by itself: it is
+    15 minutes at most, and every count is forgotten a day after the last wrong password)."""
     try:
         accounts.find_user(name)
     except MattingError as exc:
@@ -141,6 +142,7 @@ def user_password(name: str, password_stdin: bool) -> None:
     password, generated = _password(password_stdin)
     _update(name, password=password)
     signin_limits.clear(name)  # whoever was guessing, the old password is gone
+    signin_limits.forget_addresses(name)  # and the places that knew it are not trusted for the new one
     click.echo(f"new password for {name!r}: {password}  (shown once)" if generated else f"password of {name!r} set")
 
 

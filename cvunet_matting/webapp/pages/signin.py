@@ -6,17 +6,19 @@ import time
 import unicodedata
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
 
 from cvunet_matting import db
 from cvunet_matting.accounts import signin_limits
 from cvunet_matting.accounts import users as accounts
 from cvunet_matting.db import reads
-from cvunet_matting.webapp.access import SIGNED_IN_AT
+from cvunet_matting.webapp.access import SIGNED_IN_AT, session_actor
 
 bp = Blueprint("signin", __name__)
 MAX_FIELD = 1024  # argon2 would hash a megabyte of "password" too: refuse before it tries
+HASH_SLOTS = "cvunet.signin_hashes"
+BUSY_RETRY_S = 1  # a hash takes a fraction of a second: a slot is soon free again
 
 
 def local_target(target: str | None, fallback: str) -> str:
@@ -38,23 +40,48 @@ def login():
     return render_template("login.html", next=request.args.get("next", ""), no_users=no_users)
 
 
+@bp.record_once
+def hash_slots(state) -> None:
+    """The process's password-hash slots, sized by CVUNET_SIGNIN_HASHES."""
+    state.app.extensions[HASH_SLOTS] = signin_limits.HashSlots(state.app.extensions["cvunet.settings"].signin_hashes)
+
+
+def signed_in_as(name: str) -> bool:
+    """This browser holds a valid session of the named user: the owner, wherever they are."""
+    actor = session_actor()
+    return actor is not None and actor.name.lower() == name.strip().lower()
+
+
+def refused(message: str, wait: int):
+    """429 on the sign-in page, with the name kept and when to try again."""
+    flash(message, "error")
+    form = request.form
+    page = render_template("login.html", next=form.get("next", ""), no_users=False, name=form.get("name"))
+    return page, 429, {"Retry-After": str(wait)}
+
+
+def how_long(seconds: int) -> str:
+    return f"{seconds} seconds" if seconds < 120 else f"{seconds // 60 + 1} minutes"
+
+
 @bp.post("/login")
 def sign_in():
     name, password = request.form.get("name", "").strip(), request.form.get("password", "")
     if len(name) > MAX_FIELD or len(password) > MAX_FIELD:
         name, password = "", ""
-    address = request.remote_addr or "unknown"
-    wait = signin_limits.locked_for(name, address)
+    attempt = signin_limits.Attempt.of(name, request.remote_addr or "unknown", signed_in_as(name))
+    wait = attempt.claim()
     if wait:
-        flash(f"Too many wrong passwords for this name: try again in {wait // 60 + 1} minutes.", "error")
-        page = render_template("login.html", next=request.form.get("next", ""), no_users=False, name=name)
-        return page, 429, {"Retry-After": str(wait)}
-    actor = accounts.by_password(name, password) if name and password else None
+        return refused(f"Too many wrong passwords: try again in {how_long(wait)}.", wait)
+    with current_app.extensions[HASH_SLOTS].held() as free:
+        if not free:
+            attempt.withdraw()  # never tried: not a wrong password
+            return refused("Too many sign-ins at this moment: try again in a second.", BUSY_RETRY_S)
+        actor = accounts.by_password(name, password) if name and password else None
     if actor is None:
-        signin_limits.count_failure(name, address)
         flash("Wrong name or password.", "error")
         return render_template("login.html", next=request.form.get("next", ""), no_users=False, name=name), 401
-    signin_limits.clear(name)
+    attempt.succeeded()
     session.clear()  # a fresh session (and CSRF token) after sign-in: no fixation
     login_user(actor)
     session.permanent = True
