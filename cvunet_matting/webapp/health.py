@@ -13,7 +13,7 @@ from cvunet_matting.storage.redis_client import get_redis
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
+PROBE = "cvunet.worker_probe"
 
 
 @bp.get("/healthz")
@@ -41,17 +41,57 @@ def ping_workers() -> int:
 
 
 NONE_CACHE_SECONDS = 1.0
+FIRST_PROBE_WAIT_S = 5.0  # a process's first answer waits for its first probe (a broadcast waits 1 s)
+
+
+class WorkerProbe:
+    """The worker count, asked by one broadcast at a time and kept READY_CACHE_SECONDS.
+
+    A broadcast waits a whole second for replies: while one is under way every other caller answers at
+    once with the last count (or, before there is any, waits for that same probe, side by side): callers
+    never queue one broadcast behind another, and no lock is held across one. "None" is asked again after
+    a second at most: a stack starting up is ready when its first worker is."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()  # held for bookkeeping only, never across a broadcast
+        self._probing: threading.Event | None = None
+        self.workers = 0
+        self.at = float("-inf")
+
+    def _fresh(self, ttl: float) -> bool:
+        return time.monotonic() - self.at < (ttl if self.workers else min(ttl, NONE_CACHE_SECONDS))
+
+    def count(self, ttl: float) -> int:
+        with self._guard:
+            if self._fresh(ttl):
+                return self.workers
+            running, self._probing = self._probing, self._probing or threading.Event()
+        if running is not None:  # another caller's probe is under way
+            if self.at == float("-inf"):
+                running.wait(FIRST_PROBE_WAIT_S)
+            return self.workers
+        return self._probe()
+
+    def _probe(self) -> int:
+        workers = 0
+        try:
+            workers = ping_workers()
+        finally:
+            with self._guard:
+                self.workers, self.at = workers, time.monotonic()
+                done, self._probing = self._probing, None
+            if done is not None:
+                done.set()
+        return workers
+
+
+@bp.record_once
+def worker_probe(state) -> None:
+    state.app.extensions[PROBE] = WorkerProbe()
 
 
 def workers_cached() -> int:
-    """The worker count, asked at most every READY_CACHE_SECONDS so health checks don't flood the broker.
-    "None" is asked again after a second at most: a stack starting up is ready when its first worker is."""
-    cache = current_app.extensions.setdefault("cvunet.ready_cache", {"at": float("-inf"), "workers": 0})
-    ttl = current_app.config["READY_CACHE_SECONDS"]
-    with _lock:
-        if time.monotonic() - cache["at"] >= (ttl if cache["workers"] else min(ttl, NONE_CACHE_SECONDS)):
-            cache["workers"], cache["at"] = ping_workers(), time.monotonic()
-        return cache["workers"]
+    return current_app.extensions[PROBE].count(current_app.config["READY_CACHE_SECONDS"])
 
 
 @bp.get("/readyz")
