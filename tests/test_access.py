@@ -386,12 +386,12 @@ def test_files_refused_on_arrival_count_toward_the_batch_and_the_day(app):
 def test_sign_out_ends_every_copy_of_the_session(app, alice):
     browser = support.user_client(app, alice)
     browser.environ_base.pop("HTTP_AUTHORIZATION")
-    stolen = browser.get_cookie("session").value
+    stolen = browser.get_cookie("__Host-session").value
     assert browser.get("/history").status_code == 200
     token = support.page_csrf(browser, "/history")
     assert browser.post("/logout", data={"csrf_token": token}).status_code == 302
     thief = app.test_client()
-    thief.set_cookie("session", stolen)
+    thief.set_cookie("__Host-session", stolen)
     assert thief.get("/history").status_code == 302  # back to the sign-in page
 
 
@@ -592,11 +592,54 @@ def test_junk_is_refused_early_and_cheaply(app, alice):
 def test_hsts_and_secure_cookies_behind_https(app, alice):
     browser = app.test_client()
     https = {"X-Forwarded-Proto": "https"}
-    response = browser.get("/login", headers=https)
+    response = browser.get("/login", headers=https, base_url="http://matting.example")
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
     assert "Secure" in response.headers["Set-Cookie"] and "HttpOnly" in response.headers["Set-Cookie"]
-    plain = app.test_client().get("/login")
+    plain = app.test_client().get("/login", base_url="http://matting.example")
     assert "Strict-Transport-Security" not in plain.headers and "Secure" not in plain.headers["Set-Cookie"]
+
+
+def cookie_of(response) -> tuple[str, list[str]]:
+    name_value, *attributes = response.headers["Set-Cookie"].split("; ")
+    return name_value.split("=", 1)[0], attributes
+
+
+def test_the_session_cookie_is_host_only_wherever_browsers_keep_a_secure_one(app, alice):
+    https = app.test_client().get("/login", headers={"X-Forwarded-Proto": "https"}, base_url="http://matting.example")
+    name, attributes = cookie_of(https)
+    assert name == "__Host-session" and "Secure" in attributes and "Path=/" in attributes
+    assert not any(a.startswith("Domain=") for a in attributes)
+    for loopback in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):  # `make run`
+        name, attributes = cookie_of(app.test_client().get("/login", base_url=loopback))
+        assert name == "__Host-session" and "Secure" in attributes, loopback
+    # Plain HTTP to any other name: a Secure cookie would be dropped there, so the bare name, as before.
+    assert cookie_of(app.test_client().get("/login", base_url="http://matting.example")) == (
+        "session",
+        ["HttpOnly", "Path=/", "SameSite=Lax"],
+    )
+
+
+def test_a_session_cookie_without_the_host_prefix_is_not_read_over_https(app, alice):
+    """Cookie tossing: a sibling subdomain or a plain-HTTP page can set a bare `session` cookie (a signed
+    session of the attacker's own) for this site; over HTTPS only `__Host-session` is read."""
+    attacker = app.test_client()
+    support.sign_in(attacker, alice)
+    tossed = attacker.get_cookie("__Host-session").value
+    victim = app.test_client()
+    victim.set_cookie("session", tossed)
+    https = {"X-Forwarded-Proto": "https"}
+    assert victim.get("/history", headers=https).status_code == 302  # off to sign in: not alice
+    victim.set_cookie("__Host-session", tossed)
+    assert victim.get("/history", headers=https).status_code == 200  # the same session, by its own name
+
+
+def test_the_content_security_policy_closes_forms_bases_and_plugins(app):
+    policy = app.test_client().get("/login").headers["Content-Security-Policy"]
+    directives = {d.strip().split(" ", 1)[0]: d.strip().split(" ", 1)[1] for d in policy.split(";")}
+    assert directives["form-action"] == "'self'"
+    assert directives["base-uri"] == "'none'"
+    assert directives["object-src"] == "'none'"
+    assert directives["default-src"] == "'self'" and directives["frame-ancestors"] == "'none'"
 
 
 # ------------------------------------------------------------------ edge options from the form and the API

@@ -536,3 +536,18 @@ def test_delete_asks_first_and_a_no_keeps_the_image(server, signed_in):
     assert "Deleted: its original and its cut-out are gone." in page.inner_text("body")
     assert accounts_row(task_id)["deleted_at"] is not None
     assert page.console_errors == []  # the confirm runs from app.js: no Content-Security-Policy violation
+
+
+def test_chromium_keeps_the_host_prefixed_session_cookie_over_plain_http_to_127_0_0_1(server, signed_in):
+    """`make run` is plain HTTP on 127.0.0.1: Chromium takes it as a secure context, so it keeps the
+    Secure `__Host-session` cookie (signed_in got past the sign-in page with it), and a form (sign-out)
+    still posts under `form-action 'self'`."""
+    page = signed_in
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert set(cookies) == {"__Host-session"}
+    assert cookies["__Host-session"]["secure"] and cookies["__Host-session"]["path"] == "/"
+    page.goto(server + "/history")
+    assert page.url == server + "/history"  # the cookie is sent back: still signed in
+    page.click("#sign-out")
+    page.wait_for_url("**/login")
+    assert page.console_errors == []  # no Content-Security-Policy violation on the way

@@ -8,10 +8,12 @@ sign-in, and it is announced in the log at start and on every page.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -37,6 +39,7 @@ OPEN_ENDPOINTS = {
 }
 MIN_TOKEN_CHARS = 32
 SIGNED_IN_AT = "signed_in_at"
+HOST_PREFIX = "__Host-"
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,33 @@ def auth_config(settings: Settings) -> AuthConfig:
     return AuthConfig(settings.single_user, settings.api_tokens, settings.session_hours, settings.allowed_hosts)
 
 
+def loopback_host() -> bool:
+    """The browser asked for this machine itself (`make run`): a context browsers treat as secure over
+    plain HTTP too (Chromium and Firefox keep Secure cookies for http://localhost and 127.0.0.1)."""
+    host = urlsplit("//" + request.host).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SessionCookies(SecureCookieSessionInterface):
-    """The session cookie is Secure whenever the request came over HTTPS (through Traefik too)."""
+    """The session cookie is Secure whenever the request came over HTTPS (through Traefik too) or to the
+    loopback, and then named `__Host-session`: a browser keeps a cookie of that name only when it is
+    Secure, for Path=/ and with no Domain, so no other host (a sibling subdomain) and no plain-HTTP page
+    can set or replace it (cookie tossing: signing a victim in as someone else). Plain HTTP to any other
+    name keeps the bare `session` cookie: browsers would drop a Secure one there, and nobody could sign in.
+    Each context reads only its own name."""
 
     def get_cookie_secure(self, app) -> bool:
-        return super().get_cookie_secure(app) or request.is_secure
+        return super().get_cookie_secure(app) or request.is_secure or loopback_host()
+
+    def get_cookie_name(self, app) -> str:
+        name = super().get_cookie_name(app)
+        host_only = self.get_cookie_domain(app) is None and self.get_cookie_path(app) == "/"
+        return HOST_PREFIX + name if host_only and self.get_cookie_secure(app) else name
 
 
 def session_actor() -> Actor | None:

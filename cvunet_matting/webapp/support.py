@@ -11,8 +11,11 @@ from cvunet_matting.config import Settings
 
 CSRF_KEY = "csrf"
 HSTS = "max-age=31536000; includeSubDomains"  # sent over HTTPS only (Traefik's X-Forwarded-Proto)
+# form-action, base-uri and object-src do not fall back to default-src: each is closed on its own (an
+# injected <form> or <base> could otherwise send a form, sign-in's included, to another site).
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 
 
