@@ -126,27 +126,40 @@ def update_user(name: str, **fields) -> None:
         writes.update_user(cur, row["id"], **fields)
 
 
-def new_key(name: str, label: str = "") -> tuple[str, dict]:
-    """A new API key for the user: (the key, shown once; its row)."""
+def new_key(name: str, label: str = "", metrics_only: bool = False) -> tuple[str, dict]:
+    """A new API key for the user: (the key, shown once; its row). `metrics_only`: it reads /metrics
+    and nothing else, whoever its user is (Prometheus's scrape key)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, store_key(name, key, label)
+    return key, store_key(name, key, label, metrics_only)
 
 
-def store_key(name: str, key: str, label: str = "") -> dict:
+def store_key(name: str, key: str, label: str = "", metrics_only: bool = False) -> dict:
     with db.transaction() as cur:
         row = reads.get_user_by_name(cur, name)
         if row is None:
             raise InputError(f"no user {name!r}", code=ErrorCode.NOT_FOUND)
-        return writes.create_key(cur, row["id"], key[:12], hash_key(key), label)
+        return writes.create_key(cur, row["id"], key[:12], hash_key(key), label, metrics_only)
 
 
-def by_key(key: str) -> Actor | None:
-    """The enabled user an unrevoked key belongs to, or None."""
+def _key_row(key: str) -> UserRow | None:
     with db.transaction() as cur:
         row = reads.user_by_key_hash(cur, hash_key(key))
         if row is not None:
             writes.key_used(cur, row["key_id"])
-    return Actor.from_row(row) if row else None
+    return row
+
+
+def by_key(key: str) -> Actor | None:
+    """The enabled user an unrevoked key belongs to, or None. A metrics-only key names nobody: it can
+    never act as its user (the API, the pages, Flower's check), whatever the user may do."""
+    row = _key_row(key)
+    return Actor.from_row(row) if row and not row.get("key_metrics_only") else None
+
+
+def key_reads_metrics(key: str) -> bool:
+    """An unrevoked metrics-only key of an enabled user: it may read /metrics (and nothing else)."""
+    row = _key_row(key)
+    return bool(row and row.get("key_metrics_only"))
 
 
 def by_session_id(session_id: str) -> Actor | None:

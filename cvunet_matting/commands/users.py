@@ -177,13 +177,19 @@ def key() -> None:
 @key.command("add")
 @click.argument("name")
 @click.option("--label", default="", help="What the key is for.")
-def key_add(name: str, label: str) -> None:
+@click.option(
+    "--metrics-only",
+    is_flag=True,
+    help="The key reads /metrics and nothing else (Prometheus's scrape key); its user needs no admin role.",
+)
+def key_add(name: str, label: str, metrics_only: bool) -> None:
     """Make a key for the user; it is printed once and only its hash is kept."""
     try:
-        secret, row = accounts.new_key(name, label)
+        secret, row = accounts.new_key(name, label, metrics_only=metrics_only)
     except MattingError as exc:
         fail(exc.reason)
-    click.echo(f"key {row['id']} for {name!r} (shown once): {secret}")
+    kind = "metrics-only key" if metrics_only else "key"
+    click.echo(f"{kind} {row['id']} for {name!r} (shown once): {secret}")
 
 
 @key.command("list")
@@ -198,7 +204,8 @@ def key_list(name: str) -> None:
     for r in rows:
         state = f"revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "active"
         used = f"{r['last_used_at']:%Y-%m-%d %H:%M}" if r["last_used_at"] else "never"
-        click.echo(f"{r['id']:>5}  {r['prefix']}...  {state:<18} used {used:<16} {r['label']}")
+        scope = "metrics" if r["metrics_only"] else "full"
+        click.echo(f"{r['id']:>5}  {r['prefix']}...  {state:<18} {scope:<7} used {used:<16} {r['label']}")
 
 
 @key.command("revoke")

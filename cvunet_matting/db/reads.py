@@ -344,9 +344,11 @@ def get_user_by_name(cur, name: str) -> UserRow | None:
 
 
 def user_by_key_hash(cur, key_hash: str) -> UserRow | None:
-    """The enabled user an unrevoked API key belongs to, with the key's id as `key_id`."""
+    """The enabled user an unrevoked API key belongs to, with the key's id as `key_id` and whether it
+    reads only /metrics as `key_metrics_only`."""
     cur.execute(
-        "SELECT u.*, k.id AS key_id FROM api_keys k JOIN users u ON u.id = k.user_id "
+        "SELECT u.*, k.id AS key_id, k.metrics_only AS key_metrics_only FROM api_keys k "
+        "JOIN users u ON u.id = k.user_id "
         "WHERE k.key_hash = %s AND k.revoked_at IS NULL AND NOT u.disabled",
         (key_hash,),
     )

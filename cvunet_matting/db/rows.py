@@ -96,6 +96,7 @@ class UserRow(TypedDict):
     max_batch: int | None
     created_at: datetime
     key_id: NotRequired[int]  # found by an API key: that key's id
+    key_metrics_only: NotRequired[bool]  # found by an API key: it may read /metrics and nothing else
     keys: NotRequired[int]  # the user listing: how many unrevoked keys
 
 
@@ -108,3 +109,4 @@ class KeyRow(TypedDict):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    metrics_only: bool  # reads /metrics and nothing else (Prometheus)

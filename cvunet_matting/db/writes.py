@@ -235,10 +235,10 @@ def end_sessions(cur, user_id) -> None:
     cur.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = %s", (user_id,))
 
 
-def create_key(cur, user_id, prefix: str, key_hash: str, label: str) -> dict:
+def create_key(cur, user_id, prefix: str, key_hash: str, label: str, metrics_only: bool = False) -> dict:
     cur.execute(
-        "INSERT INTO api_keys (user_id, prefix, key_hash, label) VALUES (%s, %s, %s, %s) RETURNING *",
-        (user_id, prefix, key_hash, label),
+        "INSERT INTO api_keys (user_id, prefix, key_hash, label, metrics_only) VALUES (%s, %s, %s, %s, %s) RETURNING *",
+        (user_id, prefix, key_hash, label, metrics_only),
     )
     return cur.fetchone()
 

@@ -18,7 +18,7 @@ from cvunet_matting.errors import InputError
 
 log = logging.getLogger(__name__)
 REPO_MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
-KEY_USER = "stack-prometheus"  # an admin with API keys only (no password): /metrics is for admins
+KEY_USER = "stack-prometheus"  # a user with API keys only (no password), holding a metrics-only key
 RETENTION = "2d"  # a local stack's history: enough to look back on a run, small on disk
 
 
@@ -29,22 +29,20 @@ def find(*names: str) -> str | None:
 
 
 def scrape_key(path: Path) -> Path:
-    """The file holding an admin's API key for the web's /metrics: kept while its key still works
+    """The file holding a metrics-only API key for the web's /metrics: kept while its key still works
     (one key for every run, not one more each start), else a new key of KEY_USER, mode 0600.
     Called after run.prepare's bootstrap_admin: a user made before it would stop the first admin."""
-    if path.exists():
-        actor = accounts.by_key(path.read_text().strip())
-        if actor is not None and actor.is_admin:
-            return path
+    if path.exists() and accounts.key_reads_metrics(path.read_text().strip()):
+        return path
     try:
-        accounts.add_user(KEY_USER, None, is_admin=True)
+        accounts.add_user(KEY_USER, None)
     except InputError as exc:
         if exc.code != "exists":
             raise
-    key, _ = accounts.new_key(KEY_USER, "prometheus of `make run`")
+    key, _ = accounts.new_key(KEY_USER, "prometheus of `make run`", metrics_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    # Created 0600, never widened afterwards: the key reads every user's task counts.
+    # Created 0600, never widened afterwards: the key reads every user's task counts (and nothing else).
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
         out.write(key)
     return path

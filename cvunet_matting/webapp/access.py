@@ -1,5 +1,6 @@
 """Who may reach what, for every route but the API (which api/auth.py guards): pages need a signed-in
-session, /metrics an admin (session or API key); sign-in state lives in Flask-Login.
+session, /metrics an admin (session or API key) or a metrics-only key (Prometheus's, which opens
+nothing else); sign-in state lives in Flask-Login.
 
 Never silently open: without users nobody gets in (a fresh install prints its first admin's
 password, see accounts.bootstrap_admin); CVUNET_AUTH=single-user is the one way to run without
@@ -25,7 +26,7 @@ from cvunet_matting.accounts.users import Actor
 from cvunet_matting.config import Settings
 
 from . import single_user
-from .api.auth import bearer_actor, unauthorized
+from .api.auth import bearer_actor, bearer_reads_metrics, unauthorized
 
 log = logging.getLogger(__name__)
 OPEN_ENDPOINTS = {
@@ -107,6 +108,8 @@ def gate():
     if current_app.extensions["cvunet.auth"].single_user:
         g.actor = accounts.OPERATOR
         return None
+    if request.endpoint == "metrics" and bearer_reads_metrics():
+        return None  # a scrape: no actor, so nothing but the metrics view is reachable with it
     if request.endpoint == "metrics" or request.endpoint == "signin.check_admin":
         actor = bearer_actor() or session_actor()
         if actor is None:

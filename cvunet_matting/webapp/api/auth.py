@@ -25,11 +25,23 @@ def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
     return found
 
 
-def bearer_actor() -> Actor | None:
-    """The actor an `Authorization: Bearer KEY` header names, or None."""
+def bearer_key() -> str | None:
+    """The key of an `Authorization: Bearer KEY` header, if one of a plausible length was sent."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given = given.strip()
-    if scheme.lower() != "bearer" or not given or len(given) > 256:
+    return given if scheme.lower() == "bearer" and given and len(given) <= 256 else None
+
+
+def bearer_reads_metrics() -> bool:
+    """The header's key is a metrics-only key: /metrics lets it in, and nothing else does."""
+    given = bearer_key()
+    return given is not None and accounts.key_reads_metrics(given)
+
+
+def bearer_actor() -> Actor | None:
+    """The actor an `Authorization: Bearer KEY` header names, or None (a metrics-only key names nobody)."""
+    given = bearer_key()
+    if given is None:
         return None
     legacy = current_app.extensions["cvunet.auth"].legacy_tokens
     if legacy and token_matches(given, legacy):
