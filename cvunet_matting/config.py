@@ -124,6 +124,13 @@ class Settings:
     retention_days: int = setting(
         "CVUNET_RETENTION_DAYS", 30, "inputs, results and archives are removed this long after they finish (`0`: never)"
     )
+    # Longer than any upload takes from its file's write to its row's commit, so none is taken mid-way.
+    orphan_input_hours: float = setting(
+        "CVUNET_ORPHAN_INPUT_HOURS",
+        24.0,
+        "an input file no task reads is removed (in the workers' hourly round) once it is this old",
+        minimum=1.0,
+    )
     batch_chunk: int = setting(
         "CVUNET_BATCH_CHUNK", 200, "images per chord; batches are dispatched a few chunks at a time"
     )

@@ -28,7 +28,7 @@ from cvunet_matting.storage.naming import unique_names
 from cvunet_matting.storage.redis_client import get_redis
 
 from . import batch_lifecycle, cancelling
-from .submission import Item, folder_items
+from .submission import Item, folder_items, keep_inputs
 
 log = logging.getLogger(__name__)
 
@@ -125,4 +125,5 @@ def record_page(batch: BatchRow, idx: int, start: int, items: list[Item], names:
             raise ListingStopped(exc.reason) from exc
         writes.add_listed_chunk(cur, batch["id"], idx, rows)
         writes.refuse_listed(cur, refused)
+    keep_inputs(storage, rows, items)
     return [str(row["id"]) for row in rows]

@@ -91,7 +91,10 @@ def submit_image(
     item: Item, options: OutputOptions, settings: Settings | None = None, owner: Actor | None = None
 ) -> str:
     """Store the upload, record it as `owner`'s (None: the operator), enqueue it; bad images and
-    quotas are refused here (InputError)."""
+    quotas are refused here (InputError).
+
+    The upload is stored only once the binding quota check (under the owner's lock) has found room
+    for it: a refused upload leaves nothing on disk, however many arrive at once."""
     settings = settings or get_settings()
     quotas.precheck(owner, 1)
     probe(item.data, settings.max_pixels)
@@ -101,16 +104,17 @@ def submit_image(
     row = {
         "id": task_id,
         "filename": item.filename,
-        "input_key": storage.put_input(item.data),
         "options": options.to_dict(),
         "output_path": f"outputs/images/{task_id}/{name}",
     }
     with db.transaction() as cur:
         quotas.reserve(cur, owner, 1)
+        row["input_key"] = storage.put_input(item.data)
         writes.create_tasks(cur, [row])
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, task_ids=[task_id])
             row["owner_id"] = owner.id
+    keep_inputs(storage, [row], [item])
     dispatch.publish_image(row)
     return str(task_id)
 
@@ -127,13 +131,49 @@ def submit_batch(
 
     `refused` uploads (filename, message) join the batch as failed rows after the items, so that its
     page, its status and its manifest keep saying which files were turned away and why. Each is a
-    row: they count toward the owner's batch size and day (quotas.check), before anything is stored."""
+    row: they count toward the owner's batch size and day (quotas.check), before anything is stored.
+    Nothing is stored before the binding quota check has found room for the whole batch."""
     settings = settings or get_settings()
     quotas.precheck(owner, len(items), refused=len(refused))
     storage = Storage(settings.data_dir)
     batch_id = uuid.uuid4()
-    run_dir = storage.relative(storage.new_run_dir())
     names = unique_names([i.filename for i in items] + [r["filename"] for r in refused], options.extension)
+    chunks = (len(items) + len(refused) + settings.batch_chunk - 1) // settings.batch_chunk
+    with db.transaction() as cur:
+        # The binding check first: the run folder and the uploads are stored only once it found room.
+        quotas.reserve(cur, owner, len(items), refused=len(refused))
+        run_dir = storage.relative(storage.new_run_dir())
+        rows = batch_rows(storage, batch_id, run_dir, items, refused, names, options, settings)
+        writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
+        writes.create_tasks(cur, rows)
+        writes.refuse_listed(cur, {row["id"]: r["message"] for row, r in zip(rows[len(items) :], refused, strict=True)})
+        if owner is not None and owner.id is not None:
+            writes.set_owner(cur, owner.id, batch_id=batch_id)
+    keep_inputs(storage, rows, items)
+    batch_lifecycle.start(str(batch_id))
+    return str(batch_id)
+
+
+def keep_inputs(storage: Storage, rows: Sequence[dict], items: Sequence[Item]) -> None:
+    """Once the rows are committed, before any worker is told: every input is on disk. The orphan sweep
+    may have moved aside a file an older task had left, unread, that this upload reused, an instant
+    before this commit made it needed again (cleanup/orphan_inputs.py): it is stored again."""
+    for row, item in zip(rows, items, strict=False):  # a batch's refused rows, after its items, store nothing
+        if row["input_key"] and not storage.input_path(row["input_key"]).exists():
+            storage.put_input(item.data)
+
+
+def batch_rows(
+    storage: Storage,
+    batch_id: uuid.UUID,
+    run_dir: str,
+    items: list[Item],
+    refused: Sequence[dict],
+    names: list[str],
+    options: OutputOptions,
+    settings: Settings,
+) -> list[dict]:
+    """A batch's task rows, its items' inputs stored; then its `refused` files, with nothing stored."""
     rows = [
         {
             "id": uuid.uuid4(),
@@ -147,7 +187,7 @@ def submit_batch(
         }
         for pos, (item, name) in enumerate(zip(items, names, strict=False))
     ]
-    rows += [
+    return rows + [
         {
             "id": uuid.uuid4(),
             "batch_id": batch_id,
@@ -160,13 +200,3 @@ def submit_batch(
         }
         for pos, refusal in enumerate(refused, start=len(items))
     ]
-    chunks = (len(rows) + settings.batch_chunk - 1) // settings.batch_chunk
-    with db.transaction() as cur:
-        quotas.reserve(cur, owner, len(items), refused=len(refused))
-        writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
-        writes.create_tasks(cur, rows)
-        writes.refuse_listed(cur, {row["id"]: r["message"] for row, r in zip(rows[len(items) :], refused, strict=True)})
-        if owner is not None and owner.id is not None:
-            writes.set_owner(cur, owner.id, batch_id=batch_id)
-    batch_lifecycle.start(str(batch_id))
-    return str(batch_id)

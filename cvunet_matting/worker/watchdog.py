@@ -110,8 +110,12 @@ class Watchdog(threading.Thread):
         """Retention, in a thread of its own: a first sweep of a long history can take longer than the
         heartbeat's TTL, and this thread's beat must go on meanwhile."""
         if self.expiring is None or not self.expiring.is_alive():
-            self.expiring = threading.Thread(target=self._expire, name="cvunet-retention", daemon=True)
+            self.expiring = threading.Thread(target=self._hourly, name="cvunet-retention", daemon=True)
             self.expiring.start()
+
+    def _hourly(self) -> None:
+        self._expire()
+        self._sweep_orphans()
 
     def _expire(self) -> None:
         from cvunet_matting.cleanup.deleting import purge_leftovers
@@ -135,6 +139,19 @@ class Watchdog(threading.Thread):
                 "deleted work left on disk: removed %(files)d file(s) of %(tasks)d task(s) and %(batches)d batch(es)",
                 purged,
             )
+
+    def _sweep_orphans(self) -> None:
+        """Input files no task reads, in the same hourly round (cleanup/orphan_inputs.py)."""
+        from cvunet_matting.cleanup import orphan_inputs
+        from cvunet_matting.storage.files import Storage
+
+        try:
+            swept = orphan_inputs.sweep(Storage(self.settings.data_dir), self.settings.orphan_input_hours * 3600)
+        except Exception as exc:  # PostgreSQL or storage away: the next hour tries again
+            log.warning("orphan inputs: %s", exc)
+            return
+        if any(swept.values()):
+            log.warning("removed %(inputs)d input file(s) no task reads and %(partial)d partial one(s)", swept)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -1,0 +1,213 @@
+"""Fair use: a refused upload stores nothing, inputs no task reads are swept, retries count like new
+work, an input that crashed workers is refused whatever task carries it, and one user holds a bounded
+number of waits and downloads across every web process."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from cvunet_matting import db
+from cvunet_matting.cleanup import orphan_inputs
+from cvunet_matting.config import get_settings
+from cvunet_matting.db import writes
+from cvunet_matting.storage.files import Storage, sha256_bytes
+from cvunet_matting.web import create_app
+from cvunet_matting.worker.watchdog import Watchdog
+from tests import support
+from tests.support import png_bytes
+from tests.support.httpclient import fetch
+
+PARALLEL = 20
+
+
+@pytest.fixture
+def server(clean_state) -> Iterator[str]:
+    """The real app on 127.0.0.1, one thread a request, as the tests' browser server runs it."""
+    app = create_app()
+    httpd = make_server("127.0.0.1", support.free_port(), app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    app.extensions["cvunet.waits"].close()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def post_image(app, user: support.TestUser, data: bytes, name: str = "a.png"):
+    return app.test_client().post("/api/v1/images", data={"file": (io.BytesIO(data), name)}, headers=user.bearer)
+
+
+def form(files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A multipart body of (field, filename, bytes) parts, and its Content-Type."""
+    boundary = secrets.token_hex(16)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for field, name, data in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def send(base: str, user: support.TestUser, n: int) -> int:
+    """Request `n`: an image on its own when even, a batch of two when odd; its status."""
+    if n % 2 == 0:
+        body, ctype = form([("file", f"{n}.png", png_bytes(100 + n))])
+        path = "/api/v1/images"
+    else:
+        body, ctype = form([("files", f"{n}-{i}.png", png_bytes(1000 + 2 * n + i)) for i in range(2)])
+        path = "/api/v1/batches"
+    status, _, _ = fetch("POST", base + path, body, {"Content-Type": ctype, **user.bearer})
+    return status
+
+
+def input_files() -> set[str]:
+    inputs = get_settings().data_dir / "inputs"
+    return {p.name for p in inputs.rglob("*") if p.is_file()} if inputs.exists() else set()
+
+
+def run_dirs() -> set[str]:
+    outputs = get_settings().data_dir / "outputs"
+    return {p.name for p in outputs.glob("outputs_*")} if outputs.exists() else set()
+
+
+def waiting_on_owner_lock(owner_id: int) -> int:
+    """Transactions waiting for the owner's quota lock (writes.lock_owner)."""
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND classid = 7312 AND objid = %s",
+            (owner_id,),
+        )
+        return cur.fetchone()["n"]
+
+
+def owned(owner_id: int) -> tuple[set[str], set[str]]:
+    """The input keys of the owner's tasks, and the run folders of their batches."""
+    with db.transaction() as cur:
+        cur.execute("SELECT input_key FROM tasks WHERE owner_id = %s", (owner_id,))
+        keys = {r["input_key"] for r in cur.fetchall()}
+        cur.execute("SELECT output_dir FROM batches WHERE owner_id = %s", (owner_id,))
+        return keys, {Path(r["output_dir"]).name for r in cur.fetchall()}
+
+
+# ------------------------------------------------------------------ the quota before the bytes
+
+
+def test_parallel_uploads_over_the_quota_leave_no_file(server):
+    """The finding: 20 uploads at once from a user one image below the limit all passed the cheap
+    check, all were written to inputs/, 19 were refused by the binding check, and their files stayed.
+
+    The test holds the user's quota lock while the 20 requests arrive, so that every one of them has
+    passed the cheap check and waits for the binding one; then lets them go."""
+    user = support.make_user(prefix="race", max_in_flight=2)
+    with ThreadPoolExecutor(PARALLEL) as pool, db.transaction() as cur:
+        writes.lock_owner(cur, user.id)
+        statuses = pool.map(lambda n: send(server, user, n), range(PARALLEL))
+        support.wait_until(
+            lambda: waiting_on_owner_lock(user.id) == PARALLEL, 60, message="every request at the binding check"
+        )
+        assert input_files() == set() and run_dirs() == set()  # nothing stored before the check
+    statuses = list(statuses)
+    assert set(statuses) == {202, 429} and statuses.count(429) >= PARALLEL - 2
+    keys, dirs = owned(user.id)
+    assert input_files() == keys and len(keys) == 2  # what the accepted ones read, nothing else
+    assert run_dirs() == dirs
+
+
+# ------------------------------------------------------------------ the orphan sweep
+
+
+def age(path: Path, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+def test_the_hourly_round_removes_inputs_no_task_reads_once_past_the_grace(app, alice):
+    """Production defaults (24 h of grace): old unread inputs and dead writers' partial files go;
+    an in-flight task's input stays however old, a young unread one stays (it may be being recorded)."""
+    storage = Storage(get_settings().data_dir)
+    assert post_image(app, alice, png_bytes(7)).status_code == 202
+    in_flight = storage.input_path(sha256_bytes(png_bytes(7)))
+    orphan, young = storage.input_path(storage.put_input(b"old orphan")), storage.input_path(storage.put_input(b"new"))
+    dead_part = in_flight.parent / f".{'e' * 64}.abcdefgh.part"
+    live_part = in_flight.parent / f".{'f' * 64}.abcdefgh.part"
+    dead_part.write_bytes(b"half"), live_part.write_bytes(b"half")
+    for path in (in_flight, orphan, dead_part):
+        age(path, 25)
+    age(young, 23)
+
+    Watchdog(None, "test", get_settings())._hourly()  # the round the elected worker runs every hour
+    assert in_flight.exists() and young.exists() and live_part.exists()
+    assert not orphan.exists() and not dead_part.exists()
+    assert [p.name for p in in_flight.parent.iterdir() if p.name.startswith(orphan_inputs.ASIDE)] == []
+
+
+def test_an_input_of_expired_work_only_is_swept(app, alice):
+    storage = Storage(get_settings().data_dir)
+    answer = post_image(app, alice, png_bytes(8))
+    path = storage.input_path(sha256_bytes(png_bytes(8)))
+    age(path, 25)
+    assert orphan_inputs.sweep(storage, 24 * 3600)["inputs"] == 0
+    with db.transaction() as cur:
+        writes.expire_tasks(cur, [uuid.UUID(answer.get_json()["task_id"])])
+    assert orphan_inputs.sweep(storage, 24 * 3600)["inputs"] == 1 and not path.exists()
+
+
+def old_input(data: bytes) -> Path:
+    storage = Storage(get_settings().data_dir)
+    path = storage.input_path(storage.put_input(data))
+    age(path, 25)
+    return path
+
+
+def test_a_task_recorded_while_the_sweep_holds_its_input_aside_gets_it_back(clean_state, monkeypatch):
+    """The sweep moves an unread file aside, then reads the rows once more before removing it: a task
+    recorded in between (its upload found the file still there, and stored nothing) gets it back."""
+    data = png_bytes(9)
+    path = old_input(data)
+    real, looks = orphan_inputs.unread, []
+
+    def unread(keys):
+        looks.append(keys)
+        if len(looks) == 2:  # the last look, the file aside: a task that reads it is committed now
+            assert not path.exists()
+            row = {"id": uuid.uuid4(), "filename": "b.png", "input_key": path.name, "options": {}, "output_path": "x"}
+            with db.transaction() as cur:
+                writes.create_tasks(cur, [row])
+        return real(keys)
+
+    monkeypatch.setattr(orphan_inputs, "unread", unread)
+    assert orphan_inputs.sweep(Storage(get_settings().data_dir), 24 * 3600)["inputs"] == 0
+    assert path.read_bytes() == data and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_an_upload_whose_input_the_sweep_took_before_its_commit_stores_it_again(app, alice, monkeypatch):
+    """The other order: the upload finds the old file and stores nothing, the sweep (seeing no row yet)
+    removes the file, then the upload commits its task: it stores the file again before any worker is
+    told of the task."""
+    data = png_bytes(10)
+    path = old_input(data)
+    real, swept = writes.create_tasks, []
+
+    def create_tasks(cur, rows):
+        swept.append(orphan_inputs.sweep(Storage(get_settings().data_dir), 24 * 3600))
+        assert not path.exists()
+        return real(cur, rows)
+
+    monkeypatch.setattr(writes, "create_tasks", create_tasks)
+    assert post_image(app, alice, data).status_code == 202
+    assert swept == [{"inputs": 1, "partial": 0}]
+    assert path.read_bytes() == data
