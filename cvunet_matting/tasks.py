@@ -18,7 +18,7 @@ from .pipeline import batch_lifecycle, cancelling, finish
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .states import FailureCode, TaskState
 from .storage.files import Storage
-from .storage.redis_client import ended_runs, get_redis
+from .storage.redis_client import ended_runs, forgive_input, get_redis, input_crashes
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
 from .worker.image_run import ImageRun, ImageTask
@@ -85,8 +85,9 @@ def run_image(
     if cancelled:  # before the input is read or the model touched
         return failed(base, FailureCode.CANCELLED, cancelling.REASON)
     # Runs that started before this one and never ended: their process died (a crash, out of memory).
-    # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash.
-    crashes = run.attempts - 1 - ended_runs(run.task_id)
+    # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash. Counted
+    # per input: the same bytes sent again as a new task fail at once instead of crashing workers anew.
+    crashes = input_crashes(run.task_id, input_key, run.attempts - 1 - ended_runs(run.task_id))
     if crashes >= settings.max_attempts:
         reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
         return failed(base, FailureCode.CRASHED, reason)
@@ -120,7 +121,15 @@ def run_image(
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
         log.exception("unexpected error on task %s", task.request.id)
         return failed(base, FailureCode.INTERNAL, f"internal error: {exc!r}")
+    forgive_quietly(input_key)  # these bytes ran to the end: a later crash on them starts a new count
     return {**base, **fields, "state": TaskState.SUCCESS}
+
+
+def forgive_quietly(input_key: str) -> None:
+    try:
+        forgive_input(input_key)
+    except Exception as exc:  # Redis away: at worst an old crash still counts for these bytes
+        log.warning("could not forget the crashes of input %s: %s", input_key, exc)
 
 
 def failed(base: dict, code: FailureCode, error: str) -> dict:

@@ -211,3 +211,72 @@ def test_an_upload_whose_input_the_sweep_took_before_its_commit_stores_it_again(
     assert post_image(app, alice, data).status_code == 202
     assert swept == [{"inputs": 1, "partial": 0}]
     assert path.read_bytes() == data
+
+
+# ------------------------------------------------------------------ retries are new work for the quotas
+
+
+def fail(task_id: str, code: str = "internal") -> None:
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET state = 'failure', error_code = %s WHERE id = %s", (code, task_id))
+
+
+def retry(app, user: support.TestUser, task_id: str, force: bool = False):
+    query = "?force=1" if force else ""
+    return app.test_client().post(f"/api/v1/tasks/{task_id}/retry{query}", headers=user.bearer)
+
+
+def test_retries_count_toward_the_day(app):
+    """The finding: a retry skipped the per-day quota, so one failed image could run all day."""
+    user = support.make_user(prefix="retries", max_per_day=2)
+    first = post_image(app, user, png_bytes(11)).get_json()["task_id"]
+    fail(first)
+    assert retry(app, user, first).status_code == 202  # the day's second file
+    fail(first)
+    over = retry(app, user, first)
+    assert over.status_code == 429 and over.get_json()["error"]["code"] == "quota_exceeded"
+    assert "2 so far" in over.get_json()["error"]["message"] and int(over.headers["Retry-After"]) > 0
+    assert post_image(app, user, png_bytes(12)).status_code == 429  # and new work sees the retry too
+    admin = support.make_user(admin=True, prefix="admin")
+    assert retry(app, admin, first).status_code == 429  # an admin's retry counts for the task's owner
+
+
+def test_retries_at_once_take_the_in_flight_places_under_the_owners_lock(app):
+    """The finding: retries took no in-flight reservation; at once, all passed the cheap check."""
+    user = support.make_user(prefix="retries", max_in_flight=1)
+    ids = []
+    for seed in (20, 21, 22):  # three failed tasks of the user, none in flight
+        ids.append(post_image(app, user, png_bytes(seed)).get_json()["task_id"])
+        fail(ids[-1])
+    with ThreadPoolExecutor(len(ids)) as pool, db.transaction() as cur:
+        writes.lock_owner(cur, user.id)  # every retry passes its lookups and waits at the binding check
+        statuses = pool.map(lambda t: retry(app, user, t).status_code, ids)
+        support.wait_until(lambda: waiting_on_owner_lock(user.id) == len(ids), 60, message="retries at the check")
+    assert sorted(statuses) == [202, 429, 429]
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM tasks WHERE owner_id = %s AND state = 'pending'", (user.id,))
+        assert cur.fetchone()["n"] == 1
+
+
+# ------------------------------------------------------------------ the crash cap counts the bytes
+
+
+def test_an_input_that_crashed_workers_fails_at_once_when_sent_again_unless_an_admin_forces_it(
+    app, alice, worker_factory
+):
+    """The finding: the cap counted per task id, so each re-upload of a crashing file cost three more
+    crashed workers. Now the bytes are counted: sent again, it fails at once with the `crashed` reason,
+    no worker dies for it; an admin's forced retry still runs it (and it crashes again here)."""
+    poison = png_bytes(99)
+    worker_factory(CVUNET_TEST_CRASH_ON=sha256_bytes(poison))
+    first = support.wait_task(post_image(app, alice, poison).get_json()["task_id"], "failure", timeout=180)
+    assert first["error_code"] == "crashed" and first["attempts"] == 4  # three crashes, and the run that gave up
+    again = support.wait_task(post_image(app, alice, poison, "again.png").get_json()["task_id"], "failure")
+    assert again["error_code"] == "crashed" and again["attempts"] == 1 and "died 3 times" in again["error"]
+    assert retry(app, alice, str(again["id"]), force=True).get_json()["error"]["code"] == "poison_input"
+    admin = support.make_user(admin=True, prefix="admin")
+    assert retry(app, admin, str(again["id"]), force=True).status_code == 202
+    forced = support.wait_task(str(again["id"]), "failure", timeout=180)
+    assert forced["error_code"] == "crashed" and forced["attempts"] == 4  # it really ran: three crashes again
+    fine = support.wait_task(post_image(app, alice, png_bytes(98)).get_json()["task_id"], "success")
+    assert fine["attempts"] == 1  # other inputs are not held back

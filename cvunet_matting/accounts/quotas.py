@@ -1,7 +1,8 @@
 """Per-user quotas: images in flight, files per day (UTC), and the largest batch (in files).
 
-Checked twice: cheaply before the uploads are stored, and again under a per-user lock in the
-transaction that records the new rows, so two uploads at once cannot both squeeze in.
+Checked twice: cheaply before an upload is read through, and again under a per-user lock in the
+transaction that records the new rows, before their files are stored: two uploads at once cannot
+both squeeze in, and a refused one stores nothing. A retry is checked and counted like a new image.
 """
 
 from __future__ import annotations
@@ -95,3 +96,14 @@ def reserve(cur, actor: Actor | None, images: int, new: bool = True, refused: in
     if actor is not None and actor.id is not None:
         writes.lock_owner(cur, actor.id)
         check(cur, actor, images, new, refused)
+
+
+def reserve_retry(cur, task_id, owner_id: int | None) -> None:
+    """A retry runs its image again: it takes a place in flight and one of the day's files of the task's
+    owner (whoever asked: an admin's retry of a user's task counts for the user), checked under the
+    owner's lock like a new submission, and recorded for the day's count (in the caller's transaction)."""
+    user = reads.get_user(cur, owner_id) if owner_id is not None else None
+    if user is None:
+        return  # the operator's work: no quota
+    reserve(cur, Actor.from_row(user), 1)
+    writes.record_retry(cur, task_id, owner_id)

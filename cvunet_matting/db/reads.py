@@ -418,11 +418,13 @@ def owner_load(cur, owner_id) -> dict:
     """An owner's images in flight and files submitted since midnight UTC (quota checks). Inputs a worker
     refused for what they are cost no model time and stop counting; files refused on arrival (nothing
     stored, input_key '') keep counting: else each batch could add rows without limit at the cost of
-    one image."""
+    one image. Each retry since midnight counts as one more file: it runs the image again."""
     cur.execute(
         "SELECT count(*) FILTER (WHERE state IN ('pending', 'started', 'retry')) AS in_flight, "
         "count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-        " AND (error_code IS DISTINCT FROM 'refused' OR input_key = '')) AS today FROM tasks WHERE owner_id = %s",
-        (owner_id,),
+        " AND (error_code IS DISTINCT FROM 'refused' OR input_key = '')) + (SELECT count(*) FROM task_retries"
+        " WHERE owner_id = %s AND retried_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+        " AS today FROM tasks WHERE owner_id = %s",
+        (owner_id, owner_id),
     )
     return cur.fetchone()

@@ -274,6 +274,11 @@ def lock_owner(cur, owner_id) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(7312, %s::int)", (owner_id % 2**31,))
 
 
+def record_retry(cur, task_id, owner_id) -> None:
+    """A retry of the owner's task, counted toward their day (reads.owner_load)."""
+    cur.execute("INSERT INTO task_retries (task_id, owner_id) VALUES (%s, %s)", (task_id, owner_id))
+
+
 def expire_tasks(cur, task_ids: list) -> None:
     """Mark tasks expired, and forget their results so that no new task reuses a removed file."""
     cur.execute("UPDATE tasks SET expired_at = now() WHERE id = ANY(%s)", (list(task_ids),))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from cvunet_matting import db
+from cvunet_matting.accounts import quotas
 from cvunet_matting.celery_app import app
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads, writes
@@ -39,8 +40,10 @@ def _publish_again(rows: list[TaskRow]) -> None:
     dispatch.republish(rows, dispatch.finalize_batch)
 
 
-def retry_task(task_id) -> str:
-    """Requeue a failed task under its own id: 'requeued', 'not_found', 'not_failed' or 'expired'."""
+def retry_task(task_id, counted: bool = False) -> str:
+    """Requeue a failed task under its own id: 'requeued', 'not_found', 'not_failed' or 'expired'.
+    `counted` (a user's or admin's retry, not the operator's requeue): it takes a place among its
+    owner's images in flight and counts toward their day (quotas.OverQuota when over a quota)."""
     with db.transaction() as cur:
         row = reads.lock_task(cur, task_id)  # two clicks at once requeue it once
         if row is None:
@@ -49,6 +52,8 @@ def retry_task(task_id) -> str:
             return "not_failed"
         if row["expired_at"]:  # expired or deleted while the caller looked: its input may be gone
             return "expired"
+        if counted:
+            quotas.reserve_retry(cur, row["id"], row["owner_id"])
         _requeue_rows(cur, [row])
     cancelling.clear(get_redis(), [str(row["id"])])  # asked to run again: it runs
     _publish_again([row])

@@ -3,7 +3,6 @@ what has finished. Each finds the work through `lookup` first, so a stranger's i
 
 from __future__ import annotations
 
-from cvunet_matting.accounts import quotas
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.cleanup import deleting
 from cvunet_matting.config import Settings
@@ -13,14 +12,15 @@ from cvunet_matting.pipeline import cancelling
 from cvunet_matting.recovery.requeue import retry_task
 from cvunet_matting.states import FailureCode, TaskState
 from cvunet_matting.storage.files import Storage
-from cvunet_matting.storage.redis_client import get_redis
+from cvunet_matting.storage.redis_client import forgive_input, get_redis
 
 from .lookup import batch_for, task_for
 
 
 def check_retry(actor: Actor, row: TaskRow, force: bool) -> None:
     """Refuse a retry that cannot help: an expired task, an input that crashed the worker up to the cap
-    (unless an admin forces it: each retry would cost as many crashes again), a file refused on arrival
+    (unless an admin forces it: each retry would cost as many crashes again; the cap counts the input's
+    bytes, in whatever task, so a forced retry forgives them), a file refused on arrival
     (nothing was stored), an input refused for what it is (unless forced: a limit may have been raised)."""
     if row.get("expired_at"):
         raise InputError("this task expired: retention removed its files, its input too", code=ErrorCode.EXPIRED_TASK)
@@ -44,11 +44,13 @@ def check_retry(actor: Actor, row: TaskRow, force: bool) -> None:
 
 
 def retry(actor: Actor, task_id: str, force: bool = False) -> TaskRow:
-    """Requeue the actor's failed task under its own id; returns its row as it was."""
+    """Requeue the actor's failed task under its own id; returns its row as it was. Over a quota of the
+    task's owner (in flight, or the day's files: a retry runs the image again), refused like new work."""
     row = task_for(actor, task_id)
     check_retry(actor, row, force)
-    quotas.precheck(actor, 1, new=False)
-    outcome = retry_task(row["id"])
+    if row["state"] == TaskState.FAILURE and row.get("error_code") == FailureCode.CRASHED:  # an admin forced it
+        forgive_input(row["input_key"])  # before the requeue: a worker that looked first would give up at once
+    outcome = retry_task(row["id"], counted=True)  # checked and counted like a new image, under the owner's lock
     if outcome == "expired":
         raise InputError("this task expired or was deleted meanwhile: its files are gone", code=ErrorCode.EXPIRED_TASK)
     if outcome != "requeued":
