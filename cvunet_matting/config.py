@@ -216,6 +216,21 @@ class Settings:
         "requests one web process holds for `?wait=` and event streams; beyond them, 429 with `Retry-After`",
         minimum=1,
     )
+    # Across every web process (counted in Redis): one user cannot hold every process's wait slots.
+    waits_per_user: int = setting(
+        "CVUNET_WAITS_PER_USER",
+        8,
+        "`?wait=` requests and event streams one user holds at once, all web processes together; "
+        "beyond them, 429 `too_many_waits` with `Retry-After`",
+        minimum=1,
+    )
+    downloads_per_user: int = setting(
+        "CVUNET_DOWNLOADS_PER_USER",
+        16,
+        "file downloads (results, mattes, originals, ZIPs) one user receives at once, all web processes "
+        "together; beyond them, 429 `too_many_downloads` with `Retry-After`",
+        minimum=1,
+    )
     alpha_derivations: int = setting(
         "CVUNET_ALPHA_DERIVATIONS",
         2,

@@ -40,6 +40,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_HOST = "unknown_host"
     CROSS_SITE = "cross_site"
     QUOTA_EXCEEDED = "quota_exceeded"
+    TOO_MANY_WAITS = "too_many_waits"
+    TOO_MANY_DOWNLOADS = "too_many_downloads"
     BATCH_TOO_LARGE = "batch_too_large"
     # accounts
     BAD_NAME = "bad_name"

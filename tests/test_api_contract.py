@@ -76,7 +76,9 @@ def test_the_document_publishes_the_facts_the_code_serves():
 def api_schema(clean_state, api_key, monkeypatch):
     hold = waiting.hold
     monkeypatch.setattr(
-        waiting, "hold", lambda hub, ids, read, final, s: hold(hub, ids, read, final, min(s, HELD_AT_MOST_S))
+        waiting,
+        "hold",
+        lambda hub, ids, read, final, s, *place: hold(hub, ids, read, final, min(s, HELD_AT_MOST_S), *place),
     )
     app = create_app({"TESTING": True})
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)

@@ -5,8 +5,13 @@ number of waits and downloads across every web process."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,6 +28,7 @@ from cvunet_matting.config import get_settings
 from cvunet_matting.db import writes
 from cvunet_matting.storage.files import Storage, sha256_bytes
 from cvunet_matting.web import create_app
+from cvunet_matting.webapp import user_limits
 from cvunet_matting.worker.watchdog import Watchdog
 from tests import support
 from tests.support import png_bytes
@@ -280,3 +286,120 @@ def test_an_input_that_crashed_workers_fails_at_once_when_sent_again_unless_an_a
     assert forced["error_code"] == "crashed" and forced["attempts"] == 4  # it really ran: three crashes again
     fine = support.wait_task(post_image(app, alice, png_bytes(98)).get_json()["task_id"], "success")
     assert fine["attempts"] == 1  # other inputs are not held back
+
+
+# ------------------------------------------------------------------ one user's share of waits and downloads
+
+
+@pytest.fixture
+def two_instances(clean_state, tmp_path) -> Iterator[list[str]]:
+    """Two gunicorn instances of the app (one process each), as the stack runs web1 and web2: what one
+    user holds must be counted across both."""
+    procs, bases = [], []
+    for n in range(2):
+        port = support.free_port()
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics{n}")}
+        command = [sys.executable, "-m", "gunicorn", "-c", "python:cvunet_matting.webapp.gunicorn_conf"]
+        command += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", "16"]
+        log = (tmp_path / f"web{n}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [*command, "cvunet_matting.web:create_app()"], env=env, stdout=log, stderr=log, start_new_session=True
+            )
+        )
+        bases.append(f"http://127.0.0.1:{port}")
+    try:
+        for base in bases:
+            support.wait_until(lambda b=base: answers(b), 60, message=f"{base} answering")
+        yield bases
+    finally:
+        for proc in procs:
+            support.kill_group(proc, signal.SIGTERM)
+
+
+def answers(base: str) -> bool:
+    try:
+        return fetch("GET", base + "/healthz", timeout=5)[0] == 200
+    except OSError:  # not listening yet
+        return False
+
+
+def error_of(raw: bytes) -> str:
+    return json.loads(raw)["error"]["code"]
+
+
+def test_one_user_holds_at_most_its_waits_across_two_instances(two_instances):
+    """The finding: `?wait=` slots were counted per process, so one user could hold all of them.
+    Production default: 8 per user, all processes together."""
+    user, other = support.make_user(prefix="waiter"), support.make_user(prefix="other")
+    body, ctype = form([("file", "a.png", png_bytes(5))])
+    status, raw, _ = fetch("POST", two_instances[0] + "/api/v1/images", body, {"Content-Type": ctype, **user.bearer})
+    assert status == 202  # no worker runs: it stays pending, and every wait on it is held
+    status_url = f"/api/v1/tasks/{json.loads(raw)['task_id']}"
+    limit = get_settings().waits_per_user
+    assert limit == 8
+    cookie = support.http_sign_in(two_instances[1], user)  # the pages' event streams take a session
+
+    def held_wait(n: int):
+        return fetch("GET", f"{two_instances[n % 2]}{status_url}?wait=10", headers=user.bearer)
+
+    with ThreadPoolExecutor(limit) as pool:
+        waits = [pool.submit(held_wait, n) for n in range(limit)]
+        support.wait_until(lambda: user_limits.WAITS.held(user.id) == limit, 60, message="every wait held")
+        for base in two_instances:
+            status, raw, headers = fetch("GET", f"{base}{status_url}?wait=10", headers=user.bearer)
+            assert status == 429 and error_of(raw) == "too_many_waits" and int(headers["Retry-After"]) > 0
+            stream = fetch("GET", f"{base}/page/tasks/{status_url.rsplit('/', 1)[1]}/events", headers=cookie)
+            assert stream[0] == 429 and error_of(stream[1]) == "too_many_waits"
+        assert fetch("GET", f"{two_instances[0]}{status_url}", headers=user.bearer)[0] == 200  # polling still works
+        assert fetch("GET", f"{two_instances[1]}/api/v1/tasks?wait=1", headers=other.bearer)[0] == 200
+        assert [w.result()[0] for w in waits] == [200] * limit
+    assert user_limits.WAITS.held(user.id) == 0  # each given back when its request ended
+    assert fetch("GET", f"{two_instances[1]}{status_url}?wait=1", headers=user.bearer)[0] == 200
+
+
+def big_result(user: support.TestUser, size: int = 64 << 20) -> str:
+    """A finished task of the user's with a result too large to fit in the sockets' buffers."""
+    task_id = uuid.uuid4()
+    relative = f"outputs/images/{task_id}/big.png"
+    path = get_settings().data_dir / relative
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    row = {"id": task_id, "filename": "big.png", "input_key": "", "options": {}, "output_path": relative}
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row])
+        writes.set_owner(cur, user.id, task_ids=[task_id])
+        cur.execute("UPDATE tasks SET state = 'success' WHERE id = %s", (task_id,))
+    return str(task_id)
+
+
+def start_download(base: str, path: str, headers: dict) -> socket.socket:
+    """A download whose body this client does not read: the server's thread holds it."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    sock.sendall("\r\n".join(lines).encode())
+    return sock
+
+
+def test_one_user_holds_at_most_its_downloads_across_two_instances(two_instances):
+    """Slow downloads held every thread; now one user receives at most 16 files at once (the
+    production default), all processes together, and a place is given back when its download ends."""
+    user = support.make_user(prefix="downloader")
+    task_id = big_result(user)
+    path = f"/api/v1/tasks/{task_id}/result"
+    limit = get_settings().downloads_per_user
+    assert limit == 16
+    held = [start_download(two_instances[n % 2], path, user.bearer) for n in range(limit)]
+    try:
+        support.wait_until(lambda: user_limits.DOWNLOADS.held(user.id) == limit, 60, message="downloads held")
+        for base in two_instances:
+            status, raw, headers = fetch("GET", base + path, headers=user.bearer)
+            assert status == 429 and error_of(raw) == "too_many_downloads" and int(headers["Retry-After"]) > 0
+    finally:
+        for sock in held:
+            sock.close()
+    support.wait_until(lambda: user_limits.DOWNLOADS.held(user.id) == 0, 60, message="places given back")
+    status, raw, _ = fetch("GET", two_instances[0] + path, headers=user.bearer)
+    assert status == 200 and len(raw) == 64 << 20

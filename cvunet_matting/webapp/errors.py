@@ -63,7 +63,11 @@ ERROR_STATUSES = {
         " `batch_too_large`): split them",
         (ErrorCode.BATCH_TOO_LARGE,),
     ),
-    429: ("Over a quota of this account (code `quota_exceeded`): see Retry-After", (ErrorCode.QUOTA_EXCEEDED,)),
+    429: (
+        "Over a quota of this account (code `quota_exceeded`), or it holds as many `?wait=` requests and event"
+        " streams (`too_many_waits`) or downloads (`too_many_downloads`) as it may at once: see Retry-After",
+        (ErrorCode.QUOTA_EXCEEDED, ErrorCode.TOO_MANY_WAITS, ErrorCode.TOO_MANY_DOWNLOADS),
+    ),
     503: (
         "Redis or PostgreSQL cannot be reached, or the data volume is full or read-only (code"
         " `storage_unavailable`, with Retry-After), or (an alpha matte's first download) this web process is"

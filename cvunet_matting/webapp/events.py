@@ -1,7 +1,7 @@
 """Server-sent events for a task's and a batch's page: the state at once, then each change the moment
 the worker reports it, the last one named `end`; the stream closes then, or after waiting.MAX_WAIT_S
 (EventSource reconnects by itself after `retry`). Each open stream holds one of the process's wait
-slots, like ?wait= (429 when none is free).
+slots and one of its user's wait places, like ?wait= (429 when none is free).
 
 A proxy that buffers responses delivers a stream only when it ends: through such a proxy a task's
 stream still brings its end on time (it ends then), a batch's progress arrives in one piece. The
@@ -21,7 +21,7 @@ from flask import Response, stream_with_context
 from cvunet_matting.services.lookup import batch_for, task_for
 from cvunet_matting.states import BatchState
 
-from . import replies, waiting
+from . import replies, user_limits, waiting
 from .presenters import task_json
 
 RECONNECT_MS = 1000
@@ -34,8 +34,9 @@ def stream(
     final: Callable[[Value], bool],
     present: Callable[[Value], dict[str, Any]],
 ) -> Response:
-    changes = waiting.changes(replies.hub(), ids, read, final, waiting.MAX_WAIT_S)
-    first = next(changes)  # takes the slot (429 when none is free) and reads (404) before the stream starts
+    place = user_limits.wait_place(replies.actor())
+    changes = waiting.changes(replies.hub(), ids, read, final, waiting.MAX_WAIT_S, place)
+    first = next(changes)  # takes the places (429 when none is free) and reads (404) before the stream starts
 
     def body():
         yield f"retry: {RECONNECT_MS}\n\n"

@@ -22,7 +22,7 @@ from cvunet_matting.services import listings
 from cvunet_matting.services.lookup import BatchView, batch_failures, batch_for, parse_id, task_for
 from cvunet_matting.states import FINAL_TASK_STATES, BatchState, TaskState
 
-from . import downloads, polling, waiting
+from . import downloads, polling, user_limits, waiting
 from .presenters import batch_json, links, listed_batch_json, task_json
 
 
@@ -74,7 +74,9 @@ def held_task(task_id: str, wait: float, seen: str | None = None) -> TaskRow:
     read = task_reader(task_id, actor())
     row = read()  # a bad or unknown id answers at once, holding no slot
     stop = task_final if seen is None else (lambda row: task_final(row) or row["state"] != seen)
-    return row if wait <= 0 or stop(row) else waiting.hold(hub(), (str(row["id"]),), read, stop, wait)
+    if wait <= 0 or stop(row):
+        return row
+    return waiting.hold(hub(), (str(row["id"]),), read, stop, wait, user_limits.wait_place(actor()))
 
 
 def image_accepted(task_id: str, wait: float = 0.0):
@@ -162,7 +164,7 @@ def hold_batch(batch_id: str, wait: float, seen: int | None) -> None:
 
     first = read()  # a bad or unknown id answers at once, holding no slot
     if not stop(first):
-        waiting.hold(hub(), (parse_id(batch_id),), read, stop, wait)
+        waiting.hold(hub(), (parse_id(batch_id),), read, stop, wait, user_limits.wait_place(who))
 
 
 def batch_status(batch_id: str, offset: int, limit: int, wait: float = 0.0, seen: int | None = None):
@@ -181,8 +183,10 @@ TASK_FILES = {"result": downloads.result, "alpha": downloads.matte, "input": dow
 
 
 def task_file(kind: str, task_id: str, download: bool):
-    return TASK_FILES[kind](task_for(actor(), task_id), download)
+    row = task_for(actor(), task_id)  # a stranger's id is a 404 before any place is taken
+    return user_limits.download(actor(), lambda: TASK_FILES[kind](row, download))
 
 
 def batch_zip(batch_id: str):
-    return downloads.batch_zip(batch_for(actor(), batch_id).batch)
+    batch = batch_for(actor(), batch_id).batch
+    return user_limits.download(actor(), lambda: downloads.batch_zip(batch))

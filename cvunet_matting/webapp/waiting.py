@@ -3,7 +3,8 @@
 One subscriber thread per web process pattern-subscribes to the channels in notify.PATTERNS and sets
 the event of every request watching an id a message names. A watching request holds one of the
 process's gunicorn threads, so there are `slots` of them per process at most (the rest are kept
-for ordinary requests); one more is refused with 429 and Retry-After (see replies).
+for ordinary requests); one more is refused with 429 and Retry-After (see replies). One user holds at
+most CVUNET_WAITS_PER_USER of them, all processes together (user_limits.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ RECHECK_S = 5.0  # re-read this often anyway: a task ended by the watchdog publi
 # eight (bench-latency: that answer then waited for the 5 s re-check), so re-read for some 3 s.
 SETTLE_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5)
 DEFAULT_SLOTS = 24
+NO_PLACE = contextlib.nullcontext()  # nothing more to hold while waiting (reusable: it holds no state)
 
 
 class Watch:
@@ -150,13 +152,19 @@ def close_all() -> None:
 
 
 def changes(
-    hub: Hub, ids: tuple[str, ...], read: Callable[[], Value], final: Callable[[Value], bool], seconds: float
+    hub: Hub,
+    ids: tuple[str, ...],
+    read: Callable[[], Value],
+    final: Callable[[Value], bool],
+    seconds: float,
+    place: contextlib.AbstractContextManager = NO_PLACE,
 ) -> Iterator[Value]:
-    """read() now, then again whenever it changes, until final() or `seconds` have passed.
+    """read() now, then again whenever it changes, until final() or `seconds` have passed. `place`: held
+    for as long, taken before the process's slot (the asking user's place, user_limits.wait_place).
 
     Woken by an end that the row does not show yet, it re-reads a few times over SETTLE_S."""
     deadline = time.monotonic() + seconds
-    with hub.watch(*ids) as watch:
+    with place, hub.watch(*ids) as watch:
         value = read()
         yield value
         while not final(value) and not hub.closing.is_set() and (left := deadline - time.monotonic()) > 0:
@@ -172,10 +180,15 @@ def changes(
 
 
 def hold(
-    hub: Hub, ids: tuple[str, ...], read: Callable[[], Value], final: Callable[[Value], bool], seconds: float
+    hub: Hub,
+    ids: tuple[str, ...],
+    read: Callable[[], Value],
+    final: Callable[[Value], bool],
+    seconds: float,
+    place: contextlib.AbstractContextManager = NO_PLACE,
 ) -> Value:
     """The value once final, or as it is after `seconds`."""
-    values = changes(hub, ids, read, final, seconds)
+    values = changes(hub, ids, read, final, seconds, place)
     value = next(values)
     for value in values:  # noqa: B007 (the last one is the answer)
         pass
