@@ -229,6 +229,40 @@ def test_the_batch_card_names_the_files_that_failed(server, signed_in, worker_fa
     assert page.console_errors == []
 
 
+def huge_png(width: int = 40000, height: int = 40000) -> bytes:
+    """A PNG header saying width x height (over CVUNET_MAX_PIXELS): refused on arrival from it alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_the_batch_card_names_a_file_refused_on_arrival_once(server, signed_in, worker_factory, tmp_path):
+    """The finding: a 40000x40000 PNG in a batch of 7 was listed twice on the upload card, once from
+    the upload's answer (refused) and again from the batch's status (its failed items)."""
+    page = signed_in
+    worker_factory()
+    paths = [tmp_path / f"img{i}.png" for i in range(6)]
+    for i, path in enumerate(paths):
+        path.write_bytes(png_bytes(60 + i))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(huge_png())
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in [*paths[:3], huge, *paths[3:]]])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a", timeout=60_000)  # accepted: the card follows the batch
+    assert page.inner_text("#progress").count("huge.png") == 1
+    page.wait_for_selector("#progress-title:text-is('Finished')", timeout=120_000)
+    assert "6 done · 1 failed" in page.inner_text("#progress-text")
+    assert page.inner_text("#progress").count("huge.png") == 1
+    assert page.inner_text("#failed").startswith("huge.png: ") and "40000x40000" in page.inner_text("#failed")
+    assert page.console_errors == []
+
+
 # ------------------------------------------------------------------ polling: bounded, and ends
 def submit_by_api(server: str, user: support.TestUser, name: str, data: bytes) -> str:
     """A task submitted with the user's API key (no worker runs it yet): its id."""

@@ -172,7 +172,14 @@
     const links = document.getElementById("progress-links");
     card.hidden = false;
     links.replaceChildren(link(accepted.view_url, accepted.batch_id ? "Open the batch" : "Open the result"));
-    showRefused(accepted.refused || []);
+    // A batch keeps the files it refused on arrival as failed items, and its status lists them among its
+    // failures: shown in that one list from the start (never in both, as they once were).
+    const refused = accepted.refused || [];
+    showRefused([]);
+    showFailures(
+      refused.map((item) => ({ filename: item.filename, error: item.message })),
+      refused.length
+    );
     title.textContent = count === 1 ? "Removing the background…" : "Processing " + accepted.total + " images…";
     card.scrollIntoView({ block: "start" }); // below the form and a long file list it is out of view
     bar.removeAttribute("value");
@@ -180,7 +187,7 @@
     const statusUrl = batch ? accepted.status_url + "?limit=0" : accepted.status_url;
     const notice = noticeIn(card);
     let seen = batch ? 0 : "pending";
-    const refusedCount = (accepted.refused || []).length; // the batch keeps them as failed items
+    const refusedCount = refused.length; // the batch keeps them as failed items
     // Said at once: the first answer comes only when something changes, which a queue can delay.
     const words = JSON.parse(text.dataset.stateWords || "{}"); // the badges' words, from the template
     const said = (state) => "Status: " + (words[state] || state);
