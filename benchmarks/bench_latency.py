@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=120, help="clients waiting at once (0: skip)")
     parser.add_argument("--rembg", help="a Python with rembg[cpu,cli] installed (never the project's .venv)")
     args = parser.parse_args()
+    # held_capacity measures what the web processes hold, all from one user: that user's own cap
+    # (CVUNET_WAITS_PER_USER, 8) raised to the clients it sends, or it would measure the cap instead.
+    os.environ.setdefault("CVUNET_WAITS_PER_USER", str(max(args.hold, 8)))
     harness.setup()
     runs = len(args.kinds) * len(args.concurrency) * len(args.modes)
     images = harness.photos(runs * args.images + 8, 800, 800)  # distinct: a repeated image reuses its result
