@@ -352,6 +352,9 @@ def test_one_user_holds_at_most_its_waits_across_two_instances(two_instances):
             stream = fetch("GET", f"{base}/page/tasks/{status_url.rsplit('/', 1)[1]}/events", headers=cookie)
             assert stream[0] == 429 and error_of(stream[1]) == "too_many_waits"
         assert fetch("GET", f"{two_instances[0]}{status_url}", headers=user.bearer)[0] == 200  # polling still works
+        body, ctype = form([("file", "b.png", png_bytes(6))])  # an upload asked to wait is accepted all the same
+        upload = fetch("POST", f"{two_instances[1]}/api/v1/images?wait=5", body, {"Content-Type": ctype, **user.bearer})
+        assert upload[0] == 202 and "task_id" in json.loads(upload[1])
         assert fetch("GET", f"{two_instances[1]}/api/v1/tasks?wait=1", headers=other.bearer)[0] == 200
         assert [w.result()[0] for w in waits] == [200] * limit
     assert user_limits.WAITS.held(user.id) == 0  # each given back when its request ended

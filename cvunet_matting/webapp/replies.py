@@ -83,9 +83,9 @@ def image_accepted(task_id: str, wait: float = 0.0):
     """A new image's answer: its result at once if it ends within `wait` seconds, else 202."""
     row = None
     if wait > 0:
-        try:  # submitted already: without a free slot it is a plain 202, never a refusal
+        try:  # submitted already: without a free slot (or a free place of the user's) a plain 202, never a refusal
             row = held_task(task_id, wait)
-        except TooManyRequests:
+        except (TooManyRequests, user_limits.TooManyWaits):
             row = None
         if row is not None and task_final(row):
             return jsonify(task_json(row)), 200

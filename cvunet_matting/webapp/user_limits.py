@@ -29,6 +29,12 @@ WAIT_RETRY_S = 2  # a held wait ends within MAX_WAIT_S, most much sooner
 DOWNLOAD_RETRY_S = 5
 
 
+class TooManyWaits(InputError):
+    """The user holds every wait place: 429, unless the wait was a favour (an upload's ?wait=: 202)."""
+
+    code = ErrorCode.TOO_MANY_WAITS
+
+
 @contextlib.contextmanager
 def wait_place(who: Actor) -> Iterator[None]:
     """One of the user's wait places for the block's duration; InputError (429) when all are held."""
@@ -39,10 +45,9 @@ def wait_place(who: Actor) -> Iterator[None]:
     try:
         token = WAITS.take(who.id, limit)
     except Full:
-        raise InputError(
+        raise TooManyWaits(
             f"this account already holds {limit} waiting requests or event streams (at most {limit} at once):"
             " poll instead, or wait again shortly",
-            code=ErrorCode.TOO_MANY_WAITS,
             retry_after=WAIT_RETRY_S,
         ) from None
     try:
