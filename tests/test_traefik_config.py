@@ -91,10 +91,12 @@ class Processes:
     log_dir: Path
     running: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         # The child keeps its own copy of the log's descriptor; ours can close at once.
         with open(self.log_dir / f"{name}.out", "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ | (env or {})
+            )
         self.running[name] = proc
         return proc
 
@@ -141,8 +143,10 @@ def start_backend(procs: Processes, root: Path, name: str, port: int, files: dic
     )
 
 
-def start_traefik(procs: Processes, static: Path, ping_url: str) -> None:
-    procs.start("traefik", [require_tool("traefik"), f"--configFile={static}"])
+def start_traefik(procs: Processes, static: Path, ping_url: str, temp_dir: Path | None = None) -> None:
+    """Traefik on `static`; `temp_dir` is its TMPDIR, where the buffering middleware spools bodies."""
+    env = {"TMPDIR": str(temp_dir)} if temp_dir else None
+    procs.start("traefik", [require_tool("traefik"), f"--configFile={static}"], env)
 
     def pinged() -> bool:
         if procs.running["traefik"].poll() is not None:
@@ -161,6 +165,7 @@ class LocalStack:
     web_ports: dict[str, int]
     procs: Processes
     root: Path
+    temp_dir: Path  # Traefik's TMPDIR
 
     def whoami(self) -> tuple[int, str]:
         status, body, _ = fetch(f"{self.url}/whoami")
@@ -183,7 +188,9 @@ def local_stack(tmp_path, processes) -> LocalStack:
     dynamic_dir = tmp_path / "dynamic"
     dynamic_dir.mkdir()
     web_ports = {name: ports[name] for name in ("web-a", "web-b")}
-    stack = LocalStack(f"http://127.0.0.1:{http_port}", web_ports, processes, tmp_path)
+    temp_dir = tmp_path / "traefik-tmp"
+    temp_dir.mkdir()
+    stack = LocalStack(f"http://127.0.0.1:{http_port}", web_ports, processes, tmp_path, temp_dir)
     for name in stack.web_ports:
         stack.start_web(name)
     flower_files = {"healthz": "ok\n", "flower/index.html": "flower dashboard\n"}
@@ -204,7 +211,7 @@ def local_stack(tmp_path, processes) -> LocalStack:
         DYNAMIC_DIR=dynamic_dir,
         LOG_DIR=tmp_path,
     )
-    start_traefik(processes, static, f"http://127.0.0.1:{ping_port}/ping")
+    start_traefik(processes, static, f"http://127.0.0.1:{ping_port}/ping", temp_dir)
     # /ping answers before the file provider's routes are live.
     wait_until(lambda: stack.whoami()[0] == 200, 15, interval=0.1, message="waiting for the app route")
     return stack
@@ -267,6 +274,77 @@ def test_body_over_the_limit_is_refused_by_traefik(local_stack):
     assert post_status(local_stack.url, BODY_LIMIT + 1, b"x" * 1024) == 413
 
 
+def spooled(temp_dir: Path, pid: int) -> list[int]:
+    """Sizes of the files Traefik (process `pid`) holds in its temp dir: those listed there, and those
+    it holds open there, deleted or not."""
+    sizes = [f.stat().st_size for f in temp_dir.rglob("*") if f.is_file()]
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(fd).startswith(str(temp_dir)):
+                sizes.append(fd.stat().st_size)
+    return sizes
+
+
+def connect(base_url: str, context=None) -> http.client.HTTPConnection:
+    scheme, _, address = base_url.partition("://")
+    host, port = address.split(":")
+    if scheme == "https":
+        return http.client.HTTPSConnection(host, int(port), timeout=20, context=context)
+    return http.client.HTTPConnection(host, int(port), timeout=20)
+
+
+def start_download(
+    base_url: str, path: str, first: int, context=None
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """GET `path` and read only its first `first` bytes: the rest stays in flight."""
+    conn = connect(base_url, context)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    assert response.status == 200, response.status
+    assert len(response.read(first)) == first
+    return conn, response
+
+
+BIG = 24 * 1024 * 1024  # a download well past what buffering keeps in memory (1 MiB)
+
+
+@pytest.mark.stack
+def test_downloads_stream_through_traefik_without_a_temp_file(local_stack):
+    """A GET's answer goes to the client as the app sends it: Traefik spools none of it to disk, where
+    a buffered 24 MiB answer would have become a 23 MiB temp file for as long as the client reads."""
+    for name in local_stack.web_ports:
+        (local_stack.root / name / "big.zip").write_bytes(os.urandom(BIG))
+    traefik = local_stack.procs.running["traefik"].pid
+    conn, response = start_download(local_stack.url, "/big.zip", 64 * 1024)
+    try:
+        assert [size for size in spooled(local_stack.temp_dir, traefik) if size >= 1024 * 1024] == []
+        assert len(response.read()) == BIG - 64 * 1024
+    finally:
+        conn.close()
+
+
+@pytest.mark.stack
+def test_uploads_are_still_buffered_before_the_app_sees_them(local_stack):
+    """The other half (and the check that `spooled` sees Traefik's temp files): a 4 MiB upload, 3 MiB of
+    it sent, is held in Traefik's temp dir; the backend gets it only once whole (http.server: 501)."""
+    traefik = local_stack.procs.running["traefik"].pid
+    conn = connect(local_stack.url)
+    try:
+        conn.putrequest("POST", "/upload")
+        conn.putheader("Content-Length", str(4 * 1024 * 1024))
+        conn.endheaders(b"x" * (3 * 1024 * 1024))
+        wait_until(
+            lambda: any(size >= 512 * 1024 for size in spooled(local_stack.temp_dir, traefik)),
+            10,
+            interval=0.1,
+            message="the upload's body spooled to Traefik's temp dir",
+        )
+        conn.send(b"x" * (1024 * 1024))
+        assert conn.getresponse().status == 501
+    finally:
+        conn.close()
+
+
 # --- production files --------------------------------------------------------------------------
 
 
@@ -286,6 +364,11 @@ def test_production_static_config_structure():
     assert static["ping"]["entryPoint"] not in {"web", "websecure"}
     assert static["providers"]["file"]["directory"] == "/etc/traefik/dynamic"
     assert "accessLog" in static
+    # Flower's admin check comes in on loopback only; only there are forwarded headers trusted.
+    auth = entry["auth"]
+    assert auth["address"].startswith("127.0.0.1:") and auth["forwardedHeaders"]["trustedIPs"] == ["127.0.0.1/32"]
+    for name in ("web", "websecure"):
+        assert "forwardedHeaders" not in entry[name] and "proxyProtocol" not in entry[name], name
 
 
 def test_production_dynamic_config_structure():
@@ -303,8 +386,12 @@ def test_production_dynamic_config_structure():
     # /flower gets its slash; then the network, then an app admin, then Flower's own password.
     assert flower_mw == ["redirectRegex", "ipAllowList", "forwardAuth", "basicAuth"]
     check = middlewares["admin-session"]["forwardAuth"]
-    # `web`: compose's alias of every web service, so the check outlives one of them.
-    assert check["address"] == "http://web:8000/auth/admin" and check["trustForwardHeader"] is False
+    # Asked through Traefik's own loopback `auth` entrypoint, whose router sends it to the
+    # health-checked app service (both web instances): not to one web instance.
+    assert check["address"] == "http://127.0.0.1:8083/auth/admin" and check["trustForwardHeader"] is False
+    admin_check = routers["admin-check"]
+    assert admin_check["entryPoints"] == ["auth"] and admin_check["service"] == "app"
+    assert admin_check["rule"] == "Path(`/auth/admin`)"
     # The compose bridge networks are private ranges too: Flower answered 403 to the right password.
     assert "172.16.0.0/12" in middlewares["admin-allowlist"]["ipAllowList"]["sourceRange"]
     assert routers["flower"]["rule"] == "PathPrefix(`/flower`)"
@@ -318,6 +405,19 @@ def test_production_dynamic_config_structure():
     # body-limit's plain-text 413 is replaced by the app's answer: the errors middleware wraps it.
     for name in ("app", "api"):
         assert routers[name]["middlewares"][:2] == ["upload-refused", "body-limit"]
+    # Buffering holds whole answers too: never on GET/HEAD (downloads, event streams), and only
+    # routers without it may match them.
+    for name, router in routers.items():
+        buffered = any("buffering" in middlewares[m] for m in router.get("middlewares", []))
+        reads_only = "Method(`GET`) || Method(`HEAD`)" in router["rule"]
+        assert not (buffered and reads_only), name
+    assert routers["app-read"]["rule"] == "Method(`GET`) || Method(`HEAD`)"
+    assert routers["api-read"]["rule"] == "PathPrefix(`/api`) && (Method(`GET`) || Method(`HEAD`))"
+    assert routers["api-read"]["middlewares"][0] == "api-ratelimit"
+    # Precedence is explicit, not by rule length (the method rules are longer than /flower's).
+    public = [name for name, router in routers.items() if "websecure" in router["entryPoints"]]
+    order = sorted(public, key=lambda name: -routers[name]["priority"])
+    assert order == ["flower", "metrics", "api-read", "api", "app-read", "app"]
     refused = middlewares["upload-refused"]["errors"]
     assert refused["status"] == ["413"] and refused["service"] == "app" and "{url}" in refused["query"]
     app_rate = middlewares["app-ratelimit"]["rateLimit"]
@@ -344,12 +444,20 @@ def test_local_templates_take_exactly_the_documented_placeholders(tmp_path):
 
 
 def production_copy(
-    tmp_path: Path, ports: dict[str, int], htpasswd: Path, admin_ranges=None, admin_check: str = "", app_url: str = ""
+    tmp_path: Path,
+    ports: dict[str, int],
+    htpasswd: Path,
+    admin_ranges=None,
+    app_urls: tuple[str, str] = ("http://127.0.0.1:9", "http://127.0.0.1:9"),
+    flower_url: str = "http://127.0.0.1:9",
 ) -> Path:
-    """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged;
-    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network,
-    `admin_check` the app's admin check (compose's `web` alias), `app_url` both web instances."""
+    """traefik.yml and dynamic/ with only host-specific values changed, to run them unprivileged: every
+    entrypoint on 127.0.0.1 (a free port for each one `ports` leaves out; `ports` gets them all);
+    `admin_ranges` replaces the admin allow-list, as an operator edits it for their network, `app_urls`
+    web1 and web2, `flower_url` Flower (by default a port where nothing listens)."""
     static = load_yaml(TRAEFIK_DIR / "traefik.yml")
+    for name in [*static["entryPoints"], "traefik"]:  # `traefik`: the API's entrypoint
+        ports.setdefault(name, free_port())
     for name, port in ports.items():
         static["entryPoints"].setdefault(name, {})["address"] = f"127.0.0.1:{port}"
     static["api"] = {"insecure": True}  # the read-only API on the `traefik` entrypoint
@@ -357,9 +465,10 @@ def production_copy(
     (tmp_path / "dynamic").mkdir()
     for src in (TRAEFIK_DIR / "dynamic").glob("*.yml"):
         text = src.read_text().replace("/etc/traefik/secrets/htpasswd", str(htpasswd))
-        text = text.replace("http://web:8000/auth/admin", admin_check or "http://127.0.0.1:9/auth/admin")
-        if app_url:
-            text = text.replace("http://web1:8000", app_url).replace("http://web2:8000", app_url)
+        # Flower's admin check asks Traefik's own `auth` entrypoint, wherever it now listens.
+        text = text.replace("http://127.0.0.1:8083/", f"http://127.0.0.1:{ports['auth']}/")
+        text = text.replace("http://web1:8000", app_urls[0]).replace("http://web2:8000", app_urls[1])
+        text = text.replace("http://flower:5555", flower_url)
         if admin_ranges is not None and "admin-allowlist" in text:
             dynamic = yaml.safe_load(text)
             dynamic["http"]["middlewares"]["admin-allowlist"]["ipAllowList"]["sourceRange"] = admin_ranges
@@ -374,9 +483,10 @@ def production_copy(
 def test_production_config_loads_in_traefik(tmp_path, processes):
     ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
     htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
-    checker = free_port()  # a stand-in for the app's admin check that says yes
+    checker = free_port()  # a stand-in for the web instances, whose admin check says yes
     start_backend(processes, tmp_path, "admin-check", checker, {"healthz": "ok\n", "auth/admin": "yes\n"})
-    static = production_copy(tmp_path, ports, htpasswd, admin_check=f"http://127.0.0.1:{checker}/auth/admin")
+    web = f"http://127.0.0.1:{checker}"
+    static = production_copy(tmp_path, ports, htpasswd, app_urls=(web, web))
     start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
     api = f"http://127.0.0.1:{ports['traefik']}/api"
     # compose's healthcheck: `traefik healthcheck` finds the ping entrypoint in the same file.
@@ -454,7 +564,8 @@ def test_behind_traefiks_https_the_app_sends_hsts_and_secure_cookies(tmp_path, p
     try:
         ports = {name: free_port() for name in ("web", "websecure", "ping", "traefik")}
         htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
-        static = production_copy(tmp_path, ports, htpasswd, app_url=f"http://127.0.0.1:{app_port}")
+        app_url = f"http://127.0.0.1:{app_port}"
+        static = production_copy(tmp_path, ports, htpasswd, app_urls=(app_url, app_url))
         start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
@@ -469,3 +580,85 @@ def test_behind_traefiks_https_the_app_sends_hsts_and_secure_cookies(tmp_path, p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def insecure_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # Traefik's self-signed default
+    return context
+
+
+def wait_for_routers(api: str, names) -> None:
+    def loaded() -> set[str]:
+        status, body, _ = fetch(f"{api}/http/routers")
+        return {r["name"] for r in json.loads(body)} if status == 200 else set()
+
+    wanted = {f"{name}@file" for name in names}
+    wait_until(lambda: wanted <= loaded(), 15, interval=0.1, message="waiting for the file provider's routers")
+
+
+@pytest.mark.stack
+def test_production_routes_stream_downloads_and_still_limit_uploads(tmp_path, processes):
+    """The production routers: GETs under / and /api stream (no temp file), POSTs over 64 MiB are refused
+    under both, and POSTs to /flower and /metrics still meet the admin allow-list (explicit priorities)."""
+    web_port = free_port()
+    files = {"healthz": "ok\n"}
+    start_backend(processes, tmp_path, "web", web_port, files)
+    for rel in ("big.zip", "api/v1/batches/b1/zip"):
+        (tmp_path / "web" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "web" / rel).write_bytes(os.urandom(BIG))
+    ports: dict[str, int] = {}
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
+    web = f"http://127.0.0.1:{web_port}"
+    static = production_copy(tmp_path, ports, htpasswd, admin_ranges=["10.0.0.0/8"], app_urls=(web, web))
+    temp_dir = tmp_path / "traefik-tmp"
+    temp_dir.mkdir()
+    start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping", temp_dir)
+    wait_for_routers(f"http://127.0.0.1:{ports['traefik']}/api", ["app", "app-read", "api", "api-read"])
+    https, tls = f"https://127.0.0.1:{ports['websecure']}", insecure_tls()
+    wait_until(lambda: fetch(f"{https}/healthz", context=tls)[0] == 200, 15, interval=0.1, message="the app route")
+    traefik = processes.running["traefik"].pid
+    for path in ("/big.zip", "/api/v1/batches/b1/zip"):
+        conn, response = start_download(https, path, 64 * 1024, tls)
+        try:
+            assert [size for size in spooled(temp_dir, traefik) if size >= 1024 * 1024] == [], path
+            assert len(response.read()) == BIG - 64 * 1024
+        finally:
+            conn.close()
+    for path in ("/upload", "/api/v1/images", "/flower/api/task/async-apply/x", "/metrics"):
+        conn = connect(https, tls)
+        try:
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Length", str(BODY_LIMIT + 1))
+            conn.putheader("Authorization", basic_auth(FLOWER_USER, FLOWER_PASSWORD)["Authorization"])
+            conn.endheaders(b"x" * 1024)
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        assert status == (403 if path in {"/metrics", "/flower/api/task/async-apply/x"} else 413), path
+
+
+@pytest.mark.stack
+def test_flowers_admin_check_reaches_any_live_web_instance(tmp_path, processes):
+    """The production forwardAuth goes through Traefik's app service: with web1 dead (not yet seen by the
+    5 s health check, so round robin still picks it), every check is answered by web2."""
+    ports: dict[str, int] = {}
+    web_ports = {"web1": free_port(), "web2": free_port()}
+    for name, port in web_ports.items():
+        start_backend(processes, tmp_path, name, port, web_files(name))
+    flower_port = free_port()
+    flower_files = {"flower/index.html": "flower dashboard\n", "healthz": ""}
+    start_backend(processes, tmp_path, "flower", flower_port, flower_files)
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", FLOWER_USER, FLOWER_PASSWORD)
+    urls = tuple(f"http://127.0.0.1:{port}" for port in web_ports.values())
+    static = production_copy(tmp_path, ports, htpasswd, app_urls=urls, flower_url=f"http://127.0.0.1:{flower_port}")
+    start_traefik(processes, static, f"http://127.0.0.1:{ports['ping']}/ping")
+    wait_for_routers(f"http://127.0.0.1:{ports['traefik']}/api", ["flower", "admin-check"])
+    flower, tls = f"https://127.0.0.1:{ports['websecure']}/flower/", insecure_tls()
+    auth = basic_auth(FLOWER_USER, FLOWER_PASSWORD)
+    wait_until(lambda: fetch(flower, auth, tls)[0] == 200, 15, interval=0.1, message="Flower through its checks")
+    processes.stop("web1")
+    answers = [fetch(flower, auth, tls)[:2] for _ in range(8)]
+    assert answers == [(200, "flower dashboard\n")] * 8
+    # The check really went through the auth entrypoint to the app service (web2 answered it).
+    assert "GET /auth/admin" in processes.log("web2")
