@@ -174,6 +174,14 @@ class Settings:
         case=str.lower,
     )
     session_hours: float = setting("CVUNET_SESSION_HOURS", 12.0, "a browser session ends this long after sign-in")
+    # Loopback: `make run`'s Traefik, or one on the same host. Compose names its Traefik's address.
+    trusted_proxies: tuple[str, ...] = setting(
+        "CVUNET_TRUSTED_PROXIES",
+        ("127.0.0.1", "::1"),
+        "addresses or networks of the proxies whose `X-Forwarded-For`/`-Proto` the web app believes "
+        "(Traefik, and any load balancer in front of it), comma-separated; from anyone else they are ignored",
+        shown="`127.0.0.1,::1`",
+    )
     api_tokens: tuple[str, ...] = setting(
         "CVUNET_API_TOKENS",
         (),
@@ -244,9 +252,12 @@ class Settings:
         "a worker's Prometheus endpoint (`cvunet-matting worker` sets the port, one per worker)",
         shown="`0` (off)",
     )
-    # Every address: inside a container Prometheus scrapes from outside.
+    # Unauthenticated, so loopback unless told: the compose files set 0.0.0.0, which inside a container
+    # is the compose network only (the port is not published), where Prometheus scrapes it.
     metrics_addr: str = setting(
-        "CVUNET_METRICS_ADDR", "0.0.0.0", "the address a worker's Prometheus endpoint listens on"
+        "CVUNET_METRICS_ADDR",
+        "127.0.0.1",
+        "the address a worker's Prometheus endpoint (no credential) listens on; `0.0.0.0` in a container",
     )
     log_level: str = setting(
         "CVUNET_LOG_LEVEL",

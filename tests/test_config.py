@@ -50,6 +50,7 @@ def test_defaults_are_safe_and_local():
         ("max_tasks_per_child", 1000),
         ("allowed_hosts", ()),
         ("session_hours", 12.0),
+        ("trusted_proxies", ("127.0.0.1", "::1")),
         ("overlap", None),
         ("in_flight", 0),
         ("max_batch", 4),
@@ -58,7 +59,7 @@ def test_defaults_are_safe_and_local():
         ("wait_slots", 24),
         ("alpha_derivations", 2),
         ("metrics_port", 0),
-        ("metrics_addr", "0.0.0.0"),
+        ("metrics_addr", "127.0.0.1"),
         ("worker_role", "model"),
     ],
 )

@@ -19,13 +19,12 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, logout_user
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cvunet_matting.accounts import users as accounts
 from cvunet_matting.accounts.users import Actor
 from cvunet_matting.config import Settings
 
-from . import single_user
+from . import proxies, single_user
 from .api.auth import bearer_actor, bearer_reads_metrics, unauthorized
 
 log = logging.getLogger(__name__)
@@ -143,9 +142,10 @@ def flower_sign_in():
 def init_app(app: Flask, settings: Settings) -> AuthConfig:
     cfg = auth_config(settings)
     app.extensions["cvunet.auth"] = cfg
-    # Traefik, the one hop in front, says whether it was HTTPS and who asked (sign-in limits count
-    # wrong passwords per client address). Wrapping wsgi_app is Flask's documented way to add middleware.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=0)  # type: ignore[method-assign]
+    # Traefik says whether it was HTTPS and who asked (sign-in limits count wrong passwords per client
+    # address), believed from the listed proxies only. Wrapping wsgi_app is Flask's documented way to add middleware.
+    trusted = proxies.networks(settings.trusted_proxies)
+    app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, trusted)  # type: ignore[method-assign]
     app.session_interface = SessionCookies()
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=cfg.session_hours)
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False  # a session ends session_hours after sign-in
