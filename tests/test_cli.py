@@ -135,6 +135,30 @@ def cli(env: dict, *args: str, stdin: str | None = None):
 
 
 @pytest.mark.services
+def test_the_first_admins_password_can_go_to_a_file_instead_of_the_logs(fresh_database, tmp_path):
+    """Compose's `migrate` (issue 26: the password stayed in `docker compose logs migrate`): the output
+    names the file, the file (0600) holds the password; a file that cannot be written makes no admin."""
+    import stat
+
+    env = fresh_database
+    missing = tmp_path / "no-such-folder" / "first-admin"
+    refused = cli(env, "db", "upgrade", "--first-admin-file", str(missing))
+    assert refused.returncode == 1 and "first admin's file" in refused.stderr, refused.stderr
+    assert "admin" not in cli(env, "user", "list").stdout  # not made: nobody would know its password
+
+    path = tmp_path / "first-admin"
+    path.write_text("stale\n")
+    path.chmod(0o644)
+    made = cli(env, "db", "upgrade", "--first-admin-file", str(path))
+    assert made.returncode == 0, made.stderr
+    password = re.search(r"^password: (\S{20,})$", path.read_text(), re.M).group(1)
+    assert f"user: admin\npassword: {password}\n" == path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert password not in made.stdout + made.stderr and str(path) in made.stdout
+    assert "admin" in cli(env, "user", "list").stdout
+
+
+@pytest.mark.services
 def test_a_fresh_install_prints_its_first_admin_once_and_users_are_managed(fresh_database):
     env = fresh_database
     first = cli(env, "db", "upgrade")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -199,12 +200,16 @@ def end_sessions(actor: Actor) -> None:
             writes.end_sessions(cur, actor.id)
 
 
-def bootstrap_admin(name: str = "admin") -> tuple[str, str] | None:
-    """On a database with no users, create one admin and return (name, password) to print once."""
+def bootstrap_admin(name: str = "admin", deliver: Callable[[str, str], None] | None = None) -> tuple[str, str] | None:
+    """On a database with no users, create one admin and return (name, password) to print once.
+    `deliver(name, password)` hands them over before the admin is committed: if it raises, no admin is
+    made (a password nobody received would lock the first admin out)."""
     with db.transaction() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(7313)")  # two hosts starting at once make one admin
         if reads.count_users(cur):
             return None
         password = secrets.token_urlsafe(18)
         writes.create_user(cur, name, HASHER.hash(password), True, {})
+        if deliver:
+            deliver(name, password)
     return name, password

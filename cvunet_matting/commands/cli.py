@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -164,21 +166,40 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
-def db_upgrade() -> None:
+@click.option(
+    "--first-admin-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a fresh install's first admin and password to this file (mode 0600) instead of the output, "
+    "which container logs keep (compose's `migrate` does).",
+)
+def db_upgrade(first_admin_file: Path | None) -> None:
     """Create or upgrade the schema from the packaged versioned SQL files."""
     import psycopg2
 
     from cvunet_matting.accounts.users import bootstrap_admin
     from cvunet_matting.db import schema
 
+    deliver = functools.partial(write_first_admin, first_admin_file) if first_admin_file else None
     try:
         applied = schema.upgrade()
-        first = bootstrap_admin()
+        first = bootstrap_admin(deliver=deliver)
     except psycopg2.Error as exc:
         fail(f"postgres: {one_line(exc)}")
+    except OSError as exc:  # nothing was made: the next run tries again
+        fail(f"the first admin's file: {one_line(exc)}")
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
-    if first:
+    if first and first_admin_file:
+        click.echo(f"created the first admin: user {first[0]!r}; the password is in {first_admin_file} (mode 0600)")
+    elif first:
         click.echo(f"created the first admin: user {first[0]!r}, password {first[1]} (shown once: keep it)")
+
+
+def write_first_admin(path: Path, name: str, password: str) -> None:
+    """`name` and `password` into `path`, readable by its owner only from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)  # an older file kept its mode: O_CREAT's applies to new files only
+        out.write(f"user: {name}\npassword: {password}\n")
 
 
 def _add_user_commands() -> None:
