@@ -11,6 +11,7 @@ $COMPOSE_TEST_STATE/figures.json (the script prints them).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -56,7 +57,9 @@ class Stack:
         self.env = dict(
             line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#"
         )
-        self.base = f"https://127.0.0.1:{self.env['HTTPS_PORT']}"
+        # Traefik's published address: not loopback (compose-test.sh), so it sees each client's own.
+        self.host = self.env.get("HTTP_BIND", "127.0.0.1")
+        self.base = f"https://{self.host}:{self.env['HTTPS_PORT']}"
         self.token = self.env["CVUNET_API_TOKENS"].split(",")[0]
         self.tls = ssl.create_default_context()
         self.tls.check_hostname = False  # Traefik's self-signed default certificate
@@ -230,7 +233,7 @@ def audit(stack: Stack, batch_id: str, count: int) -> list[dict]:
 
 
 def test_plain_http_redirects_to_https(stack):
-    req = urllib.request.Request(f"http://127.0.0.1:{stack.env['HTTP_PORT']}/healthz", method="GET")
+    req = urllib.request.Request(f"http://{stack.host}:{stack.env['HTTP_PORT']}/healthz", method="GET")
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
@@ -331,6 +334,159 @@ def test_flower_needs_a_signed_in_admin_and_its_password(stack):
     status, raw, _ = stack.request("GET", "/flower/api/workers?refresh=1", headers={**admin, **flower}, auth=False)
     assert status == 200, (status, raw[:300])
     assert {name.split("@")[1] for name in json.loads(raw)} >= set(WORKERS)
+
+    # The admin check goes through Traefik's own auth entrypoint to the app service: web1 stopped,
+    # web2 answers it (issue 26: it asked web1 only).
+    stack.compose("stop", "-t", "10", "web1")
+    try:
+        statuses = [
+            stack.request("GET", "/flower/api/workers", headers={**admin, **flower}, auth=False)[0] for _ in range(6)
+        ]
+    finally:
+        stack.compose("start", "web1")
+    assert statuses == [200] * 6
+    wait_until(lambda: stack.health("web1") == "healthy", 120, interval=1, message="web1 back")
+
+
+# --- the client's address, the first admin, worker metrics ---------------------------------------
+
+
+class SourceClient:
+    """HTTPS to Traefik from one of the host's own addresses (the connection's source), keeping the
+    session cookie it is given."""
+
+    def __init__(self, stack: Stack, address: str):
+        self.stack, self.address, self.cookie = stack, address, ""
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        import http.client
+
+        conn = http.client.HTTPSConnection(
+            self.stack.host,
+            int(self.stack.env["HTTPS_PORT"]),
+            timeout=60,
+            context=self.stack.tls,
+            source_address=(self.address, 0),
+        )
+        try:
+            headers = {**(headers or {}), **({"Cookie": self.cookie} if self.cookie else {})}
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.getheader("Set-Cookie"):
+                self.cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+            return response.status, data
+        finally:
+            conn.close()
+
+    def wrong_password(self, name: str) -> int:
+        """One sign-in through the login form with a wrong password; the status it got."""
+        import re
+        from urllib.parse import urlencode
+
+        status, page = self.request("GET", "/login")
+        assert status == 200, status
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.decode()).group(1)
+        form = urlencode({"csrf_token": csrf, "name": name, "password": "not-the-password"}).encode()
+        return self.request("POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"})[0]
+
+
+def app_recorded_addresses(stack: Stack) -> set[str]:
+    """Every client address the app keeps per-address state for in Redis (the sign-in limits: keys
+    and hash fields). HOOK for the sign-in limits' rewrite (issue 26, item 3): they must keep recording
+    the client's address as text (IPv6 as its /64) in a key name or a hash field, or change this."""
+    import ipaddress
+
+    found = set()
+    client = stack.redis()
+    for key in client.scan_iter(count=1000):
+        words = [key.decode(errors="replace")]
+        if client.type(key) == b"hash":
+            words += [field.decode(errors="replace") for field in client.hkeys(key)]
+        for word in words:  # an address alone, or a key's last part (`prefix:10.204.0.2`)
+            for part in {word, word.rsplit(":", 1)[-1]}:
+                with contextlib.suppress(ValueError):
+                    found.add(str(ipaddress.ip_address(part)))
+    return found
+
+
+def traefik_client_hosts(stack: Stack) -> set[str]:
+    """The client addresses in Traefik's access log (Common Log Format: the first field)."""
+    logs = subprocess.run(["docker", "logs", stack.container("traefik")], capture_output=True, text=True, timeout=60)
+    return {line.split(" ", 1)[0] for line in (logs.stdout + logs.stderr).splitlines() if line[:1].isdigit()}
+
+
+def test_two_clients_are_two_addresses_to_traefiks_rate_limit_and_to_the_app(stack):
+    """Issue 26, item 4: clients from two host addresses (not loopback, so iptables' DNAT keeps their
+    source, as for remote clients) are two buckets of the API rate limit (10/s, burst 20): one flooding
+    it is refused while the other, at 10/s, never is; Traefik logs and the app records each address."""
+    first, second = stack.env["CI_CLIENT_ADDRESSES"].split(",")
+    network = f"{stack.env['COMPOSE_PROJECT_NAME']}_default"
+    traefik_ip = stack.inspect("traefik", '{{(index .NetworkSettings.Networks "' + network + '").IPAddress}}')
+    assert stack.exec("web1", "printenv", "CVUNET_TRUSTED_PROXIES").strip() == traefik_ip
+
+    flood, steady = SourceClient(stack, first), SourceClient(stack, second)
+    path = f"/api/v1/tasks/{uuid.uuid4()}"
+    flooded: list[int] = []
+    stop = threading.Event()
+
+    def flooder():
+        while not stop.is_set():  # until the steady client is done: the bucket stays empty meanwhile
+            flooded.append(flood.request("GET", path)[0])
+
+    threads = [threading.Thread(target=flooder) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: flooded.count(429) >= 5, 120, interval=0.1, message="the flooding client refused")
+        steady_from, steady_statuses = len(flooded), []
+        for _ in range(10):
+            steady_statuses.append(steady.request("GET", path)[0])
+            time.sleep(0.15)
+        refused_meanwhile = flooded[steady_from:].count(429)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    record(
+        "client_addresses",
+        {"flood_requests": len(flooded), "flood_refused_429": flooded.count(429), "steady": steady_statuses},
+    )
+    assert 429 not in steady_statuses and refused_meanwhile > 0
+    assert {first, second} <= traefik_client_hosts(stack)
+
+    # The app: a wrong password from each is counted against that address, never against Traefik's.
+    for client in (flood, steady):
+        assert client.wrong_password(f"nobody-{uuid.uuid4().hex[:8]}") in {401, 429}
+    recorded = app_recorded_addresses(stack)
+    assert {first, second} <= recorded, recorded
+    gateway = traefik_ip.rsplit(".", 1)[0] + ".1"
+    assert not {traefik_ip, gateway} & recorded, recorded
+
+
+def test_the_first_admins_password_is_in_a_file_not_in_the_logs(stack):
+    """Issue 26, item 6: `migrate` writes it to a 0600 file on its own volume; its log names the file."""
+    logs = stack.compose("logs", "--no-color", "migrate").stdout
+    assert "/var/lib/cvunet-admin/first-admin" in logs and "password " not in logs.replace("password is in", "")
+    read = ["run", "--rm", "--no-deps", "-T", "migrate"]
+    mode = stack.compose(*read, "stat", "-c", "%a %u", "/var/lib/cvunet-admin/first-admin").stdout.split()
+    assert mode == ["600", "10001"]
+    text = stack.compose(*read, "cat", "/var/lib/cvunet-admin/first-admin").stdout
+    password = text.split("password: ", 1)[1].split()[0]
+    assert password not in logs
+    assert "Cookie" in sign_in(stack, "admin", password)  # the file's password is the admin's
+    # Only migrate mounts it: the web instances (which serve files from /data) cannot reach it.
+    for service in ("web1", "web2", "flower"):
+        assert "cvunet-admin" not in stack.inspect(service, "{{json .Mounts}}"), service
+
+
+def test_worker_metrics_stay_on_the_compose_network(stack):
+    """Issue 26, item 6: /metrics of a worker has no credential: listening inside its container only
+    (the compose network: Prometheus scrapes it, see the test above), never published on the host."""
+    for worker in WORKERS:
+        ports = json.loads(stack.inspect(worker, "{{json .NetworkSettings.Ports}}") or "{}")
+        assert not any(bindings for bindings in ports.values()), (worker, ports)
+        assert stack.exec(worker, "printenv", "CVUNET_METRICS_ADDR").strip() == "0.0.0.0"
 
 
 def test_metrics_web_workers_and_prometheus(stack):
@@ -595,3 +751,73 @@ def test_a_crashed_web_container_is_taken_out_and_uploads_are_done_or_refused(ti
     assert last_failure < FAILOVER_BOUND_S
     assert down_after is not None and down_after < FAILOVER_BOUND_S
     wait_until(lambda: stack.health("web1") == "healthy", 120, interval=1, message="web1 back")
+
+
+# --- Traefik spools no download ------------------------------------------------------------------
+
+# Sizes of the files Traefik holds in its temp dir (/tmp: Go's default, where the buffering middleware
+# spools past its in-memory part): those listed there and those held open there, deleted or not.
+SPOOLED = r"""
+for fd in /proc/[0-9]*/fd/*; do
+  target=$(readlink "$fd" 2>/dev/null) || continue
+  case "$target" in /tmp/*) echo "$(stat -L -c %s "$fd" 2>/dev/null) $target" ;; esac
+done
+find /tmp -type f -exec stat -c '%s %n' {} +
+"""
+
+
+def spooled_mib(stack: Stack) -> list[float]:
+    lines = stack.exec("traefik", "sh", "-c", SPOOLED).splitlines()
+    return [round(int(line.split()[0]) / 2**20, 1) for line in lines if line[:1].isdigit()]
+
+
+def test_a_large_zip_download_streams_and_traefik_spools_none_of_it(tiny):
+    """Issue 26, item 5: a batch ZIP of ~12 MiB (three 1024x1024 noise cut-outs), read slowly: Traefik
+    keeps no temp file of it (buffering, on every route before, held whole answers in a temp file past
+    1 MiB for as long as the client read). The control: a 4 MiB upload, 3.5 MiB sent, is spooled there."""
+    import http.client
+
+    stack = tiny
+
+    def connect():
+        port = int(stack.env["HTTPS_PORT"])
+        return http.client.HTTPSConnection(stack.host, port, timeout=120, context=stack.tls)
+
+    upload = connect()
+    try:
+        upload.putrequest("POST", "/api/v1/images")
+        upload.putheader("Authorization", f"Bearer {stack.token}")
+        upload.putheader("Content-Type", "application/octet-stream")
+        upload.putheader("Content-Length", str(4 * 2**20))
+        upload.endheaders(b"x" * (7 * 2**19))  # 3.5 MiB: 2 MiB in memory, the rest in a temp file
+        held = wait_until(
+            lambda: [size for size in spooled_mib(stack) if size >= 1] or None,
+            30,
+            interval=0.5,
+            message="the half-sent upload spooled in Traefik's /tmp",
+        )
+    finally:
+        upload.close()
+
+    files = [(f"z{i}.png", png_bytes(SEED + 7000 + i, (1024, 1024))) for i in range(3)]
+    batch_id = stack.submit_batch(files)
+    batch_done(stack, batch_id, 300)
+    download = connect()
+    try:
+        download.request("GET", f"/api/v1/batches/{batch_id}/zip", headers={"Authorization": f"Bearer {stack.token}"})
+        response = download.getresponse()
+        assert response.status == 200
+        head = response.read(64 * 1024)
+        time.sleep(1)  # a slow reader: whatever Traefik would spool, it has had time to
+        while_reading = spooled_mib(stack)
+        body = head + response.read()
+    finally:
+        download.close()
+    names = zipfile.ZipFile(io.BytesIO(body)).namelist()
+    record(
+        "download_spooling",
+        {"zip_mib": round(len(body) / 2**20, 1), "spooled_mib_while_read": while_reading, "upload_control": held},
+    )
+    assert sorted(n for n in names if n.endswith(".png")) == ["z0.png", "z1.png", "z2.png"]
+    assert len(body) > 8 * 2**20
+    assert [size for size in while_reading if size >= 1] == []

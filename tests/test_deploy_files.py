@@ -119,7 +119,24 @@ def test_web_and_workers_wait_for_migrate(stack):
     for name in ("web1", "web2", "worker-gpu0", "worker-gpu1"):
         depends = stack["services"][name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
-    assert stack["services"]["migrate"]["command"] == ["cvunet-matting", "db", "upgrade"]
+    first_admin = "/var/lib/cvunet-admin/first-admin"
+    assert stack["services"]["migrate"]["command"] == [
+        "cvunet-matting",
+        "db",
+        "upgrade",
+        "--first-admin-file",
+        first_admin,
+    ]
+
+
+def test_the_first_admins_password_goes_to_a_volume_only_migrate_mounts(stack):
+    """Not to migrate's log (issue 26): a file (0600, from `db upgrade`) on a volume of its own, which no
+    service that serves files (web, from /data) mounts."""
+    mounts = {name: [v.split(":")[1] for v in s.get("volumes", [])] for name, s in stack["services"].items()}
+    assert [name for name, paths in mounts.items() if "/var/lib/cvunet-admin" in paths] == ["migrate"]
+    assert "first-admin" in stack["volumes"]
+    dockerfile = (DOCKER / "Dockerfile.web").read_text()
+    assert "install -d -o app -g app -m 700 /var/lib/cvunet-admin" in dockerfile  # the volume's owner and mode
 
 
 def test_each_worker_reserves_its_own_nvidia_gpu(stack):
@@ -167,16 +184,35 @@ def test_traefik_routes_match_compose_services(stack):
     dynamic = yaml.safe_load((REPO / "traefik" / "dynamic" / "stack.yml").read_text())
     urls = [s["url"] for svc in dynamic["http"]["services"].values() for s in svc["loadBalancer"]["servers"]]
     assert urls == ["http://web1:8000", "http://web2:8000", "http://flower:5555"]
-    # Flower's admin check asks a name every web service answers to, so one of them down locks nobody out.
+    # Flower's admin check asks Traefik's own loopback entrypoint, which sends it to that app service.
     check = dynamic["http"]["middlewares"]["admin-session"]["forwardAuth"]["address"]
-    assert check == "http://web:8000/auth/admin"
-    assert {name for name, service in stack["services"].items() if "web" in aliases(service)} == {"web1", "web2"}
+    static = yaml.safe_load((REPO / "traefik" / "traefik.yml").read_text())
+    assert check == f"http://{static['entryPoints']['auth']['address']}/auth/admin"
+    assert "127.0.0.1:8083" not in str(stack["services"]["traefik"].get("ports"))  # never published
 
 
-def aliases(service: dict) -> list[str]:
-    """The service's names on the default network beyond its own (none when it sets no networks)."""
-    networks = service.get("networks") or {}
-    return (networks.get("default") or {}).get("aliases") or []
+def test_the_web_instances_believe_forwarded_headers_from_traefik_alone(stack):
+    """Traefik has a fixed address on a fixed subnet, outside the range Docker hands out, and the web
+    instances trust exactly that address (CVUNET_TRUSTED_PROXIES), not the network (issue 26)."""
+    import ipaddress
+
+    (pool,) = stack["networks"]["default"]["ipam"]["config"]
+    subnet, dynamic = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_network(pool["ip_range"])
+    traefik = ipaddress.ip_address(stack["services"]["traefik"]["networks"]["default"]["ipv4_address"])
+    assert traefik in subnet and traefik not in dynamic and dynamic.subnet_of(subnet)
+    for name in ("web1", "web2"):
+        assert stack["services"][name]["environment"]["CVUNET_TRUSTED_PROXIES"] == str(traefik), name
+
+
+def test_no_worker_publishes_its_metrics(stack, worker_host, tmp_path):
+    """A worker's /metrics has no credential: 0.0.0.0 inside its container is the compose network only,
+    and no compose file publishes it (a GPU host publishes it on a private address by hand: README)."""
+    ci = compose_config_ci(tmp_path)
+    workers = [s for c in (stack, worker_host, ci) for n, s in c["services"].items() if n.startswith("worker-")]
+    assert len(workers) == 2 + 2 + 5  # compose.yml's GPU workers, the GPU host's, and CI's GPU and CPU ones
+    for service in workers:
+        assert service["environment"]["CVUNET_METRICS_ADDR"] == "0.0.0.0"
+        assert not service.get("ports"), service["hostname"]
     assert "--port=5555" in stack["services"]["flower"]["command"]
     assert "--url_prefix=flower" in stack["services"]["flower"]["command"]
 
@@ -494,7 +530,8 @@ def test_the_library_check_names_what_the_loader_cannot_find(tmp_path, monkeypat
     assert check.check_libraries() == 1
 
 
-def test_ci_override_runs_cpu_workers_only(tmp_path):
+def compose_config_ci(tmp_path: Path) -> dict:
+    """compose.yml with compose.ci.yml, as `make compose-test` runs them."""
     env = SECRETS | {"CI_MODEL_DIR": str(tmp_path)}
     empty = tmp_path / "empty.env"
     empty.write_text("")
@@ -502,7 +539,11 @@ def test_ci_override_runs_cpu_workers_only(tmp_path):
     base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
     result = subprocess.run([*argv, "config"], env=base | env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    return yaml.safe_load(result.stdout)
+
+
+def test_ci_override_runs_cpu_workers_only(tmp_path):
+    services = compose_config_ci(tmp_path)["services"]
     for name in ("worker-cpu0", "worker-cpu1", "worker-cpu2"):
         service = services[name]
         assert "deploy" not in service

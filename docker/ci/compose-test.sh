@@ -27,6 +27,24 @@ bash docker/ci/engine-packages.sh
 
 compose() { docker-compose -p "$PROJECT" -f docker/compose.yml -f docker/compose.ci.yml --env-file "$STATE/ci.env" "$@"; }
 
+# Traefik is published on EDGE_NET.1, and the client-address test speaks from EDGE_NET.2 and .3: host
+# addresses that are not loopback (on lo, /32 each), so connections reach Traefik through iptables' DNAT
+# with their own source addresses, as a remote client's do. Only the addresses added here are removed.
+EDGE_NET=${COMPOSE_TEST_EDGE_NET:-10.204.0}
+edge_added=()
+add_edge_addresses() {
+  local address
+  for address in "$EDGE_NET.1" "$EDGE_NET.2" "$EDGE_NET.3"; do
+    ip -o addr show dev lo | grep -qF " $address/32 " && continue
+    ip addr add "$address/32" dev lo
+    edge_added+=("$address")
+  done
+}
+remove_edge_addresses() {
+  local address
+  for address in ${edge_added[@]+"${edge_added[@]}"}; do ip addr del "$address/32" dev lo 2>/dev/null; done
+}
+
 cleanup() {
   local status=$?
   set +e
@@ -35,6 +53,7 @@ cleanup() {
     echo "COMPOSE_TEST_KEEP=1: the stack and dockerd are left running; to stop them:"
     echo "  docker-compose -p $PROJECT -f docker/compose.yml -f docker/compose.ci.yml --env-file $STATE/ci.env down -v"
     echo "  bash docker/ci/dockerd.sh stop $STATE"
+    for address in ${edge_added[@]+"${edge_added[@]}"}; do echo "  ip addr del $address/32 dev lo"; done
     exit "$status"
   fi
   if [ -f "$STATE/ci.env" ] && docker info >/dev/null 2>&1; then
@@ -45,6 +64,7 @@ cleanup() {
     fi
     compose down -v --remove-orphans >/dev/null 2>&1
   fi
+  remove_edge_addresses
   bash docker/ci/dockerd.sh stop "$STATE"
   step "done, exit status $status"
   exit "$status"
@@ -132,7 +152,8 @@ FLOWER_USER=$flower_user
 FLOWER_PASSWORD=$flower_password
 TRAEFIK_HTPASSWD_FILE=$STATE/htpasswd
 PROMETHEUS_TOKEN_FILE=$STATE/prometheus-token
-HTTP_BIND=127.0.0.1
+HTTP_BIND=$EDGE_NET.1
+CI_CLIENT_ADDRESSES=$EDGE_NET.2,$EDGE_NET.3
 HTTP_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
 REDIS_PORT=$(free_port)
@@ -142,6 +163,7 @@ ENV
 umask 022
 
 step "stack up: traefik, web1, web2, flower, 3 CPU workers, redis, postgres, prometheus"
+add_edge_addresses
 compose up -d traefik web1 web2 flower worker-cpu0 worker-cpu1 worker-cpu2 prometheus node-exporter
 
 step "end-to-end tests (pytest -m compose)"
