@@ -393,8 +393,8 @@ class SourceClient:
 
 def app_recorded_addresses(stack: Stack) -> set[str]:
     """Every client address the app keeps per-address state for in Redis (the sign-in limits: keys
-    and hash fields). HOOK for the sign-in limits' rewrite (issue 26, item 3): they must keep recording
-    the client's address as text (IPv6 as its /64) in a key name or a hash field, or change this."""
+    and hash fields). The sign-in limits count wrong passwords per address under
+    `...address:<address>` (IPv6 as its /64): a key's last part."""
     import ipaddress
 
     found = set()
@@ -507,6 +507,13 @@ def test_metrics_web_workers_and_prometheus(stack):
         raw = stack.exec("prometheus", "wget", "-qO-", "http://127.0.0.1:9090/api/v1/targets")
         active = json.loads(raw)["data"]["activeTargets"]
         return {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in active}
+
+    # Prometheus scrapes with a metrics-only key (compose-test.sh made it as the README says): the same
+    # key opens nothing else.
+    metrics_key = Path(stack.env["PROMETHEUS_TOKEN_FILE"]).read_text().strip()
+    bearer = {"Authorization": f"Bearer {metrics_key}"}
+    assert stack.request("GET", "/metrics", headers=bearer, auth=False)[0] == 200
+    assert stack.request("GET", "/api/v1/tasks", headers=bearer, auth=False)[0] == 401
 
     expected = {("web", "web1:8000"), ("web", "web2:8000"), ("node", "node-exporter:9100")}
     expected |= {("workers", f"{w}:9100") for w in WORKERS}

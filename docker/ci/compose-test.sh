@@ -131,8 +131,6 @@ flower_user=admin flower_password=$(hex)
 printf '%s:%s\n' "$flower_user" "$(openssl passwd -apr1 "$flower_password")" >"$STATE/htpasswd"
 chmod 644 "$STATE/htpasswd"
 api_token=$(openssl rand -hex 24)
-printf '%s' "$api_token" >"$STATE/prometheus-token"
-chmod 644 "$STATE/prometheus-token"
 umask 077
 cat >"$STATE/ci.env" <<ENV
 COMPOSE_PROJECT_NAME=$PROJECT
@@ -162,9 +160,20 @@ CI_MODEL_DIR=$STATE/models
 ENV
 umask 022
 
+# Prometheus's key comes once the schema is there (below); the file must exist before compose
+# mounts it (a missing one becomes a directory). Prometheus reads it at each scrape.
+: >"$STATE/prometheus-token"
+chmod 644 "$STATE/prometheus-token"
+
 step "stack up: traefik, web1, web2, flower, 3 CPU workers, redis, postgres, prometheus"
 add_edge_addresses
 compose up -d traefik web1 web2 flower worker-cpu0 worker-cpu1 worker-cpu2 prometheus node-exporter
+
+step "Prometheus's metrics-only key (as docker/README.md's first install; up has run migrate)"
+compose run --rm --no-deps migrate cvunet-matting user add prometheus --no-password >/dev/null
+compose run --rm --no-deps -T migrate cvunet-matting user key add prometheus --metrics-only \
+  | sed -n 's/.*(shown once): //p' | tr -d '\r\n' >"$STATE/prometheus-token"
+test -s "$STATE/prometheus-token"
 
 step "end-to-end tests (pytest -m compose)"
 COMPOSE_TEST_ENV=$STATE/ci.env COMPOSE_TEST_STATE=$STATE \
