@@ -21,7 +21,7 @@ from .storage.files import Storage
 from .storage.redis_client import ended_runs, forgive_input, get_redis, input_crashes
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
-from .worker.image_run import ImageRun, ImageTask
+from .worker.image_run import DatabaseAway, ImageRun, ImageTask
 
 log = logging.getLogger(__name__)
 STORAGE_BACKOFF_MAX_S = 30
@@ -45,40 +45,42 @@ def storage_retry_left(retries: int, budget_s: float) -> bool:
 @app.task(bind=True, base=ImageTask, name=MATTE_IMAGE, max_retries=None, throws=(ImageFailed,))
 def matte_image(
     self: ImageTask,
-    input_key: str,
-    options: dict,
-    output_path: str,
+    input_key: str = "",
+    options: dict | None = None,
+    output_path: str = "",
     batch_id: str | None = None,
     owner: int | None = None,
 ) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written
     by `signals.mirror_end`, the one writer of a task's final state, and only by the run that
-    finishes the task first (a message can run twice when its worker was declared dead)."""
-    with self.begin_run() as run:  # Ignore when another run finished this task already
-        outcome = run_image(self, run, input_key, options, output_path, batch_id, owner)
-        if not finish.claim(get_redis(), app, run.task_id, owner=f"{self.request.hostname}/{os.getpid()}"):
-            raise Ignore()
-        signals.mirror_end(outcome)
-        if outcome["state"] == TaskState.FAILURE and batch_id is None:
-            raise ImageFailed(outcome["error"])
-        return outcome
+    finishes the task first (a message can run twice when its worker was declared dead).
+
+    The arguments are the message's copies of the task's row, shown by Flower and ignored here: the
+    run works on what the row itself says (image_run.py), so a message can run its own task only."""
+    try:
+        with self.begin_run() as run:  # Ignore when another run finished this task already
+            return finish_run(self, run)
+    except DatabaseAway as exc:  # the row cannot be read: wait for PostgreSQL, however long
+        raise self.retry(exc=exc, countdown=storage_backoff(self.request.retries)) from exc
 
 
-def run_image(
-    task: ImageTask,
-    run: ImageRun,
-    input_key: str,
-    options: dict,
-    output_path: str,
-    batch_id: str | None,
-    owner: int | None = None,
-) -> dict:
+def finish_run(task: ImageTask, run: ImageRun) -> dict:
+    outcome = run_image(task, run)
+    if not finish.claim(get_redis(), app, run.task_id, owner=f"{task.request.hostname}/{os.getpid()}"):
+        raise Ignore()
+    signals.mirror_end(outcome)
+    if outcome["state"] == TaskState.FAILURE and run.job.batch_id is None:
+        raise ImageFailed(outcome["error"])
+    return outcome
+
+
+def run_image(task: ImageTask, run: ImageRun) -> dict:
     """The image's outcome as a dict (state success or failure); raises Retry, which Celery handles."""
     settings = get_settings()
     if overlapped():
         settings = replace(settings, encode_threads=1)  # the pool's processes are the parallelism
-    base = {"task_id": run.task_id, "batch_id": batch_id, "attempts": run.attempts}
+    base = {"task_id": run.task_id, "batch_id": run.job.batch_id, "attempts": run.attempts}
     cancelled = run.cancelled
     if cancelled is None:  # Redis could not tell when the run began
         cancelled = cancelling.is_cancelled(get_redis(), run.task_id)
@@ -93,18 +95,18 @@ def run_image(
         return failed(base, FailureCode.CRASHED, reason)
     try:
         fields = image_job.process(
-            input_key,
-            options,
-            output_path,
+            run.job,
             # An image in hand when a worker died before runs alone on the device: never batched with
             # (and so never crashing) its neighbours again.
             session=worker_session(settings, alone=crashes > 0),
             storage=Storage(settings.data_dir),
             settings=settings,
-            owner=owner,
         )
     except InputError as exc:
         return failed(base, FailureCode.REFUSED, exc.reason)
+    except image_job.NoLongerWanted as exc:
+        log.warning("task %s: %s", task.request.id, exc)
+        raise Ignore() from exc
     except DeviceLost as exc:
         # The model's process died with this image in hand (a crash, perhaps on this very input):
         # this pool process goes too, so Celery requeues the image as it does after any crash, and

@@ -23,7 +23,7 @@ from cvunet_matting.pipeline.folder_listing import list_folder
 from cvunet_matting.storage.files import Storage
 from cvunet_matting.web import create_app
 from cvunet_matting.webapp.access import SIGNED_IN_AT
-from cvunet_matting.worker.image_job import output_target, process
+from cvunet_matting.worker.image_job import Job, output_target, process
 from tests import support
 from tests.support import png_bytes
 
@@ -212,7 +212,8 @@ def test_the_worker_writes_only_under_the_data_root(tmp_path):
     # process() refuses before any model work: the session is never touched.
     session = types.SimpleNamespace(version="v")
     with pytest.raises(InputError, match="outside the data root"):
-        process("0" * 64, {}, "/tmp/evil.png", session=session, storage=storage, settings=get_settings())
+        job = Job(str(uuid.uuid4()), "0" * 64, {}, "/tmp/evil.png")
+        process(job, session=session, storage=storage, settings=get_settings())
 
 
 # ------------------------------------------------------------------ retry keeps the crash cap

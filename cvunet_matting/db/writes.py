@@ -103,7 +103,9 @@ def create_tasks(cur, rows: list[dict]) -> None:
 
 
 def event_statements(event: dict) -> list[tuple[str, dict]]:
-    """(sql, params) that apply one mirrored task event, unless a later event for the task was applied already."""
+    """(sql, params) that apply one mirrored task event, unless a later event for the task was applied
+    already, or the task was deleted or expired (a late event, replayed from a spool or sent by a
+    stray run, never brings back a result its owner or retention removed)."""
     fields = {k: event[k] for k in EVENT_COLUMNS if k in event}
     if "timings" in fields:
         fields["timings"] = Json(fields["timings"])
@@ -112,7 +114,8 @@ def event_statements(event: dict) -> list[tuple[str, dict]]:
         sets = sets.replace("attempts = %(attempts)s", "attempts = GREATEST(attempts, %(attempts)s)")
     statements = [
         (
-            f"UPDATE tasks SET {sets}, event_at = %(at)s WHERE id = %(task_id)s AND event_at <= %(at)s",  # noqa: S608
+            f"UPDATE tasks SET {sets}, event_at = %(at)s"  # noqa: S608
+            " WHERE id = %(task_id)s AND event_at <= %(at)s AND expired_at IS NULL",
             {**fields, "at": event["at"], "task_id": event["task_id"]},
         )
     ]
@@ -120,7 +123,8 @@ def event_statements(event: dict) -> list[tuple[str, dict]]:
         statements.append(
             (
                 "INSERT INTO results (idem_key, output_path, task_id, width, height) "
-                "VALUES (%(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s) "
+                "SELECT %(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s "
+                "WHERE EXISTS (SELECT 1 FROM tasks WHERE id = %(task_id)s AND expired_at IS NULL) "
                 "ON CONFLICT (idem_key) DO NOTHING",
                 event["result"],
             )

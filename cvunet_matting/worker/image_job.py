@@ -6,14 +6,16 @@ import hashlib
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
 from cvunet_matting import db
 from cvunet_matting.config import Settings
 from cvunet_matting.db import reads
-from cvunet_matting.db.rows import ResultRow
+from cvunet_matting.db.rows import ResultRow, TaskRow
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
@@ -26,6 +28,27 @@ log = logging.getLogger(__name__)
 
 class TransientError(Exception):
     """Worth retrying: shared storage hiccups and the like."""
+
+
+class NoLongerWanted(Exception):
+    """The task was deleted (or expired) while this run worked on it: what it wrote is removed again."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image's work as its task's row records it (image_run.py reads it), never as a message says."""
+
+    task_id: str
+    input_key: str
+    options: dict[str, Any]
+    output_path: str
+    batch_id: str | None = None
+    owner: int | None = None
+
+    @classmethod
+    def of(cls, row: TaskRow) -> Job:
+        batch_id = str(row["batch_id"]) if row["batch_id"] else None
+        return cls(str(row["id"]), row["input_key"], row["options"], row["output_path"], batch_id, row["owner_id"])
 
 
 def idem_key(input_key: str, model_version: str, options: OutputOptions, owner: int | None = None) -> str:
@@ -49,15 +72,19 @@ def lookup_result(key: str) -> ResultRow | None:
 
 
 def reuse(existing: ResultRow, target: Path, storage: Storage) -> bool:
+    """Copy an identical earlier result to `target`: False when it is gone (then the model runs).
+    Raises TransientError when storage cannot be written: a hiccup to wait out, like any other write."""
     source = storage.root / existing["output_path"]
-    if not source.exists():
-        return False
-    if source.resolve() != target.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            shutil.copyfile(source, target)
-        except FileNotFoundError:  # its owner deleted it (or retention took it) since the lookup: run
+    try:
+        if not source.exists():
             return False
+        if source.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    except FileNotFoundError:  # its owner deleted it (or retention took it) since the lookup: run
+        return False
+    except OSError as exc:
+        raise TransientError(f"cannot copy an earlier identical result: {exc.strerror or exc}") from exc
     return True
 
 
@@ -82,40 +109,57 @@ def output_target(storage: Storage, output_path: str) -> Path:
     return target
 
 
-def process(
-    input_key: str,
-    options: dict,
-    output_path: str,
-    *,
-    session: Session,
-    storage: Storage,
-    settings: Settings,
-    owner: int | None = None,
-) -> dict:
-    """Run one image; returns the fields to mirror. Raises InputError or TransientError."""
-    opts = OutputOptions.from_dict(options)
-    key = idem_key(input_key, session.version, opts, owner)
-    target = output_target(storage, output_path)
-    result = {"idem_key": key, "output_path": output_path}
+def process(job: Job, *, session: Session, storage: Storage, settings: Settings) -> dict:
+    """Run one image; returns the fields to mirror. Raises InputError, TransientError or NoLongerWanted."""
+    opts = OutputOptions.from_dict(job.options)
+    key = idem_key(job.input_key, session.version, opts, job.owner)
+    target = output_target(storage, job.output_path)
+    result = {"idem_key": key, "output_path": job.output_path}
     existing = lookup_result(key)
     if existing and reuse(existing, target, storage):
+        keep_only_if_wanted(job, target)
         return {**result, "reused": True, "width": existing["width"], "height": existing["height"]}
     clock = time.perf_counter()
     try:
-        data = storage.read_input(input_key)
+        data = storage.read_input(job.input_key)
     except FileNotFoundError:
         raise InputError("the stored input is missing from the shared storage", code=ErrorCode.MISSING_INPUT) from None
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
     read_s = time.perf_counter() - clock
-    inject_faults(input_key)
+    inject_faults(job.input_key)
     matted = matte_bytes(data, opts, session, settings)
     clock = time.perf_counter()
     try:
         write_atomic(target, matted.data)
     except OSError as exc:
-        raise TransientError(f"cannot write {output_path}: {exc.strerror or exc}") from exc
+        raise TransientError(f"cannot write {job.output_path}: {exc.strerror or exc}") from exc
+    keep_only_if_wanted(job, target)
     # The shared storage's own stages, beside the model's: slow NFS shows up here, not as queue time.
     storage_timings = {"read": read_s, "write": time.perf_counter() - clock}
     timings = {k: round(v, 4) for k, v in (matted.timings | storage_timings).items()}
     return {**result, "reused": False, "width": matted.width, "height": matted.height, "timings": timings}
+
+
+def keep_only_if_wanted(job: Job, written: Path) -> None:
+    """A result written for a task deleted (or expired) meanwhile is removed again, and the run dropped.
+
+    Only a second run of the task can meet this (its first finished, then its owner deleted it: a
+    delete waits for the task to finish). The deleter commits first and removes the files after, and
+    this looks after writing: whichever comes second removes the file."""
+    if still_wanted(job.task_id):
+        return
+    written.unlink(missing_ok=True)
+    raise NoLongerWanted(f"task {job.task_id} was deleted or expired while it ran; its result was removed")
+
+
+def still_wanted(task_id: str) -> bool:
+    """Whether the task's row still wants a result. True when PostgreSQL cannot say: a delete that
+    committed and removed its files in that very moment leaves this one behind, the one narrow window."""
+    try:
+        with db.autocommit() as cur:
+            row = reads.get_task(cur, task_id)
+    except psycopg2.Error as exc:
+        log.warning("could not check that task %s is still wanted: %s", task_id, exc)
+        return True
+    return row is not None and not row["deleted_at"] and not row["expired_at"]

@@ -10,22 +10,36 @@ numbered but shows no start: it ends at once, as its row already says (pipeline/
 other run records its start in the background (the image's work need not wait for a state shown for
 information), and its end when it is over, however it ends: a start with no end is a process that
 died, which is what the poison-input cap counts (storage/redis_client.py).
+
+What a run works on comes from its task's row, read by the message's id, never from the message's
+own copies: a message (redelivered, republished by hand, sent from Flower, forged) can only ever run
+its own task, into its own path, for its own owner. A row that is final (a redelivery of a finished
+but unacknowledged message), deleted or expired drops the run like a finished one: such a task never
+writes a result again. No row: no task, nothing to run. While PostgreSQL cannot be asked, the run
+waits (a retry): without the row it cannot know whether the task is still wanted.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg2
 from celery import Task, states
 from celery.exceptions import Ignore
 
+from cvunet_matting import db
+from cvunet_matting.db import reads
+from cvunet_matting.db.rows import TaskRow
 from cvunet_matting.pipeline import cancelling, finish
+from cvunet_matting.states import FINAL_TASK_STATES, FailureCode, TaskState
 from cvunet_matting.storage.redis_client import count_attempt, count_end, get_redis
 
+from .image_job import Job
 from .signals import mirror_start
 
 log = logging.getLogger(__name__)
@@ -36,6 +50,11 @@ class ImageRun:
     task_id: str
     attempts: int  # this run's number among the task's starts, this one included
     cancelled: bool | None  # None: Redis could not tell when the run began; the body asks again
+    job: Job  # what to do, from the task's row
+
+
+class DatabaseAway(Exception):
+    """The task's row cannot be read now: the run waits for PostgreSQL (tasks.py retries it)."""
 
 
 class ImageTask(Task):
@@ -52,19 +71,58 @@ class ImageTask(Task):
         task_id = str(request.id)
         if finished_already(self.app, task_id):
             raise Ignore()
+        row = task_row(task_id)  # DatabaseAway: the caller retries
+        if row is None or not still_to_run(row):
+            log.warning("task %s dropped: its row is %s", task_id, describe(row))
+            raise Ignore()
         if self.app.conf.task_track_started and not request.is_eager:
             started = {"pid": os.getpid(), "hostname": request.hostname}
             self.backend.store_result(task_id, started, states.STARTED, request=request)
-        cancelled = cancelled_or_unknown(task_id)  # read once: the body is handed it
+        cancelled = True if was_cancelled(row) else cancelled_or_unknown(task_id)  # read once: the body is handed it
         attempts = count_attempt(task_id)
+        job = Job.of(row)
         if cancelled:
-            yield ImageRun(task_id, attempts, cancelled)
+            yield ImageRun(task_id, attempts, cancelled, job)
             return
         mirror_start(task_id, attempts, request.hostname)
         try:
-            yield ImageRun(task_id, attempts, cancelled)
+            yield ImageRun(task_id, attempts, cancelled, job)
         finally:
             count_end_quietly(task_id)
+
+
+def task_row(task_id: str) -> TaskRow | None:
+    """The task's row; None when there is none (or the id is no task id at all). Raises DatabaseAway."""
+    try:
+        uuid.UUID(task_id)
+    except ValueError:
+        return None
+    try:
+        with db.autocommit() as cur:
+            return reads.get_task(cur, task_id)
+    except psycopg2.Error as exc:
+        raise DatabaseAway(f"cannot read the row of task {task_id}: {exc}") from exc
+
+
+def was_cancelled(row: TaskRow) -> bool:
+    return row["state"] == TaskState.FAILURE and row["error_code"] == FailureCode.CANCELLED
+
+
+def still_to_run(row: TaskRow) -> bool:
+    """Whether a message for this row may run: not once it was deleted or expired (its files are
+    gone and must stay gone), nor once it finished, except a cancelled image whose message still
+    ends it (its batch's chord counts it, see pipeline/cancelling.py)."""
+    if row["deleted_at"] or row["expired_at"]:
+        return False
+    return row["state"] not in FINAL_TASK_STATES or was_cancelled(row)
+
+
+def describe(row: TaskRow | None) -> str:
+    if row is None:
+        return "missing"
+    if row["deleted_at"]:
+        return "deleted"
+    return "expired" if row["expired_at"] else str(row["state"])
 
 
 def finished_already(app, task_id: str) -> bool:
