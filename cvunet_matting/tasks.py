@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -12,12 +13,12 @@ import psycopg2
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from .celery_app import app
-from .config import get_settings
+from .config import Settings, get_settings
 from .errors import ImageFailed, InputError
 from .pipeline import batch_lifecycle, cancelling, finish
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .states import FailureCode, TaskState
-from .storage.files import Storage
+from .storage.files import Storage, StorageAway
 from .storage.redis_client import ended_runs, forgive_input, get_redis, input_crashes
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
@@ -154,20 +155,52 @@ def chunk_done(batch_id: str, idx: int) -> None:
     batch_lifecycle.on_chunk_done(batch_id, idx)
 
 
-@app.task(name=FINALIZE_BATCH, **{**DB_RETRY, "autoretry_for": (*DB_RETRY["autoretry_for"], batch_lifecycle.NotReady)})
-def finalize_batch(batch_id: str, rebuild: bool = False) -> dict:
+def storage_spent(since: float | None, settings: Settings) -> bool:
+    """Whether storage has been away longer than its budget, since the first failure `since` (Unix time)."""
+    return since is not None and time.time() - since >= settings.storage_retry_s
+
+
+def retry_storage(task, exc: StorageAway, since: float | None, **kwargs: Any):
+    """A bookkeeping task's retry while storage is away: the first failure's time travels with it, and
+    the budget (CVUNET_STORAGE_RETRY_S), not Celery's retry count, decides when it gives up."""
+    since = since or time.time()
+    delay = storage_backoff(task.request.retries) * random.uniform(0.75, 1.0)
+    log.warning("%s: %s; trying again in %.0f s", task.name, exc, delay)
+    try:  # raises Retry; the count is let through, whatever max_retries says
+        return task.retry(
+            exc=exc, countdown=delay, kwargs={**kwargs, "storage_since": since}, max_retries=task.request.retries + 1
+        )
+    finally:
+        # Celery keeps a max_retries given here on the task object, where this process's later
+        # autoretries (a database outage: DB_RETRY) would take it for theirs.
+        vars(task).pop("override_max_retries", None)
+
+
+@app.task(
+    bind=True,
+    name=FINALIZE_BATCH,
+    **{**DB_RETRY, "autoretry_for": (*DB_RETRY["autoretry_for"], batch_lifecycle.NotReady)},
+)
+def finalize_batch(self, batch_id: str, rebuild: bool = False, storage_since: float | None = None) -> dict:
     """Write the batch's manifest and ZIP once every row is final and its folder can be written
     (`rebuild`: again, for a finished batch whose ZIP was lost)."""
-    return batch_lifecycle.finalize(batch_id, rebuild=rebuild)
+    give_up = storage_spent(storage_since, get_settings())
+    try:
+        return batch_lifecycle.finalize(batch_id, rebuild=rebuild, give_up=give_up)
+    except StorageAway as exc:
+        raise retry_storage(self, exc, storage_since, rebuild=rebuild) from exc
 
 
 @app.task(bind=True, name=LIST_FOLDER, **DB_RETRY)
-def list_folder(self, batch_id: str) -> dict:
+def list_folder(self, batch_id: str, storage_since: float | None = None) -> dict:
     """Record a folder batch's images a chunk at a time, dispatching them as it goes (folder_listing.py)."""
     from .pipeline.folder_listing import list_folder as record_listing
 
+    give_up = storage_spent(storage_since, get_settings())
     try:
-        return record_listing(batch_id)
+        return record_listing(batch_id, give_up=give_up)
+    except StorageAway as exc:  # the inputs cannot be stored: resumed after the pages recorded so far
+        raise retry_storage(self, exc, storage_since) from exc
     except SoftTimeLimitExceeded:
         # A very large folder: carry on in a fresh run, which resumes after the pages recorded so far.
         raise self.retry(countdown=0) from None

@@ -196,6 +196,14 @@ def claim_finalize(cur, batch_id, stale_s: float) -> bool:
     return cur.fetchone() is not None
 
 
+def release_finalize(cur, batch_id) -> None:
+    """A finalizer that could not write the batch's files lets its claim go: its retry takes it again."""
+    cur.execute(
+        "UPDATE batches SET state = 'running', finalizing_since = NULL WHERE id = %s AND state = 'finalizing'",
+        (batch_id,),
+    )
+
+
 def finish_batch(cur, batch_id, zip_path: str | None, manifest_path: str | None, error: str | None = None) -> None:
     cur.execute(
         "UPDATE batches SET state = 'done', zip_path = %s, manifest_path = %s, error = %s, finished_at = now() "

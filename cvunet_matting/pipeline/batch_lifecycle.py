@@ -7,7 +7,7 @@ from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.db import reads, writes
 from cvunet_matting.db.rows import BatchRow
 from cvunet_matting.states import BatchState, TaskState
-from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.files import Storage, StorageAway
 
 from . import dispatch
 from .archives import write_batch_files
@@ -78,19 +78,20 @@ def finalizer_dead_after(settings: Settings) -> float:
 
 
 class NotReady(Exception):
-    """The batch cannot be finalized yet: a result is still being recorded, or storage is away."""
+    """The batch cannot be finalized yet: a result is still being recorded."""
 
 
-def check_ready(cur, batch: BatchRow, storage: Storage) -> None:
-    """Raise NotReady unless every row is final and the output folder can be written.
+def check_ready(cur, batch: BatchRow, storage: Storage, give_up: bool = False) -> None:
+    """Raise NotReady unless every row is final, StorageAway unless the output folder can be written
+    (with `give_up`, the storage budget is spent: the write is tried, and its error recorded).
 
     Celery counts a chord's last image before that image's row is committed (and rows wait in the
     spool while PostgreSQL is away): a manifest written now could leave out a success."""
     pending = reads.batch_counts(cur, batch["id"])["pending"]
     if pending:
         raise NotReady(f"{pending} image(s) of batch {batch['id']} not recorded as finished yet")
-    if not storage.writable(storage.root / batch["output_dir"]):
-        raise NotReady(f"the output folder of batch {batch['id']} cannot be written")
+    if not give_up and not storage.writable(storage.root / batch["output_dir"]):
+        raise StorageAway(f"the output folder of batch {batch['id']} cannot be written")
 
 
 def _archive_page(batch_id: str, after: int) -> list[dict]:
@@ -98,11 +99,13 @@ def _archive_page(batch_id: str, after: int) -> list[dict]:
         return reads.archive_page(cur, batch_id, after)
 
 
-def finalize(batch_id: str, settings: Settings | None = None, rebuild: bool = False) -> dict:
+def finalize(batch_id: str, settings: Settings | None = None, rebuild: bool = False, give_up: bool = False) -> dict:
     """Write manifest.json and the batch ZIP into the batch's output folder (once per batch, or again
     with `rebuild`: an operator whose ZIP was lost; not once retention removed the results).
 
-    Raises NotReady while that cannot be done yet (the task retries it)."""
+    Raises NotReady while that cannot be done yet, and StorageAway while storage cannot be written
+    (the task retries both; the claim is let go, so the retry can take it). With `give_up` (storage
+    stayed away past its budget) the batch ends instead, saying why."""
     settings = settings or get_settings()
     storage = Storage(settings.data_dir)
     with db.transaction() as cur:
@@ -111,18 +114,22 @@ def finalize(batch_id: str, settings: Settings | None = None, rebuild: bool = Fa
             return {"batch_id": batch_id, "finalized": False}
         if batch["state"] == BatchState.DONE:
             writes.reopen_batches(cur, [batch["id"]])
-        check_ready(cur, batch, storage)
+        check_ready(cur, batch, storage, give_up)
         if not writes.claim_finalize(cur, batch_id, stale_s=finalizer_dead_after(settings)):
             return {"batch_id": batch_id, "finalized": False}
     try:
         zip_path, manifest_path = write_batch_files(
             storage.root / batch["output_dir"], batch, lambda after: _archive_page(batch_id, after), storage
         )
-    except OSError as exc:  # e.g. a full disk: the batch ends, saying why, instead of hanging
+    except OSError as exc:
+        reason = f"could not write the batch files: {exc.strerror or exc}"
         with db.transaction() as cur:
-            writes.finish_batch(
-                cur, batch_id, None, None, error=f"could not write the batch files: {exc.strerror or exc}"
-            )
+            if give_up:  # the batch ends, saying why
+                writes.finish_batch(cur, batch_id, None, None, error=reason)
+            else:  # a hiccup: let the claim go (committed), and wait it out
+                writes.release_finalize(cur, batch_id)
+        if not give_up:
+            raise StorageAway(reason) from exc
         return {"batch_id": batch_id, "finalized": False, "error": str(exc)}
     with db.transaction() as cur:
         writes.finish_batch(cur, batch_id, storage.relative(zip_path), storage.relative(manifest_path))

@@ -23,7 +23,7 @@ from cvunet_matting.db.rows import BatchRow
 from cvunet_matting.errors import InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.states import BatchState
-from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.files import Storage, StorageAway
 from cvunet_matting.storage.naming import unique_names
 from cvunet_matting.storage.redis_client import get_redis
 
@@ -40,8 +40,12 @@ class ListingStopped(Exception):
     """The listing cannot go on (over a quota, the folder gone): the batch keeps what was recorded."""
 
 
-def list_folder(batch_id: str, settings: Settings | None = None) -> dict:
-    """Record the folder's images page by page, dispatching as it goes; then let the batch run out."""
+def list_folder(batch_id: str, settings: Settings | None = None, give_up: bool = False) -> dict:
+    """Record the folder's images page by page, dispatching as it goes; then let the batch run out.
+
+    Raises StorageAway while the data root cannot be written (the task retries, and the listing
+    resumes after the pages recorded); with `give_up` (storage stayed away past its budget) the
+    listing stops there instead, saying why."""
     settings = settings or get_settings()
     with db.transaction() as cur:
         batch = reads.get_batch(cur, batch_id)
@@ -57,7 +61,7 @@ def list_folder(batch_id: str, settings: Settings | None = None) -> dict:
         for idx, start in enumerate(range(recorded, len(items), settings.batch_chunk), next_chunk):
             stop_if_cancelled(batch_id)
             end = start + settings.batch_chunk
-            page = record_page(batch, idx, start, items[start:end], names[start:end], owner)
+            page = record_page_or_stop(batch, idx, start, items[start:end], names[start:end], owner, give_up)
             batch_lifecycle.fill_window(batch_id)
             recorded = min(end, len(items))
             stop_if_cancelled(batch_id, page)
@@ -95,6 +99,17 @@ def listed_items(batch: BatchRow, owner: Actor | None, settings: Settings) -> li
     return items
 
 
+def record_page_or_stop(
+    batch: BatchRow, idx: int, start: int, items: list[Item], names: list[str], owner, give_up: bool
+) -> list[str]:
+    try:
+        return record_page(batch, idx, start, items, names, owner)
+    except StorageAway as exc:
+        if give_up:
+            raise ListingStopped(f"the data folder stayed unwritable: {exc}") from exc
+        raise
+
+
 def record_page(batch: BatchRow, idx: int, start: int, items: list[Item], names: list[str], owner) -> list[str]:
     """One chunk's rows, their inputs stored; a file that cannot be read fails alone, at once. Their ids."""
     storage = Storage(get_settings().data_dir)
@@ -110,13 +125,15 @@ def record_page(batch: BatchRow, idx: int, start: int, items: list[Item], names:
             "output_path": f"{batch['output_dir']}/{name}",
         }
         try:
-            row["input_key"] = storage.put_input(item.data)
+            data = item.data
         except InputError as exc:  # swapped for a link leading out of its root, say
             row["input_key"] = ""
             refused[row["id"]] = exc.reason
         except OSError as exc:  # gone since the listing
             row["input_key"] = ""
             refused[row["id"]] = f"could not be read: {exc.strerror or exc}"
+        else:
+            row["input_key"] = store_input(storage, data)
         rows.append(row)
     with db.transaction() as cur:
         try:
@@ -127,3 +144,11 @@ def record_page(batch: BatchRow, idx: int, start: int, items: list[Item], names:
         writes.refuse_listed(cur, refused)
     keep_inputs(storage, rows, items)
     return [str(row["id"]) for row in rows]
+
+
+def store_input(storage: Storage, data: bytes) -> str:
+    """The file's bytes in the data root: a failure there is the service's storage, not the file's fault."""
+    try:
+        return storage.put_input(data)
+    except OSError as exc:
+        raise StorageAway(f"an input cannot be stored: {exc.strerror or exc}") from exc

@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+class StorageAway(Exception):
+    """The data root cannot be written now (read-only, full, a lost mount): a hiccup the caller waits
+    out within CVUNET_STORAGE_RETRY_S (tasks.py), never a verdict on the work itself."""
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

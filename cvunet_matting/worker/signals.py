@@ -22,6 +22,7 @@ from cvunet_matting.pipeline.mirror import get_mirror, now_iso
 from cvunet_matting.states import FailureCode, TaskState
 
 from . import metrics as worker_metrics
+from .faults import install_storage_faults
 
 log = logging.getLogger(__name__)
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
@@ -124,6 +125,7 @@ def on_process_init(**_):
     from .device_client import one_thread_each, overlapped, worker_session
 
     tune_for_large_buffers()
+    install_storage_faults(get_settings().data_dir)  # the storage tests' read-only data root; nothing otherwise
     get_mirror().start_flusher()
     if get_settings().worker_role == "bookkeeping":
         return  # no model, no device, no worker metrics: the batches' callbacks only
