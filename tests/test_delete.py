@@ -281,3 +281,111 @@ def test_an_operator_purges_a_users_finished_work_and_is_told_what_remains(app, 
     assert (storage().root / support.task_row(theirs)["output_path"]).exists()
     unknown = runner.invoke(user, ["purge", "nobody-at-all", "--yes"])
     assert unknown.exit_code == 1 and "no user 'nobody-at-all'" in unknown.output
+
+
+# ------------------------------------------------------------------ what a deleted row keeps (issue 26, item 8)
+
+KEPT = ("id", "owner_id", "batch_id", "state", "error_code", "attempts", "width", "height", "created_at", "finished_at")
+ERASED = {"filename": "", "options": {}, "error": None, "idem_key": None, "input_key": "", "output_path": ""}
+
+
+def named(client, seed: int, name: str) -> str:
+    """An upload with options of its own (the edge controls say something of the photo too)."""
+    body = {"file": (io.BytesIO(png_bytes(seed)), name), "format": "webp", "feather": "3"}
+    response = client.post("/api/v1/images", data=body, content_type="multipart/form-data")
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["task_id"]
+
+
+def finish_with(task_id: str, state: str, error: str | None) -> dict:
+    finish(task_id, state)
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE tasks SET error = %s, error_code = %s, idem_key = 'k', width = 64, height = 48, attempts = 2"
+            " WHERE id = %s",
+            (error, "refused" if error else None, task_id),
+        )
+    return support.task_row(task_id)
+
+
+def test_a_deleted_image_keeps_its_counts_and_times_not_its_name(app, alice):
+    client = support.user_client(app, alice)
+    task_id = named(client, 490, "anna-on-the-beach.png")
+    before = finish_with(task_id, "failure", "anna-on-the-beach.png could not be decoded")
+    assert before["options"] and "anna" in before["output_path"]
+    assert client.delete(f"/api/v1/tasks/{task_id}").status_code == 200
+    after = support.task_row(task_id)
+    assert {k: after[k] for k in ERASED} == ERASED
+    assert {k: after[k] for k in KEPT} == {k: before[k] for k in KEPT}
+    assert after["deleted_at"] is not None and after["purged_at"] is not None
+    assert "anna" not in repr(after)
+
+
+def test_user_purge_erases_what_earlier_deletions_left(app, alice):
+    """An erasure request: a deletion whose web process died before its files went (its row keeps
+    the paths until they are removed, the sweep's only lead) is finished now, not at the next sweep."""
+    from click.testing import CliRunner
+
+    from cvunet_matting.commands.users import user
+    from cvunet_matting.db import writes
+
+    client = support.user_client(app, alice)
+    earlier, kept = named(client, 491, "anna-at-home.png"), named(client, 492, "anna-at-work.png")
+    rows = {task_id: finish_with(task_id, "success", None) for task_id in (earlier, kept)}
+    with db.transaction() as cur:
+        writes.delete_tasks(cur, [uuid.UUID(earlier)])  # then the crash: no files removed
+    left = storage().root / rows[earlier]["output_path"]
+    assert left.exists() and support.task_row(earlier)["filename"] == ""  # the name goes with the delete itself
+
+    purged = CliRunner().invoke(user, ["purge", alice.name, "--yes"])
+    assert purged.exit_code == 0, purged.output
+    assert not left.exists() and not storage().input_path(rows[earlier]["input_key"]).exists()
+    for task_id in (earlier, kept):
+        after = support.task_row(task_id)
+        assert {k: after[k] for k in ERASED} == ERASED and after["purged_at"] is not None, task_id
+        assert "anna" not in repr(after)
+
+
+def test_a_deleted_folder_batch_keeps_no_folder_name(app, alice):
+    from cvunet_matting.cleanup.deleting import delete_batch
+
+    batch_id = submit_batch(support.user_client(app, alice), [493])
+    rows = support.rows_of(batch_id)
+    finish(str(rows[0]["id"]))
+    with db.transaction() as cur:  # as a folder batch that ended with an error records them
+        cur.execute(
+            "UPDATE batches SET state = 'done', source = '/srv/photos/anna', error = 'anna.png: too many pixels'"
+            " WHERE id = %s",
+            (batch_id,),
+        )
+    delete_batch(storage(), batch_id)
+    batch = support.batch_row(batch_id)
+    assert (batch["source"], batch["options"], batch["error"]) == ("folder", {}, None)
+    assert (batch["total"], batch["state"]) == (1, "done") and batch["deleted_at"] is not None
+
+
+def test_migration_008_erases_what_earlier_deletions_and_expiries_kept(app, alice):
+    """Rows deleted or expired before the scrub existed: upgraded, they keep what the new ones keep;
+    a deletion whose files are not purged yet keeps its paths (the sweep's lead) until they are."""
+    from cvunet_matting.db import schema
+
+    client = support.user_client(app, alice)
+    ids = {
+        name: named(client, 494 + n, f"anna-{name}.png") for n, name in enumerate(("purged", "unpurged", "old", "kept"))
+    }
+    rows = {name: finish_with(task_id, "success", None) for name, task_id in ids.items()}
+    with db.transaction() as cur:  # as the code before the scrub left them
+        cur.execute(
+            "UPDATE tasks SET deleted_at = now(), expired_at = now(), purged_at = CASE WHEN id = %s THEN now() END"
+            " WHERE id = ANY(%s::uuid[])",
+            (ids["purged"], [ids["purged"], ids["unpurged"]]),
+        )
+        cur.execute("UPDATE tasks SET expired_at = now() WHERE id = %s", (ids["old"],))
+        cur.execute(dict(schema.migrations())[8])
+    for name in ("purged", "old"):
+        after = support.task_row(ids[name])
+        assert {k: after[k] for k in ERASED} == ERASED and "anna" not in repr(after), name
+    unpurged = support.task_row(ids["unpurged"])
+    assert (unpurged["filename"], unpurged["options"]) == ("", {})
+    assert unpurged["output_path"] == rows["unpurged"]["output_path"] and unpurged["input_key"]
+    assert support.task_row(ids["kept"]) == rows["kept"]

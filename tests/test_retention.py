@@ -300,3 +300,34 @@ def test_requeue_of_failures_leaves_expired_ones_alone(clean_state):
         )
     expire(settings)
     assert [row["id"] for row in requeue(failed=True, stuck_seconds=None, dry_run=True)] == [recent["id"]]
+
+
+def test_an_expired_row_keeps_its_counts_and_times_not_its_name(clean_state):
+    """What deleting erases (test_delete.py), retention erases too, once its period is over."""
+    settings = support.settings(CVUNET_RETENTION_DAYS=30)
+    storage = Storage(settings.data_dir)
+    old = add_task(storage, png_bytes(6), days_old=45, name="anna-on-the-beach.png")
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE tasks SET options = '{\"format\": \"webp\"}', error = 'anna', idem_key = 'k', width = 64"
+            " WHERE id = %s RETURNING *",
+            (old["id"],),
+        )
+        before = cur.fetchone()
+    expire(settings)
+    after = support.task_row(str(old["id"]))
+    assert (after["filename"], after["options"], after["error"], after["idem_key"]) == ("", {}, None, None)
+    assert (after["input_key"], after["output_path"]) == ("", "")
+    kept = ("id", "state", "created_at", "finished_at", "width", "attempts")
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+    assert after["expired_at"] is not None and "anna" not in repr(after)
+
+
+def test_the_pages_name_an_expired_image_without_its_name(app, alice):
+    client = support.user_client(app, alice)
+    storage = Storage(support.settings().data_dir)
+    row = add_task(storage, png_bytes(7), days_old=45, owner=alice.id, name="anna.png")
+    expire(support.settings(CVUNET_RETENTION_DAYS=30))
+    page = client.get(f"/tasks/{row['id']}").get_data(as_text=True)
+    assert "(name removed with its files)" in page and "anna" not in page
+    assert "(name removed with its files)" in client.get("/history").get_data(as_text=True)

@@ -3,7 +3,9 @@ matte, a batch's ZIP and manifest) go now, not when retention would take them, a
 owner's history, the pages and the API (404 from then on).
 
 The rows stay in PostgreSQL, marked deleted (and expired, so every reader that knows retention offers
-no file and no new task reuses the result), as the durable record of what ran. An input shared with
+no file and no new task reuses the result), as the durable record of what ran, without what names or
+describes the photo (its file name, options and error text at once, its paths and input hash once the
+files are gone: db/writes.py, migration 008). An input shared with
 another kept task (the same bytes sent twice) stays for it. Only finished work is deleted: a task
 still waiting is cancelled first, and an image of a batch goes with its batch, whose ZIP holds it.
 """
@@ -83,6 +85,9 @@ def delete_all_of(storage: Storage, owner_id) -> dict:
             totals[kind] += 1
             totals["images"] += done["deleted"] if kind == "batches" else 0
             totals["files"] += done["files_removed"]
+    # Their earlier deletions whose files a dead web process left: now, not at the next sweep (the
+    # rows keep the paths, which carry the photos' names, until their files are gone).
+    totals["files"] += purge_leftovers(storage, settle_s=0, owner_id=owner_id)["files"]
     return totals
 
 
@@ -104,20 +109,21 @@ def _remove(
     return removed
 
 
-def purge_leftovers(storage: Storage, settle_s: float = SETTLE_S, page: int = 1000) -> dict:
+def purge_leftovers(storage: Storage, settle_s: float = SETTLE_S, page: int = 1000, owner_id=None) -> dict:
     """Remove the files of deletions whose web process died before it could (the workers' watchdog runs
-    this with retention, hourly): how many tasks and batches were purged, and files removed."""
+    this with retention, hourly; `user purge` for its user): how many tasks and batches were purged,
+    and files removed."""
     totals = {"tasks": 0, "batches": 0, "files": 0}
     while True:
         with db.transaction() as cur:
-            tasks = reads.unpurged_tasks(cur, settle_s, page)
+            tasks = reads.unpurged_tasks(cur, settle_s, page, owner_id)
             unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks} - {""})
         if not tasks:
             break
         totals["tasks"] += len(tasks)
         totals["files"] += _remove(storage, tasks, unused)
     with db.transaction() as cur:
-        batches = reads.unpurged_batches(cur, settle_s)
+        batches = reads.unpurged_batches(cur, settle_s, owner_id)
     for batch in batches:
         totals["batches"] += 1
         totals["files"] += _remove(storage, [], set(), batch)

@@ -3,8 +3,9 @@ CVUNET_RETENTION_DAYS are removed from disk.
 
 A task expires once it finished longer ago than the retention; a batch once it did and none of its
 tasks is still kept. An input file is shared by every task with the same bytes, so it goes only when
-no kept task reads it. The rows stay as history, marked expired; the results table forgets them so
-no new task copies a result that is gone. Runs hourly in the workers' elected watchdog (one at a
+no kept task reads it. The rows stay as history, marked expired and without what names or describes
+the photo (file name, options, error text, paths, input hash: db/writes.py); the results table
+forgets them so no new task copies a result that is gone. Runs hourly in the workers' elected watchdog (one at a
 time, and no extra process to deploy) and on demand as `celery -A cvunet_matting expire`.
 
 Each sweep also measures what the service's files take (inputs and outputs, archives included) and

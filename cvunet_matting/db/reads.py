@@ -202,22 +202,24 @@ def inputs_no_longer_used(cur, keys: set[str]) -> set[str]:
     return keys - {row["input_key"] for row in cur.fetchall()}
 
 
-def unpurged_tasks(cur, settle_s: float, limit: int) -> list[dict]:
-    """Deleted tasks whose files were not seen removed (the web process that deleted them died first)."""
+def unpurged_tasks(cur, settle_s: float, limit: int, owner_id=None) -> list[dict]:
+    """Deleted tasks whose files were not seen removed (the web process that deleted them died first);
+    only one owner's with `owner_id`."""
     return _all(
         cur,
         "SELECT id, batch_id, input_key, output_path FROM tasks WHERE deleted_at IS NOT NULL AND purged_at IS NULL"
-        " AND deleted_at < now() - make_interval(secs => %s) ORDER BY deleted_at LIMIT %s",
-        (settle_s, limit),
+        " AND deleted_at < now() - make_interval(secs => %s) AND (%s::bigint IS NULL OR owner_id = %s)"
+        " ORDER BY deleted_at LIMIT %s",
+        (settle_s, owner_id, owner_id, limit),
     )
 
 
-def unpurged_batches(cur, settle_s: float) -> list[BatchRow]:
+def unpurged_batches(cur, settle_s: float, owner_id=None) -> list[BatchRow]:
     return _all(
         cur,
         "SELECT * FROM batches WHERE deleted_at IS NOT NULL AND purged_at IS NULL"
-        " AND deleted_at < now() - make_interval(secs => %s)",
-        (settle_s,),
+        " AND deleted_at < now() - make_interval(secs => %s) AND (%s::bigint IS NULL OR owner_id = %s)",
+        (settle_s, owner_id, owner_id),
     )
 
 

@@ -291,9 +291,22 @@ def record_retry(cur, task_id, owner_id) -> None:
     cur.execute("INSERT INTO task_retries (task_id, owner_id) VALUES (%s, %s)", (task_id, owner_id))
 
 
+# What a deleted or expired row loses (migration 008): what names or describes the photo. It keeps
+# what the counts and the operator's record of what ran need: ids, owner, states and failure codes,
+# times, attempts, sizes, worker. A deleted row keeps its paths and input key until its files are
+# purged (a sweep finds them by these); an expired row's files go in the same breath.
+SCRUB_DESCRIPTION = "filename = '', options = '{}', error = NULL, idem_key = NULL"
+SCRUB_FILES = "input_key = '', output_path = ''"
+SCRUB_BATCH = "source = CASE WHEN source = 'upload' THEN source ELSE 'folder' END, options = '{}', error = NULL"
+
+
 def expire_tasks(cur, task_ids: list) -> None:
-    """Mark tasks expired, and forget their results so that no new task reuses a removed file."""
-    cur.execute("UPDATE tasks SET expired_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    """Mark tasks expired, scrubbed (the caller removes their files from the rows it holds), and
+    forget their results so that no new task reuses a removed file."""
+    cur.execute(
+        f"UPDATE tasks SET expired_at = now(), {SCRUB_DESCRIPTION}, {SCRUB_FILES} WHERE id = ANY(%s)",  # noqa: S608
+        (list(task_ids),),
+    )
     _forget_results(cur, task_ids)
 
 
@@ -302,23 +315,29 @@ def _forget_results(cur, task_ids: list) -> None:
 
 
 def expire_batches(cur, batch_ids: list) -> None:
-    cur.execute("UPDATE batches SET expired_at = now() WHERE id = ANY(%s)", (list(batch_ids),))
+    cur.execute(f"UPDATE batches SET expired_at = now(), {SCRUB_BATCH} WHERE id = ANY(%s)", (list(batch_ids),))  # noqa: S608
 
 
 def delete_tasks(cur, task_ids: list) -> None:
-    """Mark tasks deleted by their owner, and expired (their files go now: see deleting)."""
-    cur.execute("UPDATE tasks SET deleted_at = now(), expired_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    """Mark tasks deleted by their owner, and expired (their files go now: see deleting), scrubbed."""
+    cur.execute(
+        f"UPDATE tasks SET deleted_at = now(), expired_at = now(), {SCRUB_DESCRIPTION} WHERE id = ANY(%s)",  # noqa: S608
+        (list(task_ids),),
+    )
     _forget_results(cur, task_ids)
 
 
 def mark_purged(cur, task_ids: list, batch_id=None) -> None:
-    """The files of these deleted tasks (and batch) are gone: retention's sweep need not look again."""
-    cur.execute("UPDATE tasks SET purged_at = now() WHERE id = ANY(%s)", (list(task_ids),))
+    """The files of these deleted tasks (and batch) are gone: retention's sweep need not look again,
+    and the paths that led to them (they carry the photos' names) go too."""
+    cur.execute(f"UPDATE tasks SET purged_at = now(), {SCRUB_FILES} WHERE id = ANY(%s)", (list(task_ids),))  # noqa: S608
     if batch_id is not None:
         cur.execute("UPDATE batches SET purged_at = now() WHERE id = %s", (batch_id,))
 
 
 def delete_batch(cur, batch_id) -> None:
     cur.execute(
-        "UPDATE batches SET deleted_at = now(), expired_at = coalesce(expired_at, now()) WHERE id = %s", (batch_id,)
+        f"UPDATE batches SET deleted_at = now(), expired_at = coalesce(expired_at, now()), {SCRUB_BATCH}"  # noqa: S608
+        " WHERE id = %s",
+        (batch_id,),
     )
