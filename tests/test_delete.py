@@ -286,7 +286,7 @@ def test_an_operator_purges_a_users_finished_work_and_is_told_what_remains(app, 
 # ------------------------------------------------------------------ what a deleted row keeps (issue 26, item 8)
 
 KEPT = ("id", "owner_id", "batch_id", "state", "error_code", "attempts", "width", "height", "created_at", "finished_at")
-ERASED = {"filename": "", "options": {}, "error": None, "idem_key": None, "input_key": "", "output_path": ""}
+ERASED = {"filename": "", "options": {}, "error": None, "idem_key": None, "input_key": "erased", "output_path": ""}
 
 
 def named(client, seed: int, name: str) -> str:
@@ -308,13 +308,22 @@ def finish_with(task_id: str, state: str, error: str | None) -> dict:
     return support.task_row(task_id)
 
 
+def owner_load(owner_id) -> dict:
+    from cvunet_matting.db import reads
+
+    with db.transaction() as cur:
+        return dict(reads.owner_load(cur, owner_id))
+
+
 def test_a_deleted_image_keeps_its_counts_and_times_not_its_name(app, alice):
     client = support.user_client(app, alice)
     task_id = named(client, 490, "anna-on-the-beach.png")
     before = finish_with(task_id, "failure", "anna-on-the-beach.png could not be decoded")
     assert before["options"] and "anna" in before["output_path"]
+    load = owner_load(alice.id)
     assert client.delete(f"/api/v1/tasks/{task_id}").status_code == 200
     after = support.task_row(task_id)
+    assert owner_load(alice.id) == load  # a refused input still does not count toward the day
     assert {k: after[k] for k in ERASED} == ERASED
     assert {k: after[k] for k in KEPT} == {k: before[k] for k in KEPT}
     assert after["deleted_at"] is not None and after["purged_at"] is not None

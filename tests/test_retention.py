@@ -317,7 +317,7 @@ def test_an_expired_row_keeps_its_counts_and_times_not_its_name(clean_state):
     expire(settings)
     after = support.task_row(str(old["id"]))
     assert (after["filename"], after["options"], after["error"], after["idem_key"]) == ("", {}, None, None)
-    assert (after["input_key"], after["output_path"]) == ("", "")
+    assert (after["input_key"], after["output_path"]) == ("erased", "")
     kept = ("id", "state", "created_at", "finished_at", "width", "attempts")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
     assert after["expired_at"] is not None and "anna" not in repr(after)

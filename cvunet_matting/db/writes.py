@@ -296,7 +296,9 @@ def record_retry(cur, task_id, owner_id) -> None:
 # times, attempts, sizes, worker. A deleted row keeps its paths and input key until its files are
 # purged (a sweep finds them by these); an expired row's files go in the same breath.
 SCRUB_DESCRIPTION = "filename = '', options = '{}', error = NULL, idem_key = NULL"
-SCRUB_FILES = "input_key = '', output_path = ''"
+# The input's hash goes; whether there was one stays ('' is a file refused on arrival, which the
+# day's quota counts differently: reads.owner_load).
+SCRUB_FILES = "input_key = CASE WHEN input_key = '' THEN '' ELSE 'erased' END, output_path = ''"
 SCRUB_BATCH = "source = CASE WHEN source = 'upload' THEN source ELSE 'folder' END, options = '{}', error = NULL"
 
 
