@@ -331,3 +331,19 @@ def test_the_pages_name_an_expired_image_without_its_name(app, alice):
     page = client.get(f"/tasks/{row['id']}").get_data(as_text=True)
     assert "(name removed with its files)" in page and "anna" not in page
     assert "(name removed with its files)" in client.get("/history").get_data(as_text=True)
+
+
+def test_retention_waits_while_the_data_root_cannot_be_written(clean_state, monkeypatch):
+    """Rows are marked and erased before their files go: on a read-only root the files would stay
+    for good, with no row left to find them by."""
+    from cvunet_matting.storage.files import StorageAway
+
+    settings = support.settings(CVUNET_RETENTION_DAYS=30)
+    storage = Storage(settings.data_dir)
+    old = add_task(storage, png_bytes(8), days_old=45)
+    monkeypatch.setattr(Storage, "writable", lambda self, folder=None: False)
+    with pytest.raises(StorageAway):
+        expire(settings)
+    assert expired_at("tasks", old["id"]) is None and (storage.root / old["output_path"]).exists()
+    monkeypatch.undo()
+    assert expire(settings)["tasks"] == 1 and not (storage.root / old["output_path"]).exists()

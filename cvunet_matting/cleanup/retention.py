@@ -26,7 +26,7 @@ import redis
 from cvunet_matting import db
 from cvunet_matting.config import Settings
 from cvunet_matting.db import reads, writes
-from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.files import Storage, StorageAway
 from cvunet_matting.storage.redis_client import get_redis
 
 from . import purging
@@ -52,6 +52,10 @@ def expire(settings: Settings, dry_run: bool = False) -> dict:
 def _expire(settings: Settings, dry_run: bool) -> dict:
     storage = Storage(settings.data_dir)
     totals = {"tasks": 0, "batches": 0, "inputs": 0, "files": 0}
+    if not dry_run and not storage.writable():
+        # Rows are marked (and erased) before their files go: on a read-only root the files would
+        # stay with nothing left to find them by. The next round tries again.
+        raise StorageAway("the data root cannot be written: retention waits for it")
     while True:
         with db.transaction() as cur:
             tasks = reads.tasks_past_retention(cur, settings.retention_days, PAGE)

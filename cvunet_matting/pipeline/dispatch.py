@@ -3,6 +3,10 @@
 Everything that enqueues (the web side, the operator's commands, the worker's batch lifecycle)
 publishes through here, by task name, so none of them imports the tasks module (and through it the
 model's runtime).
+
+An image's message names its task; the worker runs it as the task's row says (worker/image_run.py)
+and drops a message whose row it cannot find: commit the row (or its reset, for a retry) first,
+then publish.
 """
 
 from __future__ import annotations

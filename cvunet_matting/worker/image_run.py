@@ -78,7 +78,7 @@ class ImageTask(Task):
         if self.app.conf.task_track_started and not request.is_eager:
             started = {"pid": os.getpid(), "hostname": request.hostname}
             self.backend.store_result(task_id, started, states.STARTED, request=request)
-        cancelled = True if was_cancelled(row) else cancelled_or_unknown(task_id)  # read once: the body is handed it
+        cancelled = was_cancelled(row) or cancelled_or_unknown(task_id)  # read once: the body is handed it
         attempts = count_attempt(task_id)
         job = Job.of(row)
         if cancelled:
