@@ -90,7 +90,7 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
     # Runs that started before this one and never ended: their process died (a crash, out of memory).
     # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash. Counted
     # per input: the same bytes sent again as a new task fail at once instead of crashing workers anew.
-    crashes = input_crashes(run.task_id, input_key, run.attempts - 1 - ended_runs(run.task_id))
+    crashes = input_crashes(run.task_id, run.job.input_key, run.attempts - 1 - ended_runs(run.task_id))
     if crashes >= settings.max_attempts:
         reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
         return failed(base, FailureCode.CRASHED, reason)
@@ -124,7 +124,7 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
         log.exception("unexpected error on task %s", task.request.id)
         return failed(base, FailureCode.INTERNAL, f"internal error: {exc!r}")
-    forgive_quietly(input_key)  # these bytes ran to the end: a later crash on them starts a new count
+    forgive_quietly(run.job.input_key)  # these bytes ran to the end: a later crash on them starts a new count
     return {**base, **fields, "state": TaskState.SUCCESS}
 
 
