@@ -347,6 +347,8 @@
     }
   }
 
+  const asShown = (state) => (state === "finalizing" ? "running" : state);
+
   async function followBatch(el) {
     const notice = noticeIn(el);
     let seen = el.dataset.pollState;
@@ -357,7 +359,11 @@
       showCounts(body, seen);
       (body.items || []).forEach(updateTile);
       // The folder's listing ended (or a batch finished): the page shows every image and the ZIP.
-      if (body.state === "done" || body.state !== el.dataset.batchState) return reloadKeepingFlashes();
+      // Writing the ZIP (finalizing) looks like running on the page: a reload then would only be
+      // followed by another when it is done.
+      if (body.state === "done" || asShown(body.state) !== asShown(el.dataset.batchState)) {
+        return reloadKeepingFlashes();
+      }
     }
   }
 
