@@ -649,13 +649,19 @@ def test_the_content_security_policy_closes_forms_bases_and_plugins(app):
 def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admin):
     api = app.test_client()
     edges = {"alpha_threshold": "12", "erode": "2", "feather": "3", "refine": "true", "decontaminate": "false"}
-    edges["opaque_threshold"] = "230"
+    edges |= {"opaque_threshold": "230", "solidify": "false"}
     task_id = upload(api, headers=alice.bearer, **edges).get_json()["task_id"]
     options = row_of(task_id)["options"]
     expected = {"alpha_threshold": 12, "erode": 2, "feather": 3, "refine": True, "decontaminate": False}
-    expected["opaque_threshold"] = 230
+    expected |= {"opaque_threshold": 230, "solidify": False}
     assert {k: options[k] for k in expected} == expected
-    for bad in ({"erode": "65"}, {"alpha_threshold": "256"}, {"refine": "maybe"}, {"opaque_threshold": "-1"}):
+    for bad in (
+        {"erode": "65"},
+        {"alpha_threshold": "256"},
+        {"refine": "maybe"},
+        {"opaque_threshold": "-1"},
+        {"solidify": "2"},
+    ):
         response = upload(api, headers=alice.bearer, **bad)
         assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_option", bad
     pages = support.user_client(app, alice)
@@ -664,10 +670,14 @@ def test_edge_options_reach_the_task_from_the_api_form_and_json(app, alice, admi
     located = pages.post("/", data=form).headers["Location"]
     assert {k: row_of(located.rsplit("/", 1)[1])["options"][k] for k in expected} == expected
     html = pages.get("/").get_data(as_text=True)
-    assert 'name="feather"' in html and 'name="opaque_threshold"' in html
-    from cvunet_matting.image.encoding import DECONTAMINATE, REFINE
+    assert 'name="feather"' in html and 'name="opaque_threshold"' in html and 'name="solidify"' in html
+    from cvunet_matting.image.encoding import DECONTAMINATE, REFINE, SOLIDIFY
 
-    for name, default in (("refine", REFINE), ("decontaminate", DECONTAMINATE)):  # the form starts at the defaults
+    for name, default in (
+        ("refine", REFINE),
+        ("decontaminate", DECONTAMINATE),
+        ("solidify", SOLIDIFY),
+    ):  # the form starts at the defaults
         chosen = re.search(rf'name="{name}".*?<option value="(\w+)" selected>', html, re.S).group(1)
         assert chosen == ("true" if default else "false"), name
     root = get_settings().allowed_roots[0]

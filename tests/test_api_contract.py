@@ -119,11 +119,12 @@ def test_the_edge_options_are_published_for_forms_and_json():
     spec = document()
     form = spec["paths"]["/api/v1/images"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     options = spec["components"]["schemas"]["Options"]["properties"]
-    for name in ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate"):
+    for name in ("alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate", "solidify"):
         assert name in form["properties"] and name in options, name
     assert form["properties"]["opaque_threshold"]["maximum"] == 255
     assert form["properties"]["alpha_threshold"]["maximum"] == 255 and form["properties"]["feather"]["maximum"] == 64
-    assert options["refine"] == {"type": "boolean"}
+    assert options["refine"] == {"type": "boolean"} and options["solidify"] == {"type": "boolean"}
+    assert "default on" in form["properties"]["solidify"]["description"]
 
 
 def test_waiting_is_published_where_it_is_served():

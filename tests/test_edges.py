@@ -189,7 +189,7 @@ def test_the_opaque_threshold_makes_a_see_through_subject_solid_and_leaves_its_e
 
 def test_finish_applies_the_options_in_order():
     rgb, alpha = soft_edge(60, 120, ramp=30)
-    options = OutputOptions(alpha_threshold=100, refine=False, decontaminate=False)
+    options = OutputOptions(alpha_threshold=100, refine=False, decontaminate=False, solidify=False)
     out_rgb, out_alpha = finish(rgb.copy(), alpha, None, options)
     assert (out_rgb == rgb).all() and (out_alpha == np.where(alpha < 100, 0, alpha)).all()
     given = np.zeros_like(alpha)
@@ -200,14 +200,16 @@ def test_finish_applies_the_options_in_order():
 
 
 def test_edge_options_parse_from_user_text():
-    options = OutputOptions.parse("png", None, False, "16", "3", "4", "false", "off", "200")
+    options = OutputOptions.parse("png", None, False, "16", "3", "4", "false", "off", "200", "no")
     assert (options.alpha_threshold, options.erode, options.feather, options.opaque_threshold) == (16, 3, 4, 200)
-    assert options.refine is False and options.decontaminate is False
-    empty = OutputOptions.parse(alpha_threshold="", erode=None, refine="", decontaminate="", opaque_threshold="")
+    assert options.refine is False and options.decontaminate is False and options.solidify is False
+    empty = OutputOptions.parse(
+        alpha_threshold="", erode=None, refine="", decontaminate="", opaque_threshold="", solidify=""
+    )
     assert empty == OutputOptions()
     defaults = OutputOptions()
     assert (defaults.alpha_threshold, defaults.erode, defaults.feather, defaults.opaque_threshold) == (0, 0, 0, 0)
-    assert defaults.refine is True and defaults.decontaminate is True
+    assert defaults.refine is True and defaults.decontaminate is True and defaults.solidify is True
 
 
 @pytest.mark.parametrize(
@@ -223,6 +225,8 @@ def test_edge_options_parse_from_user_text():
         ("feather", True),
         ("refine", "maybe"),
         ("decontaminate", 2),
+        ("solidify", "maybe"),
+        ("solidify", 0.0),
     ],
 )
 def test_bad_edge_options_are_refused_by_name(field, value):
@@ -241,6 +245,9 @@ def test_edge_options_round_trip_and_old_rows_read_as_defaults():
     # A worker of the version before refuses keys it does not know: a new option at its default is left out.
     assert "opaque_threshold" not in OutputOptions().to_dict()
     assert OutputOptions(opaque_threshold=200).to_dict()["opaque_threshold"] == 200
+    assert "solidify" not in OutputOptions().to_dict()
+    assert OutputOptions(solidify=False).to_dict()["solidify"] is False
+    assert OutputOptions.from_dict(OutputOptions(solidify=False).to_dict()) == OutputOptions(solidify=False)
 
 
 def test_the_key_changes_with_each_edge_option():
@@ -253,9 +260,11 @@ def test_the_key_changes_with_each_edge_option():
         OutputOptions(feather=1),
         OutputOptions(refine=not base.refine),
         OutputOptions(decontaminate=not base.decontaminate),
+        OutputOptions(solidify=not base.solidify),
     ]
     keys = {base.key(), *(options.key() for options in changed)}
-    assert len(keys) == 7
+    assert len(keys) == 8
+    assert OutputOptions(solidify=False).key() == "png;bg=none;alpha=0;solidify=0"
     assert OutputOptions.parse(erode="3").key() == OutputOptions(erode=3).key()
     # The bare matte has no colours: decontamination cannot change it, so it cannot split its key.
     assert OutputOptions(alpha_only=True, decontaminate=False) == OutputOptions(alpha_only=True)
@@ -267,6 +276,7 @@ def test_the_matte_command_takes_the_edge_flags(tmp_path, tiny):
     source = tmp_path / "in.png"
     source.write_bytes(png(np.full((16, 16, 3), 255, np.uint8), "RGB"))
     flags = ["--alpha-threshold", "10", "--opaque-threshold", "200", "--erode", "1", "--feather", "2", "--no-refine"]
+    flags.append("--no-solidify")
     done = CliRunner().invoke(main, ["matte", str(source), "-o", str(tmp_path / "out"), *flags])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "out" / "in.png").exists()

@@ -45,6 +45,32 @@ def test_isnet_separates_subject_from_background(isnet, name):
         assert alpha[y0:y1, x0:x1].mean() < 0.15, f"{name}: background box {(x0, y0, x1, y1)} not clear"
 
 
+def see_through_share(alpha: np.ndarray) -> float:
+    """Issue #27's figure: the share of the matte's non-zero pixels left partly transparent (12-243)."""
+    return np.count_nonzero((alpha >= 12) & (alpha <= 243)) / np.count_nonzero(alpha)
+
+
+@pytest.mark.model
+def test_the_defaults_make_the_cat_solid_and_keep_the_astronauts_hair_soft(isnet):
+    """The close-up cat's coat came back at alpha 0.6-0.9 (42-45% of its matte partly transparent);
+    solidify's default makes it solid, and the portrait keeps the soft edge of its hair."""
+    from skimage import data
+
+    from cvunet_matting.image.edges import finish
+    from cvunet_matting.image.encoding import OutputOptions
+
+    shares = {}
+    for name in ("chelsea", "astronaut"):
+        rgb = getattr(data, name)()
+        raw = isnet.predict_alpha(rgb)
+        shares[name] = {
+            label: see_through_share(finish(rgb.copy(), raw, None, options)[1])
+            for label, options in (("defaults", OutputOptions()), ("off", OutputOptions(solidify=False)))
+        }
+    assert shares["chelsea"]["defaults"] <= 0.10 < 0.30 < shares["chelsea"]["off"], shares
+    assert 0.01 <= shares["astronaut"]["defaults"] <= 0.08, shares
+
+
 @pytest.mark.model
 def test_isnet_manifest_version_is_the_file_hash(isnet, real_model_path):
     from cvunet_matting.model.manifest import sha256_file

@@ -58,6 +58,12 @@ def output_options(command):
             default=None,
             help="Take the old background's colour out of edge pixels (foreground estimation; default on).",
         ),
+        click.option(
+            "--solidify/--no-solidify",
+            default=None,
+            help="Make the subject opaque far inside its outline and the background clear far outside it,"
+            " the edge kept soft (default on; off for glass, smoke, a veil).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -14,6 +14,7 @@ import numpy as np
 from .band import EDGE_HIGH, EDGE_LOW, band_points, gather, grow, sample, scatter, to_full, working_copy
 from .encoding import OutputOptions
 from .foreground import decontaminate
+from .solid import solidify
 
 # The coefficients come from a copy at most SIDE pixels on its long side, in windows of RADIUS around
 # each pixel (make bench-quality: 512 and 3 scored better than 1024 and 6, at a quarter of the cost;
@@ -102,6 +103,8 @@ def finish(
     """The edge steps the options ask for, in order; returns (rgb, alpha), rgb changed in place."""
     if options.refine:
         alpha = refine(rgb, alpha)
+    if options.solidify:  # before the user's controls, which then act on a solid subject
+        alpha = solidify(alpha)
     alpha = controls(alpha, options.alpha_threshold, options.erode, options.feather, options.opaque_threshold)
     if options.decontaminate and not options.alpha_only:
         rgb = decontaminate(rgb if rgb.flags.writeable else rgb.copy(), alpha)

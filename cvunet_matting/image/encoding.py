@@ -45,15 +45,18 @@ _INT = re.compile(r"[0-9]{1,3}", re.ASCII)
 # (about 3% each) and beats the raw matte on every metric it touches, so both are on.
 REFINE = True
 DECONTAMINATE = True
+# A subject's interior opaque and the background far from it clear (solid.py): the cat of issue #27
+# went from 44% of its matte partly transparent to 7%, the astronaut's hair stays soft.
+SOLIDIFY = True
 MAX_EDGE_PX = 64  # erosion and feathering, in pixels of the full-size image
 # The edge options, in key order: each number with its largest value (0 is off), each switch with its default.
 EDGE_NUMBERS = {"alpha_threshold": 255, "opaque_threshold": 255, "erode": MAX_EDGE_PX, "feather": MAX_EDGE_PX}
-EDGE_SWITCHES = {"refine": REFINE, "decontaminate": DECONTAMINATE}
+EDGE_SWITCHES = {"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY}
 EDGE_KEYS = (*EDGE_NUMBERS, *EDGE_SWITCHES)
 _KEYS = {"format", "bg_color", "alpha_only", *EDGE_KEYS}
 # Options added since a release: left out of task arguments while at their default, so that workers
 # of the version before (which refuse keys they do not know) still take new tasks in a rolling upgrade.
-_NEWER_KEYS = ("opaque_threshold",)
+_NEWER_KEYS = ("opaque_threshold", "solidify")
 _PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}
 PNG_LEVEL = 1  # the fastest deflate level: a 12 MP result is 48 MB to compress (see png.py)
 _COLOR_HELP = "use #RRGGBB, #RGB, r,g,b or a name (" + ", ".join(_NAMED) + ")"
@@ -132,8 +135,9 @@ class OutputOptions:
     (1-255; 0 is off) becomes 255 (a subject the model left partly see-through), then the matte is
     eroded by `erode` px and feathered over `feather` px (a Gaussian, sigma feather/2); `refine`
     re-fits the upscaled matte to the full-size photo (guided filter); `decontaminate` takes the old
-    background's colour out of the edge pixels (foreground colour estimation). The input's own
-    alpha always multiplies the result.
+    background's colour out of the edge pixels (foreground colour estimation); `solidify` makes the
+    matte opaque far inside the subject and clear far outside it, before the thresholds (solid.py).
+    The input's own alpha always multiplies the result.
     """
 
     format: str = "png"
@@ -144,7 +148,8 @@ class OutputOptions:
     feather: int = 0
     refine: bool = REFINE
     decontaminate: bool = DECONTAMINATE
-    opaque_threshold: int = 0  # last: positional callers of the fields before it keep their meaning
+    opaque_threshold: int = 0  # last ones: positional callers of the fields before keep their meaning
+    solidify: bool = SOLIDIFY
 
     def __post_init__(self):
         if self.format not in _FORMATS:
@@ -179,6 +184,7 @@ class OutputOptions:
         refine: bool | str | None = None,
         decontaminate: bool | str | None = None,
         opaque_threshold: int | str | None = None,
+        solidify: bool | str | None = None,
     ) -> OutputOptions:
         """Build from user text (form fields, query arguments, CLI flags); bad values raise bad_option.
 
@@ -191,6 +197,7 @@ class OutputOptions:
             "feather": feather,
             "refine": refine,
             "decontaminate": decontaminate,
+            "solidify": solidify,
         }
         return cls(_parse_format(format), parse_color(bg_color), _parse_flag(alpha_only), **_parse_edges(edges))
 

@@ -20,8 +20,9 @@ from .input_alpha import read_alpha
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 # Bump when the pixels a result holds change for the same options (edge refinement and
-# decontamination came with 2): results of an earlier version are not reused for new requests.
-POSTPROCESS_VERSION = 2
+# decontamination came with 2, solid subjects by default with 3): results of an earlier version are
+# not reused for new requests.
+POSTPROCESS_VERSION = 3
 
 
 @dataclass

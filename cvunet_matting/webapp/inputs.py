@@ -33,7 +33,8 @@ def parse_options(values, form: bool = True) -> OutputOptions:
         flags_ok = all(isinstance(edges[n], bool | None) for n in EDGE_SWITCHES)
         numbers_ok = all(edges[n] is None or type(edges[n]) is int for n in EDGE_NUMBERS)
         if not (flags_ok and numbers_ok):
-            raise InputError("refine and decontaminate are booleans, the others integers", code=ErrorCode.BAD_OPTION)
+            message = "refine, decontaminate and solidify are booleans, the others integers"
+            raise InputError(message, code=ErrorCode.BAD_OPTION)
     return OutputOptions.parse(fmt, color, alpha, **edges)
 
 

@@ -5,7 +5,7 @@ Operations (operations.py) and the document (openapi.py) are built from these, s
 
 from __future__ import annotations
 
-from cvunet_matting.image.encoding import DECONTAMINATE, FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX, REFINE
+from cvunet_matting.image.encoding import DECONTAMINATE, FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX, REFINE, SOLIDIFY
 from cvunet_matting.image.imaging import INPUT_FORMATS
 from cvunet_matting.services.lookup import FAILURES_LISTED
 from cvunet_matting.states import BATCH_STATES, TASK_STATES
@@ -92,6 +92,11 @@ FORM_OPTIONS = {
         enum=list(FLAG_WORDS),
         description=f"take the old background's colour out of edge pixels (default {'on' if DECONTAMINATE else 'off'})",
     ),
+    "solidify": string(
+        enum=list(FLAG_WORDS),
+        description="make the subject opaque far inside its outline and the background clear far outside it,"
+        f" the edge kept soft (default {'on' if SOLIDIFY else 'off'}; off for glass, smoke, a veil)",
+    ),
 }
 EDGE_JSON = {
     "alpha_threshold": FORM_OPTIONS["alpha_threshold"],
@@ -100,6 +105,7 @@ EDGE_JSON = {
     "feather": FORM_OPTIONS["feather"],
     "refine": {"type": "boolean"},
     "decontaminate": {"type": "boolean"},
+    "solidify": {"type": "boolean"},
 }
 
 SCHEMAS = {

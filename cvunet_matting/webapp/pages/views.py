@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from cvunet_matting.errors import ErrorCode, InputError
-from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, OutputOptions
+from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, SOLIDIFY, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
 from cvunet_matting.services import actions, listings, submitting
 from cvunet_matting.services.lookup import batch_for, task_for
@@ -82,7 +82,7 @@ def index():
         max_pixels=cfg.max_pixels,
         input_formats=sorted(SUPPORTED_FORMATS),
         max_edge_px=MAX_EDGE_PX,
-        edge_defaults={"refine": REFINE, "decontaminate": DECONTAMINATE},
+        edge_defaults={"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY},
     )
 
 

@@ -51,7 +51,7 @@
     const color = form.querySelector("#opt-color");
     const alpha = form.querySelector("#opt-alpha");
     const format = form.querySelector("#opt-format");
-    const edges = ["alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate"].map((name) =>
+    const edges = ["alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate", "solidify"].map((name) =>
       form.querySelector('[name="' + name + '"]')
     );
     const maxBytes = Number(form.dataset.maxBytes);

@@ -1,0 +1,62 @@
+"""Solid subjects: the matte far inside a subject made opaque, far outside it clear, its edge left as it is.
+
+ISNet is sometimes unsure of a whole region, not just an edge: it leaves a close-up cat's coat at alpha
+0.6-0.9, so a new background shows through the cat. Such a region is far from the subject's outline,
+where a real soft edge (hair, fur, motion blur) never is: the outline is the matte's 0.5 contour, and
+a band around it that scales with the image stays exactly as the model and refine() left it. Beyond
+the band, alpha is raised (inside) or lowered (outside) over a ramp as wide as the band again, so no
+seam shows where the band ends.
+
+The distances come from a small copy of the thresholded matte (cv2.distanceTransform); at full size
+the step is two bilinear resizes and a clamp, a few milliseconds at 2 MP.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# The band's half-width, as a share of the image's long side: at 0.01 the cat keeps its whiskers and
+# the astronaut her hair (make bench-quality; 0.005 left the cat 4% partly transparent, 0.02 10%).
+BAND_SHARE = 0.01
+MIN_BAND_PX = 2.0  # on a tiny image, at least this many full-size pixels either side of the outline
+SIDE = 512  # the distance maps' copy, on its long side: distances this coarse are enough for a band
+HALF = 128  # the contour's alpha (of 255)
+
+
+def band_px(shape: tuple[int, ...]) -> float:
+    """The edge band's half-width in full-size pixels for an image of this shape."""
+    return max(MIN_BAND_PX, BAND_SHARE * max(shape[:2]))
+
+
+def _ramp(distance: np.ndarray, band: float) -> np.ndarray:
+    """0 within `band` of the contour, rising to 255 at twice that, as uint8."""
+    distance = np.minimum(distance, 2 * band)  # with no contour at all, the transform gives FLT_MAX
+    return np.clip((distance - band) * (255 / band) + 0.5, 0, 255).astype(np.uint8)
+
+
+def limits(alpha: np.ndarray, side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """(floor, ceiling) uint8 maps at the matte's size: far inside the floor is 255, far outside the
+    ceiling is 0; near the contour the floor is 0 and the ceiling 255, which leave alpha as it is."""
+    height, width = alpha.shape
+    scale = min(1.0, side / max(height, width))
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Bilinear, not area: a quarter of the cost at 2 MP, and the contour moves by under a copy's pixel.
+    small = cv2.resize(alpha, small_size, interpolation=cv2.INTER_LINEAR) if scale < 1 else alpha
+    inside = np.where(small >= HALF, np.uint8(255), np.uint8(0))  # 0/255, as the transform wants
+    band = band_px(alpha.shape) * scale
+    # Each transform measures, for every pixel of one side, its distance to the other side: the frame's
+    # border is no contour (a subject cut by the frame stays solid up to it). The 5x5 mask's distances
+    # are within 2% of the exact ones, at a quarter of the cost.
+    floor = _ramp(cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_5), band)
+    ceiling = 255 - _ramp(cv2.distanceTransform(255 - inside, cv2.DIST_L2, cv2.DIST_MASK_5), band)
+    if scale < 1:
+        floor = cv2.resize(floor, (width, height), interpolation=cv2.INTER_LINEAR)
+        ceiling = cv2.resize(ceiling, (width, height), interpolation=cv2.INTER_LINEAR)
+    return floor, ceiling
+
+
+def solidify(alpha: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """The matte with its interior opaque and its far background clear; the band round its outline as it was."""
+    floor, ceiling = limits(alpha, side)
+    return cv2.min(cv2.max(alpha, floor), ceiling)
