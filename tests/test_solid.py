@@ -19,8 +19,8 @@ def see_through_disc(height: int, width: int, radius: int, coat: int = 180, haze
 
 
 def test_the_band_scales_with_the_image_and_has_a_floor():
-    assert band_px((300, 451)) == pytest.approx(4.51)
-    assert band_px((3000, 4000, 3)) == pytest.approx(40)
+    assert band_px((300, 451)) == pytest.approx(6.765)
+    assert band_px((3000, 4000, 3)) == pytest.approx(60)
     assert band_px((20, 30)) == 2.0  # a thumbnail still keeps a soft outline
 
 
@@ -49,7 +49,7 @@ def test_the_ramp_beyond_the_band_has_no_seam():
 
 
 def test_hair_near_the_outline_is_kept():
-    alpha, _ = see_through_disc(800, 800, 250, coat=255, haze=0)  # a band of 8 px
+    alpha, _ = see_through_disc(800, 800, 250, coat=255, haze=0)  # a band of 12 px
     strands = np.zeros_like(alpha)
     for angle in np.linspace(0, np.pi, 12):  # thin strands at 0.35, 3-7 px outside the outline
         x, y = 400 + 253 * np.cos(angle), 400 - 253 * np.sin(angle)
