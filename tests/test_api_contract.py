@@ -127,6 +127,15 @@ def test_the_edge_options_are_published_for_forms_and_json():
     assert "default on" in form["properties"]["solidify"]["description"]
 
 
+def test_the_confidence_score_is_published_on_every_item():
+    item = document()["components"]["schemas"]["Item"]["properties"]
+    assert item["confidence"]["type"] == "number" and item["confidence"]["nullable"] is True
+    assert item["confidence"]["maximum"] == 1 and item["doubtful"] == {
+        "type": "boolean",
+        "description": "confidence below 0.85: worth a look",
+    }
+
+
 def test_waiting_is_published_where_it_is_served():
     spec = document()
     for path, method in (("/api/v1/tasks/{id}", "get"), ("/api/v1/batches/{id}", "get"), ("/api/v1/images", "post")):

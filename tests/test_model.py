@@ -50,25 +50,40 @@ def see_through_share(alpha: np.ndarray) -> float:
     return np.count_nonzero((alpha >= 12) & (alpha <= 243)) / np.count_nonzero(alpha)
 
 
-@pytest.mark.model
-def test_the_defaults_make_the_cat_solid_and_keep_the_astronauts_hair_soft(isnet):
-    """The close-up cat's coat came back at alpha 0.6-0.9 (42-45% of its matte partly transparent);
-    solidify's default makes it solid, and the portrait keeps the soft edge of its hair."""
+@pytest.fixture(scope="module")
+def cat_and_astronaut(isnet) -> dict:
+    """Issue #27's photos and the real ISNet's raw mattes of them: name -> (rgb, raw alpha)."""
     from skimage import data
 
+    return {
+        name: (rgb, isnet.predict_alpha(rgb)) for name in ("chelsea", "astronaut") for rgb in [getattr(data, name)()]
+    }
+
+
+@pytest.mark.model
+def test_the_defaults_make_the_cat_solid_and_keep_the_astronauts_hair_soft(cat_and_astronaut):
+    """The close-up cat's coat came back at alpha 0.6-0.9 (42-45% of its matte partly transparent);
+    solidify's default makes it solid, and the portrait keeps the soft edge of its hair."""
     from cvunet_matting.image.edges import finish
     from cvunet_matting.image.encoding import OutputOptions
 
     shares = {}
-    for name in ("chelsea", "astronaut"):
-        rgb = getattr(data, name)()
-        raw = isnet.predict_alpha(rgb)
+    for name, (rgb, raw) in cat_and_astronaut.items():
         shares[name] = {
             label: see_through_share(finish(rgb.copy(), raw, None, options)[1])
             for label, options in (("defaults", OutputOptions()), ("off", OutputOptions(solidify=False)))
         }
     assert shares["chelsea"]["defaults"] <= 0.10 < 0.30 < shares["chelsea"]["off"], shares
     assert 0.01 <= shares["astronaut"]["defaults"] <= 0.08, shares
+
+
+@pytest.mark.model
+def test_the_confidence_score_flags_the_see_through_cat_and_not_the_astronaut(cat_and_astronaut):
+    from cvunet_matting.image.confidence import confidence, is_doubtful
+
+    scores = {name: confidence(raw) for name, (_, raw) in cat_and_astronaut.items()}
+    assert is_doubtful(scores["chelsea"]) and not is_doubtful(scores["astronaut"]), scores
+    assert scores["chelsea"] < 0.7 and scores["astronaut"] > 0.95, scores
 
 
 @pytest.mark.model

@@ -189,3 +189,45 @@ def test_worker_serves_prometheus_metrics(clean_state, worker_factory):
     )
     assert 'cvunet_worker_stage_seconds_count{stage="inference"} 1.0' in text
     assert "cvunet_gpu_memory_used_bytes" not in text  # no GPU here: no NVML figures, no error
+
+
+def test_the_worker_scores_each_cut_out_for_the_row_the_manifest_and_metrics(clean_state, worker_factory):
+    """The tiny model's alpha is the brightness: a white disc is a sure cut-out, a grey one a see-through
+    subject (issue #27's cat); the score reaches the rows, the ZIP's manifest, /metrics and a reuse."""
+    import re
+    import urllib.request
+
+    import cv2
+    import numpy as np
+
+    from cvunet_matting.image.confidence import DOUBTFUL
+
+    def disc_png(level: int) -> bytes:
+        image = np.zeros((120, 160, 3), np.uint8)
+        cv2.circle(image, (80, 60), 45, (level, level, level), -1, cv2.LINE_AA)
+        return cv2.imencode(".png", image)[1].tobytes()
+
+    port = support.free_port()
+    worker_factory(CVUNET_METRICS_PORT=str(port))
+    batch_id = submit_batch([Item("sure.png", disc_png(255)), Item("unsure.png", disc_png(170))], PNG)
+    batch = wait_batch(batch_id)
+    scores = {row["filename"]: row["confidence"] for row in rows_of(batch_id)}
+    assert scores["sure.png"] == 1.0 and scores["unsure.png"] < DOUBTFUL, scores
+    with zipfile.ZipFile(load_settings().data_dir / batch["zip_path"]) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert {e["filename"]: e["confidence"] for e in manifest["items"]} == scores
+
+    again = wait_task(submit_image(Item("again.png", disc_png(170)), PNG))
+    assert again["reused"] is True and again["confidence"] == scores["unsure.png"]
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    text = support.wait_until(
+        lambda: 'cvunet_worker_tasks_total{state="success"} 3.0' in (t := scrape()) and t, 10, message="counted"
+    )
+    counted = re.search(r"^cvunet_worker_confidence_count (\S+)$", text, re.M)
+    doubtful = re.search(r'^cvunet_worker_confidence_bucket\{le="0.8"\} (\S+)$', text, re.M)
+    assert counted and float(counted.group(1)) == 2.0  # the reuse is not scored again
+    assert doubtful and float(doubtful.group(1)) == 1.0

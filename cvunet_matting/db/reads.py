@@ -238,7 +238,7 @@ def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
     """The next `limit` rows of a batch after `position`, with only what its manifest and ZIP need."""
     return _all(
         cur,
-        "SELECT id, position, filename, state, error, output_path, width, height FROM tasks"
+        "SELECT id, position, filename, state, error, output_path, width, height, confidence FROM tasks"
         " WHERE batch_id = %s AND position > %s ORDER BY position LIMIT %s",
         (batch_id, after, limit),
     )
@@ -296,10 +296,16 @@ def failed_items(cur, batch_id, limit: int) -> list[TaskRow]:
     )
 
 
-def batch_items(cur, batch_id, offset: int = 0, limit: int = 100) -> list[TaskRow]:
-    """One page of a batch's tasks, in submission order."""
+# The orders a batch's page can list its tasks in: submission, or the least sure cut-outs first (those
+# without a score, not finished or failed, last).
+ITEM_ORDERS = {"position": "position", "doubt": "confidence ASC NULLS LAST, position"}
+
+
+def batch_items(cur, batch_id, offset: int = 0, limit: int = 100, order: str = "position") -> list[TaskRow]:
+    """One page of a batch's tasks, in submission order or by `order` (a key of ITEM_ORDERS)."""
     cur.execute(
-        "SELECT * FROM tasks WHERE batch_id = %s ORDER BY position LIMIT %s OFFSET %s", (batch_id, limit, offset)
+        f"SELECT * FROM tasks WHERE batch_id = %s ORDER BY {ITEM_ORDERS[order]} LIMIT %s OFFSET %s",  # noqa: S608
+        (batch_id, limit, offset),
     )
     return cur.fetchall()
 

@@ -31,6 +31,7 @@ class TaskRow(TypedDict):
     width: int | None
     height: int | None
     timings: dict[str, float] | None
+    confidence: float | None  # image/confidence.py; None before migration 011 and for failures
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -81,6 +82,7 @@ class ResultRow(TypedDict):
     task_id: UUID
     width: int | None
     height: int | None
+    confidence: float | None
     created_at: datetime
 
 

@@ -20,6 +20,7 @@ EVENT_COLUMNS = (
     "width",
     "height",
     "timings",
+    "confidence",
     "started_at",
     "finished_at",
 )
@@ -122,11 +123,11 @@ def event_statements(event: dict) -> list[tuple[str, dict]]:
     if event.get("result"):
         statements.append(
             (
-                "INSERT INTO results (idem_key, output_path, task_id, width, height) "
-                "SELECT %(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s "
+                "INSERT INTO results (idem_key, output_path, task_id, width, height, confidence) "
+                "SELECT %(idem_key)s, %(output_path)s, %(task_id)s, %(width)s, %(height)s, %(confidence)s "
                 "WHERE EXISTS (SELECT 1 FROM tasks WHERE id = %(task_id)s AND expired_at IS NULL) "
                 "ON CONFLICT (idem_key) DO NOTHING",
-                event["result"],
+                {"confidence": None, **event["result"]},  # a spooled event of the version before has none
             )
         )
     return statements

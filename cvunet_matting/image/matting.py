@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from cvunet_matting.config import Settings
 from cvunet_matting.model.protocols import Session
 
+from .confidence import confidence
 from .edges import finish
 from .encoding import OutputOptions, encode
 from .imaging import decode
@@ -31,6 +32,7 @@ class MatteResult:
     width: int
     height: int
     timings: dict = field(default_factory=dict)  # seconds per stage
+    confidence: float | None = None  # how sure the model was (confidence.py), from the raw matte
 
 
 def matte_bytes(data: bytes, options: OutputOptions, session: Session, settings: Settings) -> MatteResult:
@@ -42,9 +44,10 @@ def matte_bytes(data: bytes, options: OutputOptions, session: Session, settings:
     timings["decode"] = time.perf_counter() - clock
     alpha = session.predict_alpha(rgb, timings)
     clock = time.perf_counter()
+    score = confidence(alpha)  # before the edge steps, which hide the doubt it measures
     rgb, alpha = finish(rgb, alpha, input_alpha, options)
     timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
     out = encode(rgb, alpha, options, settings.encode_threads)
     timings["encode"] = time.perf_counter() - clock
-    return MatteResult(out, rgb.shape[1], rgb.shape[0], timings)
+    return MatteResult(out, rgb.shape[1], rgb.shape[0], timings, score)

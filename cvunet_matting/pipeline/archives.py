@@ -29,6 +29,7 @@ def manifest_entry(row: dict) -> dict:
         "output": Path(row["output_path"]).name if row["state"] == TaskState.SUCCESS else None,
         "width": row["width"],
         "height": row["height"],
+        "confidence": row.get("confidence"),
         "task_id": str(row["id"]),
     }
 

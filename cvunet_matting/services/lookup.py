@@ -45,14 +45,15 @@ class BatchView:
         return self.counts["success"] + self.counts["failure"]
 
 
-def batch_for(actor: Actor, batch_id: str, offset: int = 0, limit: int = 0) -> BatchView:
-    """The batch, if the actor may see it, with `limit` of its images from `offset`."""
+def batch_for(actor: Actor, batch_id: str, offset: int = 0, limit: int = 0, order: str = "position") -> BatchView:
+    """The batch, if the actor may see it, with `limit` of its images from `offset` in `order`
+    (reads.ITEM_ORDERS)."""
     bid = parse_id(batch_id)
     with db.transaction() as cur:
         batch = reads.get_batch(cur, bid)
         if batch is None or batch["deleted_at"] or not actor.owns(batch):
             raise InputError(f"no batch {batch_id}", code=ErrorCode.NOT_FOUND)
-        return BatchView(batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit))
+        return BatchView(batch, reads.batch_counts(cur, bid), reads.batch_items(cur, bid, offset, limit, order))
 
 
 def batch_failures(view: BatchView) -> list[TaskRow]:

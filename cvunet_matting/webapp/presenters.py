@@ -13,6 +13,7 @@ from typing import Any
 from flask import request, url_for
 
 from cvunet_matting.db.rows import BatchCounts, BatchRow, TaskRow
+from cvunet_matting.image.confidence import is_doubtful
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.states import BatchState, FailureCode, TaskState
 
@@ -66,6 +67,8 @@ def item_json(row: TaskRow) -> dict[str, Any]:
         "state": row["state"],
         "error": public_error(row),
         "error_code": row.get("error_code"),
+        "confidence": row.get("confidence"),
+        "doubtful": is_doubtful(row.get("confidence")),
         **expiry(row),
         "status_url": url_for(f"{routes}.task_status", task_id=tid),
         "view_url": url_for("ui.task_view", task_id=tid),

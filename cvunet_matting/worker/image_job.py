@@ -118,7 +118,8 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
     existing = lookup_result(key)
     if existing and reuse(existing, target, storage):
         keep_only_if_wanted(job, target)
-        return {**result, "reused": True, "width": existing["width"], "height": existing["height"]}
+        size = {"width": existing["width"], "height": existing["height"]}
+        return {**result, "reused": True, **size, "confidence": existing.get("confidence")}
     clock = time.perf_counter()
     try:
         data = storage.read_input(job.input_key)
@@ -138,7 +139,8 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
     # The shared storage's own stages, beside the model's: slow NFS shows up here, not as queue time.
     storage_timings = {"read": read_s, "write": time.perf_counter() - clock}
     timings = {k: round(v, 4) for k, v in (matted.timings | storage_timings).items()}
-    return {**result, "reused": False, "width": matted.width, "height": matted.height, "timings": timings}
+    size = {"width": matted.width, "height": matted.height}
+    return {**result, "reused": False, **size, "timings": timings, "confidence": matted.confidence}
 
 
 def keep_only_if_wanted(job: Job, written: Path) -> None:

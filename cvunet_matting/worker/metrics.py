@@ -18,6 +18,14 @@ STAGES = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+# How sure the model was of each image it cut out (image/confidence.py; a reused result is not counted
+# again): a shift of mass below 0.85, where cut-outs are flagged doubtful, says the inputs changed.
+CONFIDENCE = Histogram(
+    "cvunet_worker_confidence",
+    "The model's confidence in each new cut-out (0-1, high: sure; below 0.85: doubtful)",
+    buckets=(0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0),
+    registry=REGISTRY,
+)
 
 
 class GpuCollector:
@@ -49,6 +57,8 @@ def observe(result: dict) -> None:
     TASKS.labels(result.get("state", "unknown")).inc()
     for stage, seconds in (result.get("timings") or {}).items():
         STAGES.labels(stage).observe(seconds)
+    if result.get("confidence") is not None and not result.get("reused"):
+        CONFIDENCE.observe(result["confidence"])
 
 
 def serve(port: int, addr: str) -> None:

@@ -26,7 +26,7 @@ from .faults import install_storage_faults
 
 log = logging.getLogger(__name__)
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
-RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "error", "error_code", "attempts")
+RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "confidence", "error", "error_code", "attempts")
 # Tasks whose success this process has mirrored: a later failure to store the result in Redis
 # (a restart at that moment) must not turn them into failed images.
 _succeeded: set[str] = set()
@@ -74,6 +74,7 @@ def mirror_end(result: dict) -> dict:
         event["error_code"] = None
         if not result.get("reused"):
             event["result"] = {k: result[k] for k in ("idem_key", "output_path", "task_id", "width", "height")}
+            event["result"]["confidence"] = result.get("confidence")
     get_mirror().record_later(event)
     return result
 

@@ -5,6 +5,7 @@ Operations (operations.py) and the document (openapi.py) are built from these, s
 
 from __future__ import annotations
 
+from cvunet_matting.image.confidence import DOUBTFUL
 from cvunet_matting.image.encoding import DECONTAMINATE, FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX, REFINE, SOLIDIFY
 from cvunet_matting.image.imaging import INPUT_FORMATS
 from cvunet_matting.services.lookup import FAILURES_LISTED
@@ -184,6 +185,17 @@ SCHEMAS = {
         state=string(enum=list(TASK_STATES)),
         error=nullable(string(description="a short reason; details stay in the server's logs")),
         error_code=nullable(string(description="refused, crashed, timeout, storage, internal or cancelled")),
+        confidence=nullable(
+            {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "how sure the model was of the cut-out, from its raw matte: 1 less the share"
+                " of its visible pixels left partly transparent away from the subject's outline; 0 when it"
+                " found no subject or the whole frame; null until it succeeded (or made before scores)",
+            }
+        ),
+        doubtful={"type": "boolean", "description": f"confidence below {DOUBTFUL}: worth a look"},
         **EXPIRY,
         status_url=string(),
         view_url=string(),

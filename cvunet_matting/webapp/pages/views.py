@@ -185,10 +185,11 @@ def retry(task_id: str):
 @bp.get("/batches/<batch_id>")
 def batch_view(batch_id: str):
     page = page_number()
-    view = batch_for(g.actor, batch_id, offset_of(page, BATCH_PAGE), BATCH_PAGE)
+    order = "doubt" if request.args.get("sort") == "doubt" else "position"  # anything else: as submitted
+    view = batch_for(g.actor, batch_id, offset_of(page, BATCH_PAGE), BATCH_PAGE, order)
     data = batch_json(view.batch, view.counts, view.items, offset_of(page, BATCH_PAGE))
     pages = listings.page_count(view.batch["total"], BATCH_PAGE)
-    return render_template("batch.html", batch=data, page=page, pages=pages)
+    return render_template("batch.html", batch=data, page=page, pages=pages, order=order)
 
 
 @bp.get("/api-docs")
