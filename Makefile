@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel k8s-check
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -66,6 +66,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+
+# deploy/kubernetes: both overlays rendered (kubectl kustomize), every object validated against the
+# Kubernetes and vendored CRD schemas with unknown fields refused, and the project's rules
+# (deploy/kubernetes/k8s_check.py). No cluster needed.
+k8s-check: install
+	$(PYTHON) deploy/kubernetes/k8s_check.py
 
 bench: model
 	$(PYTHON) benchmarks/bench_model.py
