@@ -211,8 +211,8 @@ def worker_factory(database):
     """Start real Celery worker processes (CPU); all are killed at the end of the test."""
     started = []
 
-    def start(name: str = "cpu0@%h", **env):
-        proc = support.start_worker(name, TMP_ROOT / "logs", env)
+    def start(name: str = "cpu0@%h", args: tuple[str, ...] = (), **env):
+        proc = support.start_worker(name, TMP_ROOT / "logs", env, args=args)
         started.append(proc)
         return proc
 

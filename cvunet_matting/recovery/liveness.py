@@ -34,10 +34,18 @@ def new_incarnation(hostname: str | None = None) -> str:
     return f"{hostname or socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-def beat(client: redis.Redis, incarnation: str, held: Iterable[str], ttl: float, receiving: bool = False) -> None:
-    """Say this worker is alive for `ttl` seconds more, what it holds, and whether its consumer has a
-    reply it cannot read yet (`receiving`: a message in it is in neither the queue nor `unacked`)."""
-    payload = json.dumps({"held": sorted(held), "receiving": receiving, "at": time.time()})
+def beat(
+    client: redis.Redis,
+    incarnation: str,
+    held: Iterable[str],
+    ttl: float,
+    receiving: bool = False,
+    queues: Iterable[str] = (),
+) -> None:
+    """Say this worker is alive for `ttl` seconds more, what it holds, whether its consumer has a
+    reply it cannot read yet (`receiving`: a message in it is in neither the queue nor `unacked`), and
+    the queues it consumes (whose work that is: recovery/backlog.py)."""
+    payload = json.dumps({"held": sorted(held), "receiving": receiving, "queues": sorted(queues), "at": time.time()})
     client.set(BEAT + incarnation, payload, px=int(ttl * 1000))
 
 

@@ -4,7 +4,8 @@ Request counts and latencies are counted in each process. Under gunicorn they ar
 worker process of the instance: `gunicorn_conf` sets PROMETHEUS_MULTIPROC_DIR (a folder of the instance's
 own, emptied at start, dead workers marked in `child_exit`) and a scrape reads every process's files.
 Without it (the dev server, tests) a scrape sees only the process that answers it. Queue length, task
-states and the data disk's usage (the filesystem holding CVUNET_DATA_DIR) are read at scrape time, by
+states, each queue's work waiting and in hand (`cvunet_queue_work`, the autoscaler's signal:
+recovery/backlog.py) and the data disk's usage (the filesystem holding CVUNET_DATA_DIR) are read at scrape time, by
 the process that answers, so they appear once; the bytes the service's own files take are too slow to
 count per scrape, so they come from retention's hourly measurement, with its time
 (`cvunet_data_bytes_measured_timestamp_seconds`: alert on it going stale, not on its absence before
@@ -28,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from cvunet_matting import db
 from cvunet_matting.cleanup.retention import data_bytes
 from cvunet_matting.db import reads
+from cvunet_matting.recovery.backlog import queue_work
 from cvunet_matting.states import TASK_STATES
 from cvunet_matting.storage.redis_client import get_redis
 
@@ -43,15 +45,35 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 class ScrapeCollector:
-    """Queue length (Redis LLEN), task counts by state (PostgreSQL) and the data disk, read when scraped."""
+    """Queue length (Redis LLEN), each queue's work waiting and in hand (Redis, the workers'
+    heartbeats), task counts by state (PostgreSQL) and the data disk, read when scraped."""
 
-    def __init__(self, queue: str, data_dir: Path):
+    def __init__(self, queue: str, data_dir: Path, queues: tuple[str, ...] = ()):
         self.queue = queue
+        self.queues = queues or (queue,)
         self.data_dir = data_dir
 
     def describe(self):
         # Without describe(), registering would call collect() and touch Redis and Postgres.
-        return [self._queue_family(), self._tasks_family(), *self._disk_families(), *self._data_families()]
+        families = [self._queue_family(), *self._work_families(), self._tasks_family()]
+        return [*families, *self._disk_families(), *self._data_families()]
+
+    @staticmethod
+    def _work_families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "cvunet_queue_work",
+                "Images (tasks) of a queue waiting in Redis, prefetched or running, or held by a live worker: "
+                "what an autoscaler should read (the queue's length alone misses what workers hold)",
+                labels=["queue"],
+            ),
+            GaugeMetricFamily(
+                "cvunet_queue_messages",
+                "A queue's work by where it is: ready (the Redis list), delivered (unacknowledged: prefetched "
+                "or running), held (by a live worker's heartbeat, in neither)",
+                labels=["queue", "state"],
+            ),
+        ]
 
     @staticmethod
     def _disk_families() -> list[GaugeMetricFamily]:
@@ -82,6 +104,7 @@ class ScrapeCollector:
             client = get_redis()
             queue.add_metric([], client.llen(self.queue))
             yield queue
+            yield from self._work(client)
             yield from self._data(data_bytes(client))
         except redis.RedisError as exc:
             log.warning("metrics: queue length or data size unavailable: %s", exc)
@@ -95,6 +118,14 @@ class ScrapeCollector:
         for state in TASK_STATES:
             tasks.add_metric([state], counts.get(state, 0))
         yield tasks
+
+    def _work(self, client):
+        total, by_state = self._work_families()
+        for name, work in queue_work(client, self.queues).items():
+            total.add_metric([name], work.total)
+            for state in ("ready", "delivered", "held"):
+                by_state.add_metric([name, state], getattr(work, state))
+        yield from (total, by_state)
 
     def _disk(self):
         try:
@@ -124,7 +155,7 @@ def init_app(app: Flask) -> CollectorRegistry:
         "cvunet_http_request_seconds", "HTTP request latency", ["endpoint", "method"], registry=registry
     )
     cfg = app.extensions["cvunet.settings"]
-    scrape = ScrapeCollector(cfg.queue, cfg.data_dir)
+    scrape = ScrapeCollector(cfg.queue, cfg.data_dir, (cfg.queue, cfg.bookkeeping_queue))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

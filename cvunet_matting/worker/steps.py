@@ -28,7 +28,7 @@ from cvunet_matting.storage.redis_client import get_redis
 
 from .device_host import EXIT_NO_DEVICE, DeviceHost, DeviceUnavailable
 from .overlap import overlap_of
-from .watchdog import Watchdog, receiving_here
+from .watchdog import Watchdog, consumed_here, receiving_here
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,15 @@ class LivenessStep(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         if self.watchdog is None:
-            # The consumer's beat tells whether it has a reply it cannot read yet (watchdog.py).
-            self.watchdog = Watchdog(c.app, self.incarnation, get_settings(), receiving=lambda: receiving_here(c))
+            # The consumer's beat tells whether it has a reply it cannot read yet, and which queues the
+            # work it holds belongs to (watchdog.py, recovery/backlog.py).
+            self.watchdog = Watchdog(
+                c.app,
+                self.incarnation,
+                get_settings(),
+                receiving=lambda: receiving_here(c),
+                queues=lambda: consumed_here(c),
+            )
             self.watchdog.start()
 
     def stop(self, c: Any) -> None:

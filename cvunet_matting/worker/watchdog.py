@@ -43,11 +43,23 @@ def receiving_here(consumer) -> bool:
         return False
 
 
+def consumed_here(consumer) -> list[str]:
+    """The queues this worker's task consumer takes messages from (none while it reconnects, or after
+    a preStop hook's cancel_consumer)."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    try:
+        return [queue.name for queue in task_consumer.queues] if task_consumer is not None else []
+    except Exception:  # a consumer being replaced: the next beat tells
+        return []
+
+
 class Watchdog(threading.Thread):
-    def __init__(self, app, incarnation: str, settings: Settings, held=held_here, receiving=lambda: False):
+    def __init__(
+        self, app, incarnation: str, settings: Settings, held=held_here, receiving=lambda: False, queues=lambda: []
+    ):
         super().__init__(name="cvunet-watchdog", daemon=True)
         self.app, self.incarnation, self.settings, self.held = app, incarnation, settings, held
-        self.receiving = receiving
+        self.receiving, self.queues = receiving, queues
         self.stopped = threading.Event()
         self.next_reconcile = 0.0
         self.next_expiry = time.monotonic() + EXPIRY_DELAY_S
@@ -77,8 +89,10 @@ class Watchdog(threading.Thread):
             self.expire()
 
     def beat(self, client) -> None:
-        receiving = self.receiving()
-        liveness.beat(client, self.incarnation, self.held(), self.settings.heartbeat_ttl, receiving=receiving)
+        receiving, queues = self.receiving(), self.queues()
+        liveness.beat(
+            client, self.incarnation, self.held(), self.settings.heartbeat_ttl, receiving=receiving, queues=queues
+        )
 
     def sweep(self, client) -> None:
         lost = liveness.find_abandoned(client, grace=self.settings.heartbeat_ttl)

@@ -18,11 +18,14 @@ from .waiting import wait_until
 BOTH_QUEUES = "matting,bookkeeping"
 
 
-def start_worker(name: str, log_dir: Path, env: dict, queues: str = BOTH_QUEUES) -> subprocess.Popen:
+def start_worker(
+    name: str, log_dir: Path, env: dict, queues: str = BOTH_QUEUES, args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """A real Celery worker (prefork, concurrency 1) in its own process group.
 
     By default it serves the bookkeeping queue too: one process per test instead of two, where the
-    split is not under test (test_workers.py runs them apart, as `cvunet-matting worker` does)."""
+    split is not under test (test_workers.py runs them apart, as `cvunet-matting worker` does). `args`
+    go after the supervisor's own (e.g. `--prefetch-multiplier`)."""
     from cvunet_matting.worker.supervisor import WorkerSpec, command
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -30,7 +33,7 @@ def start_worker(name: str, log_dir: Path, env: dict, queues: str = BOTH_QUEUES)
     log_path = log_dir / f"{name.split('@')[0]}-{time.time_ns()}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            command(spec, queues, "INFO"),
+            [*command(spec, queues, "INFO"), *args],
             cwd=REPO,
             env={**os.environ, **spec.env},
             stdout=log,
