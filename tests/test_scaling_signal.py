@@ -9,9 +9,16 @@ unacknowledged and what live workers' heartbeats say they hold.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 
+from cvunet_matting import db
 from cvunet_matting.config import load_settings
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.pipeline.submission import Item, submit_batch
@@ -23,8 +30,8 @@ pytestmark = [pytest.mark.services, pytest.mark.stack]
 QUEUES = ("matting", "bookkeeping")
 
 
-def photos(count: int) -> list[Item]:
-    return [Item(f"photo{i}.png", png_bytes(300 + i, (64, 64))) for i in range(count)]
+def photos(count: int, first: int = 0) -> list[Item]:
+    return [Item(f"photo{i}.png", png_bytes(300 + i, (64, 64))) for i in range(first, first + count)]
 
 
 def scraped(app, admin, name: str, **labels: str) -> float | None:
@@ -106,3 +113,53 @@ def test_delivered_messages_are_counted_by_their_queue(clean_state):
     work = backlog.queue_work(client, QUEUES)
     assert (work["matting"].delivered, work["bookkeeping"].delivered) == (2, 1)
     assert work["matting"].total == 2
+
+
+def prestop_command() -> str:
+    """The GPU workers' preStop hook, as the gpu overlay renders it (deploy/kubernetes/base/worker.yaml)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("k8s_check", support.REPO / "deploy" / "kubernetes" / "k8s_check.py")
+    assert spec is not None and spec.loader is not None
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    worker = checker.find(checker.render(checker.OVERLAYS[1]), "Deployment", "worker")
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    shell, flag, script = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert (shell, flag) == ("sh", "-c")
+    return script
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the manifest (`make machine`)")
+def test_a_scaled_down_worker_drains_without_losing_or_repeating_an_image(clean_state, worker_factory):
+    """The pod's preStop (cancel_consumer to its node name), then SIGTERM (Celery's warm shutdown): it takes
+    nothing new, what it holds is finished or handed back, and another worker does the rest, each image once."""
+    batch_id = submit_batch(photos(4), OutputOptions())
+    draining = worker_factory("cpu0@%h", args=("--prefetch-multiplier", "4"), CVUNET_TEST_DELAY_S="3")
+    client = support.redis()
+    support.wait_until(
+        lambda: backlog.queue_work(client, QUEUES)["matting"].delivered == 4, 60, message="it holds all four"
+    )
+    # As in the pod: celery on the PATH, the pod's name as its hostname (the worker's %h).
+    path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "CVUNET_QUEUE": "matting", "HOSTNAME": socket.gethostname()}
+    hook = subprocess.run(["sh", "-c", prestop_command()], env=env, cwd=support.REPO, capture_output=True, text=True)
+    assert "no longer consuming from matting" in hook.stdout + hook.stderr, hook.stdout + hook.stderr
+
+    late = submit_batch(photos(1, first=4), OutputOptions())  # after the hook: this worker must not take it
+    support.wait_until(
+        lambda: [r for r in rows_of(batch_id) if r["state"] == "success"], 120, message="the worker finishes one"
+    )
+    assert client.llen("matting") == 1 and [r["state"] for r in rows_of(late)] != ["success"]
+    draining.send_signal(signal.SIGTERM)
+    draining.wait(timeout=300)
+
+    worker_factory("cpu1@%h")
+    support.wait_batch(batch_id, timeout=300)
+    support.wait_batch(late, timeout=300)
+    rows = rows_of(batch_id) + rows_of(late)
+    assert [r["state"] for r in rows] == ["success"] * 5, [(r["state"], r["error"]) for r in rows]
+    assert [r["attempts"] for r in rows] == [1] * 5  # none ran twice
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM results")
+        assert cur.fetchone()["n"] == 5
