@@ -58,7 +58,10 @@ TRAEFIK_SERVICES = {"app": ("web", 8000), "flower": ("flower", 5555)}
 
 
 def render(overlay: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("kubectl not found: install it (https://kubernetes.io/docs/tasks/tools/)") from None
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {overlay}: {out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
