@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from cvunet_matting.model.session import shrink
+from cvunet_matting.resize import shrink
 
 SIZES = ((1600, 1200), (4000, 3000))
 REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}

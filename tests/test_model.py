@@ -13,7 +13,8 @@ from cvunet_matting.config import load_settings
 from cvunet_matting.errors import DeviceError, ModelError
 from cvunet_matting.model.manifest import Manifest, builtin
 from cvunet_matting.model.providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
-from cvunet_matting.model.session import MattingSession, resolve_model, shrink
+from cvunet_matting.model.session import MattingSession, resolve_model
+from cvunet_matting.resize import shrink
 
 # (subject boxes, background boxes) as (x0, y0, x1, y1), read off the photos by eye.
 EXPECTED = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cvunet_matting.model.session import shrink
+from cvunet_matting.resize import shrink
 
 WORK_SIDE = 1024  # the long side of the working copy: ISNet's own 1024 x 1024, so nothing is lost
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.errors import DeviceError, ModelError
+from cvunet_matting.resize import shrink
 
 from .graph_edit import edited_model
 from .manifest import BUILTIN, Manifest, guess_template, manifest_path, sha256_file
@@ -40,21 +41,6 @@ def resolve_model(settings: Settings) -> tuple[Path, Manifest | None]:
     if beside.exists():
         return path, Manifest.from_dict(json.loads(beside.read_text()))
     return path, None
-
-
-def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Area-average resize to width x height, in two steps for a large image.
-
-    OpenCV's area resize has a fast path for whole-number factors and a slow general one: halving a
-    12 MP photo first (fast path) and then resizing the quarter-size image takes 11 ms instead of 26,
-    for the same averaging within a grey level or two.
-    """
-    factor = min(image.shape[1] // width, image.shape[0] // height)
-    if factor >= 2:
-        # Whole blocks only (at most factor-1 edge rows and columns dropped), so blocks stay aligned.
-        rows, cols = image.shape[0] - image.shape[0] % factor, image.shape[1] - image.shape[1] % factor
-        image = cv2.resize(image[:rows, :cols], None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def model_input(rgb: np.ndarray, manifest: Manifest, uint8: bool = False) -> np.ndarray:
