@@ -52,6 +52,8 @@ class ErrorCode(StrEnum):
     NOT_READY = "not_ready"
     FAILED = "failed"
     EXPIRED = "expired"
+    NO_MATTE = "no_matte"
+    NOT_DONE = "not_done"
     NO_ZIP = "no_zip"
     NOT_FAILED = "not_failed"
     POISON_INPUT = "poison_input"

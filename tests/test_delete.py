@@ -13,7 +13,7 @@ import pytest
 from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.recovery.requeue import retry_task
-from cvunet_matting.storage.files import Storage, alpha_path
+from cvunet_matting.storage.files import Storage, alpha_path, raw_matte_path
 from tests import support
 from tests.support import png_bytes
 
@@ -56,7 +56,7 @@ def test_a_finished_image_is_deleted_with_its_files_and_only_by_its_owner(app, a
     row = support.wait_task(task_id, "success", timeout=60)
     assert client.get(f"/api/v1/tasks/{task_id}/alpha").status_code == 200  # derives the matte beside it
     result = storage().root / row["output_path"]
-    files = (result, alpha_path(result), storage().input_path(row["input_key"]))
+    files = (result, alpha_path(result), raw_matte_path(result), storage().input_path(row["input_key"]))
     assert all(f.exists() for f in files) and task_id in listed_task_ids(client)
 
     other = support.user_client(app, support.make_user(prefix="mallory"))
@@ -65,7 +65,7 @@ def test_a_finished_image_is_deleted_with_its_files_and_only_by_its_owner(app, a
 
     answer = client.delete(f"/api/v1/tasks/{task_id}")
     assert answer.status_code == 200
-    assert answer.get_json() == {"task_id": task_id, "deleted": 1, "files_removed": 3}
+    assert answer.get_json() == {"task_id": task_id, "deleted": 1, "files_removed": 4}
     assert not any(f.exists() for f in files) and not result.parent.exists()
     for path in ("", "/result", "/input", "/alpha"):
         assert client.get(f"/api/v1/tasks/{task_id}{path}").status_code == 404

@@ -12,7 +12,7 @@ import pytest
 from cvunet_matting import db
 from cvunet_matting.cleanup.retention import expire
 from cvunet_matting.db import writes
-from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.files import Storage, raw_matte_path
 from cvunet_matting.web import create_app
 from tests import support
 from tests.support import png_bytes
@@ -276,13 +276,14 @@ def test_expiry_removes_the_alpha_matte_derived_beside_a_result(app, alice):
     api = app.test_client()
     for task in (old, kept):  # served once: each matte is now stored beside its result
         assert api.get(f"/api/v1/tasks/{task['id']}/alpha", headers=alice.bearer).status_code == 200
+        raw_matte_path(storage.root / task["output_path"]).write_bytes(b"the raw matte a worker keeps")
     kept_folder = (storage.root / kept["output_path"]).parent
-    assert len(list(folder.iterdir())) == len(list(kept_folder.iterdir())) == 2
+    assert len(list(folder.iterdir())) == len(list(kept_folder.iterdir())) == 3
 
     done = expire(settings)
-    assert done["tasks"] == 1 and done["batches"] == 1 and done["files"] == 2  # the result and its matte
+    assert done["tasks"] == 1 and done["batches"] == 1 and done["files"] == 3  # the result and its mattes
     assert not folder.exists()  # nothing left in the batch's folder, so it went too
-    assert len(list(kept_folder.iterdir())) == 2  # a kept result keeps its matte
+    assert len(list(kept_folder.iterdir())) == 3  # a kept result keeps its mattes
 
 
 def test_requeue_of_failures_leaves_expired_ones_alone(clean_state):

@@ -98,7 +98,7 @@ def test_a_forged_message_writes_only_its_own_tasks_path(clean_state, alice, wor
     assert row["output_path"] == alices["output_path"] and not row["reused"]
     assert (storage().root / alices["output_path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # her options: PNG
     assert (bobs_file.read_bytes(), os.stat(bobs_file).st_mtime_ns) == before
-    assert sorted(p.name for p in bobs_file.parent.iterdir()) == ["bobs.png"]
+    assert sorted(p.name for p in bobs_file.parent.iterdir()) == [".bobs.png.raw.png", "bobs.png"]
 
 
 def test_a_message_for_no_task_runs_nothing(clean_state, worker_factory):

@@ -25,7 +25,7 @@ from cvunet_matting import db
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads, writes
 from cvunet_matting.pipeline.folder_listing import list_folder
-from cvunet_matting.storage.files import Storage, alpha_path
+from cvunet_matting.storage.files import Storage, alpha_path, raw_matte_path
 from cvunet_matting.web import create_app
 from cvunet_matting.webapp import alpha_matte
 from tests import support
@@ -415,7 +415,8 @@ def test_the_alpha_matte_is_derived_once_then_served_from_its_stored_file(client
     cached = client.get(status["alpha_url"], headers={"If-None-Match": again.headers["ETag"]})
     assert cached.status_code == 304 and len(derived) == 1
     assert result.read_bytes() == cut_out  # the result itself is untouched
-    assert sorted(p.name for p in result.parent.iterdir()) == sorted([result.name, alpha_path(result).name])
+    beside = [result.name, alpha_path(result).name, raw_matte_path(result).name]  # the worker keeps the raw matte
+    assert sorted(p.name for p in result.parent.iterdir()) == sorted(beside)
 
 
 def finished_task(owner: support.TestUser, rgba: np.ndarray, name: str) -> str:

@@ -1,5 +1,5 @@
 """Removing a task's or a batch's files from the data root: the one place that knows which files
-finished work leaves (its result, the alpha matte derived beside it, a single image's own folder, a
+finished work leaves (its result, the alpha and raw mattes beside it, a single image's own folder, a
 batch's ZIP, manifest and folder, inputs no kept task reads). Retention and deleting both end here.
 
 Every removal tolerates a file already gone: a sweep run twice, or after a crash part-way, is harmless.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cvunet_matting.db.rows import BatchRow
-from cvunet_matting.storage.files import Storage, alpha_path
+from cvunet_matting.storage.files import Storage, result_files
 
 
 def remove(paths: Iterable[Path]) -> int:
@@ -27,7 +27,8 @@ def remove(paths: Iterable[Path]) -> int:
 
 
 def remove_task_files(storage: Storage, tasks: Sequence[Mapping[str, Any]]) -> int:
-    """Each result, then the alpha matte derived from it (if the web ever served one): in that order,
+    """Each result, then the alpha matte derived from it (if the web ever served one) and the raw matte
+    kept for re-renders (storage.result_files): in that order,
     so that a matte being derived meanwhile is removed by one side or the other (alpha_matte). A
     single image's own folder goes with them once empty; a batch's waits for its batch."""
     removed = 0
@@ -35,7 +36,7 @@ def remove_task_files(storage: Storage, tasks: Sequence[Mapping[str, Any]]) -> i
         if not task["output_path"]:
             continue
         result = storage.root / task["output_path"]
-        removed += remove((result, alpha_path(result)))
+        removed += remove(result_files(result))
         if not task.get("batch_id"):
             with contextlib.suppress(OSError):  # not empty (a file someone put there): left alone
                 result.parent.rmdir()

@@ -16,6 +16,7 @@ from .edges import finish
 from .encoding import OutputOptions, encode
 from .imaging import decode
 from .input_alpha import read_alpha
+from .rendering import raw_matte_png
 
 # The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
@@ -33,21 +34,26 @@ class MatteResult:
     height: int
     timings: dict = field(default_factory=dict)  # seconds per stage
     confidence: float | None = None  # how sure the model was (confidence.py), from the raw matte
+    raw_matte: bytes | None = None  # the model's matte as a grey PNG, for re-renders (rendering.py)
 
 
-def matte_bytes(data: bytes, options: OutputOptions, session: Session, settings: Settings) -> MatteResult:
-    """Raise InputError for a bad image; the original pixels are kept but at the edges, alpha is added."""
+def matte_bytes(
+    data: bytes, options: OutputOptions, session: Session, settings: Settings, keep_raw: bool = False
+) -> MatteResult:
+    """Raise InputError for a bad image; the original pixels are kept but at the edges, alpha is added.
+    `keep_raw`: the model's matte comes back too (MatteResult.raw_matte), its encoding counted in "encode"."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     rgb = decode(data, settings.max_pixels)
     input_alpha = read_alpha(data, rgb.shape[:2])
     timings["decode"] = time.perf_counter() - clock
-    alpha = session.predict_alpha(rgb, timings)
+    raw_alpha = session.predict_alpha(rgb, timings)
     clock = time.perf_counter()
-    score = confidence(alpha)  # before the edge steps, which hide the doubt it measures
-    rgb, alpha = finish(rgb, alpha, input_alpha, options)
+    score = confidence(raw_alpha)  # before the edge steps, which hide the doubt it measures
+    rgb, alpha = finish(rgb, raw_alpha, input_alpha, options)  # raw_alpha is left as it was
     timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
     out = encode(rgb, alpha, options, settings.encode_threads)
+    raw = raw_matte_png(raw_alpha, settings.encode_threads) if keep_raw else None
     timings["encode"] = time.perf_counter() - clock
-    return MatteResult(out, rgb.shape[1], rgb.shape[0], timings, score)
+    return MatteResult(out, rgb.shape[1], rgb.shape[0], timings, score, raw)

@@ -90,6 +90,19 @@ def alpha_path(result: Path) -> Path:
     return result.with_name(f".{result.name}.alpha.png")
 
 
+def raw_matte_path(result: Path) -> Path:
+    """Where the model's raw matte of the cut-out at `result` is kept (image/rendering.py): beside it,
+    as `.NAME.raw.png`, hidden and never an output's name for the same reasons as alpha_path. A
+    re-render reads it instead of running the model; retention and deleting remove it with its result."""
+    return result.with_name(f".{result.name}.raw.png")
+
+
+def result_files(result: Path) -> tuple[Path, Path, Path]:
+    """Every file a finished task keeps: its result first, then what lies beside it (the raw matte the
+    worker wrote, the alpha matte the web derived). Removers go in this order (purging.py)."""
+    return result, alpha_path(result), raw_matte_path(result)
+
+
 def new_run_dir(parent: Path, now: datetime | None = None) -> Path:
     """A fresh `outputs_YYYYMMDDHHMMSS` folder under `parent` (suffixed if that second is taken)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")

@@ -20,10 +20,14 @@ from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
 from cvunet_matting.model.protocols import Session
-from cvunet_matting.storage.files import Storage, write_atomic
+from cvunet_matting.storage.files import Storage, raw_matte_path, write_atomic
 from cvunet_matting.worker.faults import inject_faults
 
 log = logging.getLogger(__name__)
+
+
+# A short temporary name: `.NAME.raw.png` plus atomic_file's own `.part` could pass 255 bytes.
+RAW_TEMP_PREFIX = ".raw."
 
 
 class TransientError(Exception):
@@ -72,20 +76,32 @@ def lookup_result(key: str) -> ResultRow | None:
 
 
 def reuse(existing: ResultRow, target: Path, storage: Storage) -> bool:
-    """Copy an identical earlier result to `target`: False when it is gone (then the model runs).
-    Raises TransientError when storage cannot be written: a hiccup to wait out, like any other write."""
+    """Copy an identical earlier result to `target`, its raw matte first where it has one (a result
+    made before mattes were kept has none: its copy cannot be re-rendered either): False when the
+    result is gone (then the model runs). Raises TransientError when storage cannot be written: a
+    hiccup to wait out, like any other write."""
     source = storage.root / existing["output_path"]
     try:
         if not source.exists():
             return False
         if source.resolve() != target.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
+            copy_raw_matte(source, target)
             shutil.copyfile(source, target)
     except FileNotFoundError:  # its owner deleted it (or retention took it) since the lookup: run
         return False
     except OSError as exc:
         raise TransientError(f"cannot copy an earlier identical result: {exc.strerror or exc}") from exc
     return True
+
+
+def copy_raw_matte(source: Path, target: Path) -> None:
+    """The raw matte of the result at `source` beside `target`, written whole (atomically) or not at all."""
+    try:
+        matte = raw_matte_path(source).read_bytes()
+    except FileNotFoundError:
+        return
+    write_atomic(raw_matte_path(target), matte, temp_prefix=RAW_TEMP_PREFIX)
 
 
 # The longest output name the worker writes: 255 bytes less storage.write_atomic's `.NAME.XXXXXXXX.part`.
@@ -129,9 +145,12 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
         raise TransientError(f"cannot read input: {exc}") from exc
     read_s = time.perf_counter() - clock
     inject_faults(job.input_key)
-    matted = matte_bytes(data, opts, session, settings)
+    matted = matte_bytes(data, opts, session, settings, keep_raw=True)
     clock = time.perf_counter()
     try:
+        # The matte first: a result on disk has its matte, for as long as both are kept.
+        if matted.raw_matte is not None:
+            write_atomic(raw_matte_path(target), matted.raw_matte, temp_prefix=RAW_TEMP_PREFIX)
         write_atomic(target, matted.data)
     except OSError as exc:
         raise TransientError(f"cannot write {job.output_path}: {exc.strerror or exc}") from exc
@@ -152,6 +171,7 @@ def keep_only_if_wanted(job: Job, written: Path) -> None:
     if still_wanted(job.task_id):
         return
     written.unlink(missing_ok=True)
+    raw_matte_path(written).unlink(missing_ok=True)
     raise NoLongerWanted(f"task {job.task_id} was deleted or expired while it ran; its result was removed")
 
 

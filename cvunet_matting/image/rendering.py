@@ -1,0 +1,60 @@
+"""A finished cut-out drawn again from its raw matte and its input, without the model.
+
+The worker keeps the model's alpha, as predict_alpha returns it (at the photo's size, before any edge
+step), beside each result as a grey PNG (storage.raw_matte_path). Everything after the model is a
+function of that matte, the input's bytes and the options (edges.finish, then encoding.encode), so
+render() gives, for the same options, the very bytes the worker wrote; other edge controls, another
+background colour or format, a new result, in a fraction of a second on the web side.
+
+Why the full-size matte and not the model's own 1024 x 1024 answer: the session hands the matte over
+at full size (model/session.py resizes it, in another process on an overlapped worker), and a grey
+PNG of a smooth, upscaled matte is small (a few hundred KB at 12 MP) and cheap to write (level 1,
+filter Up: see benchmarks/bench_rerender.py for both figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cvunet_matting.errors import ErrorCode, InputError
+
+from .edges import finish
+from .encoding import OutputOptions, encode
+from .imaging import decode
+from .input_alpha import read_alpha
+from .png import encode_png
+
+RAW_MATTE_LEVEL = 1  # the fastest deflate level: the matte is written for every image, read rarely
+
+
+@dataclass(frozen=True)
+class Rendered:
+    data: bytes
+    width: int
+    height: int
+
+
+def raw_matte_png(alpha: np.ndarray, threads: int = 1) -> bytes:
+    """The model's matte (HxW uint8) as the grey PNG kept beside a result: lossless."""
+    return encode_png(alpha, RAW_MATTE_LEVEL, threads)
+
+
+def read_raw_matte(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """The kept matte back as HxW uint8; InputError when it is not the matte of an image of `shape`."""
+    matte = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if matte is None or matte.dtype != np.uint8 or matte.shape != tuple(shape[:2]):
+        raise InputError("the stored raw matte does not fit this task's input", code=ErrorCode.NO_MATTE)
+    return matte
+
+
+def render(input_data: bytes, matte_data: bytes, options: OutputOptions, max_pixels: int, threads: int = 1) -> Rendered:
+    """The cut-out of `input_data` with `options`, from its kept raw matte: what the worker's
+    matting.matte_bytes writes for the same input and options, byte for byte."""
+    rgb = decode(input_data, max_pixels)
+    input_alpha = read_alpha(input_data, rgb.shape[:2])
+    alpha = read_raw_matte(matte_data, rgb.shape)
+    rgb, alpha = finish(rgb, alpha, input_alpha, options)
+    return Rendered(encode(rgb, alpha, options, threads), rgb.shape[1], rgb.shape[0])
