@@ -17,6 +17,7 @@ from werkzeug.routing import BaseConverter
 from .accounts.users import DEFAULT_QUOTAS
 from .config import Settings, get_settings, load_settings
 from .malloc import tune_for_large_buffers
+from .services.rerendering import Renders
 from .webapp import access, health, metrics
 from .webapp.alpha_matte import Derivations
 from .webapp.api import views as api_views
@@ -86,6 +87,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Alpha mattes derived from stored cut-outs on their first request: at most CVUNET_ALPHA_DERIVATIONS
     # at once per process (each decodes a whole RGBA result: ~375 MB at its peak for 7000x7000).
     app.extensions["cvunet.alpha"] = Derivations(cfg.alpha_derivations)
+    app.extensions["cvunet.renders"] = Renders(cfg.renders)
     app.url_map.converters["batch_id"] = BatchIdConverter
     register_errors(app)
     app.after_request(security_headers)

@@ -103,6 +103,16 @@ def create_tasks(cur, rows: list[dict]) -> None:
     )
 
 
+def record_rendered(cur, task_id, width: int, height: int, confidence: float | None, timings: dict) -> None:
+    """A task made whole on the web side (a re-render, services/rerendering.py): finished as it is
+    recorded, in the transaction that created its row."""
+    cur.execute(
+        "UPDATE tasks SET state = 'success', worker = 'web', width = %s, height = %s, confidence = %s,"
+        " timings = %s, started_at = now(), finished_at = now(), event_at = now() WHERE id = %s",
+        (width, height, confidence, Json(timings), task_id),
+    )
+
+
 def event_statements(event: dict) -> list[tuple[str, dict]]:
     """(sql, params) that apply one mirrored task event, unless a later event for the task was applied
     already, or the task was deleted or expired (a late event, replayed from a spool or sent by a

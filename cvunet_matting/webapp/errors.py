@@ -41,7 +41,8 @@ ERROR_STATUSES = {
         "Only failed, unexpired tasks can be retried (`expired_task`), an input that crashed the worker only by"
         " an admin (`poison_input`), and an input refused for what it is only with force=1 (`refused_input`);"
         " only a task no worker has started can be cancelled (`not_pending`); only finished work can be deleted"
-        " (`not_finished`), and an image of a batch only with its batch (`in_batch`)",
+        " (`not_finished`), and an image of a batch only with its batch (`in_batch`); only a"
+        " successful task can be re-rendered (`not_done`)",
         (
             ErrorCode.NOT_FAILED,
             ErrorCode.POISON_INPUT,
@@ -50,9 +51,14 @@ ERROR_STATUSES = {
             ErrorCode.NOT_PENDING,
             ErrorCode.NOT_FINISHED,
             ErrorCode.IN_BATCH,
+            ErrorCode.NOT_DONE,
         ),
     ),
-    410: ("Retention removed this file (code `expired`); the task's or batch's record is kept", (ErrorCode.EXPIRED,)),
+    410: (
+        "Retention removed this file (code `expired`); the task's or batch's record is kept; a re-render"
+        " finds no raw matte (`no_matte`: deleted, or the result was made before mattes were kept)",
+        (ErrorCode.EXPIRED, ErrorCode.NO_MATTE),
+    ),
     413: ("The upload is over the size limit, or has too many parts (code `too_large`)", (ErrorCode.TOO_LARGE,)),
     415: (
         "Not a supported raster image (codes `svg`, `not_an_image`, `unsupported_format`)",
@@ -71,7 +77,7 @@ ERROR_STATUSES = {
     503: (
         "Redis or PostgreSQL cannot be reached, or the data volume is full or read-only (code"
         " `storage_unavailable`, with Retry-After), or (an alpha matte's first download) this web process is"
-        " preparing as many mattes as it may at once (code `busy`): see Retry-After",
+        " preparing as many mattes (or re-renders) as it may at once (code `busy`): see Retry-After",
         (ErrorCode.STORAGE_UNAVAILABLE, ErrorCode.BUSY),
     ),
 }

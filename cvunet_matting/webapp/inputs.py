@@ -59,6 +59,26 @@ def check_api_fields(form, files, file_field: str, one_file: bool) -> None:
         )
 
 
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def check_option_fields(form, files, mimetype: str, length: int | None) -> None:
+    """A re-render's form holds options only: a misspelt one, a file, or a body that is no form (JSON,
+    say, which would be read as no options at all) is refused, not ignored."""
+    if length and mimetype not in FORM_TYPES:
+        raise InputError(
+            f"send the options as form fields ({' or '.join(FORM_TYPES)}), not {mimetype or 'an untyped body'}",
+            code=ErrorCode.BAD_REQUEST,
+        )
+    unknown = sorted((set(form) - set(OPTION_FIELDS)) | set(files), key=str)
+    if unknown:
+        named = ", ".join("a field without a name" if name is None else repr(name) for name in unknown)
+        raise InputError(
+            f"unknown form field(s) {named}: a re-render takes options only ({', '.join(OPTION_FIELDS)})",
+            code=ErrorCode.UNKNOWN_FIELD,
+        )
+
+
 def check_json_fields(body: dict, options) -> None:
     """The folder request's JSON, held to the same rule: a key nobody reads is refused, not ignored."""
     unknown = sorted(set(body) - {"folder", "options"}, key=str)

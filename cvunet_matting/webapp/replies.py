@@ -17,7 +17,9 @@ from flask import current_app, g, jsonify, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from cvunet_matting.accounts.users import Actor
+from cvunet_matting.config import Settings
 from cvunet_matting.db.rows import TaskRow
+from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.services import listings
 from cvunet_matting.services.lookup import BatchView, batch_failures, batch_for, parse_id, task_for
 from cvunet_matting.states import FINAL_TASK_STATES, BatchState, TaskState
@@ -114,6 +116,17 @@ def folder_accepted(batch_id: str):
     payload = {"batch_id": batch_id, "state": BatchState.LISTING, "total": None}
     payload["view_url"] = url_for("ui.batch_view", batch_id=batch_id)
     return accepted(payload, url_for(f"{links()}.batch_status", batch_id=batch_id))
+
+
+def rerender(who: Actor, task_id: str, options: OutputOptions, cfg: Settings) -> TaskRow:
+    """A re-render in this process's slots (services/rerendering.py): the new task's row."""
+    return current_app.extensions["cvunet.renders"].rerender(who, task_id, options, cfg)
+
+
+def rendered(row: TaskRow):
+    """201 with the new task, finished, and where it lives."""
+    location = url_for(f"{links()}.task_status", task_id=str(row["id"]))
+    return jsonify(task_json(row)), 201, {"Location": location}
 
 
 def retried(row: TaskRow):

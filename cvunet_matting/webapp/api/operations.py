@@ -106,6 +106,22 @@ OPERATIONS = {
         (400, 401, 404, 409, 422, 429, 503),
         query=(FlagQuery("force", "retry a refused input anyway; admins: even one that crashed the worker"),),
     ),
+    "render_task": Operation(
+        "POST",
+        "/tasks/<task_id>/render",
+        "Render a finished cut-out again with other options (edges, background colour, format) from its kept"
+        " raw matte, without the model: a new task, finished in the answer (the old one stays), counted by"
+        " your quotas like a new image",
+        (201, json_response("The new task, finished", ref("Task"))),
+        (400, 401, 404, 409, 410, 429, 503),
+        body={
+            "required": False,
+            "content": {
+                media: {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}}
+                for media in ("multipart/form-data", "application/x-www-form-urlencoded")
+            },
+        },
+    ),
     "cancel_task": Operation(
         "POST",
         "/tasks/<task_id>/cancel",

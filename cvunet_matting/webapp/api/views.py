@@ -14,11 +14,12 @@ from cvunet_matting.webapp import replies
 from cvunet_matting.webapp.inputs import (
     check_api_fields,
     check_json_fields,
+    check_option_fields,
     one_upload,
     parse_options,
     probe_uploads,
 )
-from cvunet_matting.webapp.replies import actor
+from cvunet_matting.webapp.replies import actor, rerender
 from cvunet_matting.webapp.support import settings
 
 from .auth import authenticate
@@ -80,6 +81,14 @@ def task_status(task_id: str, wait: float):
 @route
 def retry(task_id: str, force: bool):
     return replies.retried(actions.retry(actor(), task_id, force))
+
+
+@route
+def render_task(task_id: str):
+    """A finished task's cut-out again with other options, from its kept raw matte (no model)."""
+    check_option_fields(request.form, request.files, request.mimetype, request.content_length)
+    options = parse_options(request.form)
+    return replies.rendered(rerender(actor(), task_id, options, settings()))
 
 
 @route

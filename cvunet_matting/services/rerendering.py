@@ -1,0 +1,157 @@
+"""A finished cut-out rendered again with other options, from its kept raw matte and its input: no model,
+no queue, no worker (image/rendering.py), answered within the request. The result is a new task (the
+old one stays as it was), owned by the old one's owner and counted by the owner's quotas like a new
+image; the new task keeps the raw matte too, so it can be rendered again in its turn.
+
+A web process renders at most `slots` images at once (CVUNET_RENDERS): each takes a core for up to
+half a second and a few hundred MB at 12 MP. A request that finds every slot taken waits up to WAIT_S
+for one, then is told to come back (503 `busy` with Retry-After), as alpha mattes are (webapp/alpha_matte).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from cvunet_matting import db
+from cvunet_matting.accounts import quotas
+from cvunet_matting.accounts.users import Actor
+from cvunet_matting.config import Settings
+from cvunet_matting.db import reads, writes
+from cvunet_matting.db.rows import TaskRow
+from cvunet_matting.errors import ErrorCode, InputError
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.rendering import Rendered, render
+from cvunet_matting.states import TaskState
+from cvunet_matting.storage.files import Storage, raw_matte_path, result_files, write_atomic
+from cvunet_matting.storage.naming import unique_names
+
+from .lookup import task_for
+
+WAIT_S = 2.0  # how long a request waits for a free slot: it holds one of its process's gunicorn threads
+RETRY_AFTER_S = 1  # a busy answer's Retry-After: a render takes well under a second at 12 MP
+THREADS = 1  # PNG strips per render: the slots bound the web's cores, one each
+TEMP_PREFIX = ".raw."  # as the worker's: `.NAME.raw.png` plus atomic_file's own could pass 255 bytes
+NO_MATTE = (
+    "this result has no raw matte to render from (it was made before mattes were kept, or its files were"
+    " removed): submit the image again"
+)
+
+
+class Renders:
+    """One web process's re-renders: at most `slots` at a time."""
+
+    def __init__(self, slots: int):
+        self.slots = max(1, slots)
+        self._free = threading.BoundedSemaphore(self.slots)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._free.acquire(timeout=WAIT_S):
+            raise InputError(
+                f"this web process is rendering {self.slots} images already; try again shortly",
+                code=ErrorCode.BUSY,
+                retry_after=RETRY_AFTER_S,
+            )
+        try:
+            yield
+        finally:
+            self._free.release()
+
+    def rerender(self, actor: Actor, task_id: str, options: OutputOptions, settings: Settings) -> TaskRow:
+        """The new, finished task's row. Raises InputError: not_found (not the actor's), expired or
+        no_matte (410), not_done (not a success), a quota's, busy."""
+        row = task_for(actor, task_id)
+        check_renderable(row)
+        owner = owner_of(row, actor)
+        quotas.precheck(owner, 1)  # the cheap check, before any pixel is decoded
+        storage = Storage(settings.data_dir)
+        with self.slot():
+            clock = time.perf_counter()
+            data, matte = stored_inputs(storage, row)
+            rendered = render(data, matte, options, settings.max_pixels, THREADS)
+            seconds = time.perf_counter() - clock
+        return record(storage, row, owner, options, rendered, (data, matte), seconds)
+
+
+def check_renderable(row: TaskRow) -> None:
+    if row.get("expired_at"):
+        raise InputError("retention removed this task's files: submit the image again", code=ErrorCode.EXPIRED)
+    if row["state"] != TaskState.SUCCESS:
+        raise InputError(
+            f"task {row['id']} is {row['state']}: only a finished cut-out can be rendered again",
+            code=ErrorCode.NOT_DONE,
+        )
+
+
+def owner_of(row: TaskRow, actor: Actor) -> Actor | None:
+    """Whose the new task is, and whose quotas it counts for: the old task's owner (an admin rendering
+    a user's task renders it for the user); None for the operator's work."""
+    if row["owner_id"] is None:
+        return None
+    if actor.id == row["owner_id"]:
+        return actor
+    with db.transaction() as cur:
+        user = reads.get_user(cur, row["owner_id"])
+    return Actor.from_row(user) if user else None
+
+
+def stored_inputs(storage: Storage, row: TaskRow) -> tuple[bytes, bytes]:
+    """The task's input and raw matte, each read once; no_matte (410) when either is gone."""
+    try:
+        matte = raw_matte_path(storage.resolve(row["output_path"])).read_bytes()
+        data = storage.read_input(row["input_key"])
+    except (FileNotFoundError, ValueError):  # ValueError: no input key (nothing was stored)
+        raise InputError(NO_MATTE, code=ErrorCode.NO_MATTE) from None
+    return data, matte
+
+
+def record(
+    storage: Storage,
+    row: TaskRow,
+    owner: Actor | None,
+    options: OutputOptions,
+    rendered: Rendered,
+    stored: tuple[bytes, bytes],
+    seconds: float,
+) -> TaskRow:
+    """Write the new task's files (its raw matte, then its result), then its row, finished, under the
+    owner's quota lock; a refusal there removes the files again."""
+    data, matte = stored
+    task_id = uuid.uuid4()
+    name = unique_names([row["filename"]], options.extension)[0]
+    output_path = f"outputs/images/{task_id}/{name}"
+    new = {"id": task_id, "filename": row["filename"], "input_key": row["input_key"], "options": options.to_dict()}
+    new["output_path"] = output_path
+    target = storage.root / output_path
+    try:
+        write_atomic(raw_matte_path(target), matte, temp_prefix=TEMP_PREFIX)
+        write_atomic(target, rendered.data)
+        with db.transaction() as cur:
+            quotas.reserve(cur, owner, 1)
+            writes.create_tasks(cur, [new])
+            if owner is not None and owner.id is not None:
+                writes.set_owner(cur, owner.id, task_ids=[task_id])
+            timings = {"render": round(seconds, 4)}
+            writes.record_rendered(cur, task_id, rendered.width, rendered.height, row.get("confidence"), timings)
+    except BaseException:
+        remove_files(target)
+        raise
+    if not storage.input_path(row["input_key"]).exists():  # deleted with the old task meanwhile
+        storage.put_input(data)
+    with db.transaction() as cur:
+        created = reads.get_task(cur, task_id)
+    if created is None:  # nobody else knows its id yet: only a broken database gets here
+        raise RuntimeError(f"the re-rendered task {task_id} was not recorded")
+    return created
+
+
+def remove_files(target: Path) -> None:
+    for path in result_files(target):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        target.parent.rmdir()
