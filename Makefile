@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel k8s-check
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender k8s-check
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -117,6 +117,11 @@ bench-web-stop: model
 # The alpha matte download of large cut-outs: every GET before, first and later GETs now; prints.
 bench-alpha: install
 	$(PYTHON) benchmarks/bench_alpha.py
+
+# A re-render (POST /api/v1/tasks/<id>/render) at 12 MP and 1 MP from the real ISNet's raw matte, and
+# what keeping that matte costs the worker; prints p50 figures, never asserts.
+bench-rerender: model
+	$(PYTHON) benchmarks/bench_rerender.py
 
 bench-delete: install
 	$(PYTHON) benchmarks/bench_delete.py

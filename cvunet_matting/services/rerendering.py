@@ -3,9 +3,10 @@ no queue, no worker (image/rendering.py), answered within the request. The resul
 old one stays as it was), owned by the old one's owner and counted by the owner's quotas like a new
 image; the new task keeps the raw matte too, so it can be rendered again in its turn.
 
-A web process renders at most `slots` images at once (CVUNET_RENDERS): each takes a core for up to
-half a second and a few hundred MB at 12 MP. A request that finds every slot taken waits up to WAIT_S
-for one, then is told to come back (503 `busy` with Retry-After), as alpha mattes are (webapp/alpha_matte).
+A web process renders at most `slots` images at once (CVUNET_RENDERS): each takes a core for about
+half a second at 12 MP (make bench-rerender), with the decoded photo and its result in memory. A
+request that finds every slot taken waits up to WAIT_S for one, then is told to come back (503 `busy`
+with Retry-After), as alpha mattes are (webapp/alpha_matte).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from cvunet_matting.storage.naming import unique_names
 from .lookup import task_for
 
 WAIT_S = 2.0  # how long a request waits for a free slot: it holds one of its process's gunicorn threads
-RETRY_AFTER_S = 1  # a busy answer's Retry-After: a render takes well under a second at 12 MP
+RETRY_AFTER_S = 1  # a busy answer's Retry-After: a render takes about half a second at 12 MP
 THREADS = 1  # PNG strips per render: the slots bound the web's cores, one each
 TEMP_PREFIX = ".raw."  # as the worker's: `.NAME.raw.png` plus atomic_file's own could pass 255 bytes
 NO_MATTE = (
