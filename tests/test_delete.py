@@ -95,7 +95,7 @@ def test_a_finished_batch_is_deleted_whole_and_its_images_only_with_it(app, alic
     assert answer.status_code == 200
     body = answer.get_json()
     assert body["batch_id"] == batch_id and body["deleted"] == 3
-    assert body["files_removed"] == 3 + 3 + 2  # results, inputs, the ZIP and its manifest
+    assert body["files_removed"] == 3 + 3 + 3 + 2  # results, their raw mattes, inputs, the ZIP and its manifest
     assert not folder.exists() and not any(storage().input_path(r["input_key"]).exists() for r in rows)
     assert client.get(f"/api/v1/batches/{batch_id}").status_code == 404
     assert client.get(f"/api/v1/batches/{batch_id}/zip").status_code == 404
@@ -249,7 +249,7 @@ def test_a_deleted_batchs_files_are_purged_after_a_crash(app, alice, worker_fact
         writes.delete_batch(cur, batch_id)
     assert client.get(f"/api/v1/batches/{batch_id}").status_code == 404  # gone for its owner at once
     done = purge_leftovers(storage(), settle_s=0)
-    assert done == {"tasks": 2, "batches": 1, "files": 2 + 2 + 2}
+    assert done == {"tasks": 2, "batches": 1, "files": 2 + 2 + 2 + 2}  # results, raw mattes, inputs, ZIP + manifest
     assert not storage().resolve(batch["zip_path"]).parent.exists()
     assert support.batch_row(batch_id)["purged_at"] is not None
 

@@ -40,7 +40,8 @@ def assert_each_once(batch_id: str, count: int) -> list[dict]:
     assert [r["state"] for r in rows] == ["success"] * count, [(r["filename"], r["state"], r["error"]) for r in rows]
     out_dir = load_settings().data_dir / os.path.dirname(rows[0]["output_path"])
     produced = sorted(p.name for p in out_dir.iterdir() if p.suffix == ".png")
-    assert produced == sorted(f"photo{i}.png" for i in range(count))
+    names = [f"photo{i}.png" for i in range(count)]
+    assert produced == sorted(names + [f".{name}.raw.png" for name in names])  # each result and its raw matte
     with db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM results")
         assert cur.fetchone()["n"] == count

@@ -62,7 +62,8 @@ def assert_each_once(batch_id: str, names: list[str]) -> list[dict]:
     assert sorted(r["filename"] for r in rows) == sorted(names)
     assert all(r["state"] == "success" for r in rows), [(r["filename"], r["state"], r["error"]) for r in rows]
     out_dir = load_settings().data_dir / os.path.dirname(rows[0]["output_path"])
-    assert sorted(p.name for p in out_dir.iterdir() if p.suffix == ".png") == sorted(names)
+    raw_mattes = [f".{name}.raw.png" for name in names]  # each result's raw matte beside it
+    assert sorted(p.name for p in out_dir.iterdir() if p.suffix == ".png") == sorted(names + raw_mattes)
     with db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM results")
         assert cur.fetchone()["n"] == len(names)
