@@ -35,6 +35,15 @@ class TooManyWaits(InputError):
     code = ErrorCode.TOO_MANY_WAITS
 
 
+def take_place(slots: UserSlots, user_id: int, limit: int, refusal: Callable[[], InputError]) -> str | None:
+    """One of the user's places in `slots` (its token; None when Redis could not count), or refusal()
+    raised when all `limit` are held."""
+    try:
+        return slots.take(user_id, limit)
+    except Full:
+        raise refusal() from None
+
+
 @contextlib.contextmanager
 def wait_place(who: Actor) -> Iterator[None]:
     """One of the user's wait places for the block's duration; InputError (429) when all are held."""
@@ -42,14 +51,16 @@ def wait_place(who: Actor) -> Iterator[None]:
         yield
         return
     limit = settings().waits_per_user
-    try:
-        token = WAITS.take(who.id, limit)
-    except Full:
-        raise TooManyWaits(
+    token = take_place(
+        WAITS,
+        who.id,
+        limit,
+        lambda: TooManyWaits(
             f"this account already holds {limit} waiting requests or event streams (at most {limit} at once):"
             " poll instead, or wait again shortly",
             retry_after=WAIT_RETRY_S,
-        ) from None
+        ),
+    )
     try:
         yield
     finally:
@@ -62,15 +73,17 @@ def download(who: Actor, send: Callable[[], Response]) -> Response:
     if who.id is None:
         return send()
     limit = settings().downloads_per_user
-    try:
-        token = DOWNLOADS.take(who.id, limit)
-    except Full:
-        raise InputError(
+    token = take_place(
+        DOWNLOADS,
+        who.id,
+        limit,
+        lambda: InputError(
             f"this account is already downloading {limit} files (at most {limit} at once): try again when"
             " one has finished",
             code=ErrorCode.TOO_MANY_DOWNLOADS,
             retry_after=DOWNLOAD_RETRY_S,
-        ) from None
+        ),
+    )
     try:
         response = send()
     except BaseException:
