@@ -19,7 +19,7 @@ from .pipeline import batch_lifecycle, cancelling, finish
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
 from .states import FailureCode, TaskState
 from .storage.files import Storage, StorageAway
-from .storage.redis_client import ended_runs, forgive_input, get_redis, input_crashes
+from .storage.redis_client import end_run, get_redis, input_crashes_key
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
 from .worker.image_run import DatabaseAway, ImageRun, ImageTask
@@ -68,7 +68,17 @@ def matte_image(
 
 def finish_run(task: ImageTask, run: ImageRun) -> dict:
     outcome = run_image(task, run)
-    if not finish.claim(get_redis(), app, run.task_id, owner=f"{task.request.hostname}/{os.getpid()}"):
+    owner = f"{task.request.hostname}/{os.getpid()}"
+    # After a success its bytes ran to the end: a later crash on them starts a new count.
+    forgive = input_crashes_key(run.job.input_key) if outcome["state"] == TaskState.SUCCESS else None
+
+    def end_and_claim(key: str, ttl: int) -> bool:
+        """The run's end counted, its input forgiven, the claim taken: one round trip, not three."""
+        claimed = end_run(run.task_id, key, owner, forgive, ttl)
+        run.end.counted = True
+        return claimed
+
+    if not finish.claim(get_redis(), app, run.task_id, owner=owner, first_try=end_and_claim):
         raise Ignore()
     signals.mirror_end(outcome)
     if outcome["state"] == TaskState.FAILURE and run.job.batch_id is None:
@@ -82,15 +92,13 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
     if overlapped():
         settings = replace(settings, encode_threads=1)  # the pool's processes are the parallelism
     base = {"task_id": run.task_id, "batch_id": run.job.batch_id, "attempts": run.attempts}
-    cancelled = run.cancelled
-    if cancelled is None:  # Redis could not tell when the run began
-        cancelled = cancelling.is_cancelled(get_redis(), run.task_id)
-    if cancelled:  # before the input is read or the model touched
+    if run.cancelled:  # before the input is read or the model touched
         return failed(base, FailureCode.CANCELLED, cancelling.REASON)
     # Runs that started before this one and never ended: their process died (a crash, out of memory).
     # Not `retries`: a second copy of the message (a republish) is a run that ends, not a crash. Counted
-    # per input: the same bytes sent again as a new task fail at once instead of crashing workers anew.
-    crashes = input_crashes(run.task_id, run.job.input_key, run.attempts - 1 - ended_runs(run.task_id))
+    # per input (begin_run, redis_client.begin_run): the same bytes sent again as a new task fail at once
+    # instead of crashing workers anew.
+    crashes = run.crashes
     if crashes >= settings.max_attempts:
         reason = f"the worker process died {crashes} times on this input (out of memory or a crash); giving up"
         return failed(base, FailureCode.CRASHED, reason)
@@ -124,15 +132,7 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
     except Exception as exc:  # a bug must fail this image, not stall its whole batch
         log.exception("unexpected error on task %s", task.request.id)
         return failed(base, FailureCode.INTERNAL, f"internal error: {exc!r}")
-    forgive_quietly(run.job.input_key)  # these bytes ran to the end: a later crash on them starts a new count
-    return {**base, **fields, "state": TaskState.SUCCESS}
-
-
-def forgive_quietly(input_key: str) -> None:
-    try:
-        forgive_input(input_key)
-    except Exception as exc:  # Redis away: at worst an old crash still counts for these bytes
-        log.warning("could not forget the crashes of input %s: %s", input_key, exc)
+    return {**base, **fields, "state": TaskState.SUCCESS}  # its input is forgiven with the claim (finish_run)
 
 
 def failed(base: dict, code: FailureCode, error: str) -> dict:

@@ -10,6 +10,7 @@ winner died before storing it does the loser finish in its place.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 from celery import states
@@ -38,10 +39,27 @@ def _set_claim(client: redis.Redis, task_id: str, owner: str, redis_wait_s: floa
 
 
 def claim(
-    client: redis.Redis, app, task_id: str, owner: str, wait_s: float = WINNER_WAIT_S, redis_wait_s=REDIS_WAIT_S
+    client: redis.Redis,
+    app,
+    task_id: str,
+    owner: str,
+    wait_s: float = WINNER_WAIT_S,
+    redis_wait_s=REDIS_WAIT_S,
+    first_try: Callable[[str, int], bool] | None = None,
 ) -> bool:
-    """True if this run should finish the task; False if another run already did."""
-    if _set_claim(client, task_id, owner, redis_wait_s):
+    """True if this run should finish the task; False if another run already did.
+
+    `first_try(key, ttl)`, when given, sets the claim key as _set_claim would (with more in the same
+    round trip: the run's end, see tasks.finish_run); if Redis cannot be reached it, the claim is
+    set alone, waiting for Redis as always."""
+    if first_try is not None:
+        try:
+            claimed = first_try(CLAIM + task_id, CLAIM_TTL)
+        except (redis.ConnectionError, redis.TimeoutError):
+            claimed = _set_claim(client, task_id, owner, redis_wait_s)
+    else:
+        claimed = _set_claim(client, task_id, owner, redis_wait_s)
+    if claimed:
         return True
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

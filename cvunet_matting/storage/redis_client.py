@@ -54,6 +54,62 @@ return tonumber(redis.call('GET', KEYS[2]) or '0')
 """
 
 
+# A run's start in one round trip (image_run.begin_run): whether its task was cancelled (its mark, or
+# ARGV[2] = 1 when the row says so), its number among the task's starts and, unless it was cancelled,
+# the crashes of its input: the task's starts that never ended, added to the input's count the first
+# time they are seen (as _ADD_CRASHES). Returns {attempts, cancelled, input crashes}.
+_BEGIN_RUN = """
+local attempts = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if ARGV[2] == '1' or redis.call('EXISTS', KEYS[1]) == 1 then
+  return {attempts, 1, 0}
+end
+local crashes = attempts - 1 - tonumber(redis.call('GET', KEYS[3]) or '0')
+local counted = tonumber(redis.call('GET', KEYS[4]) or '0')
+if crashes > counted then
+  redis.call('SET', KEYS[4], crashes, 'EX', ARGV[1])
+  redis.call('INCRBY', KEYS[5], crashes - counted)
+  redis.call('EXPIRE', KEYS[5], ARGV[1])
+end
+return {attempts, 0, tonumber(redis.call('GET', KEYS[5]) or '0')}
+"""
+
+# A run's end in one round trip (tasks.finish_run): after a success its input's crashes forgotten,
+# the end counted, and the finish claim (pipeline/finish.py) taken if nobody holds it. Returns 1 if
+# this run holds the claim now.
+_END_RUN = """
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[3])
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[4]) then
+  return 1
+end
+return 0
+"""
+
+
+def begin_run(task_id: str, input_key: str, cancelled_key: str, cancelled: bool) -> tuple[int, bool, int]:
+    """Count one more start of `task_id`, as count_attempt, in the same round trip as the reads a run
+    begins with: whether it was cancelled (`cancelled`: its row says so already; else whether
+    `cancelled_key` exists) and, when it was not, the crashes of its input as input_crashes counts
+    them. Returns (attempts, cancelled, input crashes: 0 when cancelled)."""
+    keys = [cancelled_key, attempts_key(task_id), ends_key(task_id), counted_crashes_key(task_id)]
+    keys.append(input_crashes_key(input_key))
+    attempts, was_cancelled, crashes = get_redis().eval(_BEGIN_RUN, len(keys), *keys, ATTEMPTS_TTL, int(cancelled))
+    return int(attempts), bool(was_cancelled), int(crashes)
+
+
+def end_run(task_id: str, claim_key: str, owner: str, forgive_key: str | None, ttl: int) -> bool:
+    """A run's end counted (count_end), its input forgiven (forgive_input) when `forgive_key` is given,
+    and the claim `claim_key` set to `owner` for `ttl` s unless another run holds it: True if this run
+    holds it. One round trip; raises redis.RedisError as a plain command would."""
+    keys = [claim_key, ends_key(task_id), forgive_key or claim_key]
+    claimed = get_redis().eval(_END_RUN, len(keys), *keys, owner, ATTEMPTS_TTL, int(bool(forgive_key)), ttl)
+    return bool(claimed)
+
+
 def _incr(key: str) -> int:
     with get_redis().pipeline() as pipe:
         pipe.incr(key)

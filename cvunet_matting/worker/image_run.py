@@ -3,9 +3,10 @@ it was cancelled, and the count of its end: decided once, when the run begins, a
 task's body as an `ImageRun` (tasks.py).
 
 A message can run more than once (its worker was declared dead, then finished after all). A run of a
-task that is finished already is dropped before anything else: no STARTED in the result backend (it
-would overwrite a lone image's FAILURE, and make the task look unfinished to a later run), no start
-counted, no "started" event, which would be newer than the row's final one. A cancelled run is
+task that is finished already is dropped before anything else: no start counted, no "started" event,
+which would be newer than the row's final one. No run stores STARTED in the result backend (Celery's
+track_started would, before any code of the task ran, over a lone image's FAILURE): nothing reads it
+there; Flower hears the worker's task-started event, the pages read the row. A cancelled run is
 numbered but shows no start: it ends at once, as its row already says (pipeline/cancelling.py). Any
 other run records its start in the background (the image's work need not wait for a state shown for
 information), and its end when it is over, however it ends: a start with no end is a process that
@@ -22,14 +23,13 @@ waits (a retry): without the row it cannot know whether the task is still wanted
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg2
-from celery import Task, states
+from celery import Task
 from celery.exceptions import Ignore
 
 from cvunet_matting import db
@@ -37,7 +37,8 @@ from cvunet_matting.db import reads
 from cvunet_matting.db.rows import TaskRow
 from cvunet_matting.pipeline import cancelling, finish
 from cvunet_matting.states import FINAL_TASK_STATES, FailureCode, TaskState
-from cvunet_matting.storage.redis_client import count_attempt, count_end, get_redis
+from cvunet_matting.storage.redis_client import begin_run as begin_counts
+from cvunet_matting.storage.redis_client import count_end
 
 from .image_job import Job
 from .signals import mirror_start
@@ -45,12 +46,19 @@ from .signals import mirror_start
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class RunEnd:
+    counted: bool = False  # the run's end was counted with its finish claim (tasks.finish_run)
+
+
 @dataclass(frozen=True)
 class ImageRun:
     task_id: str
     attempts: int  # this run's number among the task's starts, this one included
-    cancelled: bool | None  # None: Redis could not tell when the run began; the body asks again
+    cancelled: bool
     job: Job  # what to do, from the task's row
+    crashes: int = 0  # worker processes that died on this input (its task's and others'); 0 when cancelled
+    end: RunEnd = field(default_factory=RunEnd)
 
 
 class DatabaseAway(Exception):
@@ -58,9 +66,9 @@ class DatabaseAway(Exception):
 
 
 class ImageTask(Task):
-    """matte_image's base: its runs begin with `begin_run`, which stores STARTED itself, after it has
-    made sure the task is not finished already (Celery's own track_started stores it before any code
-    of the task runs)."""
+    """matte_image's base: its runs begin with `begin_run`, which makes sure the task is not finished
+    already. No STARTED in the result backend (see the module): it cost a round trip and the
+    request's JSON per image, for no reader."""
 
     track_started = False
 
@@ -75,20 +83,21 @@ class ImageTask(Task):
         if row is None or not still_to_run(row):
             log.warning("task %s dropped: its row is %s", task_id, describe(row))
             raise Ignore()
-        if self.app.conf.task_track_started and not request.is_eager:
-            started = {"pid": os.getpid(), "hostname": request.hostname}
-            self.backend.store_result(task_id, started, states.STARTED, request=request)
-        cancelled = was_cancelled(row) or cancelled_or_unknown(task_id)  # read once: the body is handed it
-        attempts = count_attempt(task_id)
         job = Job.of(row)
+        # Read once, the body is handed it: cancelled or not, the start counted, the input's crashes;
+        # one round trip (Redis away: the run cannot be counted, and fails as unfinished, see signals).
+        cancelled_key = cancelling.CANCELLED + task_id
+        attempts, cancelled, crashes = begin_counts(task_id, job.input_key, cancelled_key, was_cancelled(row))
+        run = ImageRun(task_id, attempts, cancelled, job, crashes)
         if cancelled:
-            yield ImageRun(task_id, attempts, cancelled, job)
+            yield run
             return
         mirror_start(task_id, attempts, request.hostname)
         try:
-            yield ImageRun(task_id, attempts, cancelled, job)
+            yield run
         finally:
-            count_end_quietly(task_id)
+            if not run.end.counted:
+                count_end_quietly(task_id)
 
 
 def task_row(task_id: str) -> TaskRow | None:
@@ -131,16 +140,6 @@ def finished_already(app, task_id: str) -> bool:
     except Exception as exc:  # Redis away: run it; the finish claim still keeps one result
         log.warning("could not read the state of %s: %s", task_id, exc)
         return False
-
-
-def cancelled_or_unknown(task_id: str) -> bool | None:
-    """Whether the task was cancelled; None when Redis cannot tell (the start is recorded, and the
-    task itself looks again)."""
-    try:
-        return cancelling.is_cancelled(get_redis(), task_id)
-    except Exception as exc:
-        log.warning("could not read whether %s was cancelled: %s", task_id, exc)
-        return None
 
 
 def count_end_quietly(task_id: str) -> None:
