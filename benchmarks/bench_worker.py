@@ -2,13 +2,23 @@
 
 A real worker process (Celery, Redis, the PostgreSQL mirror) against a simulated device: the
 model's run replaced by a sleep of L ms that holds no CPU, as a GPU run would (tests/support/
-device.py installs it through sitecustomize in the worker's processes only). 1600x1200 JPEGs,
-RGBA PNG results. For each L and each largest batch it prints the worker's images/s and the bound:
+device.py installs it through sitecustomize in the worker's processes only), answering with a real
+model's matte of a real photo (tests/support/mattes.py: half subject, a thin soft band), so the edge
+steps cost what they cost on photos. RGBA PNG results.
+
+First, for each size of --ratio (640x480 x 2000 and 1600x1200 x 120 photos): the host CPU ms per
+image of each CPU stage (one thread, no queue), then the local CLI (`cvunet-matting matte`) and the
+overlapped worker with the production defaults on the same photos and device (2 ms), back to back:
+their images/s and ratio, and the CPU ms per image of each, the worker's counting its own
+redis-server and its PostgreSQL backends: the difference is the queue's own CPU cost.
+
+Then the table (1600x1200 JPEGs): For each L and each largest batch it prints the worker's images/s and the bound:
 min(the device's rate, batch x 1000 / L images/s; what this host's cores do for the CPU stages
 alone, measured in the same run: read, decode, preprocess, postprocess with the edge steps,
 encode, atomic write, in one process per core with no queue); and their ratio. For each L, today's
 loop (one pool process, every stage in turn) runs too, for comparison.
 Usage: python benchmarks/bench_worker.py [--images 120] [--latency 5 20 50] [--batch 1 4 8]
+       [--ratio 640x480:2000 1600x1200:120] [--no-cells]
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import harness
-import numpy as np
 
 from tests import support
 from tests.support.net import PrivateRedis
@@ -37,16 +47,24 @@ WARM = 4
 STAGES = ("read", "decode", "preprocess", "postprocess", "encode", "write")
 
 
+MATTE: Path | None = None  # the real model's matte of a real photo (tests/support/mattes.py), set by main()
+
+
 class FakeDevice:
-    """The overlapped worker's session with the device answering at once: CPU stages only."""
+    """The overlapped worker's session with the device answering at once: CPU stages only. Its answer
+    is a real model's matte (tests/support/mattes.py), mostly 0 and 255 with a thin soft band, so the
+    edge steps cost what they cost on a photo."""
 
     def __init__(self):
+        import cv2
+
         from cvunet_matting.model.manifest import builtin
 
         self.manifest, self.version = builtin("isnet-fp16"), "bench"
-        self.answer = np.zeros((1, 1, *self.manifest.size), np.uint8)
         height, width = self.manifest.size
-        self.answer[..., height // 5 : height - height // 5, width // 4 : width - width // 4] = 255
+        assert MATTE is not None
+        matte = cv2.resize(cv2.imread(str(MATTE), cv2.IMREAD_GRAYSCALE), (width, height), interpolation=cv2.INTER_AREA)
+        self.answer = matte.reshape(1, 1, height, width)
 
     def preprocess(self, rgb):
         from cvunet_matting.model.session import model_input
@@ -154,6 +172,7 @@ class WorkerRun:
     rate: float  # images/s, from the first finished image to the last
     batch: str  # the device's mean batch size as it logged it
     cpu_s: float  # CPU seconds of the worker's process tree (main, pool, device) over the measured images
+    main_s: float = 0.0  # of which the worker's main process (consumer, acks, events, heartbeats)
     redis_s: float = 0.0  # CPU seconds of the benchmark's own redis-server meanwhile
     postgres_s: float = 0.0  # CPU seconds of the PostgreSQL backends serving this benchmark's database
 
@@ -187,7 +206,7 @@ def worker_run(
     from cvunet_matting.image.encoding import OutputOptions
     from cvunet_matting.pipeline.submission import Item, submit_batch
 
-    env = support.simulated_device_env(harness.ROOT / "sim", latency_ms) | (env or {})
+    env = support.simulated_device_env(harness.ROOT / "sim", latency_ms, matte=MATTE) | (env or {})
     env |= {"CVUNET_OVERLAP": "1" if batch else "0", "CVUNET_MAX_BATCH": str(batch or 1)}
     proc = support.start_worker(f"{tag}@%h", harness.ROOT / "logs", env)
     try:
@@ -199,8 +218,10 @@ def worker_run(
         batch_id = submit_batch([Item(f"{tag}-{i}.jpg", d) for i, d in enumerate(images)], OutputOptions())
         # From the submission's end: its own Redis and PostgreSQL work is the web side's, not the queue's.
         cpu_before, servers_before = harness.cpu_seconds([proc.pid])[0], servers_cpu()
+        main_before = own_cpu(main_pid(proc.pid))
         support.wait_until(lambda: successes(batch_id) == len(images), 3600, interval=0.5, message=tag)
         cpu_s = harness.cpu_seconds([proc.pid])[0] - cpu_before
+        main_s = own_cpu(main_pid(proc.pid)) - main_before
         servers = [after - before for after, before in zip(servers_cpu(), servers_before, strict=True)]
         support.wait_until(lambda: support.batch_row(batch_id)["state"] == "done", 600, message=f"{tag}'s ZIP")
     finally:
@@ -208,7 +229,20 @@ def worker_run(
     finished = sorted(r["finished_at"] for r in support.rows_of(batch_id))
     rate = (len(finished) - 1) / (finished[-1] - finished[0]).total_seconds()
     sizes = re.findall(r"device: \d+ images in \d+ runs, ([\d.]+) per run", proc.log_path.read_text())
-    return WorkerRun(rate, sizes[-1] if sizes else "-", cpu_s, *servers)
+    return WorkerRun(rate, sizes[-1] if sizes else "-", cpu_s, main_s, *servers)
+
+
+def main_pid(pid: int) -> int:
+    """The Celery main process: `pid` itself, or its one child when `pid` is a wrapper."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return pid if b"celery" in command or len(children) != 1 else int(children[0])
+
+
+def own_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` alone, its children left out."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def through_cli(images: list[bytes], latency_ms: float, tag: str) -> tuple[float, float]:
@@ -220,7 +254,8 @@ def through_cli(images: list[bytes], latency_ms: float, tag: str) -> tuple[float
     for index, data in enumerate(images):
         (folder / f"{index:05d}.jpg").write_bytes(data)
     out = harness.ROOT / f"{tag}-out"
-    env = {**os.environ, **support.simulated_device_env(harness.ROOT / "sim", latency_ms), "CVUNET_DEVICE": "cpu"}
+    env = {**os.environ, **support.simulated_device_env(harness.ROOT / "sim", latency_ms, matte=MATTE)}
+    env["CVUNET_DEVICE"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join((str(support.REPO), env["PYTHONPATH"]))
     command = [sys.executable, "-m", "cvunet_matting.commands.cli", "matte", str(folder), "-o", str(out)]
     started = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -260,11 +295,21 @@ def measure_ratio(pool: ProcessPoolExecutor, width: int, height: int, count: int
         flush=True,
     )
     print(
-        f"{width}x{height}: CPU ms an image: CLI {1000 * cli_cpu:.1f}; worker's processes {worker_ms:.1f} + Redis"
+        f"{width}x{height}: CPU ms an image: CLI {1000 * cli_cpu:.1f}; worker's processes {worker_ms:.1f} (its main"
+        f" process {1000 * run.main_s / count:.1f}) + Redis"
         f" {redis_ms:.1f} + PostgreSQL {postgres_ms:.1f}; the queue's own (worker - CLI, the raw matte kept"
         f" included) **{queue_ms:.1f}**",
         flush=True,
     )
+
+
+def model_matte_path() -> Path:
+    """The real model's matte of the astronaut (computed once with the real model, then cached), found
+    in a process of its own: this one must not load OpenCV or the model before its pools fork."""
+    code = "from tests.support.mattes import model_matte_path; print(model_matte_path())"
+    env = {k: v for k, v in os.environ.items() if k != "CVUNET_MODEL"}
+    found = subprocess.run([sys.executable, "-c", code], env=env, cwd=support.REPO, check=True, capture_output=True)
+    return Path(found.stdout.decode().strip().splitlines()[-1])
 
 
 def overlap_of_defaults() -> int:
@@ -313,7 +358,8 @@ def main() -> None:
     parser.add_argument("--ratio-latency", type=float, default=2.0, help="ms per device run for the ratio runs")
     parser.add_argument("--no-cells", action="store_true", help="only the ratio runs, not the L x batch table")
     args = parser.parse_args()
-    global PRIVATE_REDIS
+    global PRIVATE_REDIS, MATTE
+    MATTE = model_matte_path()
     # A redis-server of the benchmark's own (before anything reads the settings), whose CPU time is
     # this queue's alone: the shared one serves every other process on the host too.
     PRIVATE_REDIS = PrivateRedis().start()
@@ -324,6 +370,13 @@ def main() -> None:
         os.environ["CVUNET_IN_FLIGHT"] = str(args.in_flight)
     pool = start_cpu_pool()
     harness.setup()
+    import cv2
+
+    from tests.support.mattes import describe
+
+    # Read from the file, not through mattes.model_matte(): CVUNET_MODEL now names the stand-in graph.
+    alpha = cv2.resize(cv2.imread(str(MATTE), cv2.IMREAD_GRAYSCALE), (1600, 1200), interpolation=cv2.INTER_LINEAR)
+    print(f"the simulated device answers with {MATTE.name}: at 1600x1200 {describe(alpha)}")
     for spec in args.ratio:
         measure_ratio(pool, *parse_size(spec), args.ratio_latency)
     if args.no_cells:
