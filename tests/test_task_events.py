@@ -56,8 +56,10 @@ def test_flower_still_hears_every_tasks_events_now_sent_together(clean_state, wo
     ids = {str(row["id"]) for row in support.rows_of(batch_id)}
     wanted = ("task-received", "task-started", "task-succeeded")
     support.wait_until(
-        lambda: {e["type"] for e in listener.task_events(ids)} >= set(wanted)
-        and sum(e["type"] == "task-succeeded" for e in listener.task_events(ids)) == IMAGES,
+        lambda: (
+            {e["type"] for e in listener.task_events(ids)} >= set(wanted)
+            and sum(e["type"] == "task-succeeded" for e in listener.task_events(ids)) == IMAGES
+        ),
         10,
         message="the images' events did not all arrive",
     )
