@@ -148,6 +148,7 @@ def cpu_stages(pool: ProcessPoolExecutor, images: list[bytes]) -> tuple[float, d
     finished = list(pool.map(_cpu_stages, range(len(images))))
     rate = len(images) / (max(end for end, _ in finished) - started)
     medians = {name: 1000 * statistics.median(st[name] for _, st in finished) for name in STAGES}
+    medians["mean sum"] = 1000 * statistics.mean(sum(st[name] for name in STAGES) for _, st in finished)
     return rate, medians
 
 
@@ -173,6 +174,7 @@ class WorkerRun:
     batch: str  # the device's mean batch size as it logged it
     cpu_s: float  # CPU seconds of the worker's process tree (main, pool, device) over the measured images
     main_s: float = 0.0  # of which the worker's main process (consumer, acks, events, heartbeats)
+    device_s: float = 0.0  # and its device process
     redis_s: float = 0.0  # CPU seconds of the benchmark's own redis-server meanwhile
     postgres_s: float = 0.0  # CPU seconds of the PostgreSQL backends serving this benchmark's database
 
@@ -218,10 +220,11 @@ def worker_run(
         batch_id = submit_batch([Item(f"{tag}-{i}.jpg", d) for i, d in enumerate(images)], OutputOptions())
         # From the submission's end: its own Redis and PostgreSQL work is the web side's, not the queue's.
         cpu_before, servers_before = harness.cpu_seconds([proc.pid])[0], servers_cpu()
-        main_before = own_cpu(main_pid(proc.pid))
+        main = main_pid(proc.pid)
+        main_before, device_before = own_cpu(main), own_cpu(device_pid(main))
         support.wait_until(lambda: successes(batch_id) == len(images), 3600, interval=0.5, message=tag)
         cpu_s = harness.cpu_seconds([proc.pid])[0] - cpu_before
-        main_s = own_cpu(main_pid(proc.pid)) - main_before
+        main_s, device_s = own_cpu(main) - main_before, own_cpu(device_pid(main)) - device_before
         servers = [after - before for after, before in zip(servers_cpu(), servers_before, strict=True)]
         support.wait_until(lambda: support.batch_row(batch_id)["state"] == "done", 600, message=f"{tag}'s ZIP")
     finally:
@@ -229,7 +232,7 @@ def worker_run(
     finished = sorted(r["finished_at"] for r in support.rows_of(batch_id))
     rate = (len(finished) - 1) / (finished[-1] - finished[0]).total_seconds()
     sizes = re.findall(r"device: \d+ images in \d+ runs, ([\d.]+) per run", proc.log_path.read_text())
-    return WorkerRun(rate, sizes[-1] if sizes else "-", cpu_s, main_s, *servers)
+    return WorkerRun(rate, sizes[-1] if sizes else "-", cpu_s, main_s, device_s, *servers)
 
 
 def main_pid(pid: int) -> int:
@@ -239,8 +242,18 @@ def main_pid(pid: int) -> int:
     return pid if b"celery" in command or len(children) != 1 else int(children[0])
 
 
+def device_pid(main: int) -> int:
+    """The worker's device process (0: none, as in today's loop)."""
+    for child in Path(f"/proc/{main}/task/{main}/children").read_text().split():
+        if b"device_server" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    return 0
+
+
 def own_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process `pid` alone, its children left out."""
+    """CPU seconds (user + system) of process `pid` alone, its children left out (0: no process)."""
+    if not pid:
+        return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -281,12 +294,19 @@ def measure_ratio(pool: ProcessPoolExecutor, width: int, height: int, count: int
     same simulated device, back to back, and the CPU stages' own cost per image."""
     images = harness.photos(count, height, width)
     _, stages = cpu_stages(pool, images[: min(40, count)])
+    stages_mean = stages.pop("mean sum")
     cpu_line = ", ".join(f"{name} {ms:.1f}" for name, ms in stages.items())
-    print(f"{width}x{height}: host CPU ms per image (one thread, median): {cpu_line}; sum {sum(stages.values()):.1f}")
+    print(
+        f"{width}x{height}: host CPU ms per image (one thread, median): {cpu_line}; sum {sum(stages.values()):.1f}"
+        f" (mean of the sums {stages_mean:.1f})"
+    )
     tag = f"r{width}x{height}"
     cli_rate, cli_cpu = through_cli(images, latency, f"{tag}cli")
     run = worker_run(images, latency, overlap_of_defaults(), f"{tag}w")
-    worker_ms, redis_ms, postgres_ms = (1000 * v / count for v in (run.cpu_s, run.redis_s, run.postgres_s))
+    worker_ms, main_ms, device_ms, redis_ms, postgres_ms = (
+        1000 * v / count for v in (run.cpu_s, run.main_s, run.device_s, run.redis_s, run.postgres_s)
+    )
+    pool_ms = worker_ms - main_ms - device_ms
     queue_ms = worker_ms + redis_ms + postgres_ms - 1000 * cli_cpu
     print(
         f"{width}x{height}, {count} photos, device {latency:g} ms: CLI {cli_rate:.2f} img/s, overlapped worker"
@@ -296,9 +316,15 @@ def measure_ratio(pool: ProcessPoolExecutor, width: int, height: int, count: int
     )
     print(
         f"{width}x{height}: CPU ms an image: CLI {1000 * cli_cpu:.1f}; worker's processes {worker_ms:.1f} (its main"
-        f" process {1000 * run.main_s / count:.1f}) + Redis"
+        f" process {main_ms:.1f}) + Redis"
         f" {redis_ms:.1f} + PostgreSQL {postgres_ms:.1f}; the queue's own (worker - CLI, the raw matte kept"
         f" included) **{queue_ms:.1f}**",
+        flush=True,
+    )
+    print(
+        f"{width}x{height}: the worker's CPU ms an image by process: main {main_ms:.1f}, device {device_ms:.1f}, pool"
+        f" {pool_ms:.1f} (the CPU stages alone, one thread: {stages_mean:.1f}); main + Redis + PostgreSQL (the"
+        f" queue's alone) **{main_ms + redis_ms + postgres_ms:.1f}**",
         flush=True,
     )
 
