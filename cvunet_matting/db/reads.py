@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from .rows import BatchCounts, BatchRow, KeyRow, ResultRow, TaskRow, UserRow
@@ -99,18 +100,30 @@ def requeue_candidates(
     return _all(cur, sql, {"stuck": stuck_seconds, "batch": batch_id})
 
 
-def unfinished(cur, settle_s: float = 0) -> list[TaskRow]:
-    """Tasks Postgres still expects to run, untouched for `settle_s`: the candidates for `reconcile`.
+# Tasks Postgres still expects to run. Tasks of chunks not yet dispatched are waiting in PostgreSQL
+# by design, not lost; a task recorded a moment ago may not have reached Redis yet.
+_UNFINISHED = (
+    "FROM tasks t LEFT JOIN chunks c ON c.batch_id = t.batch_id AND c.idx = t.chunk "
+    "WHERE t.state IN ('pending', 'started', 'retry') AND (c.state IS NULL OR c.state <> 'queued') "
+    "AND t.event_at < now() - make_interval(secs => %(settle)s)"
+)
 
-    Tasks of chunks not yet dispatched are waiting in PostgreSQL by design, not lost; a task
-    recorded a moment ago may not have reached Redis yet."""
-    return _all(
-        cur,
-        "SELECT t.* FROM tasks t LEFT JOIN chunks c ON c.batch_id = t.batch_id AND c.idx = t.chunk "
-        "WHERE t.state IN ('pending', 'started', 'retry') AND (c.state IS NULL OR c.state <> 'queued') "
-        "AND t.event_at < now() - make_interval(secs => %s) ORDER BY t.created_at, t.position",
-        (settle_s,),
-    )
+
+def unfinished(cur, settle_s: float = 0, ids: Collection[str] | None = None) -> list[TaskRow]:
+    """Tasks Postgres still expects to run, untouched for `settle_s`: the candidates for `reconcile`
+    (only those of `ids`, when given)."""
+    sql = f"SELECT t.* {_UNFINISHED}"  # noqa: S608 (no user input)
+    if ids is not None:
+        sql += " AND t.id = ANY(%(ids)s::uuid[])"
+    return _all(cur, sql + " ORDER BY t.created_at, t.position", {"settle": settle_s, "ids": list(ids or ())})
+
+
+def unfinished_ids(cur, settle_s: float = 0) -> set[str]:
+    """The ids of `unfinished`'s tasks, alone: reconcile compares every one of them with what Redis
+    holds every few seconds, and needs whole rows only for the few it finds lost (a batch's dispatched
+    chunks are hundreds of rows, their options decoded each time, for nothing)."""
+    cur.execute(f"SELECT t.id {_UNFINISHED}", {"settle": settle_s})  # noqa: S608 (no user input)
+    return {str(row["id"]) for row in cur.fetchall()}
 
 
 def orphan_chunks(cur, settle_s: float = 0) -> list[dict]:

@@ -122,13 +122,17 @@ def reconcile(dry_run: bool = False, wait_s: float = 0, settle_s: float = 2.0, n
     in_workers = held_by_workers() if dry_run else wait_for_orphaned_runs(wait_s, notify)
     notify("comparing PostgreSQL's unfinished tasks with what Redis and the workers hold ...")
     with db.transaction() as cur:
-        unfinished = reads.unfinished(cur, settle_s)
+        unfinished = reads.unfinished_ids(cur, settle_s)
         orphans = reads.orphan_chunks(cur, settle_s)
         unfinalized = reads.unfinalized_batches(cur, batch_lifecycle.finalizer_dead_after(get_settings()))
         undispatched = reads.undispatched_batches(cur)
         listing = reads.listing_batches(cur, settle_s)
     in_redis = held_by_redis()
-    lost = [r for r in unfinished if str(r["id"]) not in in_redis | in_workers]
+    lost_ids = unfinished - in_redis - in_workers
+    lost = []
+    if lost_ids:  # whole rows for these alone (still unfinished now: one may have ended meanwhile)
+        with db.transaction() as cur:
+            lost = reads.unfinished(cur, settle_s, ids=lost_ids)
     unlisted = [b for b in listing if dispatch.listing_id(str(b["id"])) not in in_redis | in_workers]
     if (lost or unlisted) and not dry_run:
         lost, unlisted = confirmed_lost(lost, unlisted, settle_s, notify)
@@ -163,7 +167,7 @@ def confirmed_lost(
     held = held_by_redis() | set().union(*(set(b["held"]) for b in beats.values()))
     receiving = {incarnation for incarnation, b in beats.items() if b.get("receiving")}
     with db.transaction() as cur:
-        unfinished = {str(r["id"]) for r in reads.unfinished(cur, settle_s)}
+        unfinished = reads.unfinished_ids(cur, settle_s)
         listing = {str(b["id"]) for b in reads.listing_batches(cur, settle_s)}
     lost = [r for r in lost if str(r["id"]) in unfinished and str(r["id"]) not in held]
     unlisted = [b for b in unlisted if str(b["id"]) in listing and dispatch.listing_id(str(b["id"])) not in held]
