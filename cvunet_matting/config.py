@@ -72,6 +72,14 @@ class Settings:
         choices=("auto", "cpu", "cuda"),
         case=str.lower,
     )
+    edges_on_device: str = setting(
+        "CVUNET_EDGES_ON_DEVICE",
+        "auto",
+        "the edge steps (upscale, refine, solidify, decontaminate) as an ONNX suffix of the model: `auto` "
+        "(on with CUDA or TensorRT, off on the CPU), `on`, `off`",
+        choices=("auto", "on", "off"),
+        case=str.lower,
+    )
     tensorrt: bool = setting("CVUNET_TENSORRT", False, "put TensorRT before CUDA when onnxruntime offers it")
     gpu_mem_limit_mb: int = setting("CVUNET_GPU_MEM_LIMIT_MB", 8192, "CUDA arena limit per worker")
     intra_threads: int = setting("CVUNET_INTRA_THREADS", 0, "onnxruntime's intra-op thread pool (0: one per core)")

@@ -82,6 +82,7 @@ def output_options(command):
 @output_options
 def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     """Matte image files and folders (recursively) with no server."""
+    from cvunet_matting.image.device_finish import edge_math
     from cvunet_matting.image.encoding import OutputOptions
     from cvunet_matting.model.session import get_session
     from cvunet_matting.storage.files import new_run_dir
@@ -91,7 +92,7 @@ def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     settings = get_settings()
     try:
         options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
-        session = get_session(settings)
+        session = get_session(settings, edge_math())
     except MattingError as exc:
         fail(exc.reason)
     jobs = collect(paths)

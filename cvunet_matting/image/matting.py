@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass, field
 
 from cvunet_matting.config import Settings
-from cvunet_matting.model.protocols import Session
+from cvunet_matting.model.protocols import EdgeSession, Session
 
 from .confidence import confidence
+from .device_finish import finish_from_device
 from .edges import finish
 from .encoding import OutputOptions, encode
 from .imaging import decode
@@ -47,10 +48,16 @@ def matte_bytes(
     rgb = decode(data, settings.max_pixels)
     input_alpha = read_alpha(data, rgb.shape[:2])
     timings["decode"] = time.perf_counter() - clock
-    raw_alpha = session.predict_alpha(rgb, timings)
-    clock = time.perf_counter()
-    score = confidence(raw_alpha)  # before the edge steps, which hide the doubt it measures
-    rgb, alpha = finish(rgb, raw_alpha, input_alpha, options)  # raw_alpha is left as it was
+    if isinstance(session, EdgeSession) and session.edges_on_device:  # the device ran the edge steps
+        done = session.predict_edges(rgb, options.refine, options.solidify, timings)
+        raw_alpha = done.raw
+        clock = time.perf_counter()
+        rgb, alpha = finish_from_device(rgb, done, input_alpha, options)
+    else:
+        raw_alpha = session.predict_alpha(rgb, timings)
+        clock = time.perf_counter()
+        rgb, alpha = finish(rgb, raw_alpha, input_alpha, options)  # raw_alpha is left as it was
+    score = confidence(raw_alpha)  # of the model's own matte: the edge steps hide the doubt it measures
     timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
     out = encode(rgb, alpha, options, settings.encode_threads)
