@@ -34,6 +34,9 @@ from cvunet_matting.model import edge_taps as taps
 from cvunet_matting.model.edge_suffix import edges_wanted
 from cvunet_matting.model.providers import CPU, CUDA, TENSORRT
 from cvunet_matting.model.session import MattingSession
+from cvunet_matting.pipeline.submission import Item, submit_image
+from cvunet_matting.storage.files import raw_matte_path
+from tests.support import wait_task
 
 DEFAULTS = OutputOptions()
 
@@ -227,3 +230,24 @@ def isnet_sessions(real_model_path):
 @pytest.mark.parametrize("name", ["astronaut", "chelsea", "non-square", "tiny"])
 def test_the_suffix_matches_the_cpu_path_with_isnet(isnet_sessions, name):
     assert_matches_cpu(photos()[name], *isnet_sessions)
+
+
+def test_a_worker_with_the_suffix_forced_on_writes_the_cut_out_and_its_raw_matte(
+    clean_state, worker_factory, real_model_path
+):
+    """The whole worker path (tasks.matte_image, image_job, matte_bytes) on a CPU worker told to use
+    the suffix: a valid cut-out, its raw matte beside it, and the two agree as a re-render would."""
+    worker = worker_factory("cpu0@%h", CVUNET_MODEL="isnet-fp16", CVUNET_EDGES_ON_DEVICE="on")
+    rgb = photos()["chelsea"]
+    task_id = submit_image(Item("cat.png", cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()), DEFAULTS)
+    row = wait_task(task_id, timeout=300)
+    output = load_settings().data_dir / row["output_path"]
+    cut = cv2.imread(str(output), cv2.IMREAD_UNCHANGED)
+    raw = cv2.imread(str(raw_matte_path(output)), cv2.IMREAD_UNCHANGED)
+    assert cut.shape == (*rgb.shape[:2], 4) and raw.shape == rgb.shape[:2]
+    assert "with the edge steps on the device" in worker.log_path.read_text()
+    cpu_rgb, cpu_alpha = finish(rgb.copy(), raw, None, DEFAULTS)
+    alpha, colours = cut[..., 3], cut[..., 2::-1]
+    assert 0.05 < np.mean(alpha > 128) < 0.95  # a cat cut out, not an empty or a full matte
+    assert_close(alpha, cpu_alpha, 2, 0.999, 0.05)
+    assert_close(premultiplied(colours, alpha), premultiplied(cpu_rgb, cpu_alpha), 2, 0.999, 0.05)

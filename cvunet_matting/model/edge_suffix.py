@@ -115,7 +115,7 @@ def append_edge_suffix(graph, alpha_uint8: str, math: EdgeMath) -> None:
     from onnx import TensorProto
 
     g = GraphWriter(graph)
-    _declare_inputs(g, graph)
+    _declare_inputs(g, math)
     photo = g.op(
         "Transpose",
         g.op("Cast", g.input(PHOTO, TensorProto.UINT8, ["H", "W", 3]), to=TensorProto.FLOAT),
@@ -139,11 +139,10 @@ def append_edge_suffix(graph, alpha_uint8: str, math: EdgeMath) -> None:
     g.output(FOREGROUND, g.op("Cast", hwc, to=TensorProto.UINT8), TensorProto.UINT8, ["H", "W", 3])
 
 
-def _declare_inputs(g: GraphWriter, graph) -> None:
+def _declare_inputs(g: GraphWriter, math: EdgeMath) -> None:
     from onnx import TensorProto
 
-    names = plan((40, 48), (8, 8), EdgeMath(16, 1, 1e-4, 5, 250, 32, 8, 2, 64, 16, 0.015, 2.0, 128)).keys()
-    for name in names:
+    for name in plan((64, 48), (8, 8), math):  # the names a plan feeds, whatever the photo's size
         if name.endswith("_idx"):
             g.input(name, TensorProto.INT64, ["K", "n"])
         elif name.endswith("_w"):

@@ -140,12 +140,13 @@ class MattingSession:
         self.path = path
         self.load_seconds = time.perf_counter() - started
         log.info(
-            "model %s (%s) loaded in %.2fs on %s (asked %s)",
+            "model %s (%s) loaded in %.2fs on %s (asked %s)%s",
             manifest.name,
             manifest.version[:12],
             self.load_seconds,
             self.providers,
             provider_names(providers),
+            ", with the edge steps on the device (edge suffix)" if self.edges else "",
         )
 
     @property
