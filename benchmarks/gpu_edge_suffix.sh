@@ -10,4 +10,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # On the CPU provider: the suffix's outputs against the CPU functions (tests/test_edge_suffix.py).
 "$PYTHON" -m pytest -p no:cacheprovider -q tests/test_edge_suffix.py
 # On CUDA: both paths timed in one run, median of 5, and how far apart their cut-outs are.
-CVUNET_DEVICE=cuda "$PYTHON" benchmarks/bench_edge_suffix.py --sizes 1024x1024,1600x1200,4000x3000 --repeat 5
+CVUNET_DEVICE=cuda "$PYTHON" benchmarks/bench_edge_suffix.py --sizes 1024x1024,1600x1200,4000x3000 --repeat 5 --whole

@@ -31,7 +31,17 @@ from cvunet_matting.image.device_finish import edge_math, finish_from_device
 from cvunet_matting.image.edges import finish
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.model import edge_taps as taps
-from cvunet_matting.model.edge_suffix import edges_wanted
+from cvunet_matting.model.edge_suffix import (
+    ALPHA,
+    FLAGS,
+    FOREGROUND,
+    MATTE,
+    PHOTO,
+    RAW,
+    edges_wanted,
+    plan,
+    suffix_only_model,
+)
 from cvunet_matting.model.providers import CPU, CUDA, TENSORRT
 from cvunet_matting.model.session import MattingSession
 from cvunet_matting.pipeline.submission import Item, submit_image
@@ -217,6 +227,22 @@ def test_the_suffix_matches_the_cpu_path_on_a_brightness_matte(brightness_sessio
 )
 def test_each_edge_option_gives_the_cpu_paths_cut_out(brightness_sessions, options):
     assert_matches_cpu(photos()["chelsea"], *brightness_sessions, options)
+
+
+def test_the_suffix_alone_gives_what_the_appended_one_gives(brightness_sessions):
+    """suffix_only_model (bench-edges times it; a batching device process would run it after its
+    batch) fed the model's uint8 alpha: the very outputs of the model with the suffix appended."""
+    import onnxruntime as ort
+
+    plain, suffixed = brightness_sessions
+    rgb = photos()["non-square"]
+    plain_uint8 = MattingSession(plain.path, plain.manifest, load_settings({"CVUNET_DEVICE": "cpu"}), uint8_io=True)
+    matte = plain_uint8.infer(plain_uint8.preprocess(rgb))
+    alone = ort.InferenceSession(suffix_only_model((256, 256), edge_math()), providers=["CPUExecutionProvider"])
+    feeds = plan(rgb.shape[:2], (256, 256), edge_math()) | {MATTE: matte, PHOTO: rgb, FLAGS: np.array([True, True])}
+    outputs = alone.run([RAW, ALPHA, FOREGROUND], feeds)
+    for ours, theirs in zip(outputs, suffixed.predict_edges(rgb, True, True), strict=True):
+        assert np.array_equal(ours, theirs)
 
 
 # --- the real model (ISNet) ---------------------------------------------------------------------------

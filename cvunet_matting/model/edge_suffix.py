@@ -21,6 +21,7 @@ from .edge_graph import INT64_MAX, GraphWriter
 from .providers import CUDA, TENSORRT
 
 PHOTO, FLAGS = "edge_photo", "edge_flags"  # flags: [refine, solidify]
+MATTE = "edge_matte"  # the suffix alone: the model's alpha as uint8 values, (1, 1, h, w)
 RAW, ALPHA, FOREGROUND = "edge_raw", "edge_alpha", "edge_foreground"
 _INF = 1e9
 # The 5x5 chamfer mask of cv2.distanceTransform (DIST_L2, DIST_MASK_5): 1, 1.4 and 2.1969 a step.
@@ -137,6 +138,17 @@ def append_edge_suffix(graph, alpha_uint8: str, math: EdgeMath) -> None:
         )
     hwc = g.op("Transpose", g.op("Squeeze", foreground, g.ints(0)), perm=[1, 2, 0])
     g.output(FOREGROUND, g.op("Cast", hwc, to=TensorProto.UINT8), TensorProto.UINT8, ["H", "W", 3])
+
+
+def suffix_only_model(model_size: tuple[int, int], math: EdgeMath) -> bytes:
+    """The suffix as a graph of its own, fed the model's uint8 alpha (MATTE): to time it apart from
+    the model (bench-edges), and the shape a batching device process would run after its batch."""
+    from onnx import TensorProto, helper
+
+    matte = helper.make_tensor_value_info(MATTE, TensorProto.UINT8, [1, 1, *model_size])
+    graph = helper.make_graph([], "edge_suffix", [matte], [])
+    append_edge_suffix(graph, MATTE, math)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]).SerializeToString()
 
 
 def _declare_inputs(g: GraphWriter, math: EdgeMath) -> None:
