@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvunet_matting.model.edge_suffix import EdgeMath
+from cvunet_matting.model.edge_steps import EdgeMath
 from cvunet_matting.model.protocols import EdgeOutputs
 
 from . import band, edges, foreground, solid

@@ -4,7 +4,9 @@ The worker keeps the model's alpha, as predict_alpha returns it (at the photo's 
 step), beside each result as a grey PNG (storage.raw_matte_path). Everything after the model is a
 function of that matte, the input's bytes and the options (edges.finish, then encoding.encode), so
 render() gives, for the same options, the very bytes the worker wrote; other edge controls, another
-background colour or format, a new result, in a fraction of a second on the web side.
+background colour or format, a new result, in a fraction of a second on the web side. (A worker that
+ran the edge steps on its GPU, model/edge_suffix.py, wrote a cut-out equal to this one within the
+suffix's stated tolerance, tests/test_edge_suffix.py, not byte for byte.)
 
 Why the full-size matte and not the model's own 1024 x 1024 answer: the session hands the matte over
 at full size (model/session.py resizes it, in another process on an overlapped worker), and a grey

@@ -170,6 +170,8 @@ class MattingSession:
         return alpha_from_output(raw, self.manifest, height, width)
 
     def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
+        if self.edges is not None:  # the graph wants the suffix's inputs: its raw matte is this alpha
+            return self.predict_edges(rgb, False, False, timings).raw
         return predict_alpha(self, rgb, timings)
 
     @property
