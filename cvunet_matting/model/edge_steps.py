@@ -40,13 +40,18 @@ class EdgeMath:
     band_share: float
     min_band_px: float
     half: int
+    # Where the CPU path's edge-speed changes (POSTPROCESS_VERSION 4) differ, main's values by default:
+    wide_fx: float = 0.25  # the wide pass's copy, as a share of the colour estimate's copy
+    unit_side: int = 1024  # the box sizes are in pixels of a copy this long (or of the image if smaller)
+    quick_matte: bool = False  # the matte's copies shrunk by whole blocks then bilinear (band.quick_copy)
+    solid_from_raw: bool = False  # solidify's distance maps of the raw matte (shared with confidence)
 
 
 def refine(g: GraphWriter, photo: str, raw: str, math: EdgeMath) -> str:
     """image/edges.refine: coefficients on the working copy, applied at full size near the edges."""
     unit = g.scalar(np.float32(1 / 255))
     guide = g.mul(g.shrink(photo, "edge_refine", "edge_refine", True), unit)
-    matte = g.mul(g.shrink(raw, "edge_refine", "edge_refine", True), unit)
+    matte = g.mul(g.shrink(raw, "edge_refine", "edge_refine_matte", True), unit)
     edge = g.op(
         "And",
         g.op("GreaterOrEqual", matte, g.scalar(np.float32(math.edge_low / 255))),
@@ -101,10 +106,11 @@ def refine(g: GraphWriter, photo: str, raw: str, math: EdgeMath) -> str:
     return g.op("Where", near_full, fitted, raw)
 
 
-def solidify(g: GraphWriter, alpha: str, math: EdgeMath) -> str:
+def solidify(g: GraphWriter, alpha: str, math: EdgeMath, contour_of: str | None = None) -> str:
     """image/solid.solidify: distance maps of a small copy (chamfer relaxation, clipped at twice the
-    band, which is all the ramp reads), ramps, resized back, then the matte clamped between them."""
-    small = g.op("Round", g.separable(alpha, "edge_solid_down"))
+    band, which is all the ramp reads), ramps, resized back, then the matte clamped between them.
+    `contour_of`: the matte whose 0.5 contour is measured, when not `alpha` itself."""
+    small = g.op("Round", g.separable(contour_of or alpha, "edge_solid_down"))
     inside = g.op("GreaterOrEqual", small, g.scalar(float(math.half)))
     inf, zero = g.mul(g.add(small, g.scalar(1.0)), g.scalar(_INF)), g.mul(small, g.scalar(0.0))
     dist = g.concat(g.op("Where", inside, inf, zero), g.op("Where", inside, zero, inf))
@@ -135,8 +141,8 @@ def decontaminate(g: GraphWriter, photo: str, alpha: str, math: EdgeMath) -> str
     """image/foreground.decontaminate: blur-fusion's two passes, then the estimate at full size."""
     unit, tiny, one = g.scalar(np.float32(1 / 255)), g.scalar(np.float32(1e-5)), g.scalar(1.0)
     colour = g.mul(g.shrink(photo, "edge_work", "edge_work", True), unit)
-    matte = g.mul(g.shrink(alpha, "edge_work", "edge_work", True), unit)
-    quarter, quarter_alpha = g.separable(colour, "edge_quarter"), g.separable(matte, "edge_quarter_alpha")
+    matte = g.mul(g.shrink(alpha, "edge_work", "edge_work_matte", True), unit)
+    quarter, quarter_alpha = g.separable(colour, "edge_wide_copy"), g.separable(matte, "edge_wide_alpha")
     weight = g.separable(quarter_alpha, "edge_wide")
     fore = g.div(g.separable(g.mul(quarter, quarter_alpha), "edge_wide"), g.add(weight, tiny))
     back = g.separable(g.mul(quarter, g.sub(one, quarter_alpha)), "edge_wide")

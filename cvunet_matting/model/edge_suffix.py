@@ -48,10 +48,15 @@ def _both(feeds: dict, name: str, rows: taps.Taps, cols: taps.Taps) -> None:
         feeds[f"{name}_{axis}_idx"], feeds[f"{name}_{axis}_w"] = idx, weight
 
 
-def _shrink_plan(feeds: dict, name: str, shape: tuple[int, int], small: tuple[int, int]) -> None:
+def _shrink_plan(feeds: dict, name: str, shape: tuple[int, int], small: tuple[int, int], quick_matte: bool) -> None:
+    """resize.shrink's second step for the photo's copy; for the matte's, the same or bilinear
+    (band.quick_shrink)."""
     blocks = _blocks(shape, small)
     feeds[name + "_blocks"] = blocks
-    _both(feeds, name, taps.area(int(blocks[1]), small[0]), taps.area(int(blocks[2]), small[1]))
+    rows, cols = int(blocks[1]), int(blocks[2])
+    _both(feeds, name, taps.area(rows, small[0]), taps.area(cols, small[1]))
+    second = (lambda n, m: taps.linear(n, m, True)) if quick_matte else taps.area
+    _both(feeds, name + "_matte", second(rows, small[0]), second(cols, small[1]))
 
 
 def plan(shape: tuple[int, int], model_size: tuple[int, int], math: EdgeMath) -> dict[str, np.ndarray]:
@@ -60,7 +65,7 @@ def plan(shape: tuple[int, int], model_size: tuple[int, int], math: EdgeMath) ->
     feeds: dict[str, np.ndarray] = {}
     _both(feeds, "edge_raw", taps.linear(model_size[0], H, True), taps.linear(model_size[1], W, True))
     h, w, _ = _copy_size(shape, math.refine_side)
-    _shrink_plan(feeds, "edge_refine", shape, (h, w))
+    _shrink_plan(feeds, "edge_refine", shape, (h, w), math.quick_matte)
     size = 2 * math.radius + 1
     _both(feeds, "edge_refine_box", taps.box(h, size, False), taps.box(w, size, False))
     _both(feeds, "edge_refine_up", taps.remap(h, H), taps.remap(w, W))
@@ -71,14 +76,15 @@ def plan(shape: tuple[int, int], model_size: tuple[int, int], math: EdgeMath) ->
     band = max(math.min_band_px, math.band_share * max(shape)) * scale
     feeds["edge_solid_band"] = np.array([2 * band, band, 255 / band], np.float32)
     h, w, _ = _copy_size(shape, math.work_side)
-    _shrink_plan(feeds, "edge_work", shape, (h, w))
-    qh, qw = round(h * 0.25), round(w * 0.25)
-    _both(feeds, "edge_quarter", taps.area(h, qh, 4.0), taps.area(w, qw, 4.0))
-    _both(feeds, "edge_quarter_alpha", taps.area(h, qh), taps.area(w, qw))
-    wide = math.wide // 4
+    _shrink_plan(feeds, "edge_work", shape, (h, w), math.quick_matte)
+    qh, qw = round(h * math.wide_fx), round(w * math.wide_fx)
+    _both(feeds, "edge_wide_copy", taps.area(h, qh, 1 / math.wide_fx), taps.area(w, qw, 1 / math.wide_fx))
+    _both(feeds, "edge_wide_alpha", taps.area(h, qh), taps.area(w, qw))
+    unit = max(h, w) / min(max(shape), math.unit_side)  # the boxes cover the same share of any image
+    wide, narrow = max(1, round(math.wide * unit * math.wide_fx)), max(1, round(math.narrow * unit))
     _both(feeds, "edge_wide", taps.box(qh, wide, True), taps.box(qw, wide, True))
     _both(feeds, "edge_wide_up", taps.remap(qh, h), taps.remap(qw, w))
-    _both(feeds, "edge_narrow", taps.box(h, math.narrow, True), taps.box(w, math.narrow, True))
+    _both(feeds, "edge_narrow", taps.box(h, narrow, True), taps.box(w, narrow, True))
     _both(feeds, "edge_work_up", taps.remap(h, H), taps.remap(w, W))
     return feeds
 
@@ -99,7 +105,8 @@ def append_edge_suffix(graph, alpha_uint8: str, math: EdgeMath) -> None:
     matte = g.op("Cast", alpha_uint8, to=TensorProto.FLOAT)
     raw = g.op("Round", g.separable(matte, "edge_raw"))
     alpha = g.op("Where", g.op("Gather", flags, g.ints(0), axis=0), refine(g, photo, raw, math), raw)
-    alpha = g.op("Where", g.op("Gather", flags, g.ints(1), axis=0), solidify(g, alpha, math), alpha)
+    solid = solidify(g, alpha, math, raw if math.solid_from_raw else None)
+    alpha = g.op("Where", g.op("Gather", flags, g.ints(1), axis=0), solid, alpha)
     foreground = decontaminate(g, photo, alpha, math)
     for name, value in ((RAW, raw), (ALPHA, alpha)):
         g.output(
