@@ -238,7 +238,7 @@ def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
     """The next `limit` rows of a batch after `position`, with only what its manifest and ZIP need."""
     return _all(
         cur,
-        "SELECT id, position, filename, state, error, output_path, width, height, confidence FROM tasks"
+        "SELECT id, position, filename, state, error, output_path, width, height, confidence, rendered_from FROM tasks"
         " WHERE batch_id = %s AND position > %s ORDER BY position LIMIT %s",
         (batch_id, after, limit),
     )

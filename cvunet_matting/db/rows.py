@@ -41,6 +41,7 @@ class TaskRow(TypedDict):
     expired_at: datetime | None
     deleted_at: datetime | None
     purged_at: datetime | None
+    rendered_from: UUID | None  # the task a re-render drew it from (migration 012); None: the model made it
     owner_name: NotRequired[str | None]  # listings only
 
 

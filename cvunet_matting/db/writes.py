@@ -82,10 +82,12 @@ def end_listing(cur, batch_id, error: str | None) -> int:
 
 
 def create_tasks(cur, rows: list[dict]) -> None:
-    """Insert pending rows: id, batch_id, chunk, position, filename, input_key, options, output_path."""
+    """Insert pending rows: id, batch_id, chunk, position, filename, input_key, options, output_path, and
+    for a re-render the task it draws from (rendered_from)."""
     execute_values(
         cur,
-        "INSERT INTO tasks (id, batch_id, chunk, position, filename, input_key, options, output_path) VALUES %s",
+        "INSERT INTO tasks (id, batch_id, chunk, position, filename, input_key, options, output_path, rendered_from)"
+        " VALUES %s",
         [
             (
                 r["id"],
@@ -96,6 +98,7 @@ def create_tasks(cur, rows: list[dict]) -> None:
                 r["input_key"],
                 Json(r["options"]),
                 r["output_path"],
+                r.get("rendered_from"),
             )
             for r in rows
         ],
@@ -111,6 +114,52 @@ def record_rendered(cur, task_id, width: int, height: int, confidence: float | N
         " timings = %s, started_at = now(), finished_at = now(), event_at = now() WHERE id = %s",
         (width, height, confidence, Json(timings), task_id),
     )
+
+
+def fail_unrenderable(cur, reasons: dict) -> None:
+    """A batch re-render's images with nothing to draw from (their source failed, or its files are
+    gone): failed at once, code `no_matte`, never queued."""
+    for task_id, reason in reasons.items():
+        cur.execute(
+            "UPDATE tasks SET state = 'failure', error_code = 'no_matte', error = %s, finished_at = now(),"
+            " event_at = now() WHERE id = %s",
+            (reason, task_id),
+        )
+
+
+def start_render(cur, task_id, worker: str) -> int | None:
+    """A batch re-render's run begins on a bookkeeping worker: its attempts so far, this one counted
+    (a run that never ended died with its worker); None when the task is final, deleted or expired."""
+    cur.execute(
+        "UPDATE tasks SET state = 'started', attempts = attempts + 1, worker = %s, started_at = now(),"
+        " event_at = now() WHERE id = %s AND state IN ('pending', 'started', 'retry') AND expired_at IS NULL"
+        " RETURNING attempts",
+        (worker, task_id),
+    )
+    row = cur.fetchone()
+    return row["attempts"] if row else None
+
+
+def end_render(cur, task_id, outcome: dict) -> bool:
+    """A batch re-render's end, success (width, height, confidence, timings) or failure (error_code,
+    error): written once, by the run that ends the task first; False when another did, or it went."""
+    cur.execute(
+        "UPDATE tasks SET state = %(state)s, width = %(width)s, height = %(height)s, confidence = %(confidence)s,"
+        " timings = %(timings)s, error = %(error)s, error_code = %(error_code)s, finished_at = now(),"
+        " event_at = now() WHERE id = %(task_id)s AND state IN ('pending', 'started', 'retry')"
+        " AND expired_at IS NULL RETURNING id",
+        {
+            "width": None,
+            "height": None,
+            "confidence": None,
+            "error": None,
+            "error_code": None,
+            **{k: outcome.get(k) for k in ("state", "width", "height", "confidence", "error", "error_code")},
+            "timings": Json(outcome["timings"]) if outcome.get("timings") else None,
+            "task_id": outcome["task_id"],
+        },
+    )
+    return cur.fetchone() is not None
 
 
 def event_statements(event: dict) -> list[tuple[str, dict]]:
@@ -310,7 +359,11 @@ SCRUB_DESCRIPTION = "filename = '', options = '{}', error = NULL, idem_key = NUL
 # The input's hash goes; whether there was one stays ('' is a file refused on arrival, which the
 # day's quota counts differently: reads.owner_load).
 SCRUB_FILES = "input_key = CASE WHEN input_key = '' THEN '' ELSE 'erased' END, output_path = ''"
-SCRUB_BATCH = "source = CASE WHEN source = 'upload' THEN source ELSE 'folder' END, options = '{}', error = NULL"
+# A render batch's source names the batch it drew from (an id, no photo): kept, like 'upload'.
+SCRUB_BATCH = (
+    "source = CASE WHEN source = 'upload' OR source LIKE 'render:%%' THEN source ELSE 'folder' END,"
+    " options = '{}', error = NULL"
+)
 
 
 def expire_tasks(cur, task_ids: list) -> None:

@@ -1,0 +1,143 @@
+"""A finished batch rendered again with other options into a new batch, on the bookkeeping worker
+alone (no model worker runs while it renders): POST /api/v1/batches/<id>/render and
+`cvunet-matting batch render`, against real Redis, PostgreSQL and real worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+
+from cvunet_matting import db
+from cvunet_matting.config import get_settings
+from cvunet_matting.db import writes
+from cvunet_matting.storage.files import raw_matte_path
+from tests import support
+
+pytestmark = [pytest.mark.services, pytest.mark.stack]
+
+
+def photo(seed: int) -> bytes:
+    """A bright disc on a dark ground, a little noisy (each seed another one)."""
+    rgb = np.full((48, 64, 3), 25, np.uint8)
+    cv2.circle(rgb, (32, 24), 14, (240, 240, 240), -1)
+    return cv2.imencode(".png", cv2.add(rgb, support.noise((48, 64, 3), seed) // 10))[1].tobytes()
+
+
+def upload_batch(client, files: list[tuple[bytes, str]]):
+    data = {"files": [(io.BytesIO(content), name) for content, name in files]}
+    return client.post("/api/v1/batches", data=data, content_type="multipart/form-data")
+
+
+def render(client, batch_id: str, **form):
+    return client.post(f"/api/v1/batches/{batch_id}/render", data=form)
+
+
+def bookkeeper(tmp_root, name: str = "books@%h"):
+    """A bookkeeping worker only, as `cvunet-matting worker` starts it: no model, bookkeeping queue."""
+    return support.start_worker(name, tmp_root / "logs", {"CVUNET_WORKER_ROLE": "bookkeeping"}, queues="bookkeeping")
+
+
+@pytest.fixture
+def finished(app, alice, worker_factory):
+    """Alice's finished batch: three cut-outs made by a real worker and one file refused on arrival.
+    The model worker is gone once it is done."""
+    model_worker = worker_factory()
+    client = support.user_client(app, alice, signed_in=False)
+    files = [(photo(n), f"p{n}.png") for n in range(3)] + [(b"not an image", "broken.png")]
+    answer = upload_batch(client, files)
+    assert answer.status_code == 202, answer.get_json()
+    batch_id = answer.get_json()["batch_id"]
+    support.wait_batch(batch_id)
+    support.kill_group(model_worker)
+    return client, batch_id
+
+
+def test_a_finished_batch_renders_again_into_a_new_batch_on_the_bookkeeper_alone(finished, alice, tmp_root):
+    client, old_id = finished
+    olds = support.rows_of(old_id)
+    assert [r["state"] for r in olds] == ["success", "success", "success", "failure"]
+    gone = get_settings().data_dir / olds[1]["output_path"]
+    raw_matte_path(gone).unlink()  # a matte lost since: that image fails alone, the batch goes on
+    before = {r["id"]: (get_settings().data_dir / r["output_path"]).read_bytes() for r in olds[::2][:1]}
+
+    answer = render(client, old_id, format="jpg", bg_color="#102030", erode="1")
+    assert answer.status_code == 202, answer.get_json()
+    accepted = answer.get_json()
+    new_id = accepted["batch_id"]
+    assert new_id != old_id and accepted["total"] == 4 and answer.headers["Location"].endswith(new_id)
+    assert support.redis().llen(get_settings().queue) == 0  # nothing for a model worker
+    books = bookkeeper(tmp_root)
+    try:
+        batch = support.wait_batch(new_id, timeout=60)
+    finally:
+        support.kill_group(books)
+
+    news = support.rows_of(new_id)
+    assert [r["rendered_from"] for r in news] == [r["id"] for r in olds]  # the lineage, in the old order
+    assert [r["state"] for r in news] == ["success", "failure", "success", "failure"]
+    assert [r["error_code"] for r in news] == [None, "no_matte", None, "no_matte"]
+    assert all(r["owner_id"] == alice.id for r in news) and support.batch_row(new_id)["owner_id"] == alice.id
+    assert all(r["worker"].startswith("books@") for r in news if r["state"] == "success")
+    assert {r["options"]["format"] for r in news} == {"jpg"} and news[0]["output_path"].endswith("p0.jpg")
+    result = get_settings().data_dir / news[0]["output_path"]
+    pixels = cv2.imdecode(np.frombuffer(result.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert abs(int(pixels[2, 2, 0]) - 0x30) < 8 and abs(int(pixels[2, 2, 2]) - 0x10) < 8  # the new colour (BGR)
+    assert raw_matte_path(result).exists()  # the render keeps the matte: it can be rendered again in turn
+
+    status = client.get(f"/api/v1/batches/{new_id}").get_json()
+    assert (status["done"], status["failed"], status["state"]) == (2, 2, "done") and "zip_url" in status
+    assert "did not succeed" in status["items"][3]["error"] and "raw matte" in status["items"][1]["error"]
+    task = client.get(f"/api/v1/tasks/{news[0]['id']}").get_json()
+    assert task["rendered_from"] == str(olds[0]["id"])
+    archive = zipfile.ZipFile(get_settings().data_dir / batch["zip_path"])
+    assert sorted(archive.namelist()) == ["manifest.json", "p0.jpg", "p2.jpg"]
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["source"] == f"render:{old_id}"
+    assert [i["rendered_from"] for i in manifest["items"]] == [str(r["id"]) for r in olds]
+    # The old batch stays as it was.
+    assert {r["id"]: (get_settings().data_dir / r["output_path"]).read_bytes() for r in olds[::2][:1]} == before
+    assert support.batch_row(old_id)["state"] == "done"
+
+
+def test_a_batch_render_is_refused_to_a_stranger_while_unfinished_and_for_bad_options(finished, app, alice):
+    client, old_id = finished
+    stranger = support.user_client(app, support.make_user(prefix="bob"), signed_in=False)
+    assert render(stranger, old_id, erode="1").status_code == 404
+    assert render(client, old_id, erode="lots").status_code == 400
+    assert render(client, old_id, nonsense="1").status_code == 400
+    assert render(client, "not-an-id").status_code in {400, 404}
+    running = upload_batch(client, [(photo(9), "late.png")]).get_json()["batch_id"]  # no model worker left
+    refused = render(client, running)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "not_done"
+    assert len(support.rows_of(old_id)) == 4 and support.redis().llen(get_settings().bookkeeping_queue) == 0
+
+
+def test_a_batch_render_counts_toward_the_owners_quotas(finished, alice):
+    client, old_id = finished
+    with db.transaction() as cur:  # four files sent today already: four more do not fit
+        writes.update_user(cur, alice.id, max_per_day=7)
+    refused = render(client, old_id)
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "quota_exceeded"
+    assert support.redis().llen(get_settings().bookkeeping_queue) == 0
+
+
+def test_the_cli_renders_a_batch_for_its_owner(finished, alice, tmp_root):
+    _, old_id = finished
+    done = support.run_cli("batch", "render", old_id, "--erode", "2", "--format", "webp")
+    assert done.returncode == 0, done.stderr
+    new_id = done.stdout.strip()
+    books = bookkeeper(tmp_root)
+    try:
+        support.wait_batch(new_id, timeout=60)
+    finally:
+        support.kill_group(books)
+    news = support.rows_of(new_id)
+    assert [r["state"] for r in news] == ["success"] * 3 + ["failure"]
+    assert all(r["owner_id"] == alice.id and r["options"]["erode"] == 2 for r in news)
+    missing = support.run_cli("batch", "render", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode != 0 and "no batch" in missing.stderr
