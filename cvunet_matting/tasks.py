@@ -22,6 +22,7 @@ from .storage.files import Storage, StorageAway
 from .storage.redis_client import ended_runs, forgive_input, get_redis, input_crashes
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
+from .worker.faults import inject_faults
 from .worker.image_run import DatabaseAway, ImageRun, ImageTask
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,8 @@ def render_image(self, task_id: str, storage_since: float | None = None) -> dict
     give_up = storage_spent(storage_since, settings)
     worker = f"{self.request.hostname}/{os.getpid()}"
     try:
-        return render_job.run(task_id, worker, settings, retries=self.request.retries, give_up=give_up)
+        return render_job.run(
+            task_id, worker, settings, retries=self.request.retries, give_up=give_up, before=inject_faults
+        )
     except StorageAway as exc:
         raise retry_storage(self, exc, storage_since) from exc

@@ -37,9 +37,10 @@ def render(client, batch_id: str, **form):
     return client.post(f"/api/v1/batches/{batch_id}/render", data=form)
 
 
-def bookkeeper(tmp_root, name: str = "books@%h"):
+def bookkeeper(tmp_root, name: str = "books@%h", **faults):
     """A bookkeeping worker only, as `cvunet-matting worker` starts it: no model, bookkeeping queue."""
-    return support.start_worker(name, tmp_root / "logs", {"CVUNET_WORKER_ROLE": "bookkeeping"}, queues="bookkeeping")
+    env = {"CVUNET_WORKER_ROLE": "bookkeeping", **faults}
+    return support.start_worker(name, tmp_root / "logs", env, queues="bookkeeping")
 
 
 @pytest.fixture
@@ -141,3 +142,40 @@ def test_the_cli_renders_a_batch_for_its_owner(finished, alice, tmp_root):
     assert all(r["owner_id"] == alice.id and r["options"]["erode"] == 2 for r in news)
     missing = support.run_cli("batch", "render", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode != 0 and "no batch" in missing.stderr
+
+
+def test_a_batch_render_survives_its_worker_killed_with_an_image_in_hand(finished, tmp_root):
+    client, old_id = finished
+    new_id = render(client, old_id, feather="1").get_json()["batch_id"]
+    slow = bookkeeper(tmp_root, "slowbooks@%h", CVUNET_TEST_DELAY_S="60")
+    try:
+        support.wait_until(
+            lambda: any(r["state"] == "started" for r in support.rows_of(new_id)), 30, message="a render started"
+        )
+    finally:
+        support.kill_group(slow)  # kill -9 of the whole worker, the image in hand unacknowledged
+    books = bookkeeper(tmp_root)
+    try:
+        batch = support.wait_batch(new_id, timeout=90)
+    finally:
+        support.kill_group(books)
+    news = support.rows_of(new_id)
+    assert [r["state"] for r in news] == ["success"] * 3 + ["failure"]
+    assert sorted(r["attempts"] for r in news[:3]) == [1, 1, 2]  # the killed one ran once more, nothing else
+    assert all(r["worker"].startswith("books@") for r in news[:3])
+    names = zipfile.ZipFile(get_settings().data_dir / batch["zip_path"]).namelist()
+    assert sorted(names) == ["manifest.json", "p0.png", "p1.png", "p2.png"]
+
+
+def test_an_image_that_kills_the_bookkeeper_fails_alone_after_the_attempts_cap(finished, tmp_root):
+    client, old_id = finished
+    poison = support.rows_of(old_id)[1]["input_key"]
+    new_id = render(client, old_id).get_json()["batch_id"]
+    books = bookkeeper(tmp_root, CVUNET_TEST_CRASH_ON=poison)
+    try:
+        support.wait_batch(new_id, timeout=120)
+    finally:
+        support.kill_group(books)
+    news = support.rows_of(new_id)
+    assert [r["state"] for r in news] == ["success", "failure", "success", "failure"]
+    assert news[1]["error_code"] == "crashed" and news[1]["attempts"] == get_settings().max_attempts + 1

@@ -13,6 +13,7 @@ workers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cvunet_matting import db
@@ -59,10 +60,22 @@ def unrenderable(source: TaskRow | None) -> str | None:
     return None
 
 
-def run(task_id: str, worker: str, settings: Settings, retries: int = 0, give_up: bool = False) -> dict:
+def no_faults(input_key: str) -> None:
+    """What a production run does before it draws an image (the fault tests' hook: worker/faults.py)."""
+
+
+def run(
+    task_id: str,
+    worker: str,
+    settings: Settings,
+    retries: int = 0,
+    give_up: bool = False,
+    before: Callable[[str], None] = no_faults,
+) -> dict:
     """Render the task and end its row; the outcome (its final state, or the state found when another
     run ended it). `retries`: storage retries so far (runs that ended, not crashes). Raises StorageAway
-    while storage cannot be read or written, unless `give_up` (then the image fails, code `storage`)."""
+    while storage cannot be read or written, unless `give_up` (then the image fails, code `storage`).
+    `before` is called with the input's key once the files are read, before the image is drawn."""
     with db.transaction() as cur:
         row = reads.get_task(cur, task_id)
         attempts = writes.start_render(cur, task_id, worker) if row else None
@@ -75,7 +88,7 @@ def run(task_id: str, worker: str, settings: Settings, retries: int = 0, give_up
         reason = f"the worker process died {attempts - 1 - retries} times on this image; giving up"
         return end(storage, row, failed(base, FailureCode.CRASHED, reason))
     try:
-        outcome = draw(storage, row, source, settings)
+        outcome = draw(storage, row, source, settings, before)
     except InputError as exc:
         code = FailureCode.NO_MATTE if exc.code == ErrorCode.NO_MATTE else FailureCode.REFUSED
         outcome = failed(base, code, exc.reason)
@@ -86,7 +99,9 @@ def run(task_id: str, worker: str, settings: Settings, retries: int = 0, give_up
     return end(storage, row, {**base, **outcome})
 
 
-def draw(storage: Storage, row: TaskRow, source: TaskRow | None, settings: Settings) -> dict:
+def draw(
+    storage: Storage, row: TaskRow, source: TaskRow | None, settings: Settings, before: Callable[[str], None]
+) -> dict:
     """Render and write the task's files (its raw matte, so it can be drawn again in turn, then its
     result): the success's fields. Raises InputError (no_matte, or a refused input), StorageAway."""
     reason = unrenderable(source)
@@ -94,7 +109,9 @@ def draw(storage: Storage, row: TaskRow, source: TaskRow | None, settings: Setti
         raise InputError(reason or SOURCE_GONE, code=ErrorCode.NO_MATTE)
     clock = time.perf_counter()
     data, matte = source_files(storage, source)
-    read_s, clock = time.perf_counter() - clock, time.perf_counter()
+    read_s = time.perf_counter() - clock
+    before(source["input_key"])
+    clock = time.perf_counter()
     rendered = render(data, matte, OutputOptions.from_dict(row["options"]), settings.max_pixels, THREADS)
     render_s, clock = time.perf_counter() - clock, time.perf_counter()
     write(storage.root / row["output_path"], matte, rendered)
