@@ -202,6 +202,14 @@ def inputs_no_longer_used(cur, keys: set[str]) -> set[str]:
     return keys - {row["input_key"] for row in cur.fetchall()}
 
 
+def known_tasks(cur, task_ids: set[str]) -> set[str]:
+    """Of these task ids, those with a row (whatever its state: rows are never removed)."""
+    if not task_ids:
+        return set()
+    cur.execute("SELECT id FROM tasks WHERE id = ANY(%s::uuid[])", (list(task_ids),))
+    return {str(row["id"]) for row in cur.fetchall()}
+
+
 def unpurged_tasks(cur, settle_s: float, limit: int, owner_id=None) -> list[dict]:
     """Deleted tasks whose files were not seen removed (the web process that deleted them died first);
     only one owner's with `owner_id`."""
