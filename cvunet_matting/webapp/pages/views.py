@@ -11,7 +11,7 @@ from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, SOLIDIFY, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
 from cvunet_matting.services import actions, listings, submitting
-from cvunet_matting.services.lookup import batch_for, task_for
+from cvunet_matting.services.lookup import batch_for, task_for, visible_task
 from cvunet_matting.states import TASK_STATES, TaskState
 from cvunet_matting.webapp.api.docs import operations
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
@@ -127,8 +127,11 @@ def upload_form():
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
     row = task_for(g.actor, task_id)
+    # A re-render's source, linked only for a viewer who may see it (deleted since: named, not linked).
+    source = visible_task(g.actor, row["rendered_from"]) if row["rendered_from"] else None
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
-    return render_template("task.html", task=task_json(row), options=OutputOptions.from_dict(row["options"]))
+    options = OutputOptions.from_dict(row["options"])
+    return render_template("task.html", task=task_json(row), options=options, source=source)
 
 
 @bp.post("/tasks/<task_id>/cancel")
