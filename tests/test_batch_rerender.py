@@ -14,7 +14,9 @@ import pytest
 
 from cvunet_matting import db
 from cvunet_matting.config import get_settings
-from cvunet_matting.db import writes
+from cvunet_matting.db import reads, writes
+from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.storage.files import raw_matte_path
 from tests import support
 
@@ -89,6 +91,13 @@ def test_a_finished_batch_renders_again_into_a_new_batch_on_the_bookkeeper_alone
     pixels = cv2.imdecode(np.frombuffer(result.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert abs(int(pixels[2, 2, 0]) - 0x30) < 8 and abs(int(pixels[2, 2, 2]) - 0x10) < 8  # the new colour (BGR)
     assert raw_matte_path(result).exists()  # the render keeps the matte: it can be rendered again in turn
+
+    # Registered for reuse under the key a model worker would compute for the same upload and options.
+    key = idem_key(
+        olds[0]["input_key"], olds[0]["model_version"], OutputOptions.from_dict(news[0]["options"]), alice.id
+    )
+    with db.transaction() as cur:
+        assert news[0]["idem_key"] == key and reads.find_result(cur, key)["task_id"] == news[0]["id"]
 
     status = client.get(f"/api/v1/batches/{new_id}").get_json()
     assert (status["done"], status["failed"], status["state"]) == (2, 2, "done") and "zip_url" in status

@@ -16,6 +16,7 @@ EVENT_COLUMNS = (
     "error",
     "error_code",
     "idem_key",
+    "model_version",
     "reused",
     "width",
     "height",
@@ -160,6 +161,18 @@ def end_render(cur, task_id, outcome: dict) -> bool:
         },
     )
     return cur.fetchone() is not None
+
+
+def register_result(cur, task_id, idem_key: str, model_version: str, output_path: str, size, confidence) -> None:
+    """A re-render's result, registered for reuse under the key the model worker would compute for its
+    input and options (image/reuse_key.py): a later identical task copies it instead of running the
+    model. The first result under a key stays the one reused, as with the worker's own."""
+    cur.execute("UPDATE tasks SET idem_key = %s, model_version = %s WHERE id = %s", (idem_key, model_version, task_id))
+    cur.execute(
+        "INSERT INTO results (idem_key, output_path, task_id, width, height, confidence)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (idem_key) DO NOTHING",
+        (idem_key, output_path, task_id, *size, confidence),
+    )
 
 
 def event_statements(event: dict) -> list[tuple[str, dict]]:

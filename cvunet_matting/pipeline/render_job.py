@@ -23,6 +23,7 @@ from cvunet_matting.db.rows import TaskRow
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.rendering import Rendered, render
+from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.states import FailureCode, TaskState
 from cvunet_matting.storage.files import Storage, StorageAway, raw_matte_path, result_files, write_atomic
 
@@ -121,6 +122,7 @@ def draw(
         "width": rendered.width,
         "height": rendered.height,
         "confidence": source.get("confidence"),  # the same raw matte, the same score
+        "model_version": source.get("model_version"),
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
 
@@ -133,6 +135,14 @@ def write(target: Path, matte: bytes, rendered: Rendered) -> None:
         raise StorageAway(f"cannot write a rendered result: {exc.strerror or exc}") from exc
 
 
+def register(cur, row: TaskRow, outcome: dict) -> None:
+    """The render's result, for reuse by the same owner's identical task (image/reuse_key.py)."""
+    version = outcome["model_version"]
+    key = idem_key(row["input_key"], version, OutputOptions.from_dict(row["options"]), row["owner_id"])
+    size = (outcome["width"], outcome["height"])
+    writes.register_result(cur, row["id"], key, version, row["output_path"], size, outcome.get("confidence"))
+
+
 def failed(base: dict, code: FailureCode, error: str) -> dict:
     return {**base, "state": TaskState.FAILURE, "error_code": code, "error": error}
 
@@ -143,6 +153,8 @@ def end(storage: Storage, row: TaskRow, outcome: dict) -> dict:
     with db.transaction() as cur:
         ended = writes.end_render(cur, row["id"], outcome)
         now = reads.get_task(cur, row["id"]) if not ended else None
+        if ended and outcome.get("model_version"):
+            register(cur, row, outcome)
     if not ended:
         if now is None or now["expired_at"]:
             for path in result_files(storage.root / row["output_path"]):

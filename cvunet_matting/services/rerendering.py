@@ -27,6 +27,7 @@ from cvunet_matting.db.rows import BatchRow, TaskRow
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.rendering import Rendered, render
+from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.pipeline import render_batch
 from cvunet_matting.pipeline.render_job import source_files
 from cvunet_matting.states import BatchState, TaskState
@@ -150,6 +151,7 @@ def record(
                 writes.set_owner(cur, owner.id, task_ids=[task_id])
             timings = {"render": round(seconds, 4)}
             writes.record_rendered(cur, task_id, rendered.width, rendered.height, row.get("confidence"), timings)
+            register(cur, row, new, owner, options, rendered)
     except BaseException:
         remove_files(target)
         raise
@@ -160,6 +162,17 @@ def record(
     if created is None:  # nobody else knows its id yet: only a broken database gets here
         raise RuntimeError(f"the re-rendered task {task_id} was not recorded")
     return created
+
+
+def register(cur, row: TaskRow, new: dict, owner: Actor | None, options: OutputOptions, rendered: Rendered) -> None:
+    """The new result, for reuse by the owner's identical task, under the key the worker would compute
+    (image/reuse_key.py): a result whose model is not recorded (made before migration 012) is not."""
+    version = row.get("model_version")
+    if not version:
+        return
+    key = idem_key(row["input_key"], version, options, owner.id if owner else None)
+    size = (rendered.width, rendered.height)
+    writes.register_result(cur, new["id"], key, version, new["output_path"], size, row.get("confidence"))
 
 
 def remove_files(target: Path) -> None:

@@ -4,3 +4,7 @@
 -- A pending row with a source is a render waiting for the bookkeeping worker, never for the model
 -- (pipeline/dispatch.image_signature).
 ALTER TABLE tasks ADD COLUMN rendered_from uuid;
+-- The version of the model that made a result (its raw matte), as the worker's idempotency key names
+-- it: a re-render registers its result for reuse under the key the worker would compute for that
+-- input and those options (image/reuse_key.py). NULL for results made before, and for failures.
+ALTER TABLE tasks ADD COLUMN model_version text;
