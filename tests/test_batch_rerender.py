@@ -188,3 +188,27 @@ def test_an_image_that_kills_the_bookkeeper_fails_alone_after_the_attempts_cap(f
     news = support.rows_of(new_id)
     assert [r["state"] for r in news] == ["success", "failure", "success", "failure"]
     assert news[1]["error_code"] == "crashed" and news[1]["attempts"] == get_settings().max_attempts + 1
+
+
+def test_the_batch_page_renders_again_with_the_upload_forms_controls(finished, app, alice):
+    _, old_id = finished
+    browser = support.user_client(app, alice)
+    page = browser.get(f"/batches/{old_id}").get_data(as_text=True)
+    assert 'id="render-batch-form"' in page
+    for name in ("format", "bg_color", "alpha_only", "alpha_threshold", "opaque_threshold", "erode", "feather"):
+        assert f'name="{name}"' in page, name
+    token = support.page_csrf(browser, f"/batches/{old_id}")
+    form = {"csrf_token": token, "format": "webp", "erode": "2", "feather": "1", "bg_color": "#ff0000"}
+    answer = browser.post(f"/batches/{old_id}/render", data=form)
+    assert answer.status_code == 302
+    new_id = answer.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    news = support.rows_of(new_id)
+    assert len(news) == 4 and all(r["owner_id"] == alice.id for r in news)
+    options = news[0]["options"]
+    assert (options["format"], options["erode"], options["feather"], options["bg_color"]) == ("webp", 2, 1, None)
+    new_page = browser.get(f"/batches/{new_id}").get_data(as_text=True)
+    assert "Rendering every cut-out again" in new_page and 'id="render-batch-form"' not in new_page  # not done yet
+    refused = browser.post(f"/batches/{old_id}/render", data={**form, "erode": "999"})
+    assert refused.status_code == 302 and refused.headers["Location"].endswith(f"/batches/{old_id}")
+    assert "bad erode &#39;999&#39;" in browser.get(f"/batches/{old_id}").get_data(as_text=True)  # flashed
+    assert len(support.rows_of(new_id)) == 4 and support.redis().llen(get_settings().queue) == 0
