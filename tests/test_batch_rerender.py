@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 import zipfile
+from collections import Counter
 
 import cv2
 import numpy as np
 import pytest
 
 from cvunet_matting import db
+from cvunet_matting.accounts.users import OPERATOR
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads, writes
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.reuse_key import idem_key
+from cvunet_matting.pipeline import dispatch, render_batch
+from cvunet_matting.services import rerendering
 from cvunet_matting.storage.files import raw_matte_path
 from tests import support
 
@@ -212,3 +217,33 @@ def test_the_batch_page_renders_again_with_the_upload_forms_controls(finished, a
     assert refused.status_code == 302 and refused.headers["Location"].endswith(f"/batches/{old_id}")
     assert "bad erode &#39;999&#39;" in browser.get(f"/batches/{old_id}").get_data(as_text=True)  # flashed
     assert len(support.rows_of(new_id)) == 4 and support.redis().llen(get_settings().queue) == 0
+
+
+def done_batch_of(count: int) -> str:
+    """A finished batch of `count` successes, as rows only (what the queue is told needs no file)."""
+    source = uuid.uuid4()
+    rows = [
+        {"id": uuid.uuid4(), "batch_id": source, "chunk": 0, "position": pos, "filename": f"p{pos}.png"}
+        | {"input_key": f"{pos:064x}", "options": {}, "output_path": f"outputs/old/p{pos}.png"}
+        for pos in range(count)
+    ]
+    with db.transaction() as cur:
+        writes.create_batch(cur, source, "upload", count, {}, "outputs/old", 1)
+        writes.create_tasks(cur, rows)
+        for row in rows:
+            writes.record_rendered(cur, row["id"], 64, 48, None, {})
+        writes.finish_batch(cur, source, None, None)
+    return str(source)
+
+
+def test_a_large_batch_render_queues_a_few_short_chunks_not_all_its_images(clean_state):
+    """Another batch's callback waits behind at most two chunks of renders on the bookkeeping queue."""
+    source = done_batch_of(130)
+    new_id = rerendering.rerender_batch(OPERATOR, source, OutputOptions(), get_settings())
+    rows = support.rows_of(new_id)
+    assert len(rows) == 130 and max(r["chunk"] for r in rows) == 6  # seven chunks of 20 at most
+    assert max(Counter(r["chunk"] for r in rows).values()) == render_batch.CHUNK == 20
+    queued = support.redis().lrange(get_settings().bookkeeping_queue, 0, -1)
+    tasks = Counter(json.loads(raw)["headers"]["task"] for raw in queued)
+    assert tasks == {dispatch.RENDER_IMAGE: 2 * render_batch.CHUNK}  # batch_lifecycle.WINDOW chunks in flight
+    assert support.redis().llen(get_settings().queue) == 0  # nothing for a model worker

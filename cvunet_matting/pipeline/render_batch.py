@@ -25,6 +25,11 @@ from cvunet_matting.storage.naming import unique_names
 from . import batch_lifecycle
 from .render_job import unrenderable
 
+# Images per chunk (chord) of a render batch, CVUNET_BATCH_CHUNK at most. The bookkeeping queue is
+# first in, first out, and its worker also runs every batch's chunk callbacks and finalize: with
+# batch_lifecycle.WINDOW chunks in flight, at most 2 x 20 renders (about 10 s of its two processes at
+# 12 MP) are queued ahead of another batch's callback, whose model workers would wait meanwhile.
+CHUNK = 20
 SOURCE_PREFIX = "render:"  # a render batch's source: the batch it draws from (an id, naming no photo)
 
 
@@ -37,11 +42,12 @@ def submit(source: BatchRow, options: OutputOptions, owner: Actor | None, settin
     quotas.precheck(owner, len(olds) - failing, refused=failing)
     storage = Storage(settings.data_dir)
     batch_id = uuid.uuid4()
-    chunks = (len(olds) + settings.batch_chunk - 1) // settings.batch_chunk
+    chunk = min(CHUNK, settings.batch_chunk)
+    chunks = (len(olds) + chunk - 1) // chunk
     with db.transaction() as cur:
         quotas.reserve(cur, owner, len(olds) - failing, refused=failing)
         run_dir = storage.relative(storage.new_run_dir())
-        rows = new_rows(batch_id, run_dir, olds, reasons, options, settings.batch_chunk)
+        rows = new_rows(batch_id, run_dir, olds, reasons, options, chunk)
         writes.create_batch(
             cur, batch_id, f"{SOURCE_PREFIX}{source['id']}", len(rows), options.to_dict(), run_dir, chunks
         )
