@@ -8,9 +8,10 @@ the real ISNet's raw matte of it (`make model`) beside its result. Then the rend
 batch took to end (ZIP and manifest written), images per second, and how long one task holds a
 bookkeeping process (p50, p90, max of each image's start-to-end): the batch is many short tasks, never
 one long one; beside it, the same render in this process under the same load (the ratio is what the
-queue, the rows and the files add). Prints; asserts nothing.
+queue, the rows and the files add). Last, the request alone for a 2,000-image batch (rows only, with no
+worker running): what the caller waits for before the 202. Prints; asserts nothing.
 
-Usage: python benchmarks/bench_batch_render.py [--images 200] [--large 20]
+Usage: python benchmarks/bench_batch_render.py [--images 200] [--large 20] [--answer 2000]
 """
 
 from __future__ import annotations
@@ -156,10 +157,43 @@ def in_process(jpeg: bytes, matte: bytes, repeat: int = 5) -> float:
     return statistics.median(walls)
 
 
+def answer_time(count: int) -> None:
+    """How long the request itself takes for a large batch (rows read and recorded, the first chunks
+    published): the source as rows only, no worker running (nothing is rendered)."""
+    from cvunet_matting import db
+    from cvunet_matting.accounts.users import OPERATOR
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.db import writes
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.services.rerendering import rerender_batch
+
+    source = uuid.uuid4()
+    rows = [
+        {"id": uuid.uuid4(), "batch_id": source, "chunk": pos // 200, "position": pos, "filename": f"p{pos}.jpg"}
+        | {"input_key": f"{pos:064x}", "options": {}, "output_path": f"outputs/rows-only/p{pos}.png"}
+        for pos in range(count)
+    ]
+    with db.transaction() as cur:
+        writes.create_batch(cur, source, "upload", count, {}, "outputs/rows-only", (count + 199) // 200)
+        writes.create_tasks(cur, rows)
+        cur.execute("UPDATE tasks SET state = 'success' WHERE batch_id = %s", (source,))
+        writes.finish_batch(cur, source, None, None)
+    walls = []
+    for _ in range(3):
+        clock = time.perf_counter()
+        rerender_batch(OPERATOR, str(source), OutputOptions(), get_settings())
+        walls.append(time.perf_counter() - clock)
+    print(
+        f"the request for a {count}-image batch (rows only, nothing rendered):"
+        f" p50 {statistics.median(walls) * 1000:.0f} ms of 3; load average {os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=200, help="images of the 1 MP batch")
     parser.add_argument("--large", type=int, default=20, help="images of the 12 MP batch")
+    parser.add_argument("--answer", type=int, default=2000, help="images of the batch whose request alone is timed")
     args = parser.parse_args()
     harness.setup()
     from cvunet_matting.config import get_settings
@@ -175,6 +209,7 @@ def main() -> None:
         run(args.large, "12 MP")
     finally:
         support.kill_group(books)
+    answer_time(args.answer)
 
 
 if __name__ == "__main__":
