@@ -19,10 +19,11 @@ from cvunet_matting.accounts.users import OPERATOR
 from cvunet_matting.config import get_settings
 from cvunet_matting.db import reads, writes
 from cvunet_matting.image.encoding import OutputOptions
+from cvunet_matting.image.rendering import raw_matte_png
 from cvunet_matting.image.reuse_key import idem_key
-from cvunet_matting.pipeline import dispatch, render_batch
+from cvunet_matting.pipeline import dispatch, render_batch, render_job
 from cvunet_matting.services import rerendering
-from cvunet_matting.storage.files import raw_matte_path
+from cvunet_matting.storage.files import Storage, raw_matte_path, write_atomic
 from tests import support
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
@@ -247,3 +248,40 @@ def test_a_large_batch_render_queues_a_few_short_chunks_not_all_its_images(clean
     tasks = Counter(json.loads(raw)["headers"]["task"] for raw in queued)
     assert tasks == {dispatch.RENDER_IMAGE: 2 * render_batch.CHUNK}  # batch_lifecycle.WINDOW chunks in flight
     assert support.redis().llen(get_settings().queue) == 0  # nothing for a model worker
+
+
+def render_row_of(source_id, name: str) -> uuid.UUID:
+    """A pending render of `source_id`, outside any batch (what render_job runs, whoever sent it)."""
+    task_id = uuid.uuid4()
+    with db.transaction() as cur:
+        source = reads.get_task(cur, source_id)
+        row = {"id": task_id, "filename": name, "input_key": source["input_key"], "options": {}}
+        writes.create_tasks(cur, [row | {"output_path": f"outputs/new/{name}", "rendered_from": source_id}])
+    return task_id
+
+
+def test_a_bug_while_drawing_fails_that_image_alone_and_a_run_is_never_repeated(clean_state):
+    storage = Storage(get_settings().data_dir)
+    source_id = uuid.uuid4()
+    photo_png = support.png_bytes(1)
+    row = {"id": source_id, "filename": "p.png", "input_key": storage.put_input(photo_png), "options": {}}
+    with db.transaction() as cur:
+        writes.create_tasks(cur, [row | {"output_path": "outputs/old/p.png"}])
+        writes.record_rendered(cur, source_id, 64, 48, 0.9, {})
+    write_atomic(raw_matte_path(storage.root / "outputs/old/p.png"), raw_matte_png(np.full((48, 64), 200, np.uint8)))
+
+    def bug(input_key: str) -> None:
+        raise RuntimeError("a bug")
+
+    broken = render_row_of(source_id, "broken.png")
+    outcome = render_job.run(str(broken), "test", get_settings(), before=bug)
+    assert (outcome["state"], outcome["error_code"]) == ("failure", "internal")
+    assert support.task_row(broken)["error_code"] == "internal" and "a bug" in support.task_row(broken)["error"]
+
+    fine = render_row_of(source_id, "fine.png")
+    assert render_job.run(str(fine), "test", get_settings())["state"] == "success"
+    done = support.task_row(fine)
+    assert (done["state"], done["width"], done["height"], done["confidence"]) == ("success", 64, 48, 0.9)
+    assert (storage.root / "outputs/new/fine.png").exists() and done["attempts"] == 1
+    again = render_job.run(str(fine), "test", get_settings(), before=bug)  # a second copy of its message
+    assert again["state"] == "success" and support.task_row(fine)["attempts"] == 1  # found final: did nothing

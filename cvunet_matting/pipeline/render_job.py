@@ -12,9 +12,12 @@ workers.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from cvunet_matting import db
 from cvunet_matting.config import Settings
@@ -29,6 +32,7 @@ from cvunet_matting.storage.files import Storage, StorageAway, raw_matte_path, r
 
 from . import notify
 
+log = logging.getLogger(__name__)
 THREADS = 1  # PNG strips per render: the bookkeeping worker's processes are its parallelism
 TEMP_PREFIX = ".raw."  # as the model worker's: `.NAME.raw.png` plus atomic_file's own could pass 255 bytes
 NO_MATTE = (
@@ -97,6 +101,11 @@ def run(
         if not give_up:
             raise
         outcome = failed(base, FailureCode.STORAGE, f"gave up after {settings.storage_retry_s}s of retries: {exc}")
+    except SoftTimeLimitExceeded:
+        outcome = failed(base, FailureCode.TIMEOUT, f"took longer than {settings.task_soft_limit}s")
+    except Exception as exc:  # a bug must fail this image, not stall its chunk (and be republished forever)
+        log.exception("unexpected error rendering task %s", task_id)
+        outcome = failed(base, FailureCode.INTERNAL, f"internal error: {exc!r}")
     return end(storage, row, {**base, **outcome})
 
 
