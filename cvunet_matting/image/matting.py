@@ -17,14 +17,16 @@ from .encoding import OutputOptions, encode
 from .imaging import decode
 from .input_alpha import read_alpha
 from .rendering import raw_matte_png
+from .solid import distances
 
 # The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 # Bump when the pixels a result holds change for the same options (edge refinement and
-# decontamination came with 2, solid subjects by default with 3): results of an earlier version are
-# not reused for new requests.
-POSTPROCESS_VERSION = 3
+# decontamination came with 2, solid subjects by default with 3, the cheaper edge steps with 4: the
+# colour estimate on a 512-pixel copy, solidify's distances from the raw matte): results of an earlier
+# version are not reused for new requests.
+POSTPROCESS_VERSION = 4
 
 
 @dataclass
@@ -49,8 +51,9 @@ def matte_bytes(
     timings["decode"] = time.perf_counter() - clock
     raw_alpha = session.predict_alpha(rgb, timings)
     clock = time.perf_counter()
-    score = confidence(raw_alpha)  # before the edge steps, which hide the doubt it measures
-    rgb, alpha = finish(rgb, raw_alpha, input_alpha, options)  # raw_alpha is left as it was
+    maps = distances(raw_alpha)  # the contour's distance maps, for the score and for solidify
+    score = confidence(raw_alpha, maps)  # before the edge steps, which hide the doubt it measures
+    rgb, alpha = finish(rgb, raw_alpha, input_alpha, options, maps)  # raw_alpha is left as it was
     timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
     out = encode(rgb, alpha, options, settings.encode_threads)
