@@ -105,11 +105,11 @@ def measure(width: int, height: int, repeat: int) -> dict[str, tuple[dict[str, f
     """Median CPU ms per stage over `repeat` runs of each variant (alternating, after a warm-up), and
     the result's bytes: the edge steps of today and before edge-speed."""
     import cv2
+
     from cvunet_matting.config import get_settings
     from cvunet_matting.image.encoding import OutputOptions
     from cvunet_matting.image.matting import matte_bytes
     from cvunet_matting.malloc import tune_for_large_buffers
-
     from tests.support.mattes import photo_jpeg
 
     cv2.setNumThreads(1)  # as device_client.one_thread_each sets it in a pool process
