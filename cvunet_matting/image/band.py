@@ -106,20 +106,26 @@ def scatter(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, values: np.ndarra
 
 def sample(small: np.ndarray, ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> np.ndarray:
     """Values of a working-copy map at full-size pixels, bilinear with pixel centres aligned: N x C."""
-    channels = 1 if small.ndim == 2 else small.shape[2]
-    if small.shape[:2] == full:
-        return gather(small, ys, xs).reshape(len(ys), channels)
-    count = len(ys)
+    return sample_all([small], ys, xs, full)[0]
+
+
+def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
+    """sample() for several maps of one size at the same points: the coordinate maps are made once."""
+    count, shape = len(ys), smalls[0].shape[:2]
+    if shape == full:
+        at = flat_index(shape, ys, xs)
+        return [take(small, at).reshape(count, -1) for small in smalls]
     rows = -(-count // 1024)  # remap wants a 2-D map: the points laid out 1024 to a row
     map_x = np.zeros(rows * 1024, np.float32)
     map_y = np.zeros(rows * 1024, np.float32)
-    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(small.shape[1] / full[1]) - 0.5
-    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(small.shape[0] / full[0]) - 0.5
-    shape = (rows, 1024)
-    values = cv2.remap(
-        small, map_x.reshape(shape), map_y.reshape(shape), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    return values.reshape(rows * 1024, channels)[:count]
+    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(shape[1] / full[1]) - 0.5
+    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(shape[0] / full[0]) - 0.5
+    map_x, map_y = map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
+    out = []
+    for small in smalls:
+        values = cv2.remap(small, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out.append(values.reshape(rows * 1024, -1)[:count])
+    return out
 
 
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import EDGE_HIGH, band_points, flat_index, put, quick_copy, sample, soft, take, working_copy
+from .band import EDGE_HIGH, band_points, flat_index, put, quick_copy, sample_all, soft, take, working_copy
 
 SIDE = 512  # the narrow pass's copy, on its long side
 # The paper's box sizes, in pixels of a copy 1024 pixels on its long side (or of the image itself
@@ -56,21 +56,23 @@ def _wide_means(colour: np.ndarray, alpha: np.ndarray, unit: float) -> tuple[np.
 
 
 def _narrow_sums(colour: np.ndarray, alpha: np.ndarray, unit: float) -> list[np.ndarray]:
-    """Second pass on the small copy: box means of a F1, of (1 - a) B1 and of a (each array made
-    once and filtered in place: fewer buffers, fewer page faults under the workers' allocator)."""
+    """Second pass on the small copy: box means of a F1 and a (four channels, one pass) and of
+    (1 - a) B1 (each array made once and filtered in place: fewer buffers and passes)."""
     fore, back = _wide_means(colour, alpha, unit)
     shape = alpha.shape
     ys, xs = band_points(cv2.inRange(alpha, _ABOVE_0, _BELOW_1))  # 0 < a < 1
     at = flat_index(shape, ys, xs)
     a = take(alpha, at)[:, None]
-    weighted = np.multiply(colour, alpha[..., None])  # a F1 = a I where a is 0 or 1
-    first = _estimate(take(colour, at), a, sample(fore, ys, xs, shape), sample(back, ys, xs, shape))
-    put(weighted, at, first * a)
+    weighted = np.empty((*shape, 4), np.float32)  # a F1 (= a I where a is 0 or 1), then a
+    np.multiply(colour, alpha[..., None], out=weighted[..., :3])
+    weighted[..., 3] = alpha
+    first = _estimate(take(colour, at), a, *sample_all([fore, back], ys, xs, shape))
+    weighted.reshape(-1, 4)[at, :3] = first * a
     back = cv2.resize(back, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     np.multiply(back, (np.float32(1) - alpha)[..., None], out=back)
     size = max(1, round(NARROW * unit))
     box = (size, size)
-    return [cv2.blur(weighted, box, dst=weighted), cv2.blur(back, box, dst=back), cv2.blur(alpha, box)]
+    return [cv2.blur(weighted, box, dst=weighted), cv2.blur(back, box, dst=back)]
 
 
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: np.ndarray | None = None) -> np.ndarray:
@@ -82,8 +84,9 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: np.ndarray | Non
     colour = working_copy(rgb, SIDE) if rgb_copy is None else rgb_copy
     # The matte's copy is box-filtered: a quick one will do.
     sums = _narrow_sums(colour, quick_copy(alpha, SIDE), _unit(colour.shape, rgb.shape))
-    fore, back, weight = (sample(s, ys, xs, alpha.shape) for s in sums)
-    fore, back = fore / (weight + _TINY), back / (1 - weight + _TINY)
+    fore_weight, back = sample_all(sums, ys, xs, alpha.shape)
+    weight = fore_weight[:, 3:]
+    fore, back = fore_weight[:, :3] / (weight + _TINY), back / (1 - weight + _TINY)
     at = flat_index(alpha.shape, ys, xs)
     a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)[:, None]
     pixels = np.multiply(take(rgb, at), np.float32(1 / 255), dtype=np.float32)
