@@ -120,10 +120,10 @@ def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: t
     map_y = np.zeros(rows * 1024, np.float32)
     map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(shape[1] / full[1]) - 0.5
     map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(shape[0] / full[0]) - 0.5
-    map_x, map_y = map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
+    grid_x, grid_y = map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
     out = []
     for small in smalls:
-        values = cv2.remap(small, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        values = cv2.remap(small, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         out.append(values.reshape(rows * 1024, -1)[:count])
     return out
 
