@@ -24,8 +24,7 @@ MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 # Bump when the pixels a result holds change for the same options (edge refinement and
 # decontamination came with 2, solid subjects by default with 3, the cheaper edge steps with 4: the
-# colour estimate on a 512-pixel copy, solidify's distances from the raw matte): results of an earlier
-# version are not reused for new requests.
+# colour estimate on a 512-pixel copy): results of an earlier version are not reused for new requests.
 POSTPROCESS_VERSION = 4
 
 
@@ -51,7 +50,7 @@ def matte_bytes(
     timings["decode"] = time.perf_counter() - clock
     raw_alpha = session.predict_alpha(rgb, timings)
     clock = time.perf_counter()
-    maps = distances(raw_alpha)  # the contour's distance maps, for the score and for solidify
+    maps = distances(raw_alpha)  # the contour's distance maps: the score's, and solidify's when refine is off
     score = confidence(raw_alpha, maps)  # before the edge steps, which hide the doubt it measures
     rgb, alpha = finish(rgb, raw_alpha, input_alpha, options, maps)  # raw_alpha is left as it was
     timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock

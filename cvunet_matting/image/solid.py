@@ -68,8 +68,7 @@ def distances(alpha: np.ndarray, side: int = SIDE) -> Distances:
 def limits(alpha: np.ndarray, side: int = SIDE, maps: Distances | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(floor, ceiling) uint8 maps at the matte's size: far inside the floor is 255, far outside the
     ceiling is 0; near the contour the floor is 0 and the ceiling 255, which leave alpha as it is.
-    `maps`: distances() of this matte or of the one it was refined from (the contour moves by under a
-    pixel of the small copy), when the caller has them."""
+    `maps`: distances() of this very matte, when the caller has them already."""
     height, width = alpha.shape
     maps = distances(alpha, side) if maps is None else maps
     floor = _ramp(maps.inner, maps.band)
