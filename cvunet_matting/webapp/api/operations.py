@@ -26,6 +26,15 @@ WAIT = NumberQuery(
     "a web process holds a few dozen such requests at once, and answers 429 with Retry-After beyond that",
 )
 WAIT_ERRORS = (429,)
+# With ?wait=: answer as soon as the batch's finished images are no longer this many (a progress bar's
+# long-poll), not only at its end.
+SEEN = NumberQuery(
+    "seen",
+    None,
+    2**31 - 1,
+    description="with ?wait=, answer as soon as the number of finished images (done + failed) differs from"
+    " this, not only when the batch ends: a progress bar's long-poll",
+)
 
 
 def _queued(schema: str, description: str = "Queued") -> tuple[int, dict]:
@@ -65,7 +74,7 @@ OPERATIONS = {
         "A batch's progress and items",
         (200, json_response("Batch", ref("Batch"), polled=True)),
         (*READ_ERRORS, *WAIT_ERRORS),
-        query=(*PAGE, WAIT),
+        query=(*PAGE, WAIT, SEEN),
     ),
     "batch_zip": Operation(
         "GET",
@@ -81,6 +90,14 @@ OPERATIONS = {
         (200, json_response("A page of batches", ref("BatchList"))),
         (400, 401, 503),
         query=LISTING,
+    ),
+    "limits": Operation(
+        "GET",
+        "/limits",
+        "What one request may hold (bytes, files, pixels per image) and your account's quotas and use: how a"
+        " client sizes its batches",
+        (200, json_response("Limits", ref("Limits"))),
+        (401, 503),
     ),
     "list_tasks": Operation(
         "GET",

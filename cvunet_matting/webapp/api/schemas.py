@@ -250,6 +250,23 @@ SCHEMAS = {
         offset={"type": "integer"},
         limit={"type": "integer"},
     ),
+    "Limits": obj(
+        ["max_request_bytes", "max_files_per_request", "max_pixels", "quotas", "usage"],
+        max_request_bytes={"type": "integer", "description": "the largest request body (413 beyond)"},
+        max_files_per_request={"type": "integer", "description": "the most files one batch request holds"},
+        max_pixels={"type": "integer", "description": "the largest input image, in pixels (refused beyond)"},
+        quotas=obj(
+            ["max_batch", "max_in_flight", "max_per_day"],
+            max_batch=nullable({"type": "integer", "description": "files per batch, refused ones included"}),
+            max_in_flight=nullable({"type": "integer", "description": "images waiting or running at once"}),
+            max_per_day=nullable({"type": "integer", "description": "files per day (UTC)"}),
+        ),
+        usage=obj(
+            ["in_flight", "today"],
+            in_flight={"type": "integer", "description": "your images waiting or running now"},
+            today={"type": "integer", "description": "your files since midnight UTC"},
+        ),
+    ),
     "Batch": obj(
         ["batch_id", "state", "total", "done", "failed", "pending", "expired", "expired_at", "items"],
         batch_id=string(format="uuid"),

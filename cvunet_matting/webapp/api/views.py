@@ -112,8 +112,13 @@ def delete_batch(batch_id: str):
 
 
 @route
-def batch_status(batch_id: str, offset: int, limit: int, wait: float):
-    return replies.batch_status(batch_id, offset, limit, wait)
+def batch_status(batch_id: str, offset: int, limit: int, wait: float, seen: int | None):
+    return replies.batch_status(batch_id, offset, limit, wait, seen)
+
+
+@route
+def limits():
+    return replies.limits(settings())
 
 
 @route
