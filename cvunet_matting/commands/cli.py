@@ -288,7 +288,14 @@ def _add_operator_commands() -> None:
     main.add_command(cancel)
 
 
+def _add_client_commands() -> None:
+    from .client import client
+
+    main.add_command(client)
+
+
 _add_operator_commands()
 _add_user_commands()
+_add_client_commands()
 if __name__ == "__main__":
     main()
