@@ -184,14 +184,14 @@ def test_get_fetches_a_finished_batch_under_the_names_it_was_sent_with(stack, tm
     (source / "broken.jpg").write_text("no jpeg")
     env = client_env(user, tmp_path)
     pushed = support.run_cli(
-        "client", "push", str(source), "--server", stack.url, "--out", str(tmp_path / "o1"), env=env
+        "client", "push", str(source), "--server", stack.url, "-o", str(tmp_path / "o1"), "-O", "format=jpg", env=env
     )
     assert pushed.returncode == 1 and "broken.jpg: " in pushed.stderr, pushed.stderr
     record = json.loads((tmp_path / "o1" / STATE_NAME).read_text())
     batch_id = record["files"]["a.png"]["batch_id"]
     got = support.run_cli("client", "get", batch_id, "--server", stack.url, "--out", str(tmp_path / "o2"), env=env)
     assert got.returncode == 1 and "broken.jpg: " in got.stderr and "Traceback" not in got.stderr
-    for name in ("a.png", "sub/b.png", "sub/deeper/c.png"):
+    for name in ("a.jpg", "sub/b.jpg", "sub/deeper/c.jpg"):  # JPEG results, as asked
         assert (tmp_path / "o2" / name).read_bytes() == (tmp_path / "o1" / name).read_bytes()
     stranger = support.make_user(prefix="stranger")
     theirs = support.run_cli(
@@ -200,12 +200,24 @@ def test_get_fetches_a_finished_batch_under_the_names_it_was_sent_with(stack, tm
     assert theirs.returncode == 1 and "no batch" in theirs.stderr and not (tmp_path / "o3").exists()
 
 
-def test_a_wrong_key_is_one_clear_line(stack, tmp_path):
-    (tmp_path / "in").mkdir()
-    env = {**client_env(support.make_user(), tmp_path), "CVUNET_API_KEY": "cvm_wrong"}
-    done = support.run_cli("client", "push", str(tmp_path / "in"), "--server", stack.url, env=env)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "refused the API key (401)" in done.stderr
+def test_a_wrong_key_an_unknown_option_and_a_changed_option_are_one_clear_line_each(stack, tmp_path):
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    cv2.imwrite(str(source / "one.png"), support.noise((64, 64, 3), seed=1))
+    env = client_env(support.make_user(prefix="options"), tmp_path)
+    wrong_key = support.run_cli(
+        "client", "push", str(source), "--server", stack.url, env={**env, "CVUNET_API_KEY": "cvm_x"}
+    )
+    assert wrong_key.returncode == 1 and "refused the API key (401)" in wrong_key.stderr
+    push = ("client", "push", str(source), "--server", stack.url, "-o", str(out))
+    misspelt = support.run_cli(*push, "-O", "alpha-threshold=3", env=env)
+    assert misspelt.returncode == 1 and "unknown_field" in misspelt.stderr
+    assert support.run_cli(*push, "-O", "format=webp", env=env).returncode == 0
+    assert (out / "one.webp").is_file()
+    changed = support.run_cli(*push, "-O", "format=jpg", env=env)
+    assert changed.returncode == 1 and "choose another --out" in changed.stderr
+    for done in (wrong_key, misspelt, changed):
+        assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
 
 
 def test_limits_publish_the_request_size_and_the_callers_quotas(stack):

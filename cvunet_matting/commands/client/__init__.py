@@ -30,17 +30,37 @@ def client() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the results go, in the folder's tree (default: FOLDER-cutouts beside it). Run again to resume.",
 )
-def push(folder: Path, server: str | None, out_dir: Path | None) -> None:
+@click.option(
+    "-O",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="An output option as the API's upload form takes it, e.g. -O format=jpg -O bg_color=white (repeatable).",
+)
+def push(folder: Path, server: str | None, out_dir: Path | None, options: tuple[str, ...]) -> None:
     """Upload FOLDER's files in batches, follow them, and write the results to --out in the same tree."""
     from .push import push as run_push
 
+    fields = form_fields(options)
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         fail(f"no such folder: {folder}")
     out_dir = (out_dir or folder.with_name(f"{folder.name}-cutouts")).expanduser().resolve()
     if out_dir == folder or out_dir.is_relative_to(folder):
         fail(f"--out {out_dir} lies inside {folder}: the next push would upload the results")
-    _run(lambda api, bars: run_push(api, folder, out_dir, bars), server, out_dir)
+    _run(lambda api, bars: run_push(api, folder, out_dir, fields, bars), server, out_dir)
+
+
+def form_fields(options: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE pairs as form fields; the server checks names and values (400, said in one line)."""
+    fields = {}
+    for option in options:
+        name, equals, value = option.partition("=")
+        if not equals or not name.replace("_", "").replace("-", "").isalnum() or not value.isprintable():
+            fail(f"-O takes NAME=VALUE, e.g. -O format=jpg; not {option!r}")
+        fields[name] = value
+    return fields
 
 
 @client.command()
@@ -56,11 +76,16 @@ def get(batch_id: str, server: str | None, out_dir: Path) -> None:
 
 def _run(work, server: str | None, out_dir: Path) -> None:
     from .api import Api
-    from .credentials import load_credentials
+    from .credentials import load_credentials, plain_http_elsewhere
     from .progress import progress_bars
 
     try:
-        api = Api(load_credentials(server))
+        credentials = load_credentials(server)
+        if plain_http_elsewhere(credentials.server):
+            click.echo(
+                f"warning: {credentials.server} is plain http: the API key crosses the network unencrypted", err=True
+            )
+        api = Api(credentials)
         api.limits()  # a wrong key or an unreachable server is said before any bar is drawn
         with progress_bars() as bars:
             outcome = work(api, bars)

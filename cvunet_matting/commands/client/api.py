@@ -70,6 +70,15 @@ def closing_size() -> int:
     return BOUNDARY_LEN + 6  # --BOUNDARY--\r\n
 
 
+def field_part(boundary: str, name: str, value: str) -> bytes:
+    return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def fields_size(fields: dict[str, str]) -> int:
+    """The bytes the form's option fields take in every batch request."""
+    return sum(len(field_part("x" * BOUNDARY_LEN, k, v)) for k, v in fields.items())
+
+
 class Api:
     def __init__(self, credentials: Credentials):
         self.server = credentials.server
@@ -90,12 +99,15 @@ class Api:
     def download(self, path: str) -> Answer:
         return self.call("GET", path)
 
-    def submit_batch(self, parts: list[Part], on_part: Callable[[Part], None]) -> dict:
-        """POST /batches with the parts streamed from memory; `on_part` after each part is sent."""
+    def submit_batch(self, parts: list[Part], fields: dict[str, str], on_part: Callable[[Part], None]) -> dict:
+        """POST /batches with the option `fields` and the parts streamed from memory; `on_part` after each
+        part is sent."""
         boundary = secrets.token_hex(BOUNDARY_LEN // 2)
-        length = sum(part_size(p) for p in parts) + closing_size()
+        length = fields_size(fields) + sum(part_size(p) for p in parts) + closing_size()
 
         def body() -> Iterator[bytes]:
+            for name, value in fields.items():
+                yield field_part(boundary, name, value)
             for part in parts:
                 yield part.header(boundary)
                 for start in range(0, len(part.data), CHUNK):

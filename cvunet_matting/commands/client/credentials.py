@@ -3,6 +3,7 @@ owner can read. Never a flag: a key typed on the command line stays in the shell
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import tomllib
@@ -49,6 +50,17 @@ def read_config(path: Path) -> dict[str, str]:
     if unknown or not all(isinstance(v, str) for v in values.values()):
         raise ClientError(f'{path}: only server = "..." and api_key = "..." (strings) belong there')
     return values
+
+
+def plain_http_elsewhere(server: str) -> bool:
+    """True when the key would cross a network unencrypted: http to a host that is not this machine."""
+    parts = urlsplit(server)
+    if parts.scheme != "http" or parts.hostname == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:  # a name
+        return True
 
 
 def load_credentials(server: str | None, env: Mapping[str, str] | None = None) -> Credentials:

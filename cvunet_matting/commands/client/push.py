@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from . import folder as local
-from .api import Api, Part
+from .api import Api, Part, fields_size
 from .errors import ApiError, ClientError
 from .follow import HOLD_S, download_error, finished, follow, item_failure, items, write_result
 from .state import Entry, PushState, load_state
@@ -26,11 +26,11 @@ class Outcome:
     failures: dict[str, str] = field(default_factory=dict)  # name -> reason
 
 
-def push(api: Api, folder: Path, out_dir: Path, bars: Progress) -> Outcome:
+def push(api: Api, folder: Path, out_dir: Path, options: dict[str, str], bars: Progress) -> Outcome:
     files = local.scan(folder)
     limits = api.limits()  # the first call: a wrong key or an unreachable server stops here
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = load_state(out_dir, api.server, folder)
+    state = load_state(out_dir, api.server, folder, options)
     outcome = Outcome()
     hashes = hash_all(files, bars)
     forget_lost_batches(api, state)
@@ -40,7 +40,7 @@ def push(api: Api, folder: Path, out_dir: Path, bars: Progress) -> Outcome:
         if entry is not None and entry.sha256 == hashes[file.relative]:
             sent_before += 1  # uploaded by an earlier run: followed below, never sent again
             continue
-        if not local.fits_alone(file, limits["max_request_bytes"]):
+        if not local.fits_alone(file, limits["max_request_bytes"] - fields_size(options)):
             mb = limits["max_request_bytes"] / 2**20
             outcome.failures[file.relative] = f"not uploaded: larger than the server's {mb:.0f} MB request limit"
         else:
@@ -119,12 +119,13 @@ def forget_lost_batches(api: Api, state: PushState) -> None:
             batch = {"expired": True}
         if batch.get("expired"):
             state.files = {n: e for n, e in state.files.items() if e.batch_id != batch_id or e.output}
-    state.save()
+            state.save()
 
 
 def upload(api: Api, todo: list[local.LocalFile], limits: dict, state: PushState, bars: Progress) -> None:
     bar = bars.add_task("upload", total=len(todo), unit="files")
-    queue = list(local.batches(todo, batch_size(limits), limits["max_request_bytes"]))
+    room = limits["max_request_bytes"] - fields_size(state.options)
+    queue = list(local.batches(todo, batch_size(limits), room))
     while queue:
         run = queue.pop(0)
         if limits["quotas"]["max_in_flight"] is not None:
@@ -133,7 +134,7 @@ def upload(api: Api, todo: list[local.LocalFile], limits: dict, state: PushState
             bars.update(bar, unit="files")
         parts = [Part(f.relative, f.path.read_bytes()) for f in run]
         try:
-            accepted = api.submit_batch(parts, lambda part: bars.advance(bar))
+            accepted = api.submit_batch(parts, state.options, lambda part: bars.advance(bar))
         except ApiError as exc:
             bars.update(bar, completed=len(todo) - sum(len(r) for r in queue) - len(run))
             queue[:0] = retry_plan(exc, run)

@@ -32,6 +32,7 @@ class PushState:
     path: Path
     server: str
     folder: str
+    options: dict[str, str] = field(default_factory=dict)  # the form's output options every batch was sent with
     files: dict[str, Entry] = field(default_factory=dict)  # by the file's path under the folder
 
     def batches(self) -> list[str]:
@@ -43,6 +44,7 @@ class PushState:
             "version": VERSION,
             "server": self.server,
             "folder": self.folder,
+            "options": self.options,
             "files": {name: entry.as_json() for name, entry in self.files.items()},
         }
         fd, temporary = tempfile.mkstemp(prefix=".cvunet-client.", dir=self.path.parent)
@@ -57,10 +59,11 @@ class PushState:
             raise
 
 
-def load_state(out_dir: Path, server: str, folder: Path) -> PushState:
-    """The output folder's record (new when there is none); refused when it belongs to another push."""
+def load_state(out_dir: Path, server: str, folder: Path, options: dict[str, str] | None = None) -> PushState:
+    """The output folder's record (new when there is none); refused when it belongs to another push: another
+    folder, server or output options (its results would be a mix of two)."""
     path = out_dir / STATE_NAME
-    state = PushState(path, server, str(folder))
+    state = PushState(path, server, str(folder), dict(options or {}))
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -69,11 +72,13 @@ def load_state(out_dir: Path, server: str, folder: Path) -> PushState:
         raise ClientError(f"{path} is unreadable ({exc}): remove it to start over") from None
     if not isinstance(record, dict) or record.get("version") != VERSION:
         raise ClientError(f"{path} was written by another version of this client: remove it to start over")
-    for what, mine in (("server", server), ("folder", str(folder))):
-        if record.get(what) != mine:
+    if record.get("files") == {}:
+        return state  # nothing was sent (a run refused at its first batch): nothing binds the next one
+    for what, mine in (("server", server), ("folder", str(folder)), ("options", state.options)):
+        if record.get(what, {} if what == "options" else None) != mine:
             raise ClientError(
-                f"{out_dir} holds the results of a push of {record.get('folder')} to {record.get('server')}:"
-                " choose another --out"
+                f"{out_dir} holds the results of a push of {record.get('folder')} to {record.get('server')}"
+                f" with options {record.get('options') or 'none'}: choose another --out"
             )
     try:
         state.files = {name: Entry(**entry) for name, entry in record["files"].items()}
