@@ -220,6 +220,49 @@ def test_a_wrong_key_an_unknown_option_and_a_changed_option_are_one_clear_line_e
         assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
 
 
+def test_a_batch_sent_but_not_recorded_before_the_run_stopped_is_found_not_sent_again(stack, tmp_path):
+    user = support.make_user(prefix="unrecorded")
+    source, out = tmp_path / "in", tmp_path / "out"
+    for i, name in enumerate(["a.png", "b/c.png", "b/d.jpg"]):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(source / name), support.noise((64, 80, 3), seed=200 + i))
+    env = client_env(user, tmp_path)
+    push = ("client", "push", str(source), "--server", stack.url, "-o", str(out))
+    assert support.run_cli(*push, env=env).returncode == 0
+    record = json.loads((out / STATE_NAME).read_text())
+    hashes = {name: entry["sha256"] for name, entry in record["files"].items()}
+
+    def stopped_while_sending(since: str) -> None:
+        """The record as a run leaves it when stopped after the server took the batch, before its answer."""
+        (out / STATE_NAME).write_text(json.dumps({**record, "files": {}, "sending": {"since": since, "files": hashes}}))
+
+    stopped_while_sending("2020-01-01T00:00:00+00:00")
+    again = support.run_cli(*push, env=env)
+    assert again.returncode == 0 and "resuming: 3 files sent before, 0 to send" in again.stderr, again.stderr
+    assert uploads_by_name(user) == dict.fromkeys(hashes, 1)
+    # A batch made before the stopped run's last answer from the server is not the one it sent: sent again.
+    stopped_while_sending("2999-01-01T00:00:00+00:00")
+    assert support.run_cli(*push, env=env).returncode == 0
+    assert uploads_by_name(user) == dict.fromkeys(hashes, 2)
+
+
+def test_an_edited_file_is_sent_again_and_its_result_replaced_the_others_not(stack, tmp_path):
+    user = support.make_user(prefix="editor")
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i, name in enumerate(["a.png", "b.png"]):
+        cv2.imwrite(str(source / name), support.noise((64, 64, 3), seed=300 + i))
+    push = ("client", "push", str(source), "--server", stack.url, "-o", str(out))
+    env = client_env(user, tmp_path)
+    assert support.run_cli(*push, env=env).returncode == 0
+    before = (out / "a.png").read_bytes()
+    cv2.imwrite(str(source / "a.png"), support.noise((80, 72, 3), seed=399))
+    again = support.run_cli(*push, env=env)
+    assert again.returncode == 0, again.stderr
+    assert uploads_by_name(user) == {"a.png": 2, "b.png": 1}
+    assert (out / "a.png").read_bytes() != before and cv2.imread(str(out / "a.png"), -1).shape == (80, 72, 4)
+
+
 def test_limits_publish_the_request_size_and_the_callers_quotas(stack):
     from tests.support.httpclient import fetch
 

@@ -3,6 +3,7 @@ an ApiError (or a ClientError saying what the user should change), waits the ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -10,7 +11,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urljoin
 
 from .credentials import Credentials
@@ -83,6 +86,11 @@ class Api:
     def __init__(self, credentials: Credentials):
         self.server = credentials.server
         self.auth = {"Authorization": f"Bearer {credentials.key}", "Accept": "application/json"}
+        self.server_time: datetime | None = None  # the Date of the server's last answer
+
+    def batches(self, limit: int) -> list[dict]:
+        """The caller's newest batches."""
+        return self.call("GET", f"batches?limit={limit}").json()["batches"]
 
     def url(self, path: str) -> str:
         """A path the server gave (its own links start with /) or one under /api/v1."""
@@ -149,12 +157,15 @@ class Api:
         request = urllib.request.Request(url, data=data, method=method, headers={**self.auth, **headers})  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                return Answer(response.status, response.read(), response.headers)
+                answer = Answer(response.status, response.read(), response.headers)
         except urllib.error.HTTPError as exc:
-            return Answer(exc.code, exc.read(), exc.headers)
+            answer = Answer(exc.code, exc.read(), exc.headers)
         except OSError as exc:  # URLError, refused, reset, timed out
             reason = getattr(exc, "reason", None) or exc
             raise ClientError(f"cannot reach {self.server}: {reason}") from None
+        with contextlib.suppress(TypeError, ValueError):  # no Date: keep the last one
+            self.server_time = parsedate_to_datetime(answer.headers.get("Date", ""))
+        return answer
 
     def _error(self, answer: Answer) -> ApiError:
         if answer.status == 401:

@@ -3,7 +3,6 @@ output folder's record, followed to the end, and its results written as a mirror
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,13 +10,11 @@ from pathlib import Path
 from rich.progress import Progress
 
 from . import folder as local
-from .api import Api, Part, fields_size
-from .errors import ApiError, ClientError
-from .follow import HOLD_S, download_error, finished, follow, item_failure, items, write_result
+from .api import Api, fields_size
+from .errors import ClientError
+from .follow import download_error, follow, item_failure, items, write_result
+from .sending import adopt_unrecorded, forget_lost_batches, upload
 from .state import Entry, PushState, load_state
-
-QUOTA_WAIT_S = 300  # an in-flight quota frees within minutes: wait; a day's quota does not: stop
-OTHERS_WAIT_S = 5
 
 
 @dataclass
@@ -33,6 +30,7 @@ def push(api: Api, folder: Path, out_dir: Path, options: dict[str, str], bars: P
     state = load_state(out_dir, api.server, folder, options)
     outcome = Outcome()
     hashes = hash_all(files, bars)
+    adopt_unrecorded(api, state)
     forget_lost_batches(api, state)
     todo, sent_before = [], 0
     for file in files:
@@ -91,13 +89,6 @@ class Naming:
     stem: Callable[[str], str]
 
 
-def batch_size(limits: dict) -> int:
-    """The most files one batch may hold: the request's limit and the account's quotas on one batch."""
-    quotas = limits["quotas"]
-    caps = [limits["max_files_per_request"], quotas["max_batch"], quotas["max_in_flight"], quotas["max_per_day"]]
-    return max(1, min(c for c in caps if c is not None))
-
-
 def hash_all(files: list[local.LocalFile], bars: Progress) -> dict[str, str]:
     bar = bars.add_task("checking", total=len(files), unit="files hashed")
     hashes = {}
@@ -105,70 +96,6 @@ def hash_all(files: list[local.LocalFile], bars: Progress) -> dict[str, str]:
         hashes[file.relative] = local.content_hash(file.path)
         bars.advance(bar)
     return hashes
-
-
-def forget_lost_batches(api: Api, state: PushState) -> None:
-    """Batches an earlier run recorded that the server no longer has (deleted, expired): their files are
-    uploaded again."""
-    for batch_id in state.batches():
-        try:
-            batch = api.batch(batch_id)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            batch = {"expired": True}
-        if batch.get("expired"):
-            state.files = {n: e for n, e in state.files.items() if e.batch_id != batch_id or e.output}
-            state.save()
-
-
-def upload(api: Api, todo: list[local.LocalFile], limits: dict, state: PushState, bars: Progress) -> None:
-    bar = bars.add_task("upload", total=len(todo), unit="files")
-    room = limits["max_request_bytes"] - fields_size(state.options)
-    queue = list(local.batches(todo, batch_size(limits), room))
-    while queue:
-        run = queue.pop(0)
-        if limits["quotas"]["max_in_flight"] is not None:
-            bars.update(bar, unit="files, waiting for room")
-            wait_for_room(api, len(run), limits["quotas"]["max_in_flight"], state)
-            bars.update(bar, unit="files")
-        parts = [Part(f.relative, f.path.read_bytes()) for f in run]
-        try:
-            accepted = api.submit_batch(parts, state.options, lambda part: bars.advance(bar))
-        except ApiError as exc:
-            bars.update(bar, completed=len(todo) - sum(len(r) for r in queue) - len(run))
-            queue[:0] = retry_plan(exc, run)
-            continue
-        refused = {r["filename"]: f"{r['message']} ({r['code']})" for r in accepted.get("refused", [])}
-        for file, part in zip(run, parts, strict=True):
-            entry = Entry(local.sha256_of(part.data), accepted["batch_id"], error=refused.get(file.relative))
-            state.files[file.relative] = entry
-        state.save()  # after each batch: a run stopped later sends none of these again
-
-
-def wait_for_room(api: Api, files: int, cap: int, state: PushState) -> None:
-    """Until `files` more images fit under the account's quota in flight: held on this push's oldest
-    unfinished batch (answered as soon as one of its images finishes), not polled."""
-    while api.limits()["usage"]["in_flight"] + files > cap:
-        for batch_id in state.batches():
-            batch = api.batch(batch_id)
-            if batch["state"] != "done":
-                api.batch(batch_id, wait=HOLD_S, seen=finished(batch))
-                break
-        else:  # the quota is held by the account's other work: its end cannot be waited on here
-            time.sleep(OTHERS_WAIT_S)
-
-
-def retry_plan(exc: ApiError, run: list[local.LocalFile]) -> list[list[local.LocalFile]]:
-    """What to send instead of a refused batch: halves when it was too large for the server (a proxy's
-    smaller limit, a quota changed since), the same batch after the wait a quota in flight asks."""
-    if exc.code in ("too_large", "batch_too_large") and len(run) > 1:
-        half = len(run) // 2
-        return [run[:half], run[half:]]
-    if exc.code == "quota_exceeded" and exc.retry_after is not None and exc.retry_after <= QUOTA_WAIT_S:
-        time.sleep(exc.retry_after)
-        return [run]
-    raise exc
 
 
 def collect(
@@ -195,8 +122,7 @@ def collect(
             entry = state.files[name]
             if item["state"] == "success" and item.get("result_url"):
                 try:
-                    mine = entry.output.__eq__ if entry.output else (lambda _: False)
-                    entry.output = write_result(api, item, out_dir, naming.stem(name), mine)
+                    entry.output = write_result(api, item, out_dir, naming.stem(name), entry.owns)
                 except ClientError as exc:
                     outcome.failures[name] = download_error(exc)
             else:

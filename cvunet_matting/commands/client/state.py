@@ -22,6 +22,11 @@ class Entry:
     batch_id: str
     output: str | None = None  # the result's path under the output folder, once written
     error: str | None = None  # why the server failed it (refused on arrival too)
+    replaces: str | None = None  # the result of the file's earlier content, which this one's may overwrite
+
+    def owns(self, relative: str) -> bool:
+        """Whether the file at `relative` under the output folder is this client's to overwrite."""
+        return relative in (self.output, self.replaces)
 
     def as_json(self) -> dict:
         return {k: v for k, v in vars(self).items() if v is not None}
@@ -34,6 +39,9 @@ class PushState:
     folder: str
     options: dict[str, str] = field(default_factory=dict)  # the form's output options every batch was sent with
     files: dict[str, Entry] = field(default_factory=dict)  # by the file's path under the folder
+    # The batch being sent: its files' hashes by name, and the server's time before it ("since"). A run
+    # stopped between the server's answer and this record's next save finds its batch by them.
+    sending: dict | None = None
 
     def batches(self) -> list[str]:
         """The batches files were uploaded in, in the order first seen."""
@@ -46,6 +54,7 @@ class PushState:
             "folder": self.folder,
             "options": self.options,
             "files": {name: entry.as_json() for name, entry in self.files.items()},
+            **({"sending": self.sending} if self.sending else {}),
         }
         fd, temporary = tempfile.mkstemp(prefix=".cvunet-client.", dir=self.path.parent)
         try:
@@ -72,7 +81,7 @@ def load_state(out_dir: Path, server: str, folder: Path, options: dict[str, str]
         raise ClientError(f"{path} is unreadable ({exc}): remove it to start over") from None
     if not isinstance(record, dict) or record.get("version") != VERSION:
         raise ClientError(f"{path} was written by another version of this client: remove it to start over")
-    if record.get("files") == {}:
+    if record.get("files") == {} and not record.get("sending"):
         return state  # nothing was sent (a run refused at its first batch): nothing binds the next one
     for what, mine in (("server", server), ("folder", str(folder)), ("options", state.options)):
         if record.get(what, {} if what == "options" else None) != mine:
@@ -82,6 +91,9 @@ def load_state(out_dir: Path, server: str, folder: Path, options: dict[str, str]
             )
     try:
         state.files = {name: Entry(**entry) for name, entry in record["files"].items()}
+        state.sending = record.get("sending")
+        if state.sending is not None and not isinstance(state.sending.get("files"), dict):
+            raise TypeError
     except (KeyError, TypeError, AttributeError):
         raise ClientError(f"{path} is damaged: remove it to start over") from None
     return state
