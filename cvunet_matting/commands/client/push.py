@@ -4,6 +4,7 @@ output folder's record, followed to the end, and its results written as a mirror
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from .errors import ClientError
 from .follow import download_error, follow, item_failure, items, write_result
 from .sending import adopt_unrecorded, forget_lost_batches, upload
 from .state import Entry, PushState, load_state
+
+# Results fetched at once: each is a small request, so latency, not bandwidth, bounds one at a time; well
+# under the server's downloads per user (CVUNET_DOWNLOADS_PER_USER, 16 by default).
+DOWNLOADS_AT_ONCE = 4
 
 
 @dataclass
@@ -115,19 +120,27 @@ def collect(
         follow(api, batch_ids, bars)
     bar = bars.add_task("download", total=len(open_files), unit="results")
     for batch_id in batch_ids:
+        ready = []
         for item in items(api, batch_id):
             name = naming.key(item)
             if name not in open_files or state.files[name].batch_id != batch_id:
                 continue
-            entry = state.files[name]
             if item["state"] == "success" and item.get("result_url"):
-                try:
-                    entry.output = write_result(api, item, out_dir, naming.stem(name), entry.owns)
-                except ClientError as exc:
-                    outcome.failures[name] = download_error(exc)
+                ready.append((name, item))
             else:
-                entry.error = item_failure(item)
-            bars.advance(bar)
+                state.files[name].error = item_failure(item)
+                bars.advance(bar)
+        with ThreadPoolExecutor(DOWNLOADS_AT_ONCE) as pool:
+            writes = {
+                pool.submit(write_result, api, item, out_dir, naming.stem(name), state.files[name].owns): name
+                for name, item in ready
+            }
+            for done in as_completed(writes):
+                try:
+                    state.files[writes[done]].output = done.result()
+                except ClientError as exc:
+                    outcome.failures[writes[done]] = download_error(exc)
+                bars.advance(bar)
         state.save()
     for name in sorted(wanted):
         entry = state.files[name]
