@@ -166,6 +166,9 @@ def test_push_is_interrupted_resumes_without_sending_a_file_twice_and_mirrors_th
     for name in [*NOT_IMAGES, *EMPTY, HUGE_PIXELS, OVER_REQUEST]:
         assert f"  {name}: " in failures, name
     assert "request limit" in failures.split(f"  {OVER_REQUEST}: ", 1)[1].splitlines()[0]
+    recorded = json.loads((out / STATE_NAME).read_text())["files"]
+    assert all("error" in recorded[n] and "output" not in recorded[n] for n in [*NOT_IMAGES, *EMPTY, HUGE_PIXELS])
+    assert all("output" in recorded[n] and "error" not in recorded[n] for n in images)
     assert f"{len(images)} results in {out}" in second.plain
 
     third = Terminal(argv, env)  # all done: nothing sent, nothing written again
@@ -181,7 +184,8 @@ def test_get_fetches_a_finished_batch_under_the_names_it_was_sent_with(stack, tm
     for i, name in enumerate(names[:3]):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(source / name), support.noise((70, 90, 3), seed=100 + i))
-    (source / "broken.jpg").write_text("no jpeg")
+    whole = cv2.imencode(".jpg", support.noise((70, 90, 3), seed=109))[1].tobytes()
+    (source / "broken.jpg").write_bytes(whole[: len(whole) // 2])  # its header intact: the worker fails it
     env = client_env(user, tmp_path)
     pushed = support.run_cli(
         "client", "push", str(source), "--server", stack.url, "-o", str(tmp_path / "o1"), "-O", "format=jpg", env=env
@@ -193,6 +197,22 @@ def test_get_fetches_a_finished_batch_under_the_names_it_was_sent_with(stack, tm
     assert got.returncode == 1 and "broken.jpg: " in got.stderr and "Traceback" not in got.stderr
     for name in ("a.jpg", "sub/b.jpg", "sub/deeper/c.jpg"):  # JPEG results, as asked
         assert (tmp_path / "o2" / name).read_bytes() == (tmp_path / "o1" / name).read_bytes()
+    assert uploads_by_name(user)["broken.jpg"] == 1
+    retried = support.run_cli(
+        "client",
+        "push",
+        str(source),
+        "--server",
+        stack.url,
+        "-o",
+        str(tmp_path / "o1"),
+        "-O",
+        "format=jpg",
+        "--retry-failed",
+        env=env,
+    )
+    assert retried.returncode == 1 and "resuming: 3 files sent before, 1 to send" in retried.stderr, retried.stderr
+    assert uploads_by_name(user) == {"a.png": 1, "sub/b.png": 1, "sub/deeper/c.jpg": 1, "broken.jpg": 2}
     stranger = support.make_user(prefix="stranger")
     theirs = support.run_cli(
         "client", "get", batch_id, "--server", stack.url, "-o", str(tmp_path / "o3"), env=client_env(stranger, tmp_path)
@@ -218,6 +238,22 @@ def test_a_wrong_key_an_unknown_option_and_a_changed_option_are_one_clear_line_e
     assert changed.returncode == 1 and "choose another --out" in changed.stderr
     for done in (wrong_key, misspelt, changed):
         assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
+
+
+def test_a_batch_with_no_image_is_refused_whole_its_files_listed_and_the_run_goes_on(stack, tmp_path):
+    user = support.make_user(prefix="onebyone", max_batch=1)  # each file its own batch
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    cv2.imwrite(str(source / "a.png"), support.noise((64, 64, 3), seed=400))
+    (source / "b.txt").write_text("words, not pixels")
+    (source / "c.png").write_bytes(b"")
+    push = ("client", "push", str(source), "--server", stack.url, "-o", str(out))
+    done = support.run_cli(*push, env=client_env(user, tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "  b.txt: not an image" in done.stderr and "  c.png: the file is empty" in done.stderr
+    assert (out / "a.png").is_file() and "1 results in" in done.stdout
+    again = support.run_cli(*push, env=client_env(user, tmp_path))  # recorded: not sent again
+    assert again.returncode == 1 and "resuming: 3 files sent before, 0 to send" in again.stderr
 
 
 def test_a_batch_sent_but_not_recorded_before_the_run_stopped_is_found_not_sent_again(stack, tmp_path):

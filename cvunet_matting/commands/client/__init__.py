@@ -38,7 +38,12 @@ def client() -> None:
     metavar="NAME=VALUE",
     help="An output option as the API's upload form takes it, e.g. -O format=jpg -O bg_color=white (repeatable).",
 )
-def push(folder: Path, server: str | None, out_dir: Path | None, options: tuple[str, ...]) -> None:
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Send again the files that failed before (a worker's crash or time-out may pass; a refusal will not).",
+)
+def push(folder: Path, server: str | None, out_dir: Path | None, options: tuple[str, ...], retry_failed: bool) -> None:
     """Upload FOLDER's files in batches, follow them, and write the results to --out in the same tree."""
     from .push import push as run_push
 
@@ -49,7 +54,7 @@ def push(folder: Path, server: str | None, out_dir: Path | None, options: tuple[
     out_dir = (out_dir or folder.with_name(f"{folder.name}-cutouts")).expanduser().resolve()
     if out_dir == folder or out_dir.is_relative_to(folder):
         fail(f"--out {out_dir} lies inside {folder}: the next push would upload the results")
-    _run(lambda api, bars: run_push(api, folder, out_dir, fields, bars), server, out_dir)
+    _run(lambda api, bars: run_push(api, folder, out_dir, fields, bars, retry_failed), server, out_dir)
 
 
 def form_fields(options: tuple[str, ...]) -> dict[str, str]:

@@ -180,4 +180,5 @@ class Api:
             str(error.get("code") or f"http_{answer.status}"),
             str(error.get("message") or answer.body[:200].decode("utf-8", "replace") or "no reason given"),
             float(retry) if retry and retry.replace(".", "", 1).isdigit() else None,
+            error if isinstance(error, dict) else {},
         )

@@ -10,6 +10,9 @@ class ClientError(Exception):
 class ApiError(ClientError):
     """A refusal the API answered with its JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None, details: dict | None = None
+    ):
         super().__init__(f"{message} ({status} {code})")
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+        self.details = details or {}  # the error object's other fields, e.g. `refused`

@@ -28,7 +28,11 @@ class Outcome:
     failures: dict[str, str] = field(default_factory=dict)  # name -> reason
 
 
-def push(api: Api, folder: Path, out_dir: Path, options: dict[str, str], bars: Progress) -> Outcome:
+def push(
+    api: Api, folder: Path, out_dir: Path, options: dict[str, str], bars: Progress, retry_failed: bool = False
+) -> Outcome:
+    """The folder's files sent (those an earlier run sent skipped; its failed ones too unless
+    `retry_failed`), followed, and their results written under `out_dir`."""
     files = local.scan(folder)
     limits = api.limits()  # the first call: a wrong key or an unreachable server stops here
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +44,7 @@ def push(api: Api, folder: Path, out_dir: Path, options: dict[str, str], bars: P
     todo, sent_before = [], 0
     for file in files:
         entry = state.files.get(file.relative)
-        if entry is not None and entry.sha256 == hashes[file.relative]:
+        if entry is not None and entry.sha256 == hashes[file.relative] and not (retry_failed and entry.error):
             sent_before += 1  # uploaded by an earlier run: followed below, never sent again
             continue
         if not local.fits_alone(file, limits["max_request_bytes"] - fields_size(options)):

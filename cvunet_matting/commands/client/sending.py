@@ -80,19 +80,21 @@ def upload(api: Api, todo: list[local.LocalFile], limits: dict, state: PushState
         try:
             accepted = api.submit_batch(parts, state.options, lambda part: bars.advance(bar))
         except ApiError as exc:
-            bars.update(bar, completed=len(todo) - sum(len(r) for r in queue) - len(run))
             state.sending = None  # refused: nothing of it was kept
-            state.save()
-            queue[:0] = retry_plan(exc, run)
-            continue
+            refused_all = exc.details.get("refused")
+            if not (isinstance(refused_all, list) and refused_all):
+                bars.update(bar, completed=len(todo) - sum(len(r) for r in queue) - len(run))
+                state.save()
+                queue[:0] = retry_plan(exc, run)
+                continue
+            accepted = {"batch_id": "", "refused": refused_all}  # no image in it: each file's refusal recorded
         state.sending = None
         refused = {r["filename"]: f"{r['message']} ({r['code']})" for r in accepted.get("refused", [])}
         for file, part in zip(run, parts, strict=True):
             earlier = state.files.get(file.relative)  # an edited file's: its old result is this one's to replace
             replaces = (earlier.output or earlier.replaces) if earlier else None
-            entry = Entry(
-                local.sha256_of(part.data), accepted["batch_id"], refused.get(file.relative), replaces=replaces
-            )
+            error = refused.get(file.relative)
+            entry = Entry(local.sha256_of(part.data), accepted["batch_id"], error=error, replaces=replaces)
             state.files[file.relative] = entry
         state.save()  # after each batch: a run stopped later sends none of these again
 

@@ -19,7 +19,7 @@ VERSION = 1
 @dataclass
 class Entry:
     sha256: str
-    batch_id: str
+    batch_id: str  # "" for a file refused with its whole batch (no image of it was accepted): no batch made
     output: str | None = None  # the result's path under the output folder, once written
     error: str | None = None  # why the server failed it (refused on arrival too)
     replaces: str | None = None  # the result of the file's earlier content, which this one's may overwrite
@@ -45,7 +45,7 @@ class PushState:
 
     def batches(self) -> list[str]:
         """The batches files were uploaded in, in the order first seen."""
-        return list(dict.fromkeys(e.batch_id for e in self.files.values()))
+        return list(dict.fromkeys(e.batch_id for e in self.files.values() if e.batch_id))
 
     def save(self) -> None:
         record = {
