@@ -160,3 +160,17 @@ def test_the_api_page_shows_every_operation_to_anyone_without_a_script():
     assert "<code>alpha_threshold</code>" in html and "integer 0-255" in html  # a form field, its range
     assert "<code>state</code>" in html and "one of pending, started, retry, success, failure" in html
     assert "<script>" not in html.split("</head>")[1]  # drawn on the server; the page's own app.js only
+
+
+def test_the_batch_render_is_published_with_its_options_and_refusals():
+    spec = document()
+    operation = spec["paths"]["/api/v1/batches/{id}/render"]["post"]
+    assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchAccepted"
+    }
+    assert {"400", "404", "409", "410", "429"} <= set(operation["responses"])
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    single = spec["paths"]["/api/v1/tasks/{id}/render"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form == single["schema"]["properties"] and {"erode", "feather", "bg_color", "format"} <= set(form)
+    lineage = spec["components"]["schemas"]["Task"]["allOf"][1]["properties"]["rendered_from"]
+    assert lineage["format"] == "uuid" and lineage["nullable"] is True

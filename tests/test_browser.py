@@ -585,3 +585,36 @@ def test_chromium_keeps_the_host_prefixed_session_cookie_over_plain_http_to_127_
     page.click("#sign-out")
     page.wait_for_url("**/login")
     assert page.console_errors == []  # no Content-Security-Policy violation on the way
+
+
+def test_a_finished_batch_renders_again_from_its_page_with_the_edge_controls(
+    server, signed_in, worker_factory, tmp_path
+):
+    """The batch page's "Render again": the upload form's controls, fitting a phone; a new batch follows."""
+    page = signed_in
+    worker_factory()  # it serves the bookkeeping queue too, where the renders run
+    paths = [tmp_path / f"shot{n}.png" for n in range(2)]
+    for n, path in enumerate(paths):
+        path.write_bytes(png_bytes(90 + n))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a.btn.primary", timeout=90_000)
+    page.click("text=Open the batch")
+    page.wait_for_url("**/batches/*")
+    old_url = page.url
+    page.set_viewport_size(PHONE)
+    page.click("#render-again > summary")
+    page.click("#render-again #advanced > summary")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.fill("#render-again [name=erode]", "2")
+    page.select_option("#render-again [name=format]", "webp")
+    page.click("#render-batch")
+    page.wait_for_url(lambda url: url != old_url and "/batches/" in url)
+    assert "Rendering every cut-out again" in page.inner_text("body")
+    page.wait_for_selector("text=Download ZIP", timeout=90_000)  # the page follows the new batch to its end
+    new_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    rows = support.rows_of(new_id)
+    assert [r["state"] for r in rows] == ["success", "success"] and all(r["rendered_from"] for r in rows)
+    assert {(r["options"]["erode"], r["options"]["format"]) for r in rows} == {(2, "webp")}
+    assert page.locator(".tile img").count() == 2 and page.console_errors == []

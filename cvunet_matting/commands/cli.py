@@ -261,6 +261,29 @@ def submit(folder, fmt, bg_color, alpha_only, **edges) -> None:
         fail(exc.reason)
 
 
+@main.group("batch")
+def batch_group() -> None:
+    """A batch's work, as the operator."""
+
+
+@batch_group.command("render")
+@click.argument("batch_id")
+@output_options
+def batch_render(batch_id, fmt, bg_color, alpha_only, **edges) -> None:
+    """Render every cut-out of a finished batch again with these options, from their kept raw mattes
+    (no model), into a new batch; prints the new batch's id. A bookkeeping worker renders it (see
+    `cvunet-matting worker`): the command returns at once. The new batch is the old one's owner's."""
+    from cvunet_matting.accounts.users import OPERATOR
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.services.rerendering import rerender_batch
+
+    try:
+        options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
+        click.echo(rerender_batch(OPERATOR, batch_id, options, get_settings()))
+    except MattingError as exc:
+        fail(exc.reason)
+
+
 @main.command("run")
 @click.option("--port", default=8080, show_default=True, help="Traefik's port on 127.0.0.1.")
 @click.option("--workers", default=1, show_default=True, help="CPU workers to start.")

@@ -202,6 +202,14 @@ def inputs_no_longer_used(cur, keys: set[str]) -> set[str]:
     return keys - {row["input_key"] for row in cur.fetchall()}
 
 
+def known_tasks(cur, task_ids: set[str]) -> set[str]:
+    """Of these task ids, those with a row (whatever its state: rows are never removed)."""
+    if not task_ids:
+        return set()
+    cur.execute("SELECT id FROM tasks WHERE id = ANY(%s::uuid[])", (list(task_ids),))
+    return {str(row["id"]) for row in cur.fetchall()}
+
+
 def unpurged_tasks(cur, settle_s: float, limit: int, owner_id=None) -> list[dict]:
     """Deleted tasks whose files were not seen removed (the web process that deleted them died first);
     only one owner's with `owner_id`."""
@@ -238,7 +246,7 @@ def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
     """The next `limit` rows of a batch after `position`, with only what its manifest and ZIP need."""
     return _all(
         cur,
-        "SELECT id, position, filename, state, error, output_path, width, height, confidence FROM tasks"
+        "SELECT id, position, filename, state, error, output_path, width, height, confidence, rendered_from FROM tasks"
         " WHERE batch_id = %s AND position > %s ORDER BY position LIMIT %s",
         (batch_id, after, limit),
     )

@@ -21,11 +21,6 @@ from .rendering import raw_matte_png
 # The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
-# Bump when the pixels a result holds change for the same options (edge refinement and
-# decontamination came with 2, solid subjects by default with 3): results of an earlier version are
-# not reused for new requests.
-POSTPROCESS_VERSION = 3
-
 
 @dataclass
 class MatteResult:

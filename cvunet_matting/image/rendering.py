@@ -27,6 +27,10 @@ from .imaging import decode
 from .input_alpha import read_alpha
 from .png import encode_png
 
+# Bump when the pixels a result holds change for the same options (edge refinement and
+# decontamination came with 2, solid subjects by default with 3): results of an earlier version are
+# not reused for new requests. Everything it counts happens after the model, here and in matting.
+POSTPROCESS_VERSION = 3
 RAW_MATTE_LEVEL = 1  # the fastest deflate level: the matte is written for every image, read rarely
 
 

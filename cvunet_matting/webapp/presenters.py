@@ -40,7 +40,7 @@ PUBLIC_REASONS: dict[str, str] = {
     FailureCode.INTERNAL: "internal error on the worker; the details were logged",
 }
 UNKNOWN_REASON = "the image could not be processed; the details were logged"
-OWN_REASONS = {FailureCode.REFUSED, FailureCode.CRASHED, FailureCode.TIMEOUT}
+OWN_REASONS = {FailureCode.REFUSED, FailureCode.CRASHED, FailureCode.TIMEOUT, FailureCode.NO_MATTE}
 
 
 def public_error(row: TaskRow) -> str | None:
@@ -89,6 +89,8 @@ def task_json(row: TaskRow) -> dict[str, Any]:
         **item_json(row),
         "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
         "attempts": row["attempts"],
+        # a re-render's source task (an id: its page and status answer only those who may see it)
+        "rendered_from": str(row["rendered_from"]) if row.get("rendered_from") else None,
         "width": row["width"],
         "height": row["height"],
         "created_at": iso(row["created_at"]),

@@ -113,6 +113,11 @@ def batch_accepted(batch_id: str, total: int, refused: list[dict]):
     )
 
 
+def batch_rendered(batch_id: str):
+    """202 for a batch re-render: the new batch, with its poll link, as any new batch is answered."""
+    return batch_accepted(batch_id, batch_for(actor(), batch_id).batch["total"], [])
+
+
 def folder_accepted(batch_id: str):
     payload = {"batch_id": batch_id, "state": BatchState.LISTING, "total": None}
     payload["view_url"] = url_for("ui.batch_view", batch_id=batch_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -18,7 +17,8 @@ from cvunet_matting.db import reads
 from cvunet_matting.db.rows import ResultRow, TaskRow
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
-from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
+from cvunet_matting.image.matting import matte_bytes
+from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.model.protocols import Session
 from cvunet_matting.storage.files import Storage, raw_matte_path, write_atomic
 from cvunet_matting.worker.faults import inject_faults
@@ -53,16 +53,6 @@ class Job:
     def of(cls, row: TaskRow) -> Job:
         batch_id = str(row["batch_id"]) if row["batch_id"] else None
         return cls(str(row["id"]), row["input_key"], row["options"], row["output_path"], batch_id, row["owner_id"])
-
-
-def idem_key(input_key: str, model_version: str, options: OutputOptions, owner: int | None = None) -> str:
-    """Same input bytes, same model, same output options and post-processing: the same result, for
-    one owner. Never across owners: an instant answer would tell a user that someone else had sent
-    the very same photo. Work with no owner (the operator's) keeps the key it always had."""
-    parts = f"{input_key}|{model_version}|post{POSTPROCESS_VERSION}|{options.key()}"
-    if owner is not None:
-        parts += f"|owner{owner}"
-    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def lookup_result(key: str) -> ResultRow | None:
@@ -130,7 +120,8 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
     opts = OutputOptions.from_dict(job.options)
     key = idem_key(job.input_key, session.version, opts, job.owner)
     target = output_target(storage, job.output_path)
-    result = {"idem_key": key, "output_path": job.output_path}
+    # The model's version goes on the row: a re-render of this result registers under the same key.
+    result = {"idem_key": key, "output_path": job.output_path, "model_version": session.version}
     existing = lookup_result(key)
     if existing and reuse(existing, target, storage):
         keep_only_if_wanted(job, target)

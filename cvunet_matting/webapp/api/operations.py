@@ -35,6 +35,14 @@ SEEN = NumberQuery(
     description="with ?wait=, answer as soon as the number of finished images (done + failed) differs from"
     " this, not only when the batch ends: a progress bar's long-poll",
 )
+# A render's body: only the output options, as a form (none at all: the defaults).
+RENDER_OPTIONS = {
+    "required": False,
+    "content": {
+        media: {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}}
+        for media in ("multipart/form-data", "application/x-www-form-urlencoded")
+    },
+}
 
 
 def _queued(schema: str, description: str = "Queued") -> tuple[int, dict]:
@@ -131,13 +139,18 @@ OPERATIONS = {
         " your quotas like a new image",
         (201, json_response("The new task, finished", ref("Task"))),
         (400, 401, 404, 409, 410, 429, 503),
-        body={
-            "required": False,
-            "content": {
-                media: {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}}
-                for media in ("multipart/form-data", "application/x-www-form-urlencoded")
-            },
-        },
+        body=RENDER_OPTIONS,
+    ),
+    "render_batch": Operation(
+        "POST",
+        "/batches/<batch_id:batch_id>/render",
+        "Render every cut-out of a finished batch again with other options (edges, background colour, format)"
+        " from their kept raw mattes, without the model, into a new batch with its own ZIP and manifest (the"
+        " old one stays); its images count toward your quotas like new ones. An image the old batch did not"
+        " finish, or whose files are gone, fails in the new batch with code `no_matte`",
+        _queued("BatchAccepted"),
+        (400, 401, 404, 409, 410, 422, 429, 503),
+        body=RENDER_OPTIONS,
     ),
     "cancel_task": Operation(
         "POST",

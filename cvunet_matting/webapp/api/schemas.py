@@ -214,6 +214,12 @@ SCHEMAS = {
                 height=nullable({"type": "integer"}),
                 created_at=string(format="date-time"),
                 finished_at=nullable(string(format="date-time")),
+                rendered_from=nullable(
+                    string(
+                        format="uuid",
+                        description="a re-render's source task (POST .../render); null for the model's own results",
+                    )
+                ),
                 **POLL_HINT,
             ),
         ]

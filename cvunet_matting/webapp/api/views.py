@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from cvunet_matting.errors import ErrorCode, InputError
-from cvunet_matting.services import actions, submitting
+from cvunet_matting.services import actions, rerendering, submitting
 from cvunet_matting.webapp import replies
 from cvunet_matting.webapp.inputs import (
     check_api_fields,
@@ -89,6 +89,14 @@ def render_task(task_id: str):
     check_option_fields(request.form, request.files, request.mimetype, request.content_length)
     options = parse_options(request.form)
     return replies.rendered(rerender(actor(), task_id, options, settings()))
+
+
+@route
+def render_batch(batch_id: str):
+    """A finished batch's cut-outs again with other options, into a new batch (bookkeeping worker, no model)."""
+    check_option_fields(request.form, request.files, request.mimetype, request.content_length)
+    options = parse_options(request.form)
+    return replies.batch_rendered(rerendering.rerender_batch(actor(), batch_id, options, settings()))
 
 
 @route

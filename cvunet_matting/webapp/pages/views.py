@@ -10,8 +10,8 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, SOLIDIFY, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
-from cvunet_matting.services import actions, listings, submitting
-from cvunet_matting.services.lookup import batch_for, task_for
+from cvunet_matting.services import actions, listings, rerendering, submitting
+from cvunet_matting.services.lookup import batch_for, task_for, visible_task
 from cvunet_matting.states import TASK_STATES, TaskState
 from cvunet_matting.webapp.api.docs import operations
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
@@ -24,6 +24,7 @@ from .signin import local_target
 bp = Blueprint("ui", __name__)
 BATCH_PAGE = 60
 LISTING_PAGE = 25
+EDGES = {"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY}  # the forms' defaults
 MAX_PAGE = 100_000  # `page` beyond this is clamped: OFFSET work stays bounded
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -82,7 +83,7 @@ def index():
         max_pixels=cfg.max_pixels,
         input_formats=sorted(SUPPORTED_FORMATS),
         max_edge_px=MAX_EDGE_PX,
-        edge_defaults={"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY},
+        edge_defaults=EDGES,
     )
 
 
@@ -99,18 +100,22 @@ def flash_refusals(refused: list[dict]) -> None:
         flash(f"… and {more} more file{'s' if more > 1 else ''} refused.", "error")
 
 
+def form_options(form) -> OutputOptions:
+    """The options of the page forms (macro output_fields): the colour counts only with its checkbox."""
+    return parse_options(
+        {
+            "format": form.get("format"),
+            "bg_color": form.get("bg_color") if form.get("fill") else None,
+            "alpha_only": form.get("alpha_only", "false"),
+            **{name: form.get(name) for name in EDGE_KEYS},
+        }
+    )
+
+
 @bp.post("/")
 def upload_form():
     """The same upload without JavaScript: one file goes to its result page, several to a batch."""
-    fill = request.form.get("fill")
-    options = parse_options(
-        {
-            "format": request.form.get("format"),
-            "bg_color": request.form.get("bg_color") if fill else None,
-            "alpha_only": request.form.get("alpha_only", "false"),
-            **{name: request.form.get(name) for name in EDGE_KEYS},
-        }
-    )
+    options = form_options(request.form)
     items, refused = probe_uploads(request.files.getlist("files"))
     flash_refusals(refused)
     if not items:
@@ -127,8 +132,11 @@ def upload_form():
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
     row = task_for(g.actor, task_id)
+    # A re-render's source, linked only for a viewer who may see it (deleted since: named, not linked).
+    source = visible_task(g.actor, row["rendered_from"]) if row["rendered_from"] else None
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
-    return render_template("task.html", task=task_json(row), options=OutputOptions.from_dict(row["options"]))
+    options = OutputOptions.from_dict(row["options"])
+    return render_template("task.html", task=task_json(row), options=options, source=source)
 
 
 @bp.post("/tasks/<task_id>/cancel")
@@ -189,7 +197,21 @@ def batch_view(batch_id: str):
     view = batch_for(g.actor, batch_id, offset_of(page, BATCH_PAGE), BATCH_PAGE, order)
     data = batch_json(view.batch, view.counts, view.items, offset_of(page, BATCH_PAGE))
     pages = listings.page_count(view.batch["total"], BATCH_PAGE)
-    return render_template("batch.html", batch=data, page=page, pages=pages, order=order)
+    return render_template(
+        "batch.html", batch=data, page=page, pages=pages, order=order, max_edge_px=MAX_EDGE_PX, edge_defaults=EDGES
+    )
+
+
+@bp.post("/batches/<batch_id>/render")
+def render_batch(batch_id: str):
+    """The batch page's "Render again": a new batch drawn from this one's mattes (no model), shown next."""
+    try:
+        new_id = rerendering.rerender_batch(g.actor, batch_id, form_options(request.form), settings())
+    except InputError as exc:
+        flash(reason_to_flash(exc), "error")
+        return redirect(url_for("ui.batch_view", batch_id=batch_id))
+    flash("Rendering every cut-out again with the new options, into this new batch; the old one stays.", "info")
+    return redirect(url_for("ui.batch_view", batch_id=new_id))
 
 
 @bp.get("/api-docs")
