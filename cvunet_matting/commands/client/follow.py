@@ -17,6 +17,7 @@ from .errors import ApiError, ClientError
 
 HOLD_S = 30  # the API's longest ?wait=
 MIN_ROUND_S = 0.5  # a bar needs no more than two updates a second: fast batches are asked less often
+OTHERS_EVERY_S = 5.0  # the batches behind the oldest, read at once (not held): this often, or when it ends
 PAGE = 1000  # the API's most items per status page
 EXTENSIONS = {"image/png": ".png", "image/webp": ".webp", "image/jpeg": ".jpg"}
 
@@ -35,12 +36,15 @@ def follow(api: Api, batch_ids: list[str], bars: Progress) -> dict[str, dict]:
         bars.update(bar, total=all_, completed=sum(finished(s) for s in status.values()))
 
     show()
+    others_read = time.monotonic()
     while waiting := [b for b in batch_ids if status[b]["state"] != "done"]:
         started = time.monotonic()
         first = waiting[0]  # the oldest: the queue serves it first
         status[first] = api.batch(first, wait=HOLD_S, seen=finished(status[first]))
-        for other in waiting[1:]:
-            status[other] = api.batch(other)
+        if started - others_read >= OTHERS_EVERY_S or status[first]["state"] == "done":
+            for other in waiting[1:]:
+                status[other] = api.batch(other)
+            others_read = time.monotonic()
         show()
         time.sleep(max(0.0, MIN_ROUND_S - (time.monotonic() - started)))
     return status
