@@ -67,11 +67,12 @@ def upload(api: Api, todo: list[local.LocalFile], limits: dict, state: PushState
     bar = bars.add_task("upload", total=len(todo), unit="files")
     room = limits["max_request_bytes"] - fields_size(state.options)
     queue = list(local.batches(todo, batch_size(limits), room))
+    ended: set[str] = set()  # batches seen done while waiting for room
     while queue:
         run = queue.pop(0)
         if limits["quotas"]["max_in_flight"] is not None:
             bars.update(bar, unit="files, waiting for room")
-            wait_for_room(api, len(run), limits["quotas"]["max_in_flight"], state)
+            wait_for_room(api, len(run), limits["quotas"]["max_in_flight"], state, ended)
             bars.update(bar, unit="files")
         parts = [Part(f.relative, f.path.read_bytes()) for f in run]
         since = api.server_time.isoformat() if api.server_time else None
@@ -99,13 +100,16 @@ def upload(api: Api, todo: list[local.LocalFile], limits: dict, state: PushState
         state.save()  # after each batch: a run stopped later sends none of these again
 
 
-def wait_for_room(api: Api, files: int, cap: int, state: PushState) -> None:
+def wait_for_room(api: Api, files: int, cap: int, state: PushState, ended: set[str]) -> None:
     """Until `files` more images fit under the account's quota in flight: held on this push's oldest
-    unfinished batch (answered as soon as one of its images finishes), not polled."""
+    unfinished batch (answered as soon as one of its images finishes), not polled. `ended`: batches seen
+    done, not asked about again."""
     while api.limits()["usage"]["in_flight"] + files > cap:
-        for batch_id in state.batches():
+        for batch_id in (b for b in state.batches() if b not in ended):
             batch = api.batch(batch_id)
-            if batch["state"] != "done":
+            if batch["state"] == "done":
+                ended.add(batch_id)
+            else:
                 api.batch(batch_id, wait=HOLD_S, seen=finished(batch))
                 break
         else:  # the quota is held by the account's other work: its end cannot be waited on here
