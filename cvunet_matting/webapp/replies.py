@@ -197,7 +197,12 @@ def batch_status(batch_id: str, offset: int, limit: int, wait: float = 0.0, seen
     return poll_hint(payload, False, seconds, url_for(f"{links()}.batch_status", batch_id=payload["batch_id"]))
 
 
-TASK_FILES = {"result": downloads.result, "alpha": downloads.matte, "input": downloads.original}
+TASK_FILES = {
+    "result": downloads.result,
+    "alpha": downloads.matte,
+    "input": downloads.original,
+    "raw_matte": downloads.raw_matte,
+}
 
 
 def task_file(kind: str, task_id: str, download: bool):

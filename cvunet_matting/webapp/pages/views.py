@@ -8,12 +8,14 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from cvunet_matting.errors import ErrorCode, InputError
+from cvunet_matting.image import solid
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, SOLIDIFY, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
 from cvunet_matting.services import actions, listings, rerendering, submitting
 from cvunet_matting.services.lookup import batch_for, task_for, visible_task
 from cvunet_matting.states import TASK_STATES, TaskState
 from cvunet_matting.webapp.api.docs import operations
+from cvunet_matting.webapp.downloads import raw_matte_path_of
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
 from cvunet_matting.webapp.inputs import parse_options, probe_uploads
 from cvunet_matting.webapp.presenters import batch_json, listed_batch_json, task_json
@@ -129,14 +131,30 @@ def upload_form():
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 
+# What the "Adjust edges" preview (static/adjust.js) needs to draw solid subjects as solid.py does.
+SOLID_PREVIEW = {
+    "band_share": solid.BAND_SHARE,
+    "min_band_px": solid.MIN_BAND_PX,
+    "side": solid.SIDE,
+    "half": solid.HALF,
+}
+
+
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
     row = task_for(g.actor, task_id)
     # A re-render's source, linked only for a viewer who may see it (deleted since: named, not linked).
     source = visible_task(g.actor, row["rendered_from"]) if row["rendered_from"] else None
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
-    options = OutputOptions.from_dict(row["options"])
-    return render_template("task.html", task=task_json(row), options=options, source=source)
+    return render_template(
+        "task.html",
+        task=task_json(row),
+        options=OutputOptions.from_dict(row["options"]),
+        source=source,
+        adjustable=raw_matte_path_of(row) is not None,  # a finished task whose raw matte is kept
+        max_edge_px=MAX_EDGE_PX,
+        solid_preview=SOLID_PREVIEW,
+    )
 
 
 @bp.post("/tasks/<task_id>/cancel")

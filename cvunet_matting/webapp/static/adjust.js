@@ -1,0 +1,486 @@
+// The task page's "Adjust edges" panel: a live preview of the edge controls, drawn on a canvas in the
+// browser from the task's raw matte (the model's alpha before any edge step) and its original, with no
+// request per slider move; "Save" renders it on the server (POST /page/tasks/<id>/render) into a new
+// task, the old one left as it is. The steps follow image/solid.py and image/edges.py closely enough
+// to judge by eye (solid subject, thresholds, erosion by a disc, a Gaussian feather); refining the
+// edges and removing the background colour run on the server only, when saved.
+"use strict";
+
+(function () {
+  // The preview's size at most: a 12 MP photo is drawn at about 1 MP, so that every step stays a few
+  // tens of milliseconds and a slider follows the hand. Edge sizes are scaled down with it.
+  const PREVIEW_PIXELS = 1000000;
+  // edges.py feathers with a kernel of 2*feather+1 at sigma feather/2: a Gaussian cut at 2 sigma,
+  // whose spread is that of a whole one of 0.88 sigma; the preview's blur has no cut, so it takes that.
+  const CUT_GAUSSIAN = 0.88;
+  const NUMBERS = ["alpha_threshold", "opaque_threshold", "erode", "feather"];
+  const SWITCHES = ["solidify", "refine", "decontaminate"];
+
+  function loadImage(url) {
+    return new Promise((resolve, reject) => {
+      const img = new Image();
+      img.onload = () => resolve(img);
+      img.onerror = () => reject(new Error("could not load " + url));
+      img.src = url;
+    });
+  }
+
+  // The image's pixels (RGBA, not premultiplied) drawn at w x h.
+  function pixelsOf(img, w, h) {
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(img, 0, 0, w, h);
+    return ctx.getImageData(0, 0, w, h).data;
+  }
+
+  // ------------------------------------------------------------ resampling
+  function resize(src, sw, sh, dw, dh) {
+    if (sw === dw && sh === dh) return src;
+    const out = new Uint8Array(dw * dh);
+    const fx = sw / dw;
+    const fy = sh / dh;
+    for (let y = 0; y < dh; y++) {
+      const sy = Math.min(Math.max((y + 0.5) * fy - 0.5, 0), sh - 1);
+      const y0 = Math.floor(sy);
+      const y1 = Math.min(y0 + 1, sh - 1);
+      const wy = sy - y0;
+      for (let x = 0; x < dw; x++) {
+        const sx = Math.min(Math.max((x + 0.5) * fx - 0.5, 0), sw - 1);
+        const x0 = Math.floor(sx);
+        const x1 = Math.min(x0 + 1, sw - 1);
+        const wx = sx - x0;
+        const top = src[y0 * sw + x0] * (1 - wx) + src[y0 * sw + x1] * wx;
+        const bottom = src[y1 * sw + x0] * (1 - wx) + src[y1 * sw + x1] * wx;
+        out[y * dw + x] = Math.round(top * (1 - wy) + bottom * wy);
+      }
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------ solid subject (solid.py)
+  const FAR = 1e20;
+
+  // Squared distances along one line to its nearest site (f: 0 at sites, FAR elsewhere), exactly:
+  // the lower envelope of parabolas (Felzenszwalb and Huttenlocher, "Distance Transforms of Sampled
+  // Functions", 2012).
+  function envelope(f, n, d, v, z) {
+    let k = 0;
+    v[0] = 0;
+    z[0] = -FAR;
+    z[1] = FAR;
+    for (let q = 1; q < n; q++) {
+      let s;
+      for (;;) {
+        const p = v[k];
+        s = (f[q] + q * q - (f[p] + p * p)) / (2 * q - 2 * p);
+        if (s > z[k] || k === 0) break;
+        k--;
+      }
+      k++;
+      v[k] = q;
+      z[k] = s;
+      z[k + 1] = FAR;
+    }
+    k = 0;
+    for (let q = 0; q < n; q++) {
+      while (z[k + 1] < q) k++;
+      d[q] = (q - v[k]) * (q - v[k]) + f[v[k]];
+    }
+  }
+
+  // For every pixel, its distance to the nearest pixel where `isSite` holds (very large when none does).
+  function distances(mask, w, h, isSite) {
+    const n = Math.max(w, h);
+    const f = new Float64Array(n);
+    const d = new Float64Array(n);
+    const v = new Int32Array(n);
+    const z = new Float64Array(n + 1);
+    const grid = new Float64Array(w * h);
+    for (let i = 0; i < w * h; i++) grid[i] = mask[i] === isSite ? 0 : FAR;
+    for (let x = 0; x < w; x++) {
+      for (let y = 0; y < h; y++) f[y] = grid[y * w + x];
+      envelope(f, h, d, v, z);
+      for (let y = 0; y < h; y++) grid[y * w + x] = d[y];
+    }
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) f[x] = grid[y * w + x];
+      envelope(f, w, d, v, z);
+      for (let x = 0; x < w; x++) grid[y * w + x] = Math.sqrt(d[x]);
+    }
+    return grid;
+  }
+
+  // 0 within `band` of the outline, rising to 255 at twice that (solid.py's _ramp).
+  function ramp(distance, band) {
+    const out = new Uint8Array(distance.length);
+    for (let i = 0; i < distance.length; i++) {
+      const d = Math.min(distance[i], 2 * band);
+      out[i] = Math.min(255, Math.max(0, Math.floor((d - band) * (255 / band) + 0.5)));
+    }
+    return out;
+  }
+
+  // The matte made opaque far inside the subject and clear far from it, its outline's band as it was;
+  // the distances from a copy at most `cfg.side` pixels on the full image's long side, as solid.py's.
+  function solidify(alpha, w, h, full, cfg) {
+    const scale = Math.min(1, cfg.side / Math.max(full.width, full.height));
+    const sw = Math.max(1, Math.round(full.width * scale));
+    const sh = Math.max(1, Math.round(full.height * scale));
+    const small = resize(alpha, w, h, sw, sh);
+    const inside = new Uint8Array(sw * sh);
+    for (let i = 0; i < inside.length; i++) inside[i] = small[i] >= cfg.half ? 1 : 0;
+    const band = Math.max(cfg.minBandPx, cfg.bandShare * Math.max(full.width, full.height)) * scale;
+    const floor = resize(ramp(distances(inside, sw, sh, 0), band), sw, sh, w, h);
+    const outer = ramp(distances(inside, sw, sh, 1), band);
+    const ceiling = resize(outer.map((value) => 255 - value), sw, sh, w, h);
+    const out = new Uint8Array(w * h);
+    for (let i = 0; i < out.length; i++) out[i] = Math.min(Math.max(alpha[i], floor[i]), ceiling[i]);
+    return out;
+  }
+
+  // ------------------------------------------------------------ erosion (a disc's minimum)
+  // The minimum over [i - k, i + k] of each place of a line, a window's outside ignored (as the
+  // server's replicated border does for a minimum): a queue of rising values, O(n) whatever k.
+  function minLine(src, dst, n, k, queue) {
+    let head = 0;
+    let tail = 0;
+    let next = 0;
+    for (let i = 0; i < n; i++) {
+      const right = Math.min(n - 1, i + k);
+      for (; next <= right; next++) {
+        while (tail > head && src[queue[tail - 1]] >= src[next]) tail--;
+        queue[tail++] = next;
+      }
+      while (queue[head] < i - k) head++;
+      dst[i] = src[queue[head]];
+    }
+  }
+
+  // The first pixel of every line of the image in direction (dx, dy), dx 0 or 1.
+  function lineStarts(w, h, dx, dy) {
+    const starts = [];
+    if (dx === 1) for (let y = 0; y < h; y++) starts.push([0, y]);
+    if (dy === 1) for (let x = dx; x < w; x++) starts.push([x, 0]);
+    if (dy === -1) for (let x = 1; x < w; x++) starts.push([x, h - 1]);
+    return starts;
+  }
+
+  function minAlong(src, w, h, k, dx, dy) {
+    if (k <= 0) return src;
+    const out = new Uint8Array(src.length);
+    const n = Math.max(w, h);
+    const line = new Uint8Array(n);
+    const filtered = new Uint8Array(n);
+    const queue = new Int32Array(n);
+    const at = new Int32Array(n);
+    for (const [x0, y0] of lineStarts(w, h, dx, dy)) {
+      let len = 0;
+      for (let x = x0, y = y0; x >= 0 && x < w && y >= 0 && y < h; x += dx, y += dy) {
+        at[len] = y * w + x;
+        line[len++] = src[y * w + x];
+      }
+      minLine(line, filtered, len, k, queue);
+      for (let i = 0; i < len; i++) out[at[i]] = filtered[i];
+    }
+    return out;
+  }
+
+  // Up to this radius the preview erodes by the server's own disc (cv2's MORPH_ELLIPSE), row by row;
+  // beyond it by an octagon, whose cost does not grow with the radius.
+  const DISC_UP_TO = 10;
+
+  // The matte shrunk by the server's disc of radius r: the minimum, over the disc's rows, of each row's
+  // minimum over that row's half-width (round(sqrt(r^2 - dy^2)), as getStructuringElement draws it).
+  function erodeDisc(alpha, w, h, r) {
+    const halfWidth = (dy) => Math.round(Math.sqrt(r * r - dy * dy));
+    const rows = new Map();
+    for (let dy = 0; dy <= r; dy++) {
+      const k = halfWidth(dy);
+      if (!rows.has(k)) rows.set(k, minAlong(alpha, w, h, k, 1, 0));
+    }
+    const out = new Uint8Array(alpha.length).fill(255);
+    for (let dy = -r; dy <= r; dy++) {
+      const src = rows.get(halfWidth(dy));
+      for (let y = Math.max(0, -dy); y < Math.min(h, h - dy); y++) {
+        const from = (y + dy) * w;
+        const to = y * w;
+        for (let x = 0; x < w; x++) if (src[from + x] < out[to + x]) out[to + x] = src[from + x];
+      }
+    }
+    return out;
+  }
+
+  // The matte shrunk by a disc of radius r, taken as a regular octagon: a square of half-side a (two
+  // straight lines) then a diamond (two diagonal lines of b steps), a + 2b = r and a + b = r / sqrt(2).
+  function erodeOctagon(alpha, w, h, r) {
+    const b = Math.round(r * (1 - Math.SQRT1_2));
+    const a = r - 2 * b;
+    let out = minAlong(alpha, w, h, a, 1, 0);
+    out = minAlong(out, w, h, a, 0, 1);
+    out = minAlong(out, w, h, b, 1, 1);
+    return minAlong(out, w, h, b, 1, -1);
+  }
+
+  function erode(alpha, w, h, r) {
+    return r <= DISC_UP_TO ? erodeDisc(alpha, w, h, r) : erodeOctagon(alpha, w, h, r);
+  }
+
+  // ------------------------------------------------------------ feather (a Gaussian, by three boxes)
+  // The radii of three box blurs whose sum has the spread of a Gaussian of `sigma` (W. Jarosz, "Fast
+  // Image Convolutions", 2001: boxes of two neighbouring odd widths).
+  function boxRadii(sigma) {
+    const ideal = Math.sqrt((12 * sigma * sigma) / 3 + 1);
+    let lower = Math.floor(ideal);
+    if (lower % 2 === 0) lower--;
+    const many = Math.round((12 * sigma * sigma - 3 * lower * lower - 12 * lower - 9) / (-4 * lower - 4));
+    return [0, 1, 2].map((i) => ((i < many ? lower : lower + 2) - 1) / 2);
+  }
+
+  // A box mean of radius r along each line (its ends replicated), in place over `data`.
+  function boxLines(data, w, h, r, horizontal, line) {
+    if (r <= 0) return;
+    const lines = horizontal ? h : w;
+    const n = horizontal ? w : h;
+    const step = horizontal ? 1 : w;
+    const width = 2 * r + 1;
+    for (let l = 0; l < lines; l++) {
+      const base = horizontal ? l * w : l;
+      for (let i = 0; i < n; i++) line[i] = data[base + i * step];
+      let sum = 0;
+      for (let j = -r; j <= r; j++) sum += line[Math.min(Math.max(j, 0), n - 1)];
+      for (let i = 0; i < n; i++) {
+        data[base + i * step] = sum / width;
+        sum += line[Math.min(i + r + 1, n - 1)] - line[Math.max(i - r, 0)];
+      }
+    }
+  }
+
+  function feather(alpha, w, h, sigma) {
+    const data = Float32Array.from(alpha);
+    const line = new Float32Array(Math.max(w, h));
+    for (const r of boxRadii(sigma)) {
+      boxLines(data, w, h, r, true, line);
+      boxLines(data, w, h, r, false, line);
+    }
+    return Uint8Array.from(data, (value) => Math.round(value));
+  }
+
+  // ------------------------------------------------------------ the edge controls (edges.controls)
+  function controls(base, w, h, c, scale) {
+    let alpha = new Uint8Array(base.length);
+    const threshold = c.alpha_threshold;
+    const opaque = c.opaque_threshold || 256;
+    for (let i = 0; i < base.length; i++) {
+      const value = base[i] < threshold ? 0 : base[i];
+      alpha[i] = value >= opaque ? 255 : value;
+    }
+    const radius = Math.round(c.erode * scale);
+    if (radius >= 1) alpha = erode(alpha, w, h, radius);
+    const sigma = CUT_GAUSSIAN * (c.feather / 2) * scale;
+    if (sigma >= 0.3) alpha = feather(alpha, w, h, sigma);
+    return alpha;
+  }
+
+  // The cut-out's pixels: the photo's colours with the matte (times the photo's own alpha), flattened
+  // on a colour, or the matte alone as grey.
+  function compose(out, rgba, alpha, look) {
+    for (let i = 0, p = 0; i < alpha.length; i++, p += 4) {
+      const a = rgba ? Math.round((alpha[i] * rgba[p + 3]) / 255) : alpha[i];
+      if (look.alphaOnly || !rgba) {
+        out[p] = out[p + 1] = out[p + 2] = a;
+        out[p + 3] = 255;
+      } else if (look.background) {
+        const [r, g, b] = look.background;
+        out[p] = (rgba[p] * a + r * (255 - a) + 127) / 255;
+        out[p + 1] = (rgba[p + 1] * a + g * (255 - a) + 127) / 255;
+        out[p + 2] = (rgba[p + 2] * a + b * (255 - a) + 127) / 255;
+        out[p + 3] = 255;
+      } else {
+        out[p] = rgba[p];
+        out[p + 1] = rgba[p + 1];
+        out[p + 2] = rgba[p + 2];
+        out[p + 3] = a;
+      }
+    }
+  }
+
+  function hexColour(text) {
+    return [1, 3, 5].map((at) => parseInt(text.slice(at, at + 2), 16));
+  }
+
+  // ------------------------------------------------------------ the preview
+  // The matte and the photo, loaded once at the preview's size; alpha() and draw() then take each new
+  // set of controls. The photo may be missing (a format the browser cannot show): draw() then shows
+  // the matte alone. `solid` holds solid.py's constants (the page has them from the server).
+  async function loadPreview(matteUrl, inputUrl, solid) {
+    const matte = await loadImage(matteUrl);
+    const full = { width: matte.naturalWidth, height: matte.naturalHeight };
+    const scale = Math.min(1, Math.sqrt(PREVIEW_PIXELS / (full.width * full.height)));
+    const w = Math.max(1, Math.floor(full.width * scale));
+    const h = Math.max(1, Math.floor(full.height * scale));
+    const grey = pixelsOf(matte, w, h);
+    const raw = new Uint8Array(w * h);
+    for (let i = 0; i < raw.length; i++) raw[i] = grey[4 * i];
+    let rgba = null;
+    try {
+      rgba = pixelsOf(await loadImage(inputUrl), w, h);
+    } catch (_) {
+      rgba = null; // TIFF, for one, is beyond most browsers
+    }
+    const bases = new Map(); // the matte before the controls, with and without solidify
+
+    function alpha(c) {
+      const solidOn = Boolean(c.solidify);
+      if (!bases.has(solidOn)) bases.set(solidOn, solidOn ? solidify(raw, w, h, full, solid) : raw);
+      return controls(bases.get(solidOn), w, h, c, scale);
+    }
+
+    function draw(canvas, c, look) {
+      if (canvas.width !== w || canvas.height !== h) {
+        canvas.width = w;
+        canvas.height = h;
+      }
+      const ctx = canvas.getContext("2d");
+      const image = ctx.createImageData(w, h);
+      compose(image.data, rgba, alpha(c), look);
+      ctx.putImageData(image, 0, 0);
+    }
+
+    return { width: w, height: h, scale, full, hasPhoto: rgba !== null, alpha, draw };
+  }
+
+  // ------------------------------------------------------------ the panel
+  function initAdjust(panel) {
+    const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+    const form = panel.querySelector("#adjust-form");
+    const canvas = panel.querySelector("#adjust-preview");
+    const note = panel.querySelector("#adjust-note");
+    const field = (name) => form.querySelector("#adj-" + name);
+    const fill = field("fill");
+    const colour = field("color");
+    const format = field("format");
+    const alphaOnly = field("alpha-only");
+    const solid = {
+      bandShare: Number(panel.dataset.bandShare),
+      minBandPx: Number(panel.dataset.minBandPx),
+      side: Number(panel.dataset.solidSide),
+      half: Number(panel.dataset.solidHalf),
+    };
+    let preview = null; // once the matte and the photo are in
+    let drawn = 0;
+    let queued = false;
+
+    function showValues() {
+      for (const name of NUMBERS) field(name + "-value").textContent = field(name).value;
+      colour.disabled = !fill.checked || alphaOnly.checked;
+      fill.disabled = alphaOnly.checked;
+      format.disabled = alphaOnly.checked;
+    }
+
+    function draw() {
+      queued = false;
+      if (!preview) return;
+      const c = { solidify: field("solidify").checked };
+      for (const name of NUMBERS) c[name] = Number(field(name).value);
+      // JPEG has no alpha channel: the server flattens it on white unless another colour is chosen.
+      const flat = fill.checked ? hexColour(colour.value) : format.value === "jpg" ? [255, 255, 255] : null;
+      preview.draw(canvas, c, { alphaOnly: alphaOnly.checked, background: flat });
+      canvas.dataset.drawn = String(++drawn); // a count the page's tests wait on
+    }
+
+    function schedule() {
+      showValues();
+      if (!queued) {
+        queued = true;
+        window.requestAnimationFrame(draw);
+      }
+    }
+
+    async function save() {
+      const message = panel.querySelector("#adjust-message");
+      const links = panel.querySelector("#adjust-links");
+      const button = panel.querySelector("#adjust-save");
+      const data = new FormData();
+      for (const name of NUMBERS) data.append(name, field(name).value);
+      for (const name of SWITCHES) data.append(name, field(name).checked ? "true" : "false");
+      if (alphaOnly.checked) data.append("alpha_only", "true");
+      else {
+        data.append("format", format.value);
+        if (fill.checked) data.append("bg_color", colour.value);
+      }
+      button.disabled = true;
+      message.textContent = "";
+      links.replaceChildren();
+      try {
+        const response = await fetch(panel.dataset.renderUrl, {
+          method: "POST",
+          body: data,
+          credentials: "same-origin",
+          headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
+        });
+        let body = null;
+        try {
+          body = await response.json();
+        } catch (_) {
+          body = null; // a proxy's HTML error page, for instance
+        }
+        if (response.status !== 201 || !body) {
+          message.textContent = body?.error?.message || "The server answered " + response.status + ": please try again.";
+          return;
+        }
+        links.replaceChildren(
+          buttonLink(body.result_url + "?download=1", "Download it", "adjust-download", true),
+          buttonLink(body.view_url, "Open the new cut-out", "adjust-open", false)
+        );
+      } catch (err) {
+        message.textContent = "Could not reach the server: " + err.message;
+      } finally {
+        button.disabled = false;
+      }
+    }
+
+    form.addEventListener("input", schedule);
+    form.addEventListener("change", schedule);
+    panel.querySelector("#adjust-reset").addEventListener("click", () => {
+      form.reset(); // each control back to what the page came with: the task's own options
+      schedule();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      save();
+    });
+    showValues();
+
+    loadPreview(panel.dataset.matteUrl, panel.dataset.inputUrl, solid).then(
+      (loaded) => {
+        preview = loaded;
+        note.textContent = loaded.hasPhoto ? "" : "This browser cannot show the original's format: the preview shows the matte alone.";
+        if (loaded.scale < 1) panel.querySelector("#adjust-size").textContent = "(at " + loaded.width + " × " + loaded.height + ")";
+        draw();
+      },
+      () => {
+        note.textContent = "The matte could not be loaded: no preview (saving still works).";
+      }
+    );
+  }
+
+  function buttonLink(href, text, id, primary) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    a.id = id;
+    a.className = primary ? "btn primary" : "btn";
+    return a;
+  }
+
+  // The preview alone, for the page's tests and `make bench-preview`, which drive it without a panel.
+  window.cvunetPreview = { load: loadPreview };
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const panel = document.getElementById("adjust");
+    if (panel) initAdjust(panel);
+  });
+})();
