@@ -126,6 +126,11 @@ bench-rerender: model
 bench-batch-render: model
 	$(PYTHON) benchmarks/bench_batch_render.py
 
+# The task page's "Adjust edges" preview in Chromium: a slider move's cost, and the preview against the server's.
+.PHONY: bench-preview
+bench-preview: model
+	$(PYTHON) benchmarks/bench_preview.py
+
 bench-delete: install
 	$(PYTHON) benchmarks/bench_delete.py
 

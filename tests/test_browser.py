@@ -649,7 +649,9 @@ def drawn(page) -> int:
 
 
 def redrawn_after(page, before: int) -> None:
-    page.wait_for_function(f"Number(document.getElementById('adjust-preview').dataset.drawn || 0) > {before}")
+    page.wait_for_function(
+        "before => Number(document.getElementById('adjust-preview').dataset.drawn || 0) > before", arg=before
+    )
 
 
 def finished_task(server, page, worker_factory, data: bytes, name: str = "disc.png") -> str:
@@ -685,6 +687,14 @@ def test_adjust_edges_previews_in_the_browser_and_saves_a_new_task(server, signe
     redrawn_after(page, count)
     eroded = canvas_alpha(page)
     assert (eroded == 255).sum() < (after == 255).sum()  # the subject shrank
+    count = drawn(page)
+    page.check("#adj-fill")  # flattened on a colour: nothing left see-through
+    redrawn_after(page, count)
+    assert (canvas_alpha(page) == 255).all() and not page.is_disabled("#adj-color")
+    count = drawn(page)
+    page.uncheck("#adj-fill")
+    redrawn_after(page, count)
+    assert (canvas_alpha(page) == eroded).all()
     assert requests == []  # no round trip per move: every redraw came from the browser alone
 
     page.click("#adjust-save")
@@ -708,6 +718,12 @@ def test_adjust_edges_previews_in_the_browser_and_saves_a_new_task(server, signe
     assert page.console_errors == []  # no script error, no Content-Security-Policy violation
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-adjust-edges.png"), full_page=True)
+
+    count = drawn(page)
+    page.click("#adjust-reset")  # back to the options this task was made with
+    redrawn_after(page, count)
+    assert page.input_value("#adj-erode") == "0" and page.inner_text("#adj-erode-value") == "0"
+    assert (canvas_alpha(page) == before).all()
 
     page.click("#adjust-open")
     page.wait_for_url(f"**/tasks/{new_id}")

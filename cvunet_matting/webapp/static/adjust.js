@@ -172,9 +172,14 @@
     if (k <= 0) return src;
     const out = new Uint8Array(src.length);
     const n = Math.max(w, h);
+    const queue = new Int32Array(n);
+    if (dy === 0) {
+      // A row lies in one piece: filtered where it is (the most frequent case: erodeDisc's rows).
+      for (let y = 0; y < h; y++) minLine(src.subarray(y * w, y * w + w), out.subarray(y * w, y * w + w), w, k, queue);
+      return out;
+    }
     const line = new Uint8Array(n);
     const filtered = new Uint8Array(n);
-    const queue = new Int32Array(n);
     const at = new Int32Array(n);
     for (const [x0, y0] of lineStarts(w, h, dx, dy)) {
       let len = 0;
@@ -239,33 +244,55 @@
     return [0, 1, 2].map((i) => ((i < many ? lower : lower + 2) - 1) / 2);
   }
 
-  // A box mean of radius r along each line (its ends replicated), in place over `data`.
-  function boxLines(data, w, h, r, horizontal, line) {
-    if (r <= 0) return;
-    const lines = horizontal ? h : w;
-    const n = horizontal ? w : h;
-    const step = horizontal ? 1 : w;
-    const width = 2 * r + 1;
-    for (let l = 0; l < lines; l++) {
-      const base = horizontal ? l * w : l;
-      for (let i = 0; i < n; i++) line[i] = data[base + i * step];
+  // A box mean of radius r along each row (its ends replicated), from src into dst.
+  function boxRows(src, dst, w, h, r) {
+    const scale = 1 / (2 * r + 1);
+    for (let y = 0; y < h; y++) {
+      const o = y * w;
+      const first = src[o];
+      const last = src[o + w - 1];
       let sum = 0;
-      for (let j = -r; j <= r; j++) sum += line[Math.min(Math.max(j, 0), n - 1)];
-      for (let i = 0; i < n; i++) {
-        data[base + i * step] = sum / width;
-        sum += line[Math.min(i + r + 1, n - 1)] - line[Math.max(i - r, 0)];
+      for (let j = -r; j <= r; j++) sum += src[o + Math.min(Math.max(j, 0), w - 1)];
+      for (let x = 0; x < w; x++) {
+        dst[o + x] = sum * scale;
+        const add = x + r + 1;
+        const drop = x - r;
+        sum += (add < w ? src[o + add] : last) - (drop > 0 ? src[o + drop] : first);
+      }
+    }
+  }
+
+  // The same down each column, a whole row at a time (memory in order, not a column's stride apart).
+  function boxColumns(src, dst, w, h, r, sum) {
+    const scale = 1 / (2 * r + 1);
+    sum.fill(0);
+    for (let j = -r; j <= r; j++) {
+      const row = Math.min(Math.max(j, 0), h - 1) * w;
+      for (let x = 0; x < w; x++) sum[x] += src[row + x];
+    }
+    for (let y = 0; y < h; y++) {
+      const o = y * w;
+      const add = Math.min(y + r + 1, h - 1) * w;
+      const drop = Math.max(y - r, 0) * w;
+      for (let x = 0; x < w; x++) {
+        dst[o + x] = sum[x] * scale;
+        sum[x] += src[add + x] - src[drop + x];
       }
     }
   }
 
   function feather(alpha, w, h, sigma) {
     const data = Float32Array.from(alpha);
-    const line = new Float32Array(Math.max(w, h));
+    const spare = new Float32Array(alpha.length);
+    const sum = new Float64Array(w);
     for (const r of boxRadii(sigma)) {
-      boxLines(data, w, h, r, true, line);
-      boxLines(data, w, h, r, false, line);
+      if (r <= 0) continue;
+      boxRows(data, spare, w, h, r);
+      boxColumns(spare, data, w, h, r, sum);
     }
-    return Uint8Array.from(data, (value) => Math.round(value));
+    const out = new Uint8Array(alpha.length);
+    for (let i = 0; i < out.length; i++) out[i] = data[i] + 0.5;
+    return out;
   }
 
   // ------------------------------------------------------------ the edge controls (edges.controls)
