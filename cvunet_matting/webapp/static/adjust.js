@@ -143,19 +143,34 @@
 
   // ------------------------------------------------------------ erosion (a disc's minimum)
   // The minimum over [i - k, i + k] of each place of a line, a window's outside ignored (as the
-  // server's replicated border does for a minimum): a queue of rising values, O(n) whatever k.
-  function minLine(src, dst, n, k, queue) {
-    let head = 0;
-    let tail = 0;
-    let next = 0;
-    for (let i = 0; i < n; i++) {
-      const right = Math.min(n - 1, i + k);
-      for (; next <= right; next++) {
-        while (tail > head && src[queue[tail - 1]] >= src[next]) tail--;
-        queue[tail++] = next;
+  // server's replicated border does for a minimum). Three passes whatever k (van Herk, 1992; Gil and
+  // Werman, 1993): the line, padded with 255, is cut into blocks of the window's size; a window spans
+  // the end of one block and the start of the next, whose running minimums are kept. `scratch`: three
+  // Uint8Arrays of at least n + 2k places.
+  function minLine(src, dst, n, k, scratch) {
+    const [padded, ahead, behind] = scratch;
+    const size = 2 * k + 1;
+    const len = n + 2 * k;
+    padded.fill(255, 0, k);
+    padded.set(src.subarray(0, n), k);
+    padded.fill(255, k + n, len);
+    for (let start = 0; start < len; start += size) {
+      const end = Math.min(start + size, len);
+      let low = 255;
+      for (let i = start; i < end; i++) {
+        if (padded[i] < low) low = padded[i];
+        ahead[i] = low;
       }
-      while (queue[head] < i - k) head++;
-      dst[i] = src[queue[head]];
+      low = 255;
+      for (let i = end - 1; i >= start; i--) {
+        if (padded[i] < low) low = padded[i];
+        behind[i] = low;
+      }
+    }
+    for (let i = 0; i < n; i++) {
+      const left = behind[i];
+      const right = ahead[i + 2 * k];
+      dst[i] = left < right ? left : right;
     }
   }
 
@@ -172,10 +187,10 @@
     if (k <= 0) return src;
     const out = new Uint8Array(src.length);
     const n = Math.max(w, h);
-    const queue = new Int32Array(n);
+    const scratch = [0, 1, 2].map(() => new Uint8Array(n + 2 * k));
     if (dy === 0) {
       // A row lies in one piece: filtered where it is (the most frequent case: erodeDisc's rows).
-      for (let y = 0; y < h; y++) minLine(src.subarray(y * w, y * w + w), out.subarray(y * w, y * w + w), w, k, queue);
+      for (let y = 0; y < h; y++) minLine(src.subarray(y * w, y * w + w), out.subarray(y * w, y * w + w), w, k, scratch);
       return out;
     }
     const line = new Uint8Array(n);
@@ -187,7 +202,7 @@
         at[len] = y * w + x;
         line[len++] = src[y * w + x];
       }
-      minLine(line, filtered, len, k, queue);
+      minLine(line, filtered, len, k, scratch);
       for (let i = 0; i < len; i++) out[at[i]] = filtered[i];
     }
     return out;
