@@ -174,38 +174,48 @@
     }
   }
 
-  // The first pixel of every line of the image in direction (dx, dy), dx 0 or 1.
-  function lineStarts(w, h, dx, dy) {
-    const starts = [];
-    if (dx === 1) for (let y = 0; y < h; y++) starts.push([0, y]);
-    if (dy === 1) for (let x = dx; x < w; x++) starts.push([x, 0]);
-    if (dy === -1) for (let x = 1; x < w; x++) starts.push([x, h - 1]);
-    return starts;
-  }
-
-  function minAlong(src, w, h, k, dx, dy) {
+  // Each row's minimum over [x - k, x + k].
+  function minRows(src, w, h, k) {
     if (k <= 0) return src;
     const out = new Uint8Array(src.length);
-    const n = Math.max(w, h);
-    const scratch = [0, 1, 2].map(() => new Uint8Array(n + 2 * k));
-    if (dy === 0) {
-      // A row lies in one piece: filtered where it is (the most frequent case: erodeDisc's rows).
-      for (let y = 0; y < h; y++) minLine(src.subarray(y * w, y * w + w), out.subarray(y * w, y * w + w), w, k, scratch);
-      return out;
-    }
-    const line = new Uint8Array(n);
-    const filtered = new Uint8Array(n);
-    const at = new Int32Array(n);
-    for (const [x0, y0] of lineStarts(w, h, dx, dy)) {
-      let len = 0;
-      for (let x = x0, y = y0; x >= 0 && x < w && y >= 0 && y < h; x += dx, y += dy) {
-        at[len] = y * w + x;
-        line[len++] = src[y * w + x];
-      }
-      minLine(line, filtered, len, k, scratch);
-      for (let i = 0; i < len; i++) out[at[i]] = filtered[i];
+    const scratch = [0, 1, 2].map(() => new Uint8Array(w + 2 * k));
+    for (let y = 0; y < h; y++) minLine(src.subarray(y * w, y * w + w), out.subarray(y * w, y * w + w), w, k, scratch);
+    return out;
+  }
+
+  // min(src(p), src(p + (sx, sy))), src(p) alone where p + (sx, sy) is off the image: row by row, so
+  // that a column or a diagonal costs what a row does.
+  function shiftMin(src, w, h, sx, sy) {
+    const out = Uint8Array.from(src);
+    const x0 = Math.max(0, -sx);
+    const x1 = Math.min(w, w - sx);
+    for (let y = Math.max(0, -sy); y < Math.min(h, h - sy); y++) {
+      const o = y * w;
+      const q = (y + sy) * w + sx;
+      for (let x = x0; x < x1; x++) if (src[q + x] < out[o + x]) out[o + x] = src[q + x];
     }
     return out;
+  }
+
+  // The minimum over t in [0, reach] of src(p + t (dx, dy)), off the image ignored, by doubling: a
+  // pass with a copy shifted s further takes [0, c] to [0, c + s] (s <= c + 1), log2(reach) passes.
+  function reachMin(src, w, h, reach, dx, dy) {
+    let out = src;
+    for (let covered = 0; covered < reach; ) {
+      const step = Math.min(covered + 1, reach - covered);
+      out = shiftMin(out, w, h, step * dx, step * dy);
+      covered += step;
+    }
+    return out;
+  }
+
+  // The minimum over t in [-k, k] of src(p + t (dx, dy)): the line's two halves.
+  function lineMin(src, w, h, k, dx, dy) {
+    if (k <= 0) return src;
+    const ahead = reachMin(src, w, h, k, dx, dy);
+    const behind = reachMin(src, w, h, k, -dx, -dy);
+    for (let i = 0; i < ahead.length; i++) if (behind[i] < ahead[i]) ahead[i] = behind[i];
+    return ahead;
   }
 
   // Up to this radius the preview erodes by the server's own disc (cv2's MORPH_ELLIPSE), row by row;
@@ -219,7 +229,7 @@
     const rows = new Map();
     for (let dy = 0; dy <= r; dy++) {
       const k = halfWidth(dy);
-      if (!rows.has(k)) rows.set(k, minAlong(alpha, w, h, k, 1, 0));
+      if (!rows.has(k)) rows.set(k, minRows(alpha, w, h, k));
     }
     const out = new Uint8Array(alpha.length).fill(255);
     for (let dy = -r; dy <= r; dy++) {
@@ -238,10 +248,10 @@
   function erodeOctagon(alpha, w, h, r) {
     const b = Math.round(r * (1 - Math.SQRT1_2));
     const a = r - 2 * b;
-    let out = minAlong(alpha, w, h, a, 1, 0);
-    out = minAlong(out, w, h, a, 0, 1);
-    out = minAlong(out, w, h, b, 1, 1);
-    return minAlong(out, w, h, b, 1, -1);
+    let out = minRows(alpha, w, h, a);
+    out = lineMin(out, w, h, a, 0, 1);
+    out = lineMin(out, w, h, b, 1, 1);
+    return lineMin(out, w, h, b, 1, -1);
   }
 
   function erode(alpha, w, h, r) {
