@@ -8,7 +8,10 @@ their raw mattes are the real ISNet's (`make model`), as the worker keeps them. 
 of controls. For each photo and size it prints:
 - the load: decoding both images, drawing them at the preview's size (<= 1 MP) (median ms);
 - per slider move, for each set of controls: the median and p90 ms of one redraw (the controls,
-  the composite, the canvas), after a first one that computes the solid-subject matte once;
+  the composite, the canvas), the sets taking turns, and the median's ratio to the cheapest move's
+  (thresholds: little more than the composite and the canvas), which a busy host leaves standing;
+  the first redraw of each is shown apart (the first computes the solid-subject matte once); and the
+  median of a move while the slider is dragged (drawn at half the size each way, then scaled up);
 - the preview's matte against the server's (solidify and controls from the same raw matte, at the
   preview's size): mean and p99 absolute difference, in alpha levels of 255.
 A move redrawn within a frame (16.7 ms) follows the hand; the preview has no server round trip.
@@ -63,25 +66,41 @@ LOAD = """async ([matte, photo, solid, repeat]) => {
     return {times, width: preview.width, height: preview.height};
 }"""
 
-MOVES = """([c, repeat]) => {
+# Every set of controls drawn once in turn, `repeat` rounds: a busy host slows them all alike, so
+# their ratios to the cheapest move (thresholds: the composite and the canvas alone) hold.
+MOVES = """([sets, repeat]) => {
     const preview = window.benchPreview;
     const canvas = document.getElementById("preview");
     const look = {alphaOnly: false, background: null};
-    const first = performance.now();
-    preview.draw(canvas, c, look);
-    const firstMs = performance.now() - first;
-    const times = [];
-    for (let i = 0; i < repeat; i++) {
+    const firsts = sets.map((c) => {
         const start = performance.now();
         preview.draw(canvas, c, look);
+        return performance.now() - start;
+    });
+    const times = sets.map(() => []);
+    const quick = sets.map(() => []);
+    const timed = (c, fast) => {
+        const start = performance.now();
+        preview.draw(canvas, c, look, fast);
         canvas.getContext("2d").getImageData(0, 0, 1, 1);  // the canvas's work done, not just queued
-        times.push(performance.now() - start);
+        return performance.now() - start;
+    };
+    sets.forEach((c) => timed(c, true));  // the half-size copy made before the rounds
+    for (let round = 0; round < repeat; round++) {
+        sets.forEach((c, i) => {
+            times[i].push(timed(c, false));
+            quick[i].push(timed(c, true));
+        });
     }
-    const alpha = preview.alpha(c);
-    let text = "";
-    for (let i = 0; i < alpha.length; i += 8192) text += String.fromCharCode(...alpha.subarray(i, i + 8192));
-    return {firstMs, times, alpha: btoa(text)};
+    const alphas = sets.map((c) => {
+        const alpha = preview.alpha(c);
+        let text = "";
+        for (let i = 0; i < alpha.length; i += 8192) text += String.fromCharCode(...alpha.subarray(i, i + 8192));
+        return btoa(text);
+    });
+    return {firsts, times, quick, alphas};
 }"""
+CHEAPEST = "thresholds 64/150"
 
 
 def jpeg_of(rgb: np.ndarray, width: int, height: int) -> bytes:
@@ -108,13 +127,16 @@ def bench(page, jpeg: bytes, raw_png: bytes, raw: np.ndarray, repeat: int) -> No
     loaded = page.evaluate(LOAD, [data_url("png", raw_png), data_url("jpeg", jpeg), SOLID, max(3, repeat // 3)])
     size = (loaded["width"], loaded["height"])
     print(f"  load (decode, draw at {size[0]}x{size[1]}): median {statistics.median(loaded['times']):6.1f} ms")
-    for name, c in CONTROLS.items():
-        got = page.evaluate(MOVES, [c, repeat])
-        preview = np.frombuffer(base64.b64decode(got["alpha"]), np.uint8).reshape(size[1], size[0])
+    got = page.evaluate(MOVES, [list(CONTROLS.values()), repeat])
+    floor = p(got["times"][list(CONTROLS).index(CHEAPEST)], 0.5)
+    for i, (name, c) in enumerate(CONTROLS.items()):
+        times = got["times"][i]
+        preview = np.frombuffer(base64.b64decode(got["alphas"][i]), np.uint8).reshape(size[1], size[0])
         diff = np.abs(preview.astype(int) - server_alpha(raw, c, size))
-        moves = f"a move p50 {p(got['times'], 0.5):6.1f} ms  p90 {p(got['times'], 0.9):6.1f} ms"
+        moves = f"a move p50 {p(times, 0.5):6.1f} ms ({p(times, 0.5) / floor:4.1f}x) p90 {p(times, 0.9):6.1f} ms"
+        moves += f", dragged {p(got['quick'][i], 0.5):6.1f} ms"
         close = f"vs the server: mean {diff.mean():4.2f}, p99 {np.percentile(diff, 99):3.0f}"
-        print(f"  {name:>32}: {moves} (first {got['firstMs']:6.1f} ms) | {close}")
+        print(f"  {name:>32}: {moves} (first {got['firsts'][i]:6.1f} ms) | {close}")
 
 
 def main() -> None:

@@ -134,3 +134,28 @@ def test_controls_change_the_preview(blank):
     assert (opaque == 255).sum() > (base == 255).sum()
     assert (eroded == 255).sum() < (base == 255).sum() and (eroded <= base).all()
     assert ((feathered > 0) & (feathered < 255)).sum() > ((base > 0) & (base < 255)).sum()
+
+
+QUICK_AND_SHARP = """async ([matte, photo, solid, c]) => {
+    const preview = await window.cvunetPreview.load(matte, photo, solid);
+    const canvas = document.createElement("canvas");
+    const read = () => {
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        return Array.from(pixels.filter((_, i) => i % 4 === 3));
+    };
+    const look = {alphaOnly: false, background: null};
+    const quick = [preview.draw(canvas, c, look, true), read()];
+    const sharp = [preview.draw(canvas, c, look, false), read()];
+    return {quick, sharp, width: canvas.width, height: canvas.height};
+}"""
+
+
+def test_a_dragged_slider_is_drawn_quick_at_half_size_and_close_to_the_sharp_one(blank):
+    raw = cat_like_matte(600, 800)
+    photo = np.dstack([raw, 255 - raw, np.full_like(raw, 90)])
+    c = {"solidify": True, "alpha_threshold": 40, "opaque_threshold": 0, "erode": 20, "feather": 10}
+    got = blank.evaluate(QUICK_AND_SHARP, [data_url(raw), data_url(photo), SOLID, c])
+    assert (got["quick"][0], got["sharp"][0]) == ("quick", "sharp") and (got["width"], got["height"]) == (800, 600)
+    quick, sharp = (np.array(got[k][1], np.uint8).reshape(600, 800) for k in ("quick", "sharp"))
+    diff = np.abs(quick.astype(int) - sharp)
+    assert 0 < diff.mean() < 3, diff.mean()  # not the same drawing, but the same picture

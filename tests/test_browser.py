@@ -622,7 +622,7 @@ def test_a_finished_batch_renders_again_from_its_page_with_the_edge_controls(
 
 
 # ------------------------------------------------------------------ adjust edges: preview, save
-def soft_disc_png(size: tuple[int, int] = (180, 240)) -> bytes:
+def soft_disc_png(size: tuple[int, int] = (450, 600)) -> bytes:
     """A bright disc with a soft rim on a dark ground: the tiny model's matte (its brightness) has a
     solid inside, a clear outside and a ramp between, which every edge control changes."""
     rgb = np.full((*size, 3), 20, np.uint8)
@@ -642,6 +642,14 @@ CANVAS_ALPHA = """() => {
 def canvas_alpha(page):
     got = page.evaluate(CANVAS_ALPHA)
     return np.array(got["alpha"], np.uint8).reshape(got["height"], got["width"])
+
+
+DRAG_TO = "(el, value) => { el.value = value; el.dispatchEvent(new Event('input', {bubbles: true})); }"
+LET_GO = """(el, value) => {
+    el.value = value;
+    el.dispatchEvent(new Event('input', {bubbles: true}));
+    el.dispatchEvent(new Event('change', {bubbles: true}));
+}"""
 
 
 def drawn(page) -> int:
@@ -669,7 +677,7 @@ def test_adjust_edges_previews_in_the_browser_and_saves_a_new_task(server, signe
     page.wait_for_selector("#adjust-preview[data-drawn]")
     assert page.inner_text("label[for=adj-alpha_threshold]") == "Alpha threshold"
     before = canvas_alpha(page)
-    assert before.shape == (180, 240)  # a small photo: drawn at its own size
+    assert before.shape == (450, 600)  # under 1 MP: drawn at its own size
     requests = []
     page.on("request", lambda request: requests.append(request.url))
     count = drawn(page)
@@ -687,6 +695,17 @@ def test_adjust_edges_previews_in_the_browser_and_saves_a_new_task(server, signe
     redrawn_after(page, count)
     eroded = canvas_alpha(page)
     assert (eroded == 255).sum() < (after == 255).sum()  # the subject shrank
+    # Dragged (input events, no change yet): drawn quick, at half the size; let go: sharp again.
+    count = drawn(page)
+    page.eval_on_selector("#adj-erode", DRAG_TO, "9")
+    redrawn_after(page, count)
+    assert page.get_attribute("#adjust-preview", "data-quality") == "quick"
+    assert page.inner_text("#adj-erode-value") == "9" and canvas_alpha(page).shape == (450, 600)
+    count = drawn(page)
+    page.eval_on_selector("#adj-erode", LET_GO, "6")
+    redrawn_after(page, count)
+    assert page.get_attribute("#adjust-preview", "data-quality") == "sharp"
+    assert (canvas_alpha(page) == eroded).all()
     count = drawn(page)
     page.check("#adj-fill")  # flattened on a colour: nothing left see-through
     redrawn_after(page, count)
@@ -711,7 +730,7 @@ def test_adjust_edges_previews_in_the_browser_and_saves_a_new_task(server, signe
     saved = tmp_path / info.value.suggested_filename
     info.value.save_as(saved)
     rgba = cv2.imread(str(saved), cv2.IMREAD_UNCHANGED)
-    assert saved.suffix == ".png" and rgba.shape == (180, 240, 4)
+    assert saved.suffix == ".png" and rgba.shape == (450, 600, 4)
     # The preview showed what the server made, give or take the refinement it does alone.
     assert np.abs(rgba[..., 3].astype(int) - eroded).mean() < 4
     assert accounts_row(task_id)["state"] == "success"  # the old task stays as it was

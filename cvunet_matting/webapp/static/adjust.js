@@ -13,6 +13,8 @@
   // edges.py feathers with a kernel of 2*feather+1 at sigma feather/2: a Gaussian cut at 2 sigma,
   // whose spread is that of a whole one of 0.88 sigma; the preview's blur has no cut, so it takes that.
   const CUT_GAUSSIAN = 0.88;
+  // A preview of fewer pixels than this is drawn whole even while a slider is dragged.
+  const QUICK_FROM = 250000;
   const NUMBERS = ["alpha_threshold", "opaque_threshold", "erode", "feather"];
   const SWITCHES = ["solidify", "refine", "decontaminate"];
 
@@ -364,44 +366,68 @@
   }
 
   // ------------------------------------------------------------ the preview
-  // The matte and the photo, loaded once at the preview's size; alpha() and draw() then take each new
-  // set of controls. The photo may be missing (a format the browser cannot show): draw() then shows
-  // the matte alone. `solid` holds solid.py's constants (the page has them from the server).
-  async function loadPreview(matteUrl, inputUrl, solid) {
-    const matte = await loadImage(matteUrl);
-    const full = { width: matte.naturalWidth, height: matte.naturalHeight };
-    const scale = Math.min(1, Math.sqrt(PREVIEW_PIXELS / (full.width * full.height)));
+  // The pixels of one size of the preview: the matte and the photo drawn at w x h, `scale` of the
+  // full image, and the matte before the controls (with and without solidify), made when first asked.
+  function level(matte, photo, full, scale, solid) {
     const w = Math.max(1, Math.floor(full.width * scale));
     const h = Math.max(1, Math.floor(full.height * scale));
     const grey = pixelsOf(matte, w, h);
     const raw = new Uint8Array(w * h);
     for (let i = 0; i < raw.length; i++) raw[i] = grey[4 * i];
-    let rgba = null;
-    try {
-      rgba = pixelsOf(await loadImage(inputUrl), w, h);
-    } catch (_) {
-      rgba = null; // TIFF, for one, is beyond most browsers
-    }
-    const bases = new Map(); // the matte before the controls, with and without solidify
-
+    const rgba = photo ? pixelsOf(photo, w, h) : null;
+    const bases = new Map();
     function alpha(c) {
       const solidOn = Boolean(c.solidify);
       if (!bases.has(solidOn)) bases.set(solidOn, solidOn ? solidify(raw, w, h, full, solid) : raw);
       return controls(bases.get(solidOn), w, h, c, scale);
     }
+    function image(c, look) {
+      const out = new ImageData(w, h);
+      compose(out.data, rgba, alpha(c), look);
+      return out;
+    }
+    return { w, h, alpha, image };
+  }
 
-    function draw(canvas, c, look) {
-      if (canvas.width !== w || canvas.height !== h) {
-        canvas.width = w;
-        canvas.height = h;
+  // The matte and the photo, loaded once; alpha() and draw() then take each new set of controls. The
+  // photo may be missing (a format the browser cannot show): draw() then shows the matte alone.
+  // `solid` holds solid.py's constants (the page has them from the server).
+  async function loadPreview(matteUrl, inputUrl, solid) {
+    const matte = await loadImage(matteUrl);
+    let photo = null;
+    try {
+      photo = await loadImage(inputUrl);
+    } catch (_) {
+      photo = null; // TIFF, for one, is beyond most browsers
+    }
+    const full = { width: matte.naturalWidth, height: matte.naturalHeight };
+    const scale = Math.min(1, Math.sqrt(PREVIEW_PIXELS / (full.width * full.height)));
+    const sharp = level(matte, photo, full, scale, solid);
+    let rough = null; // half the size each way, made on the first quick draw
+    const scratch = document.createElement("canvas");
+
+    // quick: while a slider is dragged, a quarter of the pixels scaled up (a wide erosion or feather
+    // then keeps up with the hand); the full preview when it is let go.
+    function draw(canvas, c, look, quick) {
+      if (canvas.width !== sharp.w || canvas.height !== sharp.h) {
+        canvas.width = sharp.w;
+        canvas.height = sharp.h;
       }
       const ctx = canvas.getContext("2d");
-      const image = ctx.createImageData(w, h);
-      compose(image.data, rgba, alpha(c), look);
-      ctx.putImageData(image, 0, 0);
+      if (!quick || sharp.w * sharp.h < QUICK_FROM) {
+        ctx.putImageData(sharp.image(c, look), 0, 0);
+        return "sharp";
+      }
+      rough = rough || level(matte, photo, full, scale / 2, solid);
+      scratch.width = rough.w;
+      scratch.height = rough.h;
+      scratch.getContext("2d").putImageData(rough.image(c, look), 0, 0);
+      ctx.clearRect(0, 0, sharp.w, sharp.h);
+      ctx.drawImage(scratch, 0, 0, sharp.w, sharp.h);
+      return "quick";
     }
 
-    return { width: w, height: h, scale, full, hasPhoto: rgba !== null, alpha, draw };
+    return { width: sharp.w, height: sharp.h, scale, full, hasPhoto: photo !== null, alpha: sharp.alpha, draw };
   }
 
   // ------------------------------------------------------------ the panel
@@ -424,6 +450,7 @@
     let preview = null; // once the matte and the photo are in
     let drawn = 0;
     let queued = false;
+    let quick = false; // the next draw may be a quick one
 
     function showValues() {
       for (const name of NUMBERS) field(name + "-value").textContent = field(name).value;
@@ -439,11 +466,15 @@
       for (const name of NUMBERS) c[name] = Number(field(name).value);
       // JPEG has no alpha channel: the server flattens it on white unless another colour is chosen.
       const flat = fill.checked ? hexColour(colour.value) : format.value === "jpg" ? [255, 255, 255] : null;
-      preview.draw(canvas, c, { alphaOnly: alphaOnly.checked, background: flat });
+      canvas.dataset.quality = preview.draw(canvas, c, { alphaOnly: alphaOnly.checked, background: flat }, quick);
       canvas.dataset.drawn = String(++drawn); // a count the page's tests wait on
     }
 
-    function schedule() {
+    // A dragged slider sends `input` on each move and `change` when it is let go (a key sends both):
+    // the moves are drawn quick, the rest sharp.
+    function schedule(event) {
+      const dragging = event?.type === "input" && event.target.type === "range";
+      quick = queued ? quick && dragging : dragging;
       showValues();
       if (!queued) {
         queued = true;
