@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     TRUNCATED = "truncated"
     TOO_MANY_PIXELS = "too_many_pixels"
     MISSING_INPUT = "missing_input"
+    EMPTY_SUBJECT = "empty_subject"  # a crop asked for, and the matte holds no subject to crop to
     # a server-side folder
     FORBIDDEN_PATH = "forbidden_path"
     EMPTY_FOLDER = "empty_folder"

@@ -66,8 +66,9 @@ ERROR_STATUSES = {
     ),
     422: (
         "More files at once (refused ones included) than a quota of this account ever allows (code"
-        " `batch_too_large`): split them",
-        (ErrorCode.BATCH_TOO_LARGE,),
+        " `batch_too_large`): split them; a re-render asked to crop to a subject its matte does not hold"
+        " (`empty_subject`)",
+        (ErrorCode.BATCH_TOO_LARGE, ErrorCode.EMPTY_SUBJECT),
     ),
     429: (
         "Over a quota of this account (code `quota_exceeded`), or it holds as many `?wait=` requests and event"

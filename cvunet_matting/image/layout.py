@@ -1,0 +1,136 @@
+"""The output canvas: the subject found in the final alpha, cropped with a margin, scaled and placed,
+then the whole shrunk to the size asked for.
+
+Order: the canvas is the photo's frame, or with `crop` the subject's bounding box plus its margin
+(past the photo's border, transparent); `scale` resizes the subject's box to that share of the canvas
+and `position` places it (then only the box is kept: what lay outside it, specks included, is not
+drawn); `size` shrinks the result last. The backdrop (backdrop.py) follows the same geometry, so the
+blurred photo stays aligned behind the subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cvunet_matting.errors import ErrorCode, InputError
+
+from . import canvas_options as canvas
+from .encoding import OutputOptions
+
+VISIBLE = 10  # alpha at or above this (4%) is part of the subject's box; fainter haze is not
+SPECK_SHARE = 0.0002  # connected parts smaller than this share of the photo (0.02%) are specks...
+MIN_SPECK_PX = 16  # ...or than this many pixels
+EMPTY_SUBJECT = "no subject found to crop to: the matte is empty (or holds only specks)"
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 excluded)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where everything goes on a canvas of `width` x `height` (before `size`), in canvas px."""
+
+    width: int
+    height: int
+    frame_at: tuple[int, int]  # where the photo's top-left pixel lies (the backdrop's anchor)
+    subject: Box | None = None  # the subject's box in the photo, when it is moved on its own...
+    dest: Box | None = None  # ...and where it goes: else the canvas is a window onto the frame
+
+
+def subject_box(alpha: np.ndarray) -> Box | None:
+    """The bounding box of the alpha's visible parts, specks left out; None when nothing is left."""
+    visible = (alpha >= VISIBLE).view(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(visible, connectivity=8)
+    least = max(MIN_SPECK_PX, SPECK_SHARE * alpha.size)
+    kept = stats[1:count][stats[1:count, cv2.CC_STAT_AREA] >= least]  # row 0 is the background
+    if not len(kept):
+        return None
+    x0, y0 = kept[:, cv2.CC_STAT_LEFT].min(), kept[:, cv2.CC_STAT_TOP].min()
+    x1 = (kept[:, cv2.CC_STAT_LEFT] + kept[:, cv2.CC_STAT_WIDTH]).max()
+    y1 = (kept[:, cv2.CC_STAT_TOP] + kept[:, cv2.CC_STAT_HEIGHT]).max()
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def plan(alpha: np.ndarray, options: OutputOptions) -> Plan:
+    """The canvas the options ask for; InputError `empty_subject` for a crop with no subject."""
+    height, width = alpha.shape
+    scale, where = canvas.scale_of(options.scale), canvas.position_of(options.position or canvas.ORIGINAL)
+    moved = scale is not None or where is not None
+    box = subject_box(alpha) if options.crop or moved else None
+    if box is None:
+        if options.crop:
+            raise InputError(EMPTY_SUBJECT, code=ErrorCode.EMPTY_SUBJECT)
+        return Plan(width, height, (0, 0))  # nothing to move: the frame as it is
+    x0, y0, x1, y1 = box
+    frame_at = (0, 0)
+    if options.crop:
+        top, right, bottom, left = canvas.margin_of(options.crop_margin, (x1 - x0, y1 - y0))
+        width, height, frame_at = x1 - x0 + left + right, y1 - y0 + top + bottom, (left - x0, top - y0)
+    if not moved:
+        return Plan(width, height, frame_at)
+    return Plan(width, height, frame_at, box, _dest(box, (width, height), frame_at, scale, where))
+
+
+def _dest(box: Box, size: tuple[int, int], frame_at: tuple[int, int], scale, where) -> Box:
+    x0, y0, x1, y1 = box
+    box_w, box_h = x1 - x0, y1 - y0
+    width, height = size
+    factor = 1.0 if scale is None else scale * min(width / box_w, height / box_h)
+    dest_w, dest_h = max(1, round(box_w * factor)), max(1, round(box_h * factor))
+    if where is None:  # 'original': the box keeps its centre where it was on the canvas
+        centre_x, centre_y = frame_at[0] + (x0 + x1) / 2, frame_at[1] + (y0 + y1) / 2
+        left, top = round(centre_x - dest_w / 2), round(centre_y - dest_h / 2)
+    else:
+        left, top = round(where[0] * (width - dest_w)), round(where[1] * (height - dest_h))
+    return left, top, left + dest_w, top + dest_h
+
+
+def draw(rgb: np.ndarray, alpha: np.ndarray, the_plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas's rgb and alpha: a window onto the frame, or the subject's box moved into place."""
+    out_rgb = np.zeros((the_plan.height, the_plan.width, 3), np.uint8)
+    out_alpha = np.zeros((the_plan.height, the_plan.width), np.uint8)
+    if the_plan.subject is None or the_plan.dest is None:
+        _paste(out_rgb, out_alpha, rgb, alpha, the_plan.frame_at)
+        return out_rgb, out_alpha
+    x0, y0, x1, y1 = the_plan.subject
+    part_rgb, part_alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+    left, top, right, bottom = the_plan.dest
+    if (right - left, bottom - top) != (x1 - x0, y1 - y0):
+        method = cv2.INTER_AREA if right - left < x1 - x0 else cv2.INTER_LINEAR
+        part_rgb, part_alpha = resize(part_rgb, part_alpha, (right - left, bottom - top), method)
+    _paste(out_rgb, out_alpha, part_rgb, part_alpha, (left, top))
+    return out_rgb, out_alpha
+
+
+def _paste(out_rgb, out_alpha, rgb, alpha, at: tuple[int, int]) -> None:
+    """`rgb`/`alpha` copied onto the canvas with their top-left at `at`, clipped to the canvas."""
+    left, top = at
+    height, width = alpha.shape
+    cx0, cy0 = max(0, left), max(0, top)
+    cx1, cy1 = min(out_alpha.shape[1], left + width), min(out_alpha.shape[0], top + height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return
+    out_rgb[cy0:cy1, cx0:cx1] = rgb[cy0 - top : cy1 - top, cx0 - left : cx1 - left]
+    out_alpha[cy0:cy1, cx0:cx1] = alpha[cy0 - top : cy1 - top, cx0 - left : cx1 - left]
+
+
+def shrink(rgb: np.ndarray, alpha: np.ndarray, size: str) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas shrunk to `size` (canonical, canvas_options.parse_size); as it is when it fits."""
+    height, width = alpha.shape
+    target = canvas.size_of(size, width, height)
+    if target == (width, height):
+        return rgb, alpha
+    return resize(rgb, alpha, target, cv2.INTER_AREA)
+
+
+def resize(rgb: np.ndarray, alpha: np.ndarray, size: tuple[int, int], method: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both resized with the colours weighted by their alpha (premultiplied), so that the clear pixels
+    around the subject, whatever colour they hold, do not bleed into its edge."""
+    weight = alpha.astype(np.float32) * np.float32(1 / 255)
+    premultiplied = cv2.resize(rgb.astype(np.float32) * weight[..., None], size, interpolation=method)
+    new_weight = cv2.resize(weight, size, interpolation=method)
+    colour = premultiplied / np.maximum(new_weight, np.float32(1 / 255))[..., None]
+    new_alpha = np.clip(new_weight * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(colour + 0.5, 0, 255).astype(np.uint8), new_alpha
