@@ -36,14 +36,14 @@ route = router(bp, OPERATIONS)
 def submit_image(wait: float):
     check_api_fields(request.form, request.files, "file", one_file=True)
     item = one_upload(request.files)
-    task_id = submitting.submit_image(actor(), item, parse_options(request.form), settings())
+    task_id = submitting.submit_image(actor(), item, parse_options(request.form, files=request.files), settings())
     return replies.image_accepted(task_id, wait)
 
 
 @route
 def submit_batch():
     check_api_fields(request.form, request.files, "files", one_file=False)
-    options = parse_options(request.form)
+    options = parse_options(request.form, files=request.files)
     items, refused = probe_uploads(request.files.getlist("files"))
     batch_id = submitting.submit_batch(actor(), items, refused, options, settings())
     return replies.batch_accepted(batch_id, len(items), refused)
@@ -87,7 +87,7 @@ def retry(task_id: str, force: bool):
 def render_task(task_id: str):
     """A finished task's cut-out again with other options, from its kept raw matte (no model)."""
     check_option_fields(request.form, request.files, request.mimetype, request.content_length)
-    options = parse_options(request.form)
+    options = parse_options(request.form, files=request.files)
     return replies.rendered(rerender(actor(), task_id, options, settings()))
 
 

@@ -35,13 +35,15 @@ def seen() -> str | None:
 # The pages send only what their own form holds: unlike the API, unknown fields are not looked for.
 @bp.post("/images")
 def submit_image():
-    task_id = submitting.submit_image(actor(), one_upload(request.files), parse_options(request.form), settings())
+    task_id = submitting.submit_image(
+        actor(), one_upload(request.files), parse_options(request.form, files=request.files), settings()
+    )
     return replies.image_accepted(task_id)
 
 
 @bp.post("/batches")
 def submit_batch():
-    options = parse_options(request.form)
+    options = parse_options(request.form, files=request.files)
     items, refused = probe_uploads(request.files.getlist("files"))
     batch_id = submitting.submit_batch(actor(), items, refused, options, settings())
     return replies.batch_accepted(batch_id, len(items), refused)

@@ -9,6 +9,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image import solid
+from cvunet_matting.image.canvas_options import MAX_BLUR_PX
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, SOLIDIFY, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
 from cvunet_matting.services import actions, listings, rerendering, submitting
@@ -17,7 +18,7 @@ from cvunet_matting.states import TASK_STATES, TaskState
 from cvunet_matting.webapp.api.docs import operations
 from cvunet_matting.webapp.downloads import raw_matte_path_of
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
-from cvunet_matting.webapp.inputs import parse_options, probe_uploads
+from cvunet_matting.webapp.inputs import CANVAS_FIELDS, parse_options, probe_uploads
 from cvunet_matting.webapp.presenters import batch_json, listed_batch_json, task_json
 from cvunet_matting.webapp.support import csrf_token, csrf_valid, settings
 
@@ -85,6 +86,7 @@ def index():
         max_pixels=cfg.max_pixels,
         input_formats=sorted(SUPPORTED_FORMATS),
         max_edge_px=MAX_EDGE_PX,
+        max_blur_px=MAX_BLUR_PX,
         edge_defaults=EDGES,
     )
 
@@ -102,7 +104,7 @@ def flash_refusals(refused: list[dict]) -> None:
         flash(f"… and {more} more file{'s' if more > 1 else ''} refused.", "error")
 
 
-def form_options(form) -> OutputOptions:
+def form_options(form, files=None) -> OutputOptions:
     """The options of the page forms (macro output_fields): the colour counts only with its checkbox."""
     return parse_options(
         {
@@ -110,14 +112,16 @@ def form_options(form) -> OutputOptions:
             "bg_color": form.get("bg_color") if form.get("fill") else None,
             "alpha_only": form.get("alpha_only", "false"),
             **{name: form.get(name) for name in EDGE_KEYS},
-        }
+            **{name: form.get(name) for name in CANVAS_FIELDS},
+        },
+        files=files,
     )
 
 
 @bp.post("/")
 def upload_form():
     """The same upload without JavaScript: one file goes to its result page, several to a batch."""
-    options = form_options(request.form)
+    options = form_options(request.form, request.files)
     items, refused = probe_uploads(request.files.getlist("files"))
     flash_refusals(refused)
     if not items:
