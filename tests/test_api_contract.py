@@ -127,6 +127,26 @@ def test_the_edge_options_are_published_for_forms_and_json():
     assert "default on" in form["properties"]["solidify"]["description"]
 
 
+def test_the_canvas_options_are_published_for_forms_json_and_the_rerender():
+    spec = document()
+    paths = spec["paths"]
+    options = spec["components"]["schemas"]["Options"]["properties"]
+    for path in ("/api/v1/images", "/api/v1/batches", "/api/v1/tasks/{id}/render"):
+        form = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        for name in ("crop", "crop_margin", "size", "scale", "position", "bg_blur"):
+            assert name in form and name in options, (path, name)
+        assert form["bg_image"]["type"] == "string" and form["bg_image"]["format"] == "binary"
+    assert "bg_image" not in options  # JSON cannot carry an upload (folder batches)
+    render_body = paths["/api/v1/tasks/{id}/render"]["post"]["requestBody"]["content"]
+    urlencoded = render_body["application/x-www-form-urlencoded"]
+    assert "bg_image" not in urlencoded["schema"]["properties"] and "crop" in urlencoded["schema"]["properties"]
+    assert options["crop"] == {"type": "boolean"} and options["bg_blur"]["maximum"] == 200
+    assert "'30px'" in options["crop_margin"]["description"] and "preview" in options["size"]["description"]
+    assert "422" in paths["/api/v1/tasks/{id}/render"]["post"]["responses"]
+    item = spec["components"]["schemas"]["Item"]["properties"]
+    assert "empty_subject" in item["error_code"]["description"]
+
+
 def test_the_confidence_score_is_published_on_every_item():
     item = document()["components"]["schemas"]["Item"]["properties"]
     assert item["confidence"]["type"] == "number" and item["confidence"]["nullable"] is True
