@@ -452,3 +452,33 @@ def test_a_photo_with_no_subject_fails_a_crop_as_empty_subject(isnet):
         made(isnet, grey, crop="true")
     assert caught.value.code == ErrorCode.EMPTY_SUBJECT
     assert made(isnet, grey).width == 400  # without a crop, the empty cut-out is a result as before
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_the_matte_command_takes_the_canvas_flags(tmp_path, tiny_model):
+    """CVUNET_MODEL is the tiny model here (conftest): its matte is the photo's brightness."""
+    from click.testing import CliRunner
+
+    from cvunet_matting.commands.cli import main
+
+    photo = np.full((60, 90, 3), 0, np.uint8)
+    cv2.rectangle(photo, (30, 20), (49, 39), (255, 255, 255), -1)  # a 20 x 20 white square, off-centre
+    source, behind = tmp_path / "in.png", tmp_path / "behind.png"
+    source.write_bytes(cv2.imencode(".png", photo)[1].tobytes())
+    behind.write_bytes(cv2.imencode(".png", np.full((10, 10, 3), (0, 0, 200), np.uint8))[1].tobytes())
+    flags = ["--crop", "--crop-margin", "5px", "--bg-image", str(behind), "--format", "jpg", "--no-refine"]
+    done = CliRunner().invoke(main, ["matte", str(source), "-o", str(tmp_path / "out"), *flags])
+    assert done.exit_code == 0, done.output
+    out = cv2.imread(str(tmp_path / "out" / "in.jpg"))
+    assert out.shape == (30, 30, 3)  # the square and 5 px all round
+    assert abs(int(out[1, 1, 2]) - 200) < 25 and out[15, 15].min() > 200  # red behind, the white square
+    done = CliRunner().invoke(main, ["matte", str(source), "-o", str(tmp_path / "bad"), "--position", "left"])
+    assert done.exit_code == 1 and "position" in done.output
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    done = CliRunner().invoke(
+        main, ["matte", str(source), "-o", str(tmp_path / "bad"), "--bg-image", str(not_an_image)]
+    )
+    assert done.exit_code != 0 and "Traceback" not in done.output
