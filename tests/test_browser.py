@@ -193,6 +193,34 @@ def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, 
     assert accounts.find_user(me.name)["session_epoch"] == 1  # sign-out ended every copy of the session
 
 
+def test_the_canvas_section_crops_and_puts_a_background_image_behind(server, signed_in, worker_factory, tmp_path):
+    """The upload form's "crop, size, placement, background" section reaches the task, the background
+    image as a file beside the photo."""
+    page = signed_in
+    worker_factory()
+    image, behind = tmp_path / "photo.png", tmp_path / "behind.png"
+    image.write_bytes(png_bytes(52))
+    behind.write_bytes(png_bytes(53))
+    page.set_input_files("#file-input", str(image))
+    page.select_option("#opt-format", "jpg")
+    page.click("#advanced-canvas summary")
+    page.check("#opt-crop")
+    page.fill("#opt-crop-margin", "2px")
+    page.select_option("#opt-size", "preview")
+    page.set_input_files("#opt-bg-image", str(behind))
+    page.click("#submit")
+    page.wait_for_url("**/tasks/*", timeout=60_000)
+    page.wait_for_load_state("load")
+    assert loaded(page, 'img[alt="cut-out"]')
+    shown = page.inner_text("#task-options")
+    assert shown.startswith("JPEG, flattened on a background image") and "cropped to the subject, margin 2px" in shown
+    assert "size preview" in shown
+    row = accounts_row(page.url.rsplit("/", 1)[1])
+    assert row["options"]["crop"] is True and row["options"]["crop_margin"] == "2px"
+    assert len(row["options"]["bg_image"]) == 64 and row["options"]["bg_color"] is None
+    assert page.console_errors == []
+
+
 def test_the_page_is_told_of_the_result_without_a_poll_interval(server, signed_in, worker_factory, tmp_root, tmp_path):
     """A worker that takes 4 s an image: the upload card holds one status request open per change
     (pending -> started -> success), where a 0.8 s poll would have sent five or more."""

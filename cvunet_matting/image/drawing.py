@@ -30,7 +30,8 @@ def draw(
     the_plan = layout.Plan(width, height, (0, 0))
     if options.moves_pixels:
         the_plan = layout.plan(alpha, options)
-        rgb, alpha = layout.draw(rgb, alpha, the_plan)
+        if the_plan != layout.Plan(width, height, (0, 0)):  # a size alone leaves the frame as it is
+            rgb, alpha = layout.draw(rgb, alpha, the_plan)
         rgb, alpha = layout.shrink(rgb, alpha, options.size)
         height, width = alpha.shape
     if blurred is not None:
