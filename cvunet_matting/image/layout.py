@@ -23,6 +23,7 @@ from .encoding import OutputOptions
 VISIBLE = 10  # alpha at or above this (4%) is part of the subject's box; fainter haze is not
 SPECK_SHARE = 0.0002  # connected parts smaller than this share of the photo (0.02%) are specks...
 MIN_SPECK_PX = 16  # ...or than this many pixels
+WORK_PIXELS = 1_000_000  # the parts are told apart on a copy of about this size (subject_box)
 EMPTY_SUBJECT = "no subject found to crop to: the matte is empty (or holds only specks)"
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 excluded)
@@ -40,17 +41,34 @@ class Plan:
 
 
 def subject_box(alpha: np.ndarray) -> Box | None:
-    """The bounding box of the alpha's visible parts, specks left out; None when nothing is left."""
+    """The bounding box of the alpha's visible parts, specks left out; None when nothing is left.
+
+    The parts are found on a copy of at most about WORK_PIXELS (each pixel: whether any pixel of its
+    block is visible), a twelfth of the work at 12 MP; the box is then made exact at full size."""
     visible = (alpha >= VISIBLE).view(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(visible, connectivity=8)
-    least = max(MIN_SPECK_PX, SPECK_SHARE * alpha.size)
+    step = max(1, int((alpha.size / WORK_PIXELS) ** 0.5))
+    blocks = _any_in_blocks(visible, step)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(blocks, connectivity=8)
+    least = max(MIN_SPECK_PX, SPECK_SHARE * alpha.size) / step**2
     kept = stats[1:count][stats[1:count, cv2.CC_STAT_AREA] >= least]  # row 0 is the background
     if not len(kept):
         return None
-    x0, y0 = kept[:, cv2.CC_STAT_LEFT].min(), kept[:, cv2.CC_STAT_TOP].min()
-    x1 = (kept[:, cv2.CC_STAT_LEFT] + kept[:, cv2.CC_STAT_WIDTH]).max()
-    y1 = (kept[:, cv2.CC_STAT_TOP] + kept[:, cv2.CC_STAT_HEIGHT]).max()
-    return int(x0), int(y0), int(x1), int(y1)
+    x0, y0 = kept[:, cv2.CC_STAT_LEFT].min() * step, kept[:, cv2.CC_STAT_TOP].min() * step
+    x1 = (kept[:, cv2.CC_STAT_LEFT] + kept[:, cv2.CC_STAT_WIDTH]).max() * step
+    y1 = (kept[:, cv2.CC_STAT_TOP] + kept[:, cv2.CC_STAT_HEIGHT]).max() * step
+    window = visible[y0:y1, x0:x1]  # the blocks' box: exact to the pixel within it
+    rows, columns = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
+    return int(x0 + columns[0]), int(y0 + rows[0]), int(x0 + columns[-1] + 1), int(y0 + rows[-1] + 1)
+
+
+def _any_in_blocks(mask: np.ndarray, step: int) -> np.ndarray:
+    """1 where any pixel of a step x step block is 1 (the last blocks padded with 0)."""
+    if step == 1:
+        return mask
+    height, width = mask.shape
+    padded = np.zeros((-(-height // step) * step, -(-width // step) * step), np.uint8)
+    padded[:height, :width] = mask
+    return padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).max(axis=(1, 3))
 
 
 def plan(alpha: np.ndarray, options: OutputOptions) -> Plan:
@@ -126,11 +144,10 @@ def shrink(rgb: np.ndarray, alpha: np.ndarray, size: str) -> tuple[np.ndarray, n
 
 
 def resize(rgb: np.ndarray, alpha: np.ndarray, size: tuple[int, int], method: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both resized with the colours weighted by their alpha (premultiplied), so that the clear pixels
-    around the subject, whatever colour they hold, do not bleed into its edge."""
-    weight = alpha.astype(np.float32) * np.float32(1 / 255)
-    premultiplied = cv2.resize(rgb.astype(np.float32) * weight[..., None], size, interpolation=method)
-    new_weight = cv2.resize(weight, size, interpolation=method)
-    colour = premultiplied / np.maximum(new_weight, np.float32(1 / 255))[..., None]
-    new_alpha = np.clip(new_weight * 255 + 0.5, 0, 255).astype(np.uint8)
-    return np.clip(colour + 0.5, 0, 255).astype(np.uint8), new_alpha
+    """Both resized with the colours weighted by their alpha (premultiplied, in 8 bits as compositors
+    keep them), so that the clear pixels around the subject, whatever colour they hold, do not bleed
+    into its edge."""
+    premultiplied = cv2.multiply(rgb, cv2.merge([alpha] * 3), scale=1 / 255)
+    premultiplied = cv2.resize(premultiplied, size, interpolation=method)
+    new_alpha = cv2.resize(alpha, size, interpolation=method)
+    return cv2.divide(premultiplied, cv2.merge([new_alpha] * 3), scale=255), new_alpha  # x / 0 is 0
