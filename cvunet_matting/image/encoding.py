@@ -152,6 +152,11 @@ class OutputOptions:
     background's colour out of the edge pixels (foreground colour estimation); `solidify` makes the
     matte opaque far inside the subject and clear far outside it, before the thresholds (solid.py).
     The input's own alpha always multiplies the result.
+
+    Canvas (layout.py, remove.bg's spellings, canvas_options.py): `crop` to the subject's box with
+    `crop_margin`, the subject's `scale` and `position` on the canvas, then `size` at most. Background:
+    a colour (`bg_color`), an uploaded image (`bg_image`, its storage key) or the photo blurred
+    (`bg_blur` px), one at most; the result is flattened onto it.
     """
 
     format: str = "png"
