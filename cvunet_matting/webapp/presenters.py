@@ -41,7 +41,13 @@ PUBLIC_REASONS: dict[str, str] = {
     FailureCode.INTERNAL: "internal error on the worker; the details were logged",
 }
 UNKNOWN_REASON = "the image could not be processed; the details were logged"
-OWN_REASONS = {FailureCode.REFUSED, FailureCode.CRASHED, FailureCode.TIMEOUT, FailureCode.NO_MATTE, FailureCode.EMPTY_SUBJECT}
+OWN_REASONS = {
+    FailureCode.REFUSED,
+    FailureCode.CRASHED,
+    FailureCode.TIMEOUT,
+    FailureCode.NO_MATTE,
+    FailureCode.EMPTY_SUBJECT,
+}
 
 
 def public_error(row: TaskRow) -> str | None:

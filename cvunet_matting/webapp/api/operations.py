@@ -41,7 +41,9 @@ RENDER_OPTIONS = {
 BATCH_RENDER_OPTIONS = {
     "required": False,
     "content": {
-        media: {"schema": {"type": "object", "properties": {k: v for k, v in FORM_OPTIONS.items() if k not in FILE_OPTIONS}}}
+        media: {
+            "schema": {"type": "object", "properties": {k: v for k, v in FORM_OPTIONS.items() if k not in FILE_OPTIONS}}
+        }
         for media in ("multipart/form-data", "application/x-www-form-urlencoded")
     },
 }

@@ -95,6 +95,10 @@ def render_task(task_id: str):
 def render_batch(batch_id: str):
     """A finished batch's cut-outs again with other options, into a new batch (bookkeeping worker, no model)."""
     check_option_fields(request.form, request.files, request.mimetype, request.content_length)
+    if "bg_image" in request.files:  # a batch renders from its stored files alone: refused, never ignored
+        raise InputError(
+            "a batch is rendered again without an uploaded background: leave bg_image out", code=ErrorCode.BAD_OPTION
+        )
     options = parse_options(request.form)
     return replies.batch_rendered(rerendering.rerender_batch(actor(), batch_id, options, settings()))
 
