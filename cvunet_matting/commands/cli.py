@@ -312,11 +312,12 @@ def batch_render(batch_id, fmt, bg_color, alpha_only, **edges) -> None:
     (no model), into a new batch; prints the new batch's id. A bookkeeping worker renders it (see
     `cvunet-matting worker`): the command returns at once. The new batch is the old one's owner's."""
     from cvunet_matting.accounts.users import OPERATOR
-    from cvunet_matting.image.encoding import OutputOptions
     from cvunet_matting.services.rerendering import rerender_batch
 
+    if edges.get("bg_image") is not None:  # rendered from the stored files alone, on the bookkeeping worker
+        fail("a batch is rendered again without an uploaded background: leave --bg-image out")
     try:
-        options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
+        options = parse_output_options(fmt, bg_color, alpha_only, edges)
         click.echo(rerender_batch(OPERATOR, batch_id, options, get_settings()))
     except MattingError as exc:
         fail(exc.reason)
