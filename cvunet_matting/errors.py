@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     ONE_FILE = "one_file"
     UNKNOWN_FIELD = "unknown_field"
     TOO_LARGE = "too_large"
+    BAD_URL = "bad_url"  # an image URL refused: off, a host not allowed, a private address, not http(s)
+    URL_FAILED = "url_failed"  # an allowed image URL could not be fetched (status, size, time)
     # the image
     EMPTY = "empty"
     SVG = "svg"
