@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 from cvunet_matting.accounts import users as accounts
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import EDGE_KEYS
+from cvunet_matting.image.rembg_models import GENERAL_MODELS
 from cvunet_matting.pipeline.submission import Item
 from cvunet_matting.states import FailureCode
 from cvunet_matting.webapp.api.auth import bearer_key, key_actor
@@ -38,7 +39,6 @@ from cvunet_matting.webapp.support import settings
 from .running import Failed, StillRunning, run_image
 
 bp = Blueprint("rembg", __name__)
-GENERAL_MODELS = ("u2net", "u2netp", "silueta", "isnet-general-use")
 REMBG_FIELDS = ("model", "a", "af", "ab", "ae", "om", "ppm")
 QUERY_FIELDS = ("bgc", "extras")
 TRUE = {"1", "true", "yes", "on", "t", "y"}
