@@ -14,7 +14,7 @@ Its parameters as its server reads them (rembg/commands/s_command.py): `model`, 
 - `bgc` `r,g,b[,a]`: flattened on that colour (an opaque one only); `extras` is refused when not empty.
 Our own edge controls (alpha_threshold, erode, feather, refine, decontaminate, solidify...) are taken too.
 
-One key of ours is needed (`Authorization: Bearer KEY` or `X-Api-Key: KEY`): 401 without. Refusals are
+One key of ours is needed, as for /api/v1 (`Authorization: Bearer KEY`): 401 without. Refusals are
 FastAPI's shape, `{"detail": ...}`; a bad parameter 422 as rembg's server answers it.
 """
 
@@ -108,10 +108,10 @@ def authenticate():
     if current_app.extensions["cvunet.auth"].single_user:
         g.actor = accounts.OPERATOR
         return None
-    given = bearer_key() or request.headers.get("X-Api-Key", "").strip()
+    given = bearer_key()
     actor = key_actor(given) if given else None
     if actor is None:
-        message = "send one of your API keys: 'Authorization: Bearer <key>' (or 'X-Api-Key: <key>')"
+        message = "send one of your API keys: 'Authorization: Bearer <key>'"
         return jsonify({"detail": message}), 401, {"WWW-Authenticate": 'Bearer realm="cvunet-matting"'}
     g.actor = actor
     return None

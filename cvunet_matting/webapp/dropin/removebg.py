@@ -30,6 +30,7 @@ from cvunet_matting.webapp.remote_image import UrlPolicy, fetch_image
 from cvunet_matting.webapp.support import settings
 
 from . import zipped
+from .openapi import document
 from .removebg_fields import RemoveBgError, Translated, bad, check_names, image_source, translate
 from .running import Failed, Finished, StillRunning, run_image
 
@@ -61,6 +62,8 @@ INPUT_CODES: dict[str, tuple[int, str, str]] = {
 @bp.before_request
 def authenticate():
     """X-Api-Key: one of our API keys (a user's, or a legacy token); missing or wrong: 403, as remove.bg."""
+    if request.endpoint == "removebg.openapi":
+        return None  # as open as /api/v1/openapi.json
     if current_app.extensions["cvunet.auth"].single_user:
         g.actor = accounts.OPERATOR
         return None
@@ -132,6 +135,12 @@ def removebg():
         )
         raise error from None
     return answer(finished, wanted)
+
+
+@bp.get("/v1.0/openapi.json")
+def openapi():
+    """The drop-in endpoints' OpenAPI document (remove.bg's and rembg's), for anyone."""
+    return jsonify(document())
 
 
 def failure(failed: Failed) -> RemoveBgError:
