@@ -31,7 +31,7 @@ from cvunet_matting.image.rembg_models import GENERAL_MODELS
 from cvunet_matting.pipeline.submission import Item
 from cvunet_matting.states import FailureCode
 from cvunet_matting.webapp.api.auth import bearer_key, key_actor
-from cvunet_matting.webapp.errors import UNAVAILABLE, status_for
+from cvunet_matting.webapp.errors import STORAGE_ERRNOS, UNAVAILABLE, status_for
 from cvunet_matting.webapp.inputs import check_filename, parse_options
 from cvunet_matting.webapp.remote_image import UrlPolicy, fetch_image
 from cvunet_matting.webapp.support import settings
@@ -170,7 +170,7 @@ def _http_error(exc: HTTPException):
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):
-    if isinstance(exc, UNAVAILABLE):
-        return jsonify({"detail": "the queue or the database cannot be reached; try again shortly"}), 503
+    if isinstance(exc, UNAVAILABLE) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS):
+        return jsonify({"detail": "the queue, the database or the storage is unavailable; try again shortly"}), 503
     current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
     return jsonify({"detail": "internal error; it was logged"}), 500

@@ -24,7 +24,7 @@ from cvunet_matting.image.imaging import probe
 from cvunet_matting.pipeline.submission import Item
 from cvunet_matting.states import FailureCode
 from cvunet_matting.webapp.api.auth import key_actor
-from cvunet_matting.webapp.errors import UNAVAILABLE, status_for
+from cvunet_matting.webapp.errors import STORAGE_ERRNOS, UNAVAILABLE, status_for
 from cvunet_matting.webapp.inputs import check_filename, parse_options
 from cvunet_matting.webapp.remote_image import UrlPolicy, fetch_image
 from cvunet_matting.webapp.support import settings
@@ -204,9 +204,9 @@ def _http_error(exc: HTTPException):
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):
-    if isinstance(exc, UNAVAILABLE):
+    if isinstance(exc, UNAVAILABLE) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS):
         log.warning("service unavailable on %s: %s", request.path, exc)
-        title = "the queue or the database cannot be reached; try again shortly"
+        title = "the queue, the database or the storage is unavailable; try again shortly"
         return refusal(RemoveBgError(503, "service_unavailable", title, retry_after=STILL_RUNNING_RETRY_S))
     log.exception("unhandled error on %s %s", request.method, request.path)
     return refusal(RemoveBgError(500, "internal_error", "Internal error", "the error was logged"))
