@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import io
+import threading
+import time
 import zipfile
 
 import cv2
@@ -122,3 +125,43 @@ def test_only_addresses_on_the_internet_at_large_count_as_public():
     assert is_public("93.184.216.34") and is_public("2606:2800:220:1::1")
     for local in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1", "0.0.0.0"):
         assert not is_public(local), local
+
+
+class Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers by path: /big (over the limit, no length said), /slow (a byte a second), /moved (a redirect)."""
+
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.end_headers()
+        try:
+            for _ in range(5):
+                self.wfile.write(b"x" * (600 if self.path == "/big" else 1))
+                self.wfile.flush()
+                if self.path == "/slow":
+                    time.sleep(1.0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("path", "words"), [("/big", "larger than"), ("/slow", "more than 1 s"), ("/moved", "302")])
+def test_an_allowed_url_is_bounded_in_size_and_time_and_never_redirected(scripted, path, words):
+    policy = UrlPolicy(("localhost",), 1.0, 1024)
+    with pytest.raises(InputError, match=words) as caught:
+        fetch_image(scripted + path, policy, public=lambda address: True)  # the test server is on the loopback
+    assert caught.value.code == ErrorCode.URL_FAILED
