@@ -96,6 +96,8 @@ def fetch_image(url: str, policy: UrlPolicy, public: Callable[[str], bool] | Non
     try:
         connection.request("GET", path, headers={"Accept": "image/*", "User-Agent": "cvunet-matting"})
         return read_body(connection, connection.getresponse(), policy, deadline)
+    except TimeoutError:  # a read given what was left of the deadline, or the connection, ran out of it
+        raise failed(f"the image took more than {policy.timeout_s:g} s to download") from None
     except (OSError, http.client.HTTPException) as exc:
         raise failed(f"the image could not be downloaded from {host}: {exc.__class__.__name__}") from None
     finally:
