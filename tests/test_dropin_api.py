@@ -240,3 +240,80 @@ def test_the_removebg_python_client_works_against_us_unchanged_but_its_url(
     wrong = removebg_client.RemoveBg("a-wrong-key", str(tmp_path / "errors.log"))
     with pytest.raises(Exception, match="403"):
         wrong.remove_background_from_img_file(str(photo), size="full")
+
+
+
+@pytest.mark.stack
+def test_requests_as_the_readme_shows_them_for_both_apis(live_server, alice, worker_factory):
+    """The README's two-line changes, over real HTTP with requests (rembg's CLI has no remote mode)."""
+    import requests
+
+    worker_factory()
+    photo = support.png_bytes(9, SIZE)
+    rembg = requests.post(
+        f"{live_server}/api/remove",
+        files={"file": ("photo.png", photo)},
+        data={"om": "true"},
+        headers={"Authorization": f"Bearer {alice.key}"},
+        timeout=60,
+    )
+    assert rembg.status_code == 200 and rembg.headers["Content-Type"] == "image/png"
+    assert decode(rembg.content).shape == SIZE  # the mask only
+    removebg_answer = requests.post(
+        f"{live_server}/v1.0/removebg",
+        files={"image_file": ("photo.png", photo)},
+        data={"size": "auto"},
+        headers={"X-Api-Key": alice.key},
+        timeout=60,
+    )
+    assert removebg_answer.status_code == 200 and removebg_answer.headers["X-Credits-Charged"] == "1"
+    assert decode(removebg_answer.content).shape == (*SIZE, 4)
+
+
+# ------------------------------------------------------------------ remove.bg's output controls (our core's)
+
+
+def disc_photo(rows: int = 60, cols: int = 80, radius: int = 18) -> bytes:
+    """A bright disc on a dark ground, centred: the tiny model's alpha is the brightness."""
+    rgb = np.full((rows, cols, 3), 25, np.uint8)
+    cv2.circle(rgb, (cols // 2, rows // 2), radius, (240, 240, 240), -1)
+    return cv2.imencode(".png", cv2.add(rgb, support.noise((rows, cols, 3), 3) // 10))[1].tobytes()
+
+
+@pytest.mark.stack
+def test_removebg_output_controls_reach_the_task(alice_app, alice, worker_factory):
+    worker_factory()
+    client = alice_app.test_client()
+    photo = disc_photo()
+
+    cropped = removebg(client, alice.key, {"image_file": photo}, crop="true", crop_margin="0", size="full")
+    assert cropped.status_code == 200, cropped.get_json()
+    width, height = int(cropped.headers["X-Width"]), int(cropped.headers["X-Height"])
+    assert 30 <= width <= 44 and 30 <= height <= 44  # the disc's box (37 px), not the 80 x 60 photo
+    assert decode(cropped.data).shape == (height, width, 4)
+    margin = removebg(client, alice.key, {"image_file": photo}, crop="true", crop_margin="5px", size="full")
+    assert int(margin.headers["X-Width"]) == width + 10
+
+    placed = removebg(client, alice.key, {"image_file": photo}, scale="50%", position="center", size="full")
+    assert (placed.headers["X-Width"], placed.headers["X-Height"]) == ("80", "60")  # the canvas stays
+    options = support.task_row(placed.headers["X-Task-Id"])["options"]
+    assert options["scale"] == "50%" and options["position"] == "50% 50%"  # center, as our options key it
+
+    blue = cv2.imencode(".png", np.full((30, 30, 3), (255, 0, 0), np.uint8))[1].tobytes()  # BGR: blue
+    backed = removebg(client, alice.key, {"image_file": photo, "bg_image_file": blue}, size="full")
+    assert backed.status_code == 200 and backed.mimetype == "image/jpeg"  # auto: nothing stays transparent
+    corner = decode(backed.data)[2, 2]
+    assert corner[0] > 200 and corner[2] < 60  # the background image shows where the ground was
+
+
+@pytest.mark.stack
+def test_removebg_default_size_is_its_preview(alice_app, alice, worker_factory):
+    worker_factory()
+    client = alice_app.test_client()
+    big = disc_photo(800, 1000, 200)  # 0.8 MP
+    preview = removebg(client, alice.key, {"image_file": big})  # no size: remove.bg's default, preview
+    assert preview.status_code == 200, preview.get_json()
+    width, height = int(preview.headers["X-Width"]), int(preview.headers["X-Height"])
+    assert width * height <= 250_000 and abs(width / height - 1.25) < 0.02
+    full = removebg(client, alice.key, {"image_file": big}, size="full")
+    assert (full.headers["X-Width"], full.headers["X-Height"]) == ("1000", "800")
