@@ -317,3 +317,8 @@ def test_removebg_default_size_is_its_preview(alice_app, alice, worker_factory):
     assert width * height <= 250_000 and abs(width / height - 1.25) < 0.02
     full = removebg(client, alice.key, {"image_file": big}, size="full")
     assert (full.headers["X-Width"], full.headers["X-Height"]) == ("1000", "800")
+
+
+def test_a_wrong_method_on_removebgs_path_is_answered_in_json(clean_state):
+    answer = create_app({"TESTING": True}).test_client().get("/v1.0/removebg")
+    assert answer.status_code == 405 and answer.get_json()["error"]["code"] == "method_not_allowed"
