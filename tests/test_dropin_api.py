@@ -322,3 +322,5 @@ def test_removebg_default_size_is_its_preview(alice_app, alice, worker_factory):
 def test_a_wrong_method_on_removebgs_path_is_answered_in_json(clean_state):
     answer = create_app({"TESTING": True}).test_client().get("/v1.0/removebg")
     assert answer.status_code == 405 and answer.get_json()["error"]["code"] == "method_not_allowed"
+    wrong = create_app({"TESTING": True}).test_client().delete("/v1.0/removebg")  # no CSRF check on keyed paths
+    assert wrong.status_code == 405 and wrong.get_json()["error"]["code"] == "method_not_allowed"

@@ -20,7 +20,7 @@ from cvunet_matting.webapp.downloads import raw_matte_path_of
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
 from cvunet_matting.webapp.inputs import CANVAS_FIELDS, parse_options, probe_uploads
 from cvunet_matting.webapp.presenters import batch_json, listed_batch_json, task_json
-from cvunet_matting.webapp.support import KEYED_BLUEPRINTS, csrf_token, csrf_valid, settings
+from cvunet_matting.webapp.support import KEYED_BLUEPRINTS, KEYED_PREFIXES, csrf_token, csrf_valid, settings
 
 from .signin import local_target
 
@@ -35,7 +35,8 @@ UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 @bp.before_app_request
 def check_csrf():
     """Every HTML form POST carries the session's token; the JSON API authenticates on its own."""
-    if request.method in UNSAFE_METHODS and request.blueprint not in KEYED_BLUEPRINTS:
+    keyed = request.blueprint in KEYED_BLUEPRINTS or request.path.startswith(KEYED_PREFIXES)
+    if request.method in UNSAFE_METHODS and not keyed:
         given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
         if not csrf_valid(given):
             abort(403, description="The form has expired or did not come from this site: reload the page and retry.")
