@@ -198,6 +198,7 @@ def test_the_batch_render_is_published_with_its_options_and_refusals():
     lineage = spec["components"]["schemas"]["Task"]["allOf"][1]["properties"]["rendered_from"]
     assert lineage["format"] == "uuid" and lineage["nullable"] is True
 
+
 # ------------------------------------------------------------------ the drop-in endpoints (remove.bg, rembg)
 
 DROPIN_PREFIXES = ("/v1.0/", "/api/remove")

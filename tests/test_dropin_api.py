@@ -242,7 +242,6 @@ def test_the_removebg_python_client_works_against_us_unchanged_but_its_url(
         wrong.remove_background_from_img_file(str(photo), size="full")
 
 
-
 @pytest.mark.stack
 def test_requests_as_the_readme_shows_them_for_both_apis(live_server, alice, worker_factory):
     """The README's two-line changes, over real HTTP with requests (rembg's CLI has no remote mode)."""

@@ -94,3 +94,17 @@ def test_importing_the_package_loads_neither_numpy_nor_the_model():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=support.REPO)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_output_controls_are_drawn_whatever_the_container(session):
+    from cvunet_matting import remove
+
+    rgb = photo()
+    png = cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
+    cropped = remove(rgb, session=session, crop=True)
+    assert 20 <= cropped.shape[0] <= 36 and 20 <= cropped.shape[1] <= 36  # about the disc (25 px), not 56 x 40
+    from_bytes = cv2.imdecode(np.frombuffer(remove(png, session=session, crop=True), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert from_bytes.shape == cropped.shape
+    blue = cv2.imencode(".png", np.full((8, 8, 3), (255, 0, 0), np.uint8))[1].tobytes()  # BGR: blue
+    backed = remove(Image.fromarray(rgb), session=session, bg_image=blue)
+    assert backed.getpixel((1, 1))[2] > 200 and backed.getpixel((1, 1))[3] == 255

@@ -106,12 +106,15 @@ def source_image(values: dict[str, str], files: dict) -> Item:
     return Item("image", fetch_image(values[source], UrlPolicy.of(settings())))
 
 
-def checked_options(wanted: Translated):
-    """Our options from the translated fields; a bad value names its remove.bg field."""
+def checked_options(wanted: Translated, files: dict):
+    """Our options from the translated fields (remove.bg's bg_image_file is our bg_image); a bad value
+    names its remove.bg field."""
+    background = MultiDict({"bg_image": files["bg_image_file"]} if "bg_image_file" in files else {})
     try:
-        return parse_options(MultiDict(wanted.fields))
+        return parse_options(MultiDict(wanted.fields), files=background)
     except InputError as exc:
-        name = next((n for n in wanted.fields if n in exc.reason), "parameter")
+        name = next((n for n in [*wanted.fields, "bg_image"] if n in exc.reason), "parameter")
+        name = "bg_image_file" if name == "bg_image" else name  # remove.bg's name for it
         raise bad(f"invalid_{name}", f"Invalid {name} parameter given", exc.reason) from None
 
 
@@ -122,7 +125,7 @@ def removebg():
     info = probe(item.data, settings().max_pixels)
     wanted = translate(values, set(files), info.width, info.height)
     try:
-        finished = run_image(g.actor, item, checked_options(wanted))
+        finished = run_image(g.actor, item, checked_options(wanted, files))
     except Failed as failed:
         raise failure(failed) from None
     except StillRunning as running:
@@ -146,7 +149,7 @@ def openapi():
 def failure(failed: Failed) -> RemoveBgError:
     if failed.code == FailureCode.REFUSED:
         return bad("failed_to_read_image", "There was an error reading the image.", failed.reason)
-    if failed.code == "empty_subject":
+    if failed.code == FailureCode.EMPTY_SUBJECT:
         return bad("unknown_foreground", "Could not identify foreground in image.", failed.reason)
     return RemoveBgError(500, "processing_failed", "The image could not be processed", failed.reason)
 
