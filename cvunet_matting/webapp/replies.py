@@ -212,7 +212,12 @@ def limits(cfg: Settings):
     return jsonify({**request_limits, "quotas": quota, "usage": quotas.usage(who)})
 
 
-TASK_FILES = {"result": downloads.result, "alpha": downloads.matte, "input": downloads.original}
+TASK_FILES = {
+    "result": downloads.result,
+    "alpha": downloads.matte,
+    "input": downloads.original,
+    "raw_matte": downloads.raw_matte,
+}
 
 
 def task_file(kind: str, task_id: str, download: bool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cvunet_matting.states import TASK_STATES
+from cvunet_matting.webapp.inputs import FILE_OPTIONS
 from cvunet_matting.webapp.waiting import MAX_WAIT_S
 
 from .schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response, json_response, multipart, ref, string
@@ -39,7 +40,19 @@ SEEN = NumberQuery(
 RENDER_OPTIONS = {
     "required": False,
     "content": {
-        media: {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}}
+        "multipart/form-data": {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}},
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "properties": {k: v for k, v in FORM_OPTIONS.items() if k not in FILE_OPTIONS}}
+        },
+    },
+}
+# A batch is rendered again on the bookkeeping worker from the stored files alone: no uploaded background.
+BATCH_RENDER_OPTIONS = {
+    "required": False,
+    "content": {
+        media: {
+            "schema": {"type": "object", "properties": {k: v for k, v in FORM_OPTIONS.items() if k not in FILE_OPTIONS}}
+        }
         for media in ("multipart/form-data", "application/x-www-form-urlencoded")
     },
 }
@@ -134,23 +147,25 @@ OPERATIONS = {
     "render_task": Operation(
         "POST",
         "/tasks/<task_id>/render",
-        "Render a finished cut-out again with other options (edges, background colour, format) from its kept"
-        " raw matte, without the model: a new task, finished in the answer (the old one stays), counted by"
-        " your quotas like a new image",
+        "Render a finished cut-out again with other options (edges, background, crop, size, scale, position,"
+        " format) from its kept raw matte, without the model: a new task, finished in the answer (the old one"
+        " stays), counted by your quotas like a new image. A background image comes as a multipart file,"
+        " `bg_image`; a crop of a matte with no subject answers 422 `empty_subject`",
         (201, json_response("The new task, finished", ref("Task"))),
-        (400, 401, 404, 409, 410, 429, 503),
+        (400, 401, 404, 409, 410, 413, 415, 422, 429, 503),
         body=RENDER_OPTIONS,
     ),
     "render_batch": Operation(
         "POST",
         "/batches/<batch_id:batch_id>/render",
-        "Render every cut-out of a finished batch again with other options (edges, background colour, format)"
-        " from their kept raw mattes, without the model, into a new batch with its own ZIP and manifest (the"
-        " old one stays); its images count toward your quotas like new ones. An image the old batch did not"
-        " finish, or whose files are gone, fails in the new batch with code `no_matte`",
+        "Render every cut-out of a finished batch again with other options (edges, background colour, crop,"
+        " size, scale, position, format) from their kept raw mattes, without the model, into a new batch with"
+        " its own ZIP and manifest (the old one stays); its images count toward your quotas like new ones. An"
+        " image the old batch did not finish, or whose files are gone, fails in the new batch with code"
+        " `no_matte`",
         _queued("BatchAccepted"),
         (400, 401, 404, 409, 410, 422, 429, 503),
-        body=RENDER_OPTIONS,
+        body=BATCH_RENDER_OPTIONS,
     ),
     "cancel_task": Operation(
         "POST",
