@@ -12,7 +12,7 @@ from cvunet_matting.config import Settings
 from cvunet_matting.model.protocols import Session
 
 from .confidence import confidence
-from .edges import finish
+from .drawing import draw
 from .encoding import OutputOptions, encode
 from .imaging import decode
 from .input_alpha import read_alpha
@@ -21,11 +21,6 @@ from .solid import distances
 
 # The keys of MatteResult.timings, in the order they happen ("postprocess" includes the edge steps).
 MODEL_STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
-
-# Bump when the pixels a result holds change for the same options (edge refinement and
-# decontamination came with 2, solid subjects by default with 3, the cheaper edge steps with 4: the
-# colour estimate on a 512-pixel copy): results of an earlier version are not reused for new requests.
-POSTPROCESS_VERSION = 4
 
 
 @dataclass
@@ -39,10 +34,16 @@ class MatteResult:
 
 
 def matte_bytes(
-    data: bytes, options: OutputOptions, session: Session, settings: Settings, keep_raw: bool = False
+    data: bytes,
+    options: OutputOptions,
+    session: Session,
+    settings: Settings,
+    keep_raw: bool = False,
+    background: bytes | None = None,
 ) -> MatteResult:
-    """Raise InputError for a bad image; the original pixels are kept but at the edges, alpha is added.
-    `keep_raw`: the model's matte comes back too (MatteResult.raw_matte), its encoding counted in "encode"."""
+    """Raise InputError for a bad image (or `empty_subject`, a crop with no subject); the original
+    pixels are kept but at the edges, alpha is added. `keep_raw`: the model's matte comes back too
+    (MatteResult.raw_matte), its encoding counted in "encode". `background`: options.bg_image's bytes."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     rgb = decode(data, settings.max_pixels)
@@ -52,10 +53,11 @@ def matte_bytes(
     clock = time.perf_counter()
     maps = distances(raw_alpha)  # the contour's distance maps: the score's, and solidify's when refine is off
     score = confidence(raw_alpha, maps)  # before the edge steps, which hide the doubt it measures
-    rgb, alpha = finish(rgb, raw_alpha, input_alpha, options, maps)  # raw_alpha is left as it was
+    # raw_alpha is left as it was; the canvas and backdrop are drawn here too
+    rgb, alpha, backdrop = draw(rgb, raw_alpha, input_alpha, options, background, settings.max_pixels, maps)
     timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
-    out = encode(rgb, alpha, options, settings.encode_threads)
+    out = encode(rgb, alpha, options, settings.encode_threads, backdrop)
     raw = raw_matte_png(raw_alpha, settings.encode_threads) if keep_raw else None
     timings["encode"] = time.perf_counter() - clock
     return MatteResult(out, rgb.shape[1], rgb.shape[0], timings, score, raw)
