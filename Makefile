@@ -14,6 +14,8 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-batch-render bench-edges k8s-check
 
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-canvas k8s-check
+
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -130,6 +132,14 @@ bench-edges: model
 
 bench-batch-render: model
 	$(PYTHON) benchmarks/bench_batch_render.py
+
+# The task page's "Adjust edges" preview in Chromium: a slider move's cost, and the preview against the server's.
+.PHONY: bench-preview
+bench-preview: model
+	$(PYTHON) benchmarks/bench_preview.py
+
+bench-canvas: model
+	$(PYTHON) benchmarks/bench_canvas.py
 
 bench-delete: install
 	$(PYTHON) benchmarks/bench_delete.py

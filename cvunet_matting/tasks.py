@@ -14,7 +14,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from .celery_app import app
 from .config import Settings, get_settings
-from .errors import ImageFailed, InputError
+from .errors import ErrorCode, ImageFailed, InputError
 from .pipeline import batch_lifecycle, cancelling, finish, render_job
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE, RENDER_IMAGE
 from .states import FailureCode, TaskState
@@ -105,7 +105,8 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
             settings=settings,
         )
     except InputError as exc:
-        return failed(base, FailureCode.REFUSED, exc.reason)
+        empty = exc.code == ErrorCode.EMPTY_SUBJECT  # the input is fine: these options found nothing to crop to
+        return failed(base, FailureCode.EMPTY_SUBJECT if empty else FailureCode.REFUSED, exc.reason)
     except image_job.NoLongerWanted as exc:
         log.warning("task %s: %s", task.request.id, exc)
         raise Ignore() from exc

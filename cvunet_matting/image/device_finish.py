@@ -27,7 +27,7 @@ def edge_math() -> EdgeMath:
         eps=edges.EPS,
         edge_low=band.EDGE_LOW,
         edge_high=band.EDGE_HIGH,
-        work_side=band.WORK_SIDE,
+        work_side=foreground.SIDE,
         wide=foreground.WIDE,
         narrow=foreground.NARROW,
         fade=foreground.FADE,
@@ -35,6 +35,10 @@ def edge_math() -> EdgeMath:
         band_share=solid.BAND_SHARE,
         min_band_px=solid.MIN_BAND_PX,
         half=solid.HALF,
+        wide_fx=0.5,  # foreground's wide pass: its copy at half the colour estimate's
+        unit_side=foreground.UNIT_SIDE,
+        quick_matte=True,
+        solid_from_raw=False,  # solidify measures the refined matte's contour (edges.finish)
     )
 
 

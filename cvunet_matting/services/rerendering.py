@@ -30,6 +30,7 @@ from cvunet_matting.image.rendering import Rendered, render
 from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.pipeline import render_batch
 from cvunet_matting.pipeline.render_job import source_files
+from cvunet_matting.pipeline.submission import store_background
 from cvunet_matting.states import BatchState, TaskState
 from cvunet_matting.storage.files import Storage, StorageAway, raw_matte_path, result_files, write_atomic
 from cvunet_matting.storage.naming import unique_names
@@ -73,7 +74,7 @@ class Renders:
         with self.slot():
             clock = time.perf_counter()
             data, matte = stored_inputs(storage, row)
-            rendered = render(data, matte, options, settings.max_pixels, THREADS)
+            rendered = render(data, matte, options, settings.max_pixels, THREADS, options.background)
             seconds = time.perf_counter() - clock
         return record(storage, row, owner, options, rendered, (data, matte), seconds)
 
@@ -146,6 +147,7 @@ def record(
         write_atomic(target, rendered.data)
         with db.transaction() as cur:
             quotas.reserve(cur, owner, 1)
+            store_background(storage, options)  # a new upload's, read by this task from now on
             writes.create_tasks(cur, [new])
             if owner is not None and owner.id is not None:
                 writes.set_owner(cur, owner.id, task_ids=[task_id])
@@ -157,6 +159,7 @@ def record(
         raise
     if not storage.input_path(row["input_key"]).exists():  # deleted with the old task meanwhile
         storage.put_input(data)
+    store_background(storage, options)  # as the input: an orphan sweep may have moved it aside meanwhile
     with db.transaction() as cur:
         created = reads.get_task(cur, task_id)
     if created is None:  # nobody else knows its id yet: only a broken database gets here

@@ -134,9 +134,10 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
         raise InputError("the stored input is missing from the shared storage", code=ErrorCode.MISSING_INPUT) from None
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
+    background = read_background(storage, opts)
     read_s = time.perf_counter() - clock
     inject_faults(job.input_key)
-    matted = matte_bytes(data, opts, session, settings, keep_raw=True)
+    matted = matte_bytes(data, opts, session, settings, keep_raw=True, background=background)
     clock = time.perf_counter()
     try:
         # The matte first: a result on disk has its matte, for as long as both are kept.
@@ -151,6 +152,19 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
     timings = {k: round(v, 4) for k, v in (matted.timings | storage_timings).items()}
     size = {"width": matted.width, "height": matted.height}
     return {**result, "reused": False, **size, "timings": timings, "confidence": matted.confidence}
+
+
+def read_background(storage: Storage, options: OutputOptions) -> bytes | None:
+    """The background image the options name (stored as inputs are), or None when they name none."""
+    if options.bg_image is None:
+        return None
+    try:
+        return storage.read_input(options.bg_image)
+    except FileNotFoundError:
+        message = "the background image is missing from the shared storage"
+        raise InputError(message, code=ErrorCode.MISSING_INPUT) from None
+    except OSError as exc:
+        raise TransientError(f"cannot read the background image: {exc}") from exc
 
 
 def keep_only_if_wanted(job: Job, written: Path) -> None:

@@ -23,6 +23,7 @@ if os.environ.get("CVUNET_SIM_DEVICE_MS"):
 
     _LATENCY_S = float(os.environ["CVUNET_SIM_DEVICE_MS"]) / 1000
     _CRASH_ON_BLACK = os.environ.get("CVUNET_SIM_CRASH_ON_BLACK") == "1"
+    _MATTE = os.environ.get("CVUNET_SIM_MATTE")  # a grey PNG: the answer (a real model's matte)
     _TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
     _cache = {}
 
@@ -31,10 +32,15 @@ if os.environ.get("CVUNET_SIM_DEVICE_MS"):
         if key not in _cache:
             shape = [batch] + [d if isinstance(d, int) else 1 for d in meta.shape[1:]]
             kind = _TYPES[meta.type]
-            # A subject in the middle, clear background around it: edges only along its outline.
             answer = np.zeros(shape, kind)
             rows, cols = shape[-2], shape[-1]
-            answer[..., rows // 5 : rows - rows // 5, cols // 4 : cols - cols // 4] = 255 if kind == np.uint8 else 1
+            if _MATTE:  # a real model's matte (tests/support/mattes.py), at the output's size
+                import cv2
+
+                matte = cv2.resize(cv2.imread(_MATTE, cv2.IMREAD_GRAYSCALE), (cols, rows), interpolation=cv2.INTER_AREA)
+                answer[...] = matte if kind == np.uint8 else matte.astype(np.float32) / 255
+            else:  # a subject in the middle, clear background around it: edges only along its outline
+                answer[..., rows // 5 : rows - rows // 5, cols // 4 : cols - cols // 4] = 255 if kind == np.uint8 else 1
             _cache[key] = answer
         return _cache[key]
 
@@ -51,15 +57,20 @@ if os.environ.get("CVUNET_SIM_DEVICE_MS"):
 '''
 
 
-def simulated_device_env(folder: Path, latency_ms: float, crash_on_black: bool = False) -> dict:
+def simulated_device_env(
+    folder: Path, latency_ms: float, crash_on_black: bool = False, matte: Path | None = None
+) -> dict:
     """Environment for a worker whose model runs take `latency_ms` of wall time and no CPU (and,
-    with `crash_on_black`, whose model process dies on an all-black image)."""
+    with `crash_on_black`, whose model process dies on an all-black image). The model's answer is a
+    hard-edged rectangle, or with `matte` that grey PNG (for benchmarks: mattes.model_matte_path())."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
     path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, "CVUNET_SIM_DEVICE_MS": str(latency_ms)}
     if crash_on_black:
         env["CVUNET_SIM_CRASH_ON_BLACK"] = "1"
+    if matte is not None:
+        env["CVUNET_SIM_MATTE"] = str(matte)
     return env
 
 
