@@ -12,7 +12,9 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender k8s-check
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-batch-render bench-edges k8s-check
+
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-canvas k8s-check
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -122,6 +124,22 @@ bench-alpha: install
 # what keeping that matte costs the worker; prints p50 figures, never asserts.
 bench-rerender: model
 	$(PYTHON) benchmarks/bench_rerender.py
+
+# The edge steps as the model's ONNX suffix against the CPU path, with the real ISNet on the configured
+# device (CVUNET_DEVICE; the GPU script is benchmarks/gpu_edge_suffix.sh); prints, never asserts.
+bench-edges: model
+	$(PYTHON) benchmarks/bench_edge_suffix.py $(BENCH_EDGES_ARGS)
+
+bench-batch-render: model
+	$(PYTHON) benchmarks/bench_batch_render.py
+
+# The task page's "Adjust edges" preview in Chromium: a slider move's cost, and the preview against the server's.
+.PHONY: bench-preview
+bench-preview: model
+	$(PYTHON) benchmarks/bench_preview.py
+
+bench-canvas: model
+	$(PYTHON) benchmarks/bench_canvas.py
 
 bench-delete: install
 	$(PYTHON) benchmarks/bench_delete.py

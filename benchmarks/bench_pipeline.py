@@ -1,14 +1,22 @@
-"""`make bench-pipeline`: bare model throughput vs end to end through Redis/Celery/Postgres.
+"""`make bench-pipeline`: host CPU per image by stage; bare model throughput vs end to end through
+Redis/Celery/Postgres.
 
-In one run: images/s of the model in-process, then the same images as a batch through 1 and 2 CPU
-workers; prints the ratio per worker and the median queue + mirror overhead per task. N CPU workers
-share the cores, so each is also compared with N bare processes running side by side.
-Usage: python benchmarks/bench_pipeline.py [--images 100]
+First, the host CPU a GPU node's worker spends per image outside the model, stage by stage (decode,
+preprocess, postprocess with the edge steps, encode, write: process CPU time, not wall), at 1600x1200
+and 640x480, against a stand-in model answering with the real ISNet's matte of the photo
+(benchmarks/cpu_stages.py; the edge steps as they were before edge-speed measured in the same run).
+Then images/s of the model in-process, and the same images as a batch through 1 and 2 CPU workers;
+prints the ratio per worker and the median queue + mirror overhead per task. N CPU workers share the
+cores, so each is also compared with N bare processes running side by side. With --tiny the model is
+the stand-in (an ISNet-shaped graph whose run answers at once with the real model's matte of the
+astronaut, tests/support/device.py): the pipeline's own cost on a realistic matte.
+Usage: python benchmarks/bench_pipeline.py [--images 100] [--tiny] [--cpu-only] [--cpu-repeat 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -16,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import cpu_stages
 import harness
 from baremodel import warmed_up
 
@@ -126,14 +135,31 @@ def model_seconds(row: dict) -> float:
     return sum(row["timings"][s] for s in MODEL_STAGES)
 
 
+def stand_in() -> None:
+    """This process, its workers and its bare processes on the stand-in model (instant, real matte)."""
+    from tests.support.mattes import model_matte_path
+
+    os.environ["CVUNET_MODEL"] = str(support.build_isnet_shaped_model(harness.ROOT / "models" / "sim-isnet.onnx"))
+    os.environ.update(support.simulated_device_env(harness.ROOT / "sim", 0, matte=model_matte_path()))
+    # The replaced session run in this process too (its subprocesses import it at start-up).
+    spec = importlib.util.spec_from_file_location("sim_device", harness.ROOT / "sim" / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--tiny", action="store_true", help="a tiny model: measures the pipeline's own cost")
+    parser.add_argument("--tiny", action="store_true", help="the stand-in model: measures the pipeline's own cost")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--cpu-only", action="store_true", help="only the host CPU per stage")
+    parser.add_argument("--cpu-repeat", type=int, default=15, help="runs per size and variant for the CPU stages")
     args = parser.parse_args()
+    cpu_stages.report([(1600, 1200), (640, 480)], args.cpu_repeat)
+    if args.cpu_only:
+        return
     if args.tiny:
-        os.environ["CVUNET_MODEL"] = str(support.build_tiny_model(harness.ROOT / "models" / "tiny.onnx"))
+        stand_in()
     harness.setup()
     n = args.images
     # Disjoint sets of alike photos: results of one run cannot be reused by the next.

@@ -9,4 +9,9 @@ def __getattr__(name: str):
         from .celery_app import app
 
         return app
+    # The Python API (library.py), as rembg's: NumPy, Pillow and the model's code load only when asked.
+    if name in {"remove", "new_session"}:
+        from . import library
+
+        return getattr(library, name)
     raise AttributeError(name)

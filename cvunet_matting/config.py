@@ -72,6 +72,14 @@ class Settings:
         choices=("auto", "cpu", "cuda"),
         case=str.lower,
     )
+    edges_on_device: str = setting(
+        "CVUNET_EDGES_ON_DEVICE",
+        "auto",
+        "the edge steps (upscale, refine, solidify, decontaminate) as an ONNX suffix of the model: `auto` "
+        "(on with CUDA or TensorRT, off on the CPU), `on`, `off`",
+        choices=("auto", "on", "off"),
+        case=str.lower,
+    )
     tensorrt: bool = setting("CVUNET_TENSORRT", False, "put TensorRT before CUDA when onnxruntime offers it")
     gpu_mem_limit_mb: int = setting("CVUNET_GPU_MEM_LIMIT_MB", 8192, "CUDA arena limit per worker")
     intra_threads: int = setting("CVUNET_INTRA_THREADS", 0, "onnxruntime's intra-op thread pool (0: one per core)")
@@ -91,6 +99,18 @@ class Settings:
     )
     max_pixels: int = setting("CVUNET_MAX_PIXELS", 50_000_000, "the largest input image, in pixels")
     max_upload_mb: int = setting("CVUNET_MAX_UPLOAD_MB", 64, "the largest upload, in MB")
+    # Off by default: a server that fetches what a caller names can be made to reach what only it can.
+    image_url_hosts: tuple[str, ...] = setting(
+        "CVUNET_IMAGE_URL_HOSTS",
+        (),
+        "host names the drop-in endpoints may fetch an image from (remove.bg's `image_url`, rembg's `?url=`), "
+        "comma-separated; none: off. Never a private, loopback or link-local address, at most the upload "
+        "limit, within `CVUNET_IMAGE_URL_TIMEOUT_S`",
+        case=str.lower,
+    )
+    image_url_timeout_s: float = setting(
+        "CVUNET_IMAGE_URL_TIMEOUT_S", 10.0, "seconds a fetch of an image URL may take, all of it", minimum=1.0
+    )
     task_hard_limit: int = setting(
         "CVUNET_TASK_HARD_LIMIT", 600, "seconds an image may take before its process is killed"
     )

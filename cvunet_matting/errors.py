@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     ONE_FILE = "one_file"
     UNKNOWN_FIELD = "unknown_field"
     TOO_LARGE = "too_large"
+    BAD_URL = "bad_url"  # an image URL refused: off, a host not allowed, a private address, not http(s)
+    URL_FAILED = "url_failed"  # an allowed image URL could not be fetched (status, size, time)
     # the image
     EMPTY = "empty"
     SVG = "svg"
@@ -31,6 +33,7 @@ class ErrorCode(StrEnum):
     TRUNCATED = "truncated"
     TOO_MANY_PIXELS = "too_many_pixels"
     MISSING_INPUT = "missing_input"
+    EMPTY_SUBJECT = "empty_subject"  # a crop asked for, and the matte holds no subject to crop to
     # a server-side folder
     FORBIDDEN_PATH = "forbidden_path"
     EMPTY_FOLDER = "empty_folder"

@@ -47,6 +47,8 @@ class FailureCode(StrEnum):
     STORAGE = "storage"  # the shared storage stayed unreadable or unwritable past its retry budget
     INTERNAL = "internal"  # a bug: the details are in the worker's log
     CANCELLED = "cancelled"  # its owner or an operator cancelled it before it started
+    NO_MATTE = "no_matte"  # a re-render with nothing to draw from: its source failed, or its files are gone
+    EMPTY_SUBJECT = "empty_subject"  # a crop was asked for and the model found no subject to crop to
 
 
 TASK_STATES = tuple(TaskState)

@@ -14,14 +14,15 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from .celery_app import app
 from .config import Settings, get_settings
-from .errors import ImageFailed, InputError
-from .pipeline import batch_lifecycle, cancelling, finish
-from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE
+from .errors import ErrorCode, ImageFailed, InputError
+from .pipeline import batch_lifecycle, cancelling, finish, render_job
+from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE, RENDER_IMAGE
 from .states import FailureCode, TaskState
 from .storage.files import Storage, StorageAway
 from .storage.redis_client import end_run, get_redis, input_crashes_key
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
+from .worker.faults import inject_faults
 from .worker.image_run import DatabaseAway, ImageRun, ImageTask
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
             settings=settings,
         )
     except InputError as exc:
-        return failed(base, FailureCode.REFUSED, exc.reason)
+        empty = exc.code == ErrorCode.EMPTY_SUBJECT  # the input is fine: these options found nothing to crop to
+        return failed(base, FailureCode.EMPTY_SUBJECT if empty else FailureCode.REFUSED, exc.reason)
     except image_job.NoLongerWanted as exc:
         log.warning("task %s: %s", task.request.id, exc)
         raise Ignore() from exc
@@ -204,3 +206,18 @@ def list_folder(self, batch_id: str, storage_since: float | None = None) -> dict
     except SoftTimeLimitExceeded:
         # A very large folder: carry on in a fresh run, which resumes after the pages recorded so far.
         raise self.retry(countdown=0) from None
+
+
+@app.task(bind=True, name=RENDER_IMAGE, **DB_RETRY)
+def render_image(self, task_id: str, storage_since: float | None = None) -> dict:
+    """One image of a batch re-render, drawn from its source's raw matte (render_job.py): no model. Its
+    outcome is returned, failure included, so that its chunk's chord completes."""
+    settings = get_settings()
+    give_up = storage_spent(storage_since, settings)
+    worker = f"{self.request.hostname}/{os.getpid()}"
+    try:
+        return render_job.run(
+            task_id, worker, settings, retries=self.request.retries, give_up=give_up, before=inject_faults
+        )
+    except StorageAway as exc:
+        raise retry_storage(self, exc, storage_since) from exc

@@ -21,6 +21,7 @@ from .services.rerendering import Renders
 from .webapp import access, health, metrics
 from .webapp.alpha_matte import Derivations
 from .webapp.api import views as api_views
+from .webapp.dropin import rembg, removebg
 from .webapp.errors import register_errors
 from .webapp.pages import json_routes, signin
 from .webapp.pages import views as page_views
@@ -93,6 +94,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(security_headers)
     access.init_app(app, cfg)  # before the blueprints: it gates them
     metrics.init_app(app)
-    for blueprint in (api_views.bp, page_views.bp, json_routes.bp, signin.bp, health.bp):
+    for blueprint in (api_views.bp, removebg.bp, rembg.bp, page_views.bp, json_routes.bp, signin.bp, health.bp):
         app.register_blueprint(blueprint)
     return app

@@ -17,6 +17,7 @@ from cvunet_matting.webapp import waiting
 from cvunet_matting.webapp.api.openapi import document
 from cvunet_matting.webapp.api.operations import OPERATIONS
 from cvunet_matting.webapp.api.spec import router
+from cvunet_matting.webapp.dropin.openapi import document as dropin_document
 from cvunet_matting.webapp.errors import ERROR_STATUSES
 from tests import support
 
@@ -127,6 +128,26 @@ def test_the_edge_options_are_published_for_forms_and_json():
     assert "default on" in form["properties"]["solidify"]["description"]
 
 
+def test_the_canvas_options_are_published_for_forms_json_and_the_rerender():
+    spec = document()
+    paths = spec["paths"]
+    options = spec["components"]["schemas"]["Options"]["properties"]
+    for path in ("/api/v1/images", "/api/v1/batches", "/api/v1/tasks/{id}/render"):
+        form = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        for name in ("crop", "crop_margin", "size", "scale", "position", "bg_blur"):
+            assert name in form and name in options, (path, name)
+        assert form["bg_image"]["type"] == "string" and form["bg_image"]["format"] == "binary"
+    assert "bg_image" not in options  # JSON cannot carry an upload (folder batches)
+    render_body = paths["/api/v1/tasks/{id}/render"]["post"]["requestBody"]["content"]
+    urlencoded = render_body["application/x-www-form-urlencoded"]
+    assert "bg_image" not in urlencoded["schema"]["properties"] and "crop" in urlencoded["schema"]["properties"]
+    assert options["crop"] == {"type": "boolean"} and options["bg_blur"]["maximum"] == 200
+    assert "'30px'" in options["crop_margin"]["description"] and "preview" in options["size"]["description"]
+    assert "422" in paths["/api/v1/tasks/{id}/render"]["post"]["responses"]
+    item = spec["components"]["schemas"]["Item"]["properties"]
+    assert "empty_subject" in item["error_code"]["description"]
+
+
 def test_the_confidence_score_is_published_on_every_item():
     item = document()["components"]["schemas"]["Item"]["properties"]
     assert item["confidence"]["type"] == "number" and item["confidence"]["nullable"] is True
@@ -160,3 +181,79 @@ def test_the_api_page_shows_every_operation_to_anyone_without_a_script():
     assert "<code>alpha_threshold</code>" in html and "integer 0-255" in html  # a form field, its range
     assert "<code>state</code>" in html and "one of pending, started, retry, success, failure" in html
     assert "<script>" not in html.split("</head>")[1]  # drawn on the server; the page's own app.js only
+
+
+def test_the_batch_render_is_published_with_its_options_and_refusals():
+    spec = document()
+    operation = spec["paths"]["/api/v1/batches/{id}/render"]["post"]
+    assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchAccepted"
+    }
+    assert {"400", "404", "409", "410", "429"} <= set(operation["responses"])
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    single = spec["paths"]["/api/v1/tasks/{id}/render"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    # The single render's fields but the uploaded background: a batch renders from its stored files alone.
+    assert form == {k: v for k, v in single["schema"]["properties"].items() if k != "bg_image"}
+    assert {"erode", "feather", "bg_color", "format", "crop", "size"} <= set(form) and "bg_image" not in form
+    lineage = spec["components"]["schemas"]["Task"]["allOf"][1]["properties"]["rendered_from"]
+    assert lineage["format"] == "uuid" and lineage["nullable"] is True
+
+
+# ------------------------------------------------------------------ the drop-in endpoints (remove.bg, rembg)
+
+DROPIN_PREFIXES = ("/v1.0/", "/api/remove")
+
+
+def test_the_dropin_document_is_valid_and_lists_exactly_the_served_dropin_routes(tmp_path):
+    spec = dropin_document()
+    validate(spec)
+    app = create_app({"CVUNET_DATA_DIR": str(tmp_path)})
+    served = {
+        (rule.rule, method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith(DROPIN_PREFIXES) and rule.rule != "/v1.0/openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert app.test_client().get("/v1.0/openapi.json").get_json() == spec  # for anyone, no key
+    fields = spec["paths"]["/v1.0/removebg"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    for name in (
+        "image_file",
+        "image_file_b64",
+        "image_url",
+        "size",
+        "type",
+        "format",
+        "channels",
+        "bg_color",
+        "bg_image_file",
+        "crop",
+        "crop_margin",
+        "scale",
+        "position",
+        "roi",
+    ):  # remove.bg's, as the issue lists
+        assert name in fields["properties"], name
+    headers = spec["paths"]["/v1.0/removebg"]["post"]["responses"]["200"]["headers"]
+    assert {"X-Width", "X-Height", "X-Type", "X-Credits-Charged"} <= set(headers)
+
+
+@pytest.fixture
+def dropin_schema(clean_state, api_key, worker_factory):
+    worker_factory()  # generated images are often valid (a 1x1 PNG): each is a task, answered when it ends
+    app = create_app({"TESTING": True})
+    schema = schemathesis.openapi.from_wsgi("/v1.0/openapi.json", app)
+    schema.config.generation.update(max_examples=MAX_EXAMPLES, database="none")
+    schema.config.update(headers={"X-Api-Key": api_key, "Authorization": f"Bearer {api_key}"})
+    return schema
+
+
+dropin = schemathesis.pytest.from_fixture("dropin_schema")
+
+
+@pytest.mark.services
+@pytest.mark.stack
+@dropin.parametrize()
+def test_the_dropin_endpoints_keep_to_their_schema(case, api_key):
+    response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    assert response.status_code < 500

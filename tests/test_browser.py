@@ -8,6 +8,7 @@ import shutil
 import threading
 
 import cv2
+import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
@@ -190,6 +191,34 @@ def test_a_signed_in_user_uploads_and_sees_only_their_own_history(server, page, 
     page.wait_for_url("**/login**")
     assert page.goto(server + "/history").url.startswith(server + "/login")
     assert accounts.find_user(me.name)["session_epoch"] == 1  # sign-out ended every copy of the session
+
+
+def test_the_canvas_section_crops_and_puts_a_background_image_behind(server, signed_in, worker_factory, tmp_path):
+    """The upload form's "crop, size, placement, background" section reaches the task, the background
+    image as a file beside the photo."""
+    page = signed_in
+    worker_factory()
+    image, behind = tmp_path / "photo.png", tmp_path / "behind.png"
+    image.write_bytes(png_bytes(52))
+    behind.write_bytes(png_bytes(53))
+    page.set_input_files("#file-input", str(image))
+    page.select_option("#opt-format", "jpg")
+    page.click("#advanced-canvas summary")
+    page.check("#opt-crop")
+    page.fill("#opt-crop-margin", "2px")
+    page.select_option("#opt-size", "preview")
+    page.set_input_files("#opt-bg-image", str(behind))
+    page.click("#submit")
+    page.wait_for_url("**/tasks/*", timeout=60_000)
+    page.wait_for_load_state("load")
+    assert loaded(page, 'img[alt="cut-out"]')
+    shown = page.inner_text("#task-options")
+    assert shown.startswith("JPEG, flattened on a background image") and "cropped to the subject, margin 2px" in shown
+    assert "size preview" in shown
+    row = accounts_row(page.url.rsplit("/", 1)[1])
+    assert row["options"]["crop"] is True and row["options"]["crop_margin"] == "2px"
+    assert len(row["options"]["bg_image"]) == 64 and row["options"]["bg_color"] is None
+    assert page.console_errors == []
 
 
 def test_the_page_is_told_of_the_result_without_a_poll_interval(server, signed_in, worker_factory, tmp_root, tmp_path):
@@ -585,3 +614,196 @@ def test_chromium_keeps_the_host_prefixed_session_cookie_over_plain_http_to_127_
     page.click("#sign-out")
     page.wait_for_url("**/login")
     assert page.console_errors == []  # no Content-Security-Policy violation on the way
+
+
+def test_a_finished_batch_renders_again_from_its_page_with_the_edge_controls(
+    server, signed_in, worker_factory, tmp_path
+):
+    """The batch page's "Render again": the upload form's controls, fitting a phone; a new batch follows."""
+    page = signed_in
+    worker_factory()  # it serves the bookkeeping queue too, where the renders run
+    paths = [tmp_path / f"shot{n}.png" for n in range(2)]
+    for n, path in enumerate(paths):
+        path.write_bytes(png_bytes(90 + n))
+    page.goto(server + "/")
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.click("#submit")
+    page.wait_for_selector("#progress-links a.btn.primary", timeout=90_000)
+    page.click("text=Open the batch")
+    page.wait_for_url("**/batches/*")
+    old_url = page.url
+    page.set_viewport_size(PHONE)
+    page.click("#render-again > summary")
+    page.click("#render-again #advanced > summary")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.fill("#render-again [name=erode]", "2")
+    page.select_option("#render-again [name=format]", "webp")
+    page.click("#render-batch")
+    page.wait_for_url(lambda url: url != old_url and "/batches/" in url)
+    assert "Rendering every cut-out again" in page.inner_text("body")
+    page.wait_for_selector("text=Download ZIP", timeout=90_000)  # the page follows the new batch to its end
+    new_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    rows = support.rows_of(new_id)
+    assert [r["state"] for r in rows] == ["success", "success"] and all(r["rendered_from"] for r in rows)
+    assert {(r["options"]["erode"], r["options"]["format"]) for r in rows} == {(2, "webp")}
+    assert page.locator(".tile img").count() == 2 and page.console_errors == []
+
+
+# ------------------------------------------------------------------ adjust edges: preview, save
+def soft_disc_png(size: tuple[int, int] = (450, 600)) -> bytes:
+    """A bright disc with a soft rim on a dark ground: the tiny model's matte (its brightness) has a
+    solid inside, a clear outside and a ramp between, which every edge control changes."""
+    rgb = np.full((*size, 3), 20, np.uint8)
+    cv2.circle(rgb, (size[1] // 2, size[0] // 2), min(size) // 3, (235, 235, 235), -1)
+    return cv2.imencode(".png", cv2.GaussianBlur(rgb, (0, 0), 6))[1].tobytes()
+
+
+CANVAS_ALPHA = """() => {
+    const c = document.getElementById("adjust-preview");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    const a = [];
+    for (let i = 3; i < d.length; i += 4) a.push(d[i]);
+    return {width: c.width, height: c.height, alpha: a};
+}"""
+
+
+def canvas_alpha(page):
+    got = page.evaluate(CANVAS_ALPHA)
+    return np.array(got["alpha"], np.uint8).reshape(got["height"], got["width"])
+
+
+DRAG_TO = "(el, value) => { el.value = value; el.dispatchEvent(new Event('input', {bubbles: true})); }"
+LET_GO = """(el, value) => {
+    el.value = value;
+    el.dispatchEvent(new Event('input', {bubbles: true}));
+    el.dispatchEvent(new Event('change', {bubbles: true}));
+}"""
+
+
+def drawn(page) -> int:
+    return int(page.get_attribute("#adjust-preview", "data-drawn") or 0)
+
+
+def redrawn_after(page, before: int) -> None:
+    page.wait_for_function(
+        "before => Number(document.getElementById('adjust-preview').dataset.drawn || 0) > before", arg=before
+    )
+
+
+def finished_task(server, page, worker_factory, data: bytes, name: str = "disc.png") -> str:
+    """A task of the signed-in user's, finished by a real worker (the pipeline's own way there)."""
+    worker_factory()
+    task_id = submit_by_api(server, page.user, name, data)
+    support.wait_task(task_id, "success")
+    return task_id
+
+
+def test_adjust_edges_previews_in_the_browser_and_saves_a_new_task(server, signed_in, worker_factory, tmp_path):
+    page = signed_in
+    task_id = finished_task(server, page, worker_factory, soft_disc_png())
+    page.goto(f"{server}/tasks/{task_id}")
+    page.wait_for_selector("#adjust-preview[data-drawn]")
+    assert page.inner_text("label[for=adj-alpha_threshold]") == "Alpha threshold"
+    before = canvas_alpha(page)
+    assert before.shape == (450, 600)  # under 1 MP: drawn at its own size
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    count = drawn(page)
+    page.focus("#adj-alpha_threshold")
+    for _ in range(5):  # by keyboard, as a person without a mouse would: 5 x 25.5 up
+        page.keyboard.press("PageUp")
+    redrawn_after(page, count)
+    value = page.input_value("#adj-alpha_threshold")
+    assert int(value) > 100 and page.inner_text("#adj-alpha_threshold-value") == value
+    after = canvas_alpha(page)
+    assert (after != before).any()
+    assert (after == 0).sum() > (before == 0).sum()  # the threshold cleared the rim's faint part
+    count = drawn(page)
+    page.fill("#adj-erode", "6")
+    redrawn_after(page, count)
+    eroded = canvas_alpha(page)
+    assert (eroded == 255).sum() < (after == 255).sum()  # the subject shrank
+    # Dragged (input events, no change yet): drawn quick, at half the size; let go: sharp again.
+    count = drawn(page)
+    page.eval_on_selector("#adj-erode", DRAG_TO, "9")
+    redrawn_after(page, count)
+    assert page.get_attribute("#adjust-preview", "data-quality") == "quick"
+    assert page.inner_text("#adj-erode-value") == "9" and canvas_alpha(page).shape == (450, 600)
+    count = drawn(page)
+    page.eval_on_selector("#adj-erode", LET_GO, "6")
+    redrawn_after(page, count)
+    assert page.get_attribute("#adjust-preview", "data-quality") == "sharp"
+    assert (canvas_alpha(page) == eroded).all()
+    count = drawn(page)
+    page.check("#adj-fill")  # flattened on a colour: nothing left see-through
+    redrawn_after(page, count)
+    assert (canvas_alpha(page) == 255).all() and not page.is_disabled("#adj-color")
+    count = drawn(page)
+    page.uncheck("#adj-fill")
+    redrawn_after(page, count)
+    assert (canvas_alpha(page) == eroded).all()
+    assert requests == []  # no round trip per move: every redraw came from the browser alone
+
+    page.click("#adjust-save")
+    page.wait_for_selector("#adjust-download")
+    new_id = page.get_attribute("#adjust-open", "href").rsplit("/", 1)[1]
+    assert new_id != task_id
+    row = accounts_row(new_id)
+    assert row["owner_id"] == page.user.id and row["state"] == "success"
+    assert row["options"]["alpha_threshold"] == int(value) and row["options"]["erode"] == 6
+    answer = page.request.get(server + page.get_attribute("#adjust-download", "href"))
+    assert answer.status == 200 and answer.headers["content-type"] == "image/png"
+    with page.expect_download() as info:
+        page.click("#adjust-download")
+    saved = tmp_path / info.value.suggested_filename
+    info.value.save_as(saved)
+    rgba = cv2.imread(str(saved), cv2.IMREAD_UNCHANGED)
+    assert saved.suffix == ".png" and rgba.shape == (450, 600, 4)
+    # The preview showed what the server made, give or take the refinement it does alone.
+    assert np.abs(rgba[..., 3].astype(int) - eroded).mean() < 4
+    assert accounts_row(task_id)["state"] == "success"  # the old task stays as it was
+    assert page.console_errors == []  # no script error, no Content-Security-Policy violation
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-adjust-edges.png"), full_page=True)
+
+    count = drawn(page)
+    page.click("#adjust-reset")  # back to the options this task was made with
+    redrawn_after(page, count)
+    assert page.input_value("#adj-erode") == "0" and page.inner_text("#adj-erode-value") == "0"
+    assert (canvas_alpha(page) == before).all()
+
+    page.click("#adjust-open")
+    page.wait_for_url(f"**/tasks/{new_id}")
+    assert "alpha threshold " + value in page.inner_text("#task-options")
+    page.wait_for_selector("#adjust-preview[data-drawn]")  # the new task keeps its matte: adjustable again
+    assert page.input_value("#adj-erode") == "6"
+
+
+def test_the_raw_matte_is_the_owners_alone_and_a_missing_one_is_410(server, signed_in, worker_factory):
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.storage.files import raw_matte_path
+
+    page = signed_in
+    task_id = finished_task(server, page, worker_factory, soft_disc_png((60, 80)))
+    url = f"{server}/page/tasks/{task_id}/raw-matte"
+    mine = page.request.get(url)
+    assert mine.status == 200 and mine.headers["content-type"] == "image/png"
+    assert cv2.imdecode(np.frombuffer(mine.body(), np.uint8), cv2.IMREAD_UNCHANGED).shape == (60, 80)
+
+    stranger = page.context.browser.new_context().new_page()
+    sign_in(stranger, server, support.make_user(prefix="stranger"))
+    assert stranger.request.get(url).status == 404
+    assert stranger.request.post(f"{server}/page/tasks/{task_id}/render", headers=csrf_of(stranger)).status == 404
+    assert stranger.goto(f"{server}/tasks/{task_id}").status == 404
+
+    raw_matte_path(get_settings().data_dir / accounts_row(task_id)["output_path"]).unlink()
+    gone = page.request.get(url)
+    assert gone.status == 410 and gone.json()["error"]["code"] == "no_matte"
+    page.goto(f"{server}/tasks/{task_id}")
+    assert page.locator("#adjust").count() == 0  # nothing to adjust from: no panel
+    saved = page.request.post(f"{server}/page/tasks/{task_id}/render", headers=csrf_of(page))
+    assert saved.status == 410 and saved.json()["error"]["code"] == "no_matte"
+
+
+def csrf_of(page) -> dict:
+    return {"X-CSRF-Token": page.get_attribute('meta[name="csrf-token"]', "content")}

@@ -25,6 +25,11 @@ OPTIONS = [
     OutputOptions.parse("jpg", erode="2", feather="3"),
     OutputOptions(alpha_only=True, feather=2),
     OutputOptions.parse("png", "red", solidify="false", erode="1"),
+    # the canvas (crop, size, scale, position) and the blurred photo behind it
+    OutputOptions.parse(crop="true", crop_margin="10% 3px"),
+    OutputOptions.parse("webp", size="64px", scale="60%", position="100% 0%"),
+    OutputOptions.parse("jpg", bg_blur="6", crop="true", crop_margin="50%"),
+    OutputOptions.parse(alpha_only="true", crop="true", size="preview"),
 ]
 
 
@@ -117,3 +122,18 @@ def test_a_run_no_longer_wanted_removes_its_raw_matte_with_its_result(tmp_path, 
     with pytest.raises(image_job.NoLongerWanted):
         image_job.keep_only_if_wanted(image_job.Job("t", "k", {}, "x.png"), result)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_render_over_a_background_image_is_the_workers_result_byte_for_byte(tiny):
+    session, settings = tiny
+    behind = as_png(np.dstack([support.noise((40, 70), 1)] * 3), "RGB")
+    for options in (
+        OutputOptions.parse(background=behind),
+        OutputOptions.parse("jpg", background=behind, crop="true", crop_margin="20px", size="48"),
+    ):
+        for data in inputs():
+            made = matte_bytes(data, options, session, settings, keep_raw=True, background=behind)
+            assert made.raw_matte is not None
+            again = render(data, made.raw_matte, options, settings.max_pixels, background=behind)
+            assert again.data == made.data and (again.width, again.height) == (made.width, made.height)
+            assert made.data != matte_bytes(data, OutputOptions(), session, settings).data

@@ -87,6 +87,40 @@ def test_a_finished_task_renders_again_with_other_options_into_a_new_task(made, 
     assert render(client, reused_id, format="webp").status_code == 201
 
 
+def test_a_render_names_its_source_in_its_json_and_links_it_on_its_page_while_visible(made, app, alice):
+    client, old_id = made
+    new_id = render(client, old_id, erode="1").get_json()["task_id"]
+    assert row_of(new_id)["rendered_from"] == row_of(old_id)["id"] and row_of(old_id)["rendered_from"] is None
+    assert client.get(f"/api/v1/tasks/{new_id}").get_json()["rendered_from"] == old_id
+    assert client.get(f"/api/v1/tasks/{old_id}").get_json()["rendered_from"] is None
+    browser = support.user_client(app, alice)
+    page = browser.get(f"/tasks/{new_id}").get_data(as_text=True)
+    assert 'id="task-source"' in page and f'href="/tasks/{old_id}"' in page and "disc.png" in page
+    assert 'id="task-source"' not in browser.get(f"/tasks/{old_id}").get_data(as_text=True)
+    assert client.delete(f"/api/v1/tasks/{old_id}").status_code == 200
+    page = browser.get(f"/tasks/{new_id}").get_data(as_text=True)
+    assert "no longer available" in page and f'href="/tasks/{old_id}"' not in page  # gone: named, not linked
+    assert client.get(f"/api/v1/tasks/{new_id}").get_json()["rendered_from"] == old_id
+
+
+def test_a_render_is_reused_by_the_owners_identical_upload_and_no_one_elses(made, app):
+    client, old_id = made
+    assert row_of(old_id)["model_version"]  # the worker records which model made the matte
+    rendered = render(client, old_id, format="jpg", erode="1").get_json()
+    row = row_of(rendered["task_id"])
+    assert row["idem_key"] and row["model_version"] == row_of(old_id)["model_version"]
+    form = {"file": (io.BytesIO(client.photo), "again.png"), "format": "jpg", "erode": "1"}
+    again = client.post("/api/v1/images", data=form, content_type="multipart/form-data").get_json()["task_id"]
+    reused = support.wait_task(again, "success")
+    assert reused["reused"] and reused["idem_key"] == row["idem_key"]  # a copy of the render: no model run
+    assert path_of(again).read_bytes() == path_of(rendered["task_id"]).read_bytes()
+    assert raw_matte_path(path_of(again)).exists()  # and the copy can be rendered again in turn
+    stranger = support.user_client(app, support.make_user(prefix="eve"), signed_in=False)
+    form = {"file": (io.BytesIO(client.photo), "mine.png"), "format": "jpg", "erode": "1"}
+    theirs = stranger.post("/api/v1/images", data=form, content_type="multipart/form-data").get_json()["task_id"]
+    assert not support.wait_task(theirs, "success")["reused"]  # keys are per owner, renders' too
+
+
 def test_a_strangers_task_is_not_found_and_bad_options_are_refused(made, app):
     client, task_id = made
     stranger = support.user_client(app, support.make_user(prefix="mallory"), signed_in=False)

@@ -4,6 +4,7 @@ say so and offer no files, and the downloads answer 410 to the owner (404 to any
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import cv2
@@ -348,3 +349,23 @@ def test_retention_waits_while_the_data_root_cannot_be_written(clean_state, monk
     assert expired_at("tasks", old["id"]) is None and (storage.root / old["output_path"]).exists()
     monkeypatch.undo()
     assert expire(settings)["tasks"] == 1 and not (storage.root / old["output_path"]).exists()
+
+
+def test_a_background_image_expires_with_the_last_task_that_names_it(clean_state):
+    """A background image (options.bg_image) is an input of every task that names it: kept while one
+    of them is, removed with the last."""
+    settings = support.settings(CVUNET_RETENTION_DAYS=30)
+    storage = Storage(settings.data_dir)
+    key = storage.put_input(png_bytes(9))
+    old = add_task(storage, png_bytes(7), days_old=45)
+    recent = add_task(storage, png_bytes(8), days_old=1, name="c.png")
+    with db.transaction() as cur:
+        cur.execute(
+            "UPDATE tasks SET options = %s WHERE id = ANY(%s)",
+            (json.dumps({"bg_image": key}), [old["id"], recent["id"]]),
+        )
+    assert expire(settings)["inputs"] == 1  # the old task's own input only
+    assert storage.input_path(key).exists()  # the recent task still draws on it
+    with db.transaction() as cur:
+        cur.execute("UPDATE tasks SET finished_at = now() - interval '45 days' WHERE id = %s", (recent["id"],))
+    assert expire(settings)["inputs"] == 2 and not storage.input_path(key).exists()

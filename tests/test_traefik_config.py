@@ -426,7 +426,10 @@ def test_production_dynamic_config_structure():
         reads_only = "Method(`GET`) || Method(`HEAD`)" in router["rule"]
         assert not (buffered and reads_only), name
     assert routers["app-read"]["rule"] == "Method(`GET`) || Method(`HEAD`)"
-    assert routers["api-read"]["rule"] == "PathPrefix(`/api`) && (Method(`GET`) || Method(`HEAD`))"
+    assert (
+        routers["api-read"]["rule"]
+        == "(PathPrefix(`/api`) || PathPrefix(`/v1.0`)) && (Method(`GET`) || Method(`HEAD`))"
+    )
     assert routers["api-read"]["middlewares"][0] == "api-ratelimit"
     # Precedence is explicit, not by rule length (the method rules are longer than /flower's).
     public = [name for name, router in routers.items() if "websecure" in router["entryPoints"]]

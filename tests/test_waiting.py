@@ -195,3 +195,16 @@ def test_event_streams_deliver_the_end_of_a_task_and_of_a_batch(clean_state, use
     last = json.loads(text.strip().rsplit("data: ", 1)[1])
     assert (last["state"], last["done"], last["failed"]) == ("done", 1, 1)
     assert [f["filename"] for f in last["failures"]] == ["broken.png"]  # named, whatever page of items
+
+
+@pytest.mark.services
+def test_a_batch_wait_with_seen_answers_as_soon_as_its_finished_count_differs(clean_state, user):
+    """A progress bar's long-poll (`cvunet-matting client`): ?seen= is the count of finished images it shows."""
+    client = make_client(create_app({"TESTING": True}), user)
+    files = [(io.BytesIO(png_bytes(20 + i)), f"s{i}.png") for i in range(2)]
+    batch = client.post("/api/v1/batches", data={"files": files}, content_type="multipart/form-data").get_json()
+    started = time.monotonic()
+    answer = client.get(f"/api/v1/batches/{batch['batch_id']}?wait=30&seen=5")  # no worker runs: 0 finished, not 5
+    assert answer.status_code == 200 and answer.get_json()["state"] != "done"
+    assert time.monotonic() - started < 15  # answered at once, not at the end of the 30 s a plain ?wait= holds
+    assert client.get(f"/api/v1/batches/{batch['batch_id']}?seen=x").status_code == 400

@@ -84,6 +84,15 @@ def check_size(actor: Actor, images: int, new: bool = True, refused: int = 0) ->
         raise BatchTooLarge(f"{sent} at once are more than this account may send ({said}): {advice}")
 
 
+def usage(actor: Actor) -> dict[str, int]:
+    """What of its quotas the actor uses now: images in flight, files today (UTC); nothing for the operator."""
+    if actor.id is None:
+        return {"in_flight": 0, "today": 0}
+    with db.transaction() as cur:
+        load = reads.owner_load(cur, actor.id)
+    return {"in_flight": load["in_flight"], "today": load["today"]}
+
+
 def precheck(actor: Actor | None, images: int, new: bool = True, refused: int = 0) -> None:
     """The cheap early check, before any upload is stored."""
     if actor is not None and actor.id is not None:

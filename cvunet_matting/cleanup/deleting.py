@@ -42,7 +42,7 @@ def delete_task(storage: Storage, task_id) -> dict:
         if row["state"] not in FINAL_TASK_STATES:
             raise InputError(f"task {task_id} is {row['state']}: {UNFINISHED}", code=ErrorCode.NOT_FINISHED)
         writes.delete_tasks(cur, [row["id"]])
-        unused = reads.inputs_no_longer_used(cur, {row["input_key"]} - {""})
+        unused = reads.inputs_no_longer_used(cur, purging.input_keys([row]))
     return {"task_id": str(row["id"]), "deleted": 1, "files_removed": _remove(storage, [row], unused)}
 
 
@@ -60,7 +60,7 @@ def delete_batch(storage: Storage, batch_id) -> dict:
             )
         writes.delete_tasks(cur, [t["id"] for t in tasks])
         writes.delete_batch(cur, batch["id"])
-        unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks} - {""})
+        unused = reads.inputs_no_longer_used(cur, purging.input_keys(tasks))
     removed = _remove(storage, tasks, unused, batch)
     return {"batch_id": str(batch["id"]), "deleted": len(tasks), "files_removed": removed}
 
@@ -117,7 +117,7 @@ def purge_leftovers(storage: Storage, settle_s: float = SETTLE_S, page: int = 10
     while True:
         with db.transaction() as cur:
             tasks = reads.unpurged_tasks(cur, settle_s, page, owner_id)
-            unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks} - {""})
+            unused = reads.inputs_no_longer_used(cur, purging.input_keys(tasks))
         if not tasks:
             break
         totals["tasks"] += len(tasks)

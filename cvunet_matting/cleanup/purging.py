@@ -43,6 +43,16 @@ def remove_task_files(storage: Storage, tasks: Sequence[Mapping[str, Any]]) -> i
     return removed
 
 
+def input_keys(tasks: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The stored inputs these task rows read: each one's input, and the background image its options
+    name (a row's `options`, or a `bg_image` column selected from them); '' (nothing stored) left out."""
+    keys = set()
+    for task in tasks:
+        options = task.get("options") or {}
+        keys |= {task.get("input_key") or "", task.get("bg_image") or options.get("bg_image") or ""}
+    return keys - {""}
+
+
 def remove_inputs(storage: Storage, keys: Iterable[str]) -> int:
     """Inputs by key: only those the caller found no kept task reads (reads.inputs_no_longer_used)."""
     return remove(storage.input_path(key) for key in keys)

@@ -64,7 +64,7 @@ def _expire(settings: Settings, dry_run: bool) -> dict:
                 break
             writes.expire_tasks(cur, [t["id"] for t in tasks])
             # A file refused on arrival has no input ('' for a key): nothing to look for, nothing to remove.
-            unused = reads.inputs_no_longer_used(cur, {t["input_key"] for t in tasks if t["input_key"]})
+            unused = reads.inputs_no_longer_used(cur, purging.input_keys(tasks))
         totals["tasks"] += len(tasks)
         totals["files"] += purging.remove_task_files(storage, tasks)
         totals["inputs"] += purging.remove_inputs(storage, unused)

@@ -64,10 +64,50 @@ def output_options(command):
             help="Make the subject opaque far inside its outline and the background clear far outside it,"
             " the edge kept soft (default on; off for glass, smoke, a veil).",
         ),
+        click.option("--crop", is_flag=True, default=None, help="Crop to the subject's bounding box."),
+        click.option(
+            "--crop-margin",
+            default=None,
+            help="With --crop: the margin, as remove.bg spells it: '30px', '10%' (of the subject), '10px 5%'...",
+        ),
+        click.option(
+            "--size",
+            default=None,
+            help="At most: preview (0.25 MP), medium, hd, full (default), or a longest side in px ('1024').",
+        ),
+        click.option("--scale", default=None, help="The subject's size in the canvas: original or 10%-100%."),
+        click.option("--position", default=None, help="Where the subject sits: original, center, 'X%' or 'X% Y%'."),
+        click.option(
+            "--bg-image",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="An image behind the subject (fitted by cover); the result is flattened onto it.",
+        ),
+        click.option("--bg-blur", type=int, default=None, help="The photo itself, blurred by this many px, behind it."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+CANVAS_FLAGS = ("crop", "crop_margin", "size", "scale", "position", "bg_blur")
+
+
+def parse_output_options(fmt, bg_color, alpha_only, given: dict):
+    """OutputOptions from the flags of output_options (`given`: the rest of them, by name)."""
+    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.image.imaging import probe
+
+    canvas = {name: given.pop(name) for name in CANVAS_FLAGS}
+    background_path = given.pop("bg_image")
+    background = None
+    if background_path is not None:
+        try:
+            background = background_path.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {background_path}: {exc.strerror or exc}")
+        probe(background, get_settings().max_pixels)  # as an upload: a bad image is refused before any work
+    return OutputOptions.parse(fmt, bg_color, alpha_only, **given, **canvas, background=background)
 
 
 @main.command()
@@ -82,7 +122,7 @@ def output_options(command):
 @output_options
 def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
     """Matte image files and folders (recursively) with no server."""
-    from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.image.device_finish import edge_math
     from cvunet_matting.model.session import get_session
     from cvunet_matting.storage.files import new_run_dir
 
@@ -90,8 +130,8 @@ def matte(paths, out_dir, fmt, bg_color, alpha_only, **edges) -> None:
 
     settings = get_settings()
     try:
-        options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
-        session = get_session(settings)
+        options = parse_output_options(fmt, bg_color, alpha_only, edges)
+        session = get_session(settings, edge_math())
     except MattingError as exc:
         fail(exc.reason)
     jobs = collect(paths)
@@ -250,13 +290,36 @@ def submit(folder, fmt, bg_color, alpha_only, **edges) -> None:
 
     A bookkeeping worker lists the folder (see `cvunet-matting worker`): the command returns at once."""
     from cvunet_matting.accounts.users import OPERATOR
-    from cvunet_matting.image.encoding import OutputOptions
     from cvunet_matting.services.submitting import submit_folder
 
     try:
-        options = OutputOptions.parse(fmt, bg_color, alpha_only, **edges)
+        options = parse_output_options(fmt, bg_color, alpha_only, edges)
         # A relative folder is this shell's, not the first allowed root's as over the API.
         click.echo(submit_folder(OPERATOR, str(folder.expanduser().resolve()), options, get_settings()))
+    except MattingError as exc:
+        fail(exc.reason)
+
+
+@main.group("batch")
+def batch_group() -> None:
+    """A batch's work, as the operator."""
+
+
+@batch_group.command("render")
+@click.argument("batch_id")
+@output_options
+def batch_render(batch_id, fmt, bg_color, alpha_only, **edges) -> None:
+    """Render every cut-out of a finished batch again with these options, from their kept raw mattes
+    (no model), into a new batch; prints the new batch's id. A bookkeeping worker renders it (see
+    `cvunet-matting worker`): the command returns at once. The new batch is the old one's owner's."""
+    from cvunet_matting.accounts.users import OPERATOR
+    from cvunet_matting.services.rerendering import rerender_batch
+
+    if edges.get("bg_image") is not None:  # rendered from the stored files alone, on the bookkeeping worker
+        fail("a batch is rendered again without an uploaded background: leave --bg-image out")
+    try:
+        options = parse_output_options(fmt, bg_color, alpha_only, edges)
+        click.echo(rerender_batch(OPERATOR, batch_id, options, get_settings()))
     except MattingError as exc:
         fail(exc.reason)
 
@@ -288,7 +351,14 @@ def _add_operator_commands() -> None:
     main.add_command(cancel)
 
 
+def _add_client_commands() -> None:
+    from .client import client
+
+    main.add_command(client)
+
+
 _add_operator_commands()
 _add_user_commands()
+_add_client_commands()
 if __name__ == "__main__":
     main()

@@ -49,7 +49,7 @@ def not_images(paths: Iterable[Path]) -> list[Path]:
 def run_one(job: Job, out_dir: Path, options: OutputOptions, session: MattingSession, settings: Settings) -> Outcome:
     try:
         data = job.source.read_bytes()
-        result = matte_bytes(data, options, session, settings)
+        result = matte_bytes(data, options, session, settings, background=options.background)
     except MattingError as exc:
         return Outcome(job, error=exc.reason)
     except OSError as exc:

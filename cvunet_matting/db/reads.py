@@ -201,18 +201,33 @@ def tasks_past_retention(cur, days: int, limit: int) -> list[dict]:
     """Finished tasks not yet expired whose end is older than `days` days, oldest first."""
     return _all(
         cur,
-        "SELECT id, batch_id, input_key, output_path FROM tasks WHERE expired_at IS NULL AND finished_at IS NOT NULL"
+        "SELECT id, batch_id, input_key, output_path, options->>'bg_image' AS bg_image FROM tasks"
+        " WHERE expired_at IS NULL AND finished_at IS NOT NULL"
         " AND finished_at < now() - make_interval(days => %s) ORDER BY finished_at LIMIT %s",
         (days, limit),
     )
 
 
 def inputs_no_longer_used(cur, keys: set[str]) -> set[str]:
-    """Of these input keys, those no kept (unexpired) task reads."""
+    """Of these input keys, those no kept (unexpired) task reads, as its input or as the background
+    image its options name (bg_image; index tasks_bg_image, migration 013)."""
     if not keys:
         return set()
-    cur.execute("SELECT DISTINCT input_key FROM tasks WHERE input_key = ANY(%s) AND expired_at IS NULL", (list(keys),))
-    return keys - {row["input_key"] for row in cur.fetchall()}
+    cur.execute(
+        "SELECT input_key AS key FROM tasks WHERE input_key = ANY(%(keys)s) AND expired_at IS NULL"
+        " UNION SELECT options->>'bg_image' FROM tasks WHERE options->>'bg_image' = ANY(%(keys)s)"
+        " AND expired_at IS NULL",
+        {"keys": list(keys)},
+    )
+    return keys - {row["key"] for row in cur.fetchall()}
+
+
+def known_tasks(cur, task_ids: set[str]) -> set[str]:
+    """Of these task ids, those with a row (whatever its state: rows are never removed)."""
+    if not task_ids:
+        return set()
+    cur.execute("SELECT id FROM tasks WHERE id = ANY(%s::uuid[])", (list(task_ids),))
+    return {str(row["id"]) for row in cur.fetchall()}
 
 
 def unpurged_tasks(cur, settle_s: float, limit: int, owner_id=None) -> list[dict]:
@@ -251,7 +266,7 @@ def archive_page(cur, batch_id, after: int, limit: int = 500) -> list[dict]:
     """The next `limit` rows of a batch after `position`, with only what its manifest and ZIP need."""
     return _all(
         cur,
-        "SELECT id, position, filename, state, error, output_path, width, height, confidence FROM tasks"
+        "SELECT id, position, filename, state, error, output_path, width, height, confidence, rendered_from FROM tasks"
         " WHERE batch_id = %s AND position > %s ORDER BY position LIMIT %s",
         (batch_id, after, limit),
     )

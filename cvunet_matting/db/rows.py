@@ -41,6 +41,8 @@ class TaskRow(TypedDict):
     expired_at: datetime | None
     deleted_at: datetime | None
     purged_at: datetime | None
+    rendered_from: UUID | None  # the task a re-render drew it from (migration 012); None: the model made it
+    model_version: str | None  # the model that made its raw matte (migration 012); None before, and for failures
     owner_name: NotRequired[str | None]  # listings only
 
 

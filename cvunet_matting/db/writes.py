@@ -16,6 +16,7 @@ EVENT_COLUMNS = (
     "error",
     "error_code",
     "idem_key",
+    "model_version",
     "reused",
     "width",
     "height",
@@ -82,10 +83,12 @@ def end_listing(cur, batch_id, error: str | None) -> int:
 
 
 def create_tasks(cur, rows: list[dict]) -> None:
-    """Insert pending rows: id, batch_id, chunk, position, filename, input_key, options, output_path."""
+    """Insert pending rows: id, batch_id, chunk, position, filename, input_key, options, output_path, and
+    for a re-render the task it draws from (rendered_from)."""
     execute_values(
         cur,
-        "INSERT INTO tasks (id, batch_id, chunk, position, filename, input_key, options, output_path) VALUES %s",
+        "INSERT INTO tasks (id, batch_id, chunk, position, filename, input_key, options, output_path, rendered_from)"
+        " VALUES %s",
         [
             (
                 r["id"],
@@ -96,6 +99,7 @@ def create_tasks(cur, rows: list[dict]) -> None:
                 r["input_key"],
                 Json(r["options"]),
                 r["output_path"],
+                r.get("rendered_from"),
             )
             for r in rows
         ],
@@ -110,6 +114,64 @@ def record_rendered(cur, task_id, width: int, height: int, confidence: float | N
         "UPDATE tasks SET state = 'success', worker = 'web', width = %s, height = %s, confidence = %s,"
         " timings = %s, started_at = now(), finished_at = now(), event_at = now() WHERE id = %s",
         (width, height, confidence, Json(timings), task_id),
+    )
+
+
+def fail_unrenderable(cur, reasons: dict) -> None:
+    """A batch re-render's images with nothing to draw from (their source failed, or its files are
+    gone): failed at once, code `no_matte`, never queued."""
+    for task_id, reason in reasons.items():
+        cur.execute(
+            "UPDATE tasks SET state = 'failure', error_code = 'no_matte', error = %s, finished_at = now(),"
+            " event_at = now() WHERE id = %s",
+            (reason, task_id),
+        )
+
+
+def start_render(cur, task_id, worker: str) -> int | None:
+    """A batch re-render's run begins on a bookkeeping worker: its attempts so far, this one counted
+    (a run that never ended died with its worker); None when the task is final, deleted or expired."""
+    cur.execute(
+        "UPDATE tasks SET state = 'started', attempts = attempts + 1, worker = %s, started_at = now(),"
+        " event_at = now() WHERE id = %s AND state IN ('pending', 'started', 'retry') AND expired_at IS NULL"
+        " RETURNING attempts",
+        (worker, task_id),
+    )
+    row = cur.fetchone()
+    return row["attempts"] if row else None
+
+
+def end_render(cur, task_id, outcome: dict) -> bool:
+    """A batch re-render's end, success (width, height, confidence, timings) or failure (error_code,
+    error): written once, by the run that ends the task first; False when another did, or it went."""
+    cur.execute(
+        "UPDATE tasks SET state = %(state)s, width = %(width)s, height = %(height)s, confidence = %(confidence)s,"
+        " timings = %(timings)s, error = %(error)s, error_code = %(error_code)s, finished_at = now(),"
+        " event_at = now() WHERE id = %(task_id)s AND state IN ('pending', 'started', 'retry')"
+        " AND expired_at IS NULL RETURNING id",
+        {
+            "width": None,
+            "height": None,
+            "confidence": None,
+            "error": None,
+            "error_code": None,
+            **{k: outcome.get(k) for k in ("state", "width", "height", "confidence", "error", "error_code")},
+            "timings": Json(outcome["timings"]) if outcome.get("timings") else None,
+            "task_id": outcome["task_id"],
+        },
+    )
+    return cur.fetchone() is not None
+
+
+def register_result(cur, task_id, idem_key: str, model_version: str, output_path: str, size, confidence) -> None:
+    """A re-render's result, registered for reuse under the key the model worker would compute for its
+    input and options (image/reuse_key.py): a later identical task copies it instead of running the
+    model. The first result under a key stays the one reused, as with the worker's own."""
+    cur.execute("UPDATE tasks SET idem_key = %s, model_version = %s WHERE id = %s", (idem_key, model_version, task_id))
+    cur.execute(
+        "INSERT INTO results (idem_key, output_path, task_id, width, height, confidence)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (idem_key) DO NOTHING",
+        (idem_key, output_path, task_id, *size, confidence),
     )
 
 
@@ -310,7 +372,11 @@ SCRUB_DESCRIPTION = "filename = '', options = '{}', error = NULL, idem_key = NUL
 # The input's hash goes; whether there was one stays ('' is a file refused on arrival, which the
 # day's quota counts differently: reads.owner_load).
 SCRUB_FILES = "input_key = CASE WHEN input_key = '' THEN '' ELSE 'erased' END, output_path = ''"
-SCRUB_BATCH = "source = CASE WHEN source = 'upload' THEN source ELSE 'folder' END, options = '{}', error = NULL"
+# A render batch's source names the batch it drew from (an id, no photo): kept, like 'upload'.
+SCRUB_BATCH = (
+    "source = CASE WHEN source = 'upload' OR source LIKE 'render:%%' THEN source ELSE 'folder' END,"
+    " options = '{}', error = NULL"
+)
 
 
 def expire_tasks(cur, task_ids: list) -> None:

@@ -20,13 +20,44 @@ def working_scale(shape: tuple[int, ...], side: int = WORK_SIDE) -> float:
     return min(1.0, side / max(shape[:2]))
 
 
+def working_size(shape: tuple[int, ...], side: int = WORK_SIDE) -> tuple[int, int]:
+    """(width, height) of the working copy of an image of this shape."""
+    scale = working_scale(shape, side)
+    height, width = shape[:2]
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def quick_shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An area-average shrink by the whole factor that fits, then a bilinear one by the rest (0.5-1).
+
+    OpenCV's area resize is fast for whole factors only: 1600x1200 to 1024x768 took 8 ms of CPU, its
+    bilinear resize 1.2. Bilinear over a factor between 0.5 and 1 weighs every source pixel, so the
+    copy differs from the area average by a grey level on average; the filters that read it average
+    over several of its pixels anyway.
+    """
+    factor = min(image.shape[1] // width, image.shape[0] // height)
+    if factor >= 2:
+        rows, cols = image.shape[0] - image.shape[0] % factor, image.shape[1] - image.shape[1] % factor
+        image = cv2.resize(image[:rows, :cols], None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def working_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     """A float32 copy in 0-1, area-shrunk to at most `side` pixels on its long side."""
-    scale = working_scale(image.shape, side)
-    if scale < 1.0:
-        height, width = image.shape[:2]
-        image = shrink(image, max(1, round(width * scale)), max(1, round(height * scale)))
-    return image.astype(np.float32) * np.float32(1 / 255)
+    if working_scale(image.shape, side) < 1.0:
+        image = shrink(image, *working_size(image.shape, side))
+    return np.multiply(image, np.float32(1 / 255), dtype=np.float32)
+
+
+def quick_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """working_copy() through quick_shrink: for copies that are box-filtered or sampled afterwards
+    (the guided filter's colour guide is not: it takes working_copy, since its result follows the
+    guide's every grey level)."""
+    if working_scale(image.shape, side) < 1.0:
+        image = quick_shrink(image, *working_size(image.shape, side))
+    return np.multiply(image, np.float32(1 / 255), dtype=np.float32)
 
 
 # ISNet leaves a tenth of a photo's pixels at 250-254 inside the subject, and faint alpha over the
@@ -48,37 +79,44 @@ def band_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points[:, 1], points[:, 0]
 
 
-def _flat(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    return ys.astype(np.intp) * image.shape[1] + xs
+def flat_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The points' positions in the image's pixels laid out in one row (for take and put)."""
+    return ys.astype(np.intp) * shape[1] + xs
 
 
-def gather(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """image[ys, xs] as N x C (N for a single-channel image), faster than fancy indexing."""
-    channels = image.shape[2:] or ()
-    return np.take(image.reshape(-1, *channels), _flat(image, ys, xs), axis=0)
+def take(image: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The pixels at flat positions `at` as N x C (N for a single-channel image): image[ys, xs],
+    faster than fancy indexing, with the positions computed once for every map of the same size."""
+    return np.take(image.reshape(-1, *(image.shape[2:] or ())), at, axis=0)
 
 
-def scatter(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, values: np.ndarray) -> None:
-    """image[ys, xs] = values, in place."""
-    image.reshape(-1, *(image.shape[2:] or ()))[_flat(image, ys, xs)] = values
+def put(image: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
+    """The pixels at flat positions `at` set to `values`, in place."""
+    image.reshape(-1, *(image.shape[2:] or ()))[at] = values
 
 
 def sample(small: np.ndarray, ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> np.ndarray:
     """Values of a working-copy map at full-size pixels, bilinear with pixel centres aligned: N x C."""
-    channels = 1 if small.ndim == 2 else small.shape[2]
-    if small.shape[:2] == full:
-        return gather(small, ys, xs).reshape(len(ys), channels)
-    count = len(ys)
+    return sample_all([small], ys, xs, full)[0]
+
+
+def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
+    """sample() for several maps of one size at the same points: the coordinate maps are made once."""
+    count, shape = len(ys), smalls[0].shape[:2]
+    if shape == full:
+        at = flat_index(shape, ys, xs)
+        return [take(small, at).reshape(count, -1) for small in smalls]
     rows = -(-count // 1024)  # remap wants a 2-D map: the points laid out 1024 to a row
     map_x = np.zeros(rows * 1024, np.float32)
     map_y = np.zeros(rows * 1024, np.float32)
-    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(small.shape[1] / full[1]) - 0.5
-    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(small.shape[0] / full[0]) - 0.5
-    shape = (rows, 1024)
-    values = cv2.remap(
-        small, map_x.reshape(shape), map_y.reshape(shape), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    return values.reshape(rows * 1024, channels)[:count]
+    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(shape[1] / full[1]) - 0.5
+    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(shape[0] / full[0]) - 0.5
+    grid_x, grid_y = map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
+    out = []
+    for small in smalls:
+        values = cv2.remap(small, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out.append(values.reshape(rows * 1024, -1)[:count])
+    return out
 
 
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .solid import distances
+from .solid import Distances, distances
 
 # Below this a cut-out is doubtful (README, "Confidence"): the close-up cat's raw matte scores 0.60,
 # the astronaut 0.98, a coffee cup 1.0, a rocket photo with lens flares 0.91.
@@ -22,9 +22,10 @@ LOW, HIGH = 12, 243  # issue #27's "partly transparent": fainter or stronger tha
 EMPTY, WHOLE = 0.001, 0.995  # subject shares of the frame (alpha >= 0.5) that cut nothing out
 
 
-def confidence(alpha: np.ndarray) -> float:
-    """The raw matte's score, 0 (nothing to trust) to 1 (sure everywhere but at the outline)."""
-    maps = distances(alpha)
+def confidence(alpha: np.ndarray, maps: Distances | None = None) -> float:
+    """The raw matte's score, 0 (nothing to trust) to 1 (sure everywhere but at the outline).
+    `maps`: solid.distances(alpha), when the caller has them (the worker shares them with solidify)."""
+    maps = distances(alpha) if maps is None else maps
     subject = np.count_nonzero(maps.inner) / maps.small.size
     if subject < EMPTY or subject > WHOLE:
         return 0.0

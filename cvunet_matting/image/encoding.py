@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from cvunet_matting.errors import ErrorCode, InputError
+from cvunet_matting.storage.files import sha256_bytes
 
+from . import canvas_options as canvas
 from .png import encode_png
 
 _FORMATS = {"png": (".png", "image/png"), "webp": (".webp", "image/webp"), "jpg": (".jpg", "image/jpeg")}
@@ -53,10 +55,22 @@ MAX_EDGE_PX = 64  # erosion and feathering, in pixels of the full-size image
 EDGE_NUMBERS = {"alpha_threshold": 255, "opaque_threshold": 255, "erode": MAX_EDGE_PX, "feather": MAX_EDGE_PX}
 EDGE_SWITCHES = {"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY}
 EDGE_KEYS = (*EDGE_NUMBERS, *EDGE_SWITCHES)
-_KEYS = {"format", "bg_color", "alpha_only", *EDGE_KEYS}
+# The canvas and background options (canvas_options.py), in key order, each with its default.
+CANVAS_DEFAULTS = {
+    "crop": False,
+    "crop_margin": "0",
+    "size": "full",
+    "scale": canvas.ORIGINAL,
+    "position": canvas.ORIGINAL,
+    "bg_image": None,
+    "bg_blur": 0,
+}
+CANVAS_KEYS = tuple(CANVAS_DEFAULTS)
+_KEYS = {"format", "bg_color", "alpha_only", *EDGE_KEYS, *CANVAS_KEYS}
 # Options added since a release: left out of task arguments while at their default, so that workers
 # of the version before (which refuse keys they do not know) still take new tasks in a rolling upgrade.
-_NEWER_KEYS = ("opaque_threshold", "solidify")
+_NEWER_KEYS = ("opaque_threshold", "solidify", *CANVAS_KEYS)
+_HEX_KEY = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}
 PNG_LEVEL = 1  # the fastest deflate level: a 12 MP result is 48 MB to compress (see png.py)
 _COLOR_HELP = "use #RRGGBB, #RGB, r,g,b or a name (" + ", ".join(_NAMED) + ")"
@@ -138,6 +152,11 @@ class OutputOptions:
     background's colour out of the edge pixels (foreground colour estimation); `solidify` makes the
     matte opaque far inside the subject and clear far outside it, before the thresholds (solid.py).
     The input's own alpha always multiplies the result.
+
+    Canvas (layout.py, remove.bg's spellings, canvas_options.py): `crop` to the subject's box with
+    `crop_margin`, the subject's `scale` and `position` on the canvas, then `size` at most. Background:
+    a colour (`bg_color`), an uploaded image (`bg_image`, its storage key) or the photo blurred
+    (`bg_blur` px), one at most; the result is flattened onto it.
     """
 
     format: str = "png"
@@ -150,11 +169,21 @@ class OutputOptions:
     decontaminate: bool = DECONTAMINATE
     opaque_threshold: int = 0  # last ones: positional callers of the fields before keep their meaning
     solidify: bool = SOLIDIFY
+    # The canvas (canonical strings of canvas_options.py; layout.py draws them) and the background.
+    crop: bool = False
+    crop_margin: str = "0"
+    size: str = "full"
+    scale: str = canvas.ORIGINAL
+    position: str | None = None  # None: 'center' (50% 50%) with a scale, else 'original'
+    bg_image: str | None = None  # the background upload's storage key (its sha256), part of the key
+    bg_blur: int = 0
+    # The background's bytes while an upload is on its way to storage (never in the key or to_dict).
+    background: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.format not in _FORMATS:
             raise _bad(f"unknown output format {_show(self.format)}: use png, webp or jpg")
-        for name in ("alpha_only", *EDGE_SWITCHES):
+        for name in ("alpha_only", "crop", *EDGE_SWITCHES):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(f"bad {name} {_show(getattr(self, name))}: use true or false")
         for name, top in EDGE_NUMBERS.items():
@@ -165,12 +194,50 @@ class OutputOptions:
             if len(color) != 3 or not all(_is_byte(c) for c in color):
                 raise _bad(f"bad bg_color {_show(color)}: use three integers 0-255")
             object.__setattr__(self, "bg_color", tuple(color))
+        self._normalise_canvas()
+        self._normalise_background()
         if self.alpha_only:  # the matte is always a greyscale PNG, whatever else was asked
             object.__setattr__(self, "format", "png")
             object.__setattr__(self, "bg_color", None)
             object.__setattr__(self, "decontaminate", DECONTAMINATE)  # no colours are written
-        elif self.format == "jpg" and color is None:  # JPEG has no alpha channel
+            object.__setattr__(self, "bg_image", None)
+            object.__setattr__(self, "bg_blur", 0)
+            object.__setattr__(self, "background", None)
+        elif self.format == "jpg" and color is None and not self.has_backdrop:  # JPEG has no alpha channel
             object.__setattr__(self, "bg_color", _WHITE)
+
+    def _normalise_canvas(self) -> None:
+        """Each canvas option in its canonical spelling; the margin only counts with a crop."""
+        margin = canvas.parse_margin(self.crop_margin) if self.crop else "0"
+        object.__setattr__(self, "crop_margin", margin)
+        object.__setattr__(self, "size", canvas.parse_size(self.size))
+        object.__setattr__(self, "scale", canvas.parse_scale(self.scale))
+        position = canvas.parse_position(self.position)
+        if position is None:  # remove.bg's rule: a scaled subject is centred unless placed otherwise
+            position = "50% 50%" if self.scale != canvas.ORIGINAL else canvas.ORIGINAL
+        object.__setattr__(self, "position", position)
+
+    def _normalise_background(self) -> None:
+        object.__setattr__(self, "bg_blur", canvas.parse_blur(self.bg_blur))
+        if self.background is not None:
+            key = sha256_bytes(self.background)
+            if self.bg_image not in (None, key):
+                raise ValueError("bg_image is not the key of the background bytes given")
+            object.__setattr__(self, "bg_image", key)
+        if self.bg_image is not None and not (isinstance(self.bg_image, str) and _HEX_KEY.fullmatch(self.bg_image)):
+            raise _bad(f"bad bg_image {_show(self.bg_image)}: send the background as an upload named 'bg_image'")
+        if sum((self.bg_color is not None, self.bg_image is not None, self.bg_blur > 0)) > 1:
+            raise _bad("bg_color, bg_image and bg_blur are exclusive: ask for one background")
+
+    @property
+    def has_backdrop(self) -> bool:
+        """A background drawn per pixel (an image, the blurred photo), not a solid colour."""
+        return self.bg_image is not None or self.bg_blur > 0
+
+    @property
+    def moves_pixels(self) -> bool:
+        """Whether the canvas differs from the photo's frame (crop, size, scale or position asked for)."""
+        return any(getattr(self, name) != CANVAS_DEFAULTS[name] for name in ("crop", "size", "scale", "position"))
 
     @classmethod
     def parse(
@@ -185,11 +252,22 @@ class OutputOptions:
         decontaminate: bool | str | None = None,
         opaque_threshold: int | str | None = None,
         solidify: bool | str | None = None,
+        *,
+        crop: bool | str | None = None,
+        crop_margin: str | None = None,
+        size: str | None = None,
+        scale: str | None = None,
+        position: str | None = None,
+        bg_blur: int | str | None = None,
+        background: bytes | None = None,
     ) -> OutputOptions:
         """Build from user text (form fields, query arguments, CLI flags); bad values raise bad_option.
 
-        None or an empty string leaves an edge option at its default.
+        None or an empty string leaves an option at its default. `background`: the bytes of an uploaded
+        background image (bg_image), already checked as any upload is.
         """
+        if background is not None and not background:
+            raise _bad("the bg_image upload is empty")
         edges = {
             "alpha_threshold": alpha_threshold,
             "opaque_threshold": opaque_threshold,
@@ -199,7 +277,20 @@ class OutputOptions:
             "decontaminate": decontaminate,
             "solidify": solidify,
         }
-        return cls(_parse_format(format), parse_color(bg_color), _parse_flag(alpha_only), **_parse_edges(edges))
+        fmt, color, only = _parse_format(format), parse_color(bg_color), _parse_flag(alpha_only)
+        return cls(
+            fmt,
+            color,
+            only,
+            **_parse_edges(edges),
+            crop=_parse_flag(crop, "crop"),
+            crop_margin=crop_margin or "0",
+            size=size or "full",
+            scale=scale or canvas.ORIGINAL,
+            position=position,
+            bg_blur=canvas.parse_blur(bg_blur),
+            background=background,
+        )
 
     def key(self) -> str:
         """Canonical text for idempotency keys: equal options always give the same string.
@@ -208,10 +299,21 @@ class OutputOptions:
         with default options before edge options existed still read the same.
         """
         base = f"{self.format};bg={self._hex() or 'none'};alpha={int(self.alpha_only)}"
-        return base + "".join(f";{name}={int(getattr(self, name))}" for name in self._changed_edges())
+        base += "".join(f";{name}={int(getattr(self, name))}" for name in self._changed_edges())
+        return base + "".join(f";{name}={_text(getattr(self, name))}" for name in self._changed_canvas())
 
     def _changed_edges(self) -> list[str]:
         return [name for name in EDGE_KEYS if getattr(self, name) != _DEFAULTS[name]]
+
+    def _changed_canvas(self) -> list[str]:
+        """The canvas options that differ from their defaults; a position stays with a scale (without
+        it, 'original' would read back as the scale's default, 'center')."""
+        scaled = self.scale != CANVAS_DEFAULTS["scale"]
+        return [
+            name
+            for name in CANVAS_KEYS
+            if getattr(self, name) != CANVAS_DEFAULTS[name] or (name == "position" and scaled)
+        ]
 
     @property
     def extension(self) -> str:
@@ -226,9 +328,10 @@ class OutputOptions:
         color = None if self.bg_color is None else list(self.bg_color)
         edges = {name: getattr(self, name) for name in EDGE_KEYS}
         for name in _NEWER_KEYS:
-            if edges[name] == _DEFAULTS[name]:
+            if name in edges and edges[name] == _DEFAULTS[name]:
                 del edges[name]
-        return {"format": self.format, "bg_color": color, "alpha_only": self.alpha_only, **edges}
+        drawn = {name: getattr(self, name) for name in self._changed_canvas()}
+        return {"format": self.format, "bg_color": color, "alpha_only": self.alpha_only, **edges, **drawn}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> OutputOptions:
@@ -238,10 +341,17 @@ class OutputOptions:
         color = data.get("bg_color")
         color = tuple(color) if isinstance(color, list | tuple) else parse_color(color)
         fmt, alpha_only = _parse_format(data.get("format")), _parse_flag(data.get("alpha_only", False))
-        return cls(fmt, color, alpha_only, **_parse_edges(data))
+        drawn = {name: data[name] for name in CANVAS_KEYS if data.get(name) is not None}
+        if "crop" in drawn:
+            drawn["crop"] = _parse_flag(drawn["crop"], "crop")
+        return cls(fmt, color, alpha_only, **_parse_edges(data), **drawn)
 
     def _hex(self) -> str | None:
         return None if self.bg_color is None else bytes(self.bg_color).hex()
+
+
+def _text(value: object) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
 
 
 def _is_int(value: object, top: int) -> bool:
@@ -263,10 +373,10 @@ def _check_arrays(rgb: np.ndarray, alpha: np.ndarray) -> None:
         raise ValueError(f"alpha must be {rgb.shape[:2]} uint8, got {alpha.shape} {alpha.dtype}")
 
 
-def _flatten(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    """Composite rgb over a solid colour, rounding; uint16 is enough (255*255 + 127 < 2**16)."""
+def _flatten(rgb: np.ndarray, alpha: np.ndarray, under: tuple[int, int, int] | np.ndarray) -> np.ndarray:
+    """Composite rgb over a solid colour or a picture, rounding; uint16 is enough (255*255 + 127 < 2**16)."""
     a = alpha[..., None].astype(np.uint16)
-    mixed = rgb * a + np.array(color, np.uint16) * (255 - a) + 127
+    mixed = rgb * a + np.asarray(under, np.uint16) * (255 - a) + 127
     return (mixed // 255).astype(np.uint8)
 
 
@@ -277,8 +387,11 @@ def _imencode(extension: str, image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def encode(rgb: np.ndarray, alpha: np.ndarray, options: OutputOptions, threads: int = 1) -> bytes:
-    """Write the cut-out as asked: RGBA, the bare matte, or flattened onto a colour.
+def encode(
+    rgb: np.ndarray, alpha: np.ndarray, options: OutputOptions, threads: int = 1, backdrop: np.ndarray | None = None
+) -> bytes:
+    """Write the cut-out as asked: RGBA, the bare matte, or flattened onto a colour or onto `backdrop`
+    (an RGB picture of the same size: a background image, the blurred photo; drawing.py).
 
     PNG goes through our own strip-parallel writer on `threads` threads; JPEG and WebP through OpenCV.
     """
@@ -286,10 +399,14 @@ def encode(rgb: np.ndarray, alpha: np.ndarray, options: OutputOptions, threads: 
     if options.alpha_only:
         return encode_png(alpha, PNG_LEVEL, threads)
     png = options.format == "png"  # our writer takes RGB order, OpenCV's BGR
-    if options.bg_color is None:  # PNG or WebP, with the alpha channel
+    if backdrop is not None:
+        _check_arrays(backdrop, alpha)
+    if options.bg_color is None and backdrop is None:  # PNG or WebP, with the alpha channel
         pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA if png else cv2.COLOR_RGB2BGRA)
         pixels[..., 3] = alpha
     else:
-        flat = _flatten(rgb, alpha, options.bg_color)
+        under = backdrop if backdrop is not None else options.bg_color
+        assert under is not None  # noqa: S101 (the branch's own condition)
+        flat = _flatten(rgb, alpha, under)
         pixels = flat if png else cv2.cvtColor(flat, cv2.COLOR_RGB2BGR)
     return encode_png(pixels, PNG_LEVEL, threads) if png else _imencode(options.extension, pixels)

@@ -62,6 +62,7 @@ _FILL = re.compile(rb"\xff+")  # a run of fill bytes before a marker, skipped at
 # JPEG reaches its frame header within a few dozen segments and a handful of fill bytes.
 JPEG_MAX_SEGMENTS = 512
 JPEG_MAX_FILL = 1024
+_RGB_FLAG: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV 4.10 on
 _FILL_BOUNDED = re.compile(rb"\xff{1,%d}" % (JPEG_MAX_FILL + 1))
 
 
@@ -258,8 +259,12 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
 
 
 def _decode_cv2(data: bytes) -> np.ndarray | None:
-    """OpenCV: fast, applies EXIF orientation, converts CMYK; None when it cannot read the data."""
+    """OpenCV: fast, applies EXIF orientation, converts CMYK; None when it cannot read the data.
+    Decoded straight to RGB order where OpenCV can (4.10 on): the same pixels as BGR then a conversion, without
+    the second full-size buffer (2 of 13 ms of CPU for a 1600x1200 JPEG, make bench-pipeline)."""
     try:
+        if _RGB_FLAG is not None:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), _RGB_FLAG)
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
         return None

@@ -4,7 +4,9 @@ The worker keeps the model's alpha, as predict_alpha returns it (at the photo's 
 step), beside each result as a grey PNG (storage.raw_matte_path). Everything after the model is a
 function of that matte, the input's bytes and the options (edges.finish, then encoding.encode), so
 render() gives, for the same options, the very bytes the worker wrote; other edge controls, another
-background colour or format, a new result, in a fraction of a second on the web side.
+background colour or format, a new result, in a fraction of a second on the web side. (A worker that
+ran the edge steps on its GPU, model/edge_suffix.py, wrote a cut-out equal to this one within the
+suffix's stated tolerance, tests/test_edge_suffix.py, not byte for byte.)
 
 Why the full-size matte and not the model's own 1024 x 1024 answer: the session hands the matte over
 at full size (model/session.py resizes it, in another process on an overlapped worker), and a grey
@@ -21,12 +23,17 @@ import numpy as np
 
 from cvunet_matting.errors import ErrorCode, InputError
 
-from .edges import finish
+from .drawing import draw
 from .encoding import OutputOptions, encode
 from .imaging import decode
 from .input_alpha import read_alpha
 from .png import encode_png
 
+# Bump when the pixels a result holds change for the same options (edge refinement and
+# decontamination came with 2, solid subjects by default with 3, the cheaper edge steps with 4: the
+# colour estimate on a 512-pixel copy): results of an earlier version are not reused for new requests.
+# Everything it counts happens after the model, here and in matting.
+POSTPROCESS_VERSION = 4
 RAW_MATTE_LEVEL = 1  # the fastest deflate level: the matte is written for every image, read rarely
 
 
@@ -50,11 +57,19 @@ def read_raw_matte(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return matte
 
 
-def render(input_data: bytes, matte_data: bytes, options: OutputOptions, max_pixels: int, threads: int = 1) -> Rendered:
-    """The cut-out of `input_data` with `options`, from its kept raw matte: what the worker's
-    matting.matte_bytes writes for the same input and options, byte for byte."""
+def render(
+    input_data: bytes,
+    matte_data: bytes,
+    options: OutputOptions,
+    max_pixels: int,
+    threads: int = 1,
+    background: bytes | None = None,
+) -> Rendered:
+    """The cut-out of `input_data` with `options` (and options.bg_image's bytes, `background`), from its
+    kept raw matte: what the worker's matting.matte_bytes writes for the same input and options, byte
+    for byte. InputError `empty_subject` for a crop with no subject."""
     rgb = decode(input_data, max_pixels)
     input_alpha = read_alpha(input_data, rgb.shape[:2])
     alpha = read_raw_matte(matte_data, rgb.shape)
-    rgb, alpha = finish(rgb, alpha, input_alpha, options)
-    return Rendered(encode(rgb, alpha, options, threads), rgb.shape[1], rgb.shape[0])
+    rgb, alpha, backdrop = draw(rgb, alpha, input_alpha, options, background, max_pixels)
+    return Rendered(encode(rgb, alpha, options, threads, backdrop), alpha.shape[1], alpha.shape[0])

@@ -65,11 +65,12 @@ def distances(alpha: np.ndarray, side: int = SIDE) -> Distances:
     return Distances(small, inner, outer, band_px(alpha.shape) * scale)
 
 
-def limits(alpha: np.ndarray, side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:
+def limits(alpha: np.ndarray, side: int = SIDE, maps: Distances | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(floor, ceiling) uint8 maps at the matte's size: far inside the floor is 255, far outside the
-    ceiling is 0; near the contour the floor is 0 and the ceiling 255, which leave alpha as it is."""
+    ceiling is 0; near the contour the floor is 0 and the ceiling 255, which leave alpha as it is.
+    `maps`: distances() of this very matte, when the caller has them already."""
     height, width = alpha.shape
-    maps = distances(alpha, side)
+    maps = distances(alpha, side) if maps is None else maps
     floor = _ramp(maps.inner, maps.band)
     ceiling = 255 - _ramp(maps.outer, maps.band)
     if maps.small.shape != alpha.shape:
@@ -78,7 +79,8 @@ def limits(alpha: np.ndarray, side: int = SIDE) -> tuple[np.ndarray, np.ndarray]
     return floor, ceiling
 
 
-def solidify(alpha: np.ndarray, side: int = SIDE) -> np.ndarray:
+def solidify(alpha: np.ndarray, side: int = SIDE, maps: Distances | None = None) -> np.ndarray:
     """The matte with its interior opaque and its far background clear; the band round its outline as it was."""
-    floor, ceiling = limits(alpha, side)
-    return cv2.min(cv2.max(alpha, floor), ceiling)
+    floor, ceiling = limits(alpha, side, maps)
+    cv2.max(alpha, floor, dst=floor)  # into the maps' own buffers: no more full-size arrays
+    return cv2.min(floor, ceiling, dst=floor)

@@ -6,6 +6,7 @@
   moves off the host's cores, and a quarter of the bytes crosses to the device (and between
   processes). The prefix casts to the model's own input type, so an fp16 graph is fed fp16 on the
   device without the host converting anything.
+- The edge steps as a suffix (edge_suffix.py): the full-size matte and the cut-out's colours come back.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .edge_suffix import EdgeMath, append_edge_suffix
 from .manifest import Manifest, guess_template
 
 UINT8_SUFFIX = "_uint8"
@@ -29,9 +31,12 @@ class Edited:
     batched: bool  # several images may run as one batch
 
 
-def edited_model(path: Path, manifest: Manifest | None, dynamic_batch: bool, uint8_io: bool) -> Edited:
+def edited_model(
+    path: Path, manifest: Manifest | None, dynamic_batch: bool, uint8_io: bool, edges: EdgeMath | None = None
+) -> Edited:
     """The graph at `path` with the requested edits. `uint8_io`: uint8 pixels in and, for an alpha
-    output, the alpha as uint8 out (scaled, rounded and clipped on the device)."""
+    output, the alpha as uint8 out (scaled, rounded and clipped on the device). `edges`: the edge
+    suffix after that alpha (a uint8 model with an alpha output only)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -49,6 +54,8 @@ def edited_model(path: Path, manifest: Manifest | None, dynamic_batch: bool, uin
         if manifest.output_kind == "alpha":
             _append_uint8_alpha(graph, manifest)
             output_name += UINT8_SUFFIX
+            if edges is not None:
+                append_edge_suffix(graph, output_name, edges)
     return Edited(model.SerializeToString(), manifest, input_name, output_name, batched)
 
 

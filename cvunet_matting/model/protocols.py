@@ -8,7 +8,7 @@ only the other is declared.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,3 +34,23 @@ class ModelStages(Protocol):
     def infer(self, tensor: np.ndarray) -> np.ndarray: ...
 
     def postprocess(self, raw: np.ndarray, height: int, width: int) -> np.ndarray: ...
+
+
+class EdgeOutputs(NamedTuple):
+    """What the edge suffix (edge_suffix.py) returns, all at the photo's size, uint8."""
+
+    raw: np.ndarray  # the model's matte upscaled (HxW), as predict_alpha returns it
+    alpha: np.ndarray  # refined and solidified as asked (HxW)
+    foreground: np.ndarray  # the photo's colours with the edge pixels decontaminated (HxWx3)
+
+
+@runtime_checkable
+class EdgeSession(Protocol):
+    """A session that can also run the edge steps on its device (model/session.py, edge suffix)."""
+
+    @property
+    def edges_on_device(self) -> bool: ...
+
+    def predict_edges(
+        self, rgb: np.ndarray, refine: bool, solidify: bool, timings: dict[str, float] | None = None
+    ) -> EdgeOutputs: ...

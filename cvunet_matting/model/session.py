@@ -16,9 +16,10 @@ from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.errors import DeviceError, ModelError
 from cvunet_matting.resize import shrink
 
+from .edge_suffix import ALPHA, FLAGS, FOREGROUND, PHOTO, RAW, EdgeMath, edges_wanted, plan
 from .graph_edit import edited_model
 from .manifest import BUILTIN, Manifest, guess_template, manifest_path, sha256_file
-from .protocols import ModelStages
+from .protocols import EdgeOutputs, ModelStages
 from .providers import CUDA, TENSORRT, choose_providers, provider_names
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class MattingSession:
     """Owns the onnxruntime session and the model's pre- and post-processing.
 
     `uint8_io` and `dynamic_batch` edit the graph at load (graph_edit): the device worker's session
-    takes uint8 pixels and runs several images of a fixed-size model as one batch.
+    takes uint8 pixels and runs several images of a fixed-size model as one batch. `edges`: the edge
+    steps' numbers, for the edge suffix (edge_suffix.py) where CVUNET_EDGES_ON_DEVICE wants it on the
+    providers chosen; then predict_edges returns the finished matte and colours.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class MattingSession:
         *,
         uint8_io: bool = False,
         dynamic_batch: bool = False,
+        edges: EdgeMath | None = None,
     ):
         import onnxruntime as ort  # imported here: CUDA libraries load only when a session is wanted
 
@@ -109,11 +113,17 @@ class MattingSession:
         # one side-by-side run and 11% slower in another. The fixed mmap threshold (malloc.py) keeps
         # the freed buffers from fragmenting the heap, which had made the arena worth keeping.
         options.enable_cpu_mem_arena = False
+        if not edges_wanted(settings.edges_on_device, provider_names(providers)[0]):
+            edges = None
+        self.edges = edges
+        uint8_io = uint8_io or edges is not None  # the suffix follows the uint8 alpha
         self.uint8_io, self.batched = uint8_io, False
         source: str | bytes = str(path)
         self.input_name = self.output_name = ""
         if uint8_io or dynamic_batch:
-            edited = edited_model(path, manifest, dynamic_batch, uint8_io)
+            edited = edited_model(path, manifest, dynamic_batch, uint8_io, edges)
+            if edited.manifest.output_kind != "alpha":
+                self.edges = None  # an RGBA model: no uint8 alpha to follow, the CPU finishes it
             source, manifest, self.batched = edited.model, edited.manifest, edited.batched
             self.input_name, self.output_name = edited.input_name, edited.output_name
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
@@ -130,12 +140,13 @@ class MattingSession:
         self.path = path
         self.load_seconds = time.perf_counter() - started
         log.info(
-            "model %s (%s) loaded in %.2fs on %s (asked %s)",
+            "model %s (%s) loaded in %.2fs on %s (asked %s)%s",
             manifest.name,
             manifest.version[:12],
             self.load_seconds,
             self.providers,
             provider_names(providers),
+            ", with the edge steps on the device (edge suffix)" if self.edges else "",
         )
 
     @property
@@ -159,7 +170,30 @@ class MattingSession:
         return alpha_from_output(raw, self.manifest, height, width)
 
     def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
+        if self.edges is not None:  # the graph wants the suffix's inputs: its raw matte is this alpha
+            return self.predict_edges(rgb, False, False, timings).raw
         return predict_alpha(self, rgb, timings)
+
+    @property
+    def edges_on_device(self) -> bool:
+        return self.edges is not None
+
+    def predict_edges(
+        self, rgb: np.ndarray, refine: bool, solidify: bool, timings: dict[str, float] | None = None
+    ) -> EdgeOutputs:
+        """The model and the edge suffix in one run: the raw matte, the finished matte and the
+        foreground colours, all at the photo's size (requires `edges_on_device`)."""
+        assert self.edges is not None, "the session was loaded without the edge suffix"
+        timings = {} if timings is None else timings
+        clock = time.perf_counter()
+        size = self.manifest.size or rgb.shape[:2]
+        feeds = plan(rgb.shape[:2], (size[0], size[1]), self.edges)
+        feeds |= {self.input_name: self.preprocess(rgb), PHOTO: np.ascontiguousarray(rgb)}
+        feeds[FLAGS] = np.array([refine, solidify])
+        timings["preprocess"] = (now := time.perf_counter()) - clock
+        raw, alpha, foreground = self.session.run([RAW, ALPHA, FOREGROUND], feeds)
+        timings["inference"] = time.perf_counter() - now
+        return EdgeOutputs(raw, alpha, foreground)
 
 
 def predict_alpha(session: ModelStages, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
@@ -186,12 +220,13 @@ _session: MattingSession | None = None
 _session_lock = threading.Lock()
 
 
-def get_session(settings: Settings | None = None) -> MattingSession:
-    """The process's one session, created on first use (after fork in a worker, never at import)."""
+def get_session(settings: Settings | None = None, edges: EdgeMath | None = None) -> MattingSession:
+    """The process's one session, created on first use (after fork in a worker, never at import);
+    `edges`: the edge steps' numbers, for the edge suffix where the settings want it."""
     global _session
     with _session_lock:  # the warm-up thread and the first task may ask at once
         if _session is None:
             settings = settings or get_settings()
             path, manifest = resolve_model(settings)
-            _session = MattingSession(path, manifest, settings)
+            _session = MattingSession(path, manifest, settings, edges=edges)
         return _session

@@ -31,6 +31,7 @@ def manifest_entry(row: dict) -> dict:
         "height": row["height"],
         "confidence": row.get("confidence"),
         "task_id": str(row["id"]),
+        "rendered_from": str(row["rendered_from"]) if row.get("rendered_from") else None,
     }
 
 

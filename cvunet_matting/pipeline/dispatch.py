@@ -23,12 +23,18 @@ MATTE_IMAGE = "cvunet_matting.matte_image"
 CHUNK_DONE = "cvunet_matting.chunk_done"
 FINALIZE_BATCH = "cvunet_matting.finalize_batch"
 LIST_FOLDER = "cvunet_matting.list_folder"
+RENDER_IMAGE = "cvunet_matting.render_image"
 # Routed to the bookkeeping queue (celeryconfig.task_routes): a model worker only ever mattes.
-BOOKKEEPING_TASKS = (CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER)
+BOOKKEEPING_TASKS = (CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, RENDER_IMAGE)
 
 
 def image_signature(row: Mapping[str, Any]):
-    """The matte_image task for a task row, under the row's own id."""
+    """The task that makes a task row's result, under the row's own id: matte_image on a model worker,
+    or, for a re-render (a row drawn from another task's raw matte), render_image on the bookkeeping
+    worker. Everything that publishes rows (a batch's chunks, requeue, reconcile) comes through here,
+    so a re-render put back on the queue never reaches the model."""
+    if row.get("rendered_from"):
+        return app.signature(RENDER_IMAGE, args=(str(row["id"]),), task_id=str(row["id"]), immutable=True)
     kwargs = {
         "input_key": row["input_key"],
         "options": row["options"],

@@ -80,6 +80,7 @@ def submit_folder(
     storage = Storage(settings.data_dir)
     run_dir = storage.relative(storage.new_run_dir())
     with db.transaction() as cur:
+        store_background(storage, options)  # the command line's (the API sends none with a folder)
         writes.create_batch(cur, batch_id, str(path), 0, options.to_dict(), run_dir, chunks=0, state=BatchState.LISTING)
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, batch_id=batch_id)
@@ -110,11 +111,12 @@ def submit_image(
     with db.transaction() as cur:
         quotas.reserve(cur, owner, 1)
         row["input_key"] = storage.put_input(item.data)
+        store_background(storage, options)
         writes.create_tasks(cur, [row])
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, task_ids=[task_id])
             row["owner_id"] = owner.id
-    keep_inputs(storage, [row], [item])
+    keep_inputs(storage, [row], [item], options)
     dispatch.publish_image(row)
     return str(task_id)
 
@@ -143,24 +145,37 @@ def submit_batch(
         # The binding check first: the run folder and the uploads are stored only once it found room.
         quotas.reserve(cur, owner, len(items), refused=len(refused))
         run_dir = storage.relative(storage.new_run_dir())
+        store_background(storage, options)
         rows = batch_rows(storage, batch_id, run_dir, items, refused, names, options, settings)
         writes.create_batch(cur, batch_id, source, len(rows), options.to_dict(), run_dir, chunks)
         writes.create_tasks(cur, rows)
         writes.refuse_listed(cur, {row["id"]: r["message"] for row, r in zip(rows[len(items) :], refused, strict=True)})
         if owner is not None and owner.id is not None:
             writes.set_owner(cur, owner.id, batch_id=batch_id)
-    keep_inputs(storage, rows, items)
+    keep_inputs(storage, rows, items, options)
     batch_lifecycle.start(str(batch_id))
     return str(batch_id)
 
 
-def keep_inputs(storage: Storage, rows: Sequence[dict], items: Sequence[Item]) -> None:
-    """Once the rows are committed, before any worker is told: every input is on disk. The orphan sweep
-    may have moved aside a file an older task had left, unread, that this upload reused, an instant
-    before this commit made it needed again (cleanup/orphan_inputs.py): it is stored again."""
+def keep_inputs(
+    storage: Storage, rows: Sequence[dict], items: Sequence[Item], options: OutputOptions | None = None
+) -> None:
+    """Once the rows are committed, before any worker is told: every input is on disk, and the
+    background image the options carry. The orphan sweep may have moved aside a file an older task
+    had left, unread, that this upload reused, an instant before this commit made it needed again
+    (cleanup/orphan_inputs.py): it is stored again."""
     for row, item in zip(rows, items, strict=False):  # a batch's refused rows, after its items, store nothing
         if row["input_key"] and not storage.input_path(row["input_key"]).exists():
             storage.put_input(item.data)
+    if options is not None:
+        store_background(storage, options)
+
+
+def store_background(storage: Storage, options: OutputOptions) -> None:
+    """The uploaded background image (options.background), stored as inputs are, under the key the
+    options name (its sha256): only once a quota check has found room, like the images themselves."""
+    if options.background is not None:
+        storage.put_input(options.background)
 
 
 def batch_rows(

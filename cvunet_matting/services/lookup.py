@@ -32,6 +32,14 @@ def task_for(actor: Actor, task_id: str) -> TaskRow:
     return row
 
 
+def visible_task(actor: Actor, task_id) -> TaskRow | None:
+    """The task's row if the actor may see it, else None (a re-render's source, linked only then)."""
+    try:
+        return task_for(actor, str(task_id))
+    except InputError:
+        return None
+
+
 @dataclass(frozen=True)
 class BatchView:
     """A batch's row, its images counted by state, and one page of its images."""

@@ -26,6 +26,7 @@ from cvunet_matting.config import Settings
 
 from . import proxies, single_user
 from .api.auth import bearer_actor, bearer_reads_metrics, unauthorized
+from .support import KEYED_BLUEPRINTS
 
 log = logging.getLogger(__name__)
 OPEN_ENDPOINTS = {
@@ -102,7 +103,7 @@ def session_actor() -> Actor | None:
 
 def gate():
     """A before_request hook for everything outside /api/v1: sets g.actor, or refuses."""
-    if request.endpoint is None or request.blueprint == "api" or request.endpoint in OPEN_ENDPOINTS:
+    if request.endpoint is None or request.blueprint in KEYED_BLUEPRINTS or request.endpoint in OPEN_ENDPOINTS:
         return None
     if current_app.extensions["cvunet.auth"].single_user:
         g.actor = accounts.OPERATOR

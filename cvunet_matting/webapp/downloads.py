@@ -19,13 +19,18 @@ from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.imaging import input_media_type, sniff_extension
 from cvunet_matting.states import BatchState, TaskState
-from cvunet_matting.storage.files import Storage
+from cvunet_matting.storage.files import Storage, raw_matte_path
 from cvunet_matting.storage.naming import safe_stem
 
 from . import polling
 from .alpha_matte import Busy
 from .presenters import has_alpha, iso, public_error
 from .support import settings
+
+NO_MATTE = (
+    "this result has no raw matte (it was made before mattes were kept, or its files were removed): submit"
+    " the image again to adjust its edges"
+)
 
 
 def stored(relative: str) -> Path:
@@ -88,6 +93,29 @@ def matte(row: TaskRow, attachment: bool):
         raise InputError(message, code=ErrorCode.BUSY, retry_after=busy.retry_after) from None
     body = BytesIO(matte) if isinstance(matte, bytes) else matte  # bytes: it could not be stored, this once
     return send_file(body, mimetype="image/png", as_attachment=attachment, download_name=name)
+
+
+def raw_matte_path_of(row: TaskRow) -> Path | None:
+    """Where a finished task's raw matte lies, if it is there (None: expired, unfinished, or made
+    before mattes were kept, or its files are gone)."""
+    if row.get("expired_at") or row["state"] != TaskState.SUCCESS or not row["output_path"]:
+        return None
+    path = raw_matte_path(Storage(settings().data_dir).resolve(row["output_path"]))
+    return path if path.is_file() else None
+
+
+def raw_matte(row: TaskRow, attachment: bool):
+    """The model's own matte (before any edge step) as the grey PNG kept beside the result: what the
+    task page's "Adjust edges" preview draws from. 410 `no_matte` where there is none to send."""
+    if row.get("expired_at"):
+        raise expired("raw matte", row)
+    if row["state"] != TaskState.SUCCESS:
+        raise not_ready("raw matte", row)
+    path = raw_matte_path_of(row)
+    if path is None:
+        raise InputError(NO_MATTE, code=ErrorCode.NO_MATTE)
+    name = f"{safe_stem(row['filename'] or 'task')}-raw-matte.png"
+    return send_file(path, mimetype="image/png", as_attachment=attachment, download_name=name)
 
 
 def original(row: TaskRow, attachment: bool):

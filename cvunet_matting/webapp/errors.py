@@ -66,8 +66,9 @@ ERROR_STATUSES = {
     ),
     422: (
         "More files at once (refused ones included) than a quota of this account ever allows (code"
-        " `batch_too_large`): split them",
-        (ErrorCode.BATCH_TOO_LARGE,),
+        " `batch_too_large`): split them; a re-render asked to crop to a subject its matte does not hold"
+        " (`empty_subject`)",
+        (ErrorCode.BATCH_TOO_LARGE, ErrorCode.EMPTY_SUBJECT),
     ),
     429: (
         "Over a quota of this account (code `quota_exceeded`), or it holds as many `?wait=` requests and event"
@@ -94,8 +95,12 @@ def error_json(code: str, message: str, status: int, **extra):
     return jsonify({"error": {"code": code, "message": message, **extra}}), status
 
 
+# Paths whose errors are JSON: the API, the pages' own routes, the remove.bg drop-in (/v1.0/removebg).
+JSON_PREFIXES = ("/api/", "/page/", "/v1.0/")
+
+
 def wants_json() -> bool:
-    return request.path.startswith(("/api/", "/page/"))
+    return request.path.startswith(JSON_PREFIXES)
 
 
 def _code(title: str | None) -> str:
@@ -146,7 +151,7 @@ def edge_refusal(status: int):
     if status != 413:
         abort(404)
     path = urlsplit(request.args.get("url", "")).path
-    return _too_large(path.startswith(("/api/", "/page/")))
+    return _too_large(path.startswith(JSON_PREFIXES))
 
 
 def _http_error(exc: HTTPException):

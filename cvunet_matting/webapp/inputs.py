@@ -8,7 +8,7 @@ from __future__ import annotations
 import unicodedata
 
 from cvunet_matting.errors import ErrorCode, InputError
-from cvunet_matting.image.encoding import EDGE_KEYS, EDGE_NUMBERS, EDGE_SWITCHES, OutputOptions
+from cvunet_matting.image.encoding import CANVAS_KEYS, EDGE_KEYS, EDGE_NUMBERS, EDGE_SWITCHES, OutputOptions
 from cvunet_matting.image.imaging import probe
 from cvunet_matting.pipeline import submission
 
@@ -17,11 +17,53 @@ from .support import settings
 MAX_NAME_CHARS = 1024  # a display name; the stored output name is cut much shorter (naming.py)
 
 
-def parse_options(values, form: bool = True) -> OutputOptions:
-    """Output options from form fields (strings) or a JSON object (flags booleans, numbers integers)."""
+CANVAS_TEXT = ("crop_margin", "size", "scale", "position")  # strings in JSON as in forms
+CANVAS_FIELDS = ("crop", *CANVAS_TEXT, "bg_blur")  # the canvas options sent as values (bg_image is a file)
+
+
+def parse_options(values, form: bool = True, files=None) -> OutputOptions:
+    """Output options from form fields (strings) or a JSON object (flags booleans, numbers integers);
+    a background image comes as the upload `bg_image` among `files` (forms only)."""
     values = {} if values is None else values
     if not hasattr(values, "get"):
         raise InputError("options must be an object", code=ErrorCode.BAD_OPTION)
+    if values.get("bg_image") not in (None, ""):
+        raise InputError(
+            "bg_image is an image: send it as a multipart file named 'bg_image' (with the image, the batch or"
+            " the re-render), not as a value",
+            code=ErrorCode.BAD_OPTION,
+        )
+    drawn = {name: values.get(name) for name in CANVAS_FIELDS}
+    if form and not all(v is None or isinstance(v, str) for v in drawn.values()):
+        raise InputError("form fields are strings", code=ErrorCode.BAD_OPTION)
+    if not form and not (
+        isinstance(drawn["crop"], bool | None)
+        and all(isinstance(drawn[n], str | None) for n in CANVAS_TEXT)
+        and (drawn["bg_blur"] is None or type(drawn["bg_blur"]) is int)
+    ):
+        message = "crop is a boolean, crop_margin, size, scale and position strings, bg_blur an integer"
+        raise InputError(message, code=ErrorCode.BAD_OPTION)
+    return _parse_options(values, form, drawn, background_upload(files))
+
+
+def background_upload(files) -> bytes | None:
+    """The bytes of the `bg_image` upload, checked as any image upload is; None without one."""
+    uploads = [] if files is None else files.getlist("bg_image")
+    if len(uploads) > 1:
+        raise InputError("one bg_image at most", code=ErrorCode.BAD_OPTION)
+    if not uploads:
+        return None
+    data = uploads[0].read()
+    if not data and not uploads[0].filename:
+        return None  # the empty part a browser sends for an empty file picker
+    try:
+        probe(data, settings().max_pixels)
+    except InputError as exc:
+        raise InputError(f"bg_image: {exc.reason}", code=exc.code) from None
+    return data
+
+
+def _parse_options(values, form: bool, drawn: dict, background: bytes | None) -> OutputOptions:
     fmt, color, alpha = values.get("format"), values.get("bg_color"), values.get("alpha_only", False)
     alpha_types = str if form else bool
     if not all(v is None or isinstance(v, str) for v in (fmt, color)) or not isinstance(alpha, alpha_types | bool):
@@ -35,17 +77,18 @@ def parse_options(values, form: bool = True) -> OutputOptions:
         if not (flags_ok and numbers_ok):
             message = "refine, decontaminate and solidify are booleans, the others integers"
             raise InputError(message, code=ErrorCode.BAD_OPTION)
-    return OutputOptions.parse(fmt, color, alpha, **edges)
+    return OutputOptions.parse(fmt, color, alpha, **edges, **drawn, background=background)
 
 
-OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_KEYS)
+OPTION_FIELDS = ("format", "bg_color", "alpha_only", *EDGE_KEYS, *CANVAS_KEYS)
+FILE_OPTIONS = ("bg_image",)  # options sent as files
 
 
 def check_api_fields(form, files, file_field: str, one_file: bool) -> None:
     """Refuse form fields nobody reads: a misspelt option (`alpha-threshold`) ran with the default,
     and a second file on /images was dropped without a word."""
     # A part without a name comes through as None.
-    unknown = sorted((set(form) - set(OPTION_FIELDS)) | (set(files) - {file_field}), key=str)
+    unknown = sorted((set(form) - set(OPTION_FIELDS)) | (set(files) - {file_field, *FILE_OPTIONS}), key=str)
     if unknown:
         named = ", ".join("a field without a name" if name is None else repr(name) for name in unknown)
         raise InputError(
@@ -70,7 +113,7 @@ def check_option_fields(form, files, mimetype: str, length: int | None) -> None:
             f"send the options as form fields ({' or '.join(FORM_TYPES)}), not {mimetype or 'an untyped body'}",
             code=ErrorCode.BAD_REQUEST,
         )
-    unknown = sorted((set(form) - set(OPTION_FIELDS)) | set(files), key=str)
+    unknown = sorted((set(form) - set(OPTION_FIELDS)) | (set(files) - set(FILE_OPTIONS)), key=str)
     if unknown:
         named = ", ".join("a field without a name" if name is None else repr(name) for name in unknown)
         raise InputError(

@@ -30,7 +30,8 @@ def iso(value) -> str | None:
 def has_alpha(row: TaskRow) -> bool:
     """Whether the task's result keeps an alpha channel (a matte, or a cut-out not flattened on colour)."""
     options = OutputOptions.from_dict(row["options"])
-    return options.alpha_only or (options.bg_color is None and options.format in {"png", "webp"})
+    flattened = options.bg_color is not None or options.has_backdrop
+    return options.alpha_only or (not flattened and options.format in {"png", "webp"})
 
 
 # What clients are told of a failure by its kind; refusals, crashes and timeouts keep their own
@@ -40,7 +41,13 @@ PUBLIC_REASONS: dict[str, str] = {
     FailureCode.INTERNAL: "internal error on the worker; the details were logged",
 }
 UNKNOWN_REASON = "the image could not be processed; the details were logged"
-OWN_REASONS = {FailureCode.REFUSED, FailureCode.CRASHED, FailureCode.TIMEOUT}
+OWN_REASONS = {
+    FailureCode.REFUSED,
+    FailureCode.CRASHED,
+    FailureCode.TIMEOUT,
+    FailureCode.NO_MATTE,
+    FailureCode.EMPTY_SUBJECT,
+}
 
 
 def public_error(row: TaskRow) -> str | None:
@@ -89,6 +96,8 @@ def task_json(row: TaskRow) -> dict[str, Any]:
         **item_json(row),
         "batch_id": str(row["batch_id"]) if row["batch_id"] else None,
         "attempts": row["attempts"],
+        # a re-render's source task (an id: its page and status answer only those who may see it)
+        "rendered_from": str(row["rendered_from"]) if row.get("rendered_from") else None,
         "width": row["width"],
         "height": row["height"],
         "created_at": iso(row["created_at"]),

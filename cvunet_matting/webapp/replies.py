@@ -16,7 +16,8 @@ from typing import Any
 from flask import current_app, g, jsonify, url_for
 from werkzeug.exceptions import TooManyRequests
 
-from cvunet_matting.accounts.users import Actor
+from cvunet_matting.accounts import quotas
+from cvunet_matting.accounts.users import DEFAULT_QUOTAS, Actor
 from cvunet_matting.config import Settings
 from cvunet_matting.db.rows import TaskRow
 from cvunet_matting.image.encoding import OutputOptions
@@ -112,6 +113,11 @@ def batch_accepted(batch_id: str, total: int, refused: list[dict]):
     )
 
 
+def batch_rendered(batch_id: str):
+    """202 for a batch re-render: the new batch, with its poll link, as any new batch is answered."""
+    return batch_accepted(batch_id, batch_for(actor(), batch_id).batch["total"], [])
+
+
 def folder_accepted(batch_id: str):
     payload = {"batch_id": batch_id, "state": BatchState.LISTING, "total": None}
     payload["view_url"] = url_for("ui.batch_view", batch_id=batch_id)
@@ -192,7 +198,26 @@ def batch_status(batch_id: str, offset: int, limit: int, wait: float = 0.0, seen
     return poll_hint(payload, False, seconds, url_for(f"{links()}.batch_status", batch_id=payload["batch_id"]))
 
 
-TASK_FILES = {"result": downloads.result, "alpha": downloads.matte, "input": downloads.original}
+def limits(cfg: Settings):
+    """What one request may hold and the actor's quotas with their use now: a client sizes its batches by
+    these instead of learning them from refusals. The files per request are the form parts the app takes
+    (web.py: the default largest batch, the options' fields aside)."""
+    who = actor()
+    quota = {"max_batch": who.max_batch, "max_in_flight": who.max_in_flight, "max_per_day": who.max_per_day}
+    request_limits = {
+        "max_request_bytes": current_app.config["MAX_CONTENT_LENGTH"],
+        "max_files_per_request": DEFAULT_QUOTAS["max_batch"],
+        "max_pixels": cfg.max_pixels,
+    }
+    return jsonify({**request_limits, "quotas": quota, "usage": quotas.usage(who)})
+
+
+TASK_FILES = {
+    "result": downloads.result,
+    "alpha": downloads.matte,
+    "input": downloads.original,
+    "raw_matte": downloads.raw_matte,
+}
 
 
 def task_file(kind: str, task_id: str, download: bool):

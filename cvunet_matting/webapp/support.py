@@ -10,6 +10,10 @@ from flask import current_app, request, session
 from cvunet_matting.config import Settings
 
 CSRF_KEY = "csrf"
+# Blueprints that check API keys themselves (api/auth.py; the drop-in endpoints, dropin/): neither the
+# sign-in gate nor the forms' CSRF check applies to them, and the browser session never opens them.
+KEYED_BLUEPRINTS = frozenset({"api", "removebg", "rembg"})
+KEYED_PREFIXES = ("/api/", "/v1.0/")  # their paths: a wrong method there (no blueprint matched) is still theirs
 HSTS = "max-age=31536000; includeSubDomains"  # sent over HTTPS only (Traefik's X-Forwarded-Proto)
 # form-action, base-uri and object-src do not fall back to default-src: each is closed on its own (an
 # injected <form> or <base> could otherwise send a form, sign-in's included, to another site).

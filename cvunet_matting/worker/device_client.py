@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cvunet_matting.config import Settings
+from cvunet_matting.image.device_finish import edge_math
 from cvunet_matting.model.manifest import Manifest
 from cvunet_matting.model.protocols import Session
 from cvunet_matting.model.session import alpha_from_output, get_session, model_input, predict_alpha
@@ -201,8 +202,8 @@ def worker_session(settings: Settings | None = None, alone: bool = False) -> Ses
     """The session a task uses: the device process's when the worker has one, else the process's own."""
     global _remote, _remote_pid
     address = os.environ.get(SOCKET_ENV)
-    if not address:
-        return get_session(settings)
+    if not address:  # the edge suffix, where CVUNET_EDGES_ON_DEVICE wants it on this device
+        return get_session(settings, edge_math())
     with _remote_lock:  # the warm-up thread and the first task may ask at once
         if _remote is None or _remote_pid != os.getpid():
             _remote = RemoteSession(address, bytes.fromhex(os.environ[AUTHKEY_ENV]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -18,7 +17,8 @@ from cvunet_matting.db import reads
 from cvunet_matting.db.rows import ResultRow, TaskRow
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.encoding import OutputOptions
-from cvunet_matting.image.matting import POSTPROCESS_VERSION, matte_bytes
+from cvunet_matting.image.matting import matte_bytes
+from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.model.protocols import Session
 from cvunet_matting.storage.files import Storage, raw_matte_path, write_atomic
 from cvunet_matting.worker.faults import inject_faults
@@ -53,16 +53,6 @@ class Job:
     def of(cls, row: TaskRow) -> Job:
         batch_id = str(row["batch_id"]) if row["batch_id"] else None
         return cls(str(row["id"]), row["input_key"], row["options"], row["output_path"], batch_id, row["owner_id"])
-
-
-def idem_key(input_key: str, model_version: str, options: OutputOptions, owner: int | None = None) -> str:
-    """Same input bytes, same model, same output options and post-processing: the same result, for
-    one owner. Never across owners: an instant answer would tell a user that someone else had sent
-    the very same photo. Work with no owner (the operator's) keeps the key it always had."""
-    parts = f"{input_key}|{model_version}|post{POSTPROCESS_VERSION}|{options.key()}"
-    if owner is not None:
-        parts += f"|owner{owner}"
-    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def lookup_result(key: str) -> ResultRow | None:
@@ -130,7 +120,8 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
     opts = OutputOptions.from_dict(job.options)
     key = idem_key(job.input_key, session.version, opts, job.owner)
     target = output_target(storage, job.output_path)
-    result = {"idem_key": key, "output_path": job.output_path}
+    # The model's version goes on the row: a re-render of this result registers under the same key.
+    result = {"idem_key": key, "output_path": job.output_path, "model_version": session.version}
     existing = lookup_result(key)
     if existing and reuse(existing, target, storage):
         keep_only_if_wanted(job, target)
@@ -143,9 +134,10 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
         raise InputError("the stored input is missing from the shared storage", code=ErrorCode.MISSING_INPUT) from None
     except OSError as exc:
         raise TransientError(f"cannot read input: {exc}") from exc
+    background = read_background(storage, opts)
     read_s = time.perf_counter() - clock
     inject_faults(job.input_key)
-    matted = matte_bytes(data, opts, session, settings, keep_raw=True)
+    matted = matte_bytes(data, opts, session, settings, keep_raw=True, background=background)
     clock = time.perf_counter()
     try:
         # The matte first: a result on disk has its matte, for as long as both are kept.
@@ -160,6 +152,19 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings)
     timings = {k: round(v, 4) for k, v in (matted.timings | storage_timings).items()}
     size = {"width": matted.width, "height": matted.height}
     return {**result, "reused": False, **size, "timings": timings, "confidence": matted.confidence}
+
+
+def read_background(storage: Storage, options: OutputOptions) -> bytes | None:
+    """The background image the options name (stored as inputs are), or None when they name none."""
+    if options.bg_image is None:
+        return None
+    try:
+        return storage.read_input(options.bg_image)
+    except FileNotFoundError:
+        message = "the background image is missing from the shared storage"
+        raise InputError(message, code=ErrorCode.MISSING_INPUT) from None
+    except OSError as exc:
+        raise TransientError(f"cannot read the background image: {exc}") from exc
 
 
 def keep_only_if_wanted(job: Job, written: Path) -> None:

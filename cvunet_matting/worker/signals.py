@@ -26,7 +26,18 @@ from .faults import install_storage_faults
 
 log = logging.getLogger(__name__)
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
-RESULT_FIELDS = ("idem_key", "reused", "width", "height", "timings", "confidence", "error", "error_code", "attempts")
+RESULT_FIELDS = (
+    "idem_key",
+    "model_version",
+    "reused",
+    "width",
+    "height",
+    "timings",
+    "confidence",
+    "error",
+    "error_code",
+    "attempts",
+)
 # Tasks whose success this process has mirrored: a later failure to store the result in Redis
 # (a restart at that moment) must not turn them into failed images.
 _succeeded: set[str] = set()

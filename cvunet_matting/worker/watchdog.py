@@ -155,14 +155,17 @@ class Watchdog(threading.Thread):
             )
 
     def _sweep_orphans(self) -> None:
-        """Input files no task reads, in the same hourly round (cleanup/orphan_inputs.py)."""
-        from cvunet_matting.cleanup import orphan_inputs
+        """Input files no task reads, and result folders no task row names (a render cut short), in
+        the same hourly round (cleanup/orphan_inputs.py, cleanup/orphan_outputs.py)."""
+        from cvunet_matting.cleanup import orphan_inputs, orphan_outputs
         from cvunet_matting.storage.files import Storage
 
+        storage = Storage(self.settings.data_dir)
         try:
-            swept = orphan_inputs.sweep(Storage(self.settings.data_dir), self.settings.orphan_input_hours * 3600)
+            swept = orphan_inputs.sweep(storage, self.settings.orphan_input_hours * 3600)
+            orphan_outputs.sweep(storage)  # says itself what it removed
         except Exception as exc:  # PostgreSQL or storage away: the next hour tries again
-            log.warning("orphan inputs: %s", exc)
+            log.warning("orphan files: %s", exc)
             return
         if any(swept.values()):
             log.warning("removed %(inputs)d input file(s) no task reads and %(partial)d partial one(s)", swept)

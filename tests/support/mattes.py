@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cvunet_matting.config import Settings
+
 PHOTO = "astronaut"  # skimage.data's portrait: a subject with hair, a flag and a suit's edges
 
 
@@ -48,34 +50,36 @@ def photo_jpeg(width: int, height: int, quality: int = 92) -> bytes:
     return buffer.tobytes()
 
 
-def _compute() -> np.ndarray:
+def _compute(settings: Settings) -> np.ndarray:
     """The real model's answer for the photo, as uint8 at the model's own resolution."""
-    from cvunet_matting.config import get_settings
-    from cvunet_matting.model.session import alpha_from_output, get_session
+    from cvunet_matting.model.session import MattingSession, alpha_from_output, resolve_model
 
-    session = get_session(get_settings())
+    session = MattingSession(*resolve_model(settings), settings)
     rgb = photo_rgb()
     raw = session.infer(session.preprocess(rgb))
     height, width = raw.shape[-2:]  # the model's resolution (1024 x 1024 for ISNet)
     return alpha_from_output(raw, session.manifest, height, width)
 
 
-def _model_key() -> str:
+def _model_key(settings: Settings) -> str:
     """The model file's name and size: a new model computes a new matte."""
-    from cvunet_matting.config import get_settings
     from cvunet_matting.model.session import resolve_model
 
-    path, _ = resolve_model(get_settings())
+    path, _ = resolve_model(settings)
     return f"{path.stem}-{path.stat().st_size}"
 
 
-def model_matte_path() -> Path:
-    """The cached PNG of the model's answer (uint8 grey, the model's resolution); computed if absent."""
-    path = cache_dir() / f"{PHOTO}-{_model_key()}.png"
+def model_matte_path(settings: Settings | None = None) -> Path:
+    """The cached PNG of the model's answer (uint8 grey, the model's resolution); computed if absent.
+    `settings` name the model (CVUNET_MODEL): by default the process's own."""
+    from cvunet_matting.config import get_settings
+
+    settings = settings or get_settings()
+    path = cache_dir() / f"{PHOTO}-{_model_key(settings)}.png"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp.png")
-        cv2.imwrite(str(partial), _compute())
+        cv2.imwrite(str(partial), _compute(settings))
         partial.replace(path)  # atomic: benchmarks started side by side may compute it at once
     return path
 
@@ -89,9 +93,10 @@ def model_matte() -> np.ndarray:
     return matte
 
 
-def realistic_alpha(width: int, height: int) -> np.ndarray:
-    """The model's matte of the photo at width x height (uint8), upscaled as the session upscales it."""
-    matte = model_matte()
+def realistic_alpha(width: int, height: int, matte: np.ndarray | None = None) -> np.ndarray:
+    """The model's matte of the photo at width x height (uint8), upscaled as the session upscales it
+    (`matte`: model_matte(), or one read from model_matte_path(settings))."""
+    matte = model_matte() if matte is None else matte
     if (height, width) == matte.shape:
         return matte.copy()
     return cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR)

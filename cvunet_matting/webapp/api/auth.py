@@ -41,7 +41,13 @@ def bearer_reads_metrics() -> bool:
 def bearer_actor() -> Actor | None:
     """The actor an `Authorization: Bearer KEY` header names, or None (a metrics-only key names nobody)."""
     given = bearer_key()
-    if given is None:
+    return None if given is None else key_actor(given)
+
+
+def key_actor(given: str) -> Actor | None:
+    """The actor an API key names (a legacy token: the operator), or None; the drop-in endpoints read it
+    from their own headers (remove.bg's `X-Api-Key`)."""
+    if not given or len(given) > 256:
         return None
     legacy = current_app.extensions["cvunet.auth"].legacy_tokens
     if legacy and token_matches(given, legacy):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cvunet_matting.states import TASK_STATES
+from cvunet_matting.webapp.inputs import FILE_OPTIONS
 from cvunet_matting.webapp.waiting import MAX_WAIT_S
 
 from .schemas import FORM_OPTIONS, IMAGE_TYPES, INPUT_TYPES, binary_response, json_response, multipart, ref, string
@@ -26,6 +27,35 @@ WAIT = NumberQuery(
     "a web process holds a few dozen such requests at once, and answers 429 with Retry-After beyond that",
 )
 WAIT_ERRORS = (429,)
+# With ?wait=: answer as soon as the batch's finished images are no longer this many (a progress bar's
+# long-poll), not only at its end.
+SEEN = NumberQuery(
+    "seen",
+    None,
+    2**31 - 1,
+    description="with ?wait=, answer as soon as the number of finished images (done + failed) differs from"
+    " this, not only when the batch ends: a progress bar's long-poll",
+)
+# A render's body: only the output options, as a form (none at all: the defaults).
+RENDER_OPTIONS = {
+    "required": False,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}},
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "properties": {k: v for k, v in FORM_OPTIONS.items() if k not in FILE_OPTIONS}}
+        },
+    },
+}
+# A batch is rendered again on the bookkeeping worker from the stored files alone: no uploaded background.
+BATCH_RENDER_OPTIONS = {
+    "required": False,
+    "content": {
+        media: {
+            "schema": {"type": "object", "properties": {k: v for k, v in FORM_OPTIONS.items() if k not in FILE_OPTIONS}}
+        }
+        for media in ("multipart/form-data", "application/x-www-form-urlencoded")
+    },
+}
 
 
 def _queued(schema: str, description: str = "Queued") -> tuple[int, dict]:
@@ -65,7 +95,7 @@ OPERATIONS = {
         "A batch's progress and items",
         (200, json_response("Batch", ref("Batch"), polled=True)),
         (*READ_ERRORS, *WAIT_ERRORS),
-        query=(*PAGE, WAIT),
+        query=(*PAGE, WAIT, SEEN),
     ),
     "batch_zip": Operation(
         "GET",
@@ -81,6 +111,14 @@ OPERATIONS = {
         (200, json_response("A page of batches", ref("BatchList"))),
         (400, 401, 503),
         query=LISTING,
+    ),
+    "limits": Operation(
+        "GET",
+        "/limits",
+        "What one request may hold (bytes, files, pixels per image) and your account's quotas and use: how a"
+        " client sizes its batches",
+        (200, json_response("Limits", ref("Limits"))),
+        (401, 503),
     ),
     "list_tasks": Operation(
         "GET",
@@ -109,18 +147,25 @@ OPERATIONS = {
     "render_task": Operation(
         "POST",
         "/tasks/<task_id>/render",
-        "Render a finished cut-out again with other options (edges, background colour, format) from its kept"
-        " raw matte, without the model: a new task, finished in the answer (the old one stays), counted by"
-        " your quotas like a new image",
+        "Render a finished cut-out again with other options (edges, background, crop, size, scale, position,"
+        " format) from its kept raw matte, without the model: a new task, finished in the answer (the old one"
+        " stays), counted by your quotas like a new image. A background image comes as a multipart file,"
+        " `bg_image`; a crop of a matte with no subject answers 422 `empty_subject`",
         (201, json_response("The new task, finished", ref("Task"))),
-        (400, 401, 404, 409, 410, 429, 503),
-        body={
-            "required": False,
-            "content": {
-                media: {"schema": {"type": "object", "properties": dict(FORM_OPTIONS)}}
-                for media in ("multipart/form-data", "application/x-www-form-urlencoded")
-            },
-        },
+        (400, 401, 404, 409, 410, 413, 415, 422, 429, 503),
+        body=RENDER_OPTIONS,
+    ),
+    "render_batch": Operation(
+        "POST",
+        "/batches/<batch_id:batch_id>/render",
+        "Render every cut-out of a finished batch again with other options (edges, background colour, crop,"
+        " size, scale, position, format) from their kept raw mattes, without the model, into a new batch with"
+        " its own ZIP and manifest (the old one stays); its images count toward your quotas like new ones. An"
+        " image the old batch did not finish, or whose files are gone, fails in the new batch with code"
+        " `no_matte`",
+        _queued("BatchAccepted"),
+        (400, 401, 404, 409, 410, 422, 429, 503),
+        body=BATCH_RENDER_OPTIONS,
     ),
     "cancel_task": Operation(
         "POST",

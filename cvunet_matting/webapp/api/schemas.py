@@ -5,6 +5,16 @@ Operations (operations.py) and the document (openapi.py) are built from these, s
 
 from __future__ import annotations
 
+from cvunet_matting.image.canvas_options import (
+    MAX_BLUR_PX,
+    MAX_MARGIN_PERCENT,
+    MAX_MARGIN_PX,
+    MAX_SCALE,
+    MAX_SIDE,
+    MIN_SCALE,
+    MIN_SIDE,
+    SIZE_WORDS,
+)
 from cvunet_matting.image.confidence import DOUBTFUL
 from cvunet_matting.image.encoding import DECONTAMINATE, FLAG_WORDS, FORMAT_WORDS, MAX_EDGE_PX, REFINE, SOLIDIFY
 from cvunet_matting.image.imaging import INPUT_FORMATS
@@ -99,6 +109,52 @@ FORM_OPTIONS = {
         f" the edge kept soft (default {'on' if SOLIDIFY else 'off'}; off for glass, smoke, a veil)",
     ),
 }
+_GEOMETRY = "remove.bg's spelling"
+CANVAS_TEXT = {
+    "crop_margin": string(
+        maxLength=64,
+        description=f"with crop: the margin around the subject ({_GEOMETRY}): 1, 2 or 4 values (all sides;"
+        f" top-bottom left-right; top right bottom left), each 0-{MAX_MARGIN_PX}px or 0-{MAX_MARGIN_PERCENT}%"
+        " of the subject's size, e.g. '30px', '10%', '10% 5%'; default 0",
+    ),
+    "size": string(
+        maxLength=64,
+        description=f"the most the output may hold: {', '.join(SIZE_WORDS)} (preview: 0.25 MP, medium 1.5 MP,"
+        f" hd 4 MP; full, auto, 4k, 50MP: as drawn), or a longest side in px ({MIN_SIDE}-{MAX_SIDE}, e.g."
+        " '1024px'); shrinks, never enlarges; applied last. Default full",
+    ),
+    "scale": string(
+        maxLength=64,
+        description=f"the subject's size in the canvas: 'original' (default) or {MIN_SCALE}%-{MAX_SCALE}% (its"
+        " bounding box fitted to that share of the canvas); implies position 'center' unless one is given",
+    ),
+    "position": string(
+        maxLength=64,
+        description="where the subject sits in the canvas: 'original' (default unless scale is given),"
+        " 'center' (default with scale), 'X%' or 'X% Y%' (0% left or top, 100% right or bottom)",
+    ),
+}
+CANVAS_FORM = {
+    "crop": string(
+        enum=list(FLAG_WORDS),
+        description="true: crop to the subject's bounding box (from the final alpha, specks ignored); a matte"
+        " with no subject fails the image with code `empty_subject`",
+    ),
+    **CANVAS_TEXT,
+    "bg_image": string(
+        format="binary",
+        description="an image to put behind the subject, fitted by cover (checked as any upload); the result"
+        " is flattened onto it. Exclusive with bg_color and bg_blur",
+    ),
+    "bg_blur": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": MAX_BLUR_PX,
+        "description": "px (0: off): the original photo, blurred, behind the subject; the result is flattened"
+        " onto it. Exclusive with bg_color and bg_image",
+    },
+}
+FORM_OPTIONS |= CANVAS_FORM
 EDGE_JSON = {
     "alpha_threshold": FORM_OPTIONS["alpha_threshold"],
     "opaque_threshold": FORM_OPTIONS["opaque_threshold"],
@@ -129,6 +185,9 @@ SCHEMAS = {
             "bg_color": nullable(FORM_OPTIONS["bg_color"]),
             "alpha_only": {"type": "boolean"},
             **EDGE_JSON,
+            "crop": {"type": "boolean"},
+            **{name: nullable(schema) for name, schema in CANVAS_TEXT.items()},
+            "bg_blur": CANVAS_FORM["bg_blur"],
         },
     },
     "FolderRequest": obj(
@@ -184,7 +243,9 @@ SCHEMAS = {
         filename=string(),
         state=string(enum=list(TASK_STATES)),
         error=nullable(string(description="a short reason; details stay in the server's logs")),
-        error_code=nullable(string(description="refused, crashed, timeout, storage, internal or cancelled")),
+        error_code=nullable(
+            string(description="refused, crashed, timeout, storage, internal, cancelled or empty_subject")
+        ),
         confidence=nullable(
             {
                 "type": "number",
@@ -214,6 +275,12 @@ SCHEMAS = {
                 height=nullable({"type": "integer"}),
                 created_at=string(format="date-time"),
                 finished_at=nullable(string(format="date-time")),
+                rendered_from=nullable(
+                    string(
+                        format="uuid",
+                        description="a re-render's source task (POST .../render); null for the model's own results",
+                    )
+                ),
                 **POLL_HINT,
             ),
         ]
@@ -249,6 +316,23 @@ SCHEMAS = {
         total={"type": "integer", "description": "batches in this listing, over all pages"},
         offset={"type": "integer"},
         limit={"type": "integer"},
+    ),
+    "Limits": obj(
+        ["max_request_bytes", "max_files_per_request", "max_pixels", "quotas", "usage"],
+        max_request_bytes={"type": "integer", "description": "the largest request body (413 beyond)"},
+        max_files_per_request={"type": "integer", "description": "the most files one batch request holds"},
+        max_pixels={"type": "integer", "description": "the largest input image, in pixels (refused beyond)"},
+        quotas=obj(
+            ["max_batch", "max_in_flight", "max_per_day"],
+            max_batch=nullable({"type": "integer", "description": "files per batch, refused ones included"}),
+            max_in_flight=nullable({"type": "integer", "description": "images waiting or running at once"}),
+            max_per_day=nullable({"type": "integer", "description": "files per day (UTC)"}),
+        ),
+        usage=obj(
+            ["in_flight", "today"],
+            in_flight={"type": "integer", "description": "your images waiting or running now"},
+            today={"type": "integer", "description": "your files since midnight UTC"},
+        ),
     ),
     "Batch": obj(
         ["batch_id", "state", "total", "done", "failed", "pending", "expired", "expired_at", "items"],

@@ -27,10 +27,10 @@ _PATH_PARAMETER = re.compile(r"<(?:\w+:)?\w+>")  # <task_id>, <batch_id:batch_id
 @dataclass(frozen=True)
 class NumberQuery:
     """A number from 0 to `maximum`, whole unless `kind` is float; `default` when absent (or empty,
-    for a float), a 400 when anything else."""
+    for a float; None: not given), a 400 when anything else."""
 
     name: str
-    default: float
+    default: float | None
     maximum: float
     kind: type = int
     description: str = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from cvunet_matting.errors import ErrorCode, InputError
-from cvunet_matting.services import actions, submitting
+from cvunet_matting.services import actions, rerendering, submitting
 from cvunet_matting.webapp import replies
 from cvunet_matting.webapp.inputs import (
     check_api_fields,
@@ -36,14 +36,14 @@ route = router(bp, OPERATIONS)
 def submit_image(wait: float):
     check_api_fields(request.form, request.files, "file", one_file=True)
     item = one_upload(request.files)
-    task_id = submitting.submit_image(actor(), item, parse_options(request.form), settings())
+    task_id = submitting.submit_image(actor(), item, parse_options(request.form, files=request.files), settings())
     return replies.image_accepted(task_id, wait)
 
 
 @route
 def submit_batch():
     check_api_fields(request.form, request.files, "files", one_file=False)
-    options = parse_options(request.form)
+    options = parse_options(request.form, files=request.files)
     items, refused = probe_uploads(request.files.getlist("files"))
     batch_id = submitting.submit_batch(actor(), items, refused, options, settings())
     return replies.batch_accepted(batch_id, len(items), refused)
@@ -87,8 +87,20 @@ def retry(task_id: str, force: bool):
 def render_task(task_id: str):
     """A finished task's cut-out again with other options, from its kept raw matte (no model)."""
     check_option_fields(request.form, request.files, request.mimetype, request.content_length)
-    options = parse_options(request.form)
+    options = parse_options(request.form, files=request.files)
     return replies.rendered(rerender(actor(), task_id, options, settings()))
+
+
+@route
+def render_batch(batch_id: str):
+    """A finished batch's cut-outs again with other options, into a new batch (bookkeeping worker, no model)."""
+    check_option_fields(request.form, request.files, request.mimetype, request.content_length)
+    if "bg_image" in request.files:  # a batch renders from its stored files alone: refused, never ignored
+        raise InputError(
+            "a batch is rendered again without an uploaded background: leave bg_image out", code=ErrorCode.BAD_OPTION
+        )
+    options = parse_options(request.form)
+    return replies.batch_rendered(rerendering.rerender_batch(actor(), batch_id, options, settings()))
 
 
 @route
@@ -112,8 +124,13 @@ def delete_batch(batch_id: str):
 
 
 @route
-def batch_status(batch_id: str, offset: int, limit: int, wait: float):
-    return replies.batch_status(batch_id, offset, limit, wait)
+def batch_status(batch_id: str, offset: int, limit: int, wait: float, seen: int | None):
+    return replies.batch_status(batch_id, offset, limit, wait, seen)
+
+
+@route
+def limits():
+    return replies.limits(settings())
 
 
 @route

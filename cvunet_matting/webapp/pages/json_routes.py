@@ -11,7 +11,7 @@ from cvunet_matting.services import submitting
 from cvunet_matting.webapp import events, replies
 from cvunet_matting.webapp.api.operations import DOWNLOAD, PAGE, WAIT
 from cvunet_matting.webapp.inputs import one_upload, parse_options, probe_uploads
-from cvunet_matting.webapp.replies import actor
+from cvunet_matting.webapp.replies import actor, rerender
 from cvunet_matting.webapp.support import settings
 
 bp = Blueprint("page", __name__, url_prefix="/page")
@@ -35,13 +35,15 @@ def seen() -> str | None:
 # The pages send only what their own form holds: unlike the API, unknown fields are not looked for.
 @bp.post("/images")
 def submit_image():
-    task_id = submitting.submit_image(actor(), one_upload(request.files), parse_options(request.form), settings())
+    task_id = submitting.submit_image(
+        actor(), one_upload(request.files), parse_options(request.form, files=request.files), settings()
+    )
     return replies.image_accepted(task_id)
 
 
 @bp.post("/batches")
 def submit_batch():
-    options = parse_options(request.form)
+    options = parse_options(request.form, files=request.files)
     items, refused = probe_uploads(request.files.getlist("files"))
     batch_id = submitting.submit_batch(actor(), items, refused, options, settings())
     return replies.batch_accepted(batch_id, len(items), refused)
@@ -70,6 +72,19 @@ def task_alpha(task_id: str):
 @bp.get("/tasks/<task_id>/input")
 def task_input(task_id: str):
     return replies.task_file("input", task_id, download())
+
+
+@bp.get("/tasks/<task_id>/raw-matte")
+def task_raw_matte(task_id: str):
+    """The model's matte before any edge step: the task page's "Adjust edges" preview draws from it."""
+    return replies.task_file("raw_matte", task_id, download())
+
+
+@bp.post("/tasks/<task_id>/render")
+def render_task(task_id: str):
+    """The task page's "Adjust edges" saved: the API's re-render (services/rerendering.py) with the
+    session, answered with the new task's JSON and its /page links (201)."""
+    return replies.rendered(rerender(actor(), task_id, parse_options(request.form), settings()))
 
 
 @bp.get("/batches/<batch_id>")

@@ -8,22 +8,26 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from cvunet_matting.errors import ErrorCode, InputError
+from cvunet_matting.image import solid
+from cvunet_matting.image.canvas_options import MAX_BLUR_PX
 from cvunet_matting.image.encoding import DECONTAMINATE, EDGE_KEYS, MAX_EDGE_PX, REFINE, SOLIDIFY, OutputOptions
 from cvunet_matting.image.imaging import SUPPORTED_FORMATS
-from cvunet_matting.services import actions, listings, submitting
-from cvunet_matting.services.lookup import batch_for, task_for
+from cvunet_matting.services import actions, listings, rerendering, submitting
+from cvunet_matting.services.lookup import batch_for, task_for, visible_task
 from cvunet_matting.states import TASK_STATES, TaskState
 from cvunet_matting.webapp.api.docs import operations
+from cvunet_matting.webapp.downloads import raw_matte_path_of
 from cvunet_matting.webapp.errors import PAGE_NOT_FOUND
-from cvunet_matting.webapp.inputs import parse_options, probe_uploads
+from cvunet_matting.webapp.inputs import CANVAS_FIELDS, parse_options, probe_uploads
 from cvunet_matting.webapp.presenters import batch_json, listed_batch_json, task_json
-from cvunet_matting.webapp.support import csrf_token, csrf_valid, settings
+from cvunet_matting.webapp.support import KEYED_BLUEPRINTS, KEYED_PREFIXES, csrf_token, csrf_valid, settings
 
 from .signin import local_target
 
 bp = Blueprint("ui", __name__)
 BATCH_PAGE = 60
 LISTING_PAGE = 25
+EDGES = {"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY}  # the forms' defaults
 MAX_PAGE = 100_000  # `page` beyond this is clamped: OFFSET work stays bounded
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -31,7 +35,8 @@ UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 @bp.before_app_request
 def check_csrf():
     """Every HTML form POST carries the session's token; the JSON API authenticates on its own."""
-    if request.method in UNSAFE_METHODS and not request.path.startswith("/api/"):
+    keyed = request.blueprint in KEYED_BLUEPRINTS or request.path.startswith(KEYED_PREFIXES)
+    if request.method in UNSAFE_METHODS and not keyed:
         given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
         if not csrf_valid(given):
             abort(403, description="The form has expired or did not come from this site: reload the page and retry.")
@@ -82,7 +87,8 @@ def index():
         max_pixels=cfg.max_pixels,
         input_formats=sorted(SUPPORTED_FORMATS),
         max_edge_px=MAX_EDGE_PX,
-        edge_defaults={"refine": REFINE, "decontaminate": DECONTAMINATE, "solidify": SOLIDIFY},
+        max_blur_px=MAX_BLUR_PX,
+        edge_defaults=EDGES,
     )
 
 
@@ -99,18 +105,24 @@ def flash_refusals(refused: list[dict]) -> None:
         flash(f"… and {more} more file{'s' if more > 1 else ''} refused.", "error")
 
 
+def form_options(form, files=None) -> OutputOptions:
+    """The options of the page forms (macro output_fields): the colour counts only with its checkbox."""
+    return parse_options(
+        {
+            "format": form.get("format"),
+            "bg_color": form.get("bg_color") if form.get("fill") else None,
+            "alpha_only": form.get("alpha_only", "false"),
+            **{name: form.get(name) for name in EDGE_KEYS},
+            **{name: form.get(name) for name in CANVAS_FIELDS},
+        },
+        files=files,
+    )
+
+
 @bp.post("/")
 def upload_form():
     """The same upload without JavaScript: one file goes to its result page, several to a batch."""
-    fill = request.form.get("fill")
-    options = parse_options(
-        {
-            "format": request.form.get("format"),
-            "bg_color": request.form.get("bg_color") if fill else None,
-            "alpha_only": request.form.get("alpha_only", "false"),
-            **{name: request.form.get(name) for name in EDGE_KEYS},
-        }
-    )
+    options = form_options(request.form, request.files)
     items, refused = probe_uploads(request.files.getlist("files"))
     flash_refusals(refused)
     if not items:
@@ -124,11 +136,30 @@ def upload_form():
     return redirect(url_for("ui.batch_view", batch_id=batch_id))
 
 
+# What the "Adjust edges" preview (static/adjust.js) needs to draw solid subjects as solid.py does.
+SOLID_PREVIEW = {
+    "band_share": solid.BAND_SHARE,
+    "min_band_px": solid.MIN_BAND_PX,
+    "side": solid.SIDE,
+    "half": solid.HALF,
+}
+
+
 @bp.get("/tasks/<task_id>")
 def task_view(task_id: str):
     row = task_for(g.actor, task_id)
+    # A re-render's source, linked only for a viewer who may see it (deleted since: named, not linked).
+    source = visible_task(g.actor, row["rendered_from"]) if row["rendered_from"] else None
     # The options it ran with: the page says them (the JSON keeps to its documented shape).
-    return render_template("task.html", task=task_json(row), options=OutputOptions.from_dict(row["options"]))
+    return render_template(
+        "task.html",
+        task=task_json(row),
+        options=OutputOptions.from_dict(row["options"]),
+        source=source,
+        adjustable=raw_matte_path_of(row) is not None,  # a finished task whose raw matte is kept
+        max_edge_px=MAX_EDGE_PX,
+        solid_preview=SOLID_PREVIEW,
+    )
 
 
 @bp.post("/tasks/<task_id>/cancel")
@@ -189,7 +220,21 @@ def batch_view(batch_id: str):
     view = batch_for(g.actor, batch_id, offset_of(page, BATCH_PAGE), BATCH_PAGE, order)
     data = batch_json(view.batch, view.counts, view.items, offset_of(page, BATCH_PAGE))
     pages = listings.page_count(view.batch["total"], BATCH_PAGE)
-    return render_template("batch.html", batch=data, page=page, pages=pages, order=order)
+    return render_template(
+        "batch.html", batch=data, page=page, pages=pages, order=order, max_edge_px=MAX_EDGE_PX, edge_defaults=EDGES
+    )
+
+
+@bp.post("/batches/<batch_id>/render")
+def render_batch(batch_id: str):
+    """The batch page's "Render again": a new batch drawn from this one's mattes (no model), shown next."""
+    try:
+        new_id = rerendering.rerender_batch(g.actor, batch_id, form_options(request.form), settings())
+    except InputError as exc:
+        flash(reason_to_flash(exc), "error")
+        return redirect(url_for("ui.batch_view", batch_id=batch_id))
+    flash("Rendering every cut-out again with the new options, into this new batch; the old one stays.", "info")
+    return redirect(url_for("ui.batch_view", batch_id=new_id))
 
 
 @bp.get("/api-docs")

@@ -54,6 +54,11 @@
     const edges = ["alpha_threshold", "opaque_threshold", "erode", "feather", "refine", "decontaminate", "solidify"].map((name) =>
       form.querySelector('[name="' + name + '"]')
     );
+    const canvas = ["crop_margin", "size", "scale", "position", "bg_blur"].map((name) =>
+      form.querySelector('[name="' + name + '"]')
+    );
+    const crop = form.querySelector("#opt-crop");
+    const bgImage = form.querySelector("#opt-bg-image");
     const maxBytes = Number(form.dataset.maxBytes);
     let files = [];
 
@@ -126,6 +131,9 @@
         if (fill.checked) data.append("bg_color", color.value);
       }
       edges.forEach((el) => el && el.value !== "" && data.append(el.name, el.value));
+      canvas.forEach((el) => el && el.value.trim() !== "" && data.append(el.name, el.value.trim()));
+      if (crop && crop.checked) data.append("crop", "true");
+      if (bgImage && bgImage.files.length) data.append("bg_image", bgImage.files[0], bgImage.files[0].name);
       submit.disabled = true;
       message.textContent = "";
       const url = good.length === 1 ? form.dataset.imagesUrl : form.dataset.batchesUrl;
