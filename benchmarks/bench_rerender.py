@@ -89,8 +89,15 @@ def keeping_cost(alpha: np.ndarray, result: bytes, repeat: int, threads: int) ->
 def rerender_cost(folder: Path, size: str, repeat: int, max_pixels: int) -> None:
     source, matte = folder / "input.jpg", folder / "raw.png"
 
-    def once(options: OutputOptions) -> None:
-        render(source.read_bytes(), matte.read_bytes(), options, max_pixels, THREADS)
+    def once(options: OutputOptions, threads: int = THREADS) -> None:
+        render(source.read_bytes(), matte.read_bytes(), options, max_pixels, threads)
+
+    if THREADS != 1:  # the baseline, in the same run: the defaults on one thread
+        walls, cpus = timed(lambda: once(OutputOptions(), 1), repeat)
+        print(
+            f"  re-render, {'defaults on 1 thread (baseline)':>40}: p50 {p(walls, 0.5):6.1f} ms  p90"
+            f" {p(walls, 0.9):6.1f} ms wall, p50 {statistics.median(cpus):6.1f} ms CPU"
+        )
 
     for name, options in OPTIONS.items():
         walls, cpus = timed(lambda o=options: once(o), repeat)
@@ -128,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     session = get_session(settings)
-    print(f"model {session.version}; re-renders on {THREADS} thread; workers encode on {settings.encode_threads}")
+    print(f"model {session.version}; re-renders on {THREADS} threads; workers encode on {settings.encode_threads}")
     for size, (width, height) in SIZES.items():
         jpeg = photo_jpeg(width, height)
         made = matte_bytes(jpeg, OutputOptions(), session, settings, keep_raw=True)

@@ -270,8 +270,8 @@ class Settings:
         "CVUNET_RENDERS",
         2,
         "re-renders one web process runs at once (`POST /api/v1/tasks/<id>/render`: decode, edge steps and "
-        "encode on the web's CPU, ~0.5-0.6 s of a core at 12 MP, `make bench-rerender`); beyond them a request "
-        "waits up to 2 s, then gets 503 `busy` with `Retry-After`",
+        "encode on the web's CPU, ~0.5 s of CPU at 12 MP, its PNG on two threads, `make bench-rerender`); "
+        "beyond them a request waits up to 2 s, then gets 503 `busy` with `Retry-After`",
         minimum=1,
     )
     metrics_port: int = setting(

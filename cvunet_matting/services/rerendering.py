@@ -39,7 +39,10 @@ from .lookup import batch_for, task_for
 
 WAIT_S = 2.0  # how long a request waits for a free slot: it holds one of its process's gunicorn threads
 RETRY_AFTER_S = 1  # a busy answer's Retry-After: a render takes about half a second at 12 MP
-THREADS = 1  # PNG strips per render: the slots bound the web's cores, one each
+# PNG strips per render. Two: at 12 MP a default render is mostly the JPEG's decode and a 48 MB deflate,
+# and the deflate split in two brings it under half a second (make bench-rerender prints both); the
+# slots (CVUNET_RENDERS) bound the web's cores at slots x THREADS.
+THREADS = 2
 TEMP_PREFIX = ".raw."  # as the worker's: `.NAME.raw.png` plus atomic_file's own could pass 255 bytes
 
 
