@@ -282,3 +282,13 @@ def test_the_matte_command_takes_the_edge_flags(tmp_path, tiny):
     assert (tmp_path / "out" / "in.png").exists()
     done = CliRunner().invoke(main, ["matte", str(source), "-o", str(tmp_path / "bad"), "--erode", "99"])
     assert done.exit_code == 1 and "erode" in done.output
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 2), (2, 1), (1, 7), (5, 1), (2, 3)])
+def test_a_photo_a_pixel_or_two_across_with_a_soft_matte_gets_its_edges(height, width):
+    """The colour estimate halves its copy: a side of one pixel used to ask OpenCV for a side of none."""
+    rng = np.random.default_rng(height * 10 + width)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    alpha = rng.integers(20, 236, (height, width), dtype=np.uint8)  # every pixel in the edge band
+    out_rgb, out_alpha = finish(rgb.copy(), alpha, None, OutputOptions())
+    assert out_rgb.shape == (height, width, 3) and out_alpha.shape == (height, width)

@@ -45,7 +45,11 @@ def _unit(copy: tuple[int, ...], full: tuple[int, ...]) -> float:
 
 def _wide_means(colour: np.ndarray, alpha: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
     """First pass: alpha-weighted means of the foreground and background, on a half-size copy."""
-    colour = cv2.resize(colour, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    if min(colour.shape[:2]) > 1:
+        colour = cv2.resize(colour, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    else:  # a photo one pixel high or wide: fx=0.5 would ask OpenCV for a side of none, which it refuses
+        half = (max(1, round(colour.shape[1] * 0.5)), max(1, round(colour.shape[0] * 0.5)))
+        colour = cv2.resize(colour, half, interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha, (colour.shape[1], colour.shape[0]), interpolation=cv2.INTER_AREA)
     size = max(1, round(WIDE * unit / 2))
     box = (size, size)
