@@ -167,6 +167,9 @@ def test_rembg_refusals(alice_app, alice):
     assert special.status_code == 422 and special.get_json()["detail"][0]["loc"] == ["body", "model"]
     see_through = rembg_post(client, alice.key, photo, query="?bgc=0,0,0,128")
     assert see_through.status_code == 422
+    for name, value in (("ab", "-1"), ("af", "256")):  # checked with alpha matting off too, as rembg does
+        out_of_range = rembg_post(client, alice.key, photo, **{name: value})
+        assert out_of_range.status_code == 422 and out_of_range.get_json()["detail"][0]["loc"] == ["body", name]
     fetched = client.get("/api/remove?url=https://images.example.org/a.jpg", headers=alice.bearer)
     assert fetched.status_code == 400 and "off" in fetched.get_json()["detail"]  # off by default
     assert client.get("/api/v1/tasks", headers=alice.bearer).get_json()["total"] == 0

@@ -8,7 +8,8 @@ Its parameters as its server reads them (rembg/commands/s_command.py): `model`, 
   run our model; the special ones (human or cloth segmentation, anime, sam, birefnet...) are refused;
 - `a` (alpha matting) on: `af` (foreground threshold, 240) becomes our `opaque_threshold` and `ab`
   (background threshold, 10) our `alpha_threshold`; our edge refinement is always on. `ae` (the trimap's
-  erosion) is accepted and ignored; so are `af`/`ab` with `a` off, as rembg ignores them;
+  erosion) is accepted and ignored; so are `af`/`ab` with `a` off (checked 0-255 all the same, as rembg's
+  server checks them);
 - `om`: only the mask (our `alpha_only`); `ppm` (post-process the mask) is accepted and ignored: our
   solid-subject step does that job and is on by default;
 - `bgc` `r,g,b[,a]`: flattened on that colour (an opaque one only); `extras` is refused when not empty.
@@ -79,9 +80,11 @@ def options_from(values, where: str) -> MultiDict:
     if model not in GENERAL_MODELS:
         raise Invalid(where, "model", f"this server runs one general model: use one of {', '.join(GENERAL_MODELS)}")
     fields = MultiDict({name: values[name] for name in EDGE_KEYS if values.get(name)})
+    # Checked whether or not alpha matting is on, as rembg's server checks them (0-255 each).
+    foreground, background = number(values, "af", where, 240), number(values, "ab", where, 10)
     if flag(values, "a", where):
-        fields.setdefault("opaque_threshold", str(number(values, "af", where, 240)))
-        fields.setdefault("alpha_threshold", str(number(values, "ab", where, 10)))
+        fields.setdefault("opaque_threshold", str(foreground))
+        fields.setdefault("alpha_threshold", str(background))
     number(values, "ae", where, 10, top=None)  # checked as rembg does, then ignored
     flag(values, "ppm", where)
     if flag(values, "om", where):
