@@ -158,6 +158,18 @@ def test_rembg_clients_get_png_bytes_with_its_parameters_mapped(alice_app, alice
     assert decode(flat.data).shape == (*SIZE, 3)
 
 
+def test_removebg_image_file_as_text_is_a_clear_400(alice_app, alice):
+    """Schemathesis sent image_file as a form-urlencoded value: a 500 (KeyError) before."""
+    answer = alice_app.test_client().post(
+        "/v1.0/removebg",
+        data={"image_file": "not a file", "format": "png"},
+        headers={"X-Api-Key": alice.key},
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["errors"][0]["code"] == "invalid_image_file"
+
+
 def test_rembg_refusals(alice_app, alice):
     client = alice_app.test_client()
     photo = support.png_bytes(6, SIZE)

@@ -96,6 +96,12 @@ def source_image(values: dict[str, str], files: dict) -> Item:
     """The image from whichever one source was sent."""
     source = image_source(values, set(files))
     if source == "image_file":
+        if "image_file" not in files:  # sent as a text field (a form without multipart, or JSON)
+            raise bad(
+                "invalid_image_file",
+                "Invalid image_file parameter given",
+                "image_file must be a file part of a multipart/form-data body: send text as image_file_b64",
+            )
         upload = files["image_file"]
         return Item(check_filename(upload.filename), upload.read())
     if source == "image_file_b64":
