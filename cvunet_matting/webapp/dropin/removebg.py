@@ -30,7 +30,7 @@ from cvunet_matting.webapp.remote_image import UrlPolicy, fetch_image
 from cvunet_matting.webapp.support import settings
 
 from . import zipped
-from .openapi import document
+from .openapi import REMOVEBG_FIELDS, document
 from .removebg_fields import RemoveBgError, Translated, bad, check_names, image_source, translate
 from .running import Failed, Finished, StillRunning, run_image
 
@@ -87,9 +87,19 @@ def request_values() -> tuple[dict[str, str], dict]:
     else:
         values, files = request.form.to_dict(), request.files.to_dict()
     check_names(set(values) | set(files))
+    check_choices(values)
     if set(files) - FILE_FIELDS:
         raise bad("unknown_parameter", f"Only {' and '.join(sorted(FILE_FIELDS))} may be files")
     return values, files
+
+
+def check_choices(values: dict[str, str]) -> None:
+    """A field with published choices takes one of them (an empty one too is refused: the published
+    document, /v1.0/openapi.json, is what a client reads)."""
+    for name, text in values.items():
+        choices = REMOVEBG_FIELDS.get(name, {}).get("enum")
+        if choices is not None and text not in choices:
+            raise bad(f"invalid_{name}", f"Invalid {name} parameter given", f"use one of {', '.join(choices)}")
 
 
 def source_image(values: dict[str, str], files: dict) -> Item:
