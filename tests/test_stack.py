@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import stat
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,6 +95,28 @@ def web1_up(stack) -> None:
         60,
         message="web1 back",
     )
+
+
+def test_a_web_instance_keeps_an_idle_connection_for_the_next_request(stack):
+    """Traefik sends a request down a connection it kept idle, for up to 90 s: gunicorn must not have closed
+    it meanwhile (its default 2 s did, and a POST meeting the close came back a 502). A second request on one
+    connection after 3 s idle: answered."""
+    web1_up(stack)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.ports.web[0], timeout=10)
+    try:
+        answers = []
+        for pause in (0, 3):
+            time.sleep(pause)
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("Connection", "").lower()))
+            if pause == 0:
+                first_socket = conn.sock
+        assert answers == [(200, "keep-alive"), (200, "keep-alive")]
+        assert conn.sock is first_socket  # the same connection, not a new one opened behind our back
+    finally:
+        conn.close()
 
 
 def test_flower_needs_a_signed_in_admin_and_its_password(stack):

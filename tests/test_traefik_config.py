@@ -385,6 +385,36 @@ def test_production_static_config_structure():
         assert "forwardedHeaders" not in entry[name] and "proxyProtocol" not in entry[name], name
 
 
+def seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration  # the configs say their timeouts in seconds
+    return float(duration[:-1])
+
+
+def gunicorn_keepalive(scratch: Path) -> float:
+    """Read in a child: importing the config module sets PROMETHEUS_MULTIPROC_DIR for the whole process
+    (named here, so it makes no folder of its own)."""
+    probe = "import cvunet_matting.webapp.gunicorn_conf as c; print(c.keepalive)"
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(scratch)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout)
+
+
+def test_gunicorn_keeps_idle_connections_longer_than_traefik(tmp_path):
+    """Traefik must close an idle connection to a web server before gunicorn does: the other way round, a
+    request sent down a connection gunicorn is just closing is a 502 (a POST is not retried; CI met one
+    with gunicorn's default 2 s). Every static config (compose, the local stack, Kubernetes) says Traefik's."""
+    keepalive = gunicorn_keepalive(tmp_path)
+    k8s_config = next(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "base" / "traefik.yaml").read_text()))
+    statics = [
+        load_yaml(TRAEFIK_DIR / "traefik.yml"),
+        load_yaml(LOCAL_STATIC),
+        yaml.safe_load(k8s_config["data"]["traefik.yml"]),
+    ]
+    for static in statics:
+        idle = seconds(static["serversTransport"]["forwardingTimeouts"]["idleConnTimeout"])
+        assert 0 < idle < keepalive - 10, (idle, keepalive)
+
+
 def test_production_dynamic_config_structure():
     http_cfg = load_yaml(TRAEFIK_DIR / "dynamic" / "stack.yml")["http"]
     routers, services, middlewares = http_cfg["routers"], http_cfg["services"], http_cfg["middlewares"]

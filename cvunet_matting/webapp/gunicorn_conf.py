@@ -1,12 +1,12 @@
-"""gunicorn hooks of a web instance (`gunicorn -c python:cvunet_matting.webapp.gunicorn_conf ...`): one /metrics for
-all of its worker processes.
+"""gunicorn settings and hooks of a web instance (`gunicorn -c python:cvunet_matting.webapp.gunicorn_conf ...`):
+keep-alive outlasting Traefik's, and one /metrics for all of its worker processes.
 
 Each process counts its own requests; in prometheus_client's multiprocess mode every process writes its
 values to files in PROMETHEUS_MULTIPROC_DIR and a scrape sums them (`metrics.init_app`). prometheus_client
 picks file-backed values when it is first imported, so the folder is settled here, when gunicorn reads this
 module, before any worker imports the app (even with --preload). So import it only as gunicorn's config:
 importing it sets PROMETHEUS_MULTIPROC_DIR for the whole process. gunicorn takes only the names of its own
-settings from here (the hooks below) and ignores the rest.
+settings from here (keepalive, the hooks below) and ignores the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ if _OWN:
     os.environ[_ENV] = tempfile.mkdtemp(prefix="cvunet-metrics-")
 _DIR = Path(os.environ[_ENV])
 _DIR.mkdir(parents=True, exist_ok=True)
+
+# Idle keep-alive connections stay open 120 s (gunicorn's default is 2 s). Traefik keeps its idle connections
+# to a server for 90 s (serversTransport idleConnTimeout, set so in traefik/): the side that closes
+# first must be Traefik. Otherwise Traefik may send a request down a connection gunicorn is closing that
+# moment, and a POST is not retried: the client gets a 502 for an upload the app never saw (CI met one).
+# Idle connections sit in the gthread worker's poller, not in its threads.
+keepalive = 120
 
 
 def on_starting(server):
