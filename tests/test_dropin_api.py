@@ -123,6 +123,42 @@ def test_removebg_over_a_quota_is_429_with_retry_after(clean_state, monkeypatch)
     assert int(answer.headers["Retry-After"]) > 0
 
 
+def account_of(client, key: str | None) -> tuple[int, dict]:
+    answer = client.get("/v1.0/account", headers={"X-Api-Key": key} if key is not None else {})
+    return answer.status_code, answer.get_json()
+
+
+def test_removebg_account_says_the_images_left_today_and_asks_for_a_key(clean_state, monkeypatch):
+    """remove.bg's balance call: a client checking its credits before sending sees what it may still send."""
+    monkeypatch.setattr(waiting, "MAX_WAIT_S", 0.2)  # no worker runs here: the image stays queued
+    client = create_app({"TESTING": True}).test_client()
+    capped = support.make_user(prefix="capped", max_per_day=3)
+    status, before = account_of(client, capped.key)
+    assert status == 200
+    attributes = before["data"]["attributes"]
+    assert attributes["credits"] == {"total": 3, "subscription": 3, "payg": 0, "enterprise": 0}
+    assert attributes["api"] == {"free_calls": 3, "sizes": "all"}
+    assert attributes["quotas"]["max_per_day"] == 3 and attributes["usage"] == {"in_flight": 0, "today": 0}
+
+    assert removebg(client, capped.key, {"image_file": support.png_bytes(5, SIZE)}).status_code == 503
+    after = account_of(client, capped.key)[1]["data"]["attributes"]
+    assert after["credits"]["total"] == 2 and after["usage"] == {"in_flight": 1, "today": 1}
+    # Another user's balance is their own: the first user's image is not counted there.
+    other = support.make_user(prefix="other", max_per_day=3)
+    assert account_of(client, other.key)[1]["data"]["attributes"]["credits"]["total"] == 3
+
+    for key, title in ((None, "Missing API Key"), ("not-a-key", "API Key invalid")):
+        status, body = account_of(client, key)
+        assert status == 403 and body["errors"][0]["code"] == "auth_failed" and body["errors"][0]["title"] == title
+
+
+def test_removebg_account_without_a_daily_quota_reports_the_largest_count(clean_state):
+    client = create_app({"TESTING": True}).test_client()
+    free = support.make_user(prefix="free")  # no quotas
+    attributes = account_of(client, free.key)[1]["data"]["attributes"]
+    assert attributes["credits"]["total"] == 2**31 - 1 and attributes["quotas"]["max_per_day"] is None
+
+
 def test_a_task_that_outlasts_the_wait_answers_503_and_goes_on(alice_app, alice, monkeypatch):
     monkeypatch.setattr(waiting, "MAX_WAIT_S", 0.2)  # no worker runs here: the task stays queued
     client = alice_app.test_client()

@@ -111,6 +111,61 @@ REMOVEBG = {
         ),
     },
 }
+COUNT = {"type": "integer", "minimum": 0}
+QUOTA = {"type": "integer", "minimum": 0, "nullable": True, "description": "null: no such quota"}
+ACCOUNT_ATTRIBUTES = {
+    "type": "object",
+    "required": ["credits", "api", "quotas", "usage"],
+    "properties": {
+        "credits": {
+            "type": "object",
+            "required": ["total", "subscription", "payg", "enterprise"],
+            "description": "total = subscription: the images the key's user may still send today (UTC);"
+            " 2147483647 without a daily quota",
+            "properties": {name: COUNT for name in ("total", "subscription", "payg", "enterprise")},
+        },
+        "api": {
+            "type": "object",
+            "required": ["free_calls", "sizes"],
+            "properties": {"free_calls": COUNT, "sizes": string(enum=["all"])},
+        },
+        "quotas": {
+            "type": "object",
+            "required": ["max_per_day", "max_in_flight", "max_batch"],
+            "properties": {name: QUOTA for name in ("max_per_day", "max_in_flight", "max_batch")},
+        },
+        "usage": {
+            "type": "object",
+            "required": ["in_flight", "today"],
+            "properties": {"in_flight": COUNT, "today": COUNT},
+        },
+    },
+}
+ACCOUNT = {
+    "summary": "remove.bg's GET /v1.0/account: the credits left (images the key's user may still send today)",
+    "security": [{"removebgKey": []}],
+    "responses": {
+        "200": {
+            "description": "the balance, in remove.bg's shape, with our quotas and their use",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "object",
+                                "required": ["attributes"],
+                                "properties": {"attributes": ACCOUNT_ATTRIBUTES},
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        **removebg_errors({403: "no API key, or not one of ours (auth_failed)", 503: "a service is down"}),
+    },
+}
 REMBG_PARAMETERS = {
     "model": string(enum=list(GENERAL_MODELS)),
     **{name: string(enum=FLAGS) for name in ("a", "om", "ppm")},
@@ -181,7 +236,11 @@ def document() -> dict:
             "description": "remove.bg's and rembg's APIs, as this server takes them (README: Switching from"
             " remove.bg / rembg). The rest of the API: /api/v1/openapi.json.",
         },
-        "paths": {"/v1.0/removebg": {"post": REMOVEBG}, "/api/remove": {"get": REMBG_GET, "post": REMBG_POST}},
+        "paths": {
+            "/v1.0/removebg": {"post": REMOVEBG},
+            "/v1.0/account": {"get": ACCOUNT},
+            "/api/remove": {"get": REMBG_GET, "post": REMBG_POST},
+        },
         "components": {
             "securitySchemes": {
                 "removebgKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},

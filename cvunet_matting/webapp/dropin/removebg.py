@@ -1,5 +1,5 @@
-"""remove.bg's `POST /v1.0/removebg`, for clients written for it: change the base URL, use one of our API
-keys as `X-Api-Key`, keep the rest (fields: removebg_fields.py).
+"""remove.bg's `POST /v1.0/removebg` and `GET /v1.0/account`, for clients written for them: change the base
+URL, use one of our API keys as `X-Api-Key`, keep the rest (fields: removebg_fields.py).
 
 The answer is remove.bg's: the image's bytes (or `{"data": {"result_b64"}}` for `Accept: application/json`)
 with X-Width, X-Height, X-Type and X-Credits-Charged (1: the task counted against the key's quotas);
@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, g, jsonify, make_response, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
+from cvunet_matting.accounts import quotas
 from cvunet_matting.accounts import users as accounts
 from cvunet_matting.errors import ErrorCode, InputError
 from cvunet_matting.image.imaging import probe
@@ -39,6 +40,9 @@ bp = Blueprint("removebg", __name__)
 FILE_FIELDS = {"image_file", "bg_image_file"}
 ANSWER_TYPES = {"png": "image/png", "jpg": "image/jpeg", "zip": "application/zip"}
 STILL_RUNNING_RETRY_S = 5
+# remove.bg's account answer has numbers only: a key without a daily quota reports this many images left
+# (the largest integer every JSON client reads exactly), and says so in quotas.max_per_day (null).
+UNLIMITED = 2**31 - 1
 # Our refusals in remove.bg's words: status, code, title (the detail is our own message).
 INPUT_CODES: dict[str, tuple[int, str, str]] = {
     ErrorCode.NO_FILE: (400, "missing_source", "No image given"),
@@ -154,6 +158,23 @@ def removebg():
         )
         raise error from None
     return answer(finished, wanted)
+
+
+@bp.get("/v1.0/account")
+def account():
+    """remove.bg's credit balance, in our terms: each image costs one credit, and what a key has left is
+    the images its user may still send today (UTC). Our own quotas and their use ride along, as
+    /api/v1/limits gives them."""
+    who = g.actor
+    usage = quotas.usage(who)
+    left = UNLIMITED if who.max_per_day is None else max(0, who.max_per_day - usage["today"])
+    attributes = {
+        "credits": {"total": left, "subscription": left, "payg": 0, "enterprise": 0},
+        "api": {"free_calls": left, "sizes": "all"},
+        "quotas": {"max_per_day": who.max_per_day, "max_in_flight": who.max_in_flight, "max_batch": who.max_batch},
+        "usage": usage,
+    }
+    return jsonify({"data": {"attributes": attributes}})
 
 
 @bp.get("/v1.0/openapi.json")
