@@ -42,3 +42,33 @@ def test_large_buffers_go_back_to_the_system_after_tuning():
     grown = {mode: growth_mb(mode) for mode in ("default", "tuned")}
     assert grown["tuned"] < 10  # MB kept after freeing 100 MB of buffers
     assert grown["default"] > 50  # the behaviour the tuning is for
+
+
+def test_the_heap_keeps_its_top_for_the_next_image():
+    # A 3 MB array (under the mmap threshold: on the heap) made and freed 20 times, as the edge steps'
+    # working arrays are for every image. With the mmap threshold alone fixed, glibc's trim threshold
+    # stays at 128 KiB: each free gives the pages back and each new array faults them in again.
+    script = textwrap.dedent(
+        """
+        import ctypes, resource, sys, numpy as np
+        from cvunet_matting import malloc
+
+        if sys.argv[1] == "tuned":
+            assert malloc.tune_for_large_buffers()
+        else:  # the settings before the trim threshold was set
+            libc = ctypes.CDLL("libc.so.6")
+            assert libc.mallopt(malloc.M_MMAP_THRESHOLD, malloc.MMAP_THRESHOLD_BYTES) == 1
+        np.ones(3 << 20, np.uint8)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            np.ones(3 << 20, np.uint8)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        """
+    )
+
+    def faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    assert faults("tuned") < 200  # 20 x 768 pages if each array were faulted in afresh
+    assert faults("mmap-only") > 10_000
