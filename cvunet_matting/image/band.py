@@ -51,6 +51,15 @@ def working_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     return np.multiply(image, np.float32(1 / 255), dtype=np.float32)
 
 
+def working_planes(image: np.ndarray, side: int = WORK_SIDE) -> list[np.ndarray]:
+    """working_copy() of a colour image as one float32 plane per channel (the same values). The filters
+    work plane by plane: numpy's arithmetic over a last axis of 3 runs its inner loop 3 long, several
+    times slower than over a plane (make bench-pipeline)."""
+    if working_scale(image.shape, side) < 1.0:
+        image = shrink(image, *working_size(image.shape, side))
+    return [np.multiply(plane, np.float32(1 / 255), dtype=np.float32) for plane in cv2.split(image)]
+
+
 def quick_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     """working_copy() through quick_shrink: for copies that are box-filtered or sampled afterwards
     (the guided filter's colour guide is not: it takes working_copy, since its result follows the
@@ -91,13 +100,33 @@ def take(image: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def put(image: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
-    """The pixels at flat positions `at` set to `values`, in place."""
-    image.reshape(-1, *(image.shape[2:] or ()))[at] = values
+    """The pixels at flat positions `at` set to `values`, in place (a C-contiguous image). A pixel of
+    several channels is written as one item of their width: numpy's row-by-row assignment of N x 3
+    values took four times as long."""
+    if not image.flags.c_contiguous:
+        raise ValueError("put() writes into a C-contiguous image only")
+    if image.ndim == 2:
+        np.put(image.reshape(-1), at, values)
+        return
+    pixel = np.dtype((np.void, image.dtype.itemsize * image.shape[2]))
+    rows = np.ascontiguousarray(values, image.dtype).reshape(len(at), image.shape[2])
+    np.put(image.reshape(-1, image.shape[2]).view(pixel).reshape(-1), at, rows.view(pixel).reshape(-1))
 
 
 def sample(small: np.ndarray, ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> np.ndarray:
     """Values of a working-copy map at full-size pixels, bilinear with pixel centres aligned: N x C."""
     return sample_all([small], ys, xs, full)[0]
+
+
+def _grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, ...], full: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """The points' positions in a copy of `shape`, laid out 1024 to a row (remap wants 2-D maps)."""
+    count = len(ys)
+    rows = -(-count // 1024)
+    map_x = np.zeros(rows * 1024, np.float32)
+    map_y = np.zeros(rows * 1024, np.float32)
+    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(shape[1] / full[1]) - 0.5
+    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(shape[0] / full[0]) - 0.5
+    return map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
 
 
 def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
@@ -106,16 +135,30 @@ def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: t
     if shape == full:
         at = flat_index(shape, ys, xs)
         return [take(small, at).reshape(count, -1) for small in smalls]
-    rows = -(-count // 1024)  # remap wants a 2-D map: the points laid out 1024 to a row
-    map_x = np.zeros(rows * 1024, np.float32)
-    map_y = np.zeros(rows * 1024, np.float32)
-    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(shape[1] / full[1]) - 0.5
-    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(shape[0] / full[0]) - 0.5
-    grid_x, grid_y = map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
+    grid_x, grid_y = _grid(ys, xs, shape, full)
     out = []
     for small in smalls:
         values = cv2.remap(small, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out.append(values.reshape(rows * 1024, -1)[:count])
+        out.append(values.reshape(len(grid_x) * 1024, -1)[:count])
+    return out
+
+
+def sample_planes(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
+    """sample() for maps of one size, each channel's values apart and contiguous (N,): the maps of
+    the first image's channels, then the next's. An image of several channels (up to four) is
+    sampled in one remap: remap's cost is mostly per point, not per channel (and its rounding depends
+    on the channel count, so the images are sampled as they are given)."""
+    count, shape = len(ys), images[0].shape[:2]
+    if not count:
+        return [np.empty(0, image.dtype) for image in images for _ in range(image.shape[2] if image.ndim == 3 else 1)]
+    if shape == full:
+        at = flat_index(shape, ys, xs)
+        return [plane.reshape(-1) for image in images for plane in cv2.split(take(image, at).reshape(count, 1, -1))]
+    grid_x, grid_y = _grid(ys, xs, shape, full)
+    out: list[np.ndarray] = []
+    for image in images:
+        values = cv2.remap(image, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out += [plane.reshape(-1)[:count] for plane in cv2.split(values)]
     return out
 
 

@@ -20,10 +20,10 @@ from .band import (
     grow,
     put,
     quick_copy,
-    sample,
+    sample_planes,
     take,
     to_full,
-    working_copy,
+    working_planes,
 )
 from .encoding import OutputOptions
 from .foreground import decontaminate
@@ -41,7 +41,7 @@ def _box(image: np.ndarray, radius: int, out: np.ndarray | None = None) -> np.nd
     return cv2.boxFilter(image, -1, (2 * radius + 1, 2 * radius + 1), dst=out, borderType=cv2.BORDER_REFLECT)
 
 
-def _solve(var: list[np.ndarray], cov: np.ndarray, eps: float | np.floating) -> np.ndarray:
+def _solve(var: list[np.ndarray], cov: list[np.ndarray], eps: float | np.floating) -> list[np.ndarray]:
     """a = (Sigma + eps U)^-1 cov for N symmetric 3x3 systems (six entries each), by cofactors."""
     rr, rg, rb, gg, gb, bb = var
     rr, gg, bb = rr + eps, gg + eps, bb + eps
@@ -49,32 +49,38 @@ def _solve(var: list[np.ndarray], cov: np.ndarray, eps: float | np.floating) -> 
     inverse += [inverse[1], rr * bb - rb * rb, rg * rb - rr * gb]
     inverse += [inverse[2], inverse[5], rr * gg - rg * rg]
     det = rr * inverse[0] + rg * inverse[1] + rb * inverse[2]
-    a = np.stack([sum(inverse[3 * row + k] * cov[:, k] for k in range(3)) for row in range(3)], axis=1)
-    return a / det[:, None]
+    return [sum(inverse[3 * row + k] * cov[k] for k in range(3)) / det for row in range(3)]
 
 
-def _coefficients(guide: np.ndarray, matte: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+def _dot(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+    """a[0] b[0] + a[1] b[1] + a[2] b[2], in that order (the same sums as einsum's "ij,ij->i")."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _coefficients(guide: list[np.ndarray], matte: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """The filter's mean coefficients (H x W x 4: a for r, g, b, then b) and where they are not 0,0,0,p.
 
-    The box means are taken of three-channel images (the colour; colour times matte; its squares; its
-    cross products), each product made in one scratch array and filtered in place: five filter passes
-    instead of thirteen, and two arrays of the copy's size instead of twenty (under the workers'
-    allocator each new one costs its page faults, malloc.py)."""
+    The guide comes as three planes (band.working_planes) and every product is made plane by plane in
+    one scratch array, box-filtered in place and read at the band's points only: numpy over planes, not
+    over a last axis of 3 (several times slower), and one array of the copy's size, not twenty (under
+    the workers' allocator each new one costs its page faults, malloc.py)."""
     near = grow(((matte >= EDGE_LOW / 255) & (matte <= EDGE_HIGH / 255)).view(np.uint8), radius)
     at = flat_index(matte.shape, *band_points(near))
     mean_matte = _box(matte, radius)
-    mg, mm = take(_box(guide, radius), at), take(mean_matte, at)
-    scratch = np.multiply(guide, matte[..., None])
-    cov = take(_box(scratch, radius, scratch), at) - mg * mm[:, None]
-    np.multiply(guide, guide, out=scratch)
-    squares = take(_box(scratch, radius, scratch), at) - mg * mg  # rr, gg, bb
-    np.multiply(guide, np.roll(guide, -1, axis=2), out=scratch)
-    crosses = take(_box(scratch, radius, scratch), at) - mg * np.roll(mg, -1, axis=1)  # rg, gb, br
-    var = [squares[:, 0], crosses[:, 0], crosses[:, 2], squares[:, 1], crosses[:, 1], squares[:, 2]]  # _PAIRS
+    mm = take(mean_matte, at)
+    scratch = np.empty_like(matte)
+
+    def mean(plane: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+        """The box mean of plane (times other) at the band's points."""
+        source = plane if other is None else np.multiply(plane, other, out=scratch)
+        return take(_box(source, radius, scratch), at)
+
+    mg = [mean(plane) for plane in guide]
+    cov = [mean(plane, matte) - m * mm for plane, m in zip(guide, mg, strict=True)]
+    var = [mean(guide[i], guide[j]) - mg[i] * mg[j] for i, j in _PAIRS]
     a = _solve(var, cov, np.float32(eps))
-    coeffs = np.zeros((*matte.shape, 4), np.float32)
-    coeffs[..., 3] = mean_matte  # a = 0, b = the mean away from edges: a flat window stays as it is
-    put(coeffs, at, np.concatenate([a, (mm - np.einsum("ij,ij->i", a, mg))[:, None]], axis=1))
+    coeffs = cv2.merge([np.zeros_like(matte)] * 3 + [mean_matte])  # a = 0, b = the mean away from edges
+    put(coeffs, at, np.stack([*a, mm - _dot(a, mg)], axis=1))  # a flat window stays as it is
     return _box(coeffs, radius, coeffs), grow(near, radius)
 
 
@@ -84,21 +90,22 @@ def refine(
     radius: int = RADIUS,
     eps: float = EPS,
     side: int = SIDE,
-    rgb_copy: np.ndarray | None = None,
+    rgb_copy: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """The matte re-fitted to the full-size photo's edges; pixels far from an edge keep their value.
-    `rgb_copy`: band.working_copy(rgb, side), when the caller has it already (finish() shares it)."""
-    guide = working_copy(rgb, side) if rgb_copy is None else rgb_copy
+    `rgb_copy`: band.working_planes(rgb, side), when the caller has them already (finish() shares them)."""
+    guide = working_planes(rgb, side) if rgb_copy is None else rgb_copy
     # The guide is an exact area average: the fitted matte follows its every grey level. The matte's
     # copy only sets where the edges are and their mean: a quick copy will do (within 5 of 255).
     coeffs, near = _coefficients(guide, quick_copy(alpha, side), radius, eps)
     ys, xs = band_points(to_full(near, alpha.shape))
     if not len(ys):
         return alpha
-    c = sample(coeffs, ys, xs, alpha.shape)
+    *a, b = sample_planes([coeffs], ys, xs, alpha.shape)
     at = flat_index(alpha.shape, ys, xs)
-    colour = np.multiply(take(rgb, at), np.float32(1 / 255), dtype=np.float32)
-    fitted = np.einsum("ij,ij->i", c[:, :3], colour) + c[:, 3]
+    pixels = take(rgb, at)
+    colour = [np.multiply(pixels[:, k], np.float32(1 / 255), dtype=np.float32) for k in range(3)]
+    fitted = _dot(a, colour) + b
     out = alpha.copy()
     put(out, at, np.clip(fitted * 255 + 0.5, 0, 255).astype(np.uint8))
     return out
@@ -139,7 +146,7 @@ def finish(
     too); used by solidify when refine is off, since refine moves the contour they measure."""
     colour = options.decontaminate and not options.alpha_only
     # One small copy of the photo for both: the guided filter's guide and the colour estimate's input.
-    rgb_copy = working_copy(rgb, SIDE) if options.refine or colour else None
+    rgb_copy = working_planes(rgb, SIDE) if options.refine or colour else None
     if options.refine:
         alpha = refine(rgb, alpha, rgb_copy=rgb_copy)
         # The refined matte's own contour, as before: the raw matte's maps placed solidify's band a

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import EDGE_HIGH, band_points, flat_index, put, quick_copy, sample_all, soft, take, working_copy
+from .band import EDGE_HIGH, band_points, flat_index, put, quick_copy, sample_planes, soft, take, working_planes
 
 SIDE = 512  # the narrow pass's copy, on its long side
 # The paper's box sizes, in pixels of a copy 1024 pixels on its long side (or of the image itself
@@ -43,58 +43,67 @@ def _unit(copy: tuple[int, ...], full: tuple[int, ...]) -> float:
     return max(copy[:2]) / min(max(full[:2]), UNIT_SIDE)
 
 
-def _wide_means(colour: np.ndarray, alpha: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
-    """First pass: alpha-weighted means of the foreground and background, on a half-size copy."""
-    if min(colour.shape[:2]) > 1:
-        colour = cv2.resize(colour, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    else:  # a photo one pixel high or wide: fx=0.5 would ask OpenCV for a side of none, which it refuses
-        half = (max(1, round(colour.shape[1] * 0.5)), max(1, round(colour.shape[0] * 0.5)))
-        colour = cv2.resize(colour, half, interpolation=cv2.INTER_AREA)
-    alpha = cv2.resize(alpha, (colour.shape[1], colour.shape[0]), interpolation=cv2.INTER_AREA)
+def _half(image: np.ndarray) -> np.ndarray:
+    """An area-average copy of half the size (a side of one pixel stays one pixel)."""
+    if min(image.shape[:2]) > 1:
+        return cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    # a photo one pixel high or wide: fx=0.5 would ask OpenCV for a side of none, which it refuses
+    half = (max(1, round(image.shape[1] * 0.5)), max(1, round(image.shape[0] * 0.5)))
+    return cv2.resize(image, half, interpolation=cv2.INTER_AREA)
+
+
+def _wide_means(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """First pass: alpha-weighted means of the foreground and background (three planes each), on a
+    half-size copy (shrunk as one three-channel image: OpenCV's area resize of a plane differs from
+    its interleaved one in the last bit)."""
+    planes = cv2.split(_half(cv2.merge(colour)))
+    alpha = cv2.resize(alpha, (planes[0].shape[1], planes[0].shape[0]), interpolation=cv2.INTER_AREA)
     size = max(1, round(WIDE * unit / 2))
     box = (size, size)
-    weight = cv2.blur(alpha, box)[..., None]
-    fore = cv2.blur(colour * alpha[..., None], box) / (weight + _TINY)
-    back = cv2.blur(colour * (1 - alpha[..., None]), box) / (1 - weight + _TINY)
+    weight = cv2.blur(alpha, box)
+    rest, fore_norm, back_norm = 1 - alpha, weight + _TINY, 1 - weight + _TINY
+    fore = [cv2.blur(plane * alpha, box) / fore_norm for plane in planes]
+    back = [cv2.blur(plane * rest, box) / back_norm for plane in planes]
     return fore, back
 
 
-def _narrow_sums(colour: np.ndarray, alpha: np.ndarray, unit: float) -> list[np.ndarray]:
-    """Second pass on the small copy: box means of a F1 and a (four channels, one pass) and of
-    (1 - a) B1 (each array made once and filtered in place: fewer buffers and passes)."""
+def _narrow_sums(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> list[np.ndarray]:
+    """Second pass on the small copy: box means of a F1 and a (four channels), of (1 - a) B1 (three)."""
     fore, back = _wide_means(colour, alpha, unit)
     shape = alpha.shape
     ys, xs = band_points(cv2.inRange(alpha, _ABOVE_0, _BELOW_1))  # 0 < a < 1
     at = flat_index(shape, ys, xs)
-    a = take(alpha, at)[:, None]
-    weighted = np.empty((*shape, 4), np.float32)  # a F1 (= a I where a is 0 or 1), then a
-    np.multiply(colour, alpha[..., None], out=weighted[..., :3])
-    weighted[..., 3] = alpha
-    first = _estimate(take(colour, at), a, *sample_all([fore, back], ys, xs, shape))
-    weighted.reshape(-1, 4)[at, :3] = first * a
-    back = cv2.resize(back, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    np.multiply(back, (np.float32(1) - alpha)[..., None], out=back)
+    a = take(alpha, at)
+    means = sample_planes([cv2.merge(fore), cv2.merge(back)], ys, xs, shape)
+    weighted = [plane * alpha for plane in colour]  # a F1 (= a I where a is 0 or 1)
+    for plane, source, fore_mean, back_mean in zip(weighted, colour, means[:3], means[3:], strict=True):
+        put(plane, at, _estimate(take(source, at), a, fore_mean, back_mean) * a)
+    rest = np.float32(1) - alpha
+    back = [cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) * rest for plane in back]
     size = max(1, round(NARROW * unit))
-    box = (size, size)
-    return [cv2.blur(weighted, box, dst=weighted), cv2.blur(back, box, dst=back)]
+    return [cv2.blur(image, (size, size), dst=image) for image in (cv2.merge([*weighted, alpha]), cv2.merge(back))]
 
 
-def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: np.ndarray | None = None) -> np.ndarray:
+def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray] | None = None) -> np.ndarray:
     """Replace the colour of the partly transparent pixels by their estimated foreground; in place.
-    `rgb_copy`: band.working_copy(rgb, SIDE), when the caller has it already (finish() shares it)."""
+    `rgb_copy`: band.working_planes(rgb, SIDE), when the caller has them already (finish() shares them)."""
     ys, xs = band_points(soft(alpha, 1, EDGE_HIGH - 1))  # nearer opaque, F is I within a few levels
     if not len(ys):
         return rgb
-    colour = working_copy(rgb, SIDE) if rgb_copy is None else rgb_copy
+    colour = working_planes(rgb, SIDE) if rgb_copy is None else rgb_copy
     # The matte's copy is box-filtered: a quick one will do.
-    sums = _narrow_sums(colour, quick_copy(alpha, SIDE), _unit(colour.shape, rgb.shape))
-    fore_weight, back = sample_all(sums, ys, xs, alpha.shape)
-    weight = fore_weight[:, 3:]
-    fore, back = fore_weight[:, :3] / (weight + _TINY), back / (1 - weight + _TINY)
+    *fore_weighted, weight, back_r, back_g, back_b = sample_planes(
+        _narrow_sums(colour, quick_copy(alpha, SIDE), _unit(colour[0].shape, rgb.shape)), ys, xs, alpha.shape
+    )
+    fore_norm, back_norm = weight + _TINY, 1 - weight + _TINY
     at = flat_index(alpha.shape, ys, xs)
-    a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)[:, None]
-    pixels = np.multiply(take(rgb, at), np.float32(1 / 255), dtype=np.float32)
+    a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)
+    pixels = take(rgb, at)
     fade = np.minimum(a * np.float32(255 / FADE), 1)  # the estimate eases in over the faintest alpha
-    estimate = pixels + fade * (_estimate(pixels, a, fore, back) - pixels)
-    put(rgb, at, (estimate * 255 + 0.5).astype(np.uint8))
+    estimate = np.empty_like(pixels)
+    for k, (fore, back) in enumerate(zip(fore_weighted, (back_r, back_g, back_b), strict=True)):
+        plane = np.multiply(pixels[:, k], np.float32(1 / 255), dtype=np.float32)
+        plane += fade * (_estimate(plane, a, fore / fore_norm, back / back_norm) - plane)
+        estimate[:, k] = plane * 255 + 0.5
+    put(rgb, at, estimate)
     return rgb
