@@ -16,6 +16,7 @@ from .band import (
     EDGE_HIGH,
     EDGE_LOW,
     band_points,
+    band_strips,
     flat_index,
     grow,
     put,
@@ -98,16 +99,15 @@ def refine(
     # The guide is an exact area average: the fitted matte follows its every grey level. The matte's
     # copy only sets where the edges are and their mean: a quick copy will do (within 5 of 255).
     coeffs, near = _coefficients(guide, quick_copy(alpha, side), radius, eps)
-    ys, xs = band_points(to_full(near, alpha.shape))
-    if not len(ys):
-        return alpha
-    *a, b = sample_planes([coeffs], ys, xs, alpha.shape)
-    at = flat_index(alpha.shape, ys, xs)
-    pixels = take(rgb, at)
-    colour = [np.multiply(pixels[:, k], np.float32(1 / 255), dtype=np.float32) for k in range(3)]
-    fitted = _dot(a, colour) + b
-    out = alpha.copy()
-    put(out, at, np.clip(fitted * 255 + 0.5, 0, 255).astype(np.uint8))
+    out = alpha
+    for ys, xs in band_strips(to_full(near, alpha.shape)):
+        out = alpha.copy() if out is alpha else out
+        *a, b = sample_planes([coeffs], ys, xs, alpha.shape)
+        at = flat_index(alpha.shape, ys, xs)
+        pixels = take(rgb, at)
+        colour = [np.multiply(pixels[:, k], np.float32(1 / 255), dtype=np.float32) for k in range(3)]
+        fitted = _dot(a, colour) + b
+        put(out, at, np.clip(fitted * 255 + 0.5, 0, 255).astype(np.uint8))
     return out
 
 

@@ -19,7 +19,18 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .band import EDGE_HIGH, band_points, flat_index, put, quick_copy, sample_planes, soft, take, working_planes
+from .band import (
+    EDGE_HIGH,
+    band_points,
+    band_strips,
+    flat_index,
+    put,
+    quick_copy,
+    sample_planes,
+    soft,
+    take,
+    working_planes,
+)
 
 SIDE = 512  # the narrow pass's copy, on its long side
 # The paper's box sizes, in pixels of a copy 1024 pixels on its long side (or of the image itself
@@ -87,14 +98,19 @@ def _narrow_sums(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> li
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray] | None = None) -> np.ndarray:
     """Replace the colour of the partly transparent pixels by their estimated foreground; in place.
     `rgb_copy`: band.working_planes(rgb, SIDE), when the caller has them already (finish() shares them)."""
-    ys, xs = band_points(soft(alpha, 1, EDGE_HIGH - 1))  # nearer opaque, F is I within a few levels
-    if not len(ys):
-        return rgb
-    colour = working_planes(rgb, SIDE) if rgb_copy is None else rgb_copy
-    # The matte's copy is box-filtered: a quick one will do.
-    *fore_weighted, weight, back_r, back_g, back_b = sample_planes(
-        _narrow_sums(colour, quick_copy(alpha, SIDE), _unit(colour[0].shape, rgb.shape)), ys, xs, alpha.shape
-    )
+    sums = None
+    for ys, xs in band_strips(soft(alpha, 1, EDGE_HIGH - 1)):  # nearer opaque, F is I within a few levels
+        if sums is None:  # the first strip with a point: the small copy's passes, once
+            colour = working_planes(rgb, SIDE) if rgb_copy is None else rgb_copy
+            # The matte's copy is box-filtered: a quick one will do.
+            sums = _narrow_sums(colour, quick_copy(alpha, SIDE), _unit(colour[0].shape, rgb.shape))
+        _estimate_at(rgb, alpha, sums, ys, xs)
+    return rgb
+
+
+def _estimate_at(rgb: np.ndarray, alpha: np.ndarray, sums: list[np.ndarray], ys: np.ndarray, xs: np.ndarray) -> None:
+    """The final estimate at full-size points (ys, xs), written into rgb."""
+    *fore_weighted, weight, back_r, back_g, back_b = sample_planes(sums, ys, xs, alpha.shape)
     fore_norm, back_norm = weight + _TINY, 1 - weight + _TINY
     at = flat_index(alpha.shape, ys, xs)
     a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)
@@ -106,4 +122,3 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray]
         plane += fade * (_estimate(plane, a, fore / fore_norm, back / back_norm) - plane)
         estimate[:, k] = plane * 255 + 0.5
     put(rgb, at, estimate)
-    return rgb
