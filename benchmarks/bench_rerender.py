@@ -36,6 +36,7 @@ from cvunet_matting.image.input_alpha import read_alpha
 from cvunet_matting.image.matting import matte_bytes
 from cvunet_matting.image.rendering import raw_matte_png, read_raw_matte, render
 from cvunet_matting.image.solid import solidify
+from cvunet_matting.malloc import tune_for_large_buffers
 from cvunet_matting.model.session import get_session
 from cvunet_matting.services.rerendering import THREADS
 
@@ -133,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
+    tune_for_large_buffers()  # the allocator as the processes that re-render have it (web.create_app, the bookkeeper)
     settings = get_settings()
     session = get_session(settings)
     print(f"model {session.version}; re-renders on {THREADS} threads; workers encode on {settings.encode_threads}")
