@@ -147,6 +147,20 @@ def test_a_soft_edges_colour_is_recovered(size):
     assert halo(fixed) <= 12 < 36 < halo(rgb)  # the worst pixel, on a new background
 
 
+def test_the_colours_are_recovered_in_a_photo_that_is_a_view_of_a_larger_array():
+    # A photo may come as a view (a crop of a wider array): the colours are then written into a
+    # copy that finish() returns, never into a temporary that is thrown away.
+    rgb, alpha = soft_edge(100, 240, ramp=12)
+    wider = np.zeros((100, 300, 3), np.uint8)
+    wider[:, :240] = rgb
+    view = wider[:, :240]
+    assert not view.flags.c_contiguous
+    expected, _ = finish(rgb.copy(), alpha, None, OutputOptions())
+    out, _ = finish(view, alpha, None, OutputOptions())
+    assert (out != rgb).any(), "the soft edge's colours were changed"
+    assert (out == expected).all()
+
+
 def test_refine_sharpens_an_upscaled_matte_toward_the_photos_edge():
     rgb, alpha = step(1600, 2400, 1201)
     blurred = cv2.resize(cv2.resize(alpha, (600, 400), interpolation=cv2.INTER_AREA), (2400, 1600))

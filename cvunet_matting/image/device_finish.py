@@ -16,7 +16,7 @@ from cvunet_matting.model.protocols import EdgeOutputs
 from . import band, edges, foreground, solid
 from .edges import controls, with_input_alpha
 from .encoding import OutputOptions
-from .foreground import decontaminate
+from .foreground import decontaminate, writable
 
 
 def edge_math() -> EdgeMath:
@@ -52,8 +52,5 @@ def finish_from_device(
     """edges.finish's (rgb, alpha) from the suffix's outputs (run with options.refine and .solidify)."""
     alpha = controls(done.alpha, options.alpha_threshold, options.erode, options.feather, options.opaque_threshold)
     if options.decontaminate and not options.alpha_only:
-        if has_controls(options):
-            rgb = decontaminate(rgb if rgb.flags.writeable else rgb.copy(), alpha)
-        else:
-            rgb = done.foreground
+        rgb = decontaminate(rgb if writable(rgb) else rgb.copy(), alpha) if has_controls(options) else done.foreground
     return rgb, with_input_alpha(alpha, input_alpha)

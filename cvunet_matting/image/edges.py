@@ -27,7 +27,7 @@ from .band import (
     working_planes,
 )
 from .encoding import OutputOptions
-from .foreground import decontaminate
+from .foreground import decontaminate, writable
 from .solid import Distances, solidify
 
 # The coefficients come from a copy at most SIDE pixels on its long side, in windows of RADIUS around
@@ -63,8 +63,7 @@ def _coefficients(guide: list[np.ndarray], matte: np.ndarray, radius: int, eps: 
 
     The guide comes as three planes (band.working_planes) and every product is made plane by plane in
     one scratch array, box-filtered in place and read at the band's points only: numpy over planes, not
-    over a last axis of 3 (several times slower), and one array of the copy's size, not twenty (under
-    the workers' allocator each new one costs its page faults, malloc.py)."""
+    over a last axis of 3 (several times slower), and a few arrays of the copy's size, not twenty."""
     near = grow(((matte >= EDGE_LOW / 255) & (matte <= EDGE_HIGH / 255)).view(np.uint8), radius)
     at = flat_index(matte.shape, *band_points(near))
     mean_matte = _box(matte, radius)
@@ -156,5 +155,5 @@ def finish(
         alpha = solidify(alpha, maps=maps)
     alpha = controls(alpha, options.alpha_threshold, options.erode, options.feather, options.opaque_threshold)
     if colour:
-        rgb = decontaminate(rgb if rgb.flags.writeable else rgb.copy(), alpha, rgb_copy)
+        rgb = decontaminate(rgb if writable(rgb) else rgb.copy(), alpha, rgb_copy)
     return rgb, with_input_alpha(alpha, input_alpha)

@@ -95,8 +95,14 @@ def _narrow_sums(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> li
     return [cv2.blur(image, (size, size), dst=image) for image in (cv2.merge([*weighted, alpha]), cv2.merge(back))]
 
 
+def writable(rgb: np.ndarray) -> bool:
+    """Whether decontaminate() may write into this array as it is (else: into a copy)."""
+    return bool(rgb.flags.writeable and rgb.flags.c_contiguous)
+
+
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray] | None = None) -> np.ndarray:
-    """Replace the colour of the partly transparent pixels by their estimated foreground; in place.
+    """Replace the colour of the partly transparent pixels by their estimated foreground; in place (a
+    writable(), C-contiguous array: band.put refuses a view it could not write through).
     `rgb_copy`: band.working_planes(rgb, SIDE), when the caller has them already (finish() shares them)."""
     sums = None
     for ys, xs in band_strips(soft(alpha, 1, EDGE_HIGH - 1)):  # nearer opaque, F is I within a few levels
