@@ -38,9 +38,10 @@ def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 @pytest.fixture(params=["isal", "zlib"])
 def small_strips(request, monkeypatch):
-    """Strips of a few rows, so that small test images are split as a 12 MP one would be; with
-    ISA-L's deflate (what installs bring) and with zlib (the fallback)."""
+    """Strips of a few rows, so that small test images are split as a 12 MP one would be, and blocks
+    of a few rows within them; with ISA-L's deflate (what installs bring) and with zlib (the fallback)."""
     monkeypatch.setattr(png, "MIN_STRIP_BYTES", 64)
+    monkeypatch.setattr(png, "BLOCK_BYTES", 700)
     monkeypatch.setattr(png, "deflate", isal_zlib if request.param == "isal" else zlib)
     return request.param
 
@@ -71,6 +72,30 @@ def test_strips_become_idat_chunks_of_one_valid_zlib_stream(small_strips):
     assert kinds.count(b"IDAT") == 1 + 4 + 1  # zlib header, four strips, Adler-32 trailer
     stream = b"".join(payload for kind, payload in chunks(data) if kind == b"IDAT")
     assert zlib.decompress(stream) == png.filter_up(image).tobytes()  # also checks the Adler-32
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_colours_and_alpha_apart_give_the_rgba_image_s_stream(threads, small_strips):
+    """The writer lays out RGBA from RGB and alpha block by block: the same scanlines, filtered across
+    every block and strip boundary, as the joined RGBA image's."""
+    rgb, alpha = random_image((53, 41, 3), seed=7), random_image((53, 41), seed=8)
+    data = png.encode_png(rgb, threads=threads, alpha=alpha)
+    stream = b"".join(payload for kind, payload in chunks(data) if kind == b"IDAT")
+    assert zlib.decompress(stream) == png.filter_up(np.dstack([rgb, alpha])).tobytes()  # and the Adler-32
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.dstack([rgb, alpha]))
+
+
+@pytest.mark.parametrize(
+    ("image", "alpha"),
+    [
+        (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint8)),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5), np.uint8)),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint16)),
+    ],
+)
+def test_an_alpha_goes_only_with_rgb_of_its_size(image, alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        png.encode_png(image, alpha=alpha)
 
 
 def test_one_strip_for_small_images_whatever_the_threads():

@@ -401,8 +401,10 @@ def encode(
     png = options.format == "png"  # our writer takes RGB order, OpenCV's BGR
     if backdrop is not None:
         _check_arrays(backdrop, alpha)
-    if options.bg_color is None and backdrop is None:  # PNG or WebP, with the alpha channel
-        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA if png else cv2.COLOR_RGB2BGRA)
+    if options.bg_color is None and backdrop is None and png:  # RGBA, laid out by the writer as it deflates
+        return encode_png(rgb, PNG_LEVEL, threads, alpha)
+    if options.bg_color is None and backdrop is None:  # WebP, with the alpha channel
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
         pixels[..., 3] = alpha
     else:
         under = backdrop if backdrop is not None else options.bg_color

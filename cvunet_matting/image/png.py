@@ -1,14 +1,19 @@
 """A PNG writer that deflates horizontal strips of the image on several threads at once.
 
 A 12 MP cut-out is 48 MB of RGBA; one zlib stream over it took ~0.35 s on one core, longer than
-all the rest of a task's image handling together. Two things make it cheap:
+all the rest of a task's image handling together. Three things make it cheap:
 - deflate from Intel's ISA-L (the `isal` package): 3.7x faster than zlib at level 1 on photographs,
-  and 6% smaller (zlib remains the fallback where isal is missing);
+  and 6% smaller (zlib remains the fallback where isal is missing); also faster than zlib-ng,
+  libdeflate and fpng on a 1600x1200 cut-out (2026-12-06: ISA-L 22 ms, libdeflate 39, zlib-ng 37);
 - strips: each is compressed as its own raw deflate stream ending on a byte boundary (a sync
   flush), so the strips join into one valid zlib stream, as pigz does; each strip goes out as its
   own IDAT chunk, so even the chunk CRCs are computed in parallel. Both libraries release the GIL
   while they work, so plain threads use every core. A strip cannot refer back into the strip above
-  it, which costs a little size.
+  it, which costs a little size;
+- blocks: within a strip, rows are laid out, filtered and deflated a few hundred KB at a time, so
+  the scanlines stay in the cache and no image-sized copy is made. An RGBA cut-out is written
+  straight from its RGB pixels and its alpha: the RGBA copy and the filtered copy of a 1600x1200
+  image had cost ~6 ms of CPU (mostly page faults on fresh 7.7 MB buffers), a fifth of the encode.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import types
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 
 deflate: types.ModuleType
@@ -31,7 +37,9 @@ COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB, RGBA
 FILTER_UP = 2  # each byte minus the one above it: cheap, and good on photographs
 ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level hint; (0x7801 % 31 == 0)
 MIN_STRIP_BYTES = 4 << 20  # below this a strip's thread costs more than it saves
+BLOCK_BYTES = 512 << 10  # scanlines filtered and deflated at a time: 256 KiB-1 MiB measured alike
 ADLER_BASE = 65521
+_RGB_THEN_ALPHA = [0, 0, 1, 1, 2, 2, 3, 3]  # cv2.mixChannels: the colours' 3 channels, then the alpha
 
 
 def chunk(kind: bytes, *payload: bytes) -> list[bytes]:
@@ -68,14 +76,40 @@ def adler32_combine(first: int, second: int, second_len: int) -> int:
     return (b << 16) | a
 
 
-def _strip(image: np.ndarray, rows: range, level: int, last: bool) -> tuple[list[bytes], int, int]:
+def _lay_out(image: np.ndarray, alpha: np.ndarray | None, start: int, stop: int, into: np.ndarray) -> None:
+    """Rows start:stop of the pixels as PNG orders their bytes (the alpha after the colours) into `into`."""
+    if alpha is None:
+        into[:] = image[start:stop].reshape(stop - start, -1)
+    else:
+        rgba = into.reshape(stop - start, image.shape[1], 4)  # a view: mixChannels writes into `into`
+        cv2.mixChannels([image[start:stop], alpha[start:stop]], [rgba], _RGB_THEN_ALPHA)
+
+
+def _strip(
+    image: np.ndarray, alpha: np.ndarray | None, rows: range, level: int, last: bool
+) -> tuple[list[bytes], int, int]:
     """Filter and deflate some rows: (an IDAT chunk of raw deflate, the scanlines' Adler-32, their length)."""
-    scanlines = filter_up(image[rows.start : rows.stop], image[rows.start - 1] if rows.start else None)
-    data = scanlines.data.cast("B")
+    width = image[0].size + (0 if alpha is None else image.shape[1])  # bytes a row
+    block = max(1, min(len(rows), BLOCK_BYTES // (width + 1)))
+    # Row 0 holds the row above the block (zeros above the image's top row, as PNG's filter wants).
+    pixels = np.zeros((block + 1, width), np.uint8)
+    if rows.start:
+        _lay_out(image, alpha, rows.start - 1, rows.start, pixels[:1])
+    scanlines = np.empty((block, width + 1), np.uint8)
+    scanlines[:, 0] = FILTER_UP
     compressor = deflate.compressobj(level, deflate.DEFLATED, -15)
+    body, checksum = [], 1
+    for top in range(rows.start, rows.stop, block):
+        count = min(block, rows.stop - top)
+        _lay_out(image, alpha, top, top + count, pixels[1 : count + 1])
+        np.subtract(pixels[1 : count + 1], pixels[:count], out=scanlines[:count, 1:])  # uint8 wraps, as PNG wants
+        data = scanlines[:count].reshape(-1).data
+        checksum = deflate.adler32(data, checksum)
+        body.append(compressor.compress(data))
+        pixels[0] = pixels[count]
     # A sync flush ends the strip on a byte boundary, so the next strip's stream can follow it.
-    body = (compressor.compress(data), compressor.flush(deflate.Z_FINISH if last else deflate.Z_SYNC_FLUSH))
-    return chunk(b"IDAT", *body), deflate.adler32(data), len(data)
+    body.append(compressor.flush(deflate.Z_FINISH if last else deflate.Z_SYNC_FLUSH))
+    return chunk(b"IDAT", *body), checksum, len(rows) * (width + 1)
 
 
 def strip_count(rows: int, nbytes: int, threads: int) -> int:
@@ -83,17 +117,29 @@ def strip_count(rows: int, nbytes: int, threads: int) -> int:
     return max(1, min(threads, nbytes // MIN_STRIP_BYTES, rows))
 
 
-def encode_png(image: np.ndarray, level: int = 1, threads: int = 1) -> bytes:
-    """HxW grey, HxWx3 RGB or HxWx4 RGBA uint8 (in that channel order) as PNG bytes."""
+def _check(image: np.ndarray, alpha: np.ndarray | None) -> int:
+    """The PNG's channels; ValueError for what this writer cannot hold."""
     channels = 1 if image.ndim == 2 else image.shape[-1]
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or channels not in COLOR_TYPES:
         raise ValueError(f"expected HxW, HxWx3 or HxWx4 uint8, got {image.shape} {image.dtype}")
+    if alpha is None:
+        return channels
+    if channels != 3 or alpha.dtype != np.uint8 or alpha.shape != image.shape[:2]:
+        raise ValueError(f"an alpha goes with HxWx3 uint8 colours of its size, got {image.shape}, {alpha.shape}")
+    return 4
+
+
+def encode_png(image: np.ndarray, level: int = 1, threads: int = 1, alpha: np.ndarray | None = None) -> bytes:
+    """HxW grey, HxWx3 RGB or HxWx4 RGBA uint8 (in that channel order) as PNG bytes; with `alpha`
+    (HxW uint8), the HxWx3 RGB `image` is written as RGBA with it as the fourth channel."""
+    channels = _check(image, alpha)
     height, width = image.shape[:2]
-    count = strip_count(height, image.nbytes + height, threads)
+    count = strip_count(height, height * (width * channels + 1), threads)
     bounds = np.linspace(0, height, count + 1).astype(int)
 
     def strip(index: int) -> tuple[list[bytes], int, int]:
-        return _strip(image, range(bounds[index], bounds[index + 1]), level, last=index == count - 1)
+        rows = range(bounds[index], bounds[index + 1])
+        return _strip(image, alpha, rows, level, last=index == count - 1)
 
     if count == 1:
         parts = [strip(0)]
