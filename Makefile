@@ -14,7 +14,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-batch-render bench-edges k8s-check
 
-.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-canvas k8s-check
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-canvas bench-peer k8s-check
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -129,6 +129,13 @@ bench-rerender: model
 # device (CVUNET_DEVICE; the GPU script is benchmarks/gpu_edge_suffix.sh); prints, never asserts.
 bench-edges: model
 	$(PYTHON) benchmarks/bench_edge_suffix.py $(BENCH_EDGES_ARGS)
+
+# Issue #29 item 4: the whole `make run` stack against rembg's server (`rembg s`, installed once into
+# var/bench-peer/rembg-venv, given our model file) and bare onnxruntime on the same ISNet fp16 file and
+# the same 800x800 JPEGs, concurrency 1 and 4, rounds A B C / C B A; prints ratios, never asserts.
+# BENCH_PEER_ARGS, e.g. --variant arena:CVUNET_CPU_ARENA=1 for worker settings side by side.
+bench-peer: model
+	$(PYTHON) benchmarks/bench_peer.py $(BENCH_PEER_ARGS)
 
 bench-batch-render: model
 	$(PYTHON) benchmarks/bench_batch_render.py

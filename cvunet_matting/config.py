@@ -89,6 +89,12 @@ class Settings:
         False,
         "let onnxruntime's threads busy-wait between runs (only for a host with cores to spare)",
     )
+    cpu_arena: bool = setting(
+        "CVUNET_CPU_ARENA",
+        False,
+        "keep onnxruntime's CPU memory arena (the model's buffers kept between runs: ~2.1 GB held with ISNet "
+        "instead of ~0.3 GB between images, `benchmarks/bench_memory.py`)",
+    )
     # Encoding follows inference, so it may use the threads the model has.
     encode_threads: int = setting(
         "CVUNET_ENCODE_THREADS",

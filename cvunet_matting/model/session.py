@@ -118,7 +118,8 @@ class MattingSession:
         # returns to ~0.3 GB between images (benchmarks/bench_memory.py); inference was as fast in
         # one side-by-side run and 11% slower in another. The fixed mmap threshold (malloc.py) keeps
         # the freed buffers from fragmenting the heap, which had made the arena worth keeping.
-        options.enable_cpu_mem_arena = False
+        # CVUNET_CPU_ARENA keeps it (`make bench-peer` measures both on the whole stack).
+        options.enable_cpu_mem_arena = settings.cpu_arena
         if not edges_wanted(settings.edges_on_device, provider_names(providers)[0]):
             edges = None
         self.edges = edges
