@@ -83,9 +83,10 @@ class Ours:
 
         class BenchStack(Stack):
             def spawn(self, name, argv, secrets_env=None, own_env=None):
-                self.launches[name] = (argv, secrets_env, own_env)
+                self.launches.setdefault(name, (argv, secrets_env, own_env))
                 if name == "worker":
-                    own_env = {**(own_env or {}), **self.worker_env}
+                    settings = {k: v for k, v in self.worker_env.items() if k != pm.WORKERS}
+                    own_env = {**(own_env or {}), **settings}
                 return super().spawn(name, argv, secrets_env, own_env)
 
         ports = Ports(
@@ -120,6 +121,8 @@ class Ours:
         worker.wait(timeout=120)
         self.stack.worker_env, self.env = env, env
         argv, secrets_env, own_env = self.stack.launches["worker"]
+        argv = list(argv)  # `worker --cpu N`: N from the variant (the stack's own count by default)
+        argv[argv.index("--cpu") + 1] = env.get(pm.WORKERS, str(self.stack.workers))
         self.stack.spawn("worker", argv, secrets_env, own_env)
         self.warm(warm)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 OURS, REMBG, BARE = "ours", "rembg", "bare"
 SYSTEMS = (OURS, REMBG, BARE)
+# Not a setting: how many CPU workers `cvunet-matting worker --cpu N` starts (each gets cores // N threads).
+WORKERS = "WORKERS"
 RATIO_TARGETS = {REMBG: 1.1, BARE: 0.9}  # issue #29 item 4: ours/rembg >= 1.1, ours/bare >= 0.9
 
 
@@ -97,16 +99,18 @@ def verdict(value: float, target: float, spread: list[float]) -> str:
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """`NAME:KEY=VALUE,KEY=VALUE` -> (NAME, {KEY: VALUE}): a worker environment to run the stack with.
-    `NAME:` alone is the production defaults under another name."""
+    """`NAME:KEY=VALUE,KEY=VALUE` -> (NAME, {KEY: VALUE}): a worker environment to run the stack with
+    (CVUNET_ settings, and WORKERS=N for N CPU workers). `NAME:` alone is the defaults under another name."""
     name, sep, assignments = text.partition(":")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
     env = {}
     for item in filter(None, (part.strip() for part in assignments.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or not key.startswith("CVUNET_"):
-            raise argparse.ArgumentTypeError(f"{item!r}: expected CVUNET_SETTING=VALUE")
+        if not eq or not (key.startswith("CVUNET_") or key == WORKERS):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected CVUNET_SETTING=VALUE or {WORKERS}=N")
+        if key == WORKERS and not (value.isdigit() and int(value) >= 1):
+            raise argparse.ArgumentTypeError(f"{item!r}: {WORKERS} takes a count of CPU workers, 1 or more")
         env[key] = value
     return name.strip(), env
 
@@ -124,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME:CVUNET_X=V,...",
         help="also run our stack's worker with these settings (restarted between variants), e.g. "
-        "spin:CVUNET_INTRA_SPIN=1; the production defaults always run, as `default`",
+        "spin:CVUNET_INTRA_SPIN=1 or two:WORKERS=2; the production defaults always run, as `default`",
     )
     parse.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parse.add_argument("--rembg-venv", default="var/bench-peer/rembg-venv", help="created and filled once")

@@ -83,7 +83,8 @@ def test_variants_and_arguments():
         {"CVUNET_INTRA_SPIN": "1", "CVUNET_INTRA_THREADS": "1"},
     )
     assert pm.parse_variant("again:") == ("again", {})
-    for bad in ("nocolon", ":CVUNET_X=1", "x:PATH=/bin", "x:CVUNET_X"):
+    assert pm.parse_variant("two:WORKERS=2") == ("two", {"WORKERS": "2"})
+    for bad in ("nocolon", ":CVUNET_X=1", "x:PATH=/bin", "x:CVUNET_X", "x:WORKERS=0", "x:WORKERS=two"):
         with pytest.raises(argparse.ArgumentTypeError):
             pm.parse_variant(bad)
     args = pm.parse_args(["--variant", "spin:CVUNET_INTRA_SPIN=1", "--concurrency", "1", "4"])
