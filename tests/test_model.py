@@ -116,6 +116,13 @@ def test_inference_threads_spin_only_when_asked(tiny_model, env, spinning):
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
 
 
+@pytest.mark.parametrize(("env", "arena"), [({}, False), ({"CVUNET_CPU_ARENA": "1"}, True)])
+def test_the_cpu_arena_is_kept_only_when_asked(tiny_model, env, arena):
+    settings = load_settings({"CVUNET_MODEL": str(tiny_model), **env})
+    session = MattingSession(*resolve_model(settings), settings)
+    assert session.session.get_session_options().enable_cpu_mem_arena is arena
+
+
 def test_manifest_round_trip_and_validation():
     manifest = builtin("isnet-fp16")
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
