@@ -23,7 +23,7 @@ from .storage.redis_client import end_run, get_redis, input_crashes_key
 from .worker import image_job, signals
 from .worker.device_client import DeviceLost, overlapped, worker_session
 from .worker.faults import inject_faults
-from .worker.image_run import DatabaseAway, ImageRun, ImageTask
+from .worker.image_run import DatabaseAway, ImageRun, ImageTask, write_start
 
 log = logging.getLogger(__name__)
 STORAGE_BACKOFF_MAX_S = 30
@@ -69,6 +69,7 @@ def matte_image(
 
 def finish_run(task: ImageTask, run: ImageRun) -> dict:
     outcome = run_image(task, run)
+    write_start(run)  # a run that ended before its result lookup shows its start before its end
     owner = f"{task.request.hostname}/{os.getpid()}"
     # After a success its bytes ran to the end: a later crash on them starts a new count.
     forgive = input_crashes_key(run.job.input_key) if outcome["state"] == TaskState.SUCCESS else None
@@ -111,6 +112,7 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
             session=worker_session(settings, alone=crashes > 0),
             storage=Storage(settings.data_dir),
             settings=settings,
+            start=run.start,  # written with the result lookup, one round trip for both
         )
     except InputError as exc:
         empty = exc.code == ErrorCode.EMPTY_SUBJECT  # the input is fine: these options found nothing to crop to

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -97,12 +98,41 @@ def test_a_worker_records_itself_as_the_owner_of_the_messages_its_consumer_recei
     step = LivenessStep(ours)
     step.create(ours)  # as the consumer's blueprint includes it
     client = support.redis()
+    step.start(ours)
     try:
         signals.task_received.send(sender=ours, request=SimpleNamespace(id="ours-1"))
         signals.task_received.send(sender=theirs, request=SimpleNamespace(id="theirs-1"))
+        # Recorded with the next beat (liveness.beat), well within the grace a message is left alone.
+        support.wait_until(lambda: client.get(liveness.OWNER + "ours-1"), 10, message="owner not recorded")
+        time.sleep(2 * step.watchdog.settings.heartbeat_interval)  # a beat or two more: nothing else comes
     finally:
         step.shutdown(ours)
     signals.task_received.send(sender=ours, request=SimpleNamespace(id="ours-after-shutdown"))
     assert client.get(liveness.OWNER + "ours-1").decode() == step.incarnation
     assert client.get(liveness.OWNER + "theirs-1") is None
     assert client.get(liveness.OWNER + "ours-after-shutdown") is None
+
+
+@pytest.mark.services
+def test_owners_a_beat_could_not_record_go_with_the_next_beat(clean_state):
+    """Owners are recorded with the beat (one round trip a beat, not one a message): a beat that
+    cannot reach Redis keeps the ids it took, and the next one records them."""
+    import redis as redis_lib
+
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.worker.watchdog import Received, Watchdog
+
+    received = Received()
+    watchdog = Watchdog(app, "owner@test/1/x", get_settings(), held=lambda: {"a-1"}, received=received)
+    received.add("a-1")
+    unreachable = redis_lib.Redis(port=support.free_port(), socket_connect_timeout=0.5)
+    with pytest.raises(redis_lib.ConnectionError):
+        watchdog.beat(unreachable)
+    client = support.redis()
+    assert client.get(liveness.OWNER + "a-1") is None
+    received.add("a-2")
+    watchdog.beat(client)
+    assert client.get(liveness.OWNER + "a-1") == client.get(liveness.OWNER + "a-2") == b"owner@test/1/x"
+    assert 0 < client.ttl(liveness.OWNER + "a-1") <= liveness.OWNER_TTL
+    assert received.take() == []  # each recorded once
+    client.delete(liveness.BEAT + "owner@test/1/x")

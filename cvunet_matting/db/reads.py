@@ -11,8 +11,27 @@ PAGE_SIZE = 25
 
 
 def find_result(cur, idem_key: str) -> ResultRow | None:
-    cur.execute("SELECT * FROM results WHERE idem_key = %s", (idem_key,))
+    cur.execute(*result_query(idem_key))
     return cur.fetchone()
+
+
+def result_query(idem_key: str) -> tuple[str, tuple]:
+    """find_result's query, for a caller that sends it after a write in the same round trip."""
+    return "SELECT * FROM results WHERE idem_key = %s", (idem_key,)
+
+
+def first_row(cur, query: tuple[str, tuple]) -> dict | None:
+    """The first row of a query given as (sql, params)."""
+    cur.execute(*query)
+    return cur.fetchone()
+
+
+def task_wanted(cur, task_id) -> bool | None:
+    """Whether the task's row still wants a result (not deleted, not expired); None: no such row.
+    Two columns, not the whole row: every image asks it once its files are written."""
+    cur.execute("SELECT expired_at IS NULL AND deleted_at IS NULL AS wanted FROM tasks WHERE id = %s", (task_id,))
+    row = cur.fetchone()
+    return None if row is None else bool(row["wanted"])
 
 
 def get_task(cur, task_id) -> TaskRow | None:

@@ -205,18 +205,25 @@ def event_statements(event: dict) -> list[tuple[str, dict]]:
     return statements
 
 
-def apply_events(cur, events: list[dict]) -> None:
+def apply_events(cur, events: list[dict], then: tuple[str, tuple] | None = None) -> dict | None:
     """Apply events in order as one query: on an autocommit cursor, one round trip and one transaction.
 
     When every event is a start, the commit does not wait for the disk: such a row is rewritten by
     the task's next event anyway, and only a crash of Postgres itself could lose it.
+
+    `then`, a read-only query (sql, params), runs after the events in the same round trip: its first
+    row is returned (a run's start and its result lookup, see worker/image_job.py, cost one round
+    trip where they cost two).
     """
     statements = [cur.mogrify(sql, params) for event in events for sql, params in event_statements(event)]
+    if then is not None:
+        statements.append(cur.mogrify(*then))
     if not statements:
-        return
+        return None
     if all(event.get("state") == TaskState.STARTED for event in events):
         statements.insert(0, b"SET LOCAL synchronous_commit TO OFF")
     cur.execute(b";\n".join(statements))
+    return cur.fetchone() if then is not None else None
 
 
 def reset_for_requeue(cur, task_ids: Collection) -> None:

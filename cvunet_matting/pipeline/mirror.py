@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg2
 
 from cvunet_matting import db
-from cvunet_matting.db import writes
+from cvunet_matting.db import reads, writes
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,36 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+Query = tuple[str, tuple]  # sql, params
+
+
 def _write(events: list[dict]) -> None:
     with db.autocommit() as cur:
         writes.apply_events(cur, events)
 
 
+def _write_then_read(events: list[dict], query: Query) -> dict | None:
+    with db.autocommit() as cur:
+        return writes.apply_events(cur, events, then=query)
+
+
+def _read(query: Query) -> dict | None:
+    with db.autocommit() as cur:
+        return reads.first_row(cur, query)
+
+
 class Mirror:
-    def __init__(self, spool_dir: Path, write: Callable[[list[dict]], None] = _write):
+    def __init__(
+        self,
+        spool_dir: Path,
+        write: Callable[[list[dict]], None] = _write,
+        write_then_read: Callable[[list[dict], Query], dict | None] = _write_then_read,
+        read: Callable[[Query], dict | None] = _read,
+    ):
         self.spool_dir = Path(spool_dir)
         self.write = write
+        self.write_then_read = write_then_read
+        self.read = read
         self.own_file = self.spool_dir / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self._lock = threading.Lock()
         self._background: ThreadPoolExecutor | None = None
@@ -64,6 +85,24 @@ class Mirror:
         event.setdefault("at", now_iso())
         self.wait_background()  # an event recorded earlier in the background goes first
         self._record_now(event)
+
+    def record_then_read(self, event: dict, query: Query) -> dict | None:
+        """Record `event` now, as `record` does, and run the read-only `query` after it in the same
+        round trip: its first row. A task's start and its result lookup go together this way.
+
+        When the event cannot be written now (the spool is not empty, or the database does not
+        answer) it is spooled as `record` would, and the query runs alone: it raises psycopg2.Error
+        or OSError if the database is away, which the caller handles as it would for the query alone."""
+        event.setdefault("at", now_iso())
+        self.wait_background()  # an event recorded earlier in the background goes first
+        with self._lock:
+            if not self.pending() or self.flush():
+                try:
+                    return self.write_then_read([event], query)
+                except (psycopg2.Error, OSError) as exc:
+                    log.warning("postgres mirror unavailable, spooling event: %s", exc)
+            self._append(event)
+        return self.read(query)
 
     def wait_background(self) -> None:
         """Return once every event recorded in the background is written (or spooled)."""

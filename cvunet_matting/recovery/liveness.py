@@ -1,8 +1,10 @@
 """Which workers are alive, and which delivered messages a dead one left behind.
 
 Each worker process (one *incarnation*: a restarted worker with the same name is a new one) keeps a
-heartbeat key in Redis that expires unless refreshed, listing the task ids it holds. When it
-receives a message it records itself as that task's owner. A delivered message whose owner's
+heartbeat key in Redis that expires unless refreshed, listing the task ids it holds. It records
+itself as the owner of each message it receives, with its next beat (one round trip a beat, not one
+a message: a message is never taken within `grace` of its delivery, which is longer than a beat's
+interval, so an owner recorded a beat late is recorded in time). A delivered message whose owner's
 heartbeat has expired was abandoned: the node died, was cut off, or froze for longer than the
 heartbeat's lifetime. It goes back on the queue at once instead of waiting for the transport's
 visibility timeout (an hour by default). A slow task on a live worker keeps its owner alive, so it
@@ -41,16 +43,18 @@ def beat(
     ttl: float,
     receiving: bool = False,
     queues: Iterable[str] = (),
+    received: Iterable[str] = (),
 ) -> None:
     """Say this worker is alive for `ttl` seconds more, what it holds, whether its consumer has a
     reply it cannot read yet (`receiving`: a message in it is in neither the queue nor `unacked`), and
-    the queues it consumes (whose work that is: recovery/backlog.py)."""
+    the queues it consumes (whose work that is: recovery/backlog.py); and, in the same round trip and
+    transaction, record it as the owner of the messages it `received` since its last beat."""
     payload = json.dumps({"held": sorted(held), "receiving": receiving, "queues": sorted(queues), "at": time.time()})
-    client.set(BEAT + incarnation, payload, px=int(ttl * 1000))
-
-
-def record_owner(client: redis.Redis, task_id: str, incarnation: str) -> None:
-    client.set(OWNER + task_id, incarnation, ex=OWNER_TTL)
+    with client.pipeline() as pipe:
+        pipe.set(BEAT + incarnation, payload, px=int(ttl * 1000))
+        for task_id in received:
+            pipe.set(OWNER + task_id, incarnation, ex=OWNER_TTL)
+        pipe.execute()
 
 
 def beats(client: redis.Redis) -> dict[str, dict]:

@@ -4,8 +4,10 @@ input (by its content hash): the poison-input cap holds for the bytes, whichever
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 import redis
+from redis.commands.core import Script
 
 from cvunet_matting.config import get_settings
 
@@ -54,15 +56,28 @@ return tonumber(redis.call('GET', KEYS[2]) or '0')
 """
 
 
-# A run's start in one round trip (image_run.begin_run): whether its task was cancelled (its mark, or
-# ARGV[2] = 1 when the row says so), its number among the task's starts and, unless it was cancelled,
-# the crashes of its input: the task's starts that never ended, added to the input's count the first
-# time they are seen (as _ADD_CRASHES). Returns {attempts, cancelled, input crashes}.
+# A run's start in one round trip (image_run.begin_run): first, when KEYS[6] is given (the task's
+# result in Celery's backend, JSON), whether the task finished already: its status one of ARGV[3]'s
+# (",SUCCESS,FAILURE,...,"), then nothing is counted and {0, 0, 0, 1} comes back. Else whether it was
+# cancelled (its mark, or ARGV[2] = 1 when the row says so), its number among the task's starts and,
+# unless it was cancelled, the crashes of its input: the task's starts that never ended, added to the
+# input's count the first time they are seen (as _ADD_CRASHES). Returns {attempts, cancelled, input
+# crashes, 0}.
 _BEGIN_RUN = """
+if KEYS[6] then
+  local meta = redis.call('GET', KEYS[6])
+  if meta then
+    local ok, decoded = pcall(cjson.decode, meta)
+    if ok and type(decoded) == 'table' and type(decoded['status']) == 'string'
+        and string.find(ARGV[3], ',' .. decoded['status'] .. ',', 1, true) then
+      return {0, 0, 0, 1}
+    end
+  end
+end
 local attempts = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 if ARGV[2] == '1' or redis.call('EXISTS', KEYS[1]) == 1 then
-  return {attempts, 1, 0}
+  return {attempts, 1, 0, 0}
 end
 local crashes = attempts - 1 - tonumber(redis.call('GET', KEYS[3]) or '0')
 local counted = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -71,7 +86,7 @@ if crashes > counted then
   redis.call('INCRBY', KEYS[5], crashes - counted)
   redis.call('EXPIRE', KEYS[5], ARGV[1])
 end
-return {attempts, 0, tonumber(redis.call('GET', KEYS[5]) or '0')}
+return {attempts, 0, tonumber(redis.call('GET', KEYS[5]) or '0'), 0}
 """
 
 # A run's end in one round trip (tasks.finish_run): after a success its input's crashes forgotten,
@@ -90,14 +105,40 @@ return 0
 """
 
 
-def begin_run(task_id: str, input_key: str, cancelled_key: str, cancelled: bool) -> tuple[int, bool, int]:
+def _script(source: str) -> Script:
+    """`source` registered with this process's client: called by its hash (EVALSHA), loaded once."""
+    client = get_redis()
+    if _scripts.get(source) is None or _scripts[source].registered_client is not client:
+        _scripts[source] = client.register_script(source)
+    return _scripts[source]
+
+
+_scripts: dict[str, Script] = {}
+
+
+def begin_run(
+    task_id: str,
+    input_key: str,
+    cancelled_key: str,
+    cancelled: bool,
+    result_key: str | None = None,
+    final_states: Collection[str] = (),
+) -> tuple[int, bool, int] | None:
     """Count one more start of `task_id`, as count_attempt, in the same round trip as the reads a run
     begins with: whether it was cancelled (`cancelled`: its row says so already; else whether
     `cancelled_key` exists) and, when it was not, the crashes of its input as input_crashes counts
-    them. Returns (attempts, cancelled, input crashes: 0 when cancelled)."""
+    them. Returns (attempts, cancelled, input crashes: 0 when cancelled).
+
+    With `result_key` (the task's result in Celery's backend, stored as JSON), first whether the
+    task finished already: its status one of `final_states`. Then nothing is counted: None."""
     keys = [cancelled_key, attempts_key(task_id), ends_key(task_id), counted_crashes_key(task_id)]
-    keys.append(input_crashes_key(input_key))
-    attempts, was_cancelled, crashes = get_redis().eval(_BEGIN_RUN, len(keys), *keys, ATTEMPTS_TTL, int(cancelled))
+    keys += [input_crashes_key(input_key), *([result_key] if result_key else [])]
+    states = "," + ",".join(sorted(final_states)) + ","
+    attempts, was_cancelled, crashes, finished = _script(_BEGIN_RUN)(
+        keys=keys, args=[ATTEMPTS_TTL, int(cancelled), states]
+    )
+    if finished:
+        return None
     return int(attempts), bool(was_cancelled), int(crashes)
 
 
@@ -106,7 +147,7 @@ def end_run(task_id: str, claim_key: str, owner: str, forgive_key: str | None, t
     and the claim `claim_key` set to `owner` for `ttl` s unless another run holds it: True if this run
     holds it. One round trip; raises redis.RedisError as a plain command would."""
     keys = [claim_key, ends_key(task_id), forgive_key or claim_key]
-    claimed = get_redis().eval(_END_RUN, len(keys), *keys, owner, ATTEMPTS_TTL, int(bool(forgive_key)), ttl)
+    claimed = _script(_END_RUN)(keys=keys, args=[owner, ATTEMPTS_TTL, int(bool(forgive_key)), ttl])
     return bool(claimed)
 
 
@@ -137,7 +178,7 @@ def input_crashes(task_id: str, input_key: str, task_crashes: int) -> int:
     """The worker processes that died on these bytes, in any task: the task's own `task_crashes` (its
     starts that never ended) added to the input's count the first time they are seen."""
     keys = [counted_crashes_key(task_id), input_crashes_key(input_key)]
-    return int(get_redis().eval(_ADD_CRASHES, 2, *keys, task_crashes, ATTEMPTS_TTL))
+    return int(_script(_ADD_CRASHES)(keys=keys, args=[task_crashes, ATTEMPTS_TTL]))
 
 
 def forgive_input(input_key: str) -> None:

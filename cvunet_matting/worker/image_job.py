@@ -7,7 +7,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg2
 
@@ -20,6 +20,7 @@ from cvunet_matting.image.encoding import OutputOptions
 from cvunet_matting.image.matting import matte_bytes
 from cvunet_matting.image.reuse_key import idem_key
 from cvunet_matting.model.protocols import Session
+from cvunet_matting.pipeline.mirror import get_mirror
 from cvunet_matting.storage.files import Storage, raw_matte_path, write_atomic
 from cvunet_matting.worker.faults import inject_faults
 
@@ -36,6 +37,19 @@ class TransientError(Exception):
 
 class NoLongerWanted(Exception):
     """The task was deleted (or expired) while this run worked on it: what it wrote is removed again."""
+
+
+@dataclass
+class RunStart:
+    """A run's start event, not yet written: it goes to PostgreSQL with the run's first query (the
+    result lookup) instead of in a round trip of its own. `take` hands it out once: whoever takes it
+    writes it, and a run that ends before its lookup writes it before its end (image_run.py)."""
+
+    event: dict | None = None
+
+    def take(self) -> dict | None:
+        event, self.event = self.event, None
+        return event
 
 
 @dataclass(frozen=True)
@@ -55,12 +69,17 @@ class Job:
         return cls(str(row["id"]), row["input_key"], row["options"], row["output_path"], batch_id, row["owner_id"])
 
 
-def lookup_result(key: str) -> ResultRow | None:
-    """An earlier identical result, or None (also when Postgres is down: then the model runs)."""
+def lookup_result(key: str, start: dict | None = None) -> ResultRow | None:
+    """An earlier identical result, or None (also when Postgres is down: then the model runs).
+
+    `start`, the run's start event (image_run.py), is written in the same round trip, before the
+    lookup: the two were a round trip and a transaction each, on every image's path."""
     try:
+        if start is not None:
+            return cast("ResultRow | None", get_mirror().record_then_read(start, reads.result_query(key)))
         with db.autocommit() as cur:  # one round trip: the lookup is on every task's path
             return reads.find_result(cur, key)
-    except psycopg2.Error as exc:
+    except (psycopg2.Error, OSError) as exc:
         log.warning("result lookup skipped, postgres unavailable: %s", exc)
         return None
 
@@ -115,14 +134,16 @@ def output_target(storage: Storage, output_path: str) -> Path:
     return target
 
 
-def process(job: Job, *, session: Session, storage: Storage, settings: Settings) -> dict:
-    """Run one image; returns the fields to mirror. Raises InputError, TransientError or NoLongerWanted."""
+def process(job: Job, *, session: Session, storage: Storage, settings: Settings, start: RunStart | None = None) -> dict:
+    """Run one image; returns the fields to mirror. Raises InputError, TransientError or NoLongerWanted.
+
+    `start`: the run's start event, written with the result lookup (one round trip for both)."""
     opts = OutputOptions.from_dict(job.options)
     key = idem_key(job.input_key, session.version, opts, job.owner)
     target = output_target(storage, job.output_path)
     # The model's version goes on the row: a re-render of this result registers under the same key.
     result = {"idem_key": key, "output_path": job.output_path, "model_version": session.version}
-    existing = lookup_result(key)
+    existing = lookup_result(key, start.take() if start is not None else None)
     if existing and reuse(existing, target, storage):
         keep_only_if_wanted(job, target)
         size = {"width": existing["width"], "height": existing["height"]}
@@ -185,8 +206,7 @@ def still_wanted(task_id: str) -> bool:
     committed and removed its files in that very moment leaves this one behind, the one narrow window."""
     try:
         with db.autocommit() as cur:
-            row = reads.get_task(cur, task_id)
+            return bool(reads.task_wanted(cur, task_id))
     except psycopg2.Error as exc:
         log.warning("could not check that task %s is still wanted: %s", task_id, exc)
         return True
-    return row is not None and not row["deleted_at"] and not row["expired_at"]

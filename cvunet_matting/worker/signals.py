@@ -1,8 +1,9 @@
 """Celery signal handlers: mirror every matte_image event into PostgreSQL, warm workers up.
 
-A run's start and its end are written by the task itself (`mirror_start` from image_run.py,
-`mirror_end` from tasks.py); the handlers here write what happens around it (a retry, a failure
-that escaped it) and tell the waiters once a final row is committed."""
+A run's start and its end are written by the task itself (its start with its result lookup,
+`start_event`, image_job.py; its end by `mirror_end` from tasks.py); the handlers here write what
+happens around it (a retry, a failure that escaped it) and tell the waiters once a final row is
+committed."""
 
 from __future__ import annotations
 
@@ -50,19 +51,25 @@ def _record(event: dict) -> None:
         log.exception("could not mirror event %s", event)
 
 
-def mirror_start(task_id: str, attempts: int, worker: str | None) -> None:
-    """A run's start (image_run.py decides which runs show one), written in the background: the task's
-    own work need not wait for a state shown for information."""
-    get_mirror().record_later(
-        {
-            "task_id": task_id,
-            "state": TaskState.STARTED,
-            "attempts": attempts,
-            "worker": worker,
-            "started_at": now_iso(),
-            "error": None,
-        }
-    )
+def start_event(task_id: str, attempts: int, worker: str | None) -> dict:
+    """A run's start (image_run.py decides which runs show one). It is written with the run's result
+    lookup (image_job.lookup_result: one round trip for both), or by `mirror_start` for a run that
+    ends before its lookup."""
+    return {
+        "task_id": task_id,
+        "state": TaskState.STARTED,
+        "attempts": attempts,
+        "worker": worker,
+        "started_at": now_iso(),
+        "at": now_iso(),
+        "error": None,
+    }
+
+
+def mirror_start(event: dict) -> None:
+    """A start event not written with a lookup, written in the background: the events recorded after
+    it (the run's end) keep their order."""
+    get_mirror().record_later(event)
 
 
 @signals.task_retry.connect

@@ -26,11 +26,10 @@ from celery.worker import components
 
 from cvunet_matting.config import get_settings
 from cvunet_matting.recovery import liveness
-from cvunet_matting.storage.redis_client import get_redis
 
 from .device_host import EXIT_NO_DEVICE, DeviceHost, DeviceUnavailable
 from .overlap import overlap_of
-from .watchdog import Watchdog, consumed_here, receiving_here
+from .watchdog import Received, Watchdog, consumed_here, receiving_here
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +99,10 @@ class LivenessStep(bootsteps.StartStopStep):
     """This worker's incarnation (a restarted worker is a new one), who owns each message it receives,
     and the watchdog thread that says it is alive (recovery/liveness.py, watchdog.py).
 
-    Ownership is recorded when a message arrives (task_received, every task, bookkeeping too), before
-    any work starts, so a node that dies at any point after taking a message has its message found.
+    Ownership is noted when a message arrives (task_received, every task, bookkeeping too) and
+    recorded with the next beat: a node that dies at any point after taking a message has its message
+    found (one whose owner was not recorded yet is taken once its grace, the heartbeat's TTL, has
+    passed since its delivery, as soon as one whose owner's beat expired).
     The watchdog starts once the task consumer exists and runs until the worker has stopped, pool
     included (the consumer's shutdown, after every worker step has stopped): a beat that ended while
     a long image was still in hand would have another worker take that image for abandoned. A
@@ -115,18 +116,18 @@ class LivenessStep(bootsteps.StartStopStep):
         super().__init__(c, **kwargs)
         self.incarnation = liveness.new_incarnation(c.hostname)
         self.watchdog: Watchdog | None = None
+        self.received = Received()
 
     def create(self, c: Any) -> None:
         # Only this worker's consumer sends its received messages here (a test process may hold two).
         signals.task_received.connect(self.record_owner, sender=c, weak=False)
 
     def record_owner(self, sender: Any = None, request: Any = None, **_: Any) -> None:
-        if request is None:
-            return
-        try:
-            liveness.record_owner(get_redis(), request.id, self.incarnation)
-        except Exception as exc:  # unrecorded, the message is still found once its grace has passed
-            log.warning("could not record the owner of %s: %s", request.id, exc)
+        """Recorded in Redis with the watchdog's next beat, in its round trip (liveness.beat), not in a
+        round trip of its own in the consumer's thread, which receives, hands out and acknowledges
+        every image. Unrecorded (Redis away), a message is still found once its grace has passed."""
+        if request is not None:
+            self.received.add(request.id)
 
     def start(self, c: Any) -> None:
         if self.watchdog is None:
@@ -138,6 +139,7 @@ class LivenessStep(bootsteps.StartStopStep):
                 get_settings(),
                 receiving=lambda: receiving_here(c),
                 queues=lambda: consumed_here(c),
+                received=self.received,
             )
             self.watchdog.start()
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from contextlib import suppress
 
 from celery.worker import state as worker_state
 
@@ -53,13 +55,42 @@ def consumed_here(consumer) -> list[str]:
         return []
 
 
+class Received:
+    """Ids of the messages this worker's consumer received since its last beat, whose owner record
+    goes out with the next beat (liveness.beat). The consumer's thread adds, the watchdog's takes."""
+
+    def __init__(self) -> None:
+        self._ids: deque[str] = deque()  # append and popleft are atomic: no lock between the two threads
+
+    def add(self, task_id: str) -> None:
+        self._ids.append(task_id)
+
+    def take(self) -> list[str]:
+        taken = []
+        with suppress(IndexError):
+            while True:
+                taken.append(self._ids.popleft())
+        return taken
+
+    def put_back(self, task_ids: list[str]) -> None:
+        self._ids.extend(task_ids)
+
+
 class Watchdog(threading.Thread):
     def __init__(
-        self, app, incarnation: str, settings: Settings, held=held_here, receiving=lambda: False, queues=lambda: []
+        self,
+        app,
+        incarnation: str,
+        settings: Settings,
+        held=held_here,
+        receiving=lambda: False,
+        queues=lambda: [],
+        received: Received | None = None,
     ):
         super().__init__(name="cvunet-watchdog", daemon=True)
         self.app, self.incarnation, self.settings, self.held = app, incarnation, settings, held
         self.receiving, self.queues = receiving, queues
+        self.received = received if received is not None else Received()
         self.stopped = threading.Event()
         self.next_reconcile = 0.0
         self.next_expiry = time.monotonic() + EXPIRY_DELAY_S
@@ -90,9 +121,20 @@ class Watchdog(threading.Thread):
 
     def beat(self, client) -> None:
         receiving, queues = self.receiving(), self.queues()
-        liveness.beat(
-            client, self.incarnation, self.held(), self.settings.heartbeat_ttl, receiving=receiving, queues=queues
-        )
+        received = self.received.take()
+        try:
+            liveness.beat(
+                client,
+                self.incarnation,
+                self.held(),
+                self.settings.heartbeat_ttl,
+                receiving=receiving,
+                queues=queues,
+                received=received,
+            )
+        except Exception:
+            self.received.put_back(received)  # recorded with the next beat that gets through
+            raise
 
     def sweep(self, client) -> None:
         lost = liveness.find_abandoned(client, grace=self.settings.heartbeat_ttl)
