@@ -8,7 +8,9 @@ from cvunet_matting.pipeline.dispatch import BOOKKEEPING_TASKS
 _settings = get_settings()
 
 broker_url = _settings.redis_url
-result_backend = _settings.redis_url
+# Celery's Redis backend, less a read before an image's success is stored (its finish claim decides
+# which run stores it): storage/result_backend.py.
+result_backend = "cvunet_matting.storage.result_backend:ResultBackend+" + _settings.redis_url
 broker_connection_retry_on_startup = True
 
 # Redis redelivers a task not acknowledged within the visibility timeout; it must outlast the longest

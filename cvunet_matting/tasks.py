@@ -18,6 +18,7 @@ from .errors import ErrorCode, ImageFailed, InputError
 from .pipeline import batch_lifecycle, cancelling, finish, render_job
 from .pipeline.dispatch import CHUNK_DONE, FINALIZE_BATCH, LIST_FOLDER, MATTE_IMAGE, RENDER_IMAGE
 from .states import FailureCode, TaskState
+from .storage import result_backend
 from .storage.files import Storage, StorageAway
 from .storage.redis_client import end_run, get_redis, input_crashes_key
 from .worker import image_job, signals
@@ -82,6 +83,7 @@ def finish_run(task: ImageTask, run: ImageRun) -> dict:
 
     if not finish.claim(get_redis(), app, run.task_id, owner=owner, first_try=end_and_claim):
         raise Ignore()
+    result_backend.hold_claim(run.task_id)  # its success is stored without reading the state first
     signals.mirror_end(outcome)
     if outcome["state"] == TaskState.FAILURE and run.job.batch_id is None:
         raise ImageFailed(outcome["error"])

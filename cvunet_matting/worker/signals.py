@@ -21,6 +21,7 @@ from cvunet_matting.pipeline import notify
 from cvunet_matting.pipeline.dispatch import MATTE_IMAGE
 from cvunet_matting.pipeline.mirror import get_mirror, now_iso
 from cvunet_matting.states import FailureCode, TaskState
+from cvunet_matting.storage import result_backend
 
 from . import metrics as worker_metrics
 from .faults import install_storage_faults
@@ -134,6 +135,7 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
 @signals.task_postrun.connect
 def on_postrun(task_id=None, **_):
     _succeeded.discard(task_id)
+    result_backend.release_claim(task_id)
 
 
 @signals.worker_process_init.connect
