@@ -159,3 +159,57 @@ def test_a_background_event_spools_while_the_database_is_down(tmp_path):
     database.up = True
     mirror.record({"task_id": "t", "state": "success"})
     assert [e["state"] for e in database.applied] == ["started", "success"]
+
+
+def test_a_start_and_the_result_lookup_go_in_one_round_trip(pending_task, tmp_path):
+    """The run's start is written and the result looked up in one query (worker/image_job.py): the
+    start lands (not waiting for the disk), and the lookup's row comes back."""
+    from cvunet_matting import db
+    from cvunet_matting.db import reads, writes
+
+    with db.transaction() as cur:
+        writes.register_result(cur, pending_task, "key-1", "v1", "outputs/a.png", (5, 6), 0.5)
+    start = {"task_id": pending_task, "state": "started", "attempts": 2, "worker": "w@h", "at": later(1)}
+    with db.autocommit() as cur:
+        found = writes.apply_events(cur, [start], then=reads.result_query("key-1"))
+        sent = cur.query.decode()
+    assert sent.startswith("SET LOCAL synchronous_commit TO OFF") and sent.count(";") == 2
+    assert found["output_path"] == "outputs/a.png" and found["width"] == 5
+    assert task_row(pending_task)["state"] == "started" and task_row(pending_task)["attempts"] == 2
+    # Through the mirror, with nothing spooled: the same, and no result is None.
+    mirror = Mirror(tmp_path)
+    again = {"task_id": pending_task, "state": "started", "attempts": 3, "at": later(2)}
+    assert mirror.record_then_read(again, reads.result_query("no-such-key")) is None
+    assert task_row(pending_task)["attempts"] == 3
+
+
+def test_a_start_spools_and_the_lookup_runs_alone_while_events_wait(tmp_path):
+    """Events already spooled go first: a start that cannot follow them now is spooled behind them,
+    and the lookup runs on its own; with the database away, the lookup's error reaches the caller."""
+    database = FlakyDatabase()
+    reads_sent: list = []
+
+    def read(query):
+        if not database.up:
+            raise psycopg2.OperationalError("connection refused")
+        reads_sent.append(query)
+        return {"idem_key": query[1][0]}
+
+    def write_then_read(events, query):
+        database.write(events)
+        return read(query)
+
+    mirror = Mirror(tmp_path, database.write, write_then_read, read)
+    database.up = False
+    mirror.record({"task_id": "a", "state": "success"})  # spooled
+    with pytest.raises(psycopg2.OperationalError):
+        mirror.record_then_read({"task_id": "b", "state": "started"}, ("SELECT", ("k",)))
+    assert len(mirror.pending()) == 1 and database.applied == []
+    database.up = True
+    assert mirror.record_then_read({"task_id": "c", "state": "started"}, ("SELECT", ("k2",))) == {"idem_key": "k2"}
+    assert [(e["task_id"], e["state"]) for e in database.applied] == [
+        ("a", "success"),
+        ("b", "started"),
+        ("c", "started"),
+    ]
+    assert mirror.pending() == []
