@@ -161,6 +161,26 @@ def test_abandoned_deliveries_are_those_of_dead_or_unknown_owners():
     assert [d.task_id for d in picked] == ["b", "c", "d"]
 
 
+def test_the_sweep_reads_each_owners_own_beat(clean_state):
+    """find_abandoned on a real Redis: an owner is alive while its heartbeat key exists, read by its
+    name (no listing of every beat, which scans the whole keyspace every second)."""
+    import json
+
+    client = support.redis()
+    old = time.time() - 60
+    for tag, task_id, owner in (("t1", "task-1", "alive/1/a"), ("t2", "task-2", "dead/2/b"), ("t3", "task-3", None)):
+        message = json.dumps([{"headers": {"id": task_id}, "body": ""}, "matting", "matting"])
+        client.hset(transport.UNACKED, tag, message)
+        client.zadd(transport.UNACKED_INDEX, {tag: old})
+        if owner:
+            client.set(liveness.OWNER + task_id, owner)
+    liveness.beat(client, "alive/1/a", ["task-1"], ttl=30)
+    picked = liveness.find_abandoned(client, grace=5)
+    assert sorted(d.task_id for d in picked) == ["task-2", "task-3"]
+    client.delete(liveness.BEAT + "alive/1/a")  # its beat gone: its message is abandoned too
+    assert sorted(d.task_id for d in liveness.find_abandoned(client, grace=5)) == ["task-1", "task-2", "task-3"]
+
+
 def test_a_finalizer_that_died_is_taken_over_by_reconcile(clean_state, worker_factory):
     from cvunet_matting.recovery.requeue import reconcile
 

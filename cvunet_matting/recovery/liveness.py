@@ -87,12 +87,18 @@ def abandoned(
 
 
 def find_abandoned(client: redis.Redis, grace: float) -> list[Delivery]:
+    """Deliveries whose owner is not alive (see `abandoned`). Whether an owner is alive is read from
+    its own heartbeat key, not from a listing of every beat: `beats` scans the whole keyspace, which
+    grows with every image (each leaves keys for a week), and this runs every second."""
     found = deliveries(client)
     if not found:
         return []
     owned = client.mget([OWNER + d.task_id for d in found])
     owners = {d.task_id: (o.decode() if o else None) for d, o in zip(found, owned, strict=True)}
-    return abandoned(found, owners, set(live_workers(client)), time.time(), grace)
+    candidates = sorted({o for o in owners.values() if o})
+    alive = client.mget([BEAT + o for o in candidates]) if candidates else []
+    live = {o for o, beat in zip(candidates, alive, strict=True) if beat is not None}
+    return abandoned(found, owners, live, time.time(), grace)
 
 
 def lead(client: redis.Redis, incarnation: str, ttl: float) -> bool:
