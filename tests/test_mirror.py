@@ -213,3 +213,23 @@ def test_a_start_spools_and_the_lookup_runs_alone_while_events_wait(tmp_path):
         ("c", "started"),
     ]
     assert mirror.pending() == []
+
+
+def test_a_late_start_never_turns_a_finished_row_back(pending_task):
+    """A second run can pass "finished already?" between the first run's end event and its result
+    reaching Redis; its start, timed after that end, must not make the finished image "started" again
+    (the row stayed so for good, reconcile republished it every 5 s and its batch never finished)."""
+    import uuid
+
+    from cvunet_matting import db
+    from cvunet_matting.db import writes
+
+    with db.autocommit() as cur:
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "success", "width": 7, "at": later(1)}])
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 2, "at": later(2)}])
+    assert task_row(pending_task) == {"state": "success", "attempts": 0, "error": None, "width": 7}
+    with db.transaction() as cur:  # run again on purpose: set pending first, then its start lands
+        writes.reset_for_requeue(cur, [uuid.UUID(pending_task)])
+    with db.autocommit() as cur:
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 3, "at": later(4)}])
+    assert task_row(pending_task)["state"] == "started"

@@ -185,10 +185,16 @@ def event_statements(event: dict) -> list[tuple[str, dict]]:
     sets = ", ".join(f"{k} = %({k})s" for k in fields)
     if "attempts" in fields:
         sets = sets.replace("attempts = %(attempts)s", "attempts = GREATEST(attempts, %(attempts)s)")
+    # A start never lands on a final row, however late: a second run can pass "finished already?" in
+    # the milliseconds between the first run's end event and its result reaching Redis, and its start
+    # (timed after that end) would turn a finished image back into a started one for good: reconcile
+    # then republished it every 5 s and its batch never finished (seen in `make bench-worker`, 2026-12-06).
+    # A task run again after it ended is set pending first (reset_for_requeue).
+    final = " AND state NOT IN ('success', 'failure')" if event.get("state") == TaskState.STARTED else ""
     statements = [
         (
             f"UPDATE tasks SET {sets}, event_at = %(at)s"  # noqa: S608
-            " WHERE id = %(task_id)s AND event_at <= %(at)s AND expired_at IS NULL",
+            f" WHERE id = %(task_id)s AND event_at <= %(at)s AND expired_at IS NULL{final}",
             {**fields, "at": event["at"], "task_id": event["task_id"]},
         )
     ]
