@@ -233,3 +233,39 @@ def test_a_late_start_never_turns_a_finished_row_back(pending_task):
     with db.autocommit() as cur:
         writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 3, "at": later(4)}])
     assert task_row(pending_task)["state"] == "started"
+
+
+def test_an_end_written_after_a_second_copys_start_still_lands(pending_task):
+    """The end of the run that finished the task goes out in the background; a second copy's start, timed
+    a moment after that end, can reach PostgreSQL first. The older end must still land (it did not: the
+    row stayed `started`, reconcile republished it every 5 s and its chord never completed)."""
+    from datetime import datetime
+
+    from cvunet_matting import db
+    from cvunet_matting.db import writes
+
+    second_start = later(3)
+    with db.autocommit() as cur:
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 1, "at": later(1)}])
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 2, "at": second_start}])
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "success", "width": 7, "at": later(2)}])
+        cur.execute("SELECT event_at FROM tasks WHERE id = %s", (pending_task,))
+        event_at = cur.fetchone()["event_at"]
+    assert task_row(pending_task) == {"state": "success", "attempts": 2, "error": None, "width": 7}
+    assert event_at == datetime.fromisoformat(second_start)  # the row's clock never goes back
+
+
+def test_a_late_end_still_does_not_land_on_a_row_set_pending_again(pending_task):
+    """A requeue sets the row pending (now): an end older than that, replayed late from a spool, stays out."""
+    import uuid
+
+    from cvunet_matting import db
+    from cvunet_matting.db import writes
+
+    with db.autocommit() as cur:
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "started", "attempts": 1, "at": later(-5)}])
+    with db.transaction() as cur:
+        writes.reset_for_requeue(cur, [uuid.UUID(pending_task)])
+    with db.autocommit() as cur:
+        writes.apply_events(cur, [{"task_id": pending_task, "state": "failure", "error": "old", "at": later(-4)}])
+    assert task_row(pending_task)["state"] == "pending"

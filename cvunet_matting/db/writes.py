@@ -190,11 +190,21 @@ def event_statements(event: dict) -> list[tuple[str, dict]]:
     # (timed after that end) would turn a finished image back into a started one for good: reconcile
     # then republished it every 5 s and its batch never finished (seen in `make bench-worker`, 2026-12-06).
     # A task run again after it ended is set pending first (reset_for_requeue).
-    final = " AND state NOT IN ('success', 'failure')" if event.get("state") == TaskState.STARTED else ""
+    # And a task's end is never lost to a start: the end goes out in the background while a second copy's
+    # start, timed a moment later, can be written first (it is written with the run's result lookup); the
+    # older end then failed `event_at <= at`, the row stayed `started` for good and its chord never
+    # completed (`make bench-worker`, 2026-12-06, twice in 2,000 images). An end is written only by the run
+    # that holds the task's finish claim (signals.mirror_end), so it wins over any start; a requeue sets the
+    # row pending first, and a pending or retried row still takes events in time order.
+    order = "event_at <= %(at)s"
+    if event.get("state") == TaskState.STARTED:
+        order += " AND state NOT IN ('success', 'failure')"
+    elif event.get("state") in (TaskState.SUCCESS, TaskState.FAILURE):
+        order = f"({order} OR state = 'started')"
     statements = [
         (
-            f"UPDATE tasks SET {sets}, event_at = %(at)s"  # noqa: S608
-            f" WHERE id = %(task_id)s AND event_at <= %(at)s AND expired_at IS NULL{final}",
+            f"UPDATE tasks SET {sets}, event_at = GREATEST(event_at, %(at)s)"  # noqa: S608
+            f" WHERE id = %(task_id)s AND {order} AND expired_at IS NULL",
             {**fields, "at": event["at"], "task_id": event["task_id"]},
         )
     ]
