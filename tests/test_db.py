@@ -116,3 +116,34 @@ def test_chunk_completion_counts_once(database):
     assert outcomes == ["more", "already"]  # a repeated callback dispatches nothing more
     assert batch_id in stalled and batch_id not in after_claim
     assert (first, second, last) == (0, 1, "last")
+
+
+class _Undo(Exception):
+    """Rolls the test's transaction back: the schema change it makes is undone whatever happens."""
+
+
+def test_migration_014_applies_on_a_database_with_a_chunk_in_flight(database):
+    """Upgraded while a batch runs: its chunk claimed before the upgrade has no dispatch time and counts as
+    published (reconcile compares its rows with Redis as before); a chunk claimed after records its own."""
+    import uuid
+
+    from cvunet_matting.db import reads, schema, writes
+
+    batch_id = uuid.uuid4()
+    row = {"id": uuid.uuid4(), "batch_id": batch_id, "chunk": 0, "filename": "a.png", "input_key": "k"}
+    row |= {"options": {}, "output_path": "o/a.png"}
+    with pytest.raises(_Undo), db.transaction() as cur:
+        cur.execute("ALTER TABLE chunks DROP COLUMN dispatched_at, DROP COLUMN published_at")  # as before 014
+        writes.create_batch(cur, batch_id, "test", 2, {}, "o", chunks=2)
+        writes.create_tasks(cur, [row])
+        cur.execute("UPDATE chunks SET state = 'dispatched' WHERE batch_id = %s AND idx = 0", (batch_id,))
+        cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute' WHERE id = %s", (row["id"],))
+        cur.execute(dict(schema.migrations())[14])
+        cur.execute("SELECT * FROM chunks WHERE batch_id = %s AND idx = 0", (batch_id,))
+        before = {"batch_id": batch_id, "idx": 0, "state": "dispatched"}
+        assert cur.fetchone() == before | {"dispatched_at": None, "published_at": None}
+        assert reads.unfinished_ids(cur, settle_s=2) == {str(row["id"])}
+        assert writes.claim_chunk(cur, batch_id) == 1
+        cur.execute("SELECT dispatched_at FROM chunks WHERE batch_id = %s AND idx = 1", (batch_id,))
+        assert cur.fetchone()["dispatched_at"] is not None
+        raise _Undo

@@ -119,12 +119,26 @@ def requeue_candidates(
     return _all(cur, sql, {"stuck": stuck_seconds, "batch": batch_id})
 
 
+# A chunk claimed for dispatch (writes.claim_chunk) is published message by message: its rows stay
+# pending with their submission's event_at, and reach Redis one by one (a 200-image chunk took 5.3 s
+# on a loaded host, longer than reconcile's settle). Until its dispatcher marks it published
+# (writes.chunk_published) its rows are the dispatcher's, neither lost nor orphaned. The grace bounds
+# that: a dispatcher killed mid-publish never marks it, and its chunk is then recovered like any other.
+# 120 s is far longer than any publish (seconds), and only delays the recovery of that rare death.
+DISPATCH_GRACE_S = 120
+# Alias `c`: the task's chunk. A chunk claimed before migration 014 has no dispatched_at: published.
+_PUBLISHED = (
+    "(c.published_at IS NOT NULL OR c.dispatched_at IS NULL"
+    " OR c.dispatched_at < now() - make_interval(secs => %(grace)s))"
+)
+
 # Tasks Postgres still expects to run. Tasks of chunks not yet dispatched are waiting in PostgreSQL
-# by design, not lost; a task recorded a moment ago may not have reached Redis yet.
+# by design, not lost, and those of a chunk being published are on their way; a task recorded a
+# moment ago may not have reached Redis yet.
 _UNFINISHED = (
     "FROM tasks t LEFT JOIN chunks c ON c.batch_id = t.batch_id AND c.idx = t.chunk "
     "WHERE t.state IN ('pending', 'started', 'retry') AND (c.state IS NULL OR c.state <> 'queued') "
-    "AND t.event_at < now() - make_interval(secs => %(settle)s)"
+    f"AND {_PUBLISHED} AND t.event_at < now() - make_interval(secs => %(settle)s)"
 )
 
 
@@ -134,26 +148,29 @@ def unfinished(cur, settle_s: float = 0, ids: Collection[str] | None = None) -> 
     sql = f"SELECT t.* {_UNFINISHED}"  # noqa: S608 (no user input)
     if ids is not None:
         sql += " AND t.id = ANY(%(ids)s::uuid[])"
-    return _all(cur, sql + " ORDER BY t.created_at, t.position", {"settle": settle_s, "ids": list(ids or ())})
+    params = {"settle": settle_s, "grace": DISPATCH_GRACE_S, "ids": list(ids or ())}
+    return _all(cur, sql + " ORDER BY t.created_at, t.position", params)
 
 
 def unfinished_ids(cur, settle_s: float = 0) -> set[str]:
     """The ids of `unfinished`'s tasks, alone: reconcile compares every one of them with what Redis
     holds every few seconds, and needs whole rows only for the few it finds lost (a batch's dispatched
     chunks are hundreds of rows, their options decoded each time, for nothing)."""
-    cur.execute(f"SELECT t.id {_UNFINISHED}", {"settle": settle_s})  # noqa: S608 (no user input)
+    params = {"settle": settle_s, "grace": DISPATCH_GRACE_S}
+    cur.execute(f"SELECT t.id {_UNFINISHED}", params)  # noqa: S608 (no user input)
     return {str(row["id"]) for row in cur.fetchall()}
 
 
 def orphan_chunks(cur, settle_s: float = 0) -> list[dict]:
-    """Dispatched chunks whose tasks all ended over `settle_s` ago: their chord callback was lost."""
+    """Dispatched chunks whose tasks all ended over `settle_s` ago: their chord callback was lost. Not
+    one still being dispatched: a chunk with nothing to run is completed by its dispatcher itself."""
     return _all(
         cur,
-        "SELECT c.batch_id, c.idx FROM chunks c WHERE c.state = 'dispatched' AND NOT EXISTS ("
-        " SELECT 1 FROM tasks t WHERE t.batch_id = c.batch_id AND t.chunk = c.idx"
-        " AND (t.state IN ('pending', 'started', 'retry') OR t.event_at >= now() - make_interval(secs => %s)))"
+        f"SELECT c.batch_id, c.idx FROM chunks c WHERE c.state = 'dispatched' AND {_PUBLISHED} AND NOT EXISTS ("  # noqa: S608 (fixed)
+        " SELECT 1 FROM tasks t WHERE t.batch_id = c.batch_id AND t.chunk = c.idx AND (t.state IN"
+        " ('pending', 'started', 'retry') OR t.event_at >= now() - make_interval(secs => %(settle)s)))"
         " ORDER BY c.batch_id, c.idx",
-        (settle_s,),
+        {"settle": settle_s, "grace": DISPATCH_GRACE_S},
     )
 
 

@@ -252,15 +252,21 @@ def reset_for_requeue(cur, task_ids: Collection) -> None:
 
 
 def claim_chunk(cur, batch_id) -> int | None:
-    """Mark the batch's next queued chunk dispatched and return its index (None: none left)."""
+    """Mark the batch's next queued chunk dispatched and return its index (None: none left). Its
+    `dispatched_at` starts reconcile's grace for a dispatch in progress (reads.DISPATCH_GRACE_S)."""
     cur.execute(
-        "UPDATE chunks SET state = 'dispatched' WHERE (batch_id, idx) = ("
+        "UPDATE chunks SET state = 'dispatched', dispatched_at = now() WHERE (batch_id, idx) = ("
         " SELECT batch_id, idx FROM chunks WHERE batch_id = %s AND state = 'queued'"
         " ORDER BY idx LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING idx",
         (batch_id,),
     )
     row = cur.fetchone()
     return row["idx"] if row else None
+
+
+def chunk_published(cur, batch_id, idx: int) -> None:
+    """Every image of a claimed chunk is in Redis: from now on reconcile compares its rows with Redis."""
+    cur.execute("UPDATE chunks SET published_at = now() WHERE batch_id = %s AND idx = %s", (batch_id, idx))
 
 
 def complete_chunk(cur, batch_id, idx: int) -> str:

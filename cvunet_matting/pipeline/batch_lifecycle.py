@@ -42,6 +42,8 @@ def dispatch_next(batch_id: str) -> bool:
         pending = [r for r in rows if r["state"] == TaskState.PENDING]
         if pending:
             dispatch.publish_chunk(pending, dispatch.chunk_done(batch_id, idx))
+            with db.transaction() as cur:  # reconcile waits for this before it looks for them in Redis
+                writes.chunk_published(cur, batch_id, idx)
             return True
         if not _complete(batch_id, idx):
             return True
