@@ -125,6 +125,8 @@ def requeue_candidates(
 # (writes.chunk_published) its rows are the dispatcher's, neither lost nor orphaned. The grace bounds
 # that: a dispatcher killed mid-publish never marks it, and its chunk is then recovered like any other.
 # 120 s is far longer than any publish (seconds), and only delays the recovery of that rare death.
+# Not a grace alone from the claim: the messages of a chunk published a moment ago that Redis then
+# loses (a restart without its data) are still republished within seconds (tests/test_faults.py).
 DISPATCH_GRACE_S = 120
 # Alias `c`: the task's chunk. A chunk claimed before migration 014 has no dispatched_at: published.
 _PUBLISHED = (
