@@ -43,6 +43,7 @@ import peer_maths as pm
 from tests import support
 from tests.support import free_port, make_user
 from tests.support.httpclient import fetch, matte_over_http, multipart
+from tests.support.stack import free_ports
 
 WAIT_S = 30  # ?wait= on the upload: answered when the task ends
 REMBG_SPEC = "rembg[cpu,cli]"
@@ -79,7 +80,7 @@ class Ours:
     """`make run`'s stack on free ports; its worker restarted with another environment on demand."""
 
     def __init__(self, root: Path):
-        from cvunet_matting.devstack.stack import Ports, Stack
+        from cvunet_matting.devstack.stack import Stack
 
         class BenchStack(Stack):
             def spawn(self, name, argv, secrets_env=None, own_env=None):
@@ -89,15 +90,7 @@ class Ours:
                     own_env = {**(own_env or {}), **settings}
                 return super().spawn(name, argv, secrets_env, own_env)
 
-        ports = Ports(
-            http=free_port(),
-            ping=free_port(),
-            web=(free_port(), free_port()),
-            flower=free_port(),
-            prometheus=free_port(),
-            node_exporter=free_port(),
-            worker_metrics=free_port(),
-        )
+        ports = free_ports()
         self.stack = BenchStack(root / "stack", ports, workers=1)
         self.stack.launches, self.stack.worker_env = {}, {}  # how each child started; the worker's extra env
         self.env: dict = {}

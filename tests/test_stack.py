@@ -20,6 +20,7 @@ from tests import support
 from tests.support import png_bytes
 from tests.support.accounts import CSRF_META
 from tests.support.httpclient import matte_over_http, multipart, request
+from tests.support.stack import free_ports
 
 pytestmark = [pytest.mark.services, pytest.mark.stack]
 STALE = "counter_999999999.db"
@@ -30,17 +31,9 @@ PROMETHEUS_HINT = "apt-get install prometheus prometheus-node-exporter (`make ma
 def stack(database, tmp_root):
     support.require_tool("traefik")  # the stack looks for it where require_tool does
     from cvunet_matting.devstack.run import wait_ready
-    from cvunet_matting.devstack.stack import Ports, Stack
+    from cvunet_matting.devstack.stack import Stack
 
-    ports = Ports(
-        http=support.free_port(),
-        ping=support.free_port(),
-        web=(support.free_port(), support.free_port()),
-        flower=support.free_port(),
-        prometheus=support.free_port(),
-        node_exporter=support.free_port(),
-        worker_metrics=support.free_port(),
-    )
+    ports = free_ports()
     # A short scrape interval, so Prometheus has read every target within seconds.
     stack = Stack(tmp_root / "stack", ports, workers=1, flower_password="flower-test-pw", scrape_interval="2s")
     # A file an earlier run left: web2's start must empty its metrics folder, or it would be summed in.

@@ -9,13 +9,11 @@ from pathlib import Path
 from .net import free_port
 
 
-@contextlib.contextmanager
-def local_stack(run_dir: Path, workers: int = 1, **stack_options) -> Iterator:
-    """`make run`'s processes under `run_dir`, ready (its /readyz answers through Traefik), stopped after."""
-    from cvunet_matting.devstack.run import wait_ready
-    from cvunet_matting.devstack.stack import Ports, Stack
+def free_ports():
+    """A devstack `Ports` of free ports only: a stack beside `make run`'s, a test's or a benchmark's."""
+    from cvunet_matting.devstack.stack import Ports
 
-    ports = Ports(
+    return Ports(
         http=free_port(),
         ping=free_port(),
         web=(free_port(), free_port()),
@@ -24,6 +22,15 @@ def local_stack(run_dir: Path, workers: int = 1, **stack_options) -> Iterator:
         node_exporter=free_port(),
         worker_metrics=free_port(),
     )
+
+
+@contextlib.contextmanager
+def local_stack(run_dir: Path, workers: int = 1, **stack_options) -> Iterator:
+    """`make run`'s processes under `run_dir`, ready (its /readyz answers through Traefik), stopped after."""
+    from cvunet_matting.devstack.run import wait_ready
+    from cvunet_matting.devstack.stack import Stack
+
+    ports = free_ports()
     stack = Stack(run_dir, ports, workers=workers, **stack_options)
     stack.start()
     try:
