@@ -25,9 +25,17 @@ import numpy as np
 
 # name -> (SessionOptions attributes, session config entries, what it changes)
 CANDIDATES = {
-    "baseline": ({}, {}, "model.py as it is: CPU arena on, memory patterns on, ORT_ENABLE_ALL"),
-    "no-mem-pattern": ({"enable_mem_pattern": False}, {}, "no pre-planned activation block"),
-    "no-arena": ({"enable_cpu_mem_arena": False}, {}, "activations malloc'd and freed per run"),
+    "baseline": ({}, {}, "the worker as it is (session.cpu_memory_plan): CPU arena on, no memory-pattern block"),
+    "arena+pattern": (
+        {"enable_cpu_mem_arena": True, "enable_mem_pattern": True},
+        {},
+        "onnxruntime's defaults: the arena keeps the pattern block too",
+    ),
+    "no-arena": (
+        {"enable_cpu_mem_arena": False, "enable_mem_pattern": True},
+        {},
+        "CVUNET_CPU_ARENA=0: activations malloc'd and freed per run",
+    ),
     "no-arena-no-pattern": ({"enable_cpu_mem_arena": False, "enable_mem_pattern": False}, {}, "both"),
     "no-prepack": ({}, {"session.disable_prepacking": "1"}, "weights not copied into GEMM-packed form"),
     "init-outside-arena": (
@@ -82,11 +90,16 @@ def register_exact_arena(ort) -> None:
 
 def options_for(ort, name: str, threads: int):
     """SessionOptions as model.py sets them (its defaults), with the candidate laid over them."""
+    from cvunet_matting.config import get_settings
+    from cvunet_matting.model.providers import CPU
+    from cvunet_matting.model.session import cpu_memory_plan
+
     attributes, entries, _ = CANDIDATES[name]
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena, options.enable_mem_pattern = cpu_memory_plan(get_settings().cpu_arena, CPU)
     for key, value in attributes.items():
         setattr(options, key, getattr(ort.GraphOptimizationLevel, value) if isinstance(value, str) else value)
     for key, value in entries.items():

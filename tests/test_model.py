@@ -13,7 +13,7 @@ from cvunet_matting.config import load_settings
 from cvunet_matting.errors import DeviceError, ModelError
 from cvunet_matting.model.manifest import Manifest, builtin
 from cvunet_matting.model.providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
-from cvunet_matting.model.session import MattingSession, model_input, resolve_model
+from cvunet_matting.model.session import MattingSession, cpu_memory_plan, model_input, resolve_model
 from cvunet_matting.resize import shrink, shrink_for_model
 
 # (subject boxes, background boxes) as (x0, y0, x1, y1), read off the photos by eye.
@@ -116,11 +116,19 @@ def test_inference_threads_spin_only_when_asked(tiny_model, env, spinning):
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
 
 
-@pytest.mark.parametrize(("env", "arena"), [({}, False), ({"CVUNET_CPU_ARENA": "1"}, True)])
-def test_the_cpu_arena_is_kept_only_when_asked(tiny_model, env, arena):
+@pytest.mark.parametrize(("env", "arena"), [({}, True), ({"CVUNET_CPU_ARENA": "0"}, False)])
+def test_a_cpu_worker_keeps_the_arena_without_the_pattern_block_unless_told(tiny_model, env, arena):
     settings = load_settings({"CVUNET_MODEL": str(tiny_model), **env})
     session = MattingSession(*resolve_model(settings), settings)
-    assert session.session.get_session_options().enable_cpu_mem_arena is arena
+    options = session.session.get_session_options()
+    # The arena and the memory-pattern block together held ~2.1 GB with ISNet: never both.
+    assert (options.enable_cpu_mem_arena, options.enable_mem_pattern) == (arena, not arena)
+
+
+@pytest.mark.parametrize("provider", ["CUDAExecutionProvider", "TensorrtExecutionProvider"])
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_gpu_session_keeps_its_lean_host_memory_whatever_the_setting(provider, keep):
+    assert cpu_memory_plan(keep, provider) == (False, True)
 
 
 def test_manifest_round_trip_and_validation():

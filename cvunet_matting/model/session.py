@@ -20,7 +20,7 @@ from .edge_suffix import ALPHA, FLAGS, FOREGROUND, PHOTO, RAW, EdgeMath, edges_w
 from .graph_edit import edited_model
 from .manifest import BUILTIN, Manifest, guess_template, manifest_path, sha256_file
 from .protocols import EdgeOutputs, ModelStages
-from .providers import CUDA, TENSORRT, choose_providers, provider_names
+from .providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,23 @@ def alpha_from_output(raw: np.ndarray, manifest: Manifest, height: int, width: i
     return alpha
 
 
+def cpu_memory_plan(keep_arena: bool, provider: str) -> tuple[bool, bool]:
+    """(onnxruntime's CPU arena, its memory-pattern block) for a session whose first provider is `provider`.
+
+    On the CPU provider the arena pays: without it every run's activations (~0.9 GB with ISNet at
+    1024x1024) are fresh mappings whose pages the kernel faults in and zeroes again, and inference took
+    1.17-1.18x as long as with it (benchmarks/bench_memory.py --speed, interleaved). The memory-pattern
+    block is what made the arena hold ~2.1 GB: one block sized for the largest run, kept on top of the
+    arena's own chunks; without it the arena reuses its chunks run after run at ~1.2 GB, as fast
+    (0.97-0.98x onnxruntime's defaults). CVUNET_CPU_ARENA=0 gives the lean worker: ~0.3 GB between
+    images, the block planned but freed after each run. A GPU session's host side is small: it keeps
+    the lean settings, as measured when the GPU worker was tuned.
+    """
+    if provider == CPU and keep_arena:
+        return True, False
+    return False, True
+
+
 class MattingSession:
     """Owns the onnxruntime session and the model's pre- and post-processing.
 
@@ -114,12 +131,8 @@ class MattingSession:
         # Spinning threads would hold a core for a while after each run, just when the worker's
         # queue and mirror work (and its neighbours') needs it; inference itself was no faster.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_spin else "0")
-        # Without onnxruntime's CPU arena the worker holds ~1.2 GB instead of ~2.1 GB with ISNet, and
-        # returns to ~0.3 GB between images (benchmarks/bench_memory.py); inference was as fast in
-        # one side-by-side run and 11% slower in another. The fixed mmap threshold (malloc.py) keeps
-        # the freed buffers from fragmenting the heap, which had made the arena worth keeping.
-        # CVUNET_CPU_ARENA keeps it (`make bench-peer` measures both on the whole stack).
-        options.enable_cpu_mem_arena = settings.cpu_arena
+        arena, pattern = cpu_memory_plan(settings.cpu_arena, provider_names(providers)[0])
+        options.enable_cpu_mem_arena, options.enable_mem_pattern = arena, pattern
         if not edges_wanted(settings.edges_on_device, provider_names(providers)[0]):
             edges = None
         self.edges = edges
