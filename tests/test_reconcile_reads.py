@@ -175,3 +175,29 @@ def test_a_dispatcher_marks_its_chunks_published_once_their_messages_are_in_redi
     ]
     assert support.redis().llen("matting") == 4
     assert len(unfinished) == 4  # compared with Redis at once: all four are there
+
+
+@pytest.mark.services
+def test_requeue_of_stuck_work_leaves_a_chunk_on_its_way_to_its_dispatcher(clean_state):
+    """`requeue --stuck-for` took pending rows by age alone: a chunk being published (or still
+    waiting its turn in PostgreSQL) was published a second time, outside its chord. Now its rows are
+    candidates only once reconcile would take them too: past the dispatch grace, unpublished."""
+    batch_id, rows = _claimed_chunk()
+    waiting = [{**row, "id": uuid.uuid4(), "chunk": 1, "position": 3 + i} for i, row in enumerate(rows)]
+    lone = {"id": uuid.uuid4(), "filename": "lone.png", "input_key": "kl", "options": {}, "output_path": "l.png"}
+    with db.transaction() as cur:
+        cur.execute("INSERT INTO chunks (batch_id, idx, state) VALUES (%s, 1, 'queued')", (batch_id,))
+        writes.create_tasks(cur, [*waiting, lone])
+        cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute'")
+
+    def stuck() -> set:
+        with db.transaction() as cur:
+            return {row["id"] for row in reads.requeue_candidates(cur, failed=False, stuck_seconds=30)}
+
+    assert stuck() == {lone["id"]}
+    _dispatched_ago(batch_id, reads.DISPATCH_GRACE_S + 1)  # its dispatcher died mid-publish
+    assert stuck() == {lone["id"], *(row["id"] for row in rows)}
+    with db.transaction() as cur:
+        writes.chunk_published(cur, batch_id, 0)
+        cur.execute("UPDATE chunks SET dispatched_at = now() WHERE batch_id = %s", (batch_id,))
+    assert stuck() == {lone["id"], *(row["id"] for row in rows)}  # published: stuck by age alone

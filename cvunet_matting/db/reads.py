@@ -107,7 +107,8 @@ def requeue_candidates(
         )
     if stuck_seconds is not None:
         clauses.append(
-            "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s))"
+            "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s)"
+            f" AND NOT EXISTS (SELECT 1 FROM chunks c WHERE {_ON_ITS_WAY}))"  # noqa: S608 (fixed text)
         )
     if not clauses:
         return []
@@ -116,7 +117,7 @@ def requeue_candidates(
         sql += " AND batch_id = %(batch)s"
     # Locked: a task its owner deletes meanwhile is re-read once the delete commits, and left out.
     sql += " ORDER BY created_at, position FOR UPDATE"
-    return _all(cur, sql, {"stuck": stuck_seconds, "batch": batch_id})
+    return _all(cur, sql, {"stuck": stuck_seconds, "batch": batch_id, "grace": DISPATCH_GRACE_S})
 
 
 # A chunk claimed for dispatch (writes.claim_chunk) is published message by message: its rows stay
@@ -133,6 +134,12 @@ _PUBLISHED = (
     "(c.published_at IS NOT NULL OR c.dispatched_at IS NULL"
     " OR c.dispatched_at < now() - make_interval(secs => %(grace)s))"
 )
+
+# The task (`tasks`, unaliased) belongs to a chunk still waiting in PostgreSQL, or one its dispatcher is
+# publishing: its row is pending by design, not stuck, whatever its age (a batch's last chunks wait for
+# the first to finish). `requeue --stuck-for` leaves it to the dispatcher, as reconcile does: publishing
+# it too would run it twice, the second time outside its chunk's chord.
+_ON_ITS_WAY = "c.batch_id = tasks.batch_id AND c.idx = tasks.chunk AND (c.state = 'queued' OR NOT " + _PUBLISHED + ")"
 
 # Tasks Postgres still expects to run. Tasks of chunks not yet dispatched are waiting in PostgreSQL
 # by design, not lost, and those of a chunk being published are on their way; a task recorded a
