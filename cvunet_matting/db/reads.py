@@ -106,9 +106,10 @@ def requeue_candidates(
             f" AND expired_at IS NULL{refused})"
         )
     if stuck_seconds is not None:
+        on_its_way = f"EXISTS (SELECT 1 FROM chunks c WHERE {_ON_ITS_WAY})"  # noqa: S608 (fixed text)
         clauses.append(
             "(state IN ('pending', 'started', 'retry') AND event_at < now() - make_interval(secs => %(stuck)s)"
-            f" AND NOT EXISTS (SELECT 1 FROM chunks c WHERE {_ON_ITS_WAY}))"  # noqa: S608 (fixed text)
+            f" AND NOT {on_its_way})"
         )
     if not clauses:
         return []
