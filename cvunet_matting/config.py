@@ -93,7 +93,7 @@ class Settings:
         "CVUNET_CPU_ARENA",
         True,
         "CPU workers keep onnxruntime's memory arena, without its memory-pattern block: inference ~15% faster "
-        "than without the arena, ~1.2 GB held with ISNet; 0 gives ~0.3 GB between images "
+        "than without the arena, ~1.3 GB held with ISNet; 0 gives ~0.5 GB between images, the same peak "
         "(`benchmarks/bench_memory.py`)",
     )
     # Encoding follows inference, so it may use the threads the model has.

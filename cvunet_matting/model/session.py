@@ -85,7 +85,7 @@ def cpu_memory_plan(keep_arena: bool, provider: str) -> tuple[bool, bool]:
     1024x1024) are fresh mappings whose pages the kernel faults in and zeroes again, and inference took
     1.17-1.18x as long as with it (benchmarks/bench_memory.py --speed, interleaved). The memory-pattern
     block is what made the arena hold ~2.1 GB: one block sized for the largest run, kept on top of the
-    arena's own chunks; without it the arena reuses its chunks run after run at ~1.2 GB, as fast
+    arena's own chunks; without it the arena reuses its chunks run after run at ~1.3 GB, as fast
     (0.97-0.98x onnxruntime's defaults). CVUNET_CPU_ARENA=0 gives the lean worker: ~0.3 GB between
     images, the block planned but freed after each run. A GPU session's host side is small: it keeps
     the lean settings, as measured when the GPU worker was tuned.
