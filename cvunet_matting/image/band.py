@@ -109,7 +109,10 @@ def band_strips(mask: np.ndarray, pixels: int = STRIP_PIXELS) -> Iterator[tuple[
 
 def flat_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """The points' positions in the image's pixels laid out in one row (for take and put)."""
-    return ys.astype(np.intp) * shape[1] + xs
+    at = ys.astype(np.intp)  # in place from here: one array of the points' size, not three
+    at *= shape[1]
+    at += xs
+    return at
 
 
 def take(image: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -125,7 +128,7 @@ def put(image: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
     if not image.flags.c_contiguous:
         raise ValueError("put() writes into a C-contiguous image only")
     if image.ndim == 2:
-        np.put(image.reshape(-1), at, values)
+        image.reshape(-1)[at] = values  # a quarter of np.put's time for one byte a pixel (its checks per point)
         return
     pixel = np.dtype((np.void, image.dtype.itemsize * image.shape[2]))
     rows = np.ascontiguousarray(values, image.dtype).reshape(len(at), image.shape[2])
@@ -141,11 +144,18 @@ def _grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, ...], full: tuple[in
     """The points' positions in a copy of `shape`, laid out 1024 to a row (remap wants 2-D maps)."""
     count = len(ys)
     rows = -(-count // 1024)
-    map_x = np.zeros(rows * 1024, np.float32)
-    map_y = np.zeros(rows * 1024, np.float32)
-    map_x[:count] = (xs.astype(np.float32) + 0.5) * np.float32(shape[1] / full[1]) - 0.5
-    map_y[:count] = (ys.astype(np.float32) + 0.5) * np.float32(shape[0] / full[0]) - 0.5
-    return map_x.reshape(rows, 1024), map_y.reshape(rows, 1024)
+    maps = []
+    for points, scale in ((xs, shape[1] / full[1]), (ys, shape[0] / full[0])):
+        grid = np.empty(rows * 1024, np.float32)
+        grid[count:] = 0
+        # (p + 0.5) * scale - 0.5, step by step in the map itself: no temporaries of the points' size
+        head = grid[:count]
+        head[...] = points
+        head += np.float32(0.5)
+        head *= np.float32(scale)
+        head -= np.float32(0.5)
+        maps.append(grid.reshape(rows, 1024))
+    return maps[0], maps[1]
 
 
 def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:

@@ -101,13 +101,26 @@ def refine(
     out = alpha
     for ys, xs in band_strips(to_full(near, alpha.shape)):
         out = alpha.copy() if out is alpha else out
-        *a, b = sample_planes([coeffs], ys, xs, alpha.shape)
-        at = flat_index(alpha.shape, ys, xs)
-        pixels = take(rgb, at)
-        colour = [np.multiply(pixels[:, k], np.float32(1 / 255), dtype=np.float32) for k in range(3)]
-        fitted = _dot(a, colour) + b
-        put(out, at, np.clip(fitted * 255 + 0.5, 0, 255).astype(np.uint8))
+        _fit_at(out, rgb, coeffs, ys, xs)
     return out
+
+
+def _fit_at(out: np.ndarray, rgb: np.ndarray, coeffs: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
+    """The fitted matte a . I + b at full-size points (ys, xs), written into out. In place, in _dot's
+    order: the same values as a new array per step, in two arrays the size of the points."""
+    *a, b = sample_planes([coeffs], ys, xs, out.shape)
+    at = flat_index(out.shape, ys, xs)
+    pixels = take(rgb, at)
+    fitted, colour = np.empty_like(b), np.empty_like(b)
+    for k, dst in enumerate((fitted, colour, colour)):
+        np.multiply(pixels[:, k], np.float32(1 / 255), out=dst, dtype=np.float32)
+        dst *= a[k]
+        if k:
+            fitted += dst
+    fitted += b
+    fitted *= np.float32(255)
+    fitted += np.float32(0.5)
+    put(out, at, np.clip(fitted, 0, 255, out=fitted).astype(np.uint8))
 
 
 def controls(alpha: np.ndarray, threshold: int = 0, erode: int = 0, feather: int = 0, opaque: int = 0) -> np.ndarray:

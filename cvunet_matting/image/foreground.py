@@ -115,16 +115,33 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray]
 
 
 def _estimate_at(rgb: np.ndarray, alpha: np.ndarray, sums: list[np.ndarray], ys: np.ndarray, xs: np.ndarray) -> None:
-    """The final estimate at full-size points (ys, xs), written into rgb."""
+    """The final estimate at full-size points (ys, xs), written into rgb. In place, in _estimate's
+    order: the same values as a new array per step, with (1 - a) made once for the three channels."""
     *fore_weighted, weight, back_r, back_g, back_b = sample_planes(sums, ys, xs, alpha.shape)
     fore_norm, back_norm = weight + _TINY, 1 - weight + _TINY
     at = flat_index(alpha.shape, ys, xs)
     a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)
+    rest = 1 - a
     pixels = take(rgb, at)
     fade = np.minimum(a * np.float32(255 / FADE), 1)  # the estimate eases in over the faintest alpha
     estimate = np.empty_like(pixels)
+    plane, fix = np.empty_like(a), np.empty_like(a)
     for k, (fore, back) in enumerate(zip(fore_weighted, (back_r, back_g, back_b), strict=True)):
-        plane = np.multiply(pixels[:, k], np.float32(1 / 255), dtype=np.float32)
-        plane += fade * (_estimate(plane, a, fore / fore_norm, back / back_norm) - plane)
-        estimate[:, k] = plane * 255 + 0.5
+        np.multiply(pixels[:, k], np.float32(1 / 255), out=plane, dtype=np.float32)
+        fore /= fore_norm  # the local means, F and B
+        back /= back_norm
+        # _estimate: F + a (I - a F - (1 - a) B), clipped to 0-1
+        np.multiply(a, fore, out=fix)
+        np.subtract(plane, fix, out=fix)
+        back *= rest
+        fix -= back
+        fix *= a
+        fix += fore
+        np.clip(fix, 0, 1, out=fix)
+        fix -= plane  # I + fade (F - I)
+        fix *= fade
+        plane += fix
+        plane *= np.float32(255)
+        plane += np.float32(0.5)
+        estimate[:, k] = plane
     put(rgb, at, estimate)
