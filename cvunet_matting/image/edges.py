@@ -79,7 +79,8 @@ def _coefficients(guide: list[np.ndarray], matte: np.ndarray, radius: int, eps: 
     cov = [mean(plane, matte) - m * mm for plane, m in zip(guide, mg, strict=True)]
     var = [mean(guide[i], guide[j]) - mg[i] * mg[j] for i, j in _PAIRS]
     a = _solve(var, cov, np.float32(eps))
-    coeffs = cv2.merge([np.zeros_like(matte)] * 3 + [mean_matte])  # a = 0, b = the mean away from edges
+    zero = np.zeros_like(matte)
+    coeffs = cv2.merge([zero, zero, zero, mean_matte])  # a = 0, b = the mean away from edges
     put(coeffs, at, np.stack([*a, mm - _dot(a, mg)], axis=1))  # a flat window stays as it is
     return _box(coeffs, radius, coeffs), grow(near, radius)
 

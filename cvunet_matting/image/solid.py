@@ -35,7 +35,10 @@ def band_px(shape: tuple[int, ...]) -> float:
 def _ramp(distance: np.ndarray, band: float) -> np.ndarray:
     """0 within `band` of the contour, rising to 255 at twice that, as uint8."""
     distance = np.minimum(distance, 2 * band)  # with no contour at all, the transform gives FLT_MAX
-    return np.clip((distance - band) * (255 / band) + 0.5, 0, 255).astype(np.uint8)
+    distance -= band  # in place from here, in the same order: (d - band) * (255 / band) + 0.5
+    distance *= 255 / band
+    distance += 0.5
+    return np.clip(distance, 0, 255, out=distance).astype(np.uint8)
 
 
 @dataclass
@@ -55,13 +58,13 @@ def distances(alpha: np.ndarray, side: int = SIDE) -> Distances:
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # Bilinear, not area: a quarter of the cost at 2 MP, and the contour moves by under a copy's pixel.
     small = cv2.resize(alpha, small_size, interpolation=cv2.INTER_LINEAR) if scale < 1 else alpha
-    inside = np.where(small >= HALF, np.uint8(255), np.uint8(0))  # 0/255, as the transform wants
+    inside = cv2.threshold(small, HALF - 1, 255, cv2.THRESH_BINARY)[1]  # 0/255 (>= HALF), as the transform wants
     # Each transform measures, for every pixel of one side, its distance to the other side: the frame's
     # border is no contour (a subject cut by the frame stays solid up to it). The 5x5 mask's distances
     # are within 2% of the exact ones, at a quarter of the cost. With no pixel on the other side at
     # all, the distance is FLT_MAX.
     inner = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_5)
-    outer = cv2.distanceTransform(255 - inside, cv2.DIST_L2, cv2.DIST_MASK_5)
+    outer = cv2.distanceTransform(cv2.bitwise_not(inside), cv2.DIST_L2, cv2.DIST_MASK_5)
     return Distances(small, inner, outer, band_px(alpha.shape) * scale)
 
 
