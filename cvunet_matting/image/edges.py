@@ -17,6 +17,7 @@ from .band import (
     EDGE_LOW,
     band_points,
     band_strips,
+    colour_planes,
     flat_index,
     grow,
     put,
@@ -111,10 +112,10 @@ def _fit_at(out: np.ndarray, rgb: np.ndarray, coeffs: np.ndarray, ys: np.ndarray
     order: the same values as a new array per step, in two arrays the size of the points."""
     *a, b = sample_planes([coeffs], ys, xs, out.shape)
     at = flat_index(out.shape, ys, xs)
-    pixels = take(rgb, at)
+    pixels = colour_planes(take(rgb, at))
     fitted, colour = np.empty_like(b), np.empty_like(b)
     for k, dst in enumerate((fitted, colour, colour)):
-        np.multiply(pixels[:, k], np.float32(1 / 255), out=dst, dtype=np.float32)
+        np.multiply(pixels[k], np.float32(1 / 255), out=dst, dtype=np.float32)
         dst *= a[k]
         if k:
             fitted += dst

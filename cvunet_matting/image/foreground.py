@@ -23,6 +23,7 @@ from .band import (
     EDGE_HIGH,
     band_points,
     band_strips,
+    colour_planes,
     flat_index,
     put,
     quick_copy,
@@ -123,11 +124,12 @@ def _estimate_at(rgb: np.ndarray, alpha: np.ndarray, sums: list[np.ndarray], ys:
     a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)
     rest = 1 - a
     pixels = take(rgb, at)
+    channels = colour_planes(pixels)
     fade = np.minimum(a * np.float32(255 / FADE), 1)  # the estimate eases in over the faintest alpha
     estimate = np.empty_like(pixels)
     plane, fix = np.empty_like(a), np.empty_like(a)
     for k, (fore, back) in enumerate(zip(fore_weighted, (back_r, back_g, back_b), strict=True)):
-        np.multiply(pixels[:, k], np.float32(1 / 255), out=plane, dtype=np.float32)
+        np.multiply(channels[k], np.float32(1 / 255), out=plane, dtype=np.float32)
         fore /= fore_norm  # the local means, F and B
         back /= back_norm
         # _estimate: F + a (I - a F - (1 - a) B), clipped to 0-1
