@@ -89,6 +89,7 @@ def test_the_beat_goes_on_through_a_consumer_restart_and_ends_with_the_worker(cl
         step.shutdown(consumer)
     assert not watchdog.is_alive()
     assert step.incarnation not in liveness.live_workers(client)  # a clean stop is not a death
+    assert client.zscore(liveness.BEATS, step.incarnation) is None  # nor left in the index for a reader to prune
 
 
 @pytest.mark.services

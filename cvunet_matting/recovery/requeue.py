@@ -161,7 +161,9 @@ def confirmed_lost(
     for a beat from every live worker made after the first look, and republishes nothing while one
     of them has such a reply: the next reconcile looks again."""
     client = get_redis()
-    before = {incarnation: b["at"] for incarnation, b in liveness.beats(client).items()}
+    # Workers of the version before the beat index are looked for afresh (liveness.LegacyBeats): an
+    # image one of them holds must not be republished. The second look reads them again by name.
+    before = {incarnation: b["at"] for incarnation, b in liveness.beats(client, rescan=True).items()}
     time.sleep(RECHECK_S)
     beats = _await_new_beats(client, before, get_settings().heartbeat_ttl)
     held = held_by_redis() | set().union(*(set(b["held"]) for b in beats.values()))

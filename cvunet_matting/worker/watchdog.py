@@ -218,6 +218,6 @@ class Watchdog(threading.Thread):
             # A beat in flight would otherwise land after the removal below, and outlive the worker.
             self.join(self.settings.heartbeat_ttl)
         try:
-            get_redis().delete(liveness.BEAT + self.incarnation)  # a clean stop is not a death
+            liveness.forget(get_redis(), self.incarnation)  # a clean stop is not a death
         except Exception as exc:
             log.warning("watchdog: could not remove the heartbeat: %s", exc)
