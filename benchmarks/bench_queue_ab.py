@@ -20,6 +20,7 @@ import argparse
 import atexit
 import os
 import statistics
+import time
 from pathlib import Path
 
 import bench_worker
@@ -39,12 +40,15 @@ def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
     return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats}
 
 
-def transactions() -> int:
+def transactions() -> tuple[int, int]:
+    """Transactions in this database so far, and rows of `tasks` updated (each a new row version)."""
     from cvunet_matting import db
 
     with db.transaction() as cur:
         cur.execute("SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()")
-        return int(cur.fetchone()["n"])
+        xacts = int(cur.fetchone()["n"])
+        cur.execute("SELECT n_tup_upd AS n FROM pg_stat_user_tables WHERE relname = 'tasks'")
+        return xacts, int(cur.fetchone()["n"])
 
 
 def one_round(tree: Path, images: list[bytes], tag: str, client: redis.Redis) -> dict:
@@ -57,6 +61,8 @@ def one_round(tree: Path, images: list[bytes], tag: str, client: redis.Redis) ->
         for k, (calls, usec) in commandstats(client).items()
     }
     count = len(images)
+    time.sleep(1.5)  # PostgreSQL's backends report their table counts at most once a second
+    xacts_after = transactions()
     # The counts span the whole round (warm-up and the ZIP included): read them as a comparison only.
     per = {k: calls / (count + bench_worker.WARM) for k, (calls, _) in stats.items() if calls}
     usec = {k: spent / (count + bench_worker.WARM) for k, (_, spent) in stats.items() if spent}
@@ -67,7 +73,8 @@ def one_round(tree: Path, images: list[bytes], tag: str, client: redis.Redis) ->
         "postgres": 1000 * run.postgres_s / count,
         "rate": run.rate,
         "calls": per,
-        "xacts": (transactions() - xacts_before) / (count + bench_worker.WARM),
+        "xacts": (xacts_after[0] - xacts_before[0]) / (count + bench_worker.WARM),
+        "updates": (xacts_after[1] - xacts_before[1]) / (count + bench_worker.WARM),
         "load": os.getloadavg()[0],
     }
 
@@ -102,7 +109,8 @@ def main() -> None:
             print(
                 f"{name:>6} pair {pair}: main {got['main']:.2f} + Redis {got['redis']:.2f} + PostgreSQL"
                 f" {got['postgres']:.2f} = **{queue:.2f}** ms an image; {got['rate']:.1f} img/s;"
-                f" {sum(got['calls'].values()):.1f} Redis calls and {got['xacts']:.2f} transactions an image;"
+                f" {sum(got['calls'].values()):.1f} Redis calls, {got['xacts']:.2f} transactions and"
+                f" {got['updates']:.2f} task row updates an image;"
                 f" load {got['load']:.1f}",
                 flush=True,
             )
