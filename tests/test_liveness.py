@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 
 import pytest
 import redis as redis_lib
 
-from cvunet_matting import db
-from cvunet_matting.db import writes
 from cvunet_matting.recovery import liveness
 from tests import support
 
@@ -118,38 +115,13 @@ def test_the_scan_runs_again_once_its_interval_has_passed(clean_state):
     assert liveness.beats(client, legacy).keys() == {"old@b/2/y"}
 
 
-def _published_chunk(count: int = 2) -> list[dict]:
-    """A batch's chunk of `count` rows, published a minute ago and then lost by Redis: not queued anywhere."""
-    batch_id = uuid.uuid4()
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "batch_id": batch_id,
-            "chunk": 0,
-            "position": i,
-            "filename": f"{i}.png",
-            "input_key": f"k{i}",
-            "options": {},
-            "output_path": f"o/{i}.png",
-        }
-        for i in range(count)
-    ]
-    with db.transaction() as cur:
-        writes.create_batch(cur, batch_id, "test", count, {}, "o", chunks=1)
-        writes.create_tasks(cur, rows)
-        assert writes.claim_chunk(cur, batch_id) == 0
-        writes.chunk_published(cur, batch_id, 0)
-        cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute' WHERE batch_id = %s", (batch_id,))
-    return rows
-
-
 def test_reconcile_republishes_nothing_a_worker_of_the_version_before_holds(clean_state):
     """Its first look reads the index and the older names the process found at its last scan, which
     may be a minute old; before it republishes anything it scans again, and finds the older worker."""
     from cvunet_matting.recovery.requeue import reconcile
 
     client = support.redis()
-    rows = _published_chunk()
+    _, rows = support.claimed_chunk(2, published=True)  # then lost by Redis: not queued anywhere
     liveness.LEGACY.names(client, rescan=True)  # the process's scan, just before the older worker came
     stop = threading.Event()
 

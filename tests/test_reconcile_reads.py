@@ -56,31 +56,6 @@ def test_unfinished_ids_are_the_unfinished_rows_and_rows_are_read_for_the_lost_a
     assert lost[0]["input_key"] == "k1" and none == []
 
 
-def _claimed_chunk(count: int = 3) -> tuple[uuid.UUID, list[dict]]:
-    """A batch submitted a minute ago whose one chunk was just claimed (writes.claim_chunk), as a
-    dispatcher leaves it before its messages reach Redis: none of its rows is in Redis."""
-    batch_id = uuid.uuid4()
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "batch_id": batch_id,
-            "chunk": 0,
-            "position": i,
-            "filename": f"{i}.png",
-            "input_key": f"k{i}",
-            "options": {},
-            "output_path": f"o/{i}.png",
-        }
-        for i in range(count)
-    ]
-    with db.transaction() as cur:
-        writes.create_batch(cur, batch_id, "test", count, {}, "o", chunks=1)
-        writes.create_tasks(cur, rows)
-        cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute' WHERE batch_id = %s", (batch_id,))
-        assert writes.claim_chunk(cur, batch_id) == 0
-    return batch_id, rows
-
-
 def _dispatched_ago(batch_id, seconds: float) -> None:
     with db.transaction() as cur:
         cur.execute(
@@ -100,7 +75,7 @@ def test_a_chunk_being_published_is_not_republished_until_its_grace_has_passed(c
     never marks it published: past the grace, reconcile republishes its rows, once."""
     from cvunet_matting.recovery.requeue import reconcile
 
-    batch_id, rows = _claimed_chunk()
+    batch_id, rows = support.claimed_chunk(3)
     assert reconcile(settle_s=5, notify=_quiet)["lost"] == []
     assert support.redis().llen("matting") == 0
     _dispatched_ago(batch_id, reads.DISPATCH_GRACE_S + 1)
@@ -114,7 +89,7 @@ def test_a_chunk_being_published_is_not_republished_until_its_grace_has_passed(c
 def test_a_published_chunk_is_compared_with_redis_at_once(clean_state):
     """Once its dispatcher has published it, no grace: what Redis loses then (a restart without its
     data) is republished within reconcile's settle, as before."""
-    batch_id, rows = _claimed_chunk()
+    batch_id, rows = support.claimed_chunk(3)
     with db.transaction() as cur:
         before = reads.unfinished_ids(cur, settle_s=2)
         writes.chunk_published(cur, batch_id, 0)
@@ -132,7 +107,7 @@ def test_a_chunk_being_dispatched_is_not_orphaned(clean_state):
     """A chunk with nothing left to run is completed by its dispatcher right after the claim: in between,
     reconcile must not restart it too (a second dispatcher for the batch). Published, or past the grace
     (its dispatcher died), a chunk whose rows all ended is orphaned as before."""
-    batch_id, _ = _claimed_chunk()
+    batch_id, _ = support.claimed_chunk(3)
     with db.transaction() as cur:
         cur.execute("UPDATE tasks SET state = 'success' WHERE batch_id = %s", (batch_id,))
         cur.execute("UPDATE tasks SET event_at = now() - interval '1 minute' WHERE batch_id = %s", (batch_id,))
@@ -182,7 +157,7 @@ def test_requeue_of_stuck_work_leaves_a_chunk_on_its_way_to_its_dispatcher(clean
     """`requeue --stuck-for` took pending rows by age alone: a chunk being published (or still
     waiting its turn in PostgreSQL) was published a second time, outside its chord. Now its rows are
     candidates only once reconcile would take them too: past the dispatch grace, unpublished."""
-    batch_id, rows = _claimed_chunk()
+    batch_id, rows = support.claimed_chunk(3)
     waiting = [{**row, "id": uuid.uuid4(), "chunk": 1, "position": 3 + i} for i, row in enumerate(rows)]
     lone = {"id": uuid.uuid4(), "filename": "lone.png", "input_key": "kl", "options": {}, "output_path": "l.png"}
     with db.transaction() as cur:

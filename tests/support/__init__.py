@@ -7,7 +7,7 @@ from .accounts import TestUser, http_sign_in, make_user, page_csrf, sign_in, use
 from .device import build_isnet_shaped_model, simulated_device_env
 from .images import build_tiny_model, noise, png_bytes
 from .net import PrivateRedis, TcpProxy, free_port, port_open
-from .pipeline import batch_row, rows_of, settings, task_row, wait_batch, wait_task
+from .pipeline import batch_row, claimed_chunk, rows_of, settings, task_row, wait_batch, wait_task
 from .processes import kill_group, run_cli, start_worker
 from .services import ADMIN_DSN, REPO, claim_redis_db, create_database, drop_database, redis, release_redis_db
 from .tools import INSTALL, find_tool, require_tool
@@ -24,6 +24,7 @@ __all__ = [
     "build_isnet_shaped_model",
     "build_tiny_model",
     "claim_redis_db",
+    "claimed_chunk",
     "create_database",
     "drop_database",
     "find_tool",
