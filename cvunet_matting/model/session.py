@@ -86,7 +86,7 @@ def cpu_memory_plan(keep_arena: bool, provider: str) -> tuple[bool, bool]:
     1.17-1.18x as long as with it (benchmarks/bench_memory.py --speed, interleaved). The memory-pattern
     block is what made the arena hold ~2.1 GB: one block sized for the largest run, kept on top of the
     arena's own chunks; without it the arena reuses its chunks run after run at ~1.3 GB, as fast
-    (0.97-0.98x onnxruntime's defaults). CVUNET_CPU_ARENA=0 gives the lean worker: ~0.3 GB between
+    (0.97-0.98x onnxruntime's defaults). CVUNET_CPU_ARENA=0 gives the lean worker: ~0.5 GB between
     images, the block planned but freed after each run. A GPU session's host side is small: it keeps
     the lean settings, as measured when the GPU worker was tuned.
     """
@@ -131,9 +131,9 @@ class MattingSession:
         # Spinning threads would hold a core for a while after each run, just when the worker's
         # queue and mirror work (and its neighbours') needs it; inference itself was no faster.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_spin else "0")
-        arena, pattern = cpu_memory_plan(settings.cpu_arena, provider_names(providers)[0])
-        options.enable_cpu_mem_arena, options.enable_mem_pattern = arena, pattern
-        if not edges_wanted(settings.edges_on_device, provider_names(providers)[0]):
+        first = provider_names(providers)[0]
+        options.enable_cpu_mem_arena, options.enable_mem_pattern = cpu_memory_plan(settings.cpu_arena, first)
+        if not edges_wanted(settings.edges_on_device, first):
             edges = None
         self.edges = edges
         uint8_io = uint8_io or edges is not None  # the suffix follows the uint8 alpha
