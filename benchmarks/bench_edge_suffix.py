@@ -44,13 +44,19 @@ def sessions() -> tuple[MattingSession, MattingSession]:
     return plain, MattingSession(path, manifest, forced, edges=edge_math())
 
 
-def timed(run, repeat: int) -> tuple[float, object]:
-    times, result = [], None
+def timed(run, repeat: int) -> tuple[float, float, object]:
+    """Medians of wall time and of this process's CPU time (all its threads: the host cores it took)."""
+    walls, cpus, result = [], [], None
     for _ in range(repeat):
-        clock = time.perf_counter()
+        clock, cpu = time.perf_counter(), time.process_time()
         result = run()
-        times.append(time.perf_counter() - clock)
-    return statistics.median(times), result
+        walls.append(time.perf_counter() - clock)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus), result
+
+
+def both(wall: float, cpu: float) -> str:
+    return f"{wall * 1000:.0f} ms (host CPU {cpu * 1000:.0f} ms)"
 
 
 def differences(name: str, ours: np.ndarray, theirs: np.ndarray) -> str:
@@ -85,12 +91,12 @@ def edges_alone(plain: MattingSession, rgb: np.ndarray, repeat: int) -> None:
         return finish_from_device(rgb.copy(), done, None, options)
 
     cpu_edges(), device_edges()  # warm: first runs of a shape allocate (and on CUDA pick kernels)
-    cpu_s, (cpu_rgb, cpu_alpha) = timed(cpu_edges, repeat)
-    suffix_s, (dev_rgb, dev_alpha) = timed(device_edges, repeat)
+    cpu_s, cpu_cpu, (cpu_rgb, cpu_alpha) = timed(cpu_edges, repeat)
+    suffix_s, suffix_cpu, (dev_rgb, dev_alpha) = timed(device_edges, repeat)
     height, width = rgb.shape[:2]
     print(
-        f"{width}x{height} edge steps after the model: CPU path {cpu_s * 1000:.0f} ms; suffix "
-        f"({suffix.get_providers()[0]}) + host rest {suffix_s * 1000:.0f} ms; ratio {suffix_s / cpu_s:.2f}"
+        f"{width}x{height} edge steps after the model: CPU path {both(cpu_s, cpu_cpu)}; suffix "
+        f"({suffix.get_providers()[0]}) + host rest {both(suffix_s, suffix_cpu)}; ratio {suffix_s / cpu_s:.2f}"
     )
     print("  " + differences("alpha", dev_alpha, cpu_alpha))
     print(
@@ -110,12 +116,12 @@ def whole(plain: MattingSession, suffixed: MattingSession, rgb: np.ndarray, repe
         return finish_from_device(rgb.copy(), suffixed.predict_edges(rgb, True, True), None, options)
 
     cpu_path(), suffix_path()
-    cpu_s, _ = timed(cpu_path, repeat)
-    suffix_s, _ = timed(suffix_path, repeat)
+    cpu_s, cpu_cpu, _ = timed(cpu_path, repeat)
+    suffix_s, suffix_cpu, _ = timed(suffix_path, repeat)
     height, width = rgb.shape[:2]
     print(
-        f"{width}x{height} whole: model + CPU edges {cpu_s * 1000:.0f} ms; model + suffix "
-        f"{suffix_s * 1000:.0f} ms; ratio {suffix_s / cpu_s:.2f}"
+        f"{width}x{height} whole: model + CPU edges {both(cpu_s, cpu_cpu)}; model + suffix "
+        f"{both(suffix_s, suffix_cpu)}; ratio {suffix_s / cpu_s:.2f}"
     )
 
 

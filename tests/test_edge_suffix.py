@@ -233,6 +233,15 @@ def test_each_edge_option_gives_the_cpu_paths_cut_out(brightness_sessions, optio
     assert_matches_cpu(photos()["chelsea"], *brightness_sessions, options)
 
 
+def test_the_suffix_alone_declares_the_lowest_ir_version_its_opset_needs():
+    """The onnx package may be newer than the runtime: onnx 1.23 writes IR 14 by default, which
+    onnxruntime-gpu 1.31 refuses (seen on an H100). The suffix's opset needs far less."""
+    import onnx
+
+    model = onnx.load_model_from_string(suffix_only_model((64, 48), edge_math()))
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import))
+
+
 def test_the_suffix_alone_gives_what_the_appended_one_gives(brightness_sessions):
     """suffix_only_model (bench-edges times it; a batching device process would run it after its
     batch) fed the model's uint8 alpha: the very outputs of the model with the suffix appended."""

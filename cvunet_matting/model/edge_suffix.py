@@ -22,6 +22,7 @@ from .providers import CUDA, TENSORRT
 PHOTO, FLAGS = "edge_photo", "edge_flags"  # flags: [refine, solidify]
 MATTE = "edge_matte"  # the suffix alone: the model's alpha as uint8 values, (1, 1, h, w)
 RAW, ALPHA, FOREGROUND = "edge_raw", "edge_alpha", "edge_foreground"
+SUFFIX_IR_VERSION = 8  # the lowest that holds opset 15
 
 
 def edges_wanted(setting: str, provider: str) -> bool:
@@ -127,7 +128,10 @@ def suffix_only_model(model_size: tuple[int, int], math: EdgeMath) -> bytes:
     matte = helper.make_tensor_value_info(MATTE, TensorProto.UINT8, [1, 1, *model_size])
     graph = helper.make_graph([], "edge_suffix", [matte], [])
     append_edge_suffix(graph, MATTE, math)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]).SerializeToString()
+    # The IR version opset 15 needs, not the onnx package's newest: onnx may be newer than the runtime
+    # (onnx 1.23 writes IR 14, which onnxruntime-gpu 1.31 refuses).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=SUFFIX_IR_VERSION)
+    return model.SerializeToString()
 
 
 def _declare_inputs(g: GraphWriter, math: EdgeMath) -> None:
