@@ -48,7 +48,7 @@ from cvunet_matting.model.providers import CPU, CUDA, TENSORRT
 from cvunet_matting.model.session import MattingSession
 from cvunet_matting.pipeline.submission import Item, submit_image
 from cvunet_matting.storage.files import raw_matte_path
-from tests.support import wait_task
+from tests.support import build_brightness_model, wait_task
 
 DEFAULTS = OutputOptions()
 
@@ -163,33 +163,7 @@ def test_the_suffix_follows_the_cpu_modules_numbers_as_they_are_now(monkeypatch)
 
 @pytest.fixture(scope="module")
 def brightness_model(tmp_path_factory):
-    """An ISNet-shaped model (NCHW 256 x 256, alpha out) whose matte is a steep sigmoid of the
-    brightness: soft edges wherever the photo's light changes, a real photo's edges in the suffix."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    folder = tmp_path_factory.mktemp("model")
-    nodes = [
-        helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
-        helper.make_node("Mul", ["grey", "steep"], ["scaled"]),
-        helper.make_node("Sigmoid", ["scaled"], ["output"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "brightness",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 256, 256])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 256, 256])],
-        [helper.make_tensor("steep", TensorProto.FLOAT, [], [12.0])],
-    )
-    path = folder / "brightness.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), path)
-    manifest = {
-        "name": "brightness",
-        "input": {"name": "input", "layout": "NCHW", "size": [256, 256], "mean": [128.0] * 3, "std": [256.0] * 3},
-        "output": {"name": "output", "kind": "alpha", "scale": 1.0},
-    }
-    (folder / "brightness.json").write_text(json.dumps(manifest))
-    return path
+    return build_brightness_model(tmp_path_factory.mktemp("model"))
 
 
 def sessions_of(path) -> tuple[MattingSession, MattingSession]:

@@ -147,6 +147,7 @@ class MattingSession:
             source, manifest, self.batched = edited.model, edited.manifest, edited.batched
             self.input_name, self.output_name = edited.input_name, edited.output_name
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        self.provider_config, self.options = providers, options  # for a session beside it (suffix_session.py)
         self.providers = self.session.get_providers()
         if settings.device == "cuda" and self.providers[0] not in {CUDA, TENSORRT}:
             raise DeviceError(f"CUDA was required but the session runs on {self.providers[0]}")

@@ -1,7 +1,9 @@
 """A pool process's session when its worker has a device process: a `Session` (model/protocols.py)
 as MattingSession is, with the model run sent over the worker's Unix socket (device_protocol.py).
 Pre- and post-processing stay here, in the pool process, beside the other images' decode and encode,
-while the device runs the model for the image before."""
+while the device runs the model for the image before. Where the device process runs the edge suffix,
+it is an `EdgeSession` too: the photo goes along in the slot and the finished matte and colours come
+back in it."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 from cvunet_matting.config import Settings
 from cvunet_matting.image.device_finish import edge_math
 from cvunet_matting.model.manifest import Manifest
-from cvunet_matting.model.protocols import Session
+from cvunet_matting.model.protocols import EdgeOutputs, Session
 from cvunet_matting.model.session import alpha_from_output, get_session, model_input, predict_alpha
 
 from . import device_protocol as wire
@@ -53,6 +55,13 @@ class Slot:
     def put(self, tensor: np.ndarray) -> None:
         np.ndarray(tensor.shape, tensor.dtype, buffer=self.map)[...] = tensor
 
+    def put_photo(self, input_nbytes: int, edges: wire.EdgeOrder, rgb: np.ndarray) -> None:
+        wire.photo_view(self.map, input_nbytes, edges)[...] = rgb
+
+    def edge_outputs(self, input_nbytes: int, edges: wire.EdgeOrder) -> EdgeOutputs:
+        """Copies: the slot is overwritten by this process's next image."""
+        return EdgeOutputs(*(view.copy() for view in wire.edge_views(self.map, input_nbytes, edges)))
+
     def close(self) -> None:
         with contextlib.suppress(BufferError):
             self.map.close()
@@ -62,7 +71,7 @@ class Slot:
 class RemoteSession:
     def __init__(self, address: str, authkey: bytes, connect_timeout: float = CONNECT_TIMEOUT_S):
         self.address, self.authkey, self.connect_timeout = address, authkey, connect_timeout
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # predict_edges holds it around its call and its read-back
         self.conn: Connection | None = None
         self.slot: Slot | None = None
         self.shared_with: Connection | None = None
@@ -70,6 +79,7 @@ class RemoteSession:
         self.manifest = Manifest.from_dict(info["manifest"])
         self.providers = info["providers"]
         self.max_batch = info["max_batch"]
+        self.edges = bool(info.get("edges"))
 
     @property
     def version(self) -> str:
@@ -87,14 +97,42 @@ class RemoteSession:
     def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
         return predict_alpha(self, rgb, timings)
 
+    @property
+    def edges_on_device(self) -> bool:
+        return self.edges
+
+    def predict_edges(
+        self,
+        rgb: np.ndarray,
+        refine: bool,
+        solidify: bool,
+        timings: dict[str, float] | None = None,
+        alone: bool = False,
+    ) -> EdgeOutputs:
+        """The model and the edge steps on the device: the raw matte, the finished matte and the
+        foreground colours at the photo's size (model/session.MattingSession.predict_edges's)."""
+        timings = {} if timings is None else timings
+        clock = time.perf_counter()
+        tensor = self.preprocess(rgb)
+        edges = wire.EdgeOrder(rgb.shape[0], rgb.shape[1], refine, solidify)
+        timings["preprocess"] = (now := time.perf_counter()) - clock
+        with self.lock:
+            self.call(wire.RunOrder.of_tensor(tensor, alone, edges).message(), tensor, (edges, rgb))
+            assert self.slot is not None
+            done = self.slot.edge_outputs(tensor.nbytes, edges)
+        timings["inference"] = time.perf_counter() - now
+        return done
+
     def isolated(self) -> Alone:
         return Alone(self)
 
     def stats(self) -> wire.Stats:
         return self.call(wire.stats_request())
 
-    def call(self, request: tuple, tensor: np.ndarray | None = None) -> Any:
-        """Send `request` (and `tensor`, through the shared slot) and return the answer. A device
+    def call(
+        self, request: tuple, tensor: np.ndarray | None = None, photo: tuple[wire.EdgeOrder, np.ndarray] | None = None
+    ) -> Any:
+        """Send `request` (and `tensor` and `photo`, through the shared slot) and return the answer. A device
         process that dies before this image's run started is only waited for (it restarts) and asked
         again; one that dies during the run raises DeviceLost: this image may be what killed it."""
         with self.lock:
@@ -102,7 +140,7 @@ class RemoteSession:
                 conn, running = self._connection(), False
                 try:
                     if tensor is not None:
-                        self._share(conn, tensor)
+                        self._share(conn, tensor, photo)
                     conn.send(request)
                     status, payload = conn.recv()
                     while status == wire.Reply.RUNNING:
@@ -135,18 +173,21 @@ class RemoteSession:
                 time.sleep(0.1)
         return self.conn
 
-    def _share(self, conn: Connection, tensor: np.ndarray) -> None:
-        """Put the model input in the slot, first handing the slot to this connection's device
-        process (a file descriptor sent over the socket) when it has not seen it yet."""
-        if self.slot is None or self.slot.size < tensor.nbytes:
+    def _share(self, conn: Connection, tensor: np.ndarray, photo: tuple[wire.EdgeOrder, np.ndarray] | None) -> None:
+        """Put the model input (and the photo) in the slot, first handing the slot to this connection's
+        device process (a file descriptor sent over the socket) when it has not seen it yet."""
+        needed = wire.slot_bytes(tensor.nbytes, None if photo is None else photo[0])
+        if self.slot is None or self.slot.size < needed:
             if self.slot is not None:
                 self.slot.close()
-            self.slot, self.shared_with = Slot(tensor.nbytes), None
+            self.slot, self.shared_with = Slot(needed), None
         if self.shared_with is not conn:
             conn.send(wire.slot_request(self.slot.size))
             send_handle(conn, self.slot.fd, 0)
             self.shared_with = conn
         self.slot.put(tensor)
+        if photo is not None:
+            self.slot.put_photo(tensor.nbytes, *photo)
 
     def _drop(self) -> None:
         if self.conn is not None:
@@ -176,6 +217,15 @@ class Alone:
 
     def predict_alpha(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
         return predict_alpha(self, rgb, timings)
+
+    @property
+    def edges_on_device(self) -> bool:
+        return self.remote.edges
+
+    def predict_edges(
+        self, rgb: np.ndarray, refine: bool, solidify: bool, timings: dict[str, float] | None = None
+    ) -> EdgeOutputs:
+        return self.remote.predict_edges(rgb, refine, solidify, timings, alone=True)
 
 
 def overlapped() -> bool:

@@ -10,6 +10,9 @@ its run starts: when the process dies, only the images of the run in progress co
 those still waiting are sent again to the restarted process. A run starts only once every image of
 the run before has its answer: one dying before that answer left would take an image it had
 finished down with it, and charge it a crash.
+Where CVUNET_EDGES_ON_DEVICE wants the edge steps on this device (`auto`: on CUDA), each image that
+asks for them goes through the edge suffix after the batch, one by one (each photo has its own size),
+and its outputs are written into its slot (device_protocol.edge_views).
 Started and restarted by `device_host` in the worker's main process: `python -m cvunet_matting.worker.device_server`.
 What it hears and answers is declared in device_protocol.py.
 """
@@ -42,17 +45,25 @@ ANSWER_WAIT_S = 10.0  # for a pool process that stopped reading its answers (it 
 
 
 class Job:
-    __slots__ = ("alone", "answered", "conn", "done", "error", "result", "tensor")
+    __slots__ = ("alone", "answered", "conn", "done", "edges", "error", "result", "slot", "tensor")
 
-    def __init__(self, tensor: np.ndarray, alone: bool, conn: Connection):
+    def __init__(
+        self,
+        tensor: np.ndarray,
+        alone: bool,
+        conn: Connection,
+        edges: wire.EdgeOrder | None = None,
+        slot: mmap.mmap | None = None,
+    ):
         self.tensor: np.ndarray | None = tensor  # None once answered: the slot is the pool process's again
         self.alone, self.conn = alone, conn
+        self.edges, self.slot = edges, slot  # the edge steps asked for, and the slot the photo lies in
         self.done = threading.Event()
         self.answered = threading.Event()
-        self.result: np.ndarray | None = None
+        self.result: np.ndarray | str | None = None
         self.error: str | None = None
 
-    def finish(self, result: np.ndarray | None = None, error: str | None = None) -> None:
+    def finish(self, result: np.ndarray | str | None = None, error: str | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
 
@@ -66,8 +77,9 @@ class Job:
 
 
 class DeviceServer:
-    def __init__(self, session, max_batch: int, wait_s: float):
+    def __init__(self, session, max_batch: int, wait_s: float, suffix=None):
         self.session = session
+        self.suffix = suffix  # model/suffix_session.EdgeSuffix, where the edge steps run here
         self.max_batch = max_batch if session.batched else 1
         self.wait_s = wait_s
         self.jobs: queue.Queue[Job] = queue.Queue()
@@ -77,7 +89,8 @@ class DeviceServer:
 
     def hello(self) -> wire.Hello:
         s = self.session
-        return {"manifest": s.manifest.to_dict(), "providers": s.providers, "max_batch": self.max_batch}
+        edges = self.suffix is not None
+        return {"manifest": s.manifest.to_dict(), "providers": s.providers, "max_batch": self.max_batch, "edges": edges}
 
     def stats(self) -> wire.Stats:
         return {"runs": self.runs, "images": self.images}
@@ -92,7 +105,8 @@ class DeviceServer:
                 kind = wire.kind_of(request)
                 if kind is wire.Request.RUN:
                     order = wire.RunOrder.read(request)
-                    job = Job(np.ndarray(order.shape, np.dtype(order.dtype), buffer=slot), order.alone, conn)
+                    tensor = np.ndarray(order.shape, np.dtype(order.dtype), buffer=slot)
+                    job = Job(tensor, order.alone, conn, order.edges, slot)
                     self.jobs.put(job)
                     job.done.wait()
                     job.reply()
@@ -154,8 +168,28 @@ class DeviceServer:
         if self.images // STATS_EVERY != (self.images - len(batch)) // STATS_EVERY:
             log.info("device: %d images in %d runs, %.2f per run", self.images, self.runs, self.images / self.runs)
         for job, output in zip(batch, outputs, strict=True):
-            job.finish(result=output)
+            if job.edges is None:
+                job.finish(result=output)
+            else:
+                self.finish_edges(job, output)
         self.finished = batch
+
+    def finish_edges(self, job: Job, matte: np.ndarray) -> None:
+        """The edge steps of one image after the batch's model run, their outputs put in its slot.
+        A failure here is this image's alone (its neighbours' model runs went well)."""
+        assert job.edges is not None and job.tensor is not None
+        try:
+            if self.suffix is None:
+                raise RuntimeError("this device process runs no edge suffix")
+            photo = wire.photo_view(job.slot, job.tensor.nbytes, job.edges)
+            done = self.suffix.run(matte, photo, job.edges.refine, job.edges.solidify)
+            for place, value in zip(wire.edge_views(job.slot, job.tensor.nbytes, job.edges), done, strict=True):
+                place[...] = value  # over the photo, which the suffix has read
+        except Exception as exc:
+            log.exception("edge steps failed")
+            job.finish(error=f"{type(exc).__name__}: {exc}")
+            return
+        job.finish(result=wire.EDGES_IN_SLOT)
 
     def await_answers(self) -> None:
         """Wait until the last run's images have their answers (sent while the next batch gathers,
@@ -182,7 +216,10 @@ def serve(address: str, authkey: bytes, server: DeviceServer) -> None:
     Path(address).unlink(missing_ok=True)
     threading.Thread(target=server.run_forever, name="device-batcher", daemon=True).start()
     with Listener(address, "AF_UNIX", authkey=authkey) as listener:
-        log.info("device process %d serving on %s (batches of up to %d)", os.getpid(), address, server.max_batch)
+        edges = ", the edge steps on the device (edge suffix)" if server.suffix is not None else ""
+        log.info(
+            "device process %d serving on %s (batches of up to %d%s)", os.getpid(), address, server.max_batch, edges
+        )
         while True:
             try:
                 conn = listener.accept()
@@ -203,8 +240,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from cvunet_matting.config import get_settings
+    from cvunet_matting.image.device_finish import edge_math
     from cvunet_matting.malloc import tune_for_large_buffers
     from cvunet_matting.model.session import MattingSession, resolve_model
+    from cvunet_matting.model.suffix_session import edge_suffix_for
 
     from .overlap import overlap_of
 
@@ -213,8 +252,9 @@ def main() -> None:
     tune_for_large_buffers()
     overlap = overlap_of(settings)
     session = MattingSession(*resolve_model(settings), settings, uint8_io=True, dynamic_batch=overlap.max_batch > 1)
+    suffix = edge_suffix_for(session, settings, edge_math())
     authkey = bytes.fromhex(os.environ[AUTHKEY_ENV])
-    serve(args.socket, authkey, DeviceServer(session, overlap.max_batch, overlap.batch_wait_s))
+    serve(args.socket, authkey, DeviceServer(session, overlap.max_batch, overlap.batch_wait_s, suffix))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A test imports these, never another test module. `tests.support.httpclient` is t
 """
 
 from .accounts import TestUser, http_sign_in, make_user, page_csrf, sign_in, user_client
-from .device import build_isnet_shaped_model, simulated_device_env
+from .device import build_brightness_model, build_isnet_shaped_model, simulated_device_env
 from .images import build_tiny_model, noise, png_bytes
 from .net import PrivateRedis, TcpProxy, free_port, port_open
 from .pipeline import batch_row, claimed_chunk, rows_of, settings, task_row, wait_batch, wait_task
@@ -21,6 +21,7 @@ __all__ = [
     "TcpProxy",
     "TestUser",
     "batch_row",
+    "build_brightness_model",
     "build_isnet_shaped_model",
     "build_tiny_model",
     "claim_redis_db",
