@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Tools the package installs (traefik, hadolint, ruff, cvunet-matting) come from the environment first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-canvas bench-peer k8s-check bench-batch-render bench-edges
+.PHONY: machine machine-run install install-gpu model run stop test test-unit lint settings-table bench bench-pipeline bench-http reliability clean compose-test bench-batch bench-worker bench-quality bench-latency bench-web-stop bench-alpha bench-delete bench-cancel bench-rerender bench-canvas bench-peer k8s-check bench-batch-render bench-edges bench-device-edges
 
 # The environment, reinstalled when the package's metadata changes.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -127,6 +127,12 @@ bench-rerender: model
 # device (CVUNET_DEVICE; the GPU script is benchmarks/gpu_edge_suffix.sh); prints, never asserts.
 bench-edges: model
 	$(PYTHON) benchmarks/bench_edge_suffix.py $(BENCH_EDGES_ARGS)
+
+# The overlapped worker's image work (a real device process, a pool of processes running matte_bytes)
+# with the edge steps on the host's cores or in the device process's suffix, alternating; img/s and host
+# CPU ms an image. The point on a GPU (benchmarks/gpu_run.sh on a lent one); prints, never asserts.
+bench-device-edges: model
+	$(PYTHON) benchmarks/bench_device_edges.py $(BENCH_DEVICE_EDGES_ARGS)
 
 # Issue #29 item 4: the whole `make run` stack against rembg's server (`rembg s`, installed once into
 # var/bench-peer/rembg-venv, given our model file) and bare onnxruntime on the same ISNet fp16 file and
