@@ -80,10 +80,6 @@ class RunOrder:
     alone: bool
     edges: EdgeOrder | None = None
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
     def message(self) -> tuple:
         edges = None if self.edges is None else astuple(self.edges)
         return (Request.RUN, self.shape, self.dtype, self.alone, edges)
