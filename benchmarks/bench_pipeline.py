@@ -4,7 +4,7 @@ Redis/Celery/Postgres.
 First, the host CPU a GPU node's worker spends per image outside the model, stage by stage (decode,
 preprocess, postprocess with the edge steps, encode, write: process CPU time, not wall), at 1600x1200
 and 640x480, against a stand-in model answering with the real ISNet's matte of the photo
-(benchmarks/cpu_stages.py; the edge steps as they were before edge-speed measured in the same run).
+(benchmarks/cpu_stages.py; the edge steps as they were before edge-speed, and on the device, in the same run).
 Then images/s of the model in-process, and the same images as a batch through 1 and 2 CPU workers;
 prints the ratio per worker and the median queue + mirror overhead per task. N CPU workers share the
 cores, so each is also compared with N bare processes running side by side. With --tiny the model is

@@ -8,6 +8,12 @@ matte_bytes), timed with the process's CPU clock (time.process_time: every threa
 time), one thread each as the overlapped worker's pool processes run (one_thread_each), with the
 workers' allocator settings (malloc.py: each image-sized buffer is a fresh mapping, so its page faults
 are counted as a worker pays them). Importing this module has no side effects.
+
+Three variants, alternating: the edge steps of today, as they were before edge-speed, and on the device
+(CVUNET_EDGES_ON_DEVICE's default on a GPU: the stand-in device answers with the edge suffix's outputs,
+computed once beforehand on the CPU provider; the host only scores the matte, applies the options and
+encodes). The device variant leaves out onnxruntime's own host work for the suffix's run (launches and
+copies: on an H100 the suffix and the host's rest took 21 ms of host CPU at 1600x1200, make bench-edges).
 """
 
 from __future__ import annotations
@@ -53,6 +59,61 @@ class StandIn:
         return predict_alpha(self, rgb, timings)
 
 
+class DeviceStandIn(StandIn):
+    """The stand-in with the edge steps on its device: answers with the suffix's outputs for the photo
+    (computed once here by the real suffix on the CPU provider, from the stand-in's matte)."""
+
+    edges_on_device = True
+
+    def __init__(self, rgb: np.ndarray):
+        import onnxruntime as ort
+
+        from cvunet_matting.image.device_finish import edge_math
+        from cvunet_matting.model.edge_suffix import (
+            ALPHA,
+            FLAGS,
+            FOREGROUND,
+            MATTE,
+            PHOTO,
+            RAW,
+            plan,
+            suffix_only_model,
+        )
+        from cvunet_matting.model.protocols import EdgeOutputs
+
+        super().__init__()
+        side = (self.manifest.size[0], self.manifest.size[1])
+        suffix = ort.InferenceSession(suffix_only_model(side, edge_math()), providers=["CPUExecutionProvider"])
+        feeds = plan(rgb.shape[:2], side, edge_math()) | {MATTE: self.answer, PHOTO: rgb}
+        self.done = EdgeOutputs(*suffix.run([RAW, ALPHA, FOREGROUND], feeds | {FLAGS: np.array([True, True])}))
+
+    def predict_edges(self, rgb: np.ndarray, refine: bool, solidify: bool, timings=None):
+        assert refine and solidify, "the stand-in has the default options' answer only"
+        self.infer(self.preprocess(rgb))
+        return self.done
+
+
+def on_device(session: StandIn, tensor: np.ndarray, rgb, input_alpha, options):
+    """matte_bytes's steps after the model when the device ran the edge steps (image/matting.py)."""
+    from cvunet_matting.image.confidence import confidence
+    from cvunet_matting.image.device_finish import finish_from_device
+
+    assert isinstance(session, DeviceStandIn)
+    session.infer(tensor)
+    confidence(session.done.raw, None)
+    return (session.done.raw, *finish_from_device(rgb, session.done, input_alpha, options))
+
+
+def on_host(edges: Callable) -> Callable:
+    """The steps after the model when the host does the edge steps (`edges`)."""
+
+    def steps(session: StandIn, tensor: np.ndarray, rgb, input_alpha, options):
+        raw_alpha = session.postprocess(session.infer(tensor), rgb.shape[0], rgb.shape[1])
+        return (raw_alpha, *edges(raw_alpha, rgb, input_alpha, options))
+
+    return steps
+
+
 def current_edges(raw_alpha, rgb, input_alpha, options):
     """The score and the edge steps as matte_bytes runs them (the distance maps shared)."""
     from cvunet_matting.image.confidence import confidence
@@ -72,7 +133,7 @@ def edges_before(raw_alpha, rgb, input_alpha, options):
     return before.finish(rgb, raw_alpha, input_alpha, options)
 
 
-def one_image(data: bytes, session: StandIn, folder: Path, edges: Callable = current_edges) -> tuple[dict, bytes]:
+def one_image(data: bytes, session: StandIn, folder: Path, after_model: Callable) -> tuple[dict, bytes]:
     """matte_bytes and image_job's write, stage by stage: (CPU seconds per stage, the result)."""
     from cvunet_matting.config import get_settings
     from cvunet_matting.image.encoding import OutputOptions, encode
@@ -88,8 +149,7 @@ def one_image(data: bytes, session: StandIn, folder: Path, edges: Callable = cur
     spent["decode"] = (now := clock()) - start
     tensor = session.preprocess(rgb)
     spent["preprocess"] = (start := clock()) - now
-    raw_alpha = session.postprocess(session.infer(tensor), rgb.shape[0], rgb.shape[1])
-    rgb, alpha = edges(raw_alpha, rgb, input_alpha, options)
+    raw_alpha, rgb, alpha = after_model(session, tensor, rgb, input_alpha, options)
     spent["postprocess"] = (now := clock()) - start
     out = encode(rgb, alpha, options, 1)
     raw = raw_matte_png(raw_alpha, 1)
@@ -103,11 +163,12 @@ def one_image(data: bytes, session: StandIn, folder: Path, edges: Callable = cur
 
 def measure(width: int, height: int, repeat: int) -> dict[str, tuple[dict[str, float], int]]:
     """Median CPU ms per stage over `repeat` runs of each variant (alternating, after a warm-up), and
-    the result's bytes: the edge steps of today and before edge-speed."""
+    the result's bytes: the edge steps of today, before edge-speed, and on the device."""
     import cv2
 
     from cvunet_matting.config import get_settings
     from cvunet_matting.image.encoding import OutputOptions
+    from cvunet_matting.image.imaging import decode
     from cvunet_matting.image.matting import matte_bytes
     from cvunet_matting.malloc import tune_for_large_buffers
     from tests.support.mattes import photo_jpeg
@@ -115,18 +176,25 @@ def measure(width: int, height: int, repeat: int) -> dict[str, tuple[dict[str, f
     cv2.setNumThreads(1)  # as device_client.one_thread_each sets it in a pool process
     tune_for_large_buffers()  # the workers' allocator: each image-sized buffer is mapped afresh
     data, session = photo_jpeg(width, height), StandIn()
-    variants = {"today": current_edges, "before edge-speed": edges_before}
+    device = DeviceStandIn(decode(data, get_settings().max_pixels))
+    variants = {
+        "today": (session, on_host(current_edges)),
+        "before edge-speed": (session, on_host(edges_before)),
+        "edges on device": (device, on_device),
+    }
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     sizes = {}
+    settings = replace(get_settings(), encode_threads=1)
     with tempfile.TemporaryDirectory() as tmp:
-        _, out = one_image(data, session, Path(tmp))
-        settings = replace(get_settings(), encode_threads=1)
-        assert out == matte_bytes(data, OutputOptions(), session, settings).data, "the stages are not matte_bytes'"
-        for name, edges in variants.items():
-            sizes[name] = len(one_image(data, session, Path(tmp), edges)[1])
-        for _ in range(repeat):  # alternating, so that the host's drift falls on both alike
-            for name, edges in variants.items():
-                runs[name].append(one_image(data, session, Path(tmp), edges)[0])
+        for name in ("today", "edges on device"):
+            stand_in, steps = variants[name]
+            out = one_image(data, stand_in, Path(tmp), steps)[1]
+            assert out == matte_bytes(data, OutputOptions(), stand_in, settings).data, f"{name}: not matte_bytes'"
+        for name, (stand_in, steps) in variants.items():
+            sizes[name] = len(one_image(data, stand_in, Path(tmp), steps)[1])
+        for _ in range(repeat):  # alternating, so that the host's drift falls on all alike
+            for name, (stand_in, steps) in variants.items():
+                runs[name].append(one_image(data, stand_in, Path(tmp), steps)[0])
     return {
         name: ({stage: statistics.median(r[stage] for r in runs[name]) * 1000 for stage in STAGES}, sizes[name])
         for name in variants

@@ -76,7 +76,7 @@ class Settings:
         "CVUNET_EDGES_ON_DEVICE",
         "auto",
         "the edge steps (upscale, refine, solidify, decontaminate) as an ONNX suffix of the model: `auto` "
-        "(on with CUDA or TensorRT, off on the CPU), `on`, `off`",
+        "(on with CUDA or TensorRT, off on the CPU and in the overlapped worker's device process), `on`, `off`",
         choices=("auto", "on", "off"),
         case=str.lower,
     )

@@ -122,10 +122,15 @@ def test_with_the_suffix_off_the_pool_process_is_told_and_a_stray_edge_run_fails
     assert remote.predict_alpha(photos()["chelsea"]).shape == photos()["chelsea"].shape[:2]  # the next image runs
 
 
-def test_auto_leaves_the_suffix_off_on_the_cpu_provider(brightness):
-    settings = model_settings(brightness, "auto")
+@pytest.mark.parametrize("edges", ["auto", "off"])
+def test_a_device_process_runs_the_suffix_only_when_told_on(brightness, edges):
+    """`auto` is off in a device process, whatever the provider (suffix_session.edge_suffix_for: one
+    suffix run at a time after each batch caps a GPU's rate below what the pool's cores give)."""
+    settings = model_settings(brightness, edges)
     session = MattingSession(*resolve_model(settings), settings, uint8_io=True)
     assert edge_suffix_for(session, settings, edge_math()) is None
+    on = model_settings(brightness, "on")
+    assert edge_suffix_for(MattingSession(*resolve_model(on), on, uint8_io=True), on, edge_math()) is not None
 
 
 @pytest.mark.services

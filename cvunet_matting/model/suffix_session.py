@@ -11,7 +11,7 @@ import numpy as np
 
 from cvunet_matting.config import Settings
 
-from .edge_suffix import ALPHA, FLAGS, FOREGROUND, MATTE, PHOTO, RAW, EdgeMath, edges_wanted, plan, suffix_only_model
+from .edge_suffix import ALPHA, FLAGS, FOREGROUND, MATTE, PHOTO, RAW, EdgeMath, plan, suffix_only_model
 from .protocols import EdgeOutputs
 from .session import MattingSession
 
@@ -35,10 +35,17 @@ class EdgeSuffix:
 
 
 def edge_suffix_for(model: MattingSession, settings: Settings, math: EdgeMath) -> EdgeSuffix | None:
-    """The suffix beside `model` where CVUNET_EDGES_ON_DEVICE wants it on the model's provider, and
-    the model gives what it follows: a uint8 alpha of a fixed size (an RGBA or any-size model: None,
-    the pool processes do the edge steps)."""
-    if not edges_wanted(settings.edges_on_device, model.providers[0]):
+    """The suffix beside a device process's `model` where CVUNET_EDGES_ON_DEVICE is `on` and the model
+    gives what it follows: a uint8 alpha of a fixed size (an RGBA or any-size model: None, the pool
+    processes do the edge steps).
+
+    `auto` leaves it off here, on CUDA too. The device process runs one image's suffix at a time after
+    each batch, and on an H100 a 1600x1200 photo's suffix took 21 ms, mostly a fixed cost (14 ms at
+    1 MP, 45 at 12 MP: launches and copies, not arithmetic): about 37 photos a second a GPU, which the
+    pool's processes beat on the host's cores from three cores a GPU up (66 ms of CPU a photo; an
+    estimate from make bench-edges and cpu_stages, not yet a measurement of this path). Where
+    a node has fewer cores a GPU, `on` (make bench-device-edges measures both on the node)."""
+    if settings.edges_on_device != "on":
         return None
     manifest = model.manifest
     if manifest.size is None or manifest.output_kind != "alpha" or not model.uint8_io:
