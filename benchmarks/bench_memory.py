@@ -89,7 +89,7 @@ def register_exact_arena(ort) -> None:
 
 
 def options_for(ort, name: str, threads: int):
-    """SessionOptions as model.py sets them (its defaults), with the candidate laid over them."""
+    """SessionOptions as model/session.py sets them (its defaults), with the candidate laid over them."""
     from cvunet_matting.config import get_settings
     from cvunet_matting.model.providers import CPU
     from cvunet_matting.model.session import cpu_memory_plan
