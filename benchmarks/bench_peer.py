@@ -117,7 +117,16 @@ class Ours:
         argv = list(argv)  # `worker --cpu N`: N from the variant (the stack's own count by default)
         argv[argv.index("--cpu") + 1] = env.get(pm.WORKERS, str(self.stack.workers))
         self.stack.spawn("worker", argv, secrets_env, own_env)
+        self.renice_others(int(env.get(pm.NICE, 0)))
         self.warm(warm)
+
+    def renice_others(self, nice: int) -> None:
+        """The niceness of every process group of the stack but the worker's (web, Traefik, Flower,
+        Prometheus): whether the model's threads lose time to them when they share its cores."""
+        for name, proc in self.stack.procs.items():
+            if name != "worker":
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PGRP, proc.pid, nice)
 
     def warm(self, images: list[bytes]) -> None:
         for index, data in enumerate(images):  # the model loads on the first

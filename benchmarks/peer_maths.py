@@ -13,6 +13,7 @@ OURS, REMBG, BARE = "ours", "rembg", "bare"
 SYSTEMS = (OURS, REMBG, BARE)
 # Not a setting: how many CPU workers `cvunet-matting worker --cpu N` starts (each gets cores // N threads).
 WORKERS = "WORKERS"
+NICE = "NICE"  # a variant's niceness for the stack's processes other than the worker (web, Traefik, ...)
 RATIO_TARGETS = {REMBG: 1.1, BARE: 0.9}  # issue #29 item 4: ours/rembg >= 1.1, ours/bare >= 0.9
 
 
@@ -100,17 +101,20 @@ def verdict(value: float, target: float, spread: list[float]) -> str:
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     """`NAME:KEY=VALUE,KEY=VALUE` -> (NAME, {KEY: VALUE}): a worker environment to run the stack with
-    (CVUNET_ settings, and WORKERS=N for N CPU workers). `NAME:` alone is the defaults under another name."""
+    (CVUNET_ settings, WORKERS=N for N CPU workers, NICE=N for the niceness of the stack's other processes).
+    `NAME:` alone is the defaults under another name."""
     name, sep, assignments = text.partition(":")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
     env = {}
     for item in filter(None, (part.strip() for part in assignments.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or not (key.startswith("CVUNET_") or key == WORKERS):
-            raise argparse.ArgumentTypeError(f"{item!r}: expected CVUNET_SETTING=VALUE or {WORKERS}=N")
+        if not eq or not (key.startswith("CVUNET_") or key in (WORKERS, NICE)):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected CVUNET_SETTING=VALUE, {WORKERS}=N or {NICE}=N")
         if key == WORKERS and not (value.isdigit() and int(value) >= 1):
             raise argparse.ArgumentTypeError(f"{item!r}: {WORKERS} takes a count of CPU workers, 1 or more")
+        if key == NICE and not (value.isdigit() and int(value) <= 19):
+            raise argparse.ArgumentTypeError(f"{item!r}: {NICE} takes a niceness, 0 to 19")
         env[key] = value
     return name.strip(), env
 

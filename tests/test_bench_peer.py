@@ -84,7 +84,8 @@ def test_variants_and_arguments():
     )
     assert pm.parse_variant("again:") == ("again", {})
     assert pm.parse_variant("two:WORKERS=2") == ("two", {"WORKERS": "2"})
-    for bad in ("nocolon", ":CVUNET_X=1", "x:PATH=/bin", "x:CVUNET_X", "x:WORKERS=0", "x:WORKERS=two"):
+    assert pm.parse_variant("nice:NICE=10") == ("nice", {"NICE": "10"})
+    for bad in ("nocolon", ":CVUNET_X=1", "x:PATH=/bin", "x:CVUNET_X", "x:WORKERS=0", "x:WORKERS=two", "x:NICE=20"):
         with pytest.raises(argparse.ArgumentTypeError):
             pm.parse_variant(bad)
     args = pm.parse_args(["--variant", "spin:CVUNET_INTRA_SPIN=1", "--concurrency", "1", "4"])
