@@ -81,13 +81,36 @@ def finish_run(task: ImageTask, run: ImageRun) -> dict:
         run.end.counted = True
         return claimed
 
-    if not finish.claim(get_redis(), app, run.task_id, owner=owner, first_try=end_and_claim):
+    # A success wrote its file: kept only while its row wants it, asked once the file is written.
+    wrote = outcome["state"] == TaskState.SUCCESS
+    try:
+        claimed = finish.claim(get_redis(), app, run.task_id, owner=owner, first_try=end_and_claim)
+    except BaseException:
+        drop_unless_wanted(run, wrote)  # Redis away for minutes: the run ends unfinished
+        raise
+    if not claimed:
+        drop_unless_wanted(run, wrote)
         raise Ignore()
     result_backend.hold_claim(run.task_id)  # its success is stored without reading the state first
-    signals.mirror_end(outcome)
+    if not wrote:
+        signals.mirror_end(outcome)
+    elif not signals.mirror_end_if_wanted(outcome):  # the end and "still wanted?": one round trip
+        image_job.discard(image_job.output_target(Storage(get_settings().data_dir), run.job.output_path))
+        log.warning("task %s: %s", run.task_id, image_job.NoLongerWanted(run.task_id))
+        raise Ignore()
     if outcome["state"] == TaskState.FAILURE and run.job.batch_id is None:
         raise ImageFailed(outcome["error"])
     return outcome
+
+
+def drop_unless_wanted(run: ImageRun, wrote: bool) -> None:
+    """For a run that writes no end: the file it wrote removed if its row went meanwhile."""
+    if not wrote:
+        return
+    try:
+        image_job.drop_unless_wanted(run.job, Storage(get_settings().data_dir))
+    except image_job.NoLongerWanted as exc:
+        log.warning("task %s: %s", run.task_id, exc)
 
 
 def run_image(task: ImageTask, run: ImageRun) -> dict:
@@ -119,9 +142,6 @@ def run_image(task: ImageTask, run: ImageRun) -> dict:
     except InputError as exc:
         empty = exc.code == ErrorCode.EMPTY_SUBJECT  # the input is fine: these options found nothing to crop to
         return failed(base, FailureCode.EMPTY_SUBJECT if empty else FailureCode.REFUSED, exc.reason)
-    except image_job.NoLongerWanted as exc:
-        log.warning("task %s: %s", task.request.id, exc)
-        raise Ignore() from exc
     except DeviceLost as exc:
         # The model's process died with this image in hand (a crash, perhaps on this very input):
         # this pool process goes too, so Celery requeues the image as it does after any crash, and

@@ -183,6 +183,47 @@ def test_a_start_and_the_result_lookup_go_in_one_round_trip(pending_task, tmp_pa
     assert task_row(pending_task)["attempts"] == 3
 
 
+def test_a_success_and_still_wanted_go_in_one_round_trip(pending_task):
+    """A success's end and "does its row still want the file?" in one query (tasks.finish_run): on a
+    kept row the end lands and the answer is yes; on a row deleted meanwhile nothing lands, no result
+    is registered for reuse, and the answer is no."""
+    import uuid
+
+    from cvunet_matting import db
+    from cvunet_matting.db import reads, writes
+    from cvunet_matting.worker import signals
+
+    result = {"idem_key": "key-2", "output_path": "outputs/a.png", "width": 7, "height": 8, "confidence": 0.5}
+    success = {"task_id": pending_task, "state": "success", "attempts": 1, "reused": False, **result}
+    with db.autocommit() as cur:
+        end = {**signals.end_event(success), "at": later(1)}
+        found = writes.apply_events(cur, [end], then=reads.wanted_query(pending_task))
+        assert cur.query.decode().count(";") == 2  # the update, the result's insert, then the read
+    assert found == {"wanted": True} and task_row(pending_task)["width"] == 7
+    deleted = uuid.uuid4()
+    with db.transaction() as cur:
+        writes.create_tasks(
+            cur,
+            [
+                {
+                    "id": deleted,
+                    "filename": "b.jpg",
+                    "input_key": "1" * 64,
+                    "options": {},
+                    "output_path": "outputs/b.png",
+                }
+            ],
+        )
+        writes.delete_tasks(cur, [deleted])
+    before = task_row(deleted)
+    assert signals.mirror_end_if_wanted({**success, "task_id": str(deleted), "idem_key": "key-3"}) is False
+    assert task_row(deleted) == before
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM results WHERE task_id = %s", (str(deleted),))
+        assert cur.fetchone()["n"] == 0
+    assert signals.mirror_end_if_wanted({**success, "task_id": str(uuid.uuid4()), "idem_key": "key-4"}) is False
+
+
 def test_a_start_spools_and_the_lookup_runs_alone_while_events_wait(tmp_path):
     """Events already spooled go first: a start that cannot follow them now is spooled behind them,
     and the lookup runs on its own; with the database away, the lookup's error reaches the caller."""

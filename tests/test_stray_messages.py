@@ -108,3 +108,27 @@ def test_a_message_for_no_task_runs_nothing(clean_state, worker_factory):
     dispatch.publish_image(row)  # no row was recorded for it
     support.wait_until(lambda: dropped(worker, str(row["id"])), 60, message="the message was not dropped")
     assert not (storage().root / row["output_path"]).exists()
+
+
+def test_a_task_deleted_while_its_run_works_keeps_no_file_and_no_end(clean_state, alice, worker_factory):
+    """Its first run finished and its owner deleted it while a second run still worked on it (here: the
+    row deleted under a held run). The second run asks with its end event whether the row still wants
+    its file (one round trip): the file goes again, the end lands nowhere, no result is stored."""
+    row = new_task(alice.id, png_bytes(423), "late.png")
+    task_id = str(row["id"])
+    worker = worker_factory(CVUNET_TEST_DELAY_S="3")  # each image holds its worker 3 s
+    dispatch.publish_image(row)
+    support.wait_until(lambda: support.task_row(task_id)["state"] == "started", 60, message="the run did not start")
+    with db.transaction() as cur:
+        writes.delete_tasks(cur, [row["id"]])
+    deleted = support.task_row(task_id)
+    support.wait_until(
+        lambda: "deleted or expired while it ran" in worker.log_path.read_text(errors="replace"),
+        60,
+        message="the run did not see its row go",
+    )
+    result = storage().root / row["output_path"]
+    assert not result.exists() and sorted(result.parent.iterdir()) == []
+    assert support.task_row(task_id) == deleted and deleted["state"] == "started"
+    assert results_of(task_id) == 0
+    assert celery_app.backend.get_state(task_id) == "PENDING"  # dropped: no result stored

@@ -27,11 +27,15 @@ def first_row(cur, query: tuple[str, tuple]) -> dict | None:
 
 
 def task_wanted(cur, task_id) -> bool | None:
-    """Whether the task's row still wants a result (not deleted, not expired); None: no such row.
-    Two columns, not the whole row: every image asks it once its files are written."""
-    cur.execute("SELECT expired_at IS NULL AND deleted_at IS NULL AS wanted FROM tasks WHERE id = %s", (task_id,))
-    row = cur.fetchone()
+    """Whether the task's row still wants a result (not deleted, not expired); None: no such row."""
+    row = first_row(cur, wanted_query(task_id))
     return None if row is None else bool(row["wanted"])
+
+
+def wanted_query(task_id) -> tuple[str, tuple]:
+    """task_wanted's query (one row, `wanted`, or none), for a caller that sends it after a write in the
+    same round trip: a run's end asks it once its files are written (tasks.finish_run). Two columns."""
+    return "SELECT expired_at IS NULL AND deleted_at IS NULL AS wanted FROM tasks WHERE id = %s", (task_id,)
 
 
 def get_task(cur, task_id) -> TaskRow | None:

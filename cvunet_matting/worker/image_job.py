@@ -38,6 +38,9 @@ class TransientError(Exception):
 class NoLongerWanted(Exception):
     """The task was deleted (or expired) while this run worked on it: what it wrote is removed again."""
 
+    def __init__(self, task_id: str):
+        super().__init__(f"task {task_id} was deleted or expired while it ran; its result was removed")
+
 
 @dataclass
 class RunStart:
@@ -135,9 +138,11 @@ def output_target(storage: Storage, output_path: str) -> Path:
 
 
 def process(job: Job, *, session: Session, storage: Storage, settings: Settings, start: RunStart | None = None) -> dict:
-    """Run one image; returns the fields to mirror. Raises InputError, TransientError or NoLongerWanted.
+    """Run one image; returns the fields to mirror. Raises InputError or TransientError.
 
-    `start`: the run's start event, written with the result lookup (one round trip for both)."""
+    `start`: the run's start event, written with the result lookup (one round trip for both). Whether
+    the task still wants the file written is for the caller to ask once it is written (`drop_unless_wanted`,
+    or with the run's end event, tasks.finish_run: one round trip for both)."""
     opts = OutputOptions.from_dict(job.options)
     key = idem_key(job.input_key, session.version, opts, job.owner)
     target = output_target(storage, job.output_path)
@@ -145,7 +150,6 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings,
     result = {"idem_key": key, "output_path": job.output_path, "model_version": session.version}
     existing = lookup_result(key, start.take() if start is not None else None)
     if existing and reuse(existing, target, storage):
-        keep_only_if_wanted(job, target)
         size = {"width": existing["width"], "height": existing["height"]}
         return {**result, "reused": True, **size, "confidence": existing.get("confidence")}
     clock = time.perf_counter()
@@ -167,7 +171,6 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings,
         write_atomic(target, matted.data)
     except OSError as exc:
         raise TransientError(f"cannot write {job.output_path}: {exc.strerror or exc}") from exc
-    keep_only_if_wanted(job, target)
     # The shared storage's own stages, beside the model's: slow NFS shows up here, not as queue time.
     storage_timings = {"read": read_s, "write": time.perf_counter() - clock}
     timings = {k: round(v, 4) for k, v in (matted.timings | storage_timings).items()}
@@ -193,12 +196,23 @@ def keep_only_if_wanted(job: Job, written: Path) -> None:
 
     Only a second run of the task can meet this (its first finished, then its owner deleted it: a
     delete waits for the task to finish). The deleter commits first and removes the files after, and
-    this looks after writing: whichever comes second removes the file."""
+    this looks after writing: whichever comes second removes the file. A run that takes the task's
+    finish claim asks with its end event instead (tasks.finish_run); this is for the runs that do not."""
     if still_wanted(job.task_id):
         return
+    discard(written)
+    raise NoLongerWanted(job.task_id)
+
+
+def drop_unless_wanted(job: Job, storage: Storage) -> None:
+    """keep_only_if_wanted for the file a successful run of `job` wrote."""
+    keep_only_if_wanted(job, output_target(storage, job.output_path))
+
+
+def discard(written: Path) -> None:
+    """A result and its raw matte, removed: its task no longer wants them."""
     written.unlink(missing_ok=True)
     raw_matte_path(written).unlink(missing_ok=True)
-    raise NoLongerWanted(f"task {job.task_id} was deleted or expired while it ran; its result was removed")
 
 
 def still_wanted(task_id: str) -> bool:

@@ -11,11 +11,13 @@ import logging
 import threading
 
 import kombu.exceptions
+import psycopg2
 import redis
 from celery import signals
 from celery.exceptions import Retry
 
 from cvunet_matting.config import get_settings
+from cvunet_matting.db import reads
 from cvunet_matting.errors import ImageFailed
 from cvunet_matting.pipeline import notify
 from cvunet_matting.pipeline.dispatch import MATTE_IMAGE
@@ -85,6 +87,27 @@ def mirror_end(result: dict) -> dict:
     Its write starts now, in the background, while Celery stores the same result in Redis; the
     success signal waits for it, so it is committed (or spooled) before the task is acknowledged.
     """
+    get_mirror().record_later(end_event(result))
+    return result
+
+
+def mirror_end_if_wanted(result: dict) -> bool:
+    """A success's end event, as `mirror_end` writes it, and whether the task's row still wants the
+    file the run wrote (not deleted, not expired: image_job.keep_only_if_wanted), read after the end
+    in the same round trip: they were two round trips and two transactions on every image's path. The
+    end lands on no deleted or expired row (writes.event_statements). Written now, not in the
+    background: the caller drops the run when its row went. True when PostgreSQL cannot say (the end
+    is spooled), as image_job.still_wanted."""
+    task_id = result["task_id"]
+    try:
+        row = get_mirror().record_then_read(end_event(result), reads.wanted_query(task_id))
+    except (psycopg2.Error, OSError) as exc:
+        log.warning("could not check that task %s is still wanted: %s", task_id, exc)
+        return True
+    return row is not None and bool(row["wanted"])
+
+
+def end_event(result: dict) -> dict:
     event = {"task_id": result["task_id"], "state": result["state"], "finished_at": now_iso()}
     event.update({k: result[k] for k in RESULT_FIELDS if k in result})
     if result["state"] == TaskState.SUCCESS:
@@ -94,8 +117,7 @@ def mirror_end(result: dict) -> dict:
         if not result.get("reused"):
             event["result"] = {k: result[k] for k in ("idem_key", "output_path", "task_id", "width", "height")}
             event["result"]["confidence"] = result.get("confidence")
-    get_mirror().record_later(event)
-    return result
+    return event
 
 
 @signals.task_success.connect
