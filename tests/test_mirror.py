@@ -256,6 +256,28 @@ def test_a_start_spools_and_the_lookup_runs_alone_while_events_wait(tmp_path):
     assert mirror.pending() == []
 
 
+def test_the_caller_is_told_whether_its_event_was_committed_or_spooled(tmp_path):
+    """A success committed before its task returns is announced by Celery's own message alone
+    (signals.on_success): only when it was written, not spooled."""
+    database = FlakyDatabase()
+
+    def write_then_read(events, query):
+        database.write(events)
+        return {"wanted": True}
+
+    mirror = Mirror(tmp_path, database.write, write_then_read, lambda query: {"wanted": True})
+    assert mirror.record_then_read_told({"task_id": "a", "state": "success"}, ("SELECT", ())) == (
+        True,
+        {"wanted": True},
+    )
+    database.up = False
+    assert mirror.record_then_read_told({"task_id": "b", "state": "success"}, ("SELECT", ())) == (
+        False,
+        {"wanted": True},
+    )
+    assert len(mirror.pending()) == 1
+
+
 def test_a_late_start_never_turns_a_finished_row_back(pending_task):
     """A second run can pass "finished already?" between the first run's end event and its result
     reaching Redis; its start, timed after that end, must not make the finished image "started" again

@@ -208,3 +208,31 @@ def test_a_batch_wait_with_seen_answers_as_soon_as_its_finished_count_differs(cl
     assert answer.status_code == 200 and answer.get_json()["state"] != "done"
     assert time.monotonic() - started < 15  # answered at once, not at the end of the 30 s a plain ?wait= holds
     assert client.get(f"/api/v1/batches/{batch['batch_id']}?seen=x").status_code == 400
+
+
+@pytest.mark.services
+@pytest.mark.stack
+def test_a_success_is_announced_once_after_its_row_is_committed(clean_state, user, slow_worker):
+    """An image's success is committed before its task returns: Celery's own message of the stored
+    result finds the row final already, and the worker sends no second message (one PUBLISH an image)."""
+    from cvunet_matting.pipeline.notify import PATTERNS
+
+    pubsub = support.redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(*PATTERNS)
+    client = make_client(create_app({"TESTING": True}), user)
+    task_id = upload(client, png_bytes(11)).get_json()["task_id"]
+    heard: list[tuple[str, str]] = []  # (channel, the row's state when the message came)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(c.startswith("celery") for c, _ in heard):
+        message = pubsub.get_message(timeout=1)
+        if message and message["type"] == "pmessage":
+            channel = message["channel"].decode()
+            ids, final = ids_in(channel, message["data"])
+            if task_id in ids and final:
+                heard.append((channel, support.task_row(task_id)["state"]))
+    time.sleep(1)  # a second message would come now
+    while (message := pubsub.get_message(timeout=0.1)) is not None:
+        if message["type"] == "pmessage" and message["channel"].decode() == DONE_PREFIX + task_id:
+            heard.append((DONE_PREFIX + task_id, ""))
+    pubsub.close()
+    assert heard == [(f"celery-task-meta-{task_id}", "success")]

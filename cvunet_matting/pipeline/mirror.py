@@ -93,16 +93,20 @@ class Mirror:
         When the event cannot be written now (the spool is not empty, or the database does not
         answer) it is spooled as `record` would, and the query runs alone: it raises psycopg2.Error
         or OSError if the database is away, which the caller handles as it would for the query alone."""
+        return self.record_then_read_told(event, query)[1]
+
+    def record_then_read_told(self, event: dict, query: Query) -> tuple[bool, dict | None]:
+        """record_then_read, and whether the event was committed (False: it was spooled)."""
         event.setdefault("at", now_iso())
         self.wait_background()  # an event recorded earlier in the background goes first
         with self._lock:
             if not self.pending() or self.flush():
                 try:
-                    return self.write_then_read([event], query)
+                    return True, self.write_then_read([event], query)
                 except (psycopg2.Error, OSError) as exc:
                     log.warning("postgres mirror unavailable, spooling event: %s", exc)
             self._append(event)
-        return self.read(query)
+        return False, self.read(query)
 
     def wait_background(self) -> None:
         """Return once every event recorded in the background is written (or spooled)."""

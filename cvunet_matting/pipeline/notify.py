@@ -3,10 +3,12 @@
 Celery's Redis result backend already PUBLISHes every state it stores on the result's own key,
 `celery-task-meta-<task id>` (celery/backends/redis.py, RedisBackend._set: SET then PUBLISH in one
 pipeline), with the result as JSON; a matte_image result names its task and batch, finalize_batch's
-its batch. That is what waiting requests hear today. It comes a few milliseconds before the task's
-PostgreSQL row is committed (signals.mirror_end writes it in the background), so a waiter re-reads
-briefly after it (waiting.SETTLE_S). `publish_done`, called by the worker once the final row is
-committed, says the same on `cvunet:done:<task id>` when the row is certainly there.
+its batch. That is what waiting requests hear today. A failure's comes a few milliseconds before the
+task's PostgreSQL row is committed (signals.mirror_end writes it in the background), so a waiter
+re-reads briefly after it (waiting.SETTLE_S). `publish_done`, called by the worker once the final row
+is committed, says the same on `cvunet:done:<task id>` when the row is certainly there. An image's
+success is committed before the task returns (signals.mirror_end_if_wanted), so Celery's own message
+comes after the commit already and the worker sends no second one.
 """
 
 from __future__ import annotations

@@ -45,6 +45,10 @@ RESULT_FIELDS = (
 # Tasks whose success this process has mirrored: a later failure to store the result in Redis
 # (a restart at that moment) must not turn them into failed images.
 _succeeded: set[str] = set()
+# Tasks whose final row was committed before the task returned (mirror_end_if_wanted): Celery's own
+# PUBLISH of the result, in the pipeline that stores it (notify.py), comes after that commit and
+# tells the waiters, so `publish_done` would say it again: a Redis round trip an image for nothing.
+_announced: set[str] = set()
 
 
 def _record(event: dict) -> None:
@@ -100,10 +104,12 @@ def mirror_end_if_wanted(result: dict) -> bool:
     is spooled), as image_job.still_wanted."""
     task_id = result["task_id"]
     try:
-        row = get_mirror().record_then_read(end_event(result), reads.wanted_query(task_id))
+        committed, row = get_mirror().record_then_read_told(end_event(result), reads.wanted_query(task_id))
     except (psycopg2.Error, OSError) as exc:
         log.warning("could not check that task %s is still wanted: %s", task_id, exc)
         return True
+    if committed:
+        _announced.add(task_id)
     return row is not None and bool(row["wanted"])
 
 
@@ -126,7 +132,8 @@ def on_success(sender=None, result=None, **_):
         return
     worker_metrics.observe(result)
     get_mirror().wait_background()
-    notify.publish_done(result["task_id"], result.get("batch_id"))  # its row is committed: wake the waiters
+    if result["task_id"] not in _announced:
+        notify.publish_done(result["task_id"], result.get("batch_id"))  # its row is committed: wake the waiters
 
 
 @signals.task_failure.connect
@@ -157,6 +164,7 @@ def on_failure(sender=None, task_id=None, exception=None, **_):
 @signals.task_postrun.connect
 def on_postrun(task_id=None, **_):
     _succeeded.discard(task_id)
+    _announced.discard(task_id)
     result_backend.release_claim(task_id)
 
 
