@@ -59,3 +59,27 @@ def test_every_other_store_reads_first_and_keeps_a_success(private):
     backend.store_result(task_id, {"late": True}, "SUCCESS")  # a late second run, no claim
     meta = backend.get_task_meta(task_id)
     assert meta["status"] == "SUCCESS" and meta["result"] == {"first": True}
+
+
+def subscribes(client: redis.Redis) -> int:
+    return client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+
+
+def test_publishing_a_task_subscribes_to_nothing_and_a_wait_still_gets_its_result(private):
+    """Celery subscribed every publisher to each task's result channel (two round trips an image);
+    a caller that does wait (AsyncResult.get) subscribes then, and still gets a result stored before
+    or after it began to wait."""
+    import threading
+
+    from celery.result import AsyncResult
+
+    backend, client = private
+    task_id = str(uuid.uuid4())
+    backend.on_task_call(None, task_id)  # what Celery calls as it publishes a task
+    assert subscribes(client) == 0
+    backend.store_result(task_id, {"early": True}, "SUCCESS")
+    assert AsyncResult(task_id, backend=backend, app=app).get(timeout=5) == {"early": True}
+    later = str(uuid.uuid4())
+    threading.Timer(0.5, backend.store_result, (later, {"late": True}, "SUCCESS")).start()
+    assert AsyncResult(later, backend=backend, app=app).get(timeout=10) == {"late": True}
+    assert subscribes(client) >= 1  # the waiter's own

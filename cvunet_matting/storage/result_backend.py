@@ -1,4 +1,5 @@
-"""Celery's Redis result backend, less the read before an image's success is stored.
+"""Celery's Redis result backend, less the read before an image's success is stored, and less the
+publisher's subscription to each task's result (`on_task_call`).
 
 Before it stores a state, Celery reads the one stored already and keeps a SUCCESS it finds (celery/
 backends/base.py, BaseKeyValueStoreBackend._store_result: a lost worker's late result must not
@@ -8,7 +9,7 @@ that holds its task's claim (`hold_claim`, until the task's postrun) skips that 
 trip fewer per image. Every other store (another task, a failure, a retry) reads first, as Celery does.
 
 celeryconfig.py names the class in `result_backend` ("module:Class+redis://..."), so every process
-of the app (web, workers, the CLI) has it; only a worker's claims change what it does.
+of the app (web, workers, the CLI) has it; only a worker's claims change what it stores.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def release_claim(task_id: str) -> None:
 
 
 class ResultBackend(RedisBackend):
+    def on_task_call(self, producer: Any, task_id: Any) -> dict:
+        """No extra message properties (as the base backend), and no subscription. Celery's Redis
+        backend subscribes a process that publishes a task outside a task (the web's submissions, the
+        CLI) to the task's result channel, in case it waits, and unsubscribes when its AsyncResult goes:
+        two round trips an image, and each result sent to it as well. Nothing here waits on a result
+        through Celery (the pages read rows; waiting.py has its own subscriber); a caller of
+        AsyncResult.get() subscribes then, and reads the state stored already."""
+        return {}
+
     def _store_result(
         self, task_id: Any, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
     ) -> Any:
