@@ -56,8 +56,8 @@ def matte_image(
 ) -> dict:
     """One image's outcome. In a batch a failure is returned, so the chord completes; a lone image's
     failure is raised, so Celery and Flower show the task as failed. Either way its row is written
-    by `signals.mirror_end`, the one writer of a task's final state, and only by the run that
-    finishes the task first (a message can run twice when its worker was declared dead).
+    by `signals.mirror_end` (a success's by `mirror_end_if_wanted`), the one writer of a task's final
+    state, and only by the run that finishes the task first (a message can run twice when its worker was declared dead).
 
     The arguments are the message's copies of the task's row, shown by Flower and ignored here: the
     run works on what the row itself says (image_run.py), so a message can run its own task only."""

@@ -1,7 +1,8 @@
 """Celery signal handlers: mirror every matte_image event into PostgreSQL, warm workers up.
 
 A run's start and its end are written by the task itself (its start with its result lookup,
-`start_event`, image_job.py; its end by `mirror_end` from tasks.py); the handlers here write what
+`start_event`, image_job.py; its end by `mirror_end`, a success's with "still wanted?" by
+`mirror_end_if_wanted`, from tasks.py); the handlers here write what
 happens around it (a retry, a failure that escaped it) and tell the waiters once a final row is
 committed."""
 
