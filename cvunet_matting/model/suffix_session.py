@@ -25,7 +25,6 @@ class EdgeSuffix:
         self.model_size = (model.manifest.size[0], model.manifest.size[1])
         graph = suffix_only_model(self.model_size, math)
         self.session = ort.InferenceSession(graph, sess_options=model.options, providers=model.provider_config)
-        self.providers = self.session.get_providers()
 
     def run(self, matte: np.ndarray, rgb: np.ndarray, refine: bool, solidify: bool) -> EdgeOutputs:
         """`matte`: the model's uint8 alpha (1, 1, h, w); `rgb`: the photo (HxWx3 uint8)."""
