@@ -30,9 +30,8 @@ from cvunet_matting.config import load_settings
 from cvunet_matting.image.device_finish import edge_math, finish_from_device
 from cvunet_matting.image.edges import finish
 from cvunet_matting.image.encoding import OutputOptions
-from cvunet_matting.model.edge_suffix import FLAGS, MATTE, PHOTO, plan, suffix_only_model
-from cvunet_matting.model.protocols import EdgeOutputs
 from cvunet_matting.model.session import MattingSession, alpha_from_output, resolve_model
+from cvunet_matting.model.suffix_session import EdgeSuffix
 
 
 def sessions() -> tuple[MattingSession, MattingSession]:
@@ -73,21 +72,17 @@ def premultiplied(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def edges_alone(plain: MattingSession, rgb: np.ndarray, repeat: int) -> None:
     """The edge steps after the model: the CPU path against the suffix alone, from the same matte."""
-    import onnxruntime as ort
-
     options = OutputOptions()
     matte = plain.infer(plain.preprocess(rgb))  # uint8 (1, 1, 1024, 1024): the session takes uint8
     size = plain.manifest.size or rgb.shape[:2]
-    suffix = ort.InferenceSession(suffix_only_model((size[0], size[1]), edge_math()), providers=plain.providers)
+    suffix = EdgeSuffix((size[0], size[1]), edge_math(), plain.providers)
 
     def cpu_edges():
         raw = alpha_from_output(matte, plain.manifest, *rgb.shape[:2])
         return finish(rgb.copy(), raw, None, options)
 
     def device_edges():
-        feeds = plan(rgb.shape[:2], (size[0], size[1]), edge_math())
-        feeds |= {MATTE: matte, PHOTO: rgb, FLAGS: np.array([True, True])}
-        done = EdgeOutputs(*suffix.run(["edge_raw", "edge_alpha", "edge_foreground"], feeds))
+        done = suffix.run(matte, rgb, True, True)
         return finish_from_device(rgb.copy(), done, None, options)
 
     cpu_edges(), device_edges()  # warm: first runs of a shape allocate (and on CUDA pick kernels)
@@ -96,7 +91,7 @@ def edges_alone(plain: MattingSession, rgb: np.ndarray, repeat: int) -> None:
     height, width = rgb.shape[:2]
     print(
         f"{width}x{height} edge steps after the model: CPU path {both(cpu_s, cpu_cpu)}; suffix "
-        f"({suffix.get_providers()[0]}) + host rest {both(suffix_s, suffix_cpu)}; ratio {suffix_s / cpu_s:.2f}"
+        f"({suffix.session.get_providers()[0]}) + host rest {both(suffix_s, suffix_cpu)}; ratio {suffix_s / cpu_s:.2f}"
     )
     print("  " + differences("alpha", dev_alpha, cpu_alpha))
     print(

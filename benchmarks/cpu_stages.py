@@ -66,26 +66,12 @@ class DeviceStandIn(StandIn):
     edges_on_device = True
 
     def __init__(self, rgb: np.ndarray):
-        import onnxruntime as ort
-
         from cvunet_matting.image.device_finish import edge_math
-        from cvunet_matting.model.edge_suffix import (
-            ALPHA,
-            FLAGS,
-            FOREGROUND,
-            MATTE,
-            PHOTO,
-            RAW,
-            plan,
-            suffix_only_model,
-        )
-        from cvunet_matting.model.protocols import EdgeOutputs
+        from cvunet_matting.model.suffix_session import EdgeSuffix
 
         super().__init__()
         side = (self.manifest.size[0], self.manifest.size[1])
-        suffix = ort.InferenceSession(suffix_only_model(side, edge_math()), providers=["CPUExecutionProvider"])
-        feeds = plan(rgb.shape[:2], side, edge_math()) | {MATTE: self.answer, PHOTO: rgb}
-        self.done = EdgeOutputs(*suffix.run([RAW, ALPHA, FOREGROUND], feeds | {FLAGS: np.array([True, True])}))
+        self.done = EdgeSuffix(side, edge_math(), ["CPUExecutionProvider"]).run(self.answer, rgb, True, True)
 
     def predict_edges(self, rgb: np.ndarray, refine: bool, solidify: bool, timings=None):
         assert refine and solidify, "the stand-in has the default options' answer only"

@@ -17,14 +17,15 @@ from .session import MattingSession
 
 
 class EdgeSuffix:
-    def __init__(self, model: MattingSession, math: EdgeMath):
+    """`model_size`: the model's matte, (height, width); `providers` and `options` as onnxruntime takes
+    them (a device process passes its model's: edge_suffix_for)."""
+
+    def __init__(self, model_size: tuple[int, int], math: EdgeMath, providers: list, options=None):
         import onnxruntime as ort
 
-        assert model.manifest.size is not None, "the suffix alone needs the model's fixed size"
-        self.math = math
-        self.model_size = (model.manifest.size[0], model.manifest.size[1])
-        graph = suffix_only_model(self.model_size, math)
-        self.session = ort.InferenceSession(graph, sess_options=model.options, providers=model.provider_config)
+        self.math, self.model_size = math, model_size
+        graph = suffix_only_model(model_size, math)
+        self.session = ort.InferenceSession(graph, sess_options=options, providers=providers)
 
     def run(self, matte: np.ndarray, rgb: np.ndarray, refine: bool, solidify: bool) -> EdgeOutputs:
         """`matte`: the model's uint8 alpha (1, 1, h, w); `rgb`: the photo (HxWx3 uint8)."""
@@ -49,4 +50,4 @@ def edge_suffix_for(model: MattingSession, settings: Settings, math: EdgeMath) -
     manifest = model.manifest
     if manifest.size is None or manifest.output_kind != "alpha" or not model.uint8_io:
         return None
-    return EdgeSuffix(model, math)
+    return EdgeSuffix((manifest.size[0], manifest.size[1]), math, model.provider_config, model.options)

@@ -10,7 +10,7 @@ its run starts: when the process dies, only the images of the run in progress co
 those still waiting are sent again to the restarted process. A run starts only once every image of
 the run before has its answer: one dying before that answer left would take an image it had
 finished down with it, and charge it a crash.
-Where CVUNET_EDGES_ON_DEVICE wants the edge steps on this device (`auto`: on CUDA), each image that
+Where CVUNET_EDGES_ON_DEVICE is `on` (`auto` leaves it off here: suffix_session.edge_suffix_for), each image that
 asks for them goes through the edge suffix after the batch, one by one (each photo has its own size),
 and its outputs are written into its slot (device_protocol.edge_views).
 Started and restarted by `device_host` in the worker's main process: `python -m cvunet_matting.worker.device_server`.
