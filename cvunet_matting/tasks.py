@@ -7,6 +7,7 @@ import os
 import random
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -95,7 +96,7 @@ def finish_run(task: ImageTask, run: ImageRun) -> dict:
     if not wrote:
         signals.mirror_end(outcome)
     elif not signals.mirror_end_if_wanted(outcome):  # the end and "still wanted?": one round trip
-        image_job.discard(image_job.output_target(Storage(get_settings().data_dir), run.job.output_path))
+        image_job.discard(written_by(run))
         log.warning("task %s: %s", run.task_id, image_job.NoLongerWanted(run.task_id))
         raise Ignore()
     if outcome["state"] == TaskState.FAILURE and run.job.batch_id is None:
@@ -108,9 +109,14 @@ def drop_unless_wanted(run: ImageRun, wrote: bool) -> None:
     if not wrote:
         return
     try:
-        image_job.drop_unless_wanted(run.job, Storage(get_settings().data_dir))
+        image_job.keep_only_if_wanted(run.job, written_by(run))
     except image_job.NoLongerWanted as exc:
         log.warning("task %s: %s", run.task_id, exc)
+
+
+def written_by(run: ImageRun) -> Path:
+    """Where a successful run of the task wrote its result."""
+    return image_job.output_target(Storage(get_settings().data_dir), run.job.output_path)
 
 
 def run_image(task: ImageTask, run: ImageRun) -> dict:

@@ -141,7 +141,7 @@ def process(job: Job, *, session: Session, storage: Storage, settings: Settings,
     """Run one image; returns the fields to mirror. Raises InputError or TransientError.
 
     `start`: the run's start event, written with the result lookup (one round trip for both). Whether
-    the task still wants the file written is for the caller to ask once it is written (`drop_unless_wanted`,
+    the task still wants the file written is for the caller to ask once it is written (`keep_only_if_wanted`,
     or with the run's end event, tasks.finish_run: one round trip for both)."""
     opts = OutputOptions.from_dict(job.options)
     key = idem_key(job.input_key, session.version, opts, job.owner)
@@ -202,11 +202,6 @@ def keep_only_if_wanted(job: Job, written: Path) -> None:
         return
     discard(written)
     raise NoLongerWanted(job.task_id)
-
-
-def drop_unless_wanted(job: Job, storage: Storage) -> None:
-    """keep_only_if_wanted for the file a successful run of `job` wrote."""
-    keep_only_if_wanted(job, output_target(storage, job.output_path))
 
 
 def discard(written: Path) -> None:
