@@ -27,6 +27,7 @@ from .webapp.pages import json_routes, signin
 from .webapp.pages import views as page_views
 from .webapp.polling import PaceCache
 from .webapp.support import security_headers
+from .webapp.unread_bodies import ReadUnreadBodies
 from .webapp.waiting import Hub
 
 FORM_FIELDS_ROOM = 64  # parts beyond the files: csrf_token and the options (about a dozen today)
@@ -96,4 +97,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     metrics.init_app(app)
     for blueprint in (api_views.bp, removebg.bp, rembg.bp, page_views.bp, json_routes.bp, signin.bp, health.bp):
         app.register_blueprint(blueprint)
+    # Outermost: whatever answered early (a 401, a 400, a 429), the body is read before the answer goes.
+    app.wsgi_app = ReadUnreadBodies(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
     return app
