@@ -3,12 +3,13 @@ photo with the real ISNet's matte of it, in each kind of input a user sends: a p
 EXIF-rotated one, CMYK, 16-bit, grey, with its own alpha, tiny, and 33 MP.
 
 What changed, and why the results may differ at all: the colour estimate runs on a 512-pixel copy
-instead of a 1024-pixel one (its boxes cover the same share of the image), and the copies that are
-only box-filtered are shrunk bilinearly after a whole-factor area step. The tolerances, measured on
-these photos with margin (of all the image's pixels; measured at 1600x1200: alpha none off by > 2,
-colour 0.17%; 640x480: 0.12% and 0.39%; 4000x3000: 0.07% and 0.22%):
-- alpha: at most 0.5% of pixels differ by more than 2 of 255, and the mean difference is under 0.2;
-- colour: at most 2% of pixels differ by more than 3 of 255 in any channel, the mean under 0.2;
+instead of a 1024-pixel one (its boxes cover the same share of the image), its wide pass on a quarter of
+that, and the faintest alpha (under 5) keeps its colour; the matte's copies are shrunk bilinearly, which
+make bench-quality scored better on every figure (RELIABILITY.md, "The CPU bill"). The tolerances,
+measured on these photos with margin (of all the image's pixels; 1600x1200: alpha 2.0% off by > 2, mean
+0.17, colour 2.3% off by > 3, mean 0.24; 33 MP: 2.1%, 0.17, 2.3%, 0.24; 640x480: 0.12%, 0.02, 1.1%, 0.09):
+- alpha: at most 3% of pixels differ by more than 2 of 255, and the mean difference is under 0.25;
+- colour: at most 3.5% of pixels differ by more than 3 of 255 in any channel, the mean under 0.35;
 - the confidence score is the same to its third decimal.
 """
 
@@ -32,8 +33,8 @@ from tests.support import edges_before
 from tests.support.mattes import model_matte_path, photo_rgb, realistic_alpha
 
 MAX_PIXELS = 40_000_000
-ALPHA_OFF, ALPHA_SHARE, ALPHA_MEAN = 2, 0.005, 0.2
-COLOUR_OFF, COLOUR_SHARE, COLOUR_MEAN = 3, 0.02, 0.2
+ALPHA_OFF, ALPHA_SHARE, ALPHA_MEAN = 2, 0.03, 0.25
+COLOUR_OFF, COLOUR_SHARE, COLOUR_MEAN = 3, 0.035, 0.35
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +137,9 @@ def test_other_edge_options_give_the_same_cut_out_too(options, model_matte):
 
 
 def test_the_tolerance_catches_a_real_change(model_matte):
-    """The check can fail: the colour estimate left out altogether is far outside it."""
+    """The check can fail: the colour estimate left out altogether is outside it (mean 0.77 against 0.35)."""
     data = KINDS["jpeg 640x480"]()
     (rgb0, _, _), _ = both(data, model_matte, OutputOptions())
     plain = decode(data, MAX_PIXELS)
     with pytest.raises(AssertionError):
-        assert_close(rgb0, plain, COLOUR_OFF, COLOUR_SHARE / 10, COLOUR_MEAN / 10)
+        assert_close(rgb0, plain, COLOUR_OFF, COLOUR_SHARE, COLOUR_MEAN)

@@ -29,23 +29,6 @@ def working_size(shape: tuple[int, ...], side: int = WORK_SIDE) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def quick_shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """An area-average shrink by the whole factor that fits, then a bilinear one by the rest (0.5-1).
-
-    OpenCV's area resize is fast for whole factors only: 1600x1200 to 1024x768 took 8 ms of CPU, its
-    bilinear resize 1.2. Bilinear over a factor between 0.5 and 1 weighs every source pixel, so the
-    copy differs from the area average by a grey level on average; the filters that read it average
-    over several of its pixels anyway.
-    """
-    factor = min(image.shape[1] // width, image.shape[0] // height)
-    if factor >= 2:
-        rows, cols = image.shape[0] - image.shape[0] % factor, image.shape[1] - image.shape[1] % factor
-        image = cv2.resize(image[:rows, :cols], None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
 def working_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     """A float32 copy in 0-1, area-shrunk to at most `side` pixels on its long side."""
     if working_scale(image.shape, side) < 1.0:
@@ -62,13 +45,21 @@ def working_planes(image: np.ndarray, side: int = WORK_SIDE) -> list[np.ndarray]
     return [np.multiply(plane, np.float32(1 / 255), dtype=np.float32) for plane in cv2.split(image)]
 
 
-def quick_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """working_copy() through quick_shrink: for copies that are box-filtered or sampled afterwards
-    (the guided filter's colour guide is not: it takes working_copy, since its result follows the
-    guide's every grey level)."""
+def linear_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """A matte's working copy: float32 in 0-1, shrunk bilinearly to at most `side` pixels on its long
+    side (as solid.distances shrinks it, whose copy callers pass on: unit_copy). Not an area average:
+    a matte is itself an enlarged model answer, and its bilinear copy keeps the edges the guided filter
+    fits to. make bench-quality scored it better than the area copy (whole blocks, then bilinear) on every
+    figure (edge band SAD 20.51 -> 19.84, colour error 5.68 -> 5.54, halo 5.85 -> 5.70), at a third of the
+    cost, and nothing where the caller has the distance maps' copy already."""
     if working_scale(image.shape, side) < 1.0:
-        image = quick_shrink(image, *working_size(image.shape, side))
-    return np.multiply(image, np.float32(1 / 255), dtype=np.float32)
+        image = cv2.resize(image, working_size(image.shape, side), interpolation=cv2.INTER_LINEAR)
+    return unit_copy(image)
+
+
+def unit_copy(small: np.ndarray) -> np.ndarray:
+    """A uint8 copy as float32 in 0-1."""
+    return np.multiply(small, np.float32(1 / 255), dtype=np.float32)
 
 
 # ISNet leaves a tenth of a photo's pixels at 250-254 inside the subject, and faint alpha over the
@@ -118,13 +109,11 @@ def flat_index(shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray) -> np.nda
 def take(image: np.ndarray, at: np.ndarray) -> np.ndarray:
     """The pixels at flat positions `at` as N x C (N for a single-channel image): image[ys, xs],
     faster than fancy indexing, with the positions computed once for every map of the same size."""
+    if image.ndim == 3 and image.dtype == np.uint8 and image.flags.c_contiguous:
+        # Each pixel taken as one item of its width: a third less time than numpy's rows of 3 bytes.
+        pixels = image.reshape(-1, image.shape[2]).view(np.dtype((np.void, image.shape[2]))).reshape(-1)
+        return np.take(pixels, at).view(np.uint8).reshape(len(at), image.shape[2])
     return np.take(image.reshape(-1, *(image.shape[2:] or ())), at, axis=0)
-
-
-def colour_planes(pixels: np.ndarray) -> list[np.ndarray]:
-    """N x C pixels (take's answer) as C contiguous planes of N: numpy reads a column of N x 3 bytes
-    slower than OpenCV splits it."""
-    return [plane.reshape(-1) for plane in cv2.split(pixels.reshape(len(pixels), 1, -1))]
 
 
 def put(image: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
@@ -197,6 +186,22 @@ def sample_planes(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full
     return out
 
 
+def sample_columns(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
+    """sample_planes()'s values as views of the sampled N x C arrays (strided, not split into copies):
+    for the full-size band's arithmetic, which reads each value once (1600x1200: ~0.5 ms less)."""
+    count, shape = len(ys), images[0].shape[:2]
+    if not count or shape == full:
+        return sample_planes(images, ys, xs, full)
+    grid_x, grid_y = _grid(ys, xs, shape, full)
+    out: list[np.ndarray] = []
+    for image in images:
+        values = cv2.remap(image, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        channels = image.shape[2] if image.ndim == 3 else 1
+        points = values.reshape(-1, channels)[:count]
+        out += [points[:, k] for k in range(channels)]
+    return out
+
+
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:
     """The mask (uint8 0/1) grown by `radius` pixels with a square window."""
     if radius <= 0:
@@ -208,4 +213,12 @@ def to_full(mask: np.ndarray, full: tuple[int, int]) -> np.ndarray:
     """A working-copy mask (uint8) at full size, nearest neighbour."""
     if mask.shape == full:
         return mask
-    return cv2.resize(mask, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
+    # OpenCV's INTER_NEAREST takes source column floor(x * (1 / (full width / width))), in doubles
+    # as written, and rows alike: two takes of whole columns and rows give its very bytes in half its
+    # time (1600x1200: 0.5 against 1.0 ms of CPU).
+    return np.take(np.take(mask, _nearest(mask.shape[1], full[1]), axis=1), _nearest(mask.shape[0], full[0]), axis=0)
+
+
+def _nearest(small: int, large: int) -> np.ndarray:
+    """For each of `large` positions, the source position cv2.resize's INTER_NEAREST reads."""
+    return np.minimum(np.floor(np.arange(large) * (1.0 / (large / small))).astype(np.intp), small - 1)

@@ -35,10 +35,12 @@ def edge_math() -> EdgeMath:
         band_share=solid.BAND_SHARE,
         min_band_px=solid.MIN_BAND_PX,
         half=solid.HALF,
-        wide_fx=0.5,  # foreground's wide pass: its copy at half the colour estimate's
+        wide_fx=foreground.WIDE_FX,
         unit_side=foreground.UNIT_SIDE,
         quick_matte=True,
         solid_from_raw=False,  # solidify measures the refined matte's contour (edges.finish)
+        colour_low=foreground.COLOUR_LOW,
+        linear_matte=True,
     )
 
 

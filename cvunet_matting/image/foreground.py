@@ -5,13 +5,13 @@ old background onto any new one (a halo). Blur-fusion (Forte & Pitie, "Approxima
 Colour Estimation", ICIP 2021) estimates F from local means of the foreground and background around
 each pixel, in two passes: wide boxes first, then narrow ones seeded with the first estimate.
 
-Only the partly transparent pixels change (the faintest ones partly: FADE). Both passes run on small
-copies whose means are smooth at their scale anyway: the narrow one on a copy at most SIDE pixels on
-its long side (the guided filter's own copy, edges.refine, when the caller shares it), the wide one on
-half of that; the final estimate is computed at full size for the band's pixels alone. The boxes were
-6 and 90 pixels of a 1024-pixel copy (or of the image, if smaller) until the copy was halved (make
-bench-pipeline: the narrow pass was a third of a 1600x1200 photo's host CPU): they cover the same
-share of the image as before, in fewer pixels.
+Only the partly transparent pixels change (the faint ones partly: FADE; the faintest not at all:
+COLOUR_LOW). Both passes run on small copies whose means are smooth at their scale anyway: the narrow
+one on a copy at most SIDE pixels on its long side (the guided filter's own copy, edges.refine, when the
+caller shares it), the wide one on a quarter of that (WIDE_FX); the final estimate is computed at full
+size for the band's pixels alone. The boxes were 6 and 90 pixels of a 1024-pixel copy (or of the
+image, if smaller) until the copy was halved (make bench-pipeline: the narrow pass was a third of a
+1600x1200 photo's host CPU): they cover the same share of the image as before, in fewer pixels.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from .band import (
     EDGE_HIGH,
     band_points,
     band_strips,
-    colour_planes,
     flat_index,
+    linear_copy,
     put,
-    quick_copy,
+    sample_columns,
     sample_planes,
     soft,
     take,
@@ -37,10 +37,19 @@ SIDE = 512  # the narrow pass's copy, on its long side
 # The paper's box sizes, in pixels of a copy 1024 pixels on its long side (or of the image itself
 # where it is smaller): the boxes cover the same share of any image as they did before the copy was halved.
 WIDE, NARROW, UNIT_SIDE = 90, 6, 1024
+# The wide pass's copy, as a share of the narrow pass's: a quarter (128 pixels on its long side) scored
+# as well as a half in make bench-quality (colour error 5.695 -> 5.673, halo 5.844 -> 5.851; see-through
+# composites 4.260 -> 4.212, 15.054 -> 15.061) at a third of the pass's CPU. Its boxes are 90 pixels
+# of a 1024-pixel copy: they average so widely that the copy's size hardly shows in them.
+WIDE_FX = 0.25
 # Below this alpha (of 255) the estimate only partly replaces the colour: there it is mostly a guess
 # from the neighbours, barely visible in any composite, and ISNet leaves such faint alpha over whole
 # background areas, whose colours are better left as they are.
 FADE = 64
+# Fainter still, the colour is left as it is: the estimate would move it by at most COLOUR_LOW / FADE of
+# the way, in pixels a composite shows at under 2% (make bench-quality: colour error 5.695 -> 5.706,
+# halo 5.844 -> 5.845). They were a third of a photo's band (1600x1200: 28,600 of 94,400 pixels).
+COLOUR_LOW = 5
 _TINY = np.float32(1e-5)
 _ABOVE_0, _BELOW_1 = float(np.nextafter(np.float32(0), 1)), float(np.nextafter(np.float32(1), 0))
 
@@ -55,22 +64,22 @@ def _unit(copy: tuple[int, ...], full: tuple[int, ...]) -> float:
     return max(copy[:2]) / min(max(full[:2]), UNIT_SIDE)
 
 
-def _half(image: np.ndarray) -> np.ndarray:
-    """An area-average copy of half the size (a side of one pixel stays one pixel)."""
-    if min(image.shape[:2]) > 1:
-        return cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    # a photo one pixel high or wide: fx=0.5 would ask OpenCV for a side of none, which it refuses
-    half = (max(1, round(image.shape[1] * 0.5)), max(1, round(image.shape[0] * 0.5)))
-    return cv2.resize(image, half, interpolation=cv2.INTER_AREA)
+def _shrunk(image: np.ndarray, fx: float) -> np.ndarray:
+    """An area-average copy `fx` the size (a side too short for that keeps one pixel)."""
+    if all(round(side * fx) >= 1 for side in image.shape[:2]):
+        return cv2.resize(image, None, fx=fx, fy=fx, interpolation=cv2.INTER_AREA)
+    # a photo a few pixels high or wide: fx would ask OpenCV for a side of none, which it refuses
+    size = (max(1, round(image.shape[1] * fx)), max(1, round(image.shape[0] * fx)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _wide_means(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """First pass: alpha-weighted means of the foreground and background (three planes each), on a
-    half-size copy (shrunk as one three-channel image: OpenCV's area resize of a plane differs from
-    its interleaved one in the last bit)."""
-    planes = cv2.split(_half(cv2.merge(colour)))
+    copy WIDE_FX the size (shrunk as one three-channel image: OpenCV's area resize of a plane differs
+    from its interleaved one in the last bit)."""
+    planes = cv2.split(_shrunk(cv2.merge(colour), WIDE_FX))
     alpha = cv2.resize(alpha, (planes[0].shape[1], planes[0].shape[0]), interpolation=cv2.INTER_AREA)
-    size = max(1, round(WIDE * unit / 2))
+    size = max(1, round(WIDE * unit * WIDE_FX))
     box = (size, size)
     weight = cv2.blur(alpha, box)
     rest, fore_norm, back_norm = 1 - alpha, weight + _TINY, 1 - weight + _TINY
@@ -101,16 +110,22 @@ def writable(rgb: np.ndarray) -> bool:
     return bool(rgb.flags.writeable and rgb.flags.c_contiguous)
 
 
-def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray] | None = None) -> np.ndarray:
+def decontaminate(
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    rgb_copy: list[np.ndarray] | None = None,
+    matte_copy: np.ndarray | None = None,
+) -> np.ndarray:
     """Replace the colour of the partly transparent pixels by their estimated foreground; in place (a
     writable(), C-contiguous array: band.put refuses a view it could not write through).
-    `rgb_copy`: band.working_planes(rgb, SIDE), when the caller has them already (finish() shares them)."""
+    `rgb_copy`: band.working_planes(rgb, SIDE), when the caller has them already (finish() shares them);
+    `matte_copy`: the copy of the matte to weigh the means by, at its size (else band.linear_copy(alpha))."""
     sums = None
-    for ys, xs in band_strips(soft(alpha, 1, EDGE_HIGH - 1)):  # nearer opaque, F is I within a few levels
+    for ys, xs in band_strips(soft(alpha, COLOUR_LOW, EDGE_HIGH - 1)):  # nearer opaque, F is I within a few levels
         if sums is None:  # the first strip with a point: the small copy's passes, once
             colour = working_planes(rgb, SIDE) if rgb_copy is None else rgb_copy
-            # The matte's copy is box-filtered: a quick one will do.
-            sums = _narrow_sums(colour, quick_copy(alpha, SIDE), _unit(colour[0].shape, rgb.shape))
+            matte = linear_copy(alpha, SIDE) if matte_copy is None else matte_copy
+            sums = _narrow_sums(colour, matte, _unit(colour[0].shape, rgb.shape))
         _estimate_at(rgb, alpha, sums, ys, xs)
     return rgb
 
@@ -118,13 +133,13 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, rgb_copy: list[np.ndarray]
 def _estimate_at(rgb: np.ndarray, alpha: np.ndarray, sums: list[np.ndarray], ys: np.ndarray, xs: np.ndarray) -> None:
     """The final estimate at full-size points (ys, xs), written into rgb. In place, in _estimate's
     order: the same values as a new array per step, with (1 - a) made once for the three channels."""
-    *fore_weighted, weight, back_r, back_g, back_b = sample_planes(sums, ys, xs, alpha.shape)
+    *fore_weighted, weight, back_r, back_g, back_b = sample_columns(sums, ys, xs, alpha.shape)
     fore_norm, back_norm = weight + _TINY, 1 - weight + _TINY
     at = flat_index(alpha.shape, ys, xs)
     a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)
     rest = 1 - a
     pixels = take(rgb, at)
-    channels = colour_planes(pixels)
+    channels = [pixels[:, k] for k in range(3)]  # read once each: views, not split copies
     fade = np.minimum(a * np.float32(255 / FADE), 1)  # the estimate eases in over the faintest alpha
     estimate = np.empty_like(pixels)
     plane, fix = np.empty_like(a), np.empty_like(a)

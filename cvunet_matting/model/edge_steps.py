@@ -45,13 +45,20 @@ class EdgeMath:
     unit_side: int = 1024  # the box sizes are in pixels of a copy this long (or of the image if smaller)
     quick_matte: bool = False  # the matte's copies shrunk by whole blocks then bilinear (band.quick_copy)
     solid_from_raw: bool = False  # solidify's distance maps of the raw matte (shared with confidence)
+    colour_low: int = 1  # the faintest alpha whose colour is estimated (foreground.COLOUR_LOW)
+    # The matte's copies shrunk bilinearly from full size (band.linear_copy): refine's of the raw matte,
+    # the colour estimate's of the matte before solidify (edges.finish). Where set, quick_matte is unused.
+    linear_matte: bool = False
 
 
 def refine(g: GraphWriter, photo: str, raw: str, math: EdgeMath) -> str:
     """image/edges.refine: coefficients on the working copy, applied at full size near the edges."""
     unit = g.scalar(np.float32(1 / 255))
     guide = g.mul(g.shrink(photo, "edge_refine", "edge_refine", True), unit)
-    matte = g.mul(g.shrink(raw, "edge_refine", "edge_refine_matte", True), unit)
+    if math.linear_matte:
+        matte = g.mul(g.op("Round", g.separable(raw, "edge_refine_linear")), unit)
+    else:
+        matte = g.mul(g.shrink(raw, "edge_refine", "edge_refine_matte", True), unit)
     edge = g.op(
         "And",
         g.op("GreaterOrEqual", matte, g.scalar(np.float32(math.edge_low / 255))),
@@ -137,11 +144,15 @@ def _estimate(g: GraphWriter, colour: str, alpha: str, fore: str, back: str) -> 
     return g.clip(g.add(fore, g.mul(alpha, rest)), 0.0, 1.0)
 
 
-def decontaminate(g: GraphWriter, photo: str, alpha: str, math: EdgeMath) -> str:
-    """image/foreground.decontaminate: blur-fusion's two passes, then the estimate at full size."""
+def decontaminate(g: GraphWriter, photo: str, alpha: str, math: EdgeMath, weighed_by: str | None = None) -> str:
+    """image/foreground.decontaminate: blur-fusion's two passes, then the estimate at full size.
+    `weighed_by`: the matte whose copy weighs the means (with linear_matte: the matte before solidify)."""
     unit, tiny, one = g.scalar(np.float32(1 / 255)), g.scalar(np.float32(1e-5)), g.scalar(1.0)
     colour = g.mul(g.shrink(photo, "edge_work", "edge_work", True), unit)
-    matte = g.mul(g.shrink(alpha, "edge_work", "edge_work_matte", True), unit)
+    if math.linear_matte:
+        matte = g.mul(g.op("Round", g.separable(weighed_by or alpha, "edge_work_linear")), unit)
+    else:
+        matte = g.mul(g.shrink(alpha, "edge_work", "edge_work_matte", True), unit)
     quarter, quarter_alpha = g.separable(colour, "edge_wide_copy"), g.separable(matte, "edge_wide_alpha")
     weight = g.separable(quarter_alpha, "edge_wide")
     fore = g.div(g.separable(g.mul(quarter, quarter_alpha), "edge_wide"), g.add(weight, tiny))
@@ -160,7 +171,7 @@ def decontaminate(g: GraphWriter, photo: str, alpha: str, math: EdgeMath) -> str
     estimate = g.add(pixels, g.mul(fade, g.sub(_estimate(g, pixels, a, fore, back), pixels)))
     band = g.op(
         "And",
-        g.op("GreaterOrEqual", alpha, g.scalar(1.0)),
+        g.op("GreaterOrEqual", alpha, g.scalar(float(math.colour_low))),
         g.op("LessOrEqual", alpha, g.scalar(float(math.edge_high - 1))),
     )
     fitted = g.to_uint8_value(g.add(g.mul(estimate, g.scalar(255.0)), g.scalar(0.5)))

@@ -67,6 +67,7 @@ def plan(shape: tuple[int, int], model_size: tuple[int, int], math: EdgeMath) ->
     _both(feeds, "edge_raw", taps.linear(model_size[0], H, True), taps.linear(model_size[1], W, True))
     h, w, _ = _copy_size(shape, math.refine_side)
     _shrink_plan(feeds, "edge_refine", shape, (h, w), math.quick_matte)
+    _both(feeds, "edge_refine_linear", taps.linear(H, h, True), taps.linear(W, w, True))
     size = 2 * math.radius + 1
     _both(feeds, "edge_refine_box", taps.box(h, size, False), taps.box(w, size, False))
     _both(feeds, "edge_refine_up", taps.remap(h, H), taps.remap(w, W))
@@ -78,6 +79,7 @@ def plan(shape: tuple[int, int], model_size: tuple[int, int], math: EdgeMath) ->
     feeds["edge_solid_band"] = np.array([2 * band, band, 255 / band], np.float32)
     h, w, _ = _copy_size(shape, math.work_side)
     _shrink_plan(feeds, "edge_work", shape, (h, w), math.quick_matte)
+    _both(feeds, "edge_work_linear", taps.linear(H, h, True), taps.linear(W, w, True))
     qh, qw = round(h * math.wide_fx), round(w * math.wide_fx)
     _both(feeds, "edge_wide_copy", taps.area(h, qh, 1 / math.wide_fx), taps.area(w, qw, 1 / math.wide_fx))
     _both(feeds, "edge_wide_alpha", taps.area(h, qh), taps.area(w, qw))
@@ -107,8 +109,8 @@ def append_edge_suffix(graph, alpha_uint8: str, math: EdgeMath) -> None:
     raw = g.op("Round", g.separable(matte, "edge_raw"))
     alpha = g.op("Where", g.op("Gather", flags, g.ints(0), axis=0), refine(g, photo, raw, math), raw)
     solid = solidify(g, alpha, math, raw if math.solid_from_raw else None)
-    alpha = g.op("Where", g.op("Gather", flags, g.ints(1), axis=0), solid, alpha)
-    foreground = decontaminate(g, photo, alpha, math)
+    before_solid, alpha = alpha, g.op("Where", g.op("Gather", flags, g.ints(1), axis=0), solid, alpha)
+    foreground = decontaminate(g, photo, alpha, math, before_solid)
     for name, value in ((RAW, raw), (ALPHA, alpha)):
         g.output(
             name,
@@ -138,9 +140,11 @@ def _declare_inputs(g: GraphWriter, math: EdgeMath) -> None:
     from onnx import TensorProto
 
     for name in plan((64, 48), (8, 8), math):  # the names a plan feeds, whatever the photo's size
+        # Dimensions named after the input: onnxruntime takes two inputs' equal names for equal sizes
+        # and planned one buffer for two gathers of different sizes ("Shape mismatch attempting to re-use buffer").
         if name.endswith("_idx"):
-            g.input(name, TensorProto.INT64, ["K", "n"])
+            g.input(name, TensorProto.INT64, [f"{name}_K", f"{name}_n"])
         elif name.endswith("_w"):
-            g.input(name, TensorProto.FLOAT, ["K", "n"])
+            g.input(name, TensorProto.FLOAT, [f"{name}_K", f"{name}_n"])
         else:
             g.input(name, TensorProto.INT64 if name.endswith("_blocks") else TensorProto.FLOAT, [3])
