@@ -32,8 +32,9 @@ from .png import encode_png
 # Bump when the pixels a result holds change for the same options (edge refinement and
 # decontamination came with 2, solid subjects by default with 3, the cheaper edge steps with 4: the
 # colour estimate on a 512-pixel copy; 5, the model's input shrunk bilinearly from a photo under twice
-# its side, resize.shrink_for_model, so the model's matte moves a little; 6, the colour estimate's wide
-# pass on a quarter copy and the faintest alpha's colours left alone, foreground.WIDE_FX and COLOUR_LOW):
+# its side, resize.shrink_for_model, so the model's matte moves a little; 6, the matte's working copies
+# bilinear, band.linear_copy, the colour estimate's wide pass on a quarter copy and the faintest alpha's
+# colours left alone, foreground.WIDE_FX and COLOUR_LOW):
 # results of an earlier version are not reused for new requests. Everything else it counts happens after
 # the model, here and in matting.
 POSTPROCESS_VERSION = 6

@@ -43,7 +43,7 @@ class EdgeMath:
     # Where the CPU path's edge-speed changes (POSTPROCESS_VERSION 4) differ, main's values by default:
     wide_fx: float = 0.25  # the wide pass's copy, as a share of the colour estimate's copy
     unit_side: int = 1024  # the box sizes are in pixels of a copy this long (or of the image if smaller)
-    quick_matte: bool = False  # the matte's copies shrunk by whole blocks then bilinear (band.quick_copy)
+    quick_matte: bool = False  # the matte's copies shrunk by whole blocks then bilinear (POSTPROCESS_VERSION 4-5)
     solid_from_raw: bool = False  # solidify's distance maps of the raw matte (shared with confidence)
     colour_low: int = 1  # the faintest alpha whose colour is estimated (foreground.COLOUR_LOW)
     # The matte's copies shrunk bilinearly from full size (band.linear_copy): refine's of the raw matte,
