@@ -22,6 +22,7 @@ from tests.support.httpclient import fetch, multipart
 from tests.support.images import png_bytes
 
 BIG = 8 * 2**20  # more than loopback's socket buffers take in while nobody reads
+TERMINATED = {"wsgi.input_terminated": True}  # as gunicorn says of its input
 
 
 class Failing(io.RawIOBase):
@@ -32,18 +33,26 @@ class Failing(io.RawIOBase):
 def test_the_rest_of_a_body_is_read_and_nothing_past_the_limit():
     body = io.BytesIO(b"x" * 1000)
     body.read(100)
-    assert discard_rest({"wsgi.input": body, "CONTENT_LENGTH": "1000"}, limit=5000) == 900
+    assert discard_rest({"wsgi.input": body, "CONTENT_LENGTH": "1000", **TERMINATED}, limit=5000) == 900
     assert body.read() == b""
     chunked = io.BytesIO(b"y" * 10_000)  # no declared length: read no further than the limit (and a byte)
-    assert discard_rest({"wsgi.input": chunked}, limit=4000) == 4001
+    assert discard_rest({"wsgi.input": chunked, **TERMINATED}, limit=4000) == 4001
 
 
 def test_a_body_declared_past_the_limit_is_left_and_a_gone_client_is_no_error():
     body = io.BytesIO(b"x" * 100)
-    assert discard_rest({"wsgi.input": body, "CONTENT_LENGTH": "100"}, limit=99) == 0
+    assert discard_rest({"wsgi.input": body, "CONTENT_LENGTH": "100", **TERMINATED}, limit=99) == 0
     assert body.tell() == 0
-    assert discard_rest({"wsgi.input": Failing(), "CONTENT_LENGTH": "10"}, limit=99) == 0
-    assert discard_rest({"CONTENT_LENGTH": "10"}, limit=99) == 0
+    assert discard_rest({"wsgi.input": Failing(), "CONTENT_LENGTH": "10", **TERMINATED}, limit=99) == 0
+    assert discard_rest({"CONTENT_LENGTH": "10", **TERMINATED}, limit=99) == 0
+
+
+def test_a_raw_socket_input_is_never_read():
+    """Werkzeug's development server hands over the socket itself (no wsgi.input_terminated): a read
+    there would wait for the client's next request."""
+    body = io.BytesIO(b"x" * 100)
+    assert discard_rest({"wsgi.input": body, "CONTENT_LENGTH": "100"}, limit=1000) == 0
+    assert body.tell() == 0
 
 
 @pytest.fixture

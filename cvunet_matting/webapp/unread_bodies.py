@@ -10,6 +10,9 @@ body leaves the connection clean: the answer arrives and the connection stays op
 
 Bodies declared larger than the upload limit are left unread: their 413 closes the connection, as it
 must, rather than take in up to a gigabyte first (Traefik refuses those before they reach gunicorn).
+Only a server that says its input ends where the body ends (`wsgi.input_terminated`, as gunicorn does)
+is read to the end: Werkzeug's development server hands over the raw socket, where a read past the body
+waits for the client's next request (the test suite's werkzeug servers hung on every GET).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def discard_rest(environ: dict[str, Any], limit: int) -> int:
     """Read what is left of the request body, unless its declared length passes `limit`; at most `limit`
     bytes (a chunked body declares none). Returns how many bytes were read."""
     stream = environ.get("wsgi.input")
-    if stream is None or declared_length(environ) > limit:
+    if stream is None or not environ.get("wsgi.input_terminated") or declared_length(environ) > limit:
         return 0
     read = 0
     try:
