@@ -29,20 +29,13 @@ def working_size(shape: tuple[int, ...], side: int = WORK_SIDE) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def working_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """A float32 copy in 0-1, area-shrunk to at most `side` pixels on its long side."""
-    if working_scale(image.shape, side) < 1.0:
-        image = shrink(image, *working_size(image.shape, side))
-    return np.multiply(image, np.float32(1 / 255), dtype=np.float32)
-
-
 def working_planes(image: np.ndarray, side: int = WORK_SIDE) -> list[np.ndarray]:
-    """working_copy() of a colour image as one float32 plane per channel (the same values). The filters
-    work plane by plane: numpy's arithmetic over a last axis of 3 runs its inner loop 3 long, several
-    times slower than over a plane (make bench-pipeline)."""
+    """A colour image's working copy: area-shrunk to at most `side` pixels on its long side, as one
+    float32 plane in 0-1 per channel. The filters work plane by plane: numpy's arithmetic over a last
+    axis of 3 runs its inner loop 3 long, several times slower than over a plane (make bench-pipeline)."""
     if working_scale(image.shape, side) < 1.0:
         image = shrink(image, *working_size(image.shape, side))
-    return [np.multiply(plane, np.float32(1 / 255), dtype=np.float32) for plane in cv2.split(image)]
+    return [unit_copy(plane) for plane in cv2.split(image)]
 
 
 def linear_copy(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
@@ -130,11 +123,6 @@ def put(image: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
     np.put(image.reshape(-1, image.shape[2]).view(pixel).reshape(-1), at, rows.view(pixel).reshape(-1))
 
 
-def sample(small: np.ndarray, ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> np.ndarray:
-    """Values of a working-copy map at full-size pixels, bilinear with pixel centres aligned: N x C."""
-    return sample_all([small], ys, xs, full)[0]
-
-
 def _grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, ...], full: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """The points' positions in a copy of `shape`, laid out 1024 to a row (remap wants 2-D maps)."""
     count = len(ys)
@@ -153,53 +141,26 @@ def _grid(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, ...], full: tuple[in
     return maps[0], maps[1]
 
 
-def sample_all(smalls: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
-    """sample() for several maps of one size at the same points: the coordinate maps are made once."""
-    count, shape = len(ys), smalls[0].shape[:2]
-    if shape == full:
-        at = flat_index(shape, ys, xs)
-        return [take(small, at).reshape(count, -1) for small in smalls]
-    grid_x, grid_y = _grid(ys, xs, shape, full)
-    out = []
-    for small in smalls:
-        values = cv2.remap(small, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out.append(values.reshape(len(grid_x) * 1024, -1)[:count])
-    return out
-
-
-def sample_planes(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
-    """sample() for maps of one size, each channel's values apart and contiguous (N,): the maps of
-    the first image's channels, then the next's. An image of several channels (up to four) is
-    sampled in one remap: remap's cost is mostly per point, not per channel (and its rounding depends
-    on the channel count, so the images are sampled as they are given)."""
+def sample_columns(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
+    """Values of working-copy maps of one size at full-size points (ys, xs), bilinear with pixel centres
+    aligned: each channel's N values, the first image's channels then the next's, as strided views of
+    one N x C array an image (the band's arithmetic reads each value once: split copies cost 1600x1200
+    ~0.5 ms more). An image of several channels (up to four) is sampled in one remap: remap's cost is
+    mostly per point, not per channel (and its rounding depends on the channel count, so the images
+    are sampled as they are given); the coordinate maps are made once for all."""
     count, shape = len(ys), images[0].shape[:2]
     if not count:
         return [np.empty(0, image.dtype) for image in images for _ in range(image.shape[2] if image.ndim == 3 else 1)]
     if shape == full:
         at = flat_index(shape, ys, xs)
-        return [plane.reshape(-1) for image in images for plane in cv2.split(take(image, at).reshape(count, 1, -1))]
-    grid_x, grid_y = _grid(ys, xs, shape, full)
-    out: list[np.ndarray] = []
-    for image in images:
-        values = cv2.remap(image, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out += [plane.reshape(-1)[:count] for plane in cv2.split(values)]
-    return out
-
-
-def sample_columns(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, full: tuple[int, int]) -> list[np.ndarray]:
-    """sample_planes()'s values as views of the sampled N x C arrays (strided, not split into copies):
-    for the full-size band's arithmetic, which reads each value once (1600x1200: ~0.5 ms less)."""
-    count, shape = len(ys), images[0].shape[:2]
-    if not count or shape == full:
-        return sample_planes(images, ys, xs, full)
-    grid_x, grid_y = _grid(ys, xs, shape, full)
-    out: list[np.ndarray] = []
-    for image in images:
-        values = cv2.remap(image, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        channels = image.shape[2] if image.ndim == 3 else 1
-        points = values.reshape(-1, channels)[:count]
-        out += [points[:, k] for k in range(channels)]
-    return out
+        sampled = [take(image, at).reshape(count, -1) for image in images]
+    else:
+        grid_x, grid_y = _grid(ys, xs, shape, full)
+        sampled = []
+        for image in images:
+            values = cv2.remap(image, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            sampled.append(values.reshape(len(grid_x) * 1024, -1)[:count])
+    return [points[:, k] for points in sampled for k in range(points.shape[1])]
 
 
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:

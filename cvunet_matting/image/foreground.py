@@ -27,7 +27,6 @@ from .band import (
     linear_copy,
     put,
     sample_columns,
-    sample_planes,
     soft,
     take,
     working_planes,
@@ -95,7 +94,7 @@ def _narrow_sums(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> li
     ys, xs = band_points(cv2.inRange(alpha, _ABOVE_0, _BELOW_1))  # 0 < a < 1
     at = flat_index(shape, ys, xs)
     a = take(alpha, at)
-    means = sample_planes([cv2.merge(fore), cv2.merge(back)], ys, xs, shape)
+    means = sample_columns([cv2.merge(fore), cv2.merge(back)], ys, xs, shape)
     weighted = [plane * alpha for plane in colour]  # a F1 (= a I where a is 0 or 1)
     for plane, source, fore_mean, back_mean in zip(weighted, colour, means[:3], means[3:], strict=True):
         put(plane, at, _estimate(take(source, at), a, fore_mean, back_mean) * a)

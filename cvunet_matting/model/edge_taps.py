@@ -47,7 +47,7 @@ def linear(src: int, dst: int, quantised: bool = False) -> Taps:
 
 
 def remap(src: int, dst: int) -> Taps:
-    """band.sample's bilinear lookup (cv2.remap, replicated border, float maps): OpenCV 5 samples float
+    """band.sample_columns' bilinear lookup (cv2.remap, replicated border, float maps): OpenCV 5 samples float
     coordinates as they are (measured: within 4e-7 of exact bilinear), so INTER_LINEAR's taps."""
     return linear(src, dst)
 
