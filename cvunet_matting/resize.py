@@ -16,12 +16,25 @@ def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
     12 MP photo first (fast path) and then resizing the quarter-size image takes 11 ms instead of 26,
     for the same averaging within a grey level or two.
     """
+    return cv2.resize(_whole_blocks(image, width, height), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def shrink_float(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """shrink() with its second step in float32: levels 0-255 with the average's fractions kept. OpenCV's
+    general area path runs a third faster on floats than on bytes (1600x1200 to 512x384: 1.2 against
+    1.8 ms of CPU)."""
+    return cv2.resize(_whole_blocks(image, width, height).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _whole_blocks(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """shrink()'s first step: whole blocks of the largest factor that keeps the image at least
+    width x height (the image as it is where that factor is 1)."""
     factor = min(image.shape[1] // width, image.shape[0] // height)
-    if factor >= 2:
-        # Whole blocks only (at most factor-1 edge rows and columns dropped), so blocks stay aligned.
-        rows, cols = image.shape[0] - image.shape[0] % factor, image.shape[1] - image.shape[1] % factor
-        image = cv2.resize(image[:rows, :cols], None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if factor < 2:
+        return image
+    # Whole blocks only (at most factor-1 edge rows and columns dropped), so blocks stay aligned.
+    rows, cols = image.shape[0] - image.shape[0] % factor, image.shape[1] - image.shape[1] % factor
+    return cv2.resize(image[:rows, :cols], None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
 
 
 def shrink_for_model(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from cvunet_matting.resize import shrink
+from cvunet_matting.resize import shrink_float
 
 WORK_SIDE = 1024  # the long side of the working copy: ISNet's own 1024 x 1024, so nothing is lost
 
@@ -32,9 +32,11 @@ def working_size(shape: tuple[int, ...], side: int = WORK_SIDE) -> tuple[int, in
 def working_planes(image: np.ndarray, side: int = WORK_SIDE) -> list[np.ndarray]:
     """A colour image's working copy: area-shrunk to at most `side` pixels on its long side, as one
     float32 plane in 0-1 per channel. The filters work plane by plane: numpy's arithmetic over a last
-    axis of 3 runs its inner loop 3 long, several times slower than over a plane (make bench-pipeline)."""
+    axis of 3 runs its inner loop 3 long, several times slower than over a plane (make bench-pipeline).
+    The area step after the whole blocks is kept in float (resize.shrink_float): make bench-quality scored
+    it as the rounded copy, a few figures a hair better (edge band SAD 19.843 -> 19.836)."""
     if working_scale(image.shape, side) < 1.0:
-        image = shrink(image, *working_size(image.shape, side))
+        image = shrink_float(image, *working_size(image.shape, side))
     return [unit_copy(plane) for plane in cv2.split(image)]
 
 

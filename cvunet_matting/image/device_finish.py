@@ -41,6 +41,7 @@ def edge_math() -> EdgeMath:
         solid_from_raw=False,  # solidify measures the refined matte's contour (edges.finish)
         colour_low=foreground.COLOUR_LOW,
         linear_matte=True,
+        float_photo=True,
     )
 
 

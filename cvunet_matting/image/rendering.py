@@ -34,10 +34,11 @@ from .png import encode_png
 # colour estimate on a 512-pixel copy; 5, the model's input shrunk bilinearly from a photo under twice
 # its side, resize.shrink_for_model, so the model's matte moves a little; 6, the matte's working copies
 # bilinear, band.linear_copy, the colour estimate's wide pass on a quarter copy and the faintest alpha's
-# colours left alone, foreground.WIDE_FX and COLOUR_LOW):
+# colours left alone, foreground.WIDE_FX and COLOUR_LOW; 7, the photo's working copy kept in float after
+# its whole blocks, resize.shrink_float):
 # results of an earlier version are not reused for new requests. Everything else it counts happens after
 # the model, here and in matting.
-POSTPROCESS_VERSION = 6
+POSTPROCESS_VERSION = 7
 RAW_MATTE_LEVEL = 1  # the fastest deflate level: the matte is written for every image, read rarely
 
 

@@ -49,12 +49,22 @@ class EdgeMath:
     # The matte's copies shrunk bilinearly from full size (band.linear_copy): refine's of the raw matte,
     # the colour estimate's of the matte before solidify (edges.finish). Where set, quick_matte is unused.
     linear_matte: bool = False
+    # The photo's copy kept in float after the whole blocks (resize.shrink_float), not rounded to bytes.
+    float_photo: bool = False
+
+
+def _photo_copy(g: GraphWriter, photo: str, plan: str, math: EdgeMath) -> str:
+    """band.working_planes: whole blocks rounded to bytes, then the area step, rounded too where
+    math.float_photo is not set."""
+    if math.float_photo:
+        return g.separable(g.block_mean(photo, plan + "_blocks", True), plan)
+    return g.shrink(photo, plan, plan, True)
 
 
 def refine(g: GraphWriter, photo: str, raw: str, math: EdgeMath) -> str:
     """image/edges.refine: coefficients on the working copy, applied at full size near the edges."""
     unit = g.scalar(np.float32(1 / 255))
-    guide = g.mul(g.shrink(photo, "edge_refine", "edge_refine", True), unit)
+    guide = g.mul(_photo_copy(g, photo, "edge_refine", math), unit)
     if math.linear_matte:
         matte = g.mul(g.op("Round", g.separable(raw, "edge_refine_linear")), unit)
     else:
@@ -148,7 +158,7 @@ def decontaminate(g: GraphWriter, photo: str, alpha: str, math: EdgeMath, weighe
     """image/foreground.decontaminate: blur-fusion's two passes, then the estimate at full size.
     `weighed_by`: the matte whose copy weighs the means (with linear_matte: the matte before solidify)."""
     unit, tiny, one = g.scalar(np.float32(1 / 255)), g.scalar(np.float32(1e-5)), g.scalar(1.0)
-    colour = g.mul(g.shrink(photo, "edge_work", "edge_work", True), unit)
+    colour = g.mul(_photo_copy(g, photo, "edge_work", math), unit)
     if math.linear_matte:
         matte = g.mul(g.op("Round", g.separable(weighed_by or alpha, "edge_work_linear")), unit)
     else:
