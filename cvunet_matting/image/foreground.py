@@ -23,6 +23,7 @@ from .band import (
     EDGE_HIGH,
     band_points,
     band_strips,
+    box_mean,
     flat_index,
     linear_copy,
     put,
@@ -101,7 +102,7 @@ def _narrow_sums(colour: list[np.ndarray], alpha: np.ndarray, unit: float) -> li
     rest = np.float32(1) - alpha
     back = [cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) * rest for plane in back]
     size = max(1, round(NARROW * unit))
-    return [cv2.blur(image, (size, size), dst=image) for image in (cv2.merge([*weighted, alpha]), cv2.merge(back))]
+    return [box_mean(image, size, image) for image in (cv2.merge([*weighted, alpha]), cv2.merge(back))]
 
 
 def writable(rgb: np.ndarray) -> bool:
