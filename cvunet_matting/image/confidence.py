@@ -26,12 +26,11 @@ def confidence(alpha: np.ndarray, maps: Distances | None = None) -> float:
     """The raw matte's score, 0 (nothing to trust) to 1 (sure everywhere but at the outline).
     `maps`: solid.distances(alpha), when the caller has them (the worker shares them with solidify)."""
     maps = distances(alpha) if maps is None else maps
-    subject = np.count_nonzero(maps.inner) / maps.small.size
+    subject = np.count_nonzero(maps.inside) / maps.small.size
     if subject < EMPTY or subject > WHOLE:
         return 0.0
     visible = maps.small >= LOW
-    far = (maps.inner > maps.band) | (maps.outer > maps.band)
-    unsure = int(np.count_nonzero(visible & (maps.small <= HIGH) & far))
+    unsure = int(np.count_nonzero(visible & (maps.small <= HIGH) & maps.beyond_band()))
     return round(1 - unsure / max(1, int(np.count_nonzero(visible))), 3)
 
 
