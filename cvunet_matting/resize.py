@@ -23,7 +23,8 @@ def shrink_float(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """shrink() with its second step in float32: levels 0-255 with the average's fractions kept. OpenCV's
     general area path runs a third faster on floats than on bytes (1600x1200 to 512x384: 1.2 against
     1.8 ms of CPU)."""
-    return cv2.resize(_whole_blocks(image, width, height).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    blocks = _whole_blocks(image, width, height).astype(np.float32)
+    return cv2.resize(blocks, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _whole_blocks(image: np.ndarray, width: int, height: int) -> np.ndarray:

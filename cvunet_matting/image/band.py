@@ -165,7 +165,9 @@ def sample_columns(images: list[np.ndarray], ys: np.ndarray, xs: np.ndarray, ful
     return [points[:, k] for points in sampled for k in range(points.shape[1])]
 
 
-def box_mean(image: np.ndarray, size: int, out: np.ndarray | None = None, border: int = cv2.BORDER_DEFAULT) -> np.ndarray:
+def box_mean(
+    image: np.ndarray, size: int, out: np.ndarray | None = None, border: int = cv2.BORDER_DEFAULT
+) -> np.ndarray:
     """The mean over size x size pixels of a float32 image (in place where out is the image).
 
     Two passes of a float kernel (cv2.sepFilter2D): on the copies' planes a quarter faster than
