@@ -131,34 +131,29 @@ def decontaminate(
 
 
 def _estimate_at(rgb: np.ndarray, alpha: np.ndarray, sums: list[np.ndarray], ys: np.ndarray, xs: np.ndarray) -> None:
-    """The final estimate at full-size points (ys, xs), written into rgb. In place, in _estimate's
-    order: the same values as a new array per step, with (1 - a) made once for the three channels."""
+    """The final estimate at full-size points (ys, xs), written into rgb. _estimate multiplied out, in
+    alpha's levels: F = F_mean (1 - a^2) + a I - a (1 - a) B_mean, the two means' factors made once for
+    the three channels (F_mean = fore / (weight + tiny), B_mean = back / (1 - weight + tiny)): 12 passes
+    over the points a channel instead of 16, two of them divisions."""
     *fore_weighted, weight, back_r, back_g, back_b = sample_columns(sums, ys, xs, alpha.shape)
-    fore_norm, back_norm = weight + _TINY, 1 - weight + _TINY
     at = flat_index(alpha.shape, ys, xs)
     a = np.multiply(take(alpha, at), np.float32(1 / 255), dtype=np.float32)
     rest = 1 - a
-    pixels = take(rgb, at)
-    channels = [pixels[:, k] for k in range(3)]  # read once each: views, not split copies
+    fore_gain = (1 + a) * rest * np.float32(255) / (weight + _TINY)
+    back_gain = a * rest * np.float32(255) / (1 - weight + _TINY)
     fade = np.minimum(a * np.float32(255 / FADE), 1)  # the estimate eases in over the faintest alpha
+    pixels = take(rgb, at)
     estimate = np.empty_like(pixels)
-    plane, fix = np.empty_like(a), np.empty_like(a)
+    level, fix, term = np.empty_like(a), np.empty_like(a), np.empty_like(a)
     for k, (fore, back) in enumerate(zip(fore_weighted, (back_r, back_g, back_b), strict=True)):
-        np.multiply(channels[k], np.float32(1 / 255), out=plane, dtype=np.float32)
-        fore /= fore_norm  # the local means, F and B
-        back /= back_norm
-        # _estimate: F + a (I - a F - (1 - a) B), clipped to 0-1
-        np.multiply(a, fore, out=fix)
-        np.subtract(plane, fix, out=fix)
-        back *= rest
-        fix -= back
-        fix *= a
-        fix += fore
-        np.clip(fix, 0, 1, out=fix)
-        fix -= plane  # I + fade (F - I)
+        level[...] = pixels[:, k]  # I, in levels
+        np.multiply(fore, fore_gain, out=fix)
+        fix += np.multiply(level, a, out=term)
+        fix -= np.multiply(back, back_gain, out=term)
+        np.clip(fix, 0, 255, out=fix)
+        fix -= level  # I + fade (F - I), rounded
         fix *= fade
-        plane += fix
-        plane *= np.float32(255)
-        plane += np.float32(0.5)
-        estimate[:, k] = plane
+        fix += level
+        fix += np.float32(0.5)
+        estimate[:, k] = fix
     put(rgb, at, estimate)
