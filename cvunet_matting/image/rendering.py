@@ -35,7 +35,8 @@ from .png import encode_png
 # its side, resize.shrink_for_model, so the model's matte moves a little; 6, the matte's working copies
 # bilinear, band.linear_copy, the colour estimate's wide pass on a quarter copy and the faintest alpha's
 # colours left alone, foreground.WIDE_FX and COLOUR_LOW; 7, the photo's working copy kept in float after
-# its whole blocks, resize.shrink_float):
+# its whole blocks, resize.shrink_float, and the box means and the final colour estimate in fewer float
+# passes, band.box_mean and foreground._estimate_at, a level apart on a few edge pixels):
 # results of an earlier version are not reused for new requests. Everything else it counts happens after
 # the model, here and in matting.
 POSTPROCESS_VERSION = 7
