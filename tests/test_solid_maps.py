@@ -24,7 +24,6 @@ def blob_matte(shape: tuple[int, int] = (1200, 1600)) -> np.ndarray:
 
 def exact_beyond(inside: np.ndarray, band: float) -> np.ndarray:
     """By brute force: no pixel of the other side within `band` (Euclidean), the frame no contour."""
-    ys, xs = np.mgrid[: inside.shape[0], : inside.shape[1]]
     beyond = np.ones(inside.shape, bool)
     for side in (True, False):
         oy, ox = np.nonzero(inside != side)
