@@ -46,6 +46,21 @@ def test_isnet_separates_subject_from_background(isnet, name):
         assert alpha[y0:y1, x0:x1].mean() < 0.15, f"{name}: background box {(x0, y0, x1, y1)} not clear"
 
 
+@pytest.mark.model
+def test_isnet_in_float32_gives_the_fp16_graphs_matte_within_a_level(isnet, real_model_path):
+    """The CPU session runs ISNet's fp16 graph widened to float32 and without its five side outputs
+    (graph_edit.py); the matte is the one the graph as exported gives, to within rounding."""
+    from skimage import data
+
+    env = {"CVUNET_MODEL_DIR": str(real_model_path.parent), "CVUNET_DEVICE": "cpu", "CVUNET_CPU_FLOAT32": "0"}
+    settings = load_settings(env)
+    as_exported = MattingSession(*resolve_model(settings), settings)
+    assert [o.name for o in isnet.session.get_outputs()] == ["output"]
+    rgb = data.astronaut()
+    difference = np.abs(isnet.predict_alpha(rgb).astype(int) - as_exported.predict_alpha(rgb))
+    assert difference.max() <= 1 and np.count_nonzero(difference) < 0.01 * difference.size
+
+
 def see_through_share(alpha: np.ndarray) -> float:
     """Issue #27's figure: the share of the matte's non-zero pixels left partly transparent (12-243)."""
     return np.count_nonzero((alpha >= 12) & (alpha <= 243)) / np.count_nonzero(alpha)

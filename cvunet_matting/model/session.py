@@ -18,7 +18,7 @@ from cvunet_matting.resize import shrink_for_model
 
 from .edge_suffix import ALPHA, FLAGS, FOREGROUND, PHOTO, RAW, EdgeMath, edges_wanted, plan
 from .graph_edit import edited_model
-from .manifest import BUILTIN, Manifest, guess_template, manifest_path, sha256_file
+from .manifest import BUILTIN, Manifest, manifest_path, sha256_file
 from .protocols import EdgeOutputs, ModelStages
 from .providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
 
@@ -95,6 +95,13 @@ def cpu_memory_plan(keep_arena: bool, provider: str) -> tuple[bool, bool]:
     return False, True
 
 
+def computes_in_float32(wanted: bool, provider: str) -> bool:
+    """Whether a session whose first provider is `provider` runs an fp16 graph in float32. Only the CPU
+    provider: it has no fp16 convolutions here and would convert activations around every layer
+    (graph_edit.py); CUDA and TensorRT run fp16 natively, and faster than float32."""
+    return wanted and provider == CPU
+
+
 class MattingSession:
     """Owns the onnxruntime session and the model's pre- and post-processing.
 
@@ -137,27 +144,22 @@ class MattingSession:
             edges = None
         self.edges = edges
         uint8_io = uint8_io or edges is not None  # the suffix follows the uint8 alpha
-        self.uint8_io, self.batched = uint8_io, False
-        source: str | bytes = str(path)
-        self.input_name = self.output_name = ""
-        if uint8_io or dynamic_batch:
-            edited = edited_model(path, manifest, dynamic_batch, uint8_io, edges)
-            if edited.manifest.output_kind != "alpha":
-                self.edges = None  # an RGBA model: no uint8 alpha to follow, the CPU finishes it
-            source, manifest, self.batched = edited.model, edited.manifest, edited.batched
-            self.input_name, self.output_name = edited.input_name, edited.output_name
-        self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        self.uint8_io = uint8_io
+        # Always edited: unread outputs are dropped, and on the CPU an fp16 graph runs in float32.
+        float32 = computes_in_float32(settings.cpu_float32, first)
+        edited = edited_model(path, manifest, dynamic_batch, uint8_io, edges, float32=float32)
+        if edited.manifest.output_kind != "alpha":
+            self.edges = None  # an RGBA model: no uint8 alpha to follow, the CPU finishes it
+        manifest, self.batched = edited.manifest, edited.batched
+        self.input_name, self.output_name = edited.input_name, edited.output_name
+        self.session = ort.InferenceSession(edited.model, sess_options=options, providers=providers)
         self.provider_config, self.options = providers, options  # for a session beside it (suffix_session.py)
         self.providers = self.session.get_providers()
         if settings.device == "cuda" and self.providers[0] not in {CUDA, TENSORRT}:
             raise DeviceError(f"CUDA was required but the session runs on {self.providers[0]}")
-        if manifest is None:
-            manifest = guess_template([i.name for i in self.session.get_inputs()])
         if not manifest.version:
             manifest = replace(manifest, version=sha256_file(path))
         self.manifest = manifest
-        self.input_name = self.input_name or manifest.input_name
-        self.output_name = self.output_name or manifest.output_name
         self.path = path
         self.load_seconds = time.perf_counter() - started
         log.info(
