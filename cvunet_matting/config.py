@@ -92,8 +92,8 @@ class Settings:
     cpu_arena: bool = setting(
         "CVUNET_CPU_ARENA",
         True,
-        "CPU workers keep onnxruntime's memory arena, without its memory-pattern block: inference ~15% faster "
-        "than without the arena, ~1.3 GB held with ISNet; 0 gives ~0.5 GB between images, the same peak "
+        "CPU workers keep onnxruntime's memory arena, without its memory-pattern block: inference ~10% faster "
+        "than without the arena, ~1.0 GB held with ISNet; 0 gives ~0.6 GB between images, the same peak "
         "(`benchmarks/bench_memory.py`)",
     )
     cpu_float32: bool = setting(

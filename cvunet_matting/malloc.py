@@ -53,3 +53,14 @@ def tune_for_large_buffers() -> bool:
     if not ok:
         log.warning("mallopt refused the allocator settings; memory may grow with mixed image sizes")
     return ok
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc's malloc_trim), after a one-off burst of
+    allocations such as a model's graph edited at load: ~120 MB of freed protobuf buffers otherwise
+    stay in the worker's RSS (ISNet: 577 -> 454 MB once loaded). True when pages were given back."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

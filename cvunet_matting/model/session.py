@@ -14,6 +14,7 @@ import numpy as np
 
 from cvunet_matting.config import Settings, get_settings
 from cvunet_matting.errors import DeviceError, ModelError
+from cvunet_matting.malloc import release_free_memory
 from cvunet_matting.resize import shrink_for_model
 
 from .edge_suffix import ALPHA, FLAGS, FOREGROUND, PHOTO, RAW, EdgeMath, edges_wanted, plan
@@ -86,8 +87,9 @@ def cpu_memory_plan(keep_arena: bool, provider: str) -> tuple[bool, bool]:
     1.17-1.18x as long as with it (benchmarks/bench_memory.py --speed, interleaved). The memory-pattern
     block is what made the arena hold ~2.1 GB: one block sized for the largest run, kept on top of the
     arena's own chunks; without it the arena reuses its chunks run after run at ~1.3 GB, as fast
-    (0.97-0.98x onnxruntime's defaults). CVUNET_CPU_ARENA=0 gives the lean worker: ~0.5 GB between
-    images, the block planned but freed after each run. A GPU session's host side is small: it keeps
+    (0.97-0.98x onnxruntime's defaults); ~1.0 GB since the graph runs in float32 (graph_edit.py).
+    CVUNET_CPU_ARENA=0 gives the lean worker: ~0.6 GB between images, the block planned but freed
+    after each run. A GPU session's host side is small: it keeps
     the lean settings, as measured when the GPU worker was tuned.
     """
     if provider == CPU and keep_arena:
@@ -153,6 +155,8 @@ class MattingSession:
         manifest, self.batched = edited.manifest, edited.batched
         self.input_name, self.output_name = edited.input_name, edited.output_name
         self.session = ort.InferenceSession(edited.model, sess_options=options, providers=providers)
+        del edited
+        release_free_memory()  # the edited graph's buffers, freed just now
         self.provider_config, self.options = providers, options  # for a session beside it (suffix_session.py)
         self.providers = self.session.get_providers()
         if settings.device == "cuda" and self.providers[0] not in {CUDA, TENSORRT}:
