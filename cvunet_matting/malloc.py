@@ -40,10 +40,8 @@ ARENAS = 2
 
 def tune_for_large_buffers() -> bool:
     """Apply the settings to this process; False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     ok = (
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
@@ -59,8 +57,13 @@ def release_free_memory() -> bool:
     """Hand the heap's free pages back to the kernel (glibc's malloc_trim), after a one-off burst of
     allocations such as a model's graph edited at load: ~120 MB of freed protobuf buffers otherwise
     stay in the worker's RSS (ISNet: 577 -> 454 MB once loaded). True when pages were given back."""
+    malloc_trim = _libc_function("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))
+
+
+def _libc_function(name: str):
+    """One of glibc's functions, or None where the C library lacks it."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
-        return False
+        return None

@@ -123,37 +123,31 @@ def keep_only_output(graph, name: str) -> None:
         field.extend(kept)
 
 
-def compute_in_float32(graph) -> bool:
+def compute_in_float32(graph) -> None:
     """Every fp16 tensor of the graph becomes float32: initializers, constants, casts to fp16 and
-    the declared types of inputs, outputs and intermediate values. True when anything changed.
-    Left alone: a graph with control flow (subgraphs would need the same walk)."""
+    the declared types of inputs, outputs and intermediate values. Left alone: a graph with control
+    flow (subgraphs would need the same walk)."""
     from onnx import AttributeProto, TensorProto, numpy_helper
 
     half, full = TensorProto.FLOAT16, TensorProto.FLOAT
     if _has_subgraphs(graph):
-        return False
+        return
 
-    def widened(tensor):
-        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
-
-    changed = False
-    for index, tensor in enumerate(graph.initializer):
+    def widen(tensor) -> None:
         if tensor.data_type == half:
-            graph.initializer[index].CopyFrom(widened(tensor))
-            changed = True
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+
+    for tensor in graph.initializer:
+        widen(tensor)
     for node in graph.node:
         for attribute in node.attribute:
-            if attribute.type == AttributeProto.TENSOR and attribute.t.data_type == half:
-                attribute.t.CopyFrom(widened(attribute.t))
-                changed = True
+            if attribute.type == AttributeProto.TENSOR:
+                widen(attribute.t)
             elif attribute.type == AttributeProto.INT and attribute.name in {"to", "dtype"} and attribute.i == half:
                 attribute.i = full  # Cast's target; the dtype of EyeLike, RandomNormal and the like
-                changed = True
     for value in [*graph.input, *graph.output, *graph.value_info]:
         if value.type.tensor_type.elem_type == half:
             value.type.tensor_type.elem_type = full
-            changed = True
-    return changed
 
 
 def _make_batch_dynamic(graph) -> None:

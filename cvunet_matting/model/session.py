@@ -89,8 +89,8 @@ def cpu_memory_plan(keep_arena: bool, provider: str) -> tuple[bool, bool]:
     arena's own chunks; without it the arena reuses its chunks run after run at ~1.3 GB, as fast
     (0.97-0.98x onnxruntime's defaults); ~1.0 GB since the graph runs in float32 (graph_edit.py).
     CVUNET_CPU_ARENA=0 gives the lean worker: ~0.6 GB between images, the block planned but freed
-    after each run. A GPU session's host side is small: it keeps
-    the lean settings, as measured when the GPU worker was tuned.
+    after each run. A GPU session's host side is small: it keeps the lean settings, as measured when
+    the GPU worker was tuned.
     """
     if provider == CPU and keep_arena:
         return True, False
