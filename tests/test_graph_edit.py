@@ -74,20 +74,21 @@ def fp16_model(tmp_path) -> Path:
     return build_fp16_model(tmp_path / "fp16.onnx")
 
 
-def run(model: bytes | str, tensor: np.ndarray, output: str = "output") -> np.ndarray:
+def run(model: bytes | str, tensor: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run([output], {"input": tensor})[0]
+    return session.run(["output"], {"input": tensor})[0]
 
 
 def fp16_tensors(graph: onnx.GraphProto) -> list[str]:
     """Where fp16 is still named: initializers, constants, cast targets, declared types."""
-    found = [t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT16]
+    half = TensorProto.FLOAT16
+    found = [t.name for t in graph.initializer if t.data_type == half]
     for node in graph.node:
         for attribute in node.attribute:
-            if attribute.t.data_type == TensorProto.FLOAT16 or (node.op_type == "Cast" and attribute.i == 10):
+            if attribute.t.data_type == half or (node.op_type == "Cast" and attribute.i == half):
                 found.append(f"{node.op_type}:{node.output[0]}")
     types = [*graph.input, *graph.output, *graph.value_info]
-    return found + [v.name for v in types if v.type.tensor_type.elem_type == TensorProto.FLOAT16]
+    return found + [v.name for v in types if v.type.tensor_type.elem_type == half]
 
 
 def test_unread_outputs_go_with_what_only_they_need(fp16_model):
